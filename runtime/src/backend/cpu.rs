@@ -1,0 +1,244 @@
+//! The CPU backend: multithreaded GEMM from the `gemm` crate, then a fused bias + activation pass.
+
+use std::sync::Arc;
+
+use gemm::Parallelism;
+
+use super::{Backend, BackendError};
+use crate::model::Model;
+
+/// Runs the model on the CPU with two ping-pong scratch buffers sized for the largest batch, so a
+/// batch allocates nothing.
+pub struct CpuBackend {
+    model: Arc<Model>,
+    capacity_rows: usize,
+    threads: usize,
+    front: Vec<f32>,
+    back: Vec<f32>,
+}
+
+impl CpuBackend {
+    /// A backend for batches of up to `capacity_rows` rows using `threads` threads (0 = all cores).
+    pub fn new(model: Arc<Model>, capacity_rows: usize, threads: usize) -> Self {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            threads
+        };
+        let scratch = capacity_rows * model.widest_layer();
+        CpuBackend {
+            model,
+            capacity_rows,
+            threads,
+            front: vec![0.0; scratch],
+            back: vec![0.0; scratch],
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", self.threads)
+    }
+
+    fn forward(&mut self, input: &[f32], rows: usize) -> Result<&[f32], BackendError> {
+        let expected = rows * self.model.input_width();
+        if input.len() != expected {
+            return Err(BackendError::InputLength {
+                rows,
+                len: input.len(),
+                expected,
+            });
+        }
+        if rows > self.capacity_rows {
+            return Err(BackendError::TooManyRows {
+                rows,
+                capacity: self.capacity_rows,
+            });
+        }
+        // Tiny products lose more to thread hand-off than they gain; gemm's own heuristics also
+        // apply, this only keeps single-row requests on one thread.
+        let parallelism = if self.threads > 1 && rows * self.model.widest_layer() >= 4096 {
+            Parallelism::Rayon(self.threads)
+        } else {
+            Parallelism::None
+        };
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let out_len = rows * layer.out_features;
+            let src: &[f32] = if i == 0 {
+                input
+            } else {
+                &self.front[..rows * layer.in_features]
+            };
+            let dst = &mut self.back[..out_len];
+            matmul(
+                src,
+                &layer.weight,
+                dst,
+                rows,
+                layer.in_features,
+                layer.out_features,
+                parallelism,
+            );
+            layer.activation.apply_with_bias(dst, &layer.bias);
+            std::mem::swap(&mut self.front, &mut self.back);
+        }
+        Ok(&self.front[..rows * self.model.output_width()])
+    }
+}
+
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major.
+#[allow(unsafe_code)]
+fn matmul(
+    lhs: &[f32],
+    rhs: &[f32],
+    dst: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    parallelism: Parallelism,
+) {
+    assert!(lhs.len() == m * k && rhs.len() == k * n && dst.len() == m * n);
+    if m == 0 {
+        return;
+    }
+    // SAFETY: the assert above proves each pointer covers exactly the rows and columns that the
+    // strides below describe (row-major: row stride = width, column stride = 1), `dst` is a
+    // unique borrow not aliased by the inputs, and `read_dst = false` means the uninitialised
+    // meaning of `dst` is never read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, Layer};
+
+    /// The plain textbook forward pass the fast path is checked against.
+    fn reference_forward(model: &Model, input: &[f32], rows: usize) -> Vec<f32> {
+        let mut x = input.to_vec();
+        for layer in &model.layers {
+            let mut y = vec![0.0f32; rows * layer.out_features];
+            for r in 0..rows {
+                for o in 0..layer.out_features {
+                    let mut acc = layer.bias[o] as f64;
+                    for i in 0..layer.in_features {
+                        acc += x[r * layer.in_features + i] as f64
+                            * layer.weight[i * layer.out_features + o] as f64;
+                    }
+                    y[r * layer.out_features + o] = acc as f32;
+                }
+            }
+            for row in y.chunks_exact_mut(layer.out_features) {
+                // Bias is already added above, so apply with a zero bias.
+                layer
+                    .activation
+                    .apply_with_bias(row, &vec![0.0; layer.out_features]);
+            }
+            x = y;
+        }
+        x
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn model(widths: &[usize], acts: &[Activation]) -> Model {
+        let layers = widths
+            .windows(2)
+            .zip(acts)
+            .enumerate()
+            .map(|(i, (w, &activation))| Layer {
+                name: format!("l{i}"),
+                weight: values(w[0] * w[1], i as u64 + 1),
+                bias: values(w[1], i as u64 + 100),
+                in_features: w[0],
+                out_features: w[1],
+                activation,
+            })
+            .collect();
+        Model {
+            input_name: "x".into(),
+            output_name: "y".into(),
+            labels: None,
+            description: None,
+            layers,
+        }
+    }
+
+    #[test]
+    fn matches_reference_for_every_activation_and_odd_sizes() {
+        use Activation::*;
+        let acts = [Relu, Gelu, GeluTanh, Tanh, Sigmoid, Identity, Softmax];
+        let m = Arc::new(model(&[37, 129, 65, 33, 17, 9, 5, 3], &acts));
+        for rows in [1, 2, 7, 64, 133] {
+            let input = values(rows * 37, rows as u64);
+            let mut backend = CpuBackend::new(m.clone(), 256, 2);
+            let got = backend.forward(&input, rows).unwrap().to_vec();
+            let want = reference_forward(&m, &input, rows);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+                    "rows={rows} [{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reuses_buffers_across_batches_of_different_sizes() {
+        let m = Arc::new(model(&[8, 16, 4], &[Activation::Relu, Activation::Softmax]));
+        let mut backend = CpuBackend::new(m.clone(), 10, 1);
+        let big = values(10 * 8, 3);
+        let first = backend.forward(&big[..8], 1).unwrap().to_vec();
+        backend.forward(&big, 10).unwrap();
+        let again = backend.forward(&big[..8], 1).unwrap().to_vec();
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn rejects_wrong_lengths_and_oversized_batches() {
+        let m = Arc::new(model(&[4, 2], &[Activation::Identity]));
+        let mut backend = CpuBackend::new(m, 2, 1);
+        assert!(matches!(
+            backend.forward(&[0.0; 3], 1),
+            Err(BackendError::InputLength { .. })
+        ));
+        assert!(matches!(
+            backend.forward(&[0.0; 12], 3),
+            Err(BackendError::TooManyRows { .. })
+        ));
+    }
+}

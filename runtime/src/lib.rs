@@ -1,0 +1,16 @@
+//! `gpucap-runtime`: the inference server that gpucap deploys onto the capacity it manages.
+//!
+//! The crate is a pipeline of small parts, each in its own module:
+//! [`model`] loads and validates a feed-forward network from a `.safetensors` file;
+//! [`backend`] runs batches of rows through it (CPU today, CUDA behind the same trait later);
+//! [`batcher`] queues requests and closes batches by size or delay;
+//! [`protocol`] decodes and encodes Open Inference Protocol v2 messages;
+//! [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI and the
+//! config file the provider writes. The crate knows nothing of Terraform.
+
+pub mod backend;
+pub mod batcher;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod protocol;

@@ -1,0 +1,132 @@
+//! Encoding inference responses, as JSON or with the binary tensor data extension.
+
+use serde::Serialize;
+
+use super::DecodedRequest;
+
+/// A response body ready to send.
+#[derive(Debug)]
+pub struct EncodedResponse {
+    /// The body bytes.
+    pub body: Vec<u8>,
+    /// `Some(n)` when the body is binary-extension: the JSON header is the first `n` bytes.
+    pub json_len: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputJson<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: [usize; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a [f32]>,
+}
+
+#[derive(Serialize)]
+struct BinaryParams {
+    binary_data_size: usize,
+}
+
+/// Encodes the outputs of `req` (`req.rows × output_width` values).
+pub fn encode_infer_response(
+    model_name: &str,
+    model_version: &str,
+    output_name: &str,
+    output_width: usize,
+    req: &DecodedRequest,
+    outputs: &[f32],
+) -> EncodedResponse {
+    let shape = [req.rows, output_width];
+    let mut tensors = Vec::new();
+    if req.include_output {
+        tensors.push(if req.binary_output {
+            OutputJson {
+                name: output_name,
+                datatype: "FP32",
+                shape,
+                parameters: Some(BinaryParams {
+                    binary_data_size: outputs.len() * 4,
+                }),
+                data: None,
+            }
+        } else {
+            OutputJson {
+                name: output_name,
+                datatype: "FP32",
+                shape,
+                parameters: None,
+                data: Some(outputs),
+            }
+        });
+    }
+    let header = ResponseJson {
+        model_name,
+        model_version,
+        id: req.id.as_deref(),
+        outputs: tensors,
+    };
+    // Serialising plain structs of strings and finite floats cannot fail.
+    let mut body = serde_json::to_vec(&header).unwrap_or_default();
+    if req.include_output && req.binary_output {
+        let json_len = body.len();
+        body.reserve(outputs.len() * 4);
+        for v in outputs {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        EncodedResponse {
+            body,
+            json_len: Some(json_len),
+        }
+    } else {
+        EncodedResponse {
+            body,
+            json_len: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(binary: bool) -> DecodedRequest {
+        DecodedRequest {
+            id: Some("r1".into()),
+            rows: 1,
+            input: vec![],
+            include_output: true,
+            binary_output: binary,
+        }
+    }
+
+    #[test]
+    fn json_response_echoes_id_and_shape() {
+        let r = encode_infer_response("m", "1", "y", 2, &req(false), &[0.25, 0.75]);
+        assert_eq!(r.json_len, None);
+        insta::assert_snapshot!(String::from_utf8(r.body).unwrap(), @r#"{"model_name":"m","model_version":"1","id":"r1","outputs":[{"name":"y","datatype":"FP32","shape":[1,2],"data":[0.25,0.75]}]}"#);
+    }
+
+    #[test]
+    fn binary_response_appends_little_endian_data() {
+        let r = encode_infer_response("m", "1", "y", 2, &req(true), &[0.25, 0.75]);
+        let n = r.json_len.unwrap();
+        let header = std::str::from_utf8(&r.body[..n]).unwrap();
+        assert!(
+            header.contains(r#""parameters":{"binary_data_size":8}"#),
+            "{header}"
+        );
+        assert_eq!(&r.body[n..n + 4], &0.25f32.to_le_bytes());
+        assert_eq!(r.body.len(), n + 8);
+    }
+}

@@ -1,0 +1,71 @@
+//! Open Inference Protocol v2 (the REST protocol KServe and Triton speak): message types, the
+//! request decoder (JSON tensors and the binary tensor data extension) and the response encoder.
+//! Nothing here knows about HTTP routing or batching.
+
+mod datatype;
+mod decode;
+mod encode;
+
+use serde::Serialize;
+
+pub use datatype::DataType;
+pub use decode::{DecodedRequest, decode_infer_request};
+pub use encode::{EncodedResponse, encode_infer_response};
+
+/// The header that splits a binary-extension body into its JSON part and its tensor bytes.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+/// A request the protocol layer refuses; the message names the field at fault.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct ProtocolError(pub String);
+
+/// One tensor's metadata, as in `GET /v2/models/{name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorMetadata {
+    /// The tensor's name.
+    pub name: String,
+    /// Always `FP32` for this runtime's models.
+    pub datatype: &'static str,
+    /// Shape with `-1` for the batch dimension.
+    pub shape: Vec<i64>,
+}
+
+/// The body of `GET /v2/models/{name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelMetadata {
+    /// The model's name.
+    pub name: String,
+    /// The versions served (one).
+    pub versions: Vec<String>,
+    /// The model format.
+    pub platform: &'static str,
+    /// Input tensors.
+    pub inputs: Vec<TensorMetadata>,
+    /// Output tensors.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// The body of `GET /v2`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerMetadata {
+    /// The server's name.
+    pub name: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+    /// Protocol extensions supported.
+    pub extensions: Vec<&'static str>,
+}
+
+/// Where the model's single input and output live, as the codec needs them.
+#[derive(Debug, Clone)]
+pub struct ModelSignature {
+    /// Input tensor name.
+    pub input_name: String,
+    /// Values per input row.
+    pub input_width: usize,
+    /// Output tensor name.
+    pub output_name: String,
+    /// Values per output row.
+    pub output_width: usize,
+}
