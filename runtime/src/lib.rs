@@ -5,7 +5,8 @@
 //! [`backend`] runs batches of rows through it (CPU today, CUDA behind the same trait later);
 //! [`batcher`] queues requests and closes batches by size or delay;
 //! [`protocol`] decodes and encodes Open Inference Protocol v2 messages;
-//! [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI and the
+//! [`server`] is the HTTP front door and [`serve`] wires the parts together and drains on
+//! shutdown; [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI and the
 //! config file the provider writes. The crate knows nothing of Terraform.
 
 pub mod backend;
@@ -14,3 +15,5 @@ pub mod config;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
+pub mod serve;
+pub mod server;

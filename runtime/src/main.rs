@@ -1,11 +1,12 @@
-//! The `gpucap-runtime` command line.
+//! The `gpucap-runtime` command line: `serve`, `bench` and `inspect`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use gpucap_runtime::config::{LogFormat, RuntimeConfig};
 
-/// gpucap's inference runtime.
+/// gpucap's inference runtime: serves a model over the Open Inference Protocol v2 with dynamic batching.
 #[derive(Parser)]
 #[command(name = "gpucap-runtime", version, about)]
 struct Cli {
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve a model.
+    Serve(Box<ServeArgs>),
     /// Validate a model file and print its layers.
     Inspect {
         /// The `.safetensors` model file.
@@ -22,30 +25,164 @@ enum Command {
     },
 }
 
+/// Flags override the config file, which overrides the defaults.
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML config file (see docs/runtime/serve.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The `.safetensors` model file.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The model's name in URLs [default: the file name without extension].
+    #[arg(long)]
+    name: Option<String>,
+    /// The model version reported [default: 1].
+    #[arg(long)]
+    model_version: Option<String>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8000].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Write the bound address here once listening.
+    #[arg(long)]
+    address_file: Option<PathBuf>,
+    /// auto, cpu, cuda:N or cuda:0,cuda:1 [default: auto].
+    #[arg(long)]
+    device: Option<String>,
+    /// CPU threads; 0 = every core [default: 0].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rows per batch at most [default: 64].
+    #[arg(long)]
+    max_batch_size: Option<usize>,
+    /// Microseconds a batch waits to fill [default: 2000].
+    #[arg(long)]
+    max_queue_delay_us: Option<u64>,
+    /// Requests that may wait; more get 429 [default: 256].
+    #[arg(long)]
+    queue_capacity: Option<usize>,
+    /// Milliseconds before a request gets 504 [default: 10000].
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
+    /// Largest request body in bytes [default: 67108864].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Log format [default: human].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or debug [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<RuntimeConfig, String> {
+        let mut c = match &self.config {
+            Some(path) => RuntimeConfig::from_file(path)?,
+            None => RuntimeConfig::default(),
+        };
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut c.model.path, self.model.map(Some));
+        set(&mut c.model.name, self.name.map(Some));
+        set(&mut c.model.version, self.model_version);
+        set(&mut c.server.listen, self.listen);
+        set(&mut c.server.address_file, self.address_file.map(Some));
+        set(&mut c.server.max_body_bytes, self.max_body_bytes);
+        set(&mut c.compute.device, self.device);
+        set(&mut c.compute.threads, self.threads);
+        set(&mut c.batching.max_batch_size, self.max_batch_size);
+        set(&mut c.batching.max_queue_delay_us, self.max_queue_delay_us);
+        set(&mut c.batching.queue_capacity, self.queue_capacity);
+        set(&mut c.batching.request_timeout_ms, self.request_timeout_ms);
+        set(&mut c.log.format, self.log_format);
+        set(&mut c.log.level, self.log_level);
+        Ok(c)
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Inspect { model } => match gpucap_runtime::model::load_model(&model) {
-            Ok(m) => {
+        Command::Serve(args) => serve(*args),
+        Command::Inspect { model } => inspect(&model),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log.format, &config.log.level);
+    let valid = match config.validate() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: invalid setting {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(gpucap_runtime::serve::serve(
+        valid,
+        gpucap_runtime::serve::termination_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn inspect(model: &std::path::Path) -> ExitCode {
+    match gpucap_runtime::model::load_model(model) {
+        Ok(m) => {
+            println!(
+                "{}: {} [-1, {}] -> {} [-1, {}], {} parameters",
+                model.display(),
+                m.input_name,
+                m.input_width(),
+                m.output_name,
+                m.output_width(),
+                m.parameter_count()
+            );
+            for l in &m.layers {
                 println!(
-                    "{}: {} -> {} ({} parameters)",
-                    model.display(),
-                    m.input_name,
-                    m.output_name,
-                    m.parameter_count()
+                    "  {} [{} x {}] {}",
+                    l.name, l.in_features, l.out_features, l.activation
                 );
-                for l in &m.layers {
-                    println!(
-                        "  {} [{} x {}] {}",
-                        l.name, l.in_features, l.out_features, l.activation
-                    );
-                }
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {}: {e}", model.display());
-                ExitCode::from(2)
-            }
-        },
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", model.display());
+            ExitCode::from(2)
+        }
     }
 }

@@ -4,7 +4,7 @@ mod activation;
 mod loader;
 
 pub use activation::Activation;
-pub use loader::{ModelError, load_model, parse_model};
+pub use loader::{FORMAT_NAME, ModelError, load_model, parse_model};
 
 /// One dense layer: `y = activation(x · weight + bias)`.
 #[derive(Debug, Clone)]

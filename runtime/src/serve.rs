@@ -1,0 +1,111 @@
+//! Wiring for `gpucap-runtime serve`: load the model, build the backend and batcher, bind, serve,
+//! and on SIGTERM or SIGINT drain: stop accepting, answer everything accepted, then exit.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::backend::create_backend;
+use crate::batcher::Batcher;
+use crate::config::ValidConfig;
+use crate::metrics::Metrics;
+use crate::model::load_model;
+use crate::server::{AppState, router};
+
+/// Serves until `shutdown` completes, then drains and returns.
+pub async fn serve(
+    cfg: ValidConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let path = cfg.model_path.clone();
+    let model = tokio::task::spawn_blocking(move || load_model(&path))
+        .await?
+        .with_context(|| format!("model {}", cfg.model_path.display()))?;
+    let model = Arc::new(model);
+    tracing::info!(
+        model = %cfg.model_name,
+        path = %cfg.model_path.display(),
+        parameters = model.parameter_count(),
+        input = %model.input_name,
+        output = %model.output_name,
+        "model loaded"
+    );
+    let backend = create_backend(
+        &cfg.device,
+        model.clone(),
+        cfg.batch.max_batch_size,
+        cfg.threads,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let backend_name = backend.describe();
+    let metrics = Arc::new(Metrics::new(&cfg.model_name, &backend_name));
+    let (batcher, worker) = Batcher::start(
+        backend,
+        model.input_width(),
+        model.output_width(),
+        cfg.batch,
+        metrics.clone(),
+    )?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let address = listener.local_addr()?;
+    if let Some(file) = &cfg.address_file {
+        write_atomically(file, &address.to_string())
+            .with_context(|| format!("cannot write the address file {}", file.display()))?;
+    }
+    let state = Arc::new(AppState::new(
+        cfg.model_name.clone(),
+        cfg.model_version.clone(),
+        &model,
+        batcher,
+        metrics,
+        cfg.max_body_bytes,
+    ));
+    tracing::info!(%address, backend = %backend_name, batch = ?cfg.batch, "serving");
+
+    let draining = state.clone();
+    let on_shutdown = async move {
+        shutdown.await;
+        draining.draining.store(true, Ordering::Relaxed);
+        tracing::info!("shutdown requested: refusing new requests, answering accepted ones");
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(on_shutdown)
+        .await?;
+    // Every connection has closed, so every handler (and its Batcher reference) is gone; the worker
+    // answers whatever is still queued and exits once the queue is empty.
+    tokio::task::spawn_blocking(move || worker.join()).await?;
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees a half-written file.
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,371 @@
+//! The HTTP front door: Open Inference Protocol v2 routes, `/metrics`, and graceful shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::batcher::{Batcher, InferError};
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::protocol::{
+    self, HEADER_CONTENT_LENGTH, ModelMetadata, ModelSignature, ServerMetadata, TensorMetadata,
+};
+
+/// What every handler shares.
+pub struct AppState {
+    /// The model's name in URLs.
+    pub model_name: String,
+    /// The model's version.
+    pub model_version: String,
+    /// The model's input and output.
+    pub signature: ModelSignature,
+    /// The batcher requests go through.
+    pub batcher: Batcher,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Set once shutdown starts: readiness fails and new inferences are refused.
+    pub draining: AtomicBool,
+}
+
+impl AppState {
+    /// Shared state for a model served through `batcher`.
+    pub fn new(
+        model_name: String,
+        model_version: String,
+        model: &Model,
+        batcher: Batcher,
+        metrics: Arc<Metrics>,
+        max_body_bytes: usize,
+    ) -> Self {
+        AppState {
+            model_name,
+            model_version,
+            signature: ModelSignature {
+                input_name: model.input_name.clone(),
+                input_width: model.input_width(),
+                output_name: model.output_name.clone(),
+                output_width: model.output_width(),
+            },
+            batcher,
+            metrics,
+            max_body_bytes,
+            draining: AtomicBool::new(false),
+        }
+    }
+}
+
+/// An error response: `{"error": "..."}` with a status and, for load shedding, `Retry-After`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: false,
+        }
+    }
+
+    fn retry(mut self) -> Self {
+        self.retry_after = true;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(e: InferError) -> Self {
+        let status = match e {
+            InferError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            InferError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            InferError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            InferError::TooManyRows { .. } => StatusCode::BAD_REQUEST,
+            InferError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let retry = matches!(e, InferError::QueueFull { .. } | InferError::ShuttingDown);
+        let err = ApiError::new(status, e.to_string());
+        if retry { err.retry() } else { err }
+    }
+}
+
+/// The router with every route of the protocol.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .with_state(state)
+}
+
+type Shared = State<Arc<AppState>>;
+
+async fn server_metadata() -> axum::Json<ServerMetadata> {
+    axum::Json(ServerMetadata {
+        name: "gpucap-runtime",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: vec!["binary_tensor_data"],
+    })
+}
+
+async fn server_ready(State(s): Shared) -> StatusCode {
+    if s.draining.load(Ordering::Relaxed) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn check_model(s: &AppState, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+    if name != s.model_name {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown model '{name}'; this server serves '{}'",
+                s.model_name
+            ),
+        ));
+    }
+    match version {
+        Some(v) if v != s.model_version => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown version '{v}' of model '{name}'; the version served is '{}'",
+                s.model_version
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn metadata(s: &AppState) -> ModelMetadata {
+    let sig = &s.signature;
+    ModelMetadata {
+        name: s.model_name.clone(),
+        versions: vec![s.model_version.clone()],
+        platform: crate::model::FORMAT_NAME,
+        inputs: vec![TensorMetadata {
+            name: sig.input_name.clone(),
+            datatype: "FP32",
+            shape: vec![-1, sig.input_width as i64],
+        }],
+        outputs: vec![TensorMetadata {
+            name: sig.output_name.clone(),
+            datatype: "FP32",
+            shape: vec![-1, sig.output_width as i64],
+        }],
+    }
+}
+
+async fn model_metadata(
+    State(s): Shared,
+    Path(name): Path<String>,
+) -> Result<axum::Json<ModelMetadata>, ApiError> {
+    check_model(&s, &name, None)?;
+    Ok(axum::Json(metadata(&s)))
+}
+
+async fn model_metadata_v(
+    State(s): Shared,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<axum::Json<ModelMetadata>, ApiError> {
+    check_model(&s, &name, Some(&version))?;
+    Ok(axum::Json(metadata(&s)))
+}
+
+async fn model_ready(State(s): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    check_model(&s, &name, None)?;
+    Ok(server_ready(State(s)).await)
+}
+
+async fn model_ready_v(
+    State(s): Shared,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    check_model(&s, &name, Some(&version))?;
+    Ok(server_ready(State(s)).await)
+}
+
+async fn metrics(State(s): Shared) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn infer(
+    State(s): Shared,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_timed(s, name, None, headers, body).await
+}
+
+async fn infer_v(
+    State(s): Shared,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_timed(s, name, Some(version), headers, body).await
+}
+
+async fn infer_timed(
+    s: Arc<AppState>,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let resp = match run_infer(&s, &name, version.as_deref(), &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    s.metrics
+        .request_done(resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn run_infer(
+    s: &AppState,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_model(s, name, version)?;
+    if s.draining.load(Ordering::Relaxed) {
+        s.metrics.reject("draining");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+        .retry());
+    }
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && enc.as_bytes() != b"identity"
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding {} is not supported; send the body uncompressed",
+                String::from_utf8_lossy(enc.as_bytes())
+            ),
+        ));
+    }
+    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "Inference-Header-Content-Length: not a byte count",
+                    )
+                })?,
+        ),
+    };
+    let bytes = axum::body::to_bytes(body, s.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body exceeds the limit of {} bytes (server.max_body_bytes); send fewer rows per request",
+                    s.max_body_bytes
+                ),
+            )
+        })?;
+    let mut req = protocol::decode_infer_request(&bytes, json_len, &s.signature)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
+    let outputs = s
+        .batcher
+        .infer(std::mem::take(&mut req.input), req.rows)
+        .await?;
+    if let Some(i) = outputs.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the model's output for row {} overflowed to a non-finite value; the input is outside the range the model handles",
+                i / s.signature.output_width.max(1)
+            ),
+        ));
+    }
+    let encoded = protocol::encode_infer_response(
+        &s.model_name,
+        &s.model_version,
+        &s.signature.output_name,
+        s.signature.output_width,
+        &req,
+        &outputs,
+    );
+    let mut resp = Response::new(Body::from(encoded.body));
+    let h = resp.headers_mut();
+    match encoded.json_len {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(resp)
+}
