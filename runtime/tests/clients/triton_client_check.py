@@ -1,0 +1,62 @@
+"""Drive a gpucap-runtime with tritonclient's HTTP client, a standard Open Inference Protocol v2
+client, unchanged: JSON and binary tensors, several rows, output selection, metadata and health.
+
+usage: triton_client_check.py HOST:PORT TEST_CSV
+Prints one summary line; exits non-zero on any mismatch.
+"""
+
+import sys
+
+import numpy as np
+import tritonclient.http as httpclient
+
+
+def main() -> None:
+    url, csv = sys.argv[1], sys.argv[2]
+    data = np.loadtxt(csv, delimiter=",", dtype=np.float32)
+    labels, pixels = data[:, 0].astype(int), data[:, 1:]
+    client = httpclient.InferenceServerClient(url=url)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits")
+    meta = client.get_model_metadata("digits")
+    assert meta["inputs"][0]["name"] == "pixels", meta
+    assert meta["inputs"][0]["shape"] == [-1, 64], meta
+
+    correct = 0
+    for binary in (True, False):
+        got = []
+        for start in range(0, len(pixels), 32):
+            batch = pixels[start : start + 32]
+            inp = httpclient.InferInput("pixels", list(batch.shape), "FP32")
+            inp.set_data_from_numpy(batch, binary_data=binary)
+            out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
+            result = client.infer("digits", [inp], outputs=[out], request_id=f"r{start}")
+            probs = result.as_numpy("probabilities")
+            assert probs.shape == (len(batch), 10), probs.shape
+            assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+            assert result.get_response()["id"] == f"r{start}"
+            got.append(probs.argmax(axis=1))
+        predictions = np.concatenate(got)
+        correct = int((predictions == labels).sum())
+        print(f"binary={binary}: {correct}/{len(labels)} correct")
+
+    # No outputs named: the server returns all outputs.
+    inp = httpclient.InferInput("pixels", [1, 64], "FP64")
+    inp.set_data_from_numpy(pixels[:1].astype(np.float64))
+    result = client.infer("digits", [inp])
+    assert result.as_numpy("probabilities").shape == (1, 10)
+
+    # An error reaches the client as an exception with the server's message.
+    bad = httpclient.InferInput("pixels", [1, 63], "FP32")
+    bad.set_data_from_numpy(pixels[:1, :63])
+    try:
+        client.infer("digits", [bad])
+    except Exception as e:  # tritonclient raises InferenceServerException
+        assert "inputs[0].shape" in str(e), str(e)
+    else:
+        raise AssertionError("a wrong shape was accepted")
+    print(f"tritonclient ok: {correct} correct")
+
+
+if __name__ == "__main__":
+    main()
