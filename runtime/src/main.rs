@@ -18,11 +18,44 @@ struct Cli {
 enum Command {
     /// Serve a model.
     Serve(Box<ServeArgs>),
+    /// Load-test an Open Inference Protocol v2 endpoint and report throughput and latency.
+    Bench(BenchArgs),
     /// Validate a model file and print its layers.
     Inspect {
         /// The `.safetensors` model file.
         model: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Concurrent clients.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    concurrency: usize,
+    /// How long to run, e.g. 10s or 1m (ignored with --requests).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Stop after this many requests in total.
+    #[arg(long, short = 'n')]
+    requests: Option<u64>,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// Client timeout per request.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Seed for the random inputs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -121,7 +154,41 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Bench(args) => bench(args),
         Command::Inspect { model } => inspect(&model),
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let opts = gpucap_runtime::bench::BenchOptions {
+        url: args.url,
+        model: args.model,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        requests: args.requests,
+        rows: args.rows,
+        timeout: args.timeout,
+        seed: args.seed,
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(gpucap_runtime::bench::run(opts)));
+    match result {
+        Ok(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
