@@ -125,6 +125,22 @@ impl Batcher {
         self.settings
     }
 
+    /// Fails with [`InferError::QueueFull`] (and counts the refusal) when the queue has no room right
+    /// now, so a caller can refuse before spending work on a request that could not be queued.
+    pub fn refuse_if_full(&self) -> Result<(), InferError> {
+        if self.queue.is_full() {
+            return Err(self.refuse());
+        }
+        Ok(())
+    }
+
+    fn refuse(&self) -> InferError {
+        self.metrics.reject("queue_full");
+        InferError::QueueFull {
+            capacity: self.settings.queue_capacity,
+        }
+    }
+
     /// Queues `rows` rows (row-major in `input`) and waits for their outputs.
     pub async fn infer(&self, input: Vec<f32>, rows: usize) -> Result<Vec<f32>, InferError> {
         if rows > self.settings.max_batch_size {
@@ -147,12 +163,7 @@ impl Batcher {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
             }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.reject("queue_full");
-                return Err(InferError::QueueFull {
-                    capacity: self.settings.queue_capacity,
-                });
-            }
+            Err(TrySendError::Full(_)) => return Err(self.refuse()),
             Err(TrySendError::Disconnected(_)) => return Err(InferError::ShuttingDown),
         }
         let timeout = InferError::Timeout {

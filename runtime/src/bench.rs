@@ -66,7 +66,11 @@ pub struct BenchReport {
     pub refused_latency: Option<Percentiles>,
     /// Non-200 answers by status code.
     pub errors_by_status: BTreeMap<u16, u64>,
-    /// Requests that got no HTTP answer at all (connection refused, reset, client timeout).
+    /// Requests that could not connect (e.g. the server has exited). Nothing was sent, so nothing
+    /// the server accepted was lost.
+    pub connect_errors: u64,
+    /// Requests sent that got no HTTP answer (connection reset mid-request, client timeout): work
+    /// the server may have accepted and dropped.
     pub transport_errors: u64,
 }
 
@@ -75,6 +79,7 @@ struct Tally {
     ok_us: Vec<u64>,
     refused_us: Vec<u64>,
     by_status: BTreeMap<u16, u64>,
+    connect: u64,
     transport: u64,
 }
 
@@ -175,6 +180,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                                 _ => *local.by_status.entry(status).or_default() += 1,
                             }
                         }
+                        Err(e) if e.is_connect() => {
+                            local.connect += 1;
+                            // Back off like a real client would, instead of spinning on a closed port.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                         Err(_) => local.transport += 1,
                     }
                 }
@@ -184,6 +194,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 for (k, v) in local.by_status {
                     *t.by_status.entry(k).or_default() += v;
                 }
+                t.connect += local.connect;
                 t.transport += local.transport;
             })
         })
@@ -204,6 +215,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         latency: percentiles(&mut t.ok_us),
         refused_latency: percentiles(&mut t.refused_us),
         errors_by_status: t.by_status,
+        connect_errors: t.connect,
         transport_errors: t.transport,
     })
 }
@@ -241,7 +253,7 @@ impl std::fmt::Display for BenchReport {
                 l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
             )?;
         }
-        if !self.errors_by_status.is_empty() || self.transport_errors > 0 {
+        if !self.errors_by_status.is_empty() || self.connect_errors + self.transport_errors > 0 {
             let errs: Vec<String> = self
                 .errors_by_status
                 .iter()
@@ -249,8 +261,9 @@ impl std::fmt::Display for BenchReport {
                 .collect();
             writeln!(
                 f,
-                "  errors: {}  transport: {}",
+                "  errors by status: [{}]  connect: {}  transport: {}",
                 errs.join(", "),
+                self.connect_errors,
                 self.transport_errors
             )?;
         }

@@ -35,8 +35,9 @@ pub struct Metrics {
     pub queue_wait_seconds: Histogram,
     /// Seconds the backend spent on one batch.
     pub compute_seconds: Histogram,
-    /// Seconds from request arrival to response, for inference requests.
-    pub request_seconds: Histogram,
+    /// Seconds from request arrival to response, for inference requests, by HTTP status: kept
+    /// apart so that fast refusals do not make served requests look faster than they are.
+    pub request_seconds: Family<StatusLabels, Histogram, fn() -> Histogram>,
     /// Inference requests by HTTP status.
     pub requests: Family<StatusLabels, Counter>,
     /// Requests refused without being computed, by reason.
@@ -60,7 +61,8 @@ impl Metrics {
         let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let queue_wait_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let compute_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
-        let request_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let request_seconds: Family<StatusLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 20)));
         let requests = Family::default();
         let rejections = Family::default();
         let backend_busy_seconds = Counter::default();
@@ -124,12 +126,11 @@ impl Metrics {
 
     /// Counts a finished inference request.
     pub fn request_done(&self, code: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&StatusLabels {
-                code: code.to_string(),
-            })
-            .inc();
-        self.request_seconds.observe(seconds);
+        let labels = StatusLabels {
+            code: code.to_string(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds.get_or_create(&labels).observe(seconds);
     }
 
     /// The registry in Prometheus text exposition format.

@@ -327,6 +327,10 @@ async fn run_infer(
                 ),
             )
         })?;
+    // Refuse before decoding when the queue is already full: decoding is the expensive part of a
+    // request, and an overloaded server should spend its CPU on the requests it can serve. The body
+    // is still read, so the client's write completes and it reliably sees the 429.
+    s.batcher.refuse_if_full()?;
     let mut req = protocol::decode_infer_request(&bytes, json_len, &s.signature)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
     let outputs = s
