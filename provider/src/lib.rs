@@ -1,0 +1,26 @@
+//! `terraform-provider-gpucap`: GPU pools, burst policies and inference endpoints as Terraform
+//! resources, over plugin protocol 5.
+//!
+//! The crate keeps the wire apart from the logic, so each can be read and tested alone:
+//! [`wire`] is go-plugin's handshake, AutoMTLS, the gRPC services and the `DynamicValue` codec;
+//! [`provider`] is the protocol-free core that [`wire::server`] calls; [`value`], [`schema`] and
+//! [`diag`] are the types both sides share; [`resources`] and [`data_sources`] hold one module per
+//! type (schema, validation, plan, apply, read, import), built from the shared [`plan`] and
+//! [`validate`] pieces; [`registry`] resolves names at plan time; [`driver`] reaches capacity
+//! (`local`: this host, deploying `gpucap-runtime`), with [`store`] keeping its records; [`regions`]
+//! is the region → country → jurisdiction table, and [`logging`] writes logs Terraform understands.
+
+pub mod data_sources;
+pub mod diag;
+pub mod driver;
+pub mod logging;
+pub mod plan;
+pub mod provider;
+pub mod regions;
+pub mod registry;
+pub mod resources;
+pub mod schema;
+pub mod store;
+pub mod validate;
+pub mod value;
+pub mod wire;

@@ -1,0 +1,248 @@
+//! `gpucap_burst_policy`: how load spills from baseline pools to burst pools and back, within a
+//! budget. Pools are named; names resolve at plan time against the pools of this run.
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::plan;
+use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
+use crate::registry::{PolicyInfo, PoolInfo};
+use crate::resources::records;
+use crate::schema::{Block, Mode, Schema, list_of_strings};
+use crate::validate;
+use crate::value::{Type, Value};
+
+/// The resource type.
+pub struct BurstPolicy;
+
+fn schema() -> Schema {
+    Schema {
+        version: 0,
+        block: Block::new("How an endpoint's load spills from baseline pools to burst pools and back, within a budget.")
+            .attr("id", Type::String, Mode::Computed, "The policy's name.")
+            .attr("name", Type::String, Mode::Required, "Unique name; endpoints refer to the policy by it. Changing it replaces the policy.")
+            .force_new("name")
+            .attr("base_pools", list_of_strings(), Mode::Required, "Names of the pools that carry the baseline, in order of preference. Reference them as `gpucap_gpu_pool.NAME.name` so Terraform orders the plan.")
+            .attr("burst_pools", list_of_strings(), Mode::Optional, "Names of the pools load spills to when the baseline is saturated.")
+            .attr("placement", Type::String, Mode::OptionalComputed, "`ordered` (burst pools in the order listed) or `cheapest` (lowest price first). Default: `ordered`.")
+            .default_value("placement", json!("ordered"))
+            .attr("spot_fallback", Type::String, Mode::OptionalComputed, "`none` or `on_demand`: where load goes when spot capacity is reclaimed. Default: `none`.")
+            .default_value("spot_fallback", json!("none"))
+            .attr("max_hourly_cost_usd", Type::Number, Mode::Computed, "Most this policy can spend per hour: every base pool at maximum size plus burst spend, capped by `budget.max_hourly_usd`. Null while a pool has no price.")
+            .single(
+                "scale_up",
+                false,
+                Block::new("When to add burst capacity; any signal sustained for `for` triggers it.")
+                    .attr("queue_depth", Type::Number, Mode::Optional, "Requests waiting per replica.")
+                    .attr("p99_latency_ms", Type::Number, Mode::Optional, "99th percentile latency in milliseconds.")
+                    .attr("gpu_utilization", Type::Number, Mode::Optional, "Busy fraction of the devices, 0 to 1.")
+                    .attr("for", Type::String, Mode::OptionalComputed, "How long a signal must hold, e.g. `1m`. Default: `1m`.")
+                    .default_value("for", json!("1m")),
+            )
+            .single(
+                "scale_down",
+                false,
+                Block::new("When to release burst capacity.")
+                    .attr("idle_for", Type::String, Mode::OptionalComputed, "Idle time before a burst replica is released. Default: `10m`.")
+                    .default_value("idle_for", json!("10m"))
+                    .attr("min_warm_replicas", Type::Number, Mode::OptionalComputed, "Replicas kept warm against cold starts. Default: 0.")
+                    .default_value("min_warm_replicas", json!(0))
+                    .attr("drain_timeout", Type::String, Mode::OptionalComputed, "How long a replica may take to answer what it accepted before it is stopped. Default: `30s`.")
+                    .default_value("drain_timeout", json!("30s")),
+            )
+            .single(
+                "budget",
+                false,
+                Block::new("A cap on burst spend.")
+                    .attr("max_hourly_usd", Type::Number, Mode::Required, "USD per hour burst capacity may cost.")
+                    .attr("on_exhausted", Type::String, Mode::OptionalComputed, "`queue` (requests wait) or `reject` (requests get 429) when the budget is spent. Default: `queue`.")
+                    .default_value("on_exhausted", json!("queue")),
+            ),
+    }
+}
+
+#[async_trait]
+impl Resource for BurstPolicy {
+    fn type_name(&self) -> &'static str {
+        "gpucap_burst_policy"
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    fn validate(&self, c: &Value) -> Diagnostics {
+        let mut d = Diagnostics::default();
+        validate::name(&mut d, c, "name");
+        validate::name_list(&mut d, c, "base_pools");
+        validate::name_list(&mut d, c, "burst_pools");
+        validate::one_of(&mut d, c, "placement", &["ordered", "cheapest"]);
+        validate::one_of(&mut d, c, "spot_fallback", &["none", "on_demand"]);
+        validate::int_in(&mut d, c, "scale_up.queue_depth", 1, 1_000_000);
+        validate::int_in(&mut d, c, "scale_up.p99_latency_ms", 1, 3_600_000);
+        if let Some(u) = c.get("scale_up").get("gpu_utilization").as_f64()
+            && !(0.0..=1.0).contains(&u)
+        {
+            d.push(Diagnostic::attr_error(
+                "scale_up.gpu_utilization",
+                "Invalid value for scale_up.gpu_utilization",
+                format!("{u} is not valid; use a fraction from 0 to 1, e.g. 0.8"),
+            ));
+        }
+        validate::duration(&mut d, c, "scale_up.for");
+        validate::duration(&mut d, c, "scale_down.idle_for");
+        validate::duration(&mut d, c, "scale_down.drain_timeout");
+        validate::int_in(&mut d, c, "scale_down.min_warm_replicas", 0, 10_000);
+        validate::non_negative(&mut d, c, "budget.max_hourly_usd");
+        validate::one_of(&mut d, c, "budget.on_exhausted", &["queue", "reject"]);
+        if c.get("base_pools")
+            .as_list()
+            .is_some_and(<[Value]>::is_empty)
+        {
+            d.push(Diagnostic::attr_error(
+                "base_pools",
+                "No base pools",
+                "list at least one pool that carries the baseline",
+            ));
+        }
+        if let (Some(base), Some(burst)) = (
+            c.get("base_pools").as_list(),
+            c.get("burst_pools").as_list(),
+        ) {
+            for (i, p) in burst.iter().enumerate() {
+                if p.as_str().is_some() && base.contains(p) {
+                    d.push(Diagnostic::attr_error(
+                        &format!("burst_pools[{i}]"),
+                        "Pool is both base and burst",
+                        format!("{} is already in base_pools; a pool is either baseline or burst capacity", p.as_str().unwrap_or_default()),
+                    ));
+                }
+            }
+        }
+        d
+    }
+
+    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
+        if req.proposed.is_null() {
+            return Ok(Planned {
+                state: Value::Null,
+                ..Planned::default()
+            });
+        }
+        let block = schema().block;
+        let creating = req.prior.is_null();
+        let mut state = plan::start(&block, &req.proposed, &req.config, creating);
+        if let Some(name) = state.get("name").as_str() {
+            state.set("id", Value::String(name.to_string()));
+        }
+        let mut d = Diagnostics::default();
+        let base = resolve_pools(ctx, &state, "base_pools", &mut d);
+        let burst = resolve_pools(ctx, &state, "burst_pools", &mut d);
+        if d.has_errors() {
+            return Err(d);
+        }
+        let cost = match (base, burst) {
+            (Some(base), Some(burst)) => {
+                max_hourly_cost(&base, &burst, state.get("budget").get("max_hourly_usd"))
+            }
+            _ => Value::Unknown,
+        };
+        state.set("max_hourly_cost_usd", cost);
+        if let Some(info) = PolicyInfo::from_state(&state) {
+            ctx.registry.put_policy(info);
+        }
+        let requires_replace = if creating {
+            Vec::new()
+        } else {
+            plan::requires_replace(&block, &req.prior, &state)
+        };
+        Ok(Planned {
+            state,
+            requires_replace,
+            diagnostics: d,
+        })
+    }
+
+    async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied {
+        let applied = records::apply(ctx, "policies", "burst policy", prior, planned);
+        if let Some(info) = PolicyInfo::from_state(&applied.state) {
+            ctx.registry.put_policy(info);
+        }
+        applied
+    }
+
+    async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
+        let state = records::read(ctx, "policies", "burst policy", state)?;
+        if let Some(info) = PolicyInfo::from_state(&state) {
+            ctx.registry.put_policy(info);
+        }
+        Ok(state)
+    }
+
+    async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
+        records::import(
+            ctx,
+            "policies",
+            self.type_name(),
+            name,
+            &schema().block.implied_type(),
+        )
+    }
+}
+
+/// Resolves a list of pool names; `None` while the list is unknown. Unknown names are errors.
+pub fn resolve_pools(
+    ctx: &Ctx,
+    state: &Value,
+    attr: &str,
+    d: &mut Diagnostics,
+) -> Option<Vec<PoolInfo>> {
+    let list = match state.get(attr) {
+        Value::Null => return Some(Vec::new()),
+        v => v.as_list()?,
+    };
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let name = item.as_str()?;
+        match ctx.registry.pool(&ctx.config.state_dir, name) {
+            Some(p) => out.push(p),
+            None => d.push(unknown_pool(ctx, &format!("{attr}[{i}]"), name)),
+        }
+    }
+    Some(out)
+}
+
+/// The error for a pool name nothing in this run or in `state_dir` knows.
+pub fn unknown_pool(ctx: &Ctx, path: &str, name: &str) -> Diagnostic {
+    let known = ctx.registry.pool_names();
+    let known = if known.is_empty() {
+        "none in this configuration".to_string()
+    } else {
+        known.join(", ")
+    };
+    Diagnostic::attr_error(
+        path,
+        "Unknown pool",
+        format!(
+            "no gpucap_gpu_pool named {name:?} exists or is planned (known pools: {known}). Reference the pool's \
+             name attribute, e.g. gpucap_gpu_pool.{name}.name, so that Terraform plans the pool first"
+        ),
+    )
+}
+
+fn max_hourly_cost(base: &[PoolInfo], burst: &[PoolInfo], budget: &Value) -> Value {
+    let hourly = |pools: &[PoolInfo]| -> Option<f64> {
+        pools
+            .iter()
+            .map(|p| p.price_per_gpu_hour.map(|price| price * p.gpus_max as f64))
+            .sum()
+    };
+    match (hourly(base), hourly(burst)) {
+        (Some(b), Some(u)) => {
+            let burst_cap = budget.as_f64().map_or(u, |cap| u.min(cap));
+            Value::Float(b + burst_cap)
+        }
+        _ => Value::Null,
+    }
+}

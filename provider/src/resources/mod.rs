@@ -1,0 +1,6 @@
+//! Managed resources, one module per type.
+
+pub mod burst_policy;
+pub mod endpoint;
+pub mod pool;
+pub mod records;

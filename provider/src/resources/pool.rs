@@ -1,0 +1,281 @@
+//! `gpucap_gpu_pool`: a source of GPU capacity — where it is, what it costs, and the driver that
+//! reaches it. With the `local` driver the pool is this host's devices.
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::driver::local;
+use crate::plan;
+use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
+use crate::regions;
+use crate::registry::PoolInfo;
+use crate::resources::records;
+use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
+use crate::validate;
+use crate::value::{Type, Value};
+
+/// The resource type.
+pub struct GpuPool;
+
+/// Capacity types, cheapest commitment last.
+pub const CAPACITY_TYPES: &[&str] = &["on_prem", "reserved", "on_demand", "spot"];
+
+fn schema() -> Schema {
+    Schema {
+        version: 0,
+        block: Block::new("A source of GPU capacity: a region, a price, node bounds and the driver that reaches it.")
+            .attr("id", Type::String, Mode::Computed, "The pool's name.")
+            .attr("name", Type::String, Mode::Required, "Unique name; endpoints and burst policies refer to the pool by it. Changing it replaces the pool.")
+            .force_new("name")
+            .attr("region", Type::String, Mode::Required, "Where the capacity is: a cloud region (`eu-central-1`, `europe-west4`, `westeurope`, …) or an on-prem site name. Changing it replaces the pool.")
+            .force_new("region")
+            .attr("jurisdiction", Type::String, Mode::OptionalComputed, "Legal jurisdiction of the region (`EU`, `US`, `UK`, `CH`, …). Derived from the built-in region table (see the `gpucap_regions` data source); required for regions the table does not know, such as on-prem sites.")
+            .attr("capacity_type", Type::String, Mode::OptionalComputed, "`on_prem`, `reserved`, `on_demand` or `spot`. Default: `on_prem`.")
+            .default_value("capacity_type", json!("on_prem"))
+            .attr("price_per_gpu_hour", Type::Number, Mode::Optional, "USD per GPU-hour (amortised for on-prem and reserved capacity). Unset, the pool's cost attributes are null.")
+            .attr("tenancy", Type::String, Mode::OptionalComputed, "`dedicated` or `shared`. Default: `shared`.")
+            .default_value("tenancy", json!("shared"))
+            .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules.")
+            .attr("gpus_min", Type::Number, Mode::Computed, "GPUs at the pool's minimum size: `nodes.min × gpu.per_node`.")
+            .attr("gpus_max", Type::Number, Mode::Computed, "GPUs at the pool's maximum size: `nodes.max × gpu.per_node`.")
+            .attr("hourly_cost_min_usd", Type::Number, Mode::Computed, "Cost per hour at minimum size.")
+            .attr("hourly_cost_max_usd", Type::Number, Mode::Computed, "Cost per hour at maximum size.")
+            .attr("devices", list_of_strings(), Mode::Computed, "Devices the driver found, e.g. `[\"cpu\"]` or `[\"cuda:0\", \"cuda:1\"]` (`local` driver).")
+            .single(
+                "gpu",
+                true,
+                Block::new("The accelerator each node has.")
+                    .attr("model", Type::String, Mode::Required, "GPU model: `H100`, `A100`, `L4`, `A10G`, … or `cpu` for CPU-only capacity.")
+                    .attr("per_node", Type::Number, Mode::OptionalComputed, "GPUs per node. Default: 1.")
+                    .default_value("per_node", json!(1))
+                    .attr("memory_gib", Type::Number, Mode::Optional, "Memory per GPU in GiB."),
+            )
+            .single(
+                "nodes",
+                true,
+                Block::new("How many nodes the pool may have.")
+                    .attr("min", Type::Number, Mode::OptionalComputed, "Fewest nodes. Default: 0.")
+                    .default_value("min", json!(0))
+                    .attr("max", Type::Number, Mode::Required, "Most nodes."),
+            )
+            .single(
+                "local",
+                false,
+                Block::new("The `local` driver: the pool is this host's devices.")
+                    .attr("devices", Type::String, Mode::OptionalComputed, "`auto` (the GPUs if any, else the CPU), `cpu`, or CUDA devices such as `cuda:0,cuda:1`. Default: `auto`.")
+                    .default_value("devices", json!("auto")),
+            ),
+    }
+}
+
+#[async_trait]
+impl Resource for GpuPool {
+    fn type_name(&self) -> &'static str {
+        "gpucap_gpu_pool"
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    fn validate(&self, c: &Value) -> Diagnostics {
+        let mut d = Diagnostics::default();
+        validate::name(&mut d, c, "name");
+        validate::one_of(&mut d, c, "capacity_type", CAPACITY_TYPES);
+        validate::one_of(&mut d, c, "tenancy", &["dedicated", "shared"]);
+        validate::non_negative(&mut d, c, "price_per_gpu_hour");
+        validate::int_in(&mut d, c, "gpu.per_node", 1, 64);
+        validate::non_negative(&mut d, c, "gpu.memory_gib");
+        validate::int_in(&mut d, c, "nodes.min", 0, 100_000);
+        validate::int_in(&mut d, c, "nodes.max", 1, 100_000);
+        validate::min_le_max(&mut d, c, "nodes");
+        if let Some(r) = c.get("region").as_str()
+            && r.trim().is_empty()
+        {
+            d.push(Diagnostic::attr_error(
+                "region",
+                "Empty region",
+                "name the region or on-prem site the capacity is in",
+            ));
+        }
+        if let Some(j) = c.get("jurisdiction").as_str()
+            && (j.is_empty() || !j.chars().all(|ch| ch.is_ascii_uppercase()))
+        {
+            d.push(Diagnostic::attr_error(
+                "jurisdiction",
+                "Invalid jurisdiction",
+                format!(
+                    "{j:?} is not a jurisdiction code; use uppercase letters such as {}",
+                    regions::jurisdictions().join(", ")
+                ),
+            ));
+        }
+        if let Some(spec) = c.get("local").get("devices").as_str()
+            && let Err(e) = spec.parse::<gpucap_runtime::backend::DeviceSpec>()
+        {
+            d.push(Diagnostic::attr_error(
+                "local.devices",
+                "Invalid device list",
+                e,
+            ));
+        }
+        // Exactly one driver block; `local` is the only driver in this release.
+        let c_known = !c.get("local").is_unknown();
+        if c_known && c.get("local").is_null() {
+            d.push(Diagnostic::error(
+                "No driver for the pool",
+                "a gpucap_gpu_pool needs exactly one driver block; add `local {}` to use this host's devices",
+            ));
+        }
+        d
+    }
+
+    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
+        if req.proposed.is_null() {
+            return Ok(Planned {
+                state: Value::Null,
+                ..Planned::default()
+            });
+        }
+        let block = schema().block;
+        let creating = req.prior.is_null();
+        let mut state = plan::start(&block, &req.proposed, &req.config, creating);
+        let mut d = Diagnostics::default();
+
+        if let Some(name) = state.get("name").as_str() {
+            state.set("id", Value::String(name.to_string()));
+        }
+        resolve_jurisdiction(&mut state, &req.config, &mut d);
+        derive_capacity(&mut state);
+        match state
+            .get("local")
+            .get("devices")
+            .as_str()
+            .map(local::devices_for)
+        {
+            Some(Ok(found)) => state.set(
+                "devices",
+                Value::List(found.into_iter().map(Value::String).collect()),
+            ),
+            Some(Err(e)) => d.push(Diagnostic::attr_error(
+                "local.devices",
+                "Devices not available on this host",
+                e,
+            )),
+            None => state.set("devices", Value::Unknown),
+        }
+        if d.has_errors() {
+            return Err(d);
+        }
+        if let Some(info) = PoolInfo::from_state(&state) {
+            ctx.registry.put_pool(info);
+        }
+        let requires_replace = if creating {
+            Vec::new()
+        } else {
+            plan::requires_replace(&block, &req.prior, &state)
+        };
+        Ok(Planned {
+            state,
+            requires_replace,
+            diagnostics: d,
+        })
+    }
+
+    async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied {
+        let applied = records::apply(ctx, "pools", "pool", prior, planned);
+        if let Some(info) = PoolInfo::from_state(&applied.state) {
+            ctx.registry.put_pool(info);
+        }
+        applied
+    }
+
+    async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
+        let mut state = records::read(ctx, "pools", "pool", state)?;
+        if state.is_null() {
+            return Ok(state);
+        }
+        // What the host has now is reality; the next plan shows a change when it differs.
+        if let Some(Ok(found)) = state
+            .get("local")
+            .get("devices")
+            .as_str()
+            .map(local::devices_for)
+        {
+            state.set(
+                "devices",
+                Value::List(found.into_iter().map(Value::String).collect()),
+            );
+        }
+        if let Some(info) = PoolInfo::from_state(&state) {
+            ctx.registry.put_pool(info);
+        }
+        Ok(state)
+    }
+
+    async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
+        records::import(
+            ctx,
+            "pools",
+            self.type_name(),
+            name,
+            &schema().block.implied_type(),
+        )
+    }
+}
+
+/// Fills `jurisdiction` from the region table, or checks a stated one against it.
+fn resolve_jurisdiction(state: &mut Value, config: &Value, d: &mut Diagnostics) {
+    let Some(region) = state.get("region").as_str().map(str::to_string) else {
+        return;
+    };
+    let stated = config.get("jurisdiction");
+    if stated.is_unknown() {
+        return;
+    }
+    match (regions::lookup(&region), stated.as_str()) {
+        (Some(r), None) => state.set("jurisdiction", Value::String(r.jurisdiction.to_string())),
+        (Some(r), Some(j)) if j != r.jurisdiction => d.push(Diagnostic::attr_error(
+            "jurisdiction",
+            "Jurisdiction contradicts the region",
+            format!("region {region:?} ({}, {}) is in jurisdiction {:?}, not {j:?}; remove jurisdiction to derive it", r.location, r.country, r.jurisdiction),
+        )),
+        (Some(_), Some(_)) => {}
+        (None, Some(j)) => state.set("jurisdiction", Value::String(j.to_string())),
+        (None, None) => {
+            let hint = regions::suggest(&region).map(|s| format!(" Did you mean {s:?}?")).unwrap_or_default();
+            d.push(Diagnostic::attr_error(
+                "jurisdiction",
+                "Jurisdiction required",
+                format!("region {region:?} is not in the built-in region table (an on-prem site?), so its jurisdiction cannot be derived; set jurisdiction, e.g. \"EU\".{hint}"),
+            ));
+        }
+    }
+}
+
+/// GPUs and cost at minimum and maximum size: known at plan time whenever the inputs are.
+fn derive_capacity(state: &mut Value) {
+    let per_node = state.get("gpu").get("per_node").as_i64();
+    let (min, max) = (
+        state.get("nodes").get("min").as_i64(),
+        state.get("nodes").get("max").as_i64(),
+    );
+    let gpus = |n: Option<i64>| match (n, per_node) {
+        (Some(n), Some(p)) => Value::Int(n * p),
+        _ => Value::Unknown,
+    };
+    let (gmin, gmax) = (gpus(min), gpus(max));
+    let price = state.get("price_per_gpu_hour").clone();
+    let cost = |g: &Value| match (g.as_i64(), &price) {
+        (_, Value::Null) => Value::Null,
+        (Some(g), p) => p
+            .as_f64()
+            .map_or(Value::Unknown, |p| Value::Float(g as f64 * p)),
+        _ => Value::Unknown,
+    };
+    state.set("hourly_cost_min_usd", cost(&gmin));
+    state.set("hourly_cost_max_usd", cost(&gmax));
+    state.set("gpus_min", gmin);
+    state.set("gpus_max", gmax);
+}

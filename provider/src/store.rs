@@ -1,0 +1,69 @@
+//! Records in `state_dir`: small JSON files written atomically (write to a temporary file in the
+//! same directory, then rename), so a crash mid-write never leaves a half-written record behind.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Where records of one kind (`pools`, `policies`, `endpoints`) live.
+pub fn kind_dir(state_dir: &Path, kind: &str) -> PathBuf {
+    state_dir.join(kind)
+}
+
+/// Writes `value` as JSON to `path` atomically, creating the directory.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer_pretty(&mut tmp, value)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Reads a JSON record; `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is corrupt: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Removes a record; a missing one is fine.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pools/a.json");
+        write_json(&path, &serde_json::json!({"name": "a"})).unwrap();
+        let back: serde_json::Value = read_json(&path).unwrap().unwrap();
+        assert_eq!(back["name"], "a");
+        assert!(
+            read_json::<serde_json::Value>(&dir.path().join("none.json"))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert!(
+            read_json::<serde_json::Value>(&path)
+                .unwrap_err()
+                .contains("corrupt")
+        );
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+    }
+}
