@@ -1,0 +1,243 @@
+//! A harness that drives the real `terraform` CLI against the freshly built provider: each test gets
+//! its own working directory, CLI config (dev_overrides pointing at the build) and `state_dir`.
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn provider_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-gpucap"))
+}
+
+/// The runtime binary next to the provider's, as a release ships them.
+pub fn runtime_bin() -> PathBuf {
+    let path = provider_bin().parent().unwrap().join("gpucap-runtime");
+    assert!(
+        path.exists(),
+        "{} is missing; build it first with `cargo build -p gpucap-runtime` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub fn digits_model() -> PathBuf {
+    repo_root().join("examples/models/digits-mlp.safetensors")
+}
+
+/// Fails (never skips) when Terraform is not installed: these tests are the point.
+pub fn terraform_bin() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("terraform"))
+        .find(|p| p.is_file());
+    found
+        .expect("the terraform CLI is not on PATH; the acceptance tests need it (Terraform >= 1.5)")
+}
+
+pub struct Tf {
+    pub dir: tempfile::TempDir,
+    terraform: PathBuf,
+}
+
+impl Tf {
+    /// A working directory with `main.tf` = the provider block (state_dir inside the directory,
+    /// the built runtime) followed by `config`.
+    pub fn new(config: &str) -> Tf {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = provider_bin().parent().unwrap().to_path_buf();
+        std::fs::write(
+            dir.path().join("cli.tfrc"),
+            format!(
+                "provider_installation {{\n  dev_overrides {{\n    \"gpucap/gpucap\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
+                overrides.display()
+            ),
+        )
+        .unwrap();
+        let tf = Tf {
+            dir,
+            terraform: terraform_bin(),
+        };
+        tf.write(config);
+        tf
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("gpucap-state")
+    }
+
+    /// Rewrites main.tf with the provider block and `config`.
+    pub fn write(&self, config: &str) {
+        let header = format!(
+            "terraform {{\n  required_providers {{\n    gpucap = {{ source = \"gpucap/gpucap\" }}\n  }}\n}}\n\n\
+             provider \"gpucap\" {{\n  state_dir    = \"{}\"\n  runtime_path = \"{}\"\n}}\n\n",
+            self.state_dir().display(),
+            runtime_bin().display()
+        );
+        std::fs::write(self.path().join("main.tf"), header + config).unwrap();
+    }
+
+    /// Writes main.tf exactly as given (for provider-block tests).
+    pub fn write_raw(&self, text: &str) {
+        std::fs::write(self.path().join("main.tf"), text).unwrap();
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.terraform)
+            .args(args)
+            .current_dir(self.path())
+            .env("TF_CLI_CONFIG_FILE", self.path().join("cli.tfrc"))
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env_remove("TF_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "terraform {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn apply(&self) -> String {
+        self.ok(&["apply", "-auto-approve", "-no-color", "-input=false"])
+    }
+
+    /// `plan -detailed-exitcode`: 0 no changes, 2 changes; returns (code, stdout).
+    pub fn plan(&self) -> (i32, String) {
+        let out = self.run(&["plan", "-detailed-exitcode", "-no-color", "-input=false"]);
+        let code = out.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 2,
+            "plan failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (code, String::from_utf8(out.stdout).unwrap())
+    }
+
+    pub fn output(&self, name: &str) -> String {
+        self.ok(&["output", "-raw", name])
+    }
+
+    pub fn state_list(&self) -> Vec<String> {
+        let out = self.run(&["state", "list"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// stderr of a command that must fail, with this directory's path replaced for snapshots.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "terraform {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.scrub(&String::from_utf8_lossy(&out.stderr))
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        text.replace(&self.path().display().to_string(), "[WORKDIR]")
+            .replace(&repo_root().display().to_string(), "[REPO]")
+    }
+
+    /// The recorded runtime pid of an endpoint.
+    pub fn endpoint_pid(&self, name: &str) -> Option<i32> {
+        let path = self
+            .state_dir()
+            .join("endpoints")
+            .join(name)
+            .join("deployment.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+}
+
+impl Drop for Tf {
+    /// Whatever a test did, it leaves no runtime running.
+    fn drop(&mut self) {
+        let endpoints = self.state_dir().join("endpoints");
+        if let Ok(entries) = std::fs::read_dir(endpoints) {
+            for e in entries.flatten() {
+                if let Some(pid) = self.endpoint_pid(&e.file_name().to_string_lossy()) {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+    }
+}
+
+/// Whether a process is running (and not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// One held-out digit: (label, 64 pixels).
+pub fn first_digit() -> (usize, Vec<f32>) {
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/models/digits-test.csv")).unwrap();
+    let line = text.lines().next().unwrap();
+    let mut it = line.split(',');
+    let label = it.next().unwrap().parse().unwrap();
+    (label, it.map(|v| v.parse().unwrap()).collect())
+}
+
+/// Sends the digit to `url/infer` and returns the predicted class.
+pub fn predict(url: &str) -> usize {
+    let (_, pixels) = first_digit();
+    let body = serde_json::json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels}]});
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{url}/infer"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "inference at {url} failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs: Vec<f64> = v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    probs
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}

@@ -1,0 +1,154 @@
+//! Create, plan-with-no-changes, in-place update, replace, import and destroy for every resource,
+//! through the real Terraform CLI, with a real runtime serving the digits model.
+
+mod common;
+
+use common::{Tf, digits_model, first_digit, predict, process_alive};
+
+fn config(endpoint: &str, max_batch: u32, pool: &str) -> String {
+    format!(
+        r#"
+resource "gpucap_gpu_pool" "host" {{
+  name               = "{pool}"
+  region             = "lab-1"
+  jurisdiction       = "EU"
+  price_per_gpu_hour = 0.25
+  gpu {{ model = "cpu" }}
+  nodes {{ max = 2 }}
+  local {{ devices = "cpu" }}
+}}
+
+resource "gpucap_burst_policy" "eu" {{
+  name       = "eu"
+  base_pools = [gpucap_gpu_pool.host.name]
+  budget {{ max_hourly_usd = 5 }}
+}}
+
+resource "gpucap_inference_endpoint" "digits" {{
+  name         = "{endpoint}"
+  burst_policy = gpucap_burst_policy.eu.name
+  model {{ path = "{model}" }}
+  batching {{ max_batch_size = {max_batch} }}
+  data_residency {{
+    classification        = "pii"
+    allowed_jurisdictions = ["EU"]
+  }}
+}}
+
+output "url" {{ value = gpucap_inference_endpoint.digits.url }}
+output "status" {{ value = gpucap_inference_endpoint.digits.replicas_status }}
+output "cost" {{ value = gpucap_inference_endpoint.digits.monthly_cost_min_usd }}
+output "regions" {{ value = join(",", gpucap_inference_endpoint.digits.serving_regions) }}
+output "gpus" {{ value = gpucap_gpu_pool.host.gpus_max }}
+output "policy_cost" {{ value = gpucap_burst_policy.eu.max_hourly_cost_usd }}
+"#,
+        model = digits_model().display()
+    )
+}
+
+#[test]
+fn every_resource_through_its_whole_lifecycle() {
+    let (label, _) = first_digit();
+    let tf = Tf::new(&config("digits", 64, "host"));
+
+    // Create: a real endpoint that answers.
+    tf.apply();
+    let url = tf.output("url");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/v2/models/digits"),
+        "{url}"
+    );
+    assert_eq!(predict(&url), label);
+    assert_eq!(tf.output("status"), "1/1 ready");
+    assert_eq!(tf.output("gpus"), "2");
+    assert_eq!(tf.output("cost"), "182.5"); // 1 replica x $0.25/h x 730 h
+    assert_eq!(tf.output("policy_cost"), "0.5"); // 2 GPUs x $0.25/h, no burst pools
+    assert_eq!(tf.output("regions"), "lab-1");
+    let first_pid = tf.endpoint_pid("digits").unwrap();
+
+    // No changes.
+    assert_eq!(tf.plan().0, 0);
+
+    // In place: batching restarts the runtime with a drain; the endpoint keeps its identity.
+    tf.write(&config("digits", 8, "host"));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2);
+    assert!(
+        plan.contains("gpucap_inference_endpoint.digits will be updated in-place"),
+        "{plan}"
+    );
+    tf.apply();
+    let second_pid = tf.endpoint_pid("digits").unwrap();
+    assert_ne!(first_pid, second_pid);
+    assert!(!process_alive(first_pid), "the old runtime still runs");
+    assert_eq!(predict(&tf.output("url")), label);
+    assert_eq!(tf.plan().0, 0);
+
+    // Replace: a new name replaces the endpoint (and renaming a pool replaces the pool).
+    tf.write(&config("digits-v2", 8, "host2"));
+    let (_, plan) = tf.plan();
+    assert!(
+        plan.contains("gpucap_inference_endpoint.digits must be replaced"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("gpucap_gpu_pool.host must be replaced"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("gpucap_burst_policy.eu will be updated in-place"),
+        "{plan}"
+    );
+    tf.apply();
+    assert!(
+        !process_alive(second_pid),
+        "the replaced runtime still runs"
+    );
+    assert!(!tf.state_dir().join("endpoints/digits").exists());
+    let url = tf.output("url");
+    assert!(url.ends_with("/v2/models/digits-v2"), "{url}");
+    assert_eq!(predict(&url), label);
+    assert_eq!(tf.plan().0, 0);
+
+    // Import by name, after forgetting each object.
+    for (address, name) in [
+        ("gpucap_gpu_pool.host", "host2"),
+        ("gpucap_burst_policy.eu", "eu"),
+        ("gpucap_inference_endpoint.digits", "digits-v2"),
+    ] {
+        tf.ok(&["state", "rm", address]);
+        tf.ok(&["import", "-no-color", "-input=false", address, name]);
+    }
+    assert_eq!(tf.plan().0, 0, "import did not reproduce the state");
+
+    // Destroy: nothing left running, no records left.
+    let pid = tf.endpoint_pid("digits-v2").unwrap();
+    tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(!process_alive(pid), "destroy left the runtime running");
+    assert!(tf.state_list().is_empty());
+    for kind in ["pools", "policies", "endpoints"] {
+        let left: Vec<_> = std::fs::read_dir(tf.state_dir().join(kind))
+            .map(|d| d.flatten().collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{kind} records left after destroy: {left:?}"
+        );
+    }
+}
+
+#[test]
+fn importing_something_that_does_not_exist_says_so() {
+    let tf = Tf::new(&config("digits", 64, "host"));
+    let err = tf.fails(&[
+        "import",
+        "-no-color",
+        "-input=false",
+        "gpucap_gpu_pool.host",
+        "nope",
+    ]);
+    assert!(
+        err.contains("no gpucap_gpu_pool named \"nope\" is recorded"),
+        "{err}"
+    );
+}
