@@ -115,7 +115,7 @@ impl Resource for BurstPolicy {
                     d.push(Diagnostic::attr_error(
                         &format!("burst_pools[{i}]"),
                         "Pool is both base and burst",
-                        format!("{} is already in base_pools; a pool is either baseline or burst capacity", p.as_str().unwrap_or_default()),
+                        format!("{:?} is already in base_pools; a pool is either baseline or burst capacity", p.as_str().unwrap_or_default()),
                     ));
                 }
             }
