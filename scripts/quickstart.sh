@@ -1,25 +1,44 @@
 #!/usr/bin/env bash
-# Quickstart: builds gpucap-runtime, serves the example digits model on a free local port, sends one
-# real digit from the held-out test set over the Open Inference Protocol v2 and prints the
-# prediction, then shuts the server down (SIGTERM: it drains and exits).
+# Quickstart: builds the provider and the runtime, points Terraform at the build (dev_overrides),
+# runs `terraform apply` on examples/quickstart — which deploys a real inference endpoint on this
+# host — and sends it one real digit from the held-out test set.
+#   scripts/quickstart.sh           deploy and predict
+#   scripts/quickstart.sh destroy   tear the endpoint down
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p gpucap-runtime
-bin=target/release/gpucap-runtime
-work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" serve --model examples/models/digits-mlp.safetensors --name digits \
-  --listen 127.0.0.1:0 --address-file "$work/addr" 2>"$work/log" &
-pid=$!
-for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
-[ -s "$work/addr" ] || { cat "$work/log"; echo "the runtime did not start" >&2; exit 1; }
-url="http://$(cat "$work/addr")"
-echo "gpucap-runtime serving digits at $url"
+command -v terraform >/dev/null || { echo "terraform is not on PATH; install Terraform >= 1.5" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
+cargo build --release -q -p gpucap-provider -p gpucap-runtime
+
+# Terraform loads the provider from the build instead of the registry; no `terraform init` needed.
+export TF_CLI_CONFIG_FILE="$PWD/examples/quickstart/.dev.tfrc"
+cat >"$TF_CLI_CONFIG_FILE" <<CFG
+provider_installation {
+  dev_overrides {
+    "gpucap/gpucap" = "$PWD/target/release"
+  }
+  direct {}
+}
+CFG
+tf() { terraform -chdir=examples/quickstart "$@"; }
+
+if [ "${1:-}" = destroy ]; then
+  tf destroy -auto-approve -input=false
+  exit 0
+fi
+
+start=$(date +%s.%N)
+tf apply -auto-approve -input=false
+end=$(date +%s.%N)
+url=$(tf output -raw url)
+echo
+echo "terraform apply took $(python3 -c "print(f'{$end - $start:.1f}')") s; endpoint: $url"
+
 row=$(head -n 1 examples/models/digits-test.csv)
 label=${row%%,*}
 pixels=${row#*,}
 body="{\"id\":\"quickstart\",\"inputs\":[{\"name\":\"pixels\",\"shape\":[1,64],\"datatype\":\"FP32\",\"data\":[$pixels]}]}"
-resp=$(curl -sf -H 'Content-Type: application/json' -d "$body" "$url/v2/models/digits/infer")
+resp=$(curl -sf -H 'Content-Type: application/json' -d "$body" "$url/infer")
 python3 - "$resp" "$label" <<'PY'
 import json, sys
 resp, label = json.loads(sys.argv[1]), sys.argv[2]
@@ -27,5 +46,5 @@ probs = resp["outputs"][0]["data"]
 best = max(range(len(probs)), key=probs.__getitem__)
 print(f"predicted digit {best} (p={probs[best]:.3f}); true label {label}")
 PY
-kill -TERM "$pid"; wait "$pid" || true
-echo "server drained and stopped"
+echo
+echo "The endpoint keeps running. Tear it down with: scripts/quickstart.sh destroy"

@@ -12,6 +12,7 @@
 
 pub mod data_sources;
 pub mod diag;
+pub mod docs;
 pub mod driver;
 pub mod logging;
 pub mod plan;
