@@ -40,8 +40,9 @@ impl DataSource for Regions {
         "gpucap_regions"
     }
 
-    fn schema(&self) -> Schema {
-        Schema {
+    fn schema(&self) -> &'static Schema {
+        static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| Schema {
             version: 0,
             block: Block::new("The built-in table of cloud regions with their country and jurisdiction, the table pools derive `jurisdiction` from.")
                 .attr("id", Type::String, Mode::Computed, "A fixed id.")
@@ -49,7 +50,7 @@ impl DataSource for Regions {
                 .attr("cloud", Type::String, Mode::Optional, "Only regions of this cloud: `aws`, `gcp` or `azure`.")
                 .attr("names", Type::List(Box::new(Type::String)), Mode::Computed, "The matching region names, in table order.")
                 .attr("regions", Type::List(Box::new(region_type())), Mode::Computed, "The matching regions: `name`, `provider` (the cloud), `location`, `country` (ISO 3166-1 alpha-2) and `jurisdiction`."),
-        }
+        })
     }
 
     fn validate(&self, config: &Value) -> Diagnostics {
@@ -116,8 +117,9 @@ impl DataSource for LocalDevices {
         "gpucap_local_devices"
     }
 
-    fn schema(&self) -> Schema {
-        Schema {
+    fn schema(&self) -> &'static Schema {
+        static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| Schema {
             version: 0,
             block: Block::new("The compute devices of the host Terraform runs on: what a `local` pool can use.")
                 .attr("id", Type::String, Mode::Computed, "A fixed id.")
@@ -134,7 +136,7 @@ impl DataSource for LocalDevices {
                     Mode::Computed,
                     "Each device: `id` (`cpu` or `cuda:N`, as `local.devices` names it), `kind`, `name`, `memory_mib` and `cores`.",
                 ),
-        }
+        })
     }
 
     async fn read(&self, _ctx: &Ctx, config: Value) -> Result<Value, Diagnostics> {

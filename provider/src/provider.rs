@@ -71,7 +71,11 @@ pub trait Resource: Send + Sync {
     /// `gpucap_...`
     fn type_name(&self) -> &'static str;
     /// The schema.
-    fn schema(&self) -> Schema;
+    fn schema(&self) -> &'static Schema;
+    /// The type of the resource's state, derived from the schema once per process.
+    fn state_type(&self) -> &'static Type {
+        cached_type(self.type_name(), self.schema())
+    }
     /// Checks the configuration alone (unknown values are skipped).
     fn validate(&self, config: &Value) -> Diagnostics;
     /// Plans a create, update or destroy.
@@ -110,13 +114,30 @@ pub trait DataSource: Send + Sync {
     /// `gpucap_...`
     fn type_name(&self) -> &'static str;
     /// The schema.
-    fn schema(&self) -> Schema;
+    fn schema(&self) -> &'static Schema;
+    /// The type of the data source's state, derived from the schema once per process.
+    fn state_type(&self) -> &'static Type {
+        cached_type(self.type_name(), self.schema())
+    }
     /// Checks the configuration.
     fn validate(&self, _config: &Value) -> Diagnostics {
         Diagnostics::default()
     }
     /// Reads it.
     async fn read(&self, ctx: &Ctx, config: Value) -> Result<Value, Diagnostics>;
+}
+
+/// Implied types are needed on every call (to decode and encode values); derive each once.
+fn cached_type(type_name: &'static str, schema: &'static Schema) -> &'static Type {
+    static TYPES: std::sync::OnceLock<std::sync::Mutex<BTreeMap<&'static str, &'static Type>>> =
+        std::sync::OnceLock::new();
+    let mut types = TYPES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    types
+        .entry(type_name)
+        .or_insert_with(|| Box::leak(Box::new(schema.block.implied_type())))
 }
 
 /// The provider: its resources, data sources and, once configured, its configuration.
@@ -160,8 +181,9 @@ impl Provider {
     }
 
     /// The provider block's schema.
-    pub fn provider_schema() -> Schema {
-        Schema {
+    pub fn provider_schema() -> &'static Schema {
+        static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| Schema {
             version: 0,
             block: Block::new(
                 "The gpucap provider: GPU pools, burst policies and inference endpoints.",
@@ -186,7 +208,12 @@ impl Provider {
                 "The `gpucap-runtime` binary. Default: the one next to the provider binary, \
                      then `gpucap-runtime` on `PATH`.",
             ),
-        }
+        })
+    }
+
+    /// The provider block's value type.
+    pub fn provider_type() -> &'static Type {
+        cached_type("provider", Provider::provider_schema())
     }
 
     /// A resource type by name.

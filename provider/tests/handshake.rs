@@ -305,3 +305,43 @@ fn run_by_hand_it_explains_itself_instead_of_hanging() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("speaks only version 5"));
 }
+
+#[test]
+fn debug_mode_prints_reattach_info_and_stops_on_ctrl_c() {
+    let mut child = Command::new(common::provider_bin())
+        .arg("--debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("TF_REATTACH_PROVIDERS=") {
+        assert!(
+            reader.read_line(&mut text).unwrap() > 0,
+            "no reattach line in: {text}"
+        );
+    }
+    let json = text
+        .split("TF_REATTACH_PROVIDERS='")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let reattach: serde_json::Value = serde_json::from_str(json).unwrap();
+    let entry = &reattach["registry.terraform.io/gpucap/gpucap"];
+    assert_eq!(entry["ProtocolVersion"], 5);
+    assert_eq!(entry["Addr"]["Network"], "unix");
+    assert!(std::path::Path::new(entry["Addr"]["String"].as_str().unwrap()).exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "--debug did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -6,13 +6,17 @@ mod common;
 use common::{Tf, digits_model, first_digit, predict, process_alive};
 
 fn config(endpoint: &str, max_batch: u32, pool: &str) -> String {
+    config_priced(endpoint, max_batch, pool, "0.25")
+}
+
+fn config_priced(endpoint: &str, max_batch: u32, pool: &str, price: &str) -> String {
     format!(
         r#"
 resource "gpucap_gpu_pool" "host" {{
   name               = "{pool}"
   region             = "lab-1"
   jurisdiction       = "EU"
-  price_per_gpu_hour = 0.25
+  price_per_gpu_hour = {price}
   gpu {{ model = "cpu" }}
   nodes {{ max = 2 }}
   local {{ devices = "cpu" }}
@@ -69,23 +73,33 @@ fn every_resource_through_its_whole_lifecycle() {
     // No changes.
     assert_eq!(tf.plan().0, 0);
 
-    // In place: batching restarts the runtime with a drain; the endpoint keeps its identity.
-    tf.write(&config("digits", 8, "host"));
+    // In place: a new price updates the pool and the policy's cost; batching restarts the runtime
+    // with a drain; the endpoint keeps its identity.
+    tf.write(&config_priced("digits", 8, "host", "0.5"));
     let (code, plan) = tf.plan();
     assert_eq!(code, 2);
     assert!(
         plan.contains("gpucap_inference_endpoint.digits will be updated in-place"),
         "{plan}"
     );
+    assert!(
+        plan.contains("gpucap_gpu_pool.host will be updated in-place"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("hourly_cost_max_usd = 0.5 -> 1"),
+        "pool costs are known at plan time: {plan}"
+    );
     tf.apply();
     let second_pid = tf.endpoint_pid("digits").unwrap();
     assert_ne!(first_pid, second_pid);
     assert!(!process_alive(first_pid), "the old runtime still runs");
     assert_eq!(predict(&tf.output("url")), label);
+    assert_eq!(tf.output("policy_cost"), "1");
     assert_eq!(tf.plan().0, 0);
 
     // Replace: a new name replaces the endpoint (and renaming a pool replaces the pool).
-    tf.write(&config("digits-v2", 8, "host2"));
+    tf.write(&config_priced("digits-v2", 8, "host2", "0.5"));
     let (_, plan) = tf.plan();
     assert!(
         plan.contains("gpucap_inference_endpoint.digits must be replaced"),

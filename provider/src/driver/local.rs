@@ -18,7 +18,10 @@ use crate::store;
 /// The device ids a pool's `devices` setting resolves to on this host, or why it cannot.
 pub fn devices_for(spec: &str) -> Result<Vec<String>, String> {
     let spec: DeviceSpec = spec.parse()?;
-    let found = gpucap_runtime::devices::discover();
+    // Hardware does not change within one Terraform operation; every pool plan asks, so ask once.
+    static FOUND: std::sync::OnceLock<Vec<gpucap_runtime::devices::DeviceInfo>> =
+        std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(gpucap_runtime::devices::discover);
     let gpus: Vec<String> = found
         .iter()
         .filter(|d| d.kind == "cuda")

@@ -16,7 +16,13 @@ use crate::value::{Type, Value};
 /// The resource type.
 pub struct BurstPolicy;
 
-fn schema() -> Schema {
+/// The schema, built once per process.
+fn schema() -> &'static Schema {
+    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema)
+}
+
+fn build_schema() -> Schema {
     Schema {
         version: 0,
         block: Block::new("How an endpoint's load spills from baseline pools to burst pools and back, within a budget.")
@@ -68,7 +74,7 @@ impl Resource for BurstPolicy {
         "gpucap_burst_policy"
     }
 
-    fn schema(&self) -> Schema {
+    fn schema(&self) -> &'static Schema {
         schema()
     }
 
@@ -130,7 +136,7 @@ impl Resource for BurstPolicy {
                 ..Planned::default()
             });
         }
-        let block = schema().block;
+        let block = &schema().block;
         let creating = req.prior.is_null();
         let mut state = plan::start(&block, &req.proposed, &req.config, creating);
         if let Some(name) = state.get("name").as_str() {
@@ -181,13 +187,7 @@ impl Resource for BurstPolicy {
     }
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
-        records::import(
-            ctx,
-            "policies",
-            self.type_name(),
-            name,
-            &schema().block.implied_type(),
-        )
+        records::import(ctx, "policies", self.type_name(), name, self.state_type())
     }
 }
 

@@ -28,7 +28,13 @@ const HOURS_PER_MONTH: f64 = 730.0;
 /// Data classifications, least sensitive first.
 pub const CLASSIFICATIONS: &[&str] = &["public", "internal", "confidential", "pii"];
 
-fn schema() -> Schema {
+/// The schema, built once per process.
+fn schema() -> &'static Schema {
+    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema)
+}
+
+fn build_schema() -> Schema {
     Schema {
         version: 0,
         block: Block::new("A served model: which model, how requests are batched, where it may run and what it may cost.")
@@ -114,7 +120,7 @@ impl Resource for InferenceEndpoint {
         "gpucap_inference_endpoint"
     }
 
-    fn schema(&self) -> Schema {
+    fn schema(&self) -> &'static Schema {
         schema()
     }
 
@@ -168,7 +174,7 @@ impl Resource for InferenceEndpoint {
                 ..Planned::default()
             });
         }
-        let block = schema().block;
+        let block = &schema().block;
         let creating = req.prior.is_null();
         let mut state = plan::start(&block, &req.proposed, &req.config, creating);
         if let Some(name) = state.get("name").as_str() {
@@ -344,7 +350,7 @@ impl Resource for InferenceEndpoint {
             )
             .into());
         };
-        let state = Value::from_json(&json, &schema().block.implied_type()).map_err(|e| {
+        let state = Value::from_json(&json, self.state_type()).map_err(|e| {
             Diagnostics::from(Diagnostic::error(
                 "The endpoint's record does not match the schema",
                 e,

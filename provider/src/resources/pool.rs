@@ -21,7 +21,13 @@ pub struct GpuPool;
 /// Capacity types, cheapest commitment last.
 pub const CAPACITY_TYPES: &[&str] = &["on_prem", "reserved", "on_demand", "spot"];
 
-fn schema() -> Schema {
+/// The schema, built once per process.
+fn schema() -> &'static Schema {
+    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema)
+}
+
+fn build_schema() -> Schema {
     Schema {
         version: 0,
         block: Block::new("A source of GPU capacity: a region, a price, node bounds and the driver that reaches it.")
@@ -75,7 +81,7 @@ impl Resource for GpuPool {
         "gpucap_gpu_pool"
     }
 
-    fn schema(&self) -> Schema {
+    fn schema(&self) -> &'static Schema {
         schema()
     }
 
@@ -138,7 +144,7 @@ impl Resource for GpuPool {
                 ..Planned::default()
             });
         }
-        let block = schema().block;
+        let block = &schema().block;
         let creating = req.prior.is_null();
         let mut state = plan::start(&block, &req.proposed, &req.config, creating);
         let mut d = Diagnostics::default();
@@ -215,13 +221,7 @@ impl Resource for GpuPool {
     }
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
-        records::import(
-            ctx,
-            "pools",
-            self.type_name(),
-            name,
-            &schema().block.implied_type(),
-        )
+        records::import(ctx, "pools", self.type_name(), name, self.state_type())
     }
 }
 

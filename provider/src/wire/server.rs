@@ -25,8 +25,10 @@ impl ProviderService {
     }
 }
 
-/// Runs `work` as a task; a panic becomes the diagnostics of an answer built by `on_error`.
+/// Runs `work` as a task; a panic becomes the diagnostics of an answer built by `on_error`. Each
+/// call's time is logged at debug level (`TF_LOG_PROVIDER=debug`).
 async fn guarded<T, F>(
+    rpc: &'static str,
     work: F,
     on_error: impl FnOnce(Vec<pb::Diagnostic>) -> T,
 ) -> Result<Response<T>, Status>
@@ -34,7 +36,14 @@ where
     T: Send + 'static,
     F: Future<Output = T> + Send + 'static,
 {
-    match tokio::spawn(work).await {
+    let started = std::time::Instant::now();
+    let result = tokio::spawn(work).await;
+    tracing::debug!(
+        rpc,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "handled"
+    );
+    match result {
         Ok(v) => Ok(Response::new(v)),
         Err(e) => {
             let why = if e.is_panic() {
@@ -106,14 +115,14 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::get_provider_schema::Response>, Status> {
         let p = &self.provider;
         Ok(Response::new(pb::get_provider_schema::Response {
-            provider: Some(convert::schema(&Provider::provider_schema())),
+            provider: Some(convert::schema(Provider::provider_schema())),
             resource_schemas: p
                 .resources()
-                .map(|r| (r.type_name().to_string(), convert::schema(&r.schema())))
+                .map(|r| (r.type_name().to_string(), convert::schema(r.schema())))
                 .collect(),
             data_source_schemas: p
                 .data_sources()
-                .map(|d| (d.type_name().to_string(), convert::schema(&d.schema())))
+                .map(|d| (d.type_name().to_string(), convert::schema(d.schema())))
                 .collect(),
             server_capabilities: Some(server_capabilities()),
             ..Default::default()
@@ -126,9 +135,10 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::prepare_provider_config::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "prepare_provider_config",
             async move {
                 let req = req.into_inner();
-                let ty = Provider::provider_schema().block.implied_type();
+                let ty = Provider::provider_type();
                 let d = match decode(req.config.as_ref(), &ty) {
                     Ok(config) => p.validate_config(&config),
                     Err(d) => d,
@@ -152,16 +162,15 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::validate_resource_type_config::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "validate_resource_type_config",
             async move {
                 let req = req.into_inner();
                 let d = match p.resource(&req.type_name) {
                     None => unknown_type("resource", &req.type_name),
-                    Some(r) => {
-                        match decode(req.config.as_ref(), &r.schema().block.implied_type()) {
-                            Ok(config) => r.validate(&config),
-                            Err(d) => d,
-                        }
-                    }
+                    Some(r) => match decode(req.config.as_ref(), &r.state_type()) {
+                        Ok(config) => r.validate(&config),
+                        Err(d) => d,
+                    },
                 };
                 pb::validate_resource_type_config::Response {
                     diagnostics: convert::diagnostics(&d),
@@ -178,16 +187,15 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::validate_data_source_config::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "validate_data_source_config",
             async move {
                 let req = req.into_inner();
                 let d = match p.data_source(&req.type_name) {
                     None => unknown_type("data source", &req.type_name),
-                    Some(ds) => {
-                        match decode(req.config.as_ref(), &ds.schema().block.implied_type()) {
-                            Ok(config) => ds.validate(&config),
-                            Err(d) => d,
-                        }
-                    }
+                    Some(ds) => match decode(req.config.as_ref(), &ds.state_type()) {
+                        Ok(config) => ds.validate(&config),
+                        Err(d) => d,
+                    },
                 };
                 pb::validate_data_source_config::Response {
                     diagnostics: convert::diagnostics(&d),
@@ -204,6 +212,7 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::upgrade_resource_state::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "upgrade_resource_state",
             async move {
                 let req = req.into_inner();
                 let result = (|| {
@@ -218,7 +227,7 @@ impl pb::provider_server::Provider for ProviderService {
                         ))
                     })?;
                     let upgraded = r.upgrade_state(req.version, json)?;
-                    let ty = r.schema().block.implied_type();
+                    let ty = r.state_type();
                     let v = Value::from_json(&upgraded, &ty).map_err(|e| {
                         Diagnostics::from(Diagnostic::error(
                             "Stored state does not match the schema",
@@ -252,9 +261,10 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::configure::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "configure",
             async move {
                 let req = req.into_inner();
-                let ty = Provider::provider_schema().block.implied_type();
+                let ty = Provider::provider_type();
                 let d = match decode(req.config.as_ref(), &ty) {
                     Ok(config) => p.configure(&config),
                     Err(d) => d,
@@ -274,6 +284,7 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::read_resource::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "read_resource",
             async move {
                 let req = req.into_inner();
                 let result = async {
@@ -281,7 +292,7 @@ impl pb::provider_server::Provider for ProviderService {
                         .resource(&req.type_name)
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?
                         .clone();
-                    let ty = r.schema().block.implied_type();
+                    let ty = r.state_type();
                     let state = decode(req.current_state.as_ref(), &ty)?;
                     let ctx = p.ctx()?;
                     let new_state = r.read(&ctx, state).await?;
@@ -315,13 +326,14 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::plan_resource_change::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "plan_resource_change",
             async move {
                 let req = req.into_inner();
                 let result = (|| {
                     let r = p
                         .resource(&req.type_name)
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?;
-                    let ty = r.schema().block.implied_type();
+                    let ty = r.state_type();
                     let prior = decode(req.prior_state.as_ref(), &ty)?;
                     let proposed = decode(req.proposed_new_state.as_ref(), &ty)?;
                     let config = decode(req.config.as_ref(), &ty)?;
@@ -370,6 +382,7 @@ impl pb::provider_server::Provider for ProviderService {
         let type_name = req.get_ref().type_name.clone();
         let prior_on_panic = req.get_ref().prior_state.clone();
         guarded(
+            "apply_resource_change",
             async move {
                 let req = req.into_inner();
                 let result = async {
@@ -377,7 +390,7 @@ impl pb::provider_server::Provider for ProviderService {
                         .resource(&req.type_name)
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?
                         .clone();
-                    let ty = r.schema().block.implied_type();
+                    let ty = r.state_type();
                     let prior = decode(req.prior_state.as_ref(), &ty)?;
                     let planned = decode(req.planned_state.as_ref(), &ty)?;
                     let ctx = p.ctx()?;
@@ -418,6 +431,7 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::import_resource_state::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "import_resource_state",
             async move {
                 let req = req.into_inner();
                 let result = async {
@@ -425,7 +439,7 @@ impl pb::provider_server::Provider for ProviderService {
                         .resource(&req.type_name)
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?
                         .clone();
-                    let ty = r.schema().block.implied_type();
+                    let ty = r.state_type();
                     let ctx = p.ctx()?;
                     let state = r.import(&ctx, &req.id).await?;
                     encode(&state, &ty)
@@ -478,6 +492,7 @@ impl pb::provider_server::Provider for ProviderService {
     ) -> Result<Response<pb::read_data_source::Response>, Status> {
         let p = self.provider.clone();
         guarded(
+            "read_data_source",
             async move {
                 let req = req.into_inner();
                 let result = async {
@@ -485,7 +500,7 @@ impl pb::provider_server::Provider for ProviderService {
                         .data_source(&req.type_name)
                         .ok_or_else(|| unknown_type("data source", &req.type_name))?
                         .clone();
-                    let ty = ds.schema().block.implied_type();
+                    let ty = ds.state_type();
                     let config = decode(req.config.as_ref(), &ty)?;
                     let ctx = p.ctx()?;
                     let state = ds.read(&ctx, config).await?;
