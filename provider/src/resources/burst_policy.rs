@@ -138,7 +138,7 @@ impl Resource for BurstPolicy {
         }
         let block = &schema().block;
         let creating = req.prior.is_null();
-        let mut state = plan::start(&block, &req.proposed, &req.config, creating);
+        let mut state = plan::start(block, &req.proposed, &req.config, creating);
         if let Some(name) = state.get("name").as_str() {
             state.set("id", Value::String(name.to_string()));
         }
@@ -161,7 +161,7 @@ impl Resource for BurstPolicy {
         let requires_replace = if creating {
             Vec::new()
         } else {
-            plan::requires_replace(&block, &req.prior, &state)
+            plan::requires_replace(block, &req.prior, &state)
         };
         Ok(Planned {
             state,

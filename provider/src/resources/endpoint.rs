@@ -176,7 +176,7 @@ impl Resource for InferenceEndpoint {
         }
         let block = &schema().block;
         let creating = req.prior.is_null();
-        let mut state = plan::start(&block, &req.proposed, &req.config, creating);
+        let mut state = plan::start(block, &req.proposed, &req.config, creating);
         if let Some(name) = state.get("name").as_str() {
             state.set("id", Value::String(name.to_string()));
         }
@@ -222,7 +222,7 @@ impl Resource for InferenceEndpoint {
         let requires_replace = if creating {
             Vec::new()
         } else {
-            plan::requires_replace(&block, &req.prior, &state)
+            plan::requires_replace(block, &req.prior, &state)
         };
         Ok(Planned {
             state,

@@ -146,7 +146,7 @@ impl Resource for GpuPool {
         }
         let block = &schema().block;
         let creating = req.prior.is_null();
-        let mut state = plan::start(&block, &req.proposed, &req.config, creating);
+        let mut state = plan::start(block, &req.proposed, &req.config, creating);
         let mut d = Diagnostics::default();
 
         if let Some(name) = state.get("name").as_str() {
@@ -180,7 +180,7 @@ impl Resource for GpuPool {
         let requires_replace = if creating {
             Vec::new()
         } else {
-            plan::requires_replace(&block, &req.prior, &state)
+            plan::requires_replace(block, &req.prior, &state)
         };
         Ok(Planned {
             state,
