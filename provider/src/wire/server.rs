@@ -139,7 +139,7 @@ impl pb::provider_server::Provider for ProviderService {
             async move {
                 let req = req.into_inner();
                 let ty = Provider::provider_type();
-                let d = match decode(req.config.as_ref(), &ty) {
+                let d = match decode(req.config.as_ref(), ty) {
                     Ok(config) => p.validate_config(&config),
                     Err(d) => d,
                 };
@@ -167,7 +167,7 @@ impl pb::provider_server::Provider for ProviderService {
                 let req = req.into_inner();
                 let d = match p.resource(&req.type_name) {
                     None => unknown_type("resource", &req.type_name),
-                    Some(r) => match decode(req.config.as_ref(), &r.state_type()) {
+                    Some(r) => match decode(req.config.as_ref(), r.state_type()) {
                         Ok(config) => r.validate(&config),
                         Err(d) => d,
                     },
@@ -192,7 +192,7 @@ impl pb::provider_server::Provider for ProviderService {
                 let req = req.into_inner();
                 let d = match p.data_source(&req.type_name) {
                     None => unknown_type("data source", &req.type_name),
-                    Some(ds) => match decode(req.config.as_ref(), &ds.state_type()) {
+                    Some(ds) => match decode(req.config.as_ref(), ds.state_type()) {
                         Ok(config) => ds.validate(&config),
                         Err(d) => d,
                     },
@@ -228,13 +228,13 @@ impl pb::provider_server::Provider for ProviderService {
                     })?;
                     let upgraded = r.upgrade_state(req.version, json)?;
                     let ty = r.state_type();
-                    let v = Value::from_json(&upgraded, &ty).map_err(|e| {
+                    let v = Value::from_json(&upgraded, ty).map_err(|e| {
                         Diagnostics::from(Diagnostic::error(
                             "Stored state does not match the schema",
                             format!("{} state: {e}", req.type_name),
                         ))
                     })?;
-                    encode(&v, &ty)
+                    encode(&v, ty)
                 })();
                 match result {
                     Ok(v) => pb::upgrade_resource_state::Response {
@@ -265,7 +265,7 @@ impl pb::provider_server::Provider for ProviderService {
             async move {
                 let req = req.into_inner();
                 let ty = Provider::provider_type();
-                let d = match decode(req.config.as_ref(), &ty) {
+                let d = match decode(req.config.as_ref(), ty) {
                     Ok(config) => p.configure(&config),
                     Err(d) => d,
                 };
@@ -293,10 +293,10 @@ impl pb::provider_server::Provider for ProviderService {
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?
                         .clone();
                     let ty = r.state_type();
-                    let state = decode(req.current_state.as_ref(), &ty)?;
+                    let state = decode(req.current_state.as_ref(), ty)?;
                     let ctx = p.ctx()?;
                     let new_state = r.read(&ctx, state).await?;
-                    encode(&new_state, &ty)
+                    encode(&new_state, ty)
                 }
                 .await;
                 match result {
@@ -334,9 +334,9 @@ impl pb::provider_server::Provider for ProviderService {
                         .resource(&req.type_name)
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?;
                     let ty = r.state_type();
-                    let prior = decode(req.prior_state.as_ref(), &ty)?;
-                    let proposed = decode(req.proposed_new_state.as_ref(), &ty)?;
-                    let config = decode(req.config.as_ref(), &ty)?;
+                    let prior = decode(req.prior_state.as_ref(), ty)?;
+                    let proposed = decode(req.proposed_new_state.as_ref(), ty)?;
+                    let config = decode(req.config.as_ref(), ty)?;
                     let ctx = p.ctx()?;
                     let planned = r.plan(
                         &ctx,
@@ -346,7 +346,7 @@ impl pb::provider_server::Provider for ProviderService {
                             config,
                         },
                     )?;
-                    Ok::<_, Diagnostics>((encode(&planned.state, &ty)?, planned))
+                    Ok::<_, Diagnostics>((encode(&planned.state, ty)?, planned))
                 })();
                 match result {
                     Ok((state, planned)) => pb::plan_resource_change::Response {
@@ -391,11 +391,11 @@ impl pb::provider_server::Provider for ProviderService {
                         .ok_or_else(|| unknown_type("resource", &req.type_name))?
                         .clone();
                     let ty = r.state_type();
-                    let prior = decode(req.prior_state.as_ref(), &ty)?;
-                    let planned = decode(req.planned_state.as_ref(), &ty)?;
+                    let prior = decode(req.prior_state.as_ref(), ty)?;
+                    let planned = decode(req.planned_state.as_ref(), ty)?;
                     let ctx = p.ctx()?;
                     let applied = r.apply(&ctx, prior, planned).await;
-                    Ok::<_, Diagnostics>((encode(&applied.state, &ty)?, applied.diagnostics))
+                    Ok::<_, Diagnostics>((encode(&applied.state, ty)?, applied.diagnostics))
                 }
                 .await;
                 match result {
@@ -442,7 +442,7 @@ impl pb::provider_server::Provider for ProviderService {
                     let ty = r.state_type();
                     let ctx = p.ctx()?;
                     let state = r.import(&ctx, &req.id).await?;
-                    encode(&state, &ty)
+                    encode(&state, ty)
                 }
                 .await;
                 match result {
@@ -501,10 +501,10 @@ impl pb::provider_server::Provider for ProviderService {
                         .ok_or_else(|| unknown_type("data source", &req.type_name))?
                         .clone();
                     let ty = ds.state_type();
-                    let config = decode(req.config.as_ref(), &ty)?;
+                    let config = decode(req.config.as_ref(), ty)?;
                     let ctx = p.ctx()?;
                     let state = ds.read(&ctx, config).await?;
-                    encode(&state, &ty)
+                    encode(&state, ty)
                 }
                 .await;
                 match result {
