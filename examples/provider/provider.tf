@@ -13,6 +13,7 @@ terraform {
 provider "gpucap" {
   state_dir = "${path.root}/.gpucap-state"
 
-  # runtime_path = "/usr/local/bin/gpucap-runtime"
-  # policy_paths = ["${path.root}/policies"]
+  # runtime_path  = "/usr/local/bin/gpucap-runtime"
+  # policy_paths  = ["${path.root}/policies"]
+  # price_catalog = "${path.root}/prices.toml" # your own prices; see docs/policy/cost-model.md
 }

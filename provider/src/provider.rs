@@ -24,6 +24,8 @@ pub struct ProviderConfig {
     pub policy_paths: Vec<PathBuf>,
     /// The `gpucap-runtime` binary.
     pub runtime_path: PathBuf,
+    /// Prices for pools that state none.
+    pub catalog: Arc<gpucap_policy::cost::Catalog>,
 }
 
 /// Everything a resource operation may use.
@@ -154,6 +156,7 @@ struct ProviderBlock {
     state_dir: Option<String>,
     policy_paths: Option<Vec<String>>,
     runtime_path: Option<String>,
+    price_catalog: Option<String>,
 }
 
 impl Provider {
@@ -200,6 +203,13 @@ impl Provider {
                 list_of_strings(),
                 Mode::Optional,
                 "Directories of policy files (`*.hcl`) evaluated during `terraform plan`.",
+            )
+            .attr(
+                "price_catalog",
+                Type::String,
+                Mode::Optional,
+                "A price catalog file (TOML, in the format of the shipped `policy/catalog/prices.toml`) \
+                     used instead of the built-in one for pools that state no `price_per_gpu_hour`.",
             )
             .attr(
                 "runtime_path",
@@ -273,6 +283,21 @@ impl Provider {
             .runtime_path
             .map(PathBuf::from)
             .unwrap_or_else(default_runtime_path);
+        let catalog = match &block.price_catalog {
+            None => gpucap_policy::cost::Catalog::builtin(),
+            Some(path) => match gpucap_policy::cost::Catalog::from_file(std::path::Path::new(path))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    return Diagnostic::attr_error(
+                        "price_catalog",
+                        "Invalid price catalog",
+                        e.to_string(),
+                    )
+                    .into();
+                }
+            },
+        };
         if let Err(e) = std::fs::create_dir_all(&state_dir) {
             return Diagnostic::attr_error(
                 "state_dir",
@@ -305,6 +330,7 @@ impl Provider {
                 .map(PathBuf::from)
                 .collect(),
             runtime_path,
+            catalog: Arc::new(catalog),
         });
         Diagnostics::default()
     }

@@ -31,13 +31,23 @@ pub struct PoolInfo {
     pub gpus_min: i64,
     /// GPUs at maximum size.
     pub gpus_max: i64,
-    /// USD per GPU-hour, when known.
+    /// USD per GPU-hour the cost model uses (stated or from the catalog), when known.
     pub price_per_gpu_hour: Option<f64>,
     /// The `local` driver's device list, when the pool uses it.
     pub local_devices: Option<String>,
 }
 
 impl PoolInfo {
+    /// The pool's figures for the cost model (its price is already resolved).
+    pub fn cost(&self) -> gpucap_policy::cost::PoolCost {
+        gpucap_policy::cost::PoolCost {
+            usd_per_gpu_hour: self.price_per_gpu_hour,
+            source: gpucap_policy::cost::PriceSource::Stated,
+            gpus_min: self.gpus_min,
+            gpus_max: self.gpus_max,
+        }
+    }
+
     /// From a pool's planned or stored state; `None` while something needed is unknown.
     pub fn from_state(v: &Value) -> Option<PoolInfo> {
         let s = |k: &str| v.get(k).as_str().map(str::to_string);
@@ -51,7 +61,7 @@ impl PoolInfo {
             gpu_model: gpu.get("model").as_str()?.to_string(),
             gpus_min: v.get("gpus_min").as_i64()?,
             gpus_max: v.get("gpus_max").as_i64()?,
-            price_per_gpu_hour: v.get("price_per_gpu_hour").as_f64(),
+            price_per_gpu_hour: v.get("effective_price_per_gpu_hour").as_f64(),
             local_devices: v.get("local").get("devices").as_str().map(str::to_string),
         })
     }

@@ -87,7 +87,10 @@ fn every_resource_through_its_whole_lifecycle() {
         "{plan}"
     );
     assert!(
-        plan.contains("hourly_cost_max_usd = 0.5 -> 1"),
+        plan.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .contains("hourly_cost_max_usd = 0.5 -> 1"),
         "pool costs are known at plan time: {plan}"
     );
     tf.apply();

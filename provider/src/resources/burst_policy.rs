@@ -232,17 +232,7 @@ pub fn unknown_pool(ctx: &Ctx, path: &str, name: &str) -> Diagnostic {
 }
 
 fn max_hourly_cost(base: &[PoolInfo], burst: &[PoolInfo], budget: &Value) -> Value {
-    let hourly = |pools: &[PoolInfo]| -> Option<f64> {
-        pools
-            .iter()
-            .map(|p| p.price_per_gpu_hour.map(|price| price * p.gpus_max as f64))
-            .sum()
-    };
-    match (hourly(base), hourly(burst)) {
-        (Some(b), Some(u)) => {
-            let burst_cap = budget.as_f64().map_or(u, |cap| u.min(cap));
-            Value::Float(b + burst_cap)
-        }
-        _ => Value::Null,
-    }
+    let costs = |pools: &[PoolInfo]| pools.iter().map(PoolInfo::cost).collect::<Vec<_>>();
+    gpucap_policy::cost::policy_max_hourly(&costs(base), &costs(burst), budget.as_f64())
+        .map_or(Value::Null, Value::Float)
 }

@@ -22,9 +22,6 @@ use crate::value::{Type, Value};
 /// The resource type.
 pub struct InferenceEndpoint;
 
-/// Hours in a month, for monthly costs.
-const HOURS_PER_MONTH: f64 = 730.0;
-
 /// Data classifications, least sensitive first.
 pub const CLASSIFICATIONS: &[&str] = &["public", "internal", "confidential", "pii"];
 
@@ -574,9 +571,10 @@ fn check_capacity(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) 
             "replicas.min",
             "Not enough capacity",
             format!(
-                "endpoints on base pools {} need {demand} replicas at minimum, but those pools have at most {capacity} GPUs \
+                "endpoints on base pools {} need {demand} replicas at minimum, but those pools have at most {capacity} GPU{} \
                  (one replica per GPU). Lower replicas.min or raise the pools' nodes.max.",
-                names.join(", ")
+                names.join(", "),
+                if capacity == 1 { "" } else { "s" }
             ),
         ));
     }
@@ -620,25 +618,16 @@ fn plan_placement(state: &mut Value, p: &Placement) {
     );
 
     let (min, max) = replica_bounds(state);
-    let prices = |pools: &mut dyn Iterator<Item = &PoolInfo>| -> Option<Vec<f64>> {
-        pools.map(|p| p.price_per_gpu_hour).collect()
-    };
-    let (cost_min, cost_max) = match (min, max, prices(&mut p.base.iter()), prices(&mut p.all())) {
-        (Some(min), Some(max), Some(base), Some(all)) if !base.is_empty() => {
-            let cheapest_base = base.iter().copied().fold(f64::INFINITY, f64::min);
-            let dearest = all.iter().copied().fold(0.0, f64::max);
-            let floor = min as f64 * cheapest_base;
-            let mut ceiling = max as f64 * dearest;
-            if let Some(budget) = p.policy.as_ref().and_then(|pol| pol.budget_max_hourly_usd) {
-                // Burst spend is capped by the budget; the baseline is not.
-                ceiling = ceiling.min(floor + budget);
-            }
-            (
-                Value::Float(floor * HOURS_PER_MONTH),
-                Value::Float(ceiling.max(floor) * HOURS_PER_MONTH),
-            )
+    let base: Vec<_> = p.base.iter().map(PoolInfo::cost).collect();
+    let all: Vec<_> = p.all().map(PoolInfo::cost).collect();
+    let budget = p.policy.as_ref().and_then(|pol| pol.budget_max_hourly_usd);
+    let (cost_min, cost_max) = match (min, max) {
+        (Some(min), Some(max)) => {
+            gpucap_policy::cost::endpoint_monthly(min, max, &base, &all, budget)
+                .map_or((Value::Null, Value::Null), |(lo, hi)| {
+                    (Value::Float(lo), Value::Float(hi))
+                })
         }
-        (Some(_), Some(_), _, _) => (Value::Null, Value::Null),
         _ => (Value::Unknown, Value::Unknown),
     };
     state.set("monthly_cost_min_usd", cost_min);

@@ -14,6 +14,7 @@ use crate::resources::records;
 use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
 use crate::validate;
 use crate::value::{Type, Value};
+use gpucap_policy::cost::{Catalog, PoolCost};
 
 /// The resource type.
 pub struct GpuPool;
@@ -39,7 +40,9 @@ fn build_schema() -> Schema {
             .attr("jurisdiction", Type::String, Mode::OptionalComputed, "Legal jurisdiction of the region (`EU`, `US`, `UK`, `CH`, …). Derived from the built-in region table (see the `gpucap_regions` data source); required for regions the table does not know, such as on-prem sites.")
             .attr("capacity_type", Type::String, Mode::OptionalComputed, "`on_prem`, `reserved`, `on_demand` or `spot`. Default: `on_prem`.")
             .default_value("capacity_type", json!("on_prem"))
-            .attr("price_per_gpu_hour", Type::Number, Mode::Optional, "USD per GPU-hour (amortised for on-prem and reserved capacity). Unset, the pool's cost attributes are null.")
+            .attr("price_per_gpu_hour", Type::Number, Mode::Optional, "USD per GPU-hour (amortised for on-prem and reserved capacity). Unset, the price catalog's figure for `gpu.model` and `capacity_type` is used (see `effective_price_per_gpu_hour` and `price_source`).")
+            .attr("effective_price_per_gpu_hour", Type::Number, Mode::Computed, "The price the cost attributes use: `price_per_gpu_hour`, else the catalog's; null when neither has one.")
+            .attr("price_source", Type::String, Mode::Computed, "Where `effective_price_per_gpu_hour` comes from: stated on the pool, or the catalog entry's source.")
             .attr("tenancy", Type::String, Mode::OptionalComputed, "`dedicated` or `shared`. Default: `shared`.")
             .default_value("tenancy", json!("shared"))
             .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules.")
@@ -153,7 +156,7 @@ impl Resource for GpuPool {
             state.set("id", Value::String(name.to_string()));
         }
         resolve_jurisdiction(&mut state, &req.config, &mut d);
-        derive_capacity(&mut state);
+        derive_capacity(&mut state, &ctx.config.catalog);
         match state
             .get("local")
             .get("devices")
@@ -254,28 +257,57 @@ fn resolve_jurisdiction(state: &mut Value, config: &Value, d: &mut Diagnostics) 
     }
 }
 
-/// GPUs and cost at minimum and maximum size: known at plan time whenever the inputs are.
-fn derive_capacity(state: &mut Value) {
+/// GPUs and cost at minimum and maximum size, from the shared cost model: known at plan time
+/// whenever the inputs are (the price is the pool's own, else the price catalog's).
+fn derive_capacity(state: &mut Value, catalog: &Catalog) {
     let per_node = state.get("gpu").get("per_node").as_i64();
-    let (min, max) = (
-        state.get("nodes").get("min").as_i64(),
-        state.get("nodes").get("max").as_i64(),
+    let nodes = state.get("nodes");
+    let (min, max) = (nodes.get("min").as_i64(), nodes.get("max").as_i64());
+    let stated = state.get("price_per_gpu_hour").clone();
+    let model = state.get("gpu").get("model").as_str().map(str::to_string);
+    let capacity_type = state.get("capacity_type").as_str().map(str::to_string);
+    let (Some(per_node), Some(min), Some(max), Some(model), Some(capacity_type)) =
+        (per_node, min, max, model, capacity_type)
+    else {
+        for k in COST_ATTRIBUTES {
+            state.set(k, Value::Unknown);
+        }
+        return;
+    };
+    if stated.is_unknown() {
+        for k in &COST_ATTRIBUTES[2..] {
+            state.set(k, Value::Unknown);
+        }
+        state.set("gpus_min", Value::Int(min * per_node));
+        state.set("gpus_max", Value::Int(max * per_node));
+        return;
+    }
+    let cost = PoolCost::new(
+        stated.as_f64(),
+        &model,
+        &capacity_type,
+        min * per_node,
+        max * per_node,
+        catalog,
     );
-    let gpus = |n: Option<i64>| match (n, per_node) {
-        (Some(n), Some(p)) => Value::Int(n * p),
-        _ => Value::Unknown,
-    };
-    let (gmin, gmax) = (gpus(min), gpus(max));
-    let price = state.get("price_per_gpu_hour").clone();
-    let cost = |g: &Value| match (g.as_i64(), &price) {
-        (_, Value::Null) => Value::Null,
-        (Some(g), p) => p
-            .as_f64()
-            .map_or(Value::Unknown, |p| Value::Float(g as f64 * p)),
-        _ => Value::Unknown,
-    };
-    state.set("hourly_cost_min_usd", cost(&gmin));
-    state.set("hourly_cost_max_usd", cost(&gmax));
-    state.set("gpus_min", gmin);
-    state.set("gpus_max", gmax);
+    let number = |v: Option<f64>| v.map_or(Value::Null, Value::Float);
+    state.set("gpus_min", Value::Int(cost.gpus_min));
+    state.set("gpus_max", Value::Int(cost.gpus_max));
+    state.set(
+        "effective_price_per_gpu_hour",
+        number(cost.usd_per_gpu_hour),
+    );
+    state.set("price_source", Value::String(cost.source.describe()));
+    state.set("hourly_cost_min_usd", number(cost.hourly_min()));
+    state.set("hourly_cost_max_usd", number(cost.hourly_max()));
 }
+
+/// The attributes [`derive_capacity`] computes.
+const COST_ATTRIBUTES: [&str; 6] = [
+    "gpus_min",
+    "gpus_max",
+    "effective_price_per_gpu_hour",
+    "price_source",
+    "hourly_cost_min_usd",
+    "hourly_cost_max_usd",
+];
