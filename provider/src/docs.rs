@@ -207,8 +207,17 @@ pub fn render(
         );
         pages.insert(page_path(Kind::DataSource, name), page);
     }
+    // The policy engine checks rules against these shapes; generating them here, under the same
+    // staleness check as the docs, keeps the two from drifting.
+    pages.insert(
+        PathBuf::from(POLICY_SCHEMA_PATH),
+        crate::schema::providers_schema_json(provider),
+    );
     Ok(pages)
 }
+
+/// Where the resource schemas for the policy engine are written, relative to the repository root.
+pub const POLICY_SCHEMA_PATH: &str = "policy/schema/gpucap.json";
 
 /// Why a page on disk does not match the rendered one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -160,3 +160,66 @@ pub fn list_of_strings() -> Type {
 pub fn map_of_strings() -> Type {
     Type::Map(Box::new(Type::String))
 }
+
+impl Block {
+    /// The block in the JSON form of `terraform providers schema -json`.
+    pub fn to_schema_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let attributes: serde_json::Map<String, serde_json::Value> = self
+            .attributes
+            .iter()
+            .map(|(name, a)| {
+                let mut attr = json!({"type": a.ty.to_json(), "description": a.description});
+                let flag = match a.mode {
+                    Mode::Required => "required",
+                    Mode::Optional => "optional",
+                    Mode::OptionalComputed | Mode::Computed => "computed",
+                };
+                attr[flag] = json!(true);
+                if a.mode == Mode::OptionalComputed {
+                    attr["optional"] = json!(true);
+                }
+                (name.clone(), attr)
+            })
+            .collect();
+        let block_types: serde_json::Map<String, serde_json::Value> = self
+            .blocks
+            .iter()
+            .map(|(name, b)| {
+                let mut nested = json!({
+                    "nesting_mode": match b.nesting { Nesting::Single => "single", Nesting::List => "list" },
+                    "block": b.block.to_schema_json(),
+                });
+                if b.required {
+                    nested["min_items"] = json!(1);
+                }
+                (name.clone(), nested)
+            })
+            .collect();
+        json!({"attributes": attributes, "block_types": block_types, "description": self.description})
+    }
+}
+
+/// Every resource schema of the provider in the JSON form of `terraform providers schema -json`,
+/// pretty-printed with a trailing newline: the file the policy engine checks rules against.
+pub fn providers_schema_json(provider: &crate::provider::Provider) -> String {
+    let resources: serde_json::Map<String, serde_json::Value> = provider
+        .resources()
+        .map(|r| {
+            let s = r.schema();
+            (
+                r.type_name().to_string(),
+                serde_json::json!({"version": s.version, "block": s.block.to_schema_json()}),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "format_version": "1.0",
+        "provider_schemas": {
+            "registry.terraform.io/gpucap/gpucap": {"resource_schemas": resources}
+        }
+    });
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}

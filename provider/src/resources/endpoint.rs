@@ -14,7 +14,7 @@ use crate::plan;
 use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::registry::{PolicyInfo, PoolInfo};
 use crate::resources::burst_policy::{resolve_pools, unknown_pool};
-use crate::schema::{Block, Mode, Schema, list_of_strings};
+use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
 use crate::store;
 use crate::validate;
 use crate::value::{Type, Value};
@@ -40,6 +40,7 @@ fn build_schema() -> Schema {
             .force_new("name")
             .attr("burst_policy", Type::String, Mode::Optional, "Name of the `gpucap_burst_policy` that places the endpoint. Conflicts with `pools`.")
             .attr("pools", list_of_strings(), Mode::Optional, "Names of the pools to run on, without bursting. Conflicts with `burst_policy`.")
+            .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules (e.g. `latency = \"critical\"`). Changing them does not restart the runtime.")
             .attr("model_sha256", Type::String, Mode::Computed, "SHA-256 of the model file, computed at plan time: a changed file shows as an in-place update.")
             .attr("url", Type::String, Mode::Computed, "Base URL of the model on the Open Inference Protocol v2, e.g. `http://127.0.0.1:8000/v2/models/NAME`; inference is `POST {url}/infer`.")
             .attr("serving_regions", list_of_strings(), Mode::Computed, "Every region the endpoint can run in: its pools' regions, base then burst.")

@@ -1,0 +1,763 @@
+//! CEL expressions in rules: compiled once with bounds on size and depth, checked against the
+//! shapes of the variables they read, and evaluated with a step budget.
+//!
+//! The `cel` crate has no type checker and no evaluation budget, and its recursive parser and
+//! interpreter can exhaust a thread's stack. So: the source length is capped before parsing; the
+//! parser's own nesting limit is kept and the tree's depth is checked again after macro expansion;
+//! every attribute a rule reads from `resource`, `prior`, `pools`, `policy` and `cost` is checked
+//! against the resource schemas here; every comprehension step goes through a counting function
+//! that stops evaluation past the budget; and all parsing and evaluation runs on threads with a
+//! large stack ([`on_large_stack`]).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use cel::common::ast::{CallExpr, EntryExpr, Expr};
+use cel::common::value::CowVal;
+use cel::objects::{Key, Map};
+use cel::{Context, Env, ExecutionError, IdedExpr, Value};
+use serde_json::Value as Json;
+
+use crate::schema::{Scalar, Shape};
+use crate::source::did_you_mean;
+
+/// Bounds on rules' expressions.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Characters an expression may have.
+    pub max_length: usize,
+    /// Depth of the expression tree, after macros are expanded.
+    pub max_depth: usize,
+    /// Comprehension steps (`all`, `exists`, `map`, `filter`, … iterations) one evaluation may take.
+    pub max_steps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_length: 8192,
+            max_depth: 64,
+            max_steps: 100_000,
+        }
+    }
+}
+
+/// Where in an expression a problem is: character offsets into its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExprProblem {
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What would be valid.
+    pub hint: Option<String>,
+}
+
+impl ExprProblem {
+    fn new(start: usize, end: usize, message: impl Into<String>) -> ExprProblem {
+        ExprProblem {
+            start,
+            end,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> ExprProblem {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// The variables a rule can read and their shapes.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Variable name → shape.
+    pub vars: BTreeMap<String, Shape>,
+    /// What the shapes describe, for messages (`gpucap_inference_endpoint`).
+    pub subject: String,
+}
+
+/// Name of the function every comprehension step passes through, counting steps.
+const STEP_FUNCTION: &str = "__gpucap_step";
+/// Namespaces of the extension functions (`math.greatest`, `strings.quote`, …).
+const NAMESPACES: &[&str] = &["math", "strings", "lists", "optional", "base64"];
+/// Functions rules may not call: `lists.range(n)` builds a list of any size in one step.
+const DENIED: &[(&str, &str)] = &[(
+    "lists.range",
+    "it builds a list of any size in one step; iterate over the data instead",
+)];
+
+/// A checked, compiled expression, ready to evaluate any number of times.
+#[derive(Debug)]
+pub struct Compiled {
+    expr: IdedExpr,
+    /// `resource.a.b` paths the expression reads, first one first: the attribute a finding
+    /// concerns when the rule names none.
+    pub resource_paths: Vec<Vec<String>>,
+}
+
+/// The environment shared by every expression: the standard library, the string, list, math and
+/// encoder extensions and the step counter.
+pub fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        // These only fail on duplicate declarations, which would be a bug caught by every test.
+        let _ = env.add_extension(cel::extensions::strings);
+        let _ = env.add_extension(cel::extensions::lists);
+        let _ = env.add_extension(cel::extensions::math);
+        let _ = env.add_extension(cel::extensions::encoders);
+        let _ = env.add_overload(
+            STEP_FUNCTION,
+            "gpucap_step_dyn",
+            vec![cel::common::types::DYN_TYPE],
+            count_step,
+        );
+        Arc::new(env)
+    })
+    .clone()
+}
+
+/// Compiles and checks `source` against `scope`. Must run on a large stack ([`on_large_stack`]).
+pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled, Vec<ExprProblem>> {
+    let chars = source.chars().count();
+    if chars > limits.max_length {
+        return Err(vec![
+            ExprProblem::new(0, chars, format!(
+                "expression is {chars} characters long; the limit is {}",
+                limits.max_length
+            ))
+            .hint("split the rule, or move shared logic into the rule's `when`"),
+        ]);
+    }
+    if source.trim().is_empty() {
+        return Err(vec![ExprProblem::new(0, chars, "empty expression")]);
+    }
+    if let Some(at) = source.find("${") {
+        let start = source[..at].chars().count();
+        return Err(vec![
+            ExprProblem::new(start, start + 2, "`${` is HCL interpolation, not CEL")
+                .hint("rules are CEL: write `'text ' + resource.name` instead of `\"text ${resource.name}\"`"),
+        ]);
+    }
+    let (expr, info) = env()
+        .parser()
+        .parse_with_source_info(source)
+        .map_err(|errors| {
+            errors
+                .errors
+                .iter()
+                .map(|e| {
+                    let start = char_offset_of(source, e.pos.0, e.pos.1);
+                    ExprProblem::new(start, start + 1, parse_message(&e.msg))
+                })
+                .collect::<Vec<_>>()
+        })?;
+    let span = |id: u64| -> (usize, usize) {
+        info.offset_for(id)
+            .map_or((0, chars), |(s, e)| (s as usize, (e as usize).max(s as usize + 1)))
+    };
+    let depth = depth(&expr);
+    if depth > limits.max_depth {
+        return Err(vec![
+            ExprProblem::new(0, chars, format!(
+                "expression nests {depth} levels deep; the limit is {}",
+                limits.max_depth
+            ))
+            .hint("split it into simpler conditions"),
+        ]);
+    }
+    let mut checker = Checker {
+        span: &span,
+        problems: Vec::new(),
+        resource_paths: Vec::new(),
+        subject: &scope.subject,
+    };
+    let mut vars: Vec<(String, Shape)> = scope.vars.clone().into_iter().collect();
+    checker.check(&expr, &mut vars);
+    if !checker.problems.is_empty() {
+        return Err(checker.problems);
+    }
+    let resource_paths = checker.resource_paths;
+    let mut next_id = max_id(&expr) + 1;
+    Ok(Compiled {
+        expr: count_steps(expr, &mut next_id),
+        resource_paths,
+    })
+}
+
+/// The character offset of a parser position (1-based line, 0-based column).
+fn char_offset_of(source: &str, line: isize, column: isize) -> usize {
+    let line = usize::try_from(line).unwrap_or(1).max(1);
+    let column = usize::try_from(column).unwrap_or(0);
+    let before: usize = source
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(|l| l.chars().count())
+        .sum();
+    (before + column).min(source.chars().count().saturating_sub(1))
+}
+
+/// The parser's messages come from ANTLR; make the common ones read as sentences.
+fn parse_message(msg: &str) -> String {
+    format!("CEL syntax error: {msg}")
+}
+
+fn children(expr: &IdedExpr) -> Vec<&IdedExpr> {
+    match &expr.expr {
+        Expr::Call(c) => c.target.iter().map(|t| &**t).chain(c.args.iter()).collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => entries(&m.entries),
+        Expr::Struct(s) => entries(&s.entries),
+        Expr::Select(s) => vec![&s.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+fn entries(entries: &[cel::common::ast::IdedEntryExpr]) -> Vec<&IdedExpr> {
+    entries
+        .iter()
+        .flat_map(|e| match &e.expr {
+            EntryExpr::MapEntry(m) => vec![&m.key, &m.value],
+            EntryExpr::StructField(f) => vec![&f.value],
+        })
+        .collect()
+}
+
+fn depth(expr: &IdedExpr) -> usize {
+    1 + children(expr).into_iter().map(depth).max().unwrap_or(0)
+}
+
+fn max_id(expr: &IdedExpr) -> u64 {
+    children(expr)
+        .into_iter()
+        .map(max_id)
+        .fold(expr.id, u64::max)
+}
+
+/// Wraps every comprehension's step in the counting function.
+fn count_steps(mut expr: IdedExpr, next_id: &mut u64) -> IdedExpr {
+    let take = |e: &mut IdedExpr, next_id: &mut u64| {
+        let inner = std::mem::take(e);
+        *e = count_steps(inner, next_id);
+    };
+    match &mut expr.expr {
+        Expr::Call(c) => {
+            if let Some(t) = c.target.as_mut() {
+                take(t, next_id);
+            }
+            c.args.iter_mut().for_each(|a| take(a, next_id));
+        }
+        Expr::Comprehension(c) => {
+            take(&mut c.iter_range, next_id);
+            take(&mut c.accu_init, next_id);
+            take(&mut c.loop_cond, next_id);
+            take(&mut c.result, next_id);
+            let step = count_steps(std::mem::take(&mut c.loop_step), next_id);
+            *next_id += 1;
+            c.loop_step = IdedExpr {
+                id: *next_id,
+                expr: Expr::Call(CallExpr {
+                    func_name: STEP_FUNCTION.into(),
+                    target: None,
+                    args: vec![step],
+                }),
+            };
+        }
+        Expr::List(l) => l.elements.iter_mut().for_each(|e| take(e, next_id)),
+        Expr::Map(m) => m.entries.iter_mut().for_each(|e| take_entry(e, next_id)),
+        Expr::Struct(s) => s.entries.iter_mut().for_each(|e| take_entry(e, next_id)),
+        Expr::Select(s) => take(&mut s.operand, next_id),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+    expr
+}
+
+fn take_entry(e: &mut cel::common::ast::IdedEntryExpr, next_id: &mut u64) {
+    match &mut e.expr {
+        EntryExpr::MapEntry(m) => {
+            m.key = count_steps(std::mem::take(&mut m.key), next_id);
+            m.value = count_steps(std::mem::take(&mut m.value), next_id);
+        }
+        EntryExpr::StructField(f) => {
+            f.value = count_steps(std::mem::take(&mut f.value), next_id);
+        }
+    }
+}
+
+/// Walks the tree, checking every variable and attribute it reads.
+struct Checker<'a> {
+    span: &'a dyn Fn(u64) -> (usize, usize),
+    problems: Vec<ExprProblem>,
+    resource_paths: Vec<Vec<String>>,
+    subject: &'a str,
+}
+
+impl Checker<'_> {
+    /// Checks `expr` with `vars` in scope (innermost last) and returns its shape.
+    fn check(&mut self, expr: &IdedExpr, vars: &mut Vec<(String, Shape)>) -> Shape {
+        match &expr.expr {
+            Expr::Ident(name) => match vars.iter().rev().find(|(n, _)| n == name) {
+                Some((_, shape)) => shape.clone(),
+                None => {
+                    let (s, e) = (self.span)(expr.id);
+                    let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+                    let mut p = ExprProblem::new(s, e, format!("unknown variable `{name}`"));
+                    p = match did_you_mean(name, names.iter().copied()) {
+                        Some(m) => p.hint(format!("did you mean `{m}`?")),
+                        None => p.hint(format!("rules can read {}", names.join(", "))),
+                    };
+                    self.problems.push(p);
+                    Shape::Any
+                }
+            },
+            Expr::Select(sel) => {
+                let operand = self.check(&sel.operand, vars);
+                let shape = self.field(expr.id, &operand, &sel.field, &sel.operand);
+                if !sel.test {
+                    self.note_resource_path(expr);
+                }
+                shape
+            }
+            Expr::Call(call) => self.call(expr, call, vars),
+            Expr::Comprehension(c) => {
+                let range = self.check(&c.iter_range, vars);
+                let (first, second) = match &range {
+                    Shape::List(inner) => (Shape::Scalar(Scalar::Number), (**inner).clone()),
+                    Shape::Map(inner) => (Shape::Scalar(Scalar::String), (**inner).clone()),
+                    _ => (Shape::Any, Shape::Any),
+                };
+                self.check(&c.accu_init, vars);
+                let mark = vars.len();
+                match &c.iter_var2 {
+                    Some(v2) => {
+                        vars.push((c.iter_var.clone(), first));
+                        vars.push((v2.clone(), second));
+                    }
+                    // One variable: a list's elements, a map's keys.
+                    None => vars.push((
+                        c.iter_var.clone(),
+                        if matches!(range, Shape::Map(_)) {
+                            first
+                        } else {
+                            second
+                        },
+                    )),
+                }
+                vars.push((c.accu_var.clone(), Shape::Any));
+                self.check(&c.loop_cond, vars);
+                self.check(&c.loop_step, vars);
+                vars.truncate(mark);
+                vars.push((c.accu_var.clone(), Shape::Any));
+                self.check(&c.result, vars);
+                vars.truncate(mark);
+                Shape::Any
+            }
+            Expr::List(l) => {
+                let shapes: Vec<Shape> = l.elements.iter().map(|e| self.check(e, vars)).collect();
+                match shapes.first() {
+                    Some(first) if shapes.iter().all(|s| s == first) => {
+                        Shape::List(Box::new(first.clone()))
+                    }
+                    _ => Shape::List(Box::new(Shape::Any)),
+                }
+            }
+            Expr::Map(_) | Expr::Struct(_) => {
+                for child in children(expr) {
+                    self.check(child, vars);
+                }
+                Shape::Any
+            }
+            Expr::Literal(_) | Expr::Unspecified => Shape::Any,
+        }
+    }
+
+    fn call(&mut self, expr: &IdedExpr, call: &CallExpr, vars: &mut Vec<(String, Shape)>) -> Shape {
+        let namespace = match call.target.as_deref() {
+            Some(IdedExpr {
+                expr: Expr::Ident(ns),
+                ..
+            }) if NAMESPACES.contains(&ns.as_str()) && !vars.iter().any(|(n, _)| n == ns) => {
+                Some(ns.as_str())
+            }
+            _ => None,
+        };
+        let qualified = match namespace {
+            Some(ns) => format!("{ns}.{}", call.func_name),
+            None => call.func_name.clone(),
+        };
+        if let Some((_, why)) = DENIED.iter().find(|(f, _)| *f == qualified) {
+            let (s, e) = (self.span)(expr.id);
+            self.problems.push(ExprProblem::new(
+                s,
+                e,
+                format!("`{qualified}` is not available in gpucap rules: {why}"),
+            ));
+        }
+        if call.func_name == STEP_FUNCTION {
+            let (s, e) = (self.span)(expr.id);
+            self.problems
+                .push(ExprProblem::new(s, e, format!("`{STEP_FUNCTION}` is reserved")));
+        }
+        let target = match (namespace, call.target.as_deref()) {
+            (None, Some(t)) => Some(self.check(t, vars)),
+            _ => None,
+        };
+        let args: Vec<Shape> = call.args.iter().map(|a| self.check(a, vars)).collect();
+        match (call.func_name.as_str(), args.as_slice()) {
+            // Indexing: `list[i]`, `map[k]`, `object['attr']`.
+            ("_[_]", [container, _]) => match (container, &call.args[1].expr) {
+                (Shape::List(inner) | Shape::Map(inner), _) => (**inner).clone(),
+                (Shape::Object(_), Expr::Literal(cel::common::ast::LiteralValue::String(s))) => {
+                    self.field(call.args[1].id, container, s.inner(), &call.args[0])
+                }
+                _ => Shape::Any,
+            },
+            _ => {
+                let _ = target;
+                Shape::Any
+            }
+        }
+    }
+
+    /// The shape of `operand.field`, reporting attributes the operand does not have.
+    fn field(&mut self, id: u64, operand: &Shape, field: &str, operand_expr: &IdedExpr) -> Shape {
+        match operand {
+            Shape::Object(fields) => match fields.get(field) {
+                Some(shape) => shape.clone(),
+                None => {
+                    // A selection's node sits on its dot; underline the name after it.
+                    let (s, _) = (self.span)(id);
+                    let (s, e) = (s + 1, s + 1 + field.chars().count());
+                    let what = describe_operand(operand_expr, self.subject);
+                    let mut p = ExprProblem::new(s, e, format!("{what} has no attribute `{field}`"));
+                    p = match did_you_mean(field, fields.keys().map(String::as_str)) {
+                        Some(m) => p.hint(format!("did you mean `{m}`?")),
+                        None => p.hint(format!(
+                            "its attributes are {}",
+                            fields.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )),
+                    };
+                    self.problems.push(p);
+                    Shape::Any
+                }
+            },
+            Shape::Map(inner) => (**inner).clone(),
+            _ => Shape::Any,
+        }
+    }
+
+    fn note_resource_path(&mut self, expr: &IdedExpr) {
+        let mut segments = Vec::new();
+        let mut e = expr;
+        loop {
+            match &e.expr {
+                Expr::Select(s) if !s.test => {
+                    segments.push(s.field.clone());
+                    e = &s.operand;
+                }
+                Expr::Ident(name) if name == "resource" => break,
+                _ => return,
+            }
+        }
+        segments.reverse();
+        // `resource.a.b` also visits `resource.a`: keep only the longest path of each chain.
+        if let Some(last) = self.resource_paths.last()
+            && segments.starts_with(last)
+        {
+            self.resource_paths.pop();
+        }
+        if !self.resource_paths.iter().any(|p| p.starts_with(&segments)) {
+            self.resource_paths.push(segments);
+        }
+    }
+}
+
+/// `gpucap_inference_endpoint`, `a pool`, `the burst policy`, `cost` or `this object`, for messages.
+fn describe_operand(operand: &IdedExpr, subject: &str) -> String {
+    let mut e = operand;
+    let mut depth = 0;
+    loop {
+        match &e.expr {
+            Expr::Select(s) => {
+                e = &s.operand;
+                depth += 1;
+            }
+            Expr::Ident(name) => {
+                return match (name.as_str(), depth) {
+                    ("resource" | "prior", 0) => format!("`{subject}`"),
+                    ("policy", 0) => "`gpucap_burst_policy`".into(),
+                    ("cost", 0) => "`cost`".into(),
+                    _ => format!("`{}`", expr_text(operand)),
+                };
+            }
+            _ => return "this object".into(),
+        }
+    }
+}
+
+fn expr_text(e: &IdedExpr) -> String {
+    match &e.expr {
+        Expr::Ident(n) => n.clone(),
+        Expr::Select(s) => format!("{}.{}", expr_text(&s.operand), s.field),
+        _ => "…".into(),
+    }
+}
+
+thread_local! {
+    static STEPS: Cell<u64> = const { Cell::new(0) };
+    static BUDGET: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+fn count_step<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let steps = STEPS.with(|s| {
+        s.set(s.get() + 1);
+        s.get()
+    });
+    if steps > BUDGET.with(Cell::get) {
+        return Err(ExecutionError::function_error(
+            "budget",
+            format!("evaluation budget of {} steps exceeded", BUDGET.with(Cell::get)),
+        ));
+    }
+    args.into_iter()
+        .next()
+        .ok_or_else(ExecutionError::missing_argument_or_target)
+}
+
+/// Why an evaluation gave no usable value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// CEL's own error (missing key, division by zero, no such overload, …).
+    Cel(String),
+    /// The step budget ran out.
+    Budget(u64),
+}
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvalError::Cel(m) => write!(f, "{m}"),
+            EvalError::Budget(n) => write!(
+                f,
+                "evaluation budget exceeded: more than {n} comprehension steps"
+            ),
+        }
+    }
+}
+
+impl Compiled {
+    /// Evaluates against `ctx` with a budget of `max_steps` comprehension steps.
+    pub fn eval(&self, ctx: &Context, max_steps: u64) -> Result<Value, EvalError> {
+        STEPS.with(|s| s.set(0));
+        BUDGET.with(|b| b.set(max_steps));
+        let result = Value::resolve(&self.expr, ctx);
+        let used = STEPS.with(Cell::get);
+        match result {
+            Ok(v) => Ok(v),
+            Err(_) if used > max_steps => Err(EvalError::Budget(max_steps)),
+            Err(e) => Err(EvalError::Cel(e.to_string())),
+        }
+    }
+}
+
+/// A CEL value from JSON: whole numbers are `int`, others `double`; objects are maps.
+pub fn to_cel(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    Value::Int(f as i64)
+                } else {
+                    Value::Float(f)
+                }
+            }
+        },
+        Json::String(s) => Value::String(Arc::new(s.clone())),
+        Json::Array(items) => Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Json::Object(map) => Value::Map(Map {
+            map: Arc::new(
+                map.iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        }),
+    }
+}
+
+/// A CEL value as JSON, for `gpucap-policy eval` and messages: timestamps and durations as RFC 3339
+/// and seconds strings, bytes as base64.
+pub fn to_json(v: &Value) -> Json {
+    match v.json() {
+        Ok(j) => j,
+        Err(_) => Json::String(format!("{v:?}")),
+    }
+}
+
+/// Runs `f` on a thread with a stack large enough for the deepest expression the limits allow.
+pub fn on_large_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    const STACK: usize = 256 << 20;
+    std::thread::scope(|s| {
+        match std::thread::Builder::new()
+            .name("gpucap-policy".into())
+            .stack_size(STACK)
+            .spawn_scoped(s, f)
+        {
+            Ok(handle) => match handle.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // Spawning only fails when the system is out of threads or memory.
+            Err(e) => panic!("cannot start the policy evaluation thread: {e}"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> Scope {
+        let endpoint = crate::schema::Schemas::gpucap()
+            .resource("gpucap_inference_endpoint")
+            .unwrap()
+            .clone();
+        let pool = crate::schema::Schemas::gpucap()
+            .resource("gpucap_gpu_pool")
+            .unwrap()
+            .clone();
+        Scope {
+            vars: BTreeMap::from([
+                ("resource".to_string(), endpoint),
+                ("pools".to_string(), Shape::List(Box::new(pool))),
+                ("action".to_string(), Shape::Scalar(Scalar::String)),
+            ]),
+            subject: "gpucap_inference_endpoint".into(),
+        }
+    }
+
+    fn compile_err(src: &str) -> Vec<ExprProblem> {
+        match on_large_stack(|| compile(src, &scope(), &Limits::default())) {
+            Ok(_) => panic!("compiled: {}", &src[..src.len().min(80)]),
+            Err(p) => p,
+        }
+    }
+
+    fn eval(src: &str, vars: &[(&str, Json)]) -> Result<Json, EvalError> {
+        on_large_stack(|| {
+            let c = compile(src, &scope(), &Limits::default()).unwrap();
+            let mut ctx = Context::with_env(env());
+            for (k, v) in vars {
+                ctx.add_variable_from_value(*k, to_cel(v));
+            }
+            c.eval(&ctx, 1000).map(|v| to_json(&v))
+        })
+    }
+
+    #[test]
+    fn unknown_attributes_and_variables_are_located_with_hints() {
+        let p = compile_err("resource.data_residency.clasification == 'pii'");
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].message,
+            "`resource.data_residency` has no attribute `clasification`"
+        );
+        assert_eq!(p[0].hint.as_deref(), Some("did you mean `classification`?"));
+        assert_eq!((p[0].start, p[0].end), (24, 37));
+
+        let p = compile_err("pools.all(p, p.jurisdction == 'EU')");
+        assert_eq!(p[0].message, "`p` has no attribute `jurisdction`");
+        let p = compile_err("resorce.name == 'x'");
+        assert_eq!(p[0].message, "unknown variable `resorce`");
+        assert_eq!(p[0].hint.as_deref(), Some("did you mean `resource`?"));
+        let p = compile_err("resource.nam == 'x'");
+        assert_eq!(p[0].message, "`gpucap_inference_endpoint` has no attribute `nam`");
+    }
+
+    #[test]
+    fn syntax_errors_point_into_the_expression() {
+        let p = compile_err("resource.name == ");
+        assert!(p[0].message.starts_with("CEL syntax error"), "{p:?}");
+        assert!(p[0].start >= 14, "{p:?}");
+    }
+
+    #[test]
+    fn size_and_depth_are_bounded_without_overflowing_the_stack() {
+        let long = format!("resource.name == '{}'", "x".repeat(9000));
+        assert!(compile_err(&long)[0].message.contains("limit is 8192"));
+        let deep = format!("{}1{}", "(".repeat(3000), ")".repeat(3000));
+        assert!(!compile_err(&deep).is_empty());
+        let chain = format!("1{}", " + 1".repeat(2000));
+        assert!(!compile_err(&chain).is_empty());
+        // The parser folds runs of `!`; what matters is that nothing overflows.
+        let nots = format!("{}true", "!".repeat(5000));
+        assert!(on_large_stack(|| compile(&nots, &scope(), &Limits::default())).is_ok());
+    }
+
+    #[test]
+    fn numbers_strings_and_extensions_evaluate() {
+        let r = json!({"name": "Fraud", "replicas": {"min": 2, "max": 2.5}});
+        assert_eq!(eval("resource.replicas.min + 1", &[("resource", r.clone())]), Ok(json!(3)));
+        assert_eq!(eval("resource.replicas.max * 2.0", &[("resource", r.clone())]), Ok(json!(5.0)));
+        assert_eq!(
+            eval("resource.name.lowerAscii() + '-' + ['a', 'b'].join(',')", &[("resource", r.clone())]),
+            Ok(json!("fraud-a,b"))
+        );
+        assert_eq!(eval("math.greatest(1, 5, 3)", &[]), Ok(json!(5)));
+        assert!(matches!(eval("1 / 0 == 1", &[]), Err(EvalError::Cel(_))));
+        assert!(matches!(eval("resource.labels['team'] == 'x'", &[("resource", json!({"labels": {}}))]), Err(EvalError::Cel(_))));
+    }
+
+    #[test]
+    fn comprehensions_run_within_the_budget() {
+        let pools: Vec<Json> = (0..40).map(|i| json!({"region": format!("r{i}")})).collect();
+        let vars = [("pools", Json::Array(pools))];
+        assert_eq!(eval("pools.all(p, p.region != '')", &vars), Ok(json!(true)));
+        assert_eq!(
+            eval("pools.all(p, pools.all(q, q.region != ''))", &vars),
+            Err(EvalError::Budget(1000))
+        );
+    }
+
+    #[test]
+    fn denied_functions_are_refused_at_load() {
+        let p = compile_err("lists.range(1000000000).size() > 0");
+        assert!(p[0].message.contains("`lists.range` is not available"), "{p:?}");
+    }
+
+    #[test]
+    fn resource_paths_keep_the_longest_reads_in_order() {
+        let c = on_large_stack(|| {
+            compile(
+                "resource.data_residency.classification == 'pii' && resource.replicas.min > 0 && has(resource.listen.port)",
+                &scope(),
+                &Limits::default(),
+            )
+        })
+        .unwrap();
+        assert_eq!(
+            c.resource_paths,
+            vec![
+                vec!["data_residency".to_string(), "classification".to_string()],
+                vec!["replicas".to_string(), "min".to_string()],
+                vec!["listen".to_string()],
+            ]
+        );
+    }
+}

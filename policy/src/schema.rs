@@ -1,0 +1,231 @@
+//! What the objects rules read look like: one [`Shape`] per resource type, read from the JSON form
+//! of `terraform providers schema -json`. gpucap's own shapes are generated from the provider's
+//! schema (`policy/schema/gpucap.json`, rewritten by `gpucap-docgen` and checked by its staleness
+//! test), so the rules' checker and the provider cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+/// The gpucap provider's schema, as `gpucap-docgen` writes it.
+const GPUCAP_SCHEMA: &str = include_str!("../schema/gpucap.json");
+
+/// The shape of a value a rule can read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// Anything: no checks below this point (dynamic values, other providers' resources).
+    Any,
+    /// A scalar: string, number or bool.
+    Scalar(Scalar),
+    /// A list or set of one shape.
+    List(Box<Shape>),
+    /// A map with string keys.
+    Map(Box<Shape>),
+    /// An object with known attributes (an attribute outside them is an error in a rule).
+    Object(Arc<BTreeMap<String, Shape>>),
+}
+
+/// The scalar types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    /// `string`
+    String,
+    /// `number`: CEL `int` when whole, `double` otherwise.
+    Number,
+    /// `bool`
+    Bool,
+}
+
+impl Shape {
+    /// The shape of a cty type in its JSON form (`"string"`, `["list","string"]`, …).
+    pub fn from_cty_json(ty: &Json) -> Result<Shape, String> {
+        match ty {
+            Json::String(s) => match s.as_str() {
+                "string" => Ok(Shape::Scalar(Scalar::String)),
+                "number" => Ok(Shape::Scalar(Scalar::Number)),
+                "bool" => Ok(Shape::Scalar(Scalar::Bool)),
+                "dynamic" => Ok(Shape::Any),
+                other => Err(format!("unknown type {other:?}")),
+            },
+            Json::Array(parts) => match (parts.first().and_then(Json::as_str), parts.get(1)) {
+                (Some("list" | "set"), Some(inner)) => {
+                    Ok(Shape::List(Box::new(Shape::from_cty_json(inner)?)))
+                }
+                (Some("map"), Some(inner)) => Ok(Shape::Map(Box::new(Shape::from_cty_json(inner)?))),
+                (Some("object"), Some(Json::Object(attrs))) => Ok(Shape::Object(Arc::new(
+                    attrs
+                        .iter()
+                        .map(|(k, t)| Ok((k.clone(), Shape::from_cty_json(t)?)))
+                        .collect::<Result<_, String>>()?,
+                ))),
+                // A tuple's elements may differ; rules read them without checks.
+                (Some("tuple"), Some(_)) => Ok(Shape::List(Box::new(Shape::Any))),
+                _ => Err(format!("unknown type {ty}")),
+            },
+            _ => Err(format!("unknown type {ty}")),
+        }
+    }
+
+    /// The shape of a schema block (`{"attributes": …, "block_types": …}`): attributes by their
+    /// types; single nested blocks as objects; list and set blocks as lists of objects.
+    pub fn from_block_json(block: &Json) -> Result<Shape, String> {
+        let mut fields = BTreeMap::new();
+        if let Some(attrs) = block.get("attributes").and_then(Json::as_object) {
+            for (name, attr) in attrs {
+                let ty = attr
+                    .get("type")
+                    .ok_or_else(|| format!("attribute {name} has no type"))?;
+                fields.insert(
+                    name.clone(),
+                    Shape::from_cty_json(ty).map_err(|e| format!("attribute {name}: {e}"))?,
+                );
+            }
+        }
+        if let Some(blocks) = block.get("block_types").and_then(Json::as_object) {
+            for (name, nested) in blocks {
+                let inner = Shape::from_block_json(nested.get("block").unwrap_or(&Json::Null))
+                    .map_err(|e| format!("block {name}: {e}"))?;
+                let shape = match nested.get("nesting_mode").and_then(Json::as_str) {
+                    Some("single" | "group") => inner,
+                    Some("map") => Shape::Map(Box::new(inner)),
+                    _ => Shape::List(Box::new(inner)),
+                };
+                fields.insert(name.clone(), shape);
+            }
+        }
+        Ok(Shape::Object(Arc::new(fields)))
+    }
+
+    /// The attributes of an object shape.
+    pub fn fields(&self) -> Option<&BTreeMap<String, Shape>> {
+        match self {
+            Shape::Object(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// `value` with every attribute of this shape present (null where absent) and numbers as the
+    /// rule language sees them, so plan time and review read identical objects.
+    pub fn normalize(&self, value: &Json) -> Json {
+        match (self, value) {
+            (Shape::Object(fields), Json::Object(map)) => Json::Object(
+                fields
+                    .iter()
+                    .map(|(k, shape)| (k.clone(), shape.normalize(map.get(k).unwrap_or(&Json::Null))))
+                    .collect(),
+            ),
+            (Shape::List(inner), Json::Array(items)) => {
+                Json::Array(items.iter().map(|v| inner.normalize(v)).collect())
+            }
+            (Shape::Map(inner), Json::Object(map)) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), inner.normalize(v)))
+                    .collect(),
+            ),
+            _ => value.clone(),
+        }
+    }
+}
+
+/// The shapes of every resource type rules may name.
+#[derive(Debug, Clone, Default)]
+pub struct Schemas {
+    resources: BTreeMap<String, Shape>,
+}
+
+impl Schemas {
+    /// gpucap's resources, from the schema generated off the provider.
+    pub fn gpucap() -> Schemas {
+        // The embedded file is checked by a test; failing here would be a packaging bug.
+        Schemas::from_providers_json(GPUCAP_SCHEMA).unwrap_or_default()
+    }
+
+    /// Reads `terraform providers schema -json` output; every provider's resources are included.
+    pub fn from_providers_json(text: &str) -> Result<Schemas, String> {
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| format!("not a provider schema document: {e}"))?;
+        let providers = json
+            .get("provider_schemas")
+            .and_then(Json::as_object)
+            .ok_or("not a provider schema document: no \"provider_schemas\" object (write it with `terraform providers schema -json`)")?;
+        let mut resources = BTreeMap::new();
+        for (provider, schema) in providers {
+            let Some(types) = schema.get("resource_schemas").and_then(Json::as_object) else {
+                continue;
+            };
+            for (type_name, resource) in types {
+                let block = resource.get("block").unwrap_or(&Json::Null);
+                let shape = Shape::from_block_json(block)
+                    .map_err(|e| format!("{provider} {type_name}: {e}"))?;
+                resources.insert(type_name.clone(), shape);
+            }
+        }
+        Ok(Schemas { resources })
+    }
+
+    /// Adds (or replaces) the types of `other`.
+    pub fn extend(&mut self, other: Schemas) {
+        self.resources.extend(other.resources);
+    }
+
+    /// The shape of a resource type, if known.
+    pub fn resource(&self, type_name: &str) -> Option<&Shape> {
+        self.resources.get(type_name)
+    }
+
+    /// Every known resource type.
+    pub fn type_names(&self) -> impl Iterator<Item = &str> {
+        self.resources.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_generated_gpucap_schema_has_the_three_resources() {
+        let s = Schemas::from_providers_json(GPUCAP_SCHEMA).unwrap();
+        let names: Vec<_> = s.type_names().collect();
+        assert_eq!(
+            names,
+            [
+                "gpucap_burst_policy",
+                "gpucap_gpu_pool",
+                "gpucap_inference_endpoint"
+            ]
+        );
+        let endpoint = s.resource("gpucap_inference_endpoint").unwrap();
+        let residency = &endpoint.fields().unwrap()["data_residency"];
+        assert_eq!(
+            residency.fields().unwrap()["classification"],
+            Shape::Scalar(Scalar::String)
+        );
+    }
+
+    #[test]
+    fn normalize_fills_absent_attributes_with_null() {
+        let shape = Shape::from_block_json(&json!({
+            "attributes": {"a": {"type": "string"}, "b": {"type": ["list", "number"]}},
+            "block_types": {"c": {"nesting_mode": "single", "block": {"attributes": {"d": {"type": "bool"}}}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            shape.normalize(&json!({"a": "x", "c": {}})),
+            json!({"a": "x", "b": null, "c": {"d": null}})
+        );
+    }
+
+    #[test]
+    fn bad_documents_are_errors() {
+        assert!(Schemas::from_providers_json("{").is_err());
+        assert!(Schemas::from_providers_json("{}").is_err());
+        let bad = r#"{"provider_schemas": {"p": {"resource_schemas": {"t": {"block": {"attributes": {"a": {"type": "strin"}}}}}}}}"#;
+        assert_eq!(
+            Schemas::from_providers_json(bad).unwrap_err(),
+            "p t: attribute a: unknown type \"strin\""
+        );
+    }
+}
