@@ -3,6 +3,13 @@
 //! figures and findings, so plan time and review give the same answers.
 
 pub mod cost;
+pub mod engine;
 pub mod expr;
+pub mod fmt;
+pub mod hcl;
+pub mod plan_json;
+pub mod report;
+pub mod rules;
 pub mod schema;
 pub mod source;
+pub mod testing;
