@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, Utc};
 use cel::{Context, Value};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
@@ -140,15 +140,13 @@ pub fn placement(
         all
     };
     let (pool_names, policy_obj) = match type_name {
-        "gpucap_inference_endpoint" => {
-            match resource.get("burst_policy").and_then(Json::as_str) {
-                Some(policy_name) => {
-                    let p = policy(policy_name).unwrap_or(Json::Null);
-                    (policy_pools(&p), p)
-                }
-                None => (names(resource, "pools"), Json::Null),
+        "gpucap_inference_endpoint" => match resource.get("burst_policy").and_then(Json::as_str) {
+            Some(policy_name) => {
+                let p = policy(policy_name).unwrap_or(Json::Null);
+                (policy_pools(&p), p)
             }
-        }
+            None => (names(resource, "pools"), Json::Null),
+        },
         "gpucap_burst_policy" => (policy_pools(resource), resource.clone()),
         _ => (Vec::new(), Json::Null),
     };
@@ -324,7 +322,12 @@ impl PolicySet {
 
     /// Evaluates every rule on every subject, on `threads` threads with large stacks. Findings come
     /// in subject order, then rule order.
-    pub fn evaluate(&self, subjects: &[Subject], options: &Options, threads: usize) -> Vec<Finding> {
+    pub fn evaluate(
+        &self,
+        subjects: &[Subject],
+        options: &Options,
+        threads: usize,
+    ) -> Vec<Finding> {
         let threads = threads.clamp(1, subjects.len().max(1));
         let chunk = subjects.len().div_ceil(threads).max(1);
         let results: Vec<Vec<Finding>> = std::thread::scope(|s| {
@@ -354,11 +357,7 @@ impl PolicySet {
 
     /// Evaluates every rule on one subject. Must run on a large stack.
     fn evaluate_one(&self, subject: &Subject, options: &Options) -> Vec<Finding> {
-        let rules: Vec<&Rule> = self
-            .rules
-            .iter()
-            .filter(|r| r.applies(subject))
-            .collect();
+        let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.applies(subject)).collect();
         if rules.is_empty() {
             return Vec::new();
         }
@@ -369,7 +368,13 @@ impl PolicySet {
             .collect()
     }
 
-    fn judge(&self, rule: &Rule, subject: &Subject, ctx: &Context, options: &Options) -> Option<Finding> {
+    fn judge(
+        &self,
+        rule: &Rule,
+        subject: &Subject,
+        ctx: &Context,
+        options: &Options,
+    ) -> Option<Finding> {
         let steps = self.limits.max_steps;
         let truth = |c: &Compiled| -> Result<bool, String> {
             match c.eval(ctx, steps) {
@@ -395,7 +400,11 @@ impl PolicySet {
         let message = match &rule.message_expr {
             Some(m) => match m.eval(ctx, steps) {
                 Ok(Value::String(s)) => s.to_string(),
-                Ok(other) => format!("{} (message_expr gave {})", rule.message, expr::to_json(&other)),
+                Ok(other) => format!(
+                    "{} (message_expr gave {})",
+                    rule.message,
+                    expr::to_json(&other)
+                ),
                 Err(e) => format!("{} (message_expr failed: {e})", rule.message),
             },
             None => rule.message.clone(),

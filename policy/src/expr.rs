@@ -127,10 +127,14 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
     let chars = source.chars().count();
     if chars > limits.max_length {
         return Err(vec![
-            ExprProblem::new(0, chars, format!(
-                "expression is {chars} characters long; the limit is {}",
-                limits.max_length
-            ))
+            ExprProblem::new(
+                0,
+                chars,
+                format!(
+                    "expression is {chars} characters long; the limit is {}",
+                    limits.max_length
+                ),
+            )
             .hint("split the rule, or move shared logic into the rule's `when`"),
         ]);
     }
@@ -158,16 +162,21 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
                 .collect::<Vec<_>>()
         })?;
     let span = |id: u64| -> (usize, usize) {
-        info.offset_for(id)
-            .map_or((0, chars), |(s, e)| (s as usize, (e as usize).max(s as usize + 1)))
+        info.offset_for(id).map_or((0, chars), |(s, e)| {
+            (s as usize, (e as usize).max(s as usize + 1))
+        })
     };
     let depth = depth(&expr);
     if depth > limits.max_depth {
         return Err(vec![
-            ExprProblem::new(0, chars, format!(
-                "expression nests {depth} levels deep; the limit is {}",
-                limits.max_depth
-            ))
+            ExprProblem::new(
+                0,
+                chars,
+                format!(
+                    "expression nests {depth} levels deep; the limit is {}",
+                    limits.max_depth
+                ),
+            )
             .hint("split it into simpler conditions"),
         ]);
     }
@@ -204,6 +213,7 @@ fn char_offset_of(source: &str, line: isize, column: isize) -> usize {
 
 /// The parser's messages come from ANTLR; make the common ones read as sentences.
 fn parse_message(msg: &str) -> String {
+    let msg = msg.strip_prefix("Syntax error: ").unwrap_or(msg);
     format!("CEL syntax error: {msg}")
 }
 
@@ -407,8 +417,11 @@ impl Checker<'_> {
         }
         if call.func_name == STEP_FUNCTION {
             let (s, e) = (self.span)(expr.id);
-            self.problems
-                .push(ExprProblem::new(s, e, format!("`{STEP_FUNCTION}` is reserved")));
+            self.problems.push(ExprProblem::new(
+                s,
+                e,
+                format!("`{STEP_FUNCTION}` is reserved"),
+            ));
         }
         let target = match (namespace, call.target.as_deref()) {
             (None, Some(t)) => Some(self.check(t, vars)),
@@ -441,7 +454,8 @@ impl Checker<'_> {
                     let (s, _) = (self.span)(id);
                     let (s, e) = (s + 1, s + 1 + field.chars().count());
                     let what = describe_operand(operand_expr, self.subject);
-                    let mut p = ExprProblem::new(s, e, format!("{what} has no attribute `{field}`"));
+                    let mut p =
+                        ExprProblem::new(s, e, format!("{what} has no attribute `{field}`"));
                     p = match did_you_mean(field, fields.keys().map(String::as_str)) {
                         Some(m) => p.hint(format!("did you mean `{m}`?")),
                         None => p.hint(format!(
@@ -528,7 +542,10 @@ fn count_step<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
     if steps > BUDGET.with(Cell::get) {
         return Err(ExecutionError::function_error(
             "budget",
-            format!("evaluation budget of {} steps exceeded", BUDGET.with(Cell::get)),
+            format!(
+                "evaluation budget of {} steps exceeded",
+                BUDGET.with(Cell::get)
+            ),
         ));
     }
     args.into_iter()
@@ -687,7 +704,10 @@ mod tests {
         assert_eq!(p[0].message, "unknown variable `resorce`");
         assert_eq!(p[0].hint.as_deref(), Some("did you mean `resource`?"));
         let p = compile_err("resource.nam == 'x'");
-        assert_eq!(p[0].message, "`gpucap_inference_endpoint` has no attribute `nam`");
+        assert_eq!(
+            p[0].message,
+            "`gpucap_inference_endpoint` has no attribute `nam`"
+        );
     }
 
     #[test]
@@ -713,20 +733,37 @@ mod tests {
     #[test]
     fn numbers_strings_and_extensions_evaluate() {
         let r = json!({"name": "Fraud", "replicas": {"min": 2, "max": 2.5}});
-        assert_eq!(eval("resource.replicas.min + 1", &[("resource", r.clone())]), Ok(json!(3)));
-        assert_eq!(eval("resource.replicas.max * 2.0", &[("resource", r.clone())]), Ok(json!(5.0)));
         assert_eq!(
-            eval("resource.name.lowerAscii() + '-' + ['a', 'b'].join(',')", &[("resource", r.clone())]),
+            eval("resource.replicas.min + 1", &[("resource", r.clone())]),
+            Ok(json!(3))
+        );
+        assert_eq!(
+            eval("resource.replicas.max * 2.0", &[("resource", r.clone())]),
+            Ok(json!(5.0))
+        );
+        assert_eq!(
+            eval(
+                "resource.name.lowerAscii() + '-' + ['a', 'b'].join(',')",
+                &[("resource", r.clone())]
+            ),
             Ok(json!("fraud-a,b"))
         );
         assert_eq!(eval("math.greatest(1, 5, 3)", &[]), Ok(json!(5)));
         assert!(matches!(eval("1 / 0 == 1", &[]), Err(EvalError::Cel(_))));
-        assert!(matches!(eval("resource.labels['team'] == 'x'", &[("resource", json!({"labels": {}}))]), Err(EvalError::Cel(_))));
+        assert!(matches!(
+            eval(
+                "resource.labels['team'] == 'x'",
+                &[("resource", json!({"labels": {}}))]
+            ),
+            Err(EvalError::Cel(_))
+        ));
     }
 
     #[test]
     fn comprehensions_run_within_the_budget() {
-        let pools: Vec<Json> = (0..40).map(|i| json!({"region": format!("r{i}")})).collect();
+        let pools: Vec<Json> = (0..40)
+            .map(|i| json!({"region": format!("r{i}")}))
+            .collect();
         let vars = [("pools", Json::Array(pools))];
         assert_eq!(eval("pools.all(p, p.region != '')", &vars), Ok(json!(true)));
         assert_eq!(
@@ -738,7 +775,10 @@ mod tests {
     #[test]
     fn denied_functions_are_refused_at_load() {
         let p = compile_err("lists.range(1000000000).size() > 0");
-        assert!(p[0].message.contains("`lists.range` is not available"), "{p:?}");
+        assert!(
+            p[0].message.contains("`lists.range` is not available"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ pub fn format(text: &str) -> Result<String, String> {
         }
         let trimmed = raw.trim();
         let (opens, closes_first, next_state) = scan(trimmed);
-        let indent = if closes_first { depth.saturating_sub(1) } else { depth };
+        let indent = if closes_first {
+            depth.saturating_sub(1)
+        } else {
+            depth
+        };
         depth = (depth as isize + opens).max(0) as usize;
         lines.push(Line::indented(indent, trimmed));
         state = next_state;
@@ -61,8 +65,12 @@ pub fn format(text: &str) -> Result<String, String> {
     if out.is_empty() {
         return Ok(out);
     }
-    hcl_edit::parser::parse_body(&out)
-        .map_err(|e| format!("formatting would break the file ({}); please report it", e.message()))?;
+    hcl_edit::parser::parse_body(&out).map_err(|e| {
+        format!(
+            "formatting would break the file ({}); please report it",
+            e.message()
+        )
+    })?;
     Ok(out)
 }
 
@@ -130,7 +138,11 @@ fn align(lines: &mut [Line]) {
         while j < lines.len() && lines[j].indent == Some(indent) && lines[j].key_len.is_some() {
             j += 1;
         }
-        let width = lines[i..j].iter().filter_map(|l| l.key_len).max().unwrap_or(0);
+        let width = lines[i..j]
+            .iter()
+            .filter_map(|l| l.key_len)
+            .max()
+            .unwrap_or(0);
         for line in &mut lines[i..j] {
             if let Some((key, value)) = line.text.split_once('=') {
                 line.text = format!("{:width$} = {}", key.trim_end(), value.trim_start());
@@ -161,10 +173,8 @@ fn scan(line: &str) -> (isize, bool, Scan) {
             '"' => in_string = true,
             '#' => break,
             '/' if line[i..].starts_with("//") => break,
-            '/' if line[i..].starts_with("/*") => {
-                if !line[i + 2..].contains("*/") {
-                    return (depth, closes_first, Scan::BlockComment);
-                }
+            '/' if line[i..].starts_with("/*") && !line[i + 2..].contains("*/") => {
+                return (depth, closes_first, Scan::BlockComment);
             }
             '<' if line[i..].starts_with("<<") => {
                 let rest = line[i + 2..].trim_start_matches('-');
@@ -198,6 +208,10 @@ mod tests {
 
     #[test]
     fn invalid_files_are_not_rewritten() {
-        assert!(format("rule \"a\" {\n").unwrap_err().contains("HCL syntax error"));
+        assert!(
+            format("rule \"a\" {\n")
+                .unwrap_err()
+                .contains("HCL syntax error")
+        );
     }
 }

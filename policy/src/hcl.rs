@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
+use hcl_edit::Span;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Block, Body};
-use hcl_edit::Span;
 use serde_json::Value as Json;
 
 use crate::source::{Location, Problem, SourceFile, did_you_mean};
@@ -118,11 +118,8 @@ impl<'a> BlockReader<'a> {
 
     /// A required attribute is missing.
     pub fn missing(&mut self, key: &str, hint: &str) {
-        let p = Problem::error(
-            Some(self.header()),
-            format!("{} has no `{key}`", self.what),
-        )
-        .hint(hint.to_string());
+        let p = Problem::error(Some(self.header()), format!("{} has no `{key}`", self.what))
+            .hint(hint.to_string());
         self.problems.push(p);
     }
 
@@ -406,14 +403,22 @@ mod tests {
         let mut r = BlockReader::new(&f, block, "rule \"r\"".into());
         let _ = r.text("condition");
         let problems = r.finish();
-        assert_eq!(problems[0].message, "rule \"r\" has no attribute `condtion`");
-        assert_eq!(problems[0].hint.as_deref(), Some("did you mean `condition`?"));
+        assert_eq!(
+            problems[0].message,
+            "rule \"r\" has no attribute `condtion`"
+        );
+        assert_eq!(
+            problems[0].hint.as_deref(),
+            Some("did you mean `condition`?")
+        );
         assert_eq!(problems[0].location.as_ref().unwrap().short(), "p.hcl:2:3");
     }
 
     #[test]
     fn literals_become_json() {
-        let f = file("t {\n  v = { a = [1, 2.5, \"x\", true, null], \"b c\" = {} }\n  w = upper(\"x\")\n}\n");
+        let f = file(
+            "t {\n  v = { a = [1, 2.5, \"x\", true, null], \"b c\" = {} }\n  w = upper(\"x\")\n}\n",
+        );
         let body = parse(&f).unwrap();
         let block = body.blocks().next().unwrap();
         let mut r = BlockReader::new(&f, block, "t".into());

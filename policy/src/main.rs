@@ -138,7 +138,15 @@ fn main() -> ExitCode {
             overrides,
             schema,
             now,
-        } => check(&plan, &policies, format, output.as_deref(), overrides, schema.as_deref(), now.as_deref()),
+        } => check(
+            &plan,
+            &policies,
+            format,
+            output.as_deref(),
+            overrides,
+            schema.as_deref(),
+            now.as_deref(),
+        ),
         Command::Test { dirs } => test(&dirs),
         Command::Eval {
             expression,
@@ -149,7 +157,16 @@ fn main() -> ExitCode {
             prior,
             action,
             now,
-        } => eval(&expression, &resource, &type_name, pools.as_deref(), policy.as_deref(), prior.as_deref(), &action, now.as_deref()),
+        } => eval(
+            &expression,
+            &resource,
+            &type_name,
+            pools.as_deref(),
+            policy.as_deref(),
+            prior.as_deref(),
+            &action,
+            now.as_deref(),
+        ),
         Command::Validate { paths } => validate(&paths),
         Command::Fmt { paths, check } => format_files(&paths, check),
     };
@@ -174,7 +191,11 @@ fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>, Failure> {
         None => Ok(Utc::now()),
         Some(t) => DateTime::parse_from_rfc3339(t)
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| usage(format!("--now {t:?} is not an RFC 3339 time ({e}); e.g. 2026-11-23T12:00:00Z"))),
+            .map_err(|e| {
+                usage(format!(
+                    "--now {t:?} is not an RFC 3339 time ({e}); e.g. 2026-11-23T12:00:00Z"
+                ))
+            }),
     }
 }
 
@@ -198,7 +219,8 @@ fn check(
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
         schemas.extend(
-            Schemas::from_providers_json(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?,
+            Schemas::from_providers_json(&text)
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?,
         );
     }
     let set = load_policies(policies, &schemas)?;
@@ -207,8 +229,10 @@ fn check(
     eprint!("{}", render(&set.check_overrides(&options.overrides)));
     let text = std::fs::read_to_string(plan)
         .map_err(|e| usage(format!("cannot read plan {}: {e}", plan.display())))?;
-    let subjects = plan_json::subjects(&text, &plan.display().to_string(), &schemas, &|t| set.applies_to(t))
-        .map_err(|e| usage(e.to_string()))?;
+    let subjects = plan_json::subjects(&text, &plan.display().to_string(), &schemas, &|t| {
+        t.starts_with("gpucap_") || set.applies_to(t)
+    })
+    .map_err(|e| usage(e.to_string()))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let findings = set.evaluate(&subjects, &options, threads);
     let review = Review {
@@ -217,7 +241,11 @@ fn check(
         findings: &findings,
     };
     let report = match format {
-        Format::Text => review.text(output.is_none() && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()),
+        Format::Text => review.text(
+            output.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none(),
+        ),
         Format::Json => review.json(),
         Format::Sarif => review.sarif(),
         Format::Junit => review.junit(),
@@ -227,7 +255,11 @@ fn check(
             .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?,
         None => print!("{report}"),
     }
-    Ok(if findings.iter().any(|f| f.fails()) { 1 } else { 0 })
+    Ok(if findings.iter().any(|f| f.fails()) {
+        1
+    } else {
+        0
+    })
 }
 
 fn test(dirs: &[PathBuf]) -> Result<u8, Failure> {
@@ -237,7 +269,10 @@ fn test(dirs: &[PathBuf]) -> Result<u8, Failure> {
         let set = load_policies(std::slice::from_ref(dir), &schemas)?;
         let cases = testing::load_cases(dir, &schemas)?;
         if cases.is_empty() {
-            return Err(usage(format!("no test cases in {}/tests/*.hcl", dir.display())));
+            return Err(usage(format!(
+                "no test cases in {}/tests/*.hcl",
+                dir.display()
+            )));
         }
         for outcome in testing::run(&set, cases) {
             match &outcome.failure {
@@ -290,7 +325,11 @@ fn eval(
     let resource = read_json(Some(resource), Json::Null)?;
     let pools = match read_json(pools, Json::Array(Vec::new()))? {
         Json::Array(p) => p,
-        _ => return Err(usage("--pools must hold a JSON list of pool objects".into())),
+        _ => {
+            return Err(usage(
+                "--pools must hold a JSON list of pool objects".into(),
+            ));
+        }
     };
     let subject = Subject::new(
         &schemas,
@@ -304,16 +343,28 @@ fn eval(
     let now = parse_now(now)?;
     let scope = scope_for(&schemas, type_name);
     let result = expr::on_large_stack(|| {
-        let compiled = expr::compile(expression, &scope, &expr::Limits::default()).map_err(|problems| {
-            problems
-                .iter()
-                .map(|p| {
-                    let caret = format!("{}{}", " ".repeat(p.start), "^".repeat((p.end - p.start).max(1)));
-                    let hint = p.hint.as_ref().map(|h| format!("\n  = help: {h}")).unwrap_or_default();
-                    format!("error: {}\n  | {expression}\n  | {caret}{hint}\n", p.message)
-                })
-                .collect::<String>()
-        })?;
+        let compiled =
+            expr::compile(expression, &scope, &expr::Limits::default()).map_err(|problems| {
+                problems
+                    .iter()
+                    .map(|p| {
+                        let caret = format!(
+                            "{}{}",
+                            " ".repeat(p.start),
+                            "^".repeat((p.end - p.start).max(1))
+                        );
+                        let hint = p
+                            .hint
+                            .as_ref()
+                            .map(|h| format!("\n  = help: {h}"))
+                            .unwrap_or_default();
+                        format!(
+                            "error: {}\n  | {expression}\n  | {caret}{hint}\n",
+                            p.message
+                        )
+                    })
+                    .collect::<String>()
+            })?;
         let ctx = subject.context(now);
         compiled
             .eval(&ctx, expr::Limits::default().max_steps)
@@ -322,7 +373,10 @@ fn eval(
     });
     match result {
         Ok(value) => {
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
             Ok(0)
         }
         Err(message) => Err(Failure(1, message)),
@@ -345,7 +399,8 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<u8, Failure> {
     for path in files {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-        let formatted = fmt::format(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        let formatted =
+            fmt::format(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
         if formatted == text {
             continue;
         }

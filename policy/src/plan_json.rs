@@ -118,7 +118,11 @@ pub fn subjects(
         let object = if action == "delete" { before } else { after };
         if !object.is_object() {
             return Err(shape(
-                &at(if action == "delete" { ".change.before" } else { ".change.after" }),
+                &at(if action == "delete" {
+                    ".change.before"
+                } else {
+                    ".change.after"
+                }),
                 "expected an object",
             ));
         }
@@ -145,16 +149,18 @@ pub fn subjects(
     Ok(kept
         .iter()
         .map(|c| {
-            let (p, policy) = placement(
-                c.type_name,
-                c.object,
-                &|n| pools.get(n).cloned(),
-                &|n| policies.get(n).cloned(),
-            );
+            let (p, policy) = placement(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
+                policies.get(n).cloned()
+            });
             let mut s = Subject::new(schemas, c.type_name, c.action, c.object, c.prior, p, policy);
             s.terraform_address = Some(c.address.to_string());
             if s.name.is_empty() {
-                s.name = c.address.rsplit('.').next().unwrap_or(c.address).to_string();
+                s.name = c
+                    .address
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(c.address)
+                    .to_string();
             }
             s
         })
@@ -204,7 +210,10 @@ mod tests {
         let e = &s[2];
         assert_eq!(e.action, "replace");
         assert_eq!(e.address(), "gpucap_inference_endpoint.fraud");
-        assert_eq!(e.terraform_address.as_deref(), Some("module.m.gpucap_inference_endpoint.e"));
+        assert_eq!(
+            e.terraform_address.as_deref(),
+            Some("module.m.gpucap_inference_endpoint.e")
+        );
         assert_eq!(e.pools.len(), 1);
         assert_eq!(e.pools[0]["region"], "eu-central-1");
         assert_eq!(e.pools[0]["jurisdiction"], Json::Null);

@@ -193,10 +193,11 @@ impl Review<'_> {
             for s in self.subjects.iter().filter(|s| rule.applies(s)) {
                 tests += 1;
                 let name = s.terraform_address.clone().unwrap_or_else(|| s.address());
-                let finding = self
-                    .findings
-                    .iter()
-                    .find(|f| f.rule == rule.name && f.address == s.address() && f.terraform_address == s.terraform_address);
+                let finding = self.findings.iter().find(|f| {
+                    f.rule == rule.name
+                        && f.address == s.address()
+                        && f.terraform_address == s.terraform_address
+                });
                 let body = match finding {
                     None => String::new(),
                     Some(f) if f.fails() => {
@@ -213,9 +214,9 @@ impl Review<'_> {
                     }
                     Some(f) => format!("<system-out>{}</system-out>", xml(&f.detail())),
                 };
-                let _ = write!(
+                let _ = writeln!(
                     cases,
-                    "    <testcase classname=\"{}\" name=\"{}\">{body}</testcase>\n",
+                    "    <testcase classname=\"{}\" name=\"{}\">{body}</testcase>",
                     xml(&rule.name),
                     xml(&name)
                 );

@@ -68,8 +68,7 @@ pub struct Rule {
 impl Rule {
     /// Whether it applies to the subject's type and action.
     pub fn applies(&self, subject: &crate::engine::Subject) -> bool {
-        self.resources.iter().any(|t| *t == subject.type_name)
-            && self.actions.iter().any(|a| *a == subject.action)
+        self.resources.contains(&subject.type_name) && self.actions.contains(&subject.action)
     }
 }
 
@@ -125,8 +124,11 @@ pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
             continue;
         }
         let entries = std::fs::read_dir(path).map_err(|e| {
-            Problem::error(None, format!("cannot read policy directory {}: {e}", path.display()))
-                .hint("policy paths name directories of *.hcl rule files")
+            Problem::error(
+                None,
+                format!("cannot read policy directory {}: {e}", path.display()),
+            )
+            .hint("policy paths name directories of *.hcl rule files")
         })?;
         let mut found: Vec<PathBuf> = entries
             .filter_map(Result::ok)
@@ -150,7 +152,12 @@ pub fn read_files(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Vec<Problem>> {
                     name: f.display().to_string(),
                     text,
                 })
-                .map_err(|e| vec![Problem::error(None, format!("cannot read {}: {e}", f.display()))])
+                .map_err(|e| {
+                    vec![Problem::error(
+                        None,
+                        format!("cannot read {}: {e}", f.display()),
+                    )]
+                })
         })
         .collect()
 }
@@ -236,8 +243,11 @@ impl<'a> Loader<'a> {
                             None => "policy files hold `rule` and `waiver` blocks".into(),
                         };
                         self.problems.push(
-                            Problem::error(Some(r.header()), format!("unknown block type `{other}`"))
-                                .hint(hint),
+                            Problem::error(
+                                Some(r.header()),
+                                format!("unknown block type `{other}`"),
+                            )
+                            .hint(hint),
                         );
                         continue;
                     }
@@ -245,14 +255,20 @@ impl<'a> Loader<'a> {
                 let mut reader = BlockReader::new(&file, block, format!("{kind} \"{name}\""));
                 if !valid_name(&name) {
                     self.problems.push(
-                        Problem::error(Some(reader.header()), format!("invalid {kind} name \"{name}\""))
-                            .hint("names use letters, digits, `_` and `-`, starting with a letter"),
+                        Problem::error(
+                            Some(reader.header()),
+                            format!("invalid {kind} name \"{name}\""),
+                        )
+                        .hint("names use letters, digits, `_` and `-`, starting with a letter"),
                     );
                 }
                 if let Some(first) = names.get(&name) {
                     self.problems.push(
-                        Problem::error(Some(reader.header()), format!("duplicate {kind} name \"{name}\""))
-                            .hint(format!("the first is at {}", first.short())),
+                        Problem::error(
+                            Some(reader.header()),
+                            format!("duplicate {kind} name \"{name}\""),
+                        )
+                        .hint(format!("the first is at {}", first.short())),
                     );
                 } else {
                     names.insert(name.clone(), reader.header());
@@ -290,7 +306,7 @@ impl<'a> Loader<'a> {
         if errors.is_empty() {
             Ok(set)
         } else {
-            Err(errors)
+            Err(errors.into_iter().chain(set.warnings).collect())
         }
     }
 
@@ -308,7 +324,10 @@ impl<'a> Loader<'a> {
             }
             None => {
                 if !r.has("resources") {
-                    r.missing("resources", "e.g. resources = [\"gpucap_inference_endpoint\"]");
+                    r.missing(
+                        "resources",
+                        "e.g. resources = [\"gpucap_inference_endpoint\"]",
+                    );
                 }
                 Vec::new()
             }
@@ -323,8 +342,11 @@ impl<'a> Loader<'a> {
                     ),
                 };
                 r.problems.push(
-                    Problem::error(Some(loc.clone()), format!("unknown resource type `{type_name}`"))
-                        .hint(hint),
+                    Problem::error(
+                        Some(loc.clone()),
+                        format!("unknown resource type `{type_name}`"),
+                    )
+                    .hint(hint),
                 );
             }
         }
@@ -346,7 +368,10 @@ impl<'a> Loader<'a> {
             },
             None => {
                 if !r.has("enforcement") {
-                    r.missing("enforcement", "enforcement = \"advisory\", \"soft\" or \"hard\"");
+                    r.missing(
+                        "enforcement",
+                        "enforcement = \"advisory\", \"soft\" or \"hard\"",
+                    );
                 }
                 None
             }
@@ -371,18 +396,26 @@ impl<'a> Loader<'a> {
             Some(t) => self.compile(r, &t, &types),
             None => {
                 if !r.has("condition") {
-                    r.missing("condition", "condition = \"<CEL expression that is true when the resource complies>\"");
+                    r.missing(
+                        "condition",
+                        "condition = \"<CEL expression that is true when the resource complies>\"",
+                    );
                 }
                 None
             }
         };
-        let message_expr = r.text("message_expr").and_then(|t| self.compile(r, &t, &types));
+        let message_expr = r
+            .text("message_expr")
+            .and_then(|t| self.compile(r, &t, &types));
         let message = match r.text("message") {
             Some(t) => t.value,
             None if message_expr.is_some() || r.has("message_expr") => String::new(),
             None => {
                 if !r.has("message") {
-                    r.missing("message", "message = \"what is wrong\" (or message_expr = \"<CEL string>\")");
+                    r.missing(
+                        "message",
+                        "message = \"what is wrong\" (or message_expr = \"<CEL string>\")",
+                    );
                 }
                 String::new()
             }
@@ -455,7 +488,8 @@ impl<'a> Loader<'a> {
                 Err(problems) => {
                     failed = true;
                     for p in problems {
-                        let mut problem = Problem::error(Some(text.location(p.start, p.end)), p.message);
+                        let mut problem =
+                            Problem::error(Some(text.location(p.start, p.end)), p.message);
                         problem.hint = p.hint;
                         if !r.problems.iter().any(|q| q.message == problem.message) {
                             r.problems.push(problem);
@@ -487,7 +521,10 @@ impl<'a> Loader<'a> {
         }
         let reason = r.text("reason").map(|t| t.value).unwrap_or_default();
         if reason.trim().is_empty() {
-            r.missing("reason", "reason = \"why the rule does not apply, and until when\"");
+            r.missing(
+                "reason",
+                "reason = \"why the rule does not apply, and until when\"",
+            );
         }
         let (expires, expires_text) = match r.text("expires") {
             Some(t) => match NaiveDate::parse_from_str(&t.value, "%Y-%m-%d") {
@@ -496,7 +533,10 @@ impl<'a> Loader<'a> {
                     warnings.push(
                         Problem::warning(
                             Some(t.location(0, t.value.chars().count())),
-                            format!("{} has a malformed expiry date \"{}\"; it does not apply", r.what, t.value),
+                            format!(
+                                "{} has a malformed expiry date \"{}\"; it does not apply",
+                                r.what, t.value
+                            ),
                         )
                         .hint("write the last day it applies as YYYY-MM-DD, e.g. \"2027-03-31\""),
                     );
@@ -554,7 +594,10 @@ pub fn scope_for(schemas: &Schemas, type_name: &str) -> Scope {
             ("prior".into(), shape(type_name)),
             ("action".into(), string.clone()),
             ("address".into(), string),
-            ("pools".into(), Shape::List(Box::new(shape("gpucap_gpu_pool")))),
+            (
+                "pools".into(),
+                Shape::List(Box::new(shape("gpucap_gpu_pool"))),
+            ),
             ("policy".into(), shape("gpucap_burst_policy")),
             ("cost".into(), cost),
             ("now".into(), Shape::Any),

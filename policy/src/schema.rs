@@ -52,7 +52,9 @@ impl Shape {
                 (Some("list" | "set"), Some(inner)) => {
                     Ok(Shape::List(Box::new(Shape::from_cty_json(inner)?)))
                 }
-                (Some("map"), Some(inner)) => Ok(Shape::Map(Box::new(Shape::from_cty_json(inner)?))),
+                (Some("map"), Some(inner)) => {
+                    Ok(Shape::Map(Box::new(Shape::from_cty_json(inner)?)))
+                }
                 (Some("object"), Some(Json::Object(attrs))) => Ok(Shape::Object(Arc::new(
                     attrs
                         .iter()
@@ -112,7 +114,12 @@ impl Shape {
             (Shape::Object(fields), Json::Object(map)) => Json::Object(
                 fields
                     .iter()
-                    .map(|(k, shape)| (k.clone(), shape.normalize(map.get(k).unwrap_or(&Json::Null))))
+                    .map(|(k, shape)| {
+                        (
+                            k.clone(),
+                            shape.normalize(map.get(k).unwrap_or(&Json::Null)),
+                        )
+                    })
                     .collect(),
             ),
             (Shape::List(inner), Json::Array(items)) => {
@@ -143,8 +150,8 @@ impl Schemas {
 
     /// Reads `terraform providers schema -json` output; every provider's resources are included.
     pub fn from_providers_json(text: &str) -> Result<Schemas, String> {
-        let json: Json =
-            serde_json::from_str(text).map_err(|e| format!("not a provider schema document: {e}"))?;
+        let json: Json = serde_json::from_str(text)
+            .map_err(|e| format!("not a provider schema document: {e}"))?;
         let providers = json
             .get("provider_schemas")
             .and_then(Json::as_object)

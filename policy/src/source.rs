@@ -165,7 +165,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut diag = row[0];
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1).min(row[j] + 1).min(diag + usize::from(ca != *cb));
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != *cb));
             diag = row[j + 1];
             row[j + 1] = next;
         }
@@ -190,10 +192,7 @@ mod tests {
         let x = f.text.find('x').unwrap();
         let loc = f.location(x, x + 1);
         assert_eq!((loc.line, loc.column), (2, 10));
-        assert_eq!(
-            loc.snippet(),
-            "  |\n2 | nom = \"é€x\"\n  |          ^"
-        );
+        assert_eq!(loc.snippet(), "  |\n2 | nom = \"é€x\"\n  |          ^");
     }
 
     #[test]

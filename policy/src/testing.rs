@@ -62,12 +62,19 @@ pub fn load_cases(dir: &Path, schemas: &Schemas) -> Result<Vec<Case>, Vec<Proble
             }
         };
         for block in body.blocks() {
-            let name = block.labels.first().map(|l| l.as_str().to_string()).unwrap_or_default();
+            let name = block
+                .labels
+                .first()
+                .map(|l| l.as_str().to_string())
+                .unwrap_or_default();
             let mut r = BlockReader::new(&file, block, format!("case \"{name}\""));
             if block.ident.as_str() != "case" || block.labels.len() != 1 {
                 problems.push(
-                    Problem::error(Some(r.header()), "test files hold `case \"NAME\" { … }` blocks")
-                        .hint("see docs/policy/cli.md for the format"),
+                    Problem::error(
+                        Some(r.header()),
+                        "test files hold `case \"NAME\" { … }` blocks",
+                    )
+                    .hint("see docs/policy/cli.md for the format"),
                 );
                 continue;
             }
@@ -84,11 +91,7 @@ pub fn load_cases(dir: &Path, schemas: &Schemas) -> Result<Vec<Case>, Vec<Proble
     }
 }
 
-fn read_case(
-    r: &mut BlockReader<'_>,
-    name: String,
-    schemas: &Schemas,
-) -> Option<Case> {
+fn read_case(r: &mut BlockReader<'_>, name: String, schemas: &Schemas) -> Option<Case> {
     let rule = r.text("rule").map(|t| t.value);
     let type_name = r.text("resource_type").map(|t| t.value);
     let resource = r.literal("resource");
@@ -100,10 +103,13 @@ fn read_case(
         Some(t) => match DateTime::parse_from_rfc3339(&t.value) {
             Ok(d) => d.with_timezone(&Utc),
             Err(e) => {
-                r.problems.push(Problem::error(
-                    Some(t.location(0, t.value.chars().count())),
-                    format!("`now` is not an RFC 3339 time: {e}"),
-                ).hint("e.g. \"2026-11-23T12:00:00Z\""));
+                r.problems.push(
+                    Problem::error(
+                        Some(t.location(0, t.value.chars().count())),
+                        format!("`now` is not an RFC 3339 time: {e}"),
+                    )
+                    .hint("e.g. \"2026-11-23T12:00:00Z\""),
+                );
                 Utc::now()
             }
         },
@@ -113,8 +119,11 @@ fn read_case(
         Some(t) if EXPECTATIONS.contains(&t.value.as_str()) => Some(t.value),
         Some(t) => {
             r.problems.push(
-                Problem::error(Some(t.location(0, t.value.chars().count())), format!("unknown expectation \"{}\"", t.value))
-                    .hint(format!("one of {}", EXPECTATIONS.join(", "))),
+                Problem::error(
+                    Some(t.location(0, t.value.chars().count())),
+                    format!("unknown expectation \"{}\"", t.value),
+                )
+                .hint(format!("one of {}", EXPECTATIONS.join(", "))),
             );
             None
         }
@@ -135,7 +144,10 @@ fn read_case(
         Json::Array(p) => p,
         _ => {
             let loc = r.value_location("pools");
-            r.problems.push(Problem::error(Some(loc), "`pools` must be a list of pool objects"));
+            r.problems.push(Problem::error(
+                Some(loc),
+                "`pools` must be a list of pool objects",
+            ));
             Vec::new()
         }
     };
@@ -143,7 +155,9 @@ fn read_case(
     Some(Case {
         name,
         rule: rule?,
-        subject: Subject::new(schemas, &type_name, &action, &resource?, &prior, pools, policy),
+        subject: Subject::new(
+            schemas, &type_name, &action, &resource?, &prior, pools, policy,
+        ),
         now,
         expect: expect?,
         message,
@@ -181,15 +195,19 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
                 if got != case.expect {
                     let detail = finding
                         .as_ref()
-                        .map(|f| format!(": {}", f.evaluation_error.clone().unwrap_or(f.message.clone())))
+                        .map(|f| {
+                            format!(
+                                ": {}",
+                                f.evaluation_error.clone().unwrap_or(f.message.clone())
+                            )
+                        })
                         .unwrap_or_default();
                     return Some(format!("expected {}, got {got}{detail}", case.expect));
                 }
                 match (&case.message, &finding) {
-                    (Some(want), Some(f)) if !f.message.contains(want.as_str()) => Some(format!(
-                        "message {:?} does not contain {want:?}",
-                        f.message
-                    )),
+                    (Some(want), Some(f)) if !f.message.contains(want.as_str()) => {
+                        Some(format!("message {:?} does not contain {want:?}", f.message))
+                    }
                     _ => None,
                 }
             });

@@ -711,6 +711,7 @@ mod tests {
                 "docs/resources/burst_policy.md",
                 "docs/resources/gpu_pool.md",
                 "docs/resources/inference_endpoint.md",
+                "policy/schema/gpucap.json",
             ]
         );
     }
@@ -792,7 +793,8 @@ mod tests {
         assert!(index.contains("page_title: \"Provider: gpucap\""));
         assert!(index.contains("# gpucap Provider\n\ngpucap runs GPU inference"));
         assert!(index.contains("```terraform\n# example examples/provider/provider.tf\n```"));
-        assert!(index.contains("### Optional\n\n- `policy_paths` (List of String)"));
+        assert!(index.contains("### Optional\n\n- `policy_overrides` (List of String)"));
+        assert!(index.contains("- `policy_paths` (List of String)"));
     }
 
     #[test]

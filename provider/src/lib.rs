@@ -16,6 +16,7 @@ pub mod docs;
 pub mod driver;
 pub mod logging;
 pub mod plan;
+pub mod policy;
 pub mod provider;
 pub mod regions;
 pub mod registry;

@@ -26,6 +26,10 @@ pub struct ProviderConfig {
     pub runtime_path: PathBuf,
     /// Prices for pools that state none.
     pub catalog: Arc<gpucap_policy::cost::Catalog>,
+    /// The rules of `policy_paths`, loaded once per run.
+    pub policies: Arc<gpucap_policy::rules::PolicySet>,
+    /// The run's time and overridden soft rules.
+    pub policy_options: gpucap_policy::engine::Options,
 }
 
 /// Everything a resource operation may use.
@@ -155,6 +159,7 @@ pub struct Provider {
 struct ProviderBlock {
     state_dir: Option<String>,
     policy_paths: Option<Vec<String>>,
+    policy_overrides: Option<Vec<String>>,
     runtime_path: Option<String>,
     price_catalog: Option<String>,
 }
@@ -203,6 +208,14 @@ impl Provider {
                 list_of_strings(),
                 Mode::Optional,
                 "Directories of policy files (`*.hcl`) evaluated during `terraform plan`.",
+            )
+            .attr(
+                "policy_overrides",
+                list_of_strings(),
+                Mode::Optional,
+                "Soft policy rules overridden for this run: their violations are reported as warnings \
+                     instead of failing the plan. Added to the comma-separated rule names in the \
+                     `GPUCAP_POLICY_OVERRIDE` environment variable.",
             )
             .attr(
                 "price_catalog",
@@ -321,18 +334,30 @@ impl Provider {
             )
             .into();
         }
+        let policy_paths: Vec<PathBuf> = block
+            .policy_paths
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let (policies, mut diagnostics) = crate::policy::load(&policy_paths);
+        let Some(policies) = policies else {
+            return diagnostics;
+        };
+        let policy_options = crate::policy::options(&block.policy_overrides.unwrap_or_default());
+        diagnostics.extend(crate::policy::override_warnings(
+            &policies,
+            &policy_options.overrides,
+        ));
         *self.configured.write().unwrap_or_else(|p| p.into_inner()) = Some(ProviderConfig {
             state_dir,
-            policy_paths: block
-                .policy_paths
-                .unwrap_or_default()
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
+            policy_paths,
             runtime_path,
             catalog: Arc::new(catalog),
+            policies: Arc::new(policies),
+            policy_options,
         });
-        Diagnostics::default()
+        diagnostics
     }
 
     /// The context for resource operations; an error when the provider was not configured.

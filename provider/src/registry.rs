@@ -35,6 +35,9 @@ pub struct PoolInfo {
     pub price_per_gpu_hour: Option<f64>,
     /// The `local` driver's device list, when the pool uses it.
     pub local_devices: Option<String>,
+    /// The whole object (unknowns as null), as policy rules read it in `pools`.
+    #[serde(default)]
+    pub object: serde_json::Value,
 }
 
 impl PoolInfo {
@@ -63,6 +66,7 @@ impl PoolInfo {
             gpus_max: v.get("gpus_max").as_i64()?,
             price_per_gpu_hour: v.get("effective_price_per_gpu_hour").as_f64(),
             local_devices: v.get("local").get("devices").as_str().map(str::to_string),
+            object: v.to_json_unknown_as_null(),
         })
     }
 }
@@ -84,6 +88,9 @@ pub struct PolicyInfo {
     pub drain_timeout_s: u64,
     /// Replicas kept warm.
     pub min_warm_replicas: i64,
+    /// The whole object (unknowns as null), as policy rules read it in `policy`.
+    #[serde(default)]
+    pub object: serde_json::Value,
 }
 
 impl PolicyInfo {
@@ -120,6 +127,7 @@ impl PolicyInfo {
                 .get("min_warm_replicas")
                 .as_i64()
                 .unwrap_or(0),
+            object: v.to_json_unknown_as_null(),
         })
     }
 }

@@ -219,6 +219,24 @@ impl Value {
         })
     }
 
+    /// Converts to JSON with unknown values as null: how plan JSON shows what apply will decide,
+    /// and so how policy rules see a planned object.
+    pub fn to_json_unknown_as_null(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Unknown | Value::Null => J::Null,
+            Value::List(v) | Value::Set(v) => {
+                J::Array(v.iter().map(Value::to_json_unknown_as_null).collect())
+            }
+            Value::Map(m) => J::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.to_json_unknown_as_null()))
+                    .collect(),
+            ),
+            other => other.to_json().unwrap_or(J::Null),
+        }
+    }
+
     /// Builds a value of type `ty` from JSON: objects get every attribute of the type (absent ones
     /// null), numbers become `Int` where whole, lists and sets follow the type.
     pub fn from_json(j: &serde_json::Value, ty: &Type) -> Result<Value, String> {

@@ -338,7 +338,8 @@ impl pb::provider_server::Provider for ProviderService {
                     let proposed = decode(req.proposed_new_state.as_ref(), ty)?;
                     let config = decode(req.config.as_ref(), ty)?;
                     let ctx = p.ctx()?;
-                    let planned = r.plan(
+                    let prior_state = prior.clone();
+                    let mut planned = r.plan(
                         &ctx,
                         PlanRequest {
                             prior,
@@ -346,6 +347,18 @@ impl pb::provider_server::Provider for ProviderService {
                             config,
                         },
                     )?;
+                    // Rules judge the object as planned, after its names are resolved.
+                    let findings = crate::policy::evaluate(
+                        &ctx,
+                        &req.type_name,
+                        &prior_state,
+                        &planned.state,
+                        !planned.requires_replace.is_empty(),
+                    );
+                    if findings.has_errors() {
+                        return Err(findings);
+                    }
+                    planned.diagnostics.extend(findings);
                     Ok::<_, Diagnostics>((encode(&planned.state, ty)?, planned))
                 })();
                 match result {

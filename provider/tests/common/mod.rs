@@ -27,6 +27,17 @@ pub fn runtime_bin() -> PathBuf {
     path
 }
 
+/// The review CLI next to the provider's binary (scripts/test.sh builds every binary first).
+pub fn policy_bin() -> PathBuf {
+    let path = provider_bin().parent().unwrap().join("gpucap-policy");
+    assert!(
+        path.exists(),
+        "{} is missing; build it first with `cargo build -p gpucap-policy` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 pub fn digits_model() -> PathBuf {
     repo_root().join("examples/models/digits-mlp.safetensors")
 }
@@ -79,9 +90,14 @@ impl Tf {
 
     /// Rewrites main.tf with the provider block and `config`.
     pub fn write(&self, config: &str) {
+        self.write_with("", config);
+    }
+
+    /// Rewrites main.tf with the provider block plus `provider_extra` lines, and `config`.
+    pub fn write_with(&self, provider_extra: &str, config: &str) {
         let header = format!(
             "terraform {{\n  required_providers {{\n    gpucap = {{ source = \"gpucap/gpucap\" }}\n  }}\n}}\n\n\
-             provider \"gpucap\" {{\n  state_dir    = \"{}\"\n  runtime_path = \"{}\"\n}}\n\n",
+             provider \"gpucap\" {{\n  state_dir    = \"{}\"\n  runtime_path = \"{}\"\n{provider_extra}}}\n\n",
             self.state_dir().display(),
             runtime_bin().display()
         );
