@@ -35,8 +35,10 @@ pub struct PoolInfo {
     pub price_per_gpu_hour: Option<f64>,
     /// The `local` driver's device list, when the pool uses it.
     pub local_devices: Option<String>,
-    /// The whole object (unknowns as null), as policy rules read it in `pools`.
-    #[serde(default)]
+    /// The whole object (unknowns as null), as policy rules read it in `pools`. Not serialized:
+    /// the placement digest hashes the fields above, and attributes that only become known at
+    /// apply (the id) must not change it between plan and apply.
+    #[serde(skip)]
     pub object: serde_json::Value,
 }
 
@@ -88,8 +90,9 @@ pub struct PolicyInfo {
     pub drain_timeout_s: u64,
     /// Replicas kept warm.
     pub min_warm_replicas: i64,
-    /// The whole object (unknowns as null), as policy rules read it in `policy`.
-    #[serde(default)]
+    /// The whole object (unknowns as null), as policy rules read it in `policy`. Not serialized,
+    /// for the same reason as [`PoolInfo::object`].
+    #[serde(skip)]
     pub object: serde_json::Value,
 }
 
