@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
-use crate::expr::{self, Compiled};
+use crate::expr::{self, Compiled, StackError};
 use crate::rules::{Enforcement, PolicySet, Rule, Waiver};
 use crate::schema::Schemas;
 use crate::source::Problem;
@@ -321,38 +321,32 @@ impl PolicySet {
     }
 
     /// Evaluates every rule on every subject, on `threads` threads with large stacks. Findings come
-    /// in subject order, then rule order.
+    /// in subject order, then rule order. Fails only when no thread can be started, or one panics.
     pub fn evaluate(
         &self,
         subjects: &[Subject],
         options: &Options,
         threads: usize,
-    ) -> Vec<Finding> {
+    ) -> Result<Vec<Finding>, StackError> {
         let threads = threads.clamp(1, subjects.len().max(1));
         let chunk = subjects.len().div_ceil(threads).max(1);
-        let results: Vec<Vec<Finding>> = std::thread::scope(|s| {
-            let handles: Vec<_> = subjects
+        let results = std::thread::scope(|s| {
+            let handles = subjects
                 .chunks(chunk)
                 .map(|part| {
-                    std::thread::Builder::new()
-                        .name("gpucap-policy".into())
-                        .stack_size(256 << 20)
-                        .spawn_scoped(s, move || {
-                            part.iter()
-                                .flat_map(|subject| self.evaluate_one(subject, options))
-                                .collect::<Vec<_>>()
-                        })
+                    expr::spawn_large_stack(s, move || {
+                        part.iter()
+                            .flat_map(|subject| self.evaluate_one(subject, options))
+                            .collect::<Vec<_>>()
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, _>>()?;
             handles
                 .into_iter()
-                .map(|h| match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(e) => panic!("cannot start a policy evaluation thread: {e}"),
-                })
-                .collect()
-        });
-        results.into_iter().flatten().collect()
+                .map(expr::join_large_stack)
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// Evaluates every rule on one subject. Must run on a large stack.

@@ -423,10 +423,10 @@ impl Checker<'_> {
                 format!("`{STEP_FUNCTION}` is reserved"),
             ));
         }
-        let target = match (namespace, call.target.as_deref()) {
-            (None, Some(t)) => Some(self.check(t, vars)),
-            _ => None,
-        };
+        // A method's receiver is checked like any operand; a namespace (`math.`) is no value.
+        if let (None, Some(t)) = (namespace, call.target.as_deref()) {
+            self.check(t, vars);
+        }
         let args: Vec<Shape> = call.args.iter().map(|a| self.check(a, vars)).collect();
         match (call.func_name.as_str(), args.as_slice()) {
             // Indexing: `list[i]`, `map[k]`, `object['attr']`.
@@ -437,10 +437,7 @@ impl Checker<'_> {
                 }
                 _ => Shape::Any,
             },
-            _ => {
-                let _ = target;
-                Shape::Any
-            }
+            _ => Shape::Any,
         }
     }
 
@@ -626,23 +623,48 @@ pub fn to_json(v: &Value) -> Json {
     }
 }
 
-/// Runs `f` on a thread with a stack large enough for the deepest expression the limits allow.
-pub fn on_large_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    const STACK: usize = 256 << 20;
-    std::thread::scope(|s| {
-        match std::thread::Builder::new()
-            .name("gpucap-policy".into())
-            .stack_size(STACK)
-            .spawn_scoped(s, f)
-        {
-            Ok(handle) => match handle.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            // Spawning only fails when the system is out of threads or memory.
-            Err(e) => panic!("cannot start the policy evaluation thread: {e}"),
-        }
+/// Why work could not run on a large-stack thread: never a panic of the caller, since a panic in
+/// the provider would end the provider process under Terraform.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StackError {
+    /// The system is out of threads or memory.
+    #[error("cannot start a policy evaluation thread: {0}")]
+    Spawn(String),
+    /// The work panicked (a bug in the engine or the CEL interpreter).
+    #[error("policy evaluation failed unexpectedly: {0}")]
+    Panicked(String),
+}
+
+/// Stack size of evaluation threads: enough for the deepest expression the limits allow.
+const STACK_SIZE: usize = 256 << 20;
+
+/// Starts `f` on a thread of `scope` with a large stack.
+pub fn spawn_large_stack<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>, StackError> {
+    std::thread::Builder::new()
+        .name("gpucap-policy".into())
+        .stack_size(STACK_SIZE)
+        .spawn_scoped(scope, f)
+        .map_err(|e| StackError::Spawn(e.to_string()))
+}
+
+/// Waits for a thread of [`spawn_large_stack`]; its panic becomes an error.
+pub fn join_large_stack<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> Result<T, StackError> {
+    handle.join().map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        StackError::Panicked(message)
     })
+}
+
+/// Runs `f` on a thread with a large stack and waits for it.
+pub fn on_large_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, StackError> {
+    std::thread::scope(|s| join_large_stack(spawn_large_stack(s, f)?))
 }
 
 #[cfg(test)]
@@ -670,7 +692,7 @@ mod tests {
     }
 
     fn compile_err(src: &str) -> Vec<ExprProblem> {
-        match on_large_stack(|| compile(src, &scope(), &Limits::default())) {
+        match on_large_stack(|| compile(src, &scope(), &Limits::default())).unwrap() {
             Ok(_) => panic!("compiled: {}", &src[..src.len().min(80)]),
             Err(p) => p,
         }
@@ -685,6 +707,7 @@ mod tests {
             }
             c.eval(&ctx, 1000).map(|v| to_json(&v))
         })
+        .unwrap()
     }
 
     #[test]
@@ -727,7 +750,11 @@ mod tests {
         assert!(!compile_err(&chain).is_empty());
         // The parser folds runs of `!`; what matters is that nothing overflows.
         let nots = format!("{}true", "!".repeat(5000));
-        assert!(on_large_stack(|| compile(&nots, &scope(), &Limits::default())).is_ok());
+        assert!(
+            on_large_stack(|| compile(&nots, &scope(), &Limits::default()))
+                .unwrap()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -790,6 +817,7 @@ mod tests {
                 &Limits::default(),
             )
         })
+        .unwrap()
         .unwrap();
         assert_eq!(
             c.resource_paths,

@@ -214,7 +214,7 @@ fn check(
     schema: Option<&Path>,
     now: Option<&str>,
 ) -> Result<u8, Failure> {
-    let mut schemas = Schemas::gpucap();
+    let mut schemas = Schemas::gpucap().clone();
     if let Some(path) = schema {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
@@ -234,7 +234,9 @@ fn check(
     })
     .map_err(|e| usage(e.to_string()))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let findings = set.evaluate(&subjects, &options, threads);
+    let findings = set
+        .evaluate(&subjects, &options, threads)
+        .map_err(|e| usage(e.to_string()))?;
     let review = Review {
         policies: &set,
         subjects: &subjects,
@@ -266,8 +268,8 @@ fn test(dirs: &[PathBuf]) -> Result<u8, Failure> {
     let schemas = Schemas::gpucap();
     let (mut passed, mut failed) = (0, 0);
     for dir in dirs {
-        let set = load_policies(std::slice::from_ref(dir), &schemas)?;
-        let cases = testing::load_cases(dir, &schemas)?;
+        let set = load_policies(std::slice::from_ref(dir), schemas)?;
+        let cases = testing::load_cases(dir, schemas)?;
         if cases.is_empty() {
             return Err(usage(format!(
                 "no test cases in {}/tests/*.hcl",
@@ -332,7 +334,7 @@ fn eval(
         }
     };
     let subject = Subject::new(
-        &schemas,
+        schemas,
         type_name,
         action,
         &resource,
@@ -341,7 +343,7 @@ fn eval(
         read_json(policy, Json::Null)?,
     );
     let now = parse_now(now)?;
-    let scope = scope_for(&schemas, type_name);
+    let scope = scope_for(schemas, type_name);
     let result = expr::on_large_stack(|| {
         let compiled =
             expr::compile(expression, &scope, &expr::Limits::default()).map_err(|problems| {
@@ -370,7 +372,8 @@ fn eval(
             .eval(&ctx, expr::Limits::default().max_steps)
             .map(|v| expr::to_json(&v))
             .map_err(|e| format!("error: evaluation failed: {e}\n"))
-    });
+    })
+    .unwrap_or_else(|e| Err(format!("error: {e}\n")));
     match result {
         Ok(value) => {
             println!(
@@ -384,7 +387,7 @@ fn eval(
 }
 
 fn validate(paths: &[PathBuf]) -> Result<u8, Failure> {
-    let set = load_policies(paths, &Schemas::gpucap())?;
+    let set = load_policies(paths, Schemas::gpucap())?;
     println!(
         "{} rules and {} waivers are valid",
         set.rules.len(),

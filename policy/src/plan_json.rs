@@ -173,7 +173,7 @@ mod tests {
     use serde_json::json;
 
     fn read(doc: &str) -> Result<Vec<Subject>, PlanError> {
-        subjects(doc, "plan.json", &Schemas::gpucap(), &|_| true)
+        subjects(doc, "plan.json", Schemas::gpucap(), &|_| true)
     }
 
     #[test]

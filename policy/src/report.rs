@@ -185,6 +185,21 @@ impl Review<'_> {
 
     /// JUnit XML: a suite per rule, a test case per resource it applies to.
     pub fn junit(&self) -> String {
+        // Indexed once: a linear search per (rule, resource) pair is quadratic on large plans.
+        let by_case: std::collections::HashMap<(&str, String, Option<&str>), &Finding> = self
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    (
+                        f.rule.as_str(),
+                        f.address.clone(),
+                        f.terraform_address.as_deref(),
+                    ),
+                    f,
+                )
+            })
+            .collect();
         let mut suites = String::new();
         let (mut total, mut total_failed) = (0, 0);
         for rule in &self.policies.rules {
@@ -193,12 +208,12 @@ impl Review<'_> {
             for s in self.subjects.iter().filter(|s| rule.applies(s)) {
                 tests += 1;
                 let name = s.terraform_address.clone().unwrap_or_else(|| s.address());
-                let finding = self.findings.iter().find(|f| {
-                    f.rule == rule.name
-                        && f.address == s.address()
-                        && f.terraform_address == s.terraform_address
-                });
-                let body = match finding {
+                let key = (
+                    rule.name.as_str(),
+                    s.address(),
+                    s.terraform_address.as_deref(),
+                );
+                let body = match by_case.get(&key) {
                     None => String::new(),
                     Some(f) if f.fails() => {
                         failures += 1;

@@ -174,6 +174,7 @@ pub fn load_sources(
     limits: Limits,
 ) -> Result<PolicySet, Vec<Problem>> {
     expr::on_large_stack(move || Loader::new(schemas, limits).load(files))
+        .unwrap_or_else(|e| Err(vec![Problem::error(None, e.to_string())]))
 }
 
 struct Loader<'a> {
@@ -479,7 +480,11 @@ impl<'a> Loader<'a> {
         let mut kept = None;
         let mut failed = false;
         for type_name in types {
-            match expr::compile(&text.value, &self.scope(type_name), &self.limits) {
+            match expr::compile(
+                &text.value,
+                &scope_for(self.schemas, type_name),
+                &self.limits,
+            ) {
                 Ok(c) => {
                     if kept.is_none() {
                         kept = Some(c);
@@ -499,10 +504,6 @@ impl<'a> Loader<'a> {
             }
         }
         if failed { None } else { kept }
-    }
-
-    fn scope(&self, type_name: &str) -> Scope {
-        scope_for(self.schemas, type_name)
     }
 
     fn waiver(

@@ -142,10 +142,12 @@ pub struct Schemas {
 }
 
 impl Schemas {
-    /// gpucap's resources, from the schema generated off the provider.
-    pub fn gpucap() -> Schemas {
+    /// gpucap's resources, from the schema generated off the provider; parsed once per process,
+    /// since the provider needs them on every planned resource.
+    pub fn gpucap() -> &'static Schemas {
+        static GPUCAP: std::sync::OnceLock<Schemas> = std::sync::OnceLock::new();
         // The embedded file is checked by a test; failing here would be a packaging bug.
-        Schemas::from_providers_json(GPUCAP_SCHEMA).unwrap_or_default()
+        GPUCAP.get_or_init(|| Schemas::from_providers_json(GPUCAP_SCHEMA).unwrap_or_default())
     }
 
     /// Reads `terraform providers schema -json` output; every provider's resources are included.

@@ -158,7 +158,9 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance over `char`s (insert, delete, substitute each cost one); also behind the
+/// provider's region suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -205,6 +207,15 @@ mod tests {
             p.to_string(),
             "error: bad enforcement \"hardd\"\n --> rules.hcl:2:17\n  |\n2 |   enforcement = \"hardd\"\n  |                 ^^^^^^^\n  = help: one of advisory, soft, hard\n"
         );
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("eu-centrl-1", "eu-central-1"), 1);
     }
 
     #[test]

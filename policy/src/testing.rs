@@ -179,8 +179,11 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
             } else {
                 Some(format!("no rule named \"{}\"", case.rule))
             };
-            let findings = policies.evaluate(std::slice::from_ref(&case.subject), &options, 1);
-            let finding = findings.into_iter().find(|f| f.rule == case.rule);
+            let (finding, failure_to_run) =
+                match policies.evaluate(std::slice::from_ref(&case.subject), &options, 1) {
+                    Ok(findings) => (findings.into_iter().find(|f| f.rule == case.rule), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
             let got = match &finding {
                 None => "pass",
                 Some(f) if f.evaluation_error.is_some() => "error",
@@ -191,7 +194,7 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
                 },
             }
             .to_string();
-            let failure = failure_for_rule.or_else(|| {
+            let failure = failure_for_rule.or(failure_to_run).or_else(|| {
                 if got != case.expect {
                     let detail = finding
                         .as_ref()

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use gpucap_policy::engine::{Finding, Options, Subject, placement};
+use gpucap_policy::engine::{Finding, Status, Subject, placement};
 use gpucap_policy::rules::PolicySet;
 use gpucap_policy::schema::Schemas;
 use gpucap_policy::source::Problem;
@@ -21,7 +21,7 @@ pub fn load(paths: &[PathBuf]) -> (Option<PolicySet>, Diagnostics) {
     if paths.is_empty() {
         return (Some(PolicySet::default()), d);
     }
-    match gpucap_policy::rules::load(paths, &Schemas::gpucap()) {
+    match gpucap_policy::rules::load(paths, Schemas::gpucap()) {
         Ok(set) => {
             for w in &set.warnings {
                 d.push(problem(w, false));
@@ -49,12 +49,6 @@ fn problem(p: &Problem, error: bool) -> Diagnostic {
     } else {
         Diagnostic::attr_warning("policy_paths", summary, detail)
     }
-}
-
-/// The run's options: now, and the soft rules overridden by `policy_overrides` and
-/// `GPUCAP_POLICY_OVERRIDE`.
-pub fn options(overrides: &[String]) -> Options {
-    Options::from_env(overrides.iter().cloned())
 }
 
 /// Problems with the overrides, as warnings.
@@ -104,7 +98,7 @@ pub fn evaluate(
         &|name| ctx.registry.policy(state_dir, name).map(|p| p.object),
     );
     let subject = Subject::new(
-        &Schemas::gpucap(),
+        Schemas::gpucap(),
         type_name,
         action,
         object,
@@ -112,11 +106,21 @@ pub fn evaluate(
         pools,
         policy,
     );
-    let findings = set.evaluate(
+    let findings = match set.evaluate(
         std::slice::from_ref(&subject),
         &ctx.config.policy_options,
         1,
-    );
+    ) {
+        Ok(findings) => findings,
+        // Failing closed: a plan the rules could not judge must not pass.
+        Err(e) => {
+            return Diagnostic::error(
+                "Policy rules could not be evaluated",
+                format!("{e}; the plan cannot be checked against the rules of policy_paths"),
+            )
+            .into();
+        }
+    };
     let mut d = Diagnostics::default();
     for diag in findings.iter().filter_map(diagnostic) {
         d.push(diag);
@@ -125,16 +129,12 @@ pub fn evaluate(
 }
 
 fn diagnostic(f: &Finding) -> Option<Diagnostic> {
-    let kind = if f.fails() {
-        "Policy violation"
-    } else if f.warns() {
-        match f.status {
-            gpucap_policy::engine::Status::Waived => "Policy waiver expiring",
-            gpucap_policy::engine::Status::Overridden => "Policy violation overridden",
-            _ => "Policy advisory",
-        }
-    } else {
-        return None;
+    let kind = match f.status {
+        Status::Failed => "Policy violation",
+        Status::Advisory => "Policy advisory",
+        Status::Overridden => "Policy violation overridden",
+        Status::Waived if f.warns() => "Policy waiver expiring",
+        Status::Waived => return None,
     };
     let summary = format!("{kind}: {} ({})", f.rule, f.enforcement);
     let mut d = if f.fails() {

@@ -344,7 +344,9 @@ impl Provider {
         let Some(policies) = policies else {
             return diagnostics;
         };
-        let policy_options = crate::policy::options(&block.policy_overrides.unwrap_or_default());
+        // The run's time, and the soft rules overridden by policy_overrides and GPUCAP_POLICY_OVERRIDE.
+        let policy_options =
+            gpucap_policy::engine::Options::from_env(block.policy_overrides.unwrap_or_default());
         diagnostics.extend(crate::policy::override_warnings(
             &policies,
             &policy_options.overrides,

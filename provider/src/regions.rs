@@ -5,6 +5,8 @@
 //! region is an error (with a suggestion), never a guess. On-prem sites are deliberately absent:
 //! there is no way to know where "this host" is, so they must state their jurisdiction explicitly.
 
+use gpucap_policy::source::edit_distance;
+
 /// One cloud region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Region {
@@ -243,28 +245,11 @@ const MAX_SUGGEST_DISTANCE: usize = 3;
 pub fn suggest(region: &str) -> Option<&'static str> {
     REGIONS
         .iter()
-        .map(|r| (levenshtein(region, r.name), r.name))
+        .map(|r| (edit_distance(region, r.name), r.name))
         .filter(|&(d, _)| d <= MAX_SUGGEST_DISTANCE)
         // `min_by_key` keeps the first of equal minima, hence table order on ties.
         .min_by_key(|&(d, _)| d)
         .map(|(_, name)| name)
-}
-
-/// Levenshtein distance over `char`s (insert, delete, substitute each cost one).
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    // Two rows suffice: `prev` is the row for the previous char of `a`.
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -372,15 +357,6 @@ mod tests {
         for j in ["EU", "UK", "CH", "US", "JP"] {
             assert!(js.contains(&j), "{j}");
         }
-    }
-
-    #[test]
-    fn levenshtein_basics() {
-        assert_eq!(levenshtein("", ""), 0);
-        assert_eq!(levenshtein("abc", ""), 3);
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-        assert_eq!(levenshtein("eu-centrl-1", "eu-central-1"), 1);
     }
 
     #[test]

@@ -200,23 +200,8 @@ impl Value {
 
     /// Converts to JSON, or `None` when something inside is unknown.
     pub fn to_json(&self) -> Option<serde_json::Value> {
-        use serde_json::Value as J;
-        Some(match self {
-            Value::Unknown => return None,
-            Value::Null => J::Null,
-            Value::Bool(b) => J::Bool(*b),
-            Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::String(s) => J::String(s.clone()),
-            Value::List(v) | Value::Set(v) => {
-                J::Array(v.iter().map(Value::to_json).collect::<Option<_>>()?)
-            }
-            Value::Map(m) => J::Object(
-                m.iter()
-                    .map(|(k, v)| Some((k.clone(), v.to_json()?)))
-                    .collect::<Option<_>>()?,
-            ),
-        })
+        self.is_wholly_known()
+            .then(|| self.to_json_unknown_as_null())
     }
 
     /// Converts to JSON with unknown values as null: how plan JSON shows what apply will decide,
@@ -225,6 +210,10 @@ impl Value {
         use serde_json::Value as J;
         match self {
             Value::Unknown | Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::String(s) => J::String(s.clone()),
             Value::List(v) | Value::Set(v) => {
                 J::Array(v.iter().map(Value::to_json_unknown_as_null).collect())
             }
@@ -233,7 +222,6 @@ impl Value {
                     .map(|(k, v)| (k.clone(), v.to_json_unknown_as_null()))
                     .collect(),
             ),
-            other => other.to_json().unwrap_or(J::Null),
         }
     }
 
