@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -16,7 +17,7 @@ use gpucap_policy::expr;
 use gpucap_policy::report::Review;
 use gpucap_policy::rules::{self, PolicySet, scope_for};
 use gpucap_policy::schema::Schemas;
-use gpucap_policy::source::Problem;
+use gpucap_policy::source::{Problem, SourceFile};
 use gpucap_policy::{fmt, plan_json, testing};
 
 #[derive(Parser)]
@@ -344,46 +345,44 @@ fn eval(
     );
     let now = parse_now(now)?;
     let scope = scope_for(schemas, type_name);
-    let result = expr::on_large_stack(|| {
+    // The expression is shown like a one-line policy file, so its problems render as rules' do.
+    let source = Arc::new(SourceFile {
+        name: "<expression>".into(),
+        text: expression.to_string(),
+    });
+    let byte = |chars: usize| {
+        expression
+            .char_indices()
+            .nth(chars)
+            .map_or(expression.len(), |(i, _)| i)
+    };
+    let value = expr::on_large_stack(|| {
+        // A check error (the rule could not load) is exit 2; an evaluation error is exit 1.
         let compiled =
             expr::compile(expression, &scope, &expr::Limits::default()).map_err(|problems| {
-                problems
-                    .iter()
-                    .map(|p| {
-                        let caret = format!(
-                            "{}{}",
-                            " ".repeat(p.start),
-                            "^".repeat((p.end - p.start).max(1))
-                        );
-                        let hint = p
-                            .hint
-                            .as_ref()
-                            .map(|h| format!("\n  = help: {h}"))
-                            .unwrap_or_default();
-                        format!(
-                            "error: {}\n  | {expression}\n  | {caret}{hint}\n",
-                            p.message
+                let problems: Vec<Problem> = problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        hint: p.hint,
+                        ..Problem::error(
+                            Some(source.location(byte(p.start), byte(p.end))),
+                            p.message,
                         )
                     })
-                    .collect::<String>()
+                    .collect();
+                Failure::from(problems)
             })?;
-        let ctx = subject.context(now);
         compiled
-            .eval(&ctx, expr::Limits::default().max_steps)
+            .eval(&subject.context(now), expr::Limits::default().max_steps)
             .map(|v| expr::to_json(&v))
-            .map_err(|e| format!("error: evaluation failed: {e}\n"))
+            .map_err(|e| Failure(1, format!("error: evaluation failed: {e}\n")))
     })
-    .unwrap_or_else(|e| Err(format!("error: {e}\n")));
-    match result {
-        Ok(value) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
-            Ok(0)
-        }
-        Err(message) => Err(Failure(1, message)),
-    }
+    .map_err(|e| Failure(1, format!("error: {e}\n")))??;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+    Ok(0)
 }
 
 fn validate(paths: &[PathBuf]) -> Result<u8, Failure> {

@@ -141,6 +141,18 @@ fn eval_prints_json_and_fails_on_errors() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("evaluation failed"));
+    let out = run(
+        &["eval", "resource.replica.max", "--resource", "r.json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "a check error is a rule error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            " --> <expression>:1:10\n  |\n1 | resource.replica.max\n  |          ^^^^^^^"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
