@@ -2,6 +2,7 @@
 //! about it ([`Finding`]), after enforcement levels, overrides and waivers.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use cel::{Context, Value};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -12,12 +13,13 @@ use crate::expr::{self, Compiled, StackError};
 use crate::rules::{Enforcement, PolicySet, Rule, Waiver};
 use crate::schema::Schemas;
 use crate::source::Problem;
+use crate::value::{self, CelVal};
 
 /// Days before its expiry from which an applied waiver is reported.
 pub const WAIVER_WARNING_DAYS: i64 = 14;
 
 /// One resource as rules see it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Subject {
     /// Resource type.
     pub type_name: String,
@@ -32,30 +34,65 @@ pub struct Subject {
     pub resource: Json,
     /// The prior object, or null.
     pub prior: Json,
-    /// The pools it can run on (endpoints and burst policies), base then burst.
+    /// What it can run on: shared by the resources placed alike.
+    pub placement: Arc<Placement>,
+}
+
+/// The pools a resource can run on and its burst policy: many endpoints share one, so it is built
+/// (and converted for rules) once.
+#[derive(Debug)]
+pub struct Placement {
+    /// The pools (endpoints and burst policies), base then burst.
     pub pools: Vec<Json>,
-    /// Its burst policy (endpoints; a burst policy is its own), or null.
+    /// The burst policy (endpoints; a burst policy is its own), or null.
     pub policy: Json,
+    cel: OnceLock<(CelVal, CelVal)>,
+}
+
+impl Placement {
+    /// A placement from raw objects, normalized to the pool and burst policy shapes.
+    pub fn new(schemas: &Schemas, pools: Vec<Json>, policy: Json) -> Arc<Placement> {
+        let normalize = |t: &str, v: &Json| match (schemas.resource(t), v) {
+            (Some(shape), v) if !v.is_null() => shape.normalize(v),
+            _ => v.clone(),
+        };
+        Arc::new(Placement {
+            pools: pools
+                .iter()
+                .map(|p| normalize("gpucap_gpu_pool", p))
+                .collect(),
+            policy: normalize("gpucap_burst_policy", &policy),
+            cel: OnceLock::new(),
+        })
+    }
+
+    /// `pools` and `policy` as CEL values, built on first use.
+    fn cel(&self) -> (CelVal, CelVal) {
+        let (pools, policy) = self.cel.get_or_init(|| {
+            (
+                value::list(self.pools.iter().map(value::from_json).collect()),
+                value::from_json(&self.policy),
+            )
+        });
+        (pools.clone(), policy.clone())
+    }
 }
 
 impl Subject {
-    /// A subject from raw objects: `resource` and `prior` are normalized to the type's shape;
-    /// `pools` and `policy` to theirs.
+    /// A subject from raw objects: `resource` and `prior` are normalized to the type's shape.
     pub fn new(
         schemas: &Schemas,
         type_name: &str,
         action: &str,
         resource: &Json,
         prior: &Json,
-        pools: Vec<Json>,
-        policy: Json,
+        placement: Arc<Placement>,
     ) -> Subject {
-        let normalize = |t: &str, v: &Json| match (schemas.resource(t), v) {
-            (_, Json::Null) => Json::Null,
-            (Some(shape), v) => shape.normalize(v),
-            (None, v) => v.clone(),
+        let normalize = |v: &Json| match schemas.resource(type_name) {
+            Some(shape) if !v.is_null() => shape.normalize(v),
+            _ => v.clone(),
         };
-        let resource = normalize(type_name, resource);
+        let resource = normalize(resource);
         let name = resource
             .get("name")
             .and_then(Json::as_str)
@@ -66,12 +103,8 @@ impl Subject {
             name,
             terraform_address: None,
             action: action.to_string(),
-            prior: normalize(type_name, prior),
-            pools: pools
-                .iter()
-                .map(|p| normalize("gpucap_gpu_pool", p))
-                .collect(),
-            policy: normalize("gpucap_burst_policy", &policy),
+            prior: normalize(prior),
+            placement,
             resource,
         }
     }
@@ -84,16 +117,20 @@ impl Subject {
     /// The variables rules read, bound for evaluation.
     pub fn context(&self, now: DateTime<Utc>) -> Context<'static, 'static> {
         let mut ctx = Context::with_env(expr::env());
-        for (name, value) in [
-            ("resource", self.resource.clone()),
-            ("prior", self.prior.clone()),
-            ("action", Json::String(self.action.clone())),
-            ("address", Json::String(self.address())),
-            ("pools", Json::Array(self.pools.clone())),
-            ("policy", self.policy.clone()),
-            ("cost", self.cost()),
+        let (pools, policy) = self.placement.cel();
+        for (name, val) in [
+            ("resource", value::from_json(&self.resource)),
+            ("prior", value::from_json(&self.prior)),
+            (
+                "action",
+                value::from_json(&Json::String(self.action.clone())),
+            ),
+            ("address", value::from_json(&Json::String(self.address()))),
+            ("pools", pools),
+            ("policy", policy),
+            ("cost", value::from_json(&self.cost())),
         ] {
-            ctx.add_variable_from_value(name, expr::to_cel(&value));
+            ctx.add_variable_as_val(name, val);
         }
         ctx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
         ctx
@@ -173,31 +210,32 @@ pub enum Status {
     Waived,
 }
 
-/// What a rule says about one resource.
+/// What a rule says about one resource. Its texts are shared with the rule and the resource's
+/// other findings: a large plan can have hundreds of thousands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     /// The rule.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// Its enforcement.
     pub enforcement: &'static str,
     /// What it does to the run.
     pub status: Status,
     /// Resource type.
-    pub resource_type: String,
+    pub resource_type: Arc<str>,
     /// The resource's `TYPE.NAME`.
-    pub address: String,
+    pub address: Arc<str>,
     /// Terraform's address, when known (review only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub terraform_address: Option<String>,
+    pub terraform_address: Option<Arc<str>>,
     /// The rule's message.
-    pub message: String,
+    pub message: Arc<str>,
     /// When the rule could not be evaluated: why (the finding then fails closed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluation_error: Option<String>,
     /// The attribute it concerns (dotted path; empty for the whole resource).
-    pub attribute: String,
+    pub attribute: Arc<str>,
     /// Where the rule is written (`file:line:column`).
-    pub rule_location: String,
+    pub rule_location: Arc<str>,
     /// The waiver that lifts it, when one does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiver: Option<WaiverUse>,
@@ -236,7 +274,7 @@ impl Finding {
 
     /// A one-paragraph explanation: the message, an evaluation error, the override or waiver.
     pub fn detail(&self) -> String {
-        let mut out = self.message.clone();
+        let mut out = self.message.to_string();
         if let Some(e) = &self.evaluation_error {
             out.push_str(&format!(
                 "\n\nThe rule could not be evaluated, so it counts as violated: {e}"
@@ -328,16 +366,20 @@ impl PolicySet {
         options: &Options,
         threads: usize,
     ) -> Result<Vec<Finding>, StackError> {
+        let texts: Vec<RuleTexts> = self.rules.iter().map(RuleTexts::new).collect();
         let threads = threads.clamp(1, subjects.len().max(1));
         let chunk = subjects.len().div_ceil(threads).max(1);
+        let texts = &texts;
         let results = std::thread::scope(|s| {
             let handles = subjects
                 .chunks(chunk)
                 .map(|part| {
                     expr::spawn_large_stack(s, move || {
-                        part.iter()
-                            .flat_map(|subject| self.evaluate_one(subject, options))
-                            .collect::<Vec<_>>()
+                        let mut findings = Vec::new();
+                        for subject in part {
+                            self.evaluate_one(subject, texts, options, &mut findings);
+                        }
+                        findings
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -350,25 +392,63 @@ impl PolicySet {
     }
 
     /// Evaluates every rule on one subject. Must run on a large stack.
-    fn evaluate_one(&self, subject: &Subject, options: &Options) -> Vec<Finding> {
-        let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.applies(subject)).collect();
-        if rules.is_empty() {
-            return Vec::new();
+    fn evaluate_one(
+        &self,
+        subject: &Subject,
+        texts: &[RuleTexts],
+        options: &Options,
+        findings: &mut Vec<Finding>,
+    ) {
+        let mut rules = self
+            .rules
+            .iter()
+            .zip(texts)
+            .filter(|(r, _)| r.applies(subject))
+            .peekable();
+        if rules.peek().is_none() {
+            return;
         }
         let ctx = subject.context(options.now);
-        rules
-            .into_iter()
-            .filter_map(|rule| self.judge(rule, subject, &ctx, options))
-            .collect()
+        let about = SubjectTexts {
+            type_name: subject.type_name.as_str().into(),
+            address: subject.address().into(),
+            terraform_address: subject.terraform_address.as_deref().map(Arc::from),
+        };
+        for (rule, texts) in rules {
+            let Some((message, evaluation_error)) = self.judge(rule, &ctx) else {
+                continue;
+            };
+            let waiver = self.waiver_for(rule, subject, options.now.date_naive());
+            let status = if waiver.is_some() {
+                Status::Waived
+            } else {
+                match rule.enforcement {
+                    Enforcement::Advisory => Status::Advisory,
+                    Enforcement::Soft if options.overrides.contains(&rule.name) => {
+                        Status::Overridden
+                    }
+                    Enforcement::Soft | Enforcement::Hard => Status::Failed,
+                }
+            };
+            findings.push(Finding {
+                rule: texts.name.clone(),
+                enforcement: rule.enforcement.as_str(),
+                status,
+                resource_type: about.type_name.clone(),
+                address: about.address.clone(),
+                terraform_address: about.terraform_address.clone(),
+                message: message.unwrap_or_else(|| texts.message.clone()),
+                evaluation_error,
+                attribute: texts.attribute.clone(),
+                rule_location: texts.location.clone(),
+                waiver,
+            });
+        }
     }
 
-    fn judge(
-        &self,
-        rule: &Rule,
-        subject: &Subject,
-        ctx: &Context,
-        options: &Options,
-    ) -> Option<Finding> {
+    /// Whether `rule` is violated in `ctx`: `None` when it holds (or does not apply); otherwise
+    /// the message when `message_expr` makes one, and the evaluation error when there was one.
+    fn judge(&self, rule: &Rule, ctx: &Context) -> Option<(Option<Arc<str>>, Option<String>)> {
         let steps = self.limits.max_steps;
         let truth = |c: &Compiled| -> Result<bool, String> {
             match c.eval(ctx, steps) {
@@ -391,8 +471,8 @@ impl PolicySet {
             Ok(false) => None,
             Err(e) => Some(e),
         };
-        let message = match &rule.message_expr {
-            Some(m) => match m.eval(ctx, steps) {
+        let message = rule.message_expr.as_ref().map(|m| {
+            Arc::from(match m.eval(ctx, steps) {
                 Ok(Value::String(s)) => s.to_string(),
                 Ok(other) => format!(
                     "{} (message_expr gave {})",
@@ -400,32 +480,9 @@ impl PolicySet {
                     expr::to_json(&other)
                 ),
                 Err(e) => format!("{} (message_expr failed: {e})", rule.message),
-            },
-            None => rule.message.clone(),
-        };
-        let waiver = self.waiver_for(rule, subject, options.now.date_naive());
-        let status = if waiver.is_some() {
-            Status::Waived
-        } else {
-            match rule.enforcement {
-                Enforcement::Advisory => Status::Advisory,
-                Enforcement::Soft if options.overrides.contains(&rule.name) => Status::Overridden,
-                Enforcement::Soft | Enforcement::Hard => Status::Failed,
-            }
-        };
-        Some(Finding {
-            rule: rule.name.clone(),
-            enforcement: rule.enforcement.as_str(),
-            status,
-            resource_type: subject.type_name.clone(),
-            address: subject.address(),
-            terraform_address: subject.terraform_address.clone(),
-            message,
-            evaluation_error,
-            attribute: rule.attribute.join("."),
-            rule_location: rule.location.short(),
-            waiver,
-        })
+            })
+        });
+        Some((message, evaluation_error))
     }
 
     fn waiver_for(&self, rule: &Rule, subject: &Subject, today: NaiveDate) -> Option<WaiverUse> {
@@ -444,4 +501,30 @@ impl PolicySet {
             })
             .max_by_key(|w| w.days_left)
     }
+}
+
+/// A rule's texts as findings carry them, made once per evaluation.
+struct RuleTexts {
+    name: Arc<str>,
+    message: Arc<str>,
+    attribute: Arc<str>,
+    location: Arc<str>,
+}
+
+impl RuleTexts {
+    fn new(rule: &Rule) -> RuleTexts {
+        RuleTexts {
+            name: rule.name.as_str().into(),
+            message: rule.message.as_str().into(),
+            attribute: rule.attribute.join(".").into(),
+            location: rule.location.short().into(),
+        }
+    }
+}
+
+/// A subject's texts as its findings carry them.
+struct SubjectTexts {
+    type_name: Arc<str>,
+    address: Arc<str>,
+    terraform_address: Option<Arc<str>>,
 }

@@ -10,12 +10,11 @@
 //! large stack ([`on_large_stack`]).
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr};
 use cel::common::value::CowVal;
-use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, IdedExpr, Value};
 use serde_json::Value as Json;
 
@@ -586,34 +585,6 @@ impl Compiled {
     }
 }
 
-/// A CEL value from JSON: whole numbers are `int`, others `double`; objects are maps.
-pub fn to_cel(v: &Json) -> Value {
-    match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    Value::Int(f as i64)
-                } else {
-                    Value::Float(f)
-                }
-            }
-        },
-        Json::String(s) => Value::String(Arc::new(s.clone())),
-        Json::Array(items) => Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Json::Object(map) => Value::Map(Map {
-            map: Arc::new(
-                map.iter()
-                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
-                    .collect::<HashMap<_, _>>(),
-            ),
-        }),
-    }
-}
-
 /// A CEL value as JSON, for `gpucap-policy eval` and messages: timestamps and durations as RFC 3339
 /// and seconds strings, bytes as base64.
 pub fn to_json(v: &Value) -> Json {
@@ -703,7 +674,7 @@ mod tests {
             let c = compile(src, &scope(), &Limits::default()).unwrap();
             let mut ctx = Context::with_env(env());
             for (k, v) in vars {
-                ctx.add_variable_from_value(*k, to_cel(v));
+                ctx.add_variable_as_val(*k, crate::value::from_json(v));
             }
             c.eval(&ctx, 1000).map(|v| to_json(&v))
         })

@@ -13,3 +13,4 @@ pub mod rules;
 pub mod schema;
 pub mod source;
 pub mod testing;
+pub mod value;

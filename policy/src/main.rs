@@ -3,7 +3,7 @@
 //! tests; `eval` evaluates one expression; `validate` checks rule files; `fmt` formats them.
 //! Exit codes: 0 pass (advisories allowed), 1 violations or failed tests, 2 usage or rule errors.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value as Json;
 
-use gpucap_policy::engine::{Options, Subject};
+use gpucap_policy::engine::{Options, Placement, Subject};
 use gpucap_policy::expr;
 use gpucap_policy::report::Review;
 use gpucap_policy::rules::{self, PolicySet, scope_for};
@@ -243,20 +243,32 @@ fn check(
         subjects: &subjects,
         findings: &findings,
     };
-    let report = match format {
-        Format::Text => review.text(
+    let write = |out: &mut dyn Write| match format {
+        Format::Text => review.write_text(
+            out,
             output.is_none()
                 && std::io::stdout().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none(),
         ),
-        Format::Json => review.json(),
-        Format::Sarif => review.sarif(),
-        Format::Junit => review.junit(),
+        Format::Json => review.write_json(out),
+        Format::Sarif => review.write_sarif(out),
+        Format::Junit => review.write_junit(out),
     };
     match output {
-        Some(path) => std::fs::write(path, report)
+        Some(path) => std::fs::File::create(path)
+            .map(BufWriter::new)
+            .and_then(|mut file| {
+                write(&mut file)?;
+                file.flush()
+            })
             .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?,
-        None => print!("{report}"),
+        None => {
+            // Buffered: standard output flushes every line, and a report can have millions.
+            let mut stdout = BufWriter::new(std::io::stdout().lock());
+            write(&mut stdout)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| usage(format!("cannot write the report: {e}")))?
+        }
     }
     Ok(if findings.iter().any(|f| f.fails()) {
         1
@@ -340,8 +352,7 @@ fn eval(
         action,
         &resource,
         &read_json(prior, Json::Null)?,
-        pools,
-        read_json(policy, Json::Null)?,
+        Placement::new(schemas, pools, read_json(policy, Json::Null)?),
     );
     let now = parse_now(now)?;
     let scope = scope_for(schemas, type_name);

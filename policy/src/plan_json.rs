@@ -2,11 +2,12 @@
 //! or leaves alone, as [`Subject`]s with their pools and burst policy resolved by name exactly as
 //! the provider resolves them at plan time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::engine::{Subject, placement};
+use crate::engine::{Placement, Subject, placement};
 use crate::schema::Schemas;
 
 /// Why a plan cannot be read.
@@ -146,13 +147,27 @@ pub fn subjects(
     };
     let pools = by_name("gpucap_gpu_pool");
     let policies = by_name("gpucap_burst_policy");
+    // Endpoints on the same burst policy share one placement, so its pools are converted for
+    // rules once rather than once per endpoint.
+    let mut placements: HashMap<(Vec<String>, String), Arc<Placement>> = HashMap::new();
     Ok(kept
         .iter()
         .map(|c| {
             let (p, policy) = placement(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
                 policies.get(n).cloned()
             });
-            let mut s = Subject::new(schemas, c.type_name, c.action, c.object, c.prior, p, policy);
+            let name_of = |v: &Json| {
+                v.get("name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let key = (p.iter().map(name_of).collect(), name_of(&policy));
+            let placement = placements
+                .entry(key)
+                .or_insert_with(|| Placement::new(schemas, p, policy))
+                .clone();
+            let mut s = Subject::new(schemas, c.type_name, c.action, c.object, c.prior, placement);
             s.terraform_address = Some(c.address.to_string());
             if s.name.is_empty() {
                 s.name = c
@@ -214,10 +229,10 @@ mod tests {
             e.terraform_address.as_deref(),
             Some("module.m.gpucap_inference_endpoint.e")
         );
-        assert_eq!(e.pools.len(), 1);
-        assert_eq!(e.pools[0]["region"], "eu-central-1");
-        assert_eq!(e.pools[0]["jurisdiction"], Json::Null);
-        assert_eq!(e.policy["name"], "pol");
+        assert_eq!(e.placement.pools.len(), 1);
+        assert_eq!(e.placement.pools[0]["region"], "eu-central-1");
+        assert_eq!(e.placement.pools[0]["jurisdiction"], Json::Null);
+        assert_eq!(e.placement.policy["name"], "pol");
         assert_eq!(e.prior["name"], "old");
         assert_eq!(s[3].address(), "aws_instance.web");
     }

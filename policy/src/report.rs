@@ -1,9 +1,10 @@
 //! Reports of a review: human text (coloured on a terminal), JSON, SARIF 2.1.0 for code scanning
 //! and JUnit XML for CI test reports.
 
-use std::fmt::Write as _;
+use std::io::{self, Write};
 
-use serde_json::json;
+use serde::ser::{Serialize, Serializer};
+use serde_json::{Value as Json, json};
 
 use crate::engine::{Finding, Status, Subject};
 use crate::rules::PolicySet;
@@ -31,7 +32,7 @@ impl Review<'_> {
     }
 
     /// Human text; `color` adds ANSI colours.
-    pub fn text(&self, color: bool) -> String {
+    pub fn write_text(&self, out: &mut dyn Write, color: bool) -> io::Result<()> {
         let paint = |code: &str, s: &str| {
             if color {
                 format!("\x1b[{code}m{s}\x1b[0m")
@@ -39,7 +40,6 @@ impl Review<'_> {
                 s.to_string()
             }
         };
-        let mut out = String::new();
         for f in self.findings {
             let (label, code) = match f.status {
                 Status::Failed => ("FAIL", "1;31"),
@@ -49,36 +49,35 @@ impl Review<'_> {
             };
             let at = match &f.terraform_address {
                 Some(a) if *a != f.address => format!("{} ({a})", f.address),
-                _ => f.address.clone(),
+                _ => f.address.to_string(),
             };
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{} {} [{}] {at}",
                 paint(code, label),
                 paint("1", &f.rule),
                 f.enforcement
-            );
-            let _ = writeln!(out, "  {}", f.message);
+            )?;
+            writeln!(out, "  {}", f.message)?;
             if let Some(e) = &f.evaluation_error {
-                let _ = writeln!(out, "  evaluation error (counts as a violation): {e}");
+                writeln!(out, "  evaluation error (counts as a violation): {e}")?;
             }
             if let Some(w) = &f.waiver {
-                let _ = writeln!(
+                writeln!(
                     out,
                     "  waived by \"{}\" until {} ({} days left): {}",
                     w.name, w.expires, w.days_left, w.reason
-                );
+                )?;
             }
             if f.status == Status::Overridden {
-                let _ = writeln!(out, "  soft rule overridden for this run");
+                writeln!(out, "  soft rule overridden for this run")?;
             }
             let attribute = if f.attribute.is_empty() {
                 String::new()
             } else {
                 format!("attribute {} · ", f.attribute)
             };
-            let _ = writeln!(out, "  {attribute}rule at {}", f.rule_location);
-            out.push('\n');
+            writeln!(out, "  {attribute}rule at {}\n", f.rule_location)?;
         }
         let (failed, warned, waived) = self.counts();
         let summary = format!(
@@ -86,7 +85,7 @@ impl Review<'_> {
             self.subjects.len(),
             self.policies.rules.len()
         );
-        let _ = writeln!(
+        writeln!(
             out,
             "{}",
             if failed > 0 {
@@ -94,29 +93,35 @@ impl Review<'_> {
             } else {
                 paint("1;32", &summary)
             }
-        );
-        out
+        )
     }
 
     /// JSON: the findings and a summary.
-    pub fn json(&self) -> String {
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
         let (failed, warned, waived) = self.counts();
         let doc = json!({
-            "findings": self.findings,
-            "summary": {
-                "resources": self.subjects.len(),
-                "rules": self.policies.rules.len(),
-                "failed": failed,
-                "warnings": warned,
-                "waived": waived,
-                "passed": failed == 0,
-            }
+            "resources": self.subjects.len(),
+            "rules": self.policies.rules.len(),
+            "failed": failed,
+            "warnings": warned,
+            "waived": waived,
+            "passed": failed == 0,
         });
-        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            findings: &'a [Finding],
+            summary: Json,
+        }
+        let report = Report {
+            findings: self.findings,
+            summary: doc,
+        };
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)
     }
 
     /// SARIF 2.1.0: one result per finding, located at the rule and naming the resource.
-    pub fn sarif(&self) -> String {
+    pub fn write_sarif(&self, out: &mut dyn Write) -> io::Result<()> {
         let rules: Vec<_> = self
             .policies
             .rules
@@ -133,10 +138,8 @@ impl Review<'_> {
                 })
             })
             .collect();
-        let results: Vec<_> = self
-            .findings
-            .iter()
-            .map(|f| {
+        let results = Streamed(|| {
+            self.findings.iter().map(|f| {
                 let (file, line, column) = split_location(&f.rule_location);
                 let mut result = json!({
                     "ruleId": f.rule,
@@ -166,57 +169,77 @@ impl Review<'_> {
                 }
                 result
             })
-            .collect();
-        let doc = json!({
-            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-            "version": "2.1.0",
-            "runs": [{
-                "tool": {"driver": {
+        });
+        #[derive(serde::Serialize)]
+        struct Log<R> {
+            #[serde(rename = "$schema")]
+            schema: &'static str,
+            version: &'static str,
+            runs: [Run<R>; 1],
+        }
+        #[derive(serde::Serialize)]
+        struct Run<R> {
+            tool: Json,
+            results: R,
+        }
+        let log = Log {
+            schema: "https://json.schemastore.org/sarif-2.1.0.json",
+            version: "2.1.0",
+            runs: [Run {
+                tool: json!({"driver": {
                     "name": "gpucap-policy",
                     "version": env!("CARGO_PKG_VERSION"),
                     "informationUri": "https://github.com/gpucap/gpucap",
                     "rules": rules,
-                }},
-                "results": results,
+                }}),
+                results,
             }],
-        });
-        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+        };
+        serde_json::to_writer_pretty(&mut *out, &log)?;
+        writeln!(out)
     }
 
     /// JUnit XML: a suite per rule, a test case per resource it applies to.
-    pub fn junit(&self) -> String {
+    pub fn write_junit(&self, out: &mut dyn Write) -> io::Result<()> {
         // Indexed once: a linear search per (rule, resource) pair is quadratic on large plans.
-        let by_case: std::collections::HashMap<(&str, String, Option<&str>), &Finding> = self
+        let by_case: std::collections::HashMap<(&str, &str, Option<&str>), &Finding> = self
             .findings
             .iter()
-            .map(|f| {
-                (
-                    (
-                        f.rule.as_str(),
-                        f.address.clone(),
-                        f.terraform_address.as_deref(),
-                    ),
-                    f,
-                )
-            })
+            .map(|f| ((&*f.rule, &*f.address, f.terraform_address.as_deref()), f))
             .collect();
-        let mut suites = String::new();
-        let (mut total, mut total_failed) = (0, 0);
-        for rule in &self.policies.rules {
-            let mut cases = String::new();
-            let (mut tests, mut failures) = (0, 0);
+        // Counts come first in the XML, so they are taken before the cases are written.
+        let mut failures: std::collections::HashMap<&str, usize> = Default::default();
+        for f in self.findings.iter().filter(|f| f.fails()) {
+            *failures.entry(&*f.rule).or_default() += 1;
+        }
+        let tests_of =
+            |rule: &crate::rules::Rule| self.subjects.iter().filter(|s| rule.applies(s)).count();
+        let rules = &self.policies.rules;
+        let total: usize = rules.iter().map(tests_of).sum();
+        let total_failed = self.findings.iter().filter(|f| f.fails()).count();
+        write!(
+            out,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"gpucap-policy\" tests=\"{total}\" failures=\"{total_failed}\">\n"
+        )?;
+        for rule in rules {
+            writeln!(
+                out,
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">",
+                xml(&rule.name),
+                tests_of(rule),
+                failures.get(rule.name.as_str()).copied().unwrap_or(0)
+            )?;
             for s in self.subjects.iter().filter(|s| rule.applies(s)) {
-                tests += 1;
                 let name = s.terraform_address.clone().unwrap_or_else(|| s.address());
+                let address = s.address();
                 let key = (
                     rule.name.as_str(),
-                    s.address(),
+                    address.as_str(),
                     s.terraform_address.as_deref(),
                 );
                 let body = match by_case.get(&key) {
                     None => String::new(),
                     Some(f) if f.fails() => {
-                        failures += 1;
                         format!(
                             "<failure message=\"{}\" type=\"{}\">{}</failure>",
                             xml(&f.message),
@@ -229,24 +252,31 @@ impl Review<'_> {
                     }
                     Some(f) => format!("<system-out>{}</system-out>", xml(&f.detail())),
                 };
-                let _ = writeln!(
-                    cases,
+                writeln!(
+                    out,
                     "    <testcase classname=\"{}\" name=\"{}\">{body}</testcase>",
                     xml(&rule.name),
                     xml(&name)
-                );
+                )?;
             }
-            total += tests;
-            total_failed += failures;
-            let _ = write!(
-                suites,
-                "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">\n{cases}  </testsuite>\n",
-                xml(&rule.name)
-            );
+            writeln!(out, "  </testsuite>")?;
         }
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"gpucap-policy\" tests=\"{total}\" failures=\"{total_failed}\">\n{suites}</testsuites>\n"
-        )
+        writeln!(out, "</testsuites>")
+    }
+}
+
+/// A sequence serialized as it is produced, so that a report of many findings is never held whole
+/// in memory.
+struct Streamed<F>(F);
+
+impl<F, I> Serialize for Streamed<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq((self.0)())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-use crate::engine::{Options, Status, Subject};
+use crate::engine::{Options, Placement, Status, Subject};
 use crate::hcl::{self, BlockReader};
 use crate::rules::PolicySet;
 use crate::schema::Schemas;
@@ -156,7 +156,12 @@ fn read_case(r: &mut BlockReader<'_>, name: String, schemas: &Schemas) -> Option
         name,
         rule: rule?,
         subject: Subject::new(
-            schemas, &type_name, &action, &resource?, &prior, pools, policy,
+            schemas,
+            &type_name,
+            &action,
+            &resource?,
+            &prior,
+            Placement::new(schemas, pools, policy),
         ),
         now,
         expect: expect?,
@@ -181,7 +186,7 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
             };
             let (finding, failure_to_run) =
                 match policies.evaluate(std::slice::from_ref(&case.subject), &options, 1) {
-                    Ok(findings) => (findings.into_iter().find(|f| f.rule == case.rule), None),
+                    Ok(findings) => (findings.into_iter().find(|f| *f.rule == *case.rule), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
             let got = match &finding {
@@ -201,7 +206,9 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
                         .map(|f| {
                             format!(
                                 ": {}",
-                                f.evaluation_error.clone().unwrap_or(f.message.clone())
+                                f.evaluation_error
+                                    .clone()
+                                    .unwrap_or_else(|| f.message.to_string())
                             )
                         })
                         .unwrap_or_default();

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use gpucap_policy::engine::{Finding, Status, Subject, placement};
+use gpucap_policy::engine::{Finding, Placement, Status, Subject, placement};
 use gpucap_policy::rules::PolicySet;
 use gpucap_policy::schema::Schemas;
 use gpucap_policy::source::Problem;
@@ -103,8 +103,7 @@ pub fn evaluate(
         action,
         object,
         &prior_json,
-        pools,
-        policy,
+        Placement::new(Schemas::gpucap(), pools, policy),
     );
     let findings = match set.evaluate(
         std::slice::from_ref(&subject),
