@@ -14,6 +14,7 @@ use crate::rules::{Enforcement, PolicySet, Rule, Waiver};
 use crate::schema::Schemas;
 use crate::source::Problem;
 use crate::value::{self, CelVal};
+use crate::worker;
 
 /// Days before its expiry from which an applied waiver is reported.
 pub const WAIVER_WARNING_DAYS: i64 = 14;
@@ -389,6 +390,24 @@ impl PolicySet {
                 .collect::<Result<Vec<_>, _>>()
         })?;
         Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Evaluates every rule on one subject on a long-lived evaluation thread: how the provider
+    /// evaluates each planned resource, where starting a thread per resource would cost more
+    /// than the rules. Fails only when no thread can be started, or the evaluation panics.
+    pub fn evaluate_subject(
+        self: &Arc<Self>,
+        subject: Subject,
+        options: &Options,
+    ) -> Result<Vec<Finding>, StackError> {
+        let set = Arc::clone(self);
+        let options = options.clone();
+        worker::run(move || {
+            let texts: Vec<RuleTexts> = set.rules.iter().map(RuleTexts::new).collect();
+            let mut findings = Vec::new();
+            set.evaluate_one(&subject, &texts, &options, &mut findings);
+            findings
+        })
     }
 
     /// Evaluates every rule on one subject. Must run on a large stack.

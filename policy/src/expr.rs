@@ -607,7 +607,7 @@ pub enum StackError {
 }
 
 /// Stack size of evaluation threads: enough for the deepest expression the limits allow.
-const STACK_SIZE: usize = 256 << 20;
+pub(crate) const STACK_SIZE: usize = 256 << 20;
 
 /// Starts `f` on a thread of `scope` with a large stack.
 pub fn spawn_large_stack<'scope, T: Send + 'scope>(
@@ -623,14 +623,18 @@ pub fn spawn_large_stack<'scope, T: Send + 'scope>(
 
 /// Waits for a thread of [`spawn_large_stack`]; its panic becomes an error.
 pub fn join_large_stack<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> Result<T, StackError> {
-    handle.join().map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
-        StackError::Panicked(message)
-    })
+    handle
+        .join()
+        .map_err(|panic| StackError::Panicked(panic_message(panic.as_ref())))
+}
+
+/// What a panic said, when it said it as text.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// Runs `f` on a thread with a large stack and waits for it.

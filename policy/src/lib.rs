@@ -14,3 +14,4 @@ pub mod schema;
 pub mod source;
 pub mod testing;
 pub mod value;
+pub mod worker;

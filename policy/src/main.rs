@@ -4,6 +4,7 @@
 //! Exit codes: 0 pass (advisories allowed), 1 violations or failed tests, 2 usage or rule errors.
 
 use std::io::{BufWriter, IsTerminal, Write};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -105,11 +105,7 @@ pub fn evaluate(
         &prior_json,
         Placement::new(Schemas::gpucap(), pools, policy),
     );
-    let findings = match set.evaluate(
-        std::slice::from_ref(&subject),
-        &ctx.config.policy_options,
-        1,
-    ) {
+    let findings = match set.evaluate_subject(subject, &ctx.config.policy_options) {
         Ok(findings) => findings,
         // Failing closed: a plan the rules could not judge must not pass.
         Err(e) => {
