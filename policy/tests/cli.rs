@@ -11,12 +11,18 @@ fn repo() -> PathBuf {
 }
 
 fn run(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpucap-policy"))
-        .args(args)
+    run_with_override(args, dir, None)
+}
+
+fn run_with_override(args: &[&str], dir: &Path, overrides: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpucap-policy"));
+    cmd.args(args)
         .current_dir(dir)
-        .env_remove("GPUCAP_POLICY_OVERRIDE")
-        .output()
-        .unwrap()
+        .env_remove("GPUCAP_POLICY_OVERRIDE");
+    if let Some(o) = overrides {
+        cmd.env("GPUCAP_POLICY_OVERRIDE", o);
+    }
+    cmd.output().unwrap()
 }
 
 #[test]
@@ -114,6 +120,118 @@ fn check_reads_plans_and_refuses_broken_ones() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(needle), "{format}: {text}");
     }
+}
+
+#[test]
+fn soft_rules_yield_to_overrides_and_reports_are_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = serde_json::json!({
+        "format_version": "1.2",
+        "resource_changes": [
+            {"address": "gpucap_gpu_pool.eu", "mode": "managed", "type": "gpucap_gpu_pool",
+             "change": {"actions": ["create"], "before": null, "after": {"name": "eu", "region": "eu-central-1", "jurisdiction": "EU", "tenancy": "dedicated", "capacity_type": "on_demand"}}},
+            {"address": "gpucap_burst_policy.big", "mode": "managed", "type": "gpucap_burst_policy",
+             "change": {"actions": ["create"], "before": null, "after": {"name": "big", "base_pools": ["eu"], "burst_pools": ["eu"], "budget": {"max_hourly_usd": 900}}}}
+        ]
+    });
+    std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
+    let policies = repo().join("examples/policies");
+    let check = |format: &str, overrides: Option<&str>| {
+        run_with_override(
+            &[
+                "check",
+                "--plan",
+                "plan.json",
+                "--format",
+                format,
+                "--policies",
+                policies.to_str().unwrap(),
+            ],
+            dir.path(),
+            overrides,
+        )
+    };
+
+    // The soft spend cap fails the check, until the environment overrides it for the run.
+    let out = check("json", None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = check("json", Some(" burst_spend_capped ,"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = &report["findings"][0];
+    assert_eq!(finding["rule"], "burst_spend_capped");
+    assert_eq!(finding["status"], "overridden");
+    // Overriding a hard rule does nothing, and says so.
+    let out = check("text", Some("pii_stays_in_allowed_jurisdictions"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only soft rules can be overridden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SARIF 2.1.0 as code scanning reads it: every result names a declared rule, a level, a
+    // message and a location in a rule file.
+    let out = check("sarif", Some("burst_spend_capped"));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "gpucap-policy");
+    let rule_ids: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let results = run["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        assert!(rule_ids.contains(&r["ruleId"].as_str().unwrap()), "{r}");
+        assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
+        assert!(!r["message"]["text"].as_str().unwrap().is_empty());
+        let location = &r["locations"][0]["physicalLocation"];
+        assert!(
+            location["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with(".hcl")
+        );
+        assert!(location["region"]["startLine"].as_u64().unwrap() >= 1);
+    }
+    let spend = results
+        .iter()
+        .find(|r| r["ruleId"] == "burst_spend_capped")
+        .unwrap();
+    assert_eq!(spend["level"], "warning");
+    assert!(
+        spend["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("overridden")
+    );
+
+    // JUnit: the counts in the header match the cases written.
+    let out = check("junit", None);
+    let xml = String::from_utf8_lossy(&out.stdout);
+    let attribute = |name: &str| -> usize {
+        let start = xml.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        xml[start..].split('"').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        attribute("tests"),
+        xml.matches("<testcase ").count(),
+        "{xml}"
+    );
+    assert_eq!(
+        attribute("failures"),
+        xml.matches("<failure ").count(),
+        "{xml}"
+    );
+    assert!(xml.matches("<failure ").count() >= 1, "{xml}");
 }
 
 #[test]

@@ -1,0 +1,219 @@
+//! Property tests: whatever rule files and plans users hand the engine, broken, truncated or
+//! hostile, it answers with located problems or findings, never a panic or a hang.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gpucap_policy::engine::Options;
+use gpucap_policy::expr::StackError;
+use gpucap_policy::plan_json::{self, PlanError};
+use gpucap_policy::rules::{PolicySet, load_sources, read_files};
+use gpucap_policy::schema::Schemas;
+use gpucap_policy::source::{Severity, SourceFile};
+use proptest::prelude::*;
+use serde_json::{Value as Json, json};
+
+fn starter_pack() -> Vec<SourceFile> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    read_files(&[dir]).expect("the starter pack reads")
+}
+
+fn plan() -> Json {
+    let change = |t: &str, name: &str, actions: Json, after: Json| {
+        json!({"address": format!("{t}.{name}"), "mode": "managed", "type": t,
+               "change": {"actions": actions, "before": null, "after": after}})
+    };
+    json!({
+        "format_version": "1.2",
+        "resource_changes": [
+            change("gpucap_gpu_pool", "eu", json!(["create"]), json!({"name": "eu", "region": "eu-central-1",
+                "jurisdiction": "EU", "capacity_type": "spot", "tenancy": "shared",
+                "gpu": {"model": "H100", "per_node": 8}, "nodes": {"min": 1, "max": 2}})),
+            change("gpucap_burst_policy", "b", json!(["create"]), json!({"name": "b", "base_pools": ["eu"],
+                "burst_pools": [], "budget": {"max_hourly_usd": 500}})),
+            change("gpucap_inference_endpoint", "fraud", json!(["update"]), json!({"name": "fraud",
+                "burst_policy": "b", "labels": {"latency": "critical", "latency_slo_ms": "150"},
+                "replicas": {"min": 0, "max": 3}, "data_residency": {"classification": "pii",
+                "allowed_jurisdictions": ["EU"]}, "monthly_cost_max_usd": 9000.5})),
+            change("aws_instance", "web", json!(["create"]), json!({"ami": "ami-1"})),
+        ]
+    })
+}
+
+/// Loads rule files; a problem may be anything but the engine failing.
+fn load(files: Vec<SourceFile>) -> Result<PolicySet, Vec<String>> {
+    load_sources(files, Schemas::gpucap(), Default::default()).map_err(|problems| {
+        for p in &problems {
+            assert!(
+                !p.message.contains("unexpectedly"),
+                "the loader failed: {}",
+                p.message
+            );
+            if p.severity == Severity::Error && !p.message.starts_with("cannot read") {
+                assert!(p.location.is_some(), "unlocated error: {}", p.message);
+            }
+        }
+        problems.into_iter().map(|p| p.message).collect()
+    })
+}
+
+/// Evaluates `set` on the resources of `plan`: findings or a plan error, never an engine failure.
+fn review(set: &Arc<PolicySet>, plan: &str) -> Result<usize, PlanError> {
+    let subjects = plan_json::subjects(plan, "plan.json", Schemas::gpucap(), &|_| true)?;
+    let options = Options::from_env(Vec::new());
+    match set.evaluate(&subjects, &options, 2) {
+        Ok(findings) => Ok(findings.len()),
+        Err(StackError::Panicked(m)) => panic!("evaluation panicked: {m}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Edits made to a text: cut it short, delete a span, or insert a fragment.
+#[derive(Debug, Clone)]
+enum Edit {
+    Truncate(usize),
+    Delete(usize, usize),
+    Insert(usize, String),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let fragment = prop_oneof![
+        Just("\"".to_string()),
+        Just("{".to_string()),
+        Just("}".to_string()),
+        Just("(".to_string()),
+        Just("]".to_string()),
+        Just("<<EOT\n".to_string()),
+        Just("${".to_string()),
+        Just(" && ".to_string()),
+        Just(".all(x, ".to_string()),
+        Just("resource.".to_string()),
+        Just("\\u00e9\u{1F600}ß".to_string()),
+        Just("rule \"x\" {\n".to_string()),
+        Just("9223372036854775808".to_string()),
+        Just("null".to_string()),
+        "\\PC{0,12}",
+    ];
+    prop_oneof![
+        any::<usize>().prop_map(Edit::Truncate),
+        (any::<usize>(), 0usize..40).prop_map(|(at, n)| Edit::Delete(at, n)),
+        (any::<usize>(), fragment).prop_map(|(at, s)| Edit::Insert(at, s)),
+    ]
+}
+
+/// Applies edits at character boundaries.
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    for e in edits {
+        let len = chars.len().max(1);
+        match e {
+            Edit::Truncate(at) => chars.truncate(at % len),
+            Edit::Delete(at, n) => {
+                let start = (at % len).min(chars.len());
+                let end = (start + n).min(chars.len());
+                chars.drain(start..end);
+            }
+            Edit::Insert(at, s) => {
+                let at = (at % len).min(chars.len());
+                chars.splice(at..at, s.chars());
+            }
+        }
+    }
+    chars.into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn edited_rule_files_load_or_fail_with_located_problems(
+        file in 0usize..4,
+        edits in prop::collection::vec(edit(), 1..4),
+    ) {
+        let mut files = starter_pack();
+        let file = file % files.len();
+        files[file].text = apply(&files[file].text, &edits);
+        // Whatever loads must also evaluate without failing.
+        if let Ok(set) = load(files) {
+            review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_as_a_rule_file_never_panics(text in "\\PC{0,400}") {
+        let _ = load(vec![SourceFile { name: "fuzz.hcl".into(), text }]);
+    }
+
+    #[test]
+    fn arbitrary_conditions_load_or_fail_and_evaluate(
+        condition in "[a-z_.()\\[\\]{}:'\"0-9 ,+*/%<>=!&|?-]{0,120}",
+    ) {
+        let text = format!(
+            "rule \"fuzz\" {{\n  resources = [\"gpucap_inference_endpoint\"]\n  condition = {}\n  message = \"m\"\n}}\n",
+            Json::String(condition)
+        );
+        if let Ok(set) = load(vec![SourceFile { name: "fuzz.hcl".into(), text }]) {
+            review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
+        }
+    }
+
+    #[test]
+    fn edited_plans_read_or_fail_with_a_location(edits in prop::collection::vec(edit(), 1..4)) {
+        let set = Arc::new(load(starter_pack()).expect("the starter pack loads"));
+        let text = apply(&serde_json::to_string_pretty(&plan()).unwrap(), &edits);
+        match review(&set, &text) {
+            Ok(_) => {}
+            Err(PlanError::Json { line, column, .. }) => prop_assert!(line >= 1 && column <= text.len() + 1),
+            Err(PlanError::Shape { path, .. }) => prop_assert!(path.starts_with('$')),
+        }
+    }
+
+    #[test]
+    fn any_json_in_a_resource_evaluates(after in arbitrary_json()) {
+        let set = Arc::new(load(starter_pack()).expect("the starter pack loads"));
+        let mut plan = plan();
+        plan["resource_changes"][2]["change"]["after"] = after.clone();
+        plan["resource_changes"][0]["change"]["after"]["gpu"] = after;
+        let _ = review(&set, &plan.to_string());
+    }
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        any::<i64>().prop_map(Json::from),
+        any::<f64>().prop_map(Json::from),
+        "\\PC{0,8}".prop_map(Json::String),
+    ];
+    let keys = prop_oneof![
+        Just("name".to_string()),
+        Just("replicas".to_string()),
+        Just("max".to_string()),
+        Just("labels".to_string()),
+        Just("data_residency".to_string()),
+        Just("classification".to_string()),
+        Just("burst_policy".to_string()),
+        "[a-z]{1,6}",
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+            prop::collection::btree_map(keys.clone(), inner, 0..6)
+                .prop_map(|m| Json::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+#[test]
+fn deeply_nested_plans_are_errors_not_stack_overflows() {
+    let set = Arc::new(load(starter_pack()).expect("the starter pack loads"));
+    let deep = "[".repeat(100_000);
+    let text = format!(
+        r#"{{"format_version": "1.2", "resource_changes": [{{"mode": "managed", "type": "gpucap_inference_endpoint", "address": "a.b", "change": {{"actions": ["create"], "after": {deep}"#
+    );
+    match review(&set, &text) {
+        Err(PlanError::Json { reason, .. }) => assert!(reason.contains("recursion"), "{reason}"),
+        other => panic!("expected a JSON error, got {other:?}"),
+    }
+}
