@@ -1,7 +1,7 @@
 //! Evaluating rules: what a resource looks like to a rule ([`Subject`]), and what the rules say
 //! about it ([`Finding`]), after enforcement levels, overrides and waivers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use cel::{Context, Value};
@@ -65,6 +65,16 @@ impl Placement {
             policy: normalize("gpucap_burst_policy", &policy),
             cel: OnceLock::new(),
         })
+    }
+
+    /// The variables its rules' placement-only parts read.
+    fn context(&self, now: DateTime<Utc>) -> Context<'static, 'static> {
+        let mut ctx = Context::with_env(expr::env());
+        let (pools, policy) = self.cel();
+        ctx.add_variable_as_val("pools", pools);
+        ctx.add_variable_as_val("policy", policy);
+        ctx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
+        ctx
     }
 
     /// `pools` and `policy` as CEL values, built on first use.
@@ -376,9 +386,17 @@ impl PolicySet {
                 .chunks(chunk)
                 .map(|part| {
                     expr::spawn_large_stack(s, move || {
+                        // Resources placed alike share the values of the rules' placement-only
+                        // parts: computed once per placement (and thread).
+                        let mut placed: HashMap<*const Placement, PlacementValues> = HashMap::new();
                         let mut findings = Vec::new();
                         for subject in part {
-                            self.evaluate_one(subject, texts, options, &mut findings);
+                            let values = placed
+                                .entry(Arc::as_ptr(&subject.placement))
+                                .or_insert_with(|| {
+                                    self.placement_values(&subject.placement, options.now)
+                                });
+                            self.evaluate_one(subject, texts, options, Some(values), &mut findings);
                         }
                         findings
                     })
@@ -405,24 +423,46 @@ impl PolicySet {
         worker::run(move || {
             let texts: Vec<RuleTexts> = set.rules.iter().map(RuleTexts::new).collect();
             let mut findings = Vec::new();
-            set.evaluate_one(&subject, &texts, &options, &mut findings);
+            set.evaluate_one(&subject, &texts, &options, None, &mut findings);
             findings
         })
     }
 
-    /// Evaluates every rule on one subject. Must run on a large stack.
+    /// The values of every rule's placement-only parts for one placement. Must run on a large
+    /// stack.
+    fn placement_values(&self, placement: &Placement, now: DateTime<Utc>) -> PlacementValues {
+        let ctx = placement.context(now);
+        let steps = self.limits.max_steps;
+        let of =
+            |c: Option<&Compiled>| c.map_or_else(Vec::new, |c| c.placement_values(&ctx, steps));
+        self.rules
+            .iter()
+            .map(|r| {
+                [
+                    of(r.when.as_ref()),
+                    of(Some(&r.condition)),
+                    of(r.message_expr.as_ref()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Evaluates every rule on one subject, with the values of the rules' placement-only parts
+    /// when they are known. Must run on a large stack.
     fn evaluate_one(
         &self,
         subject: &Subject,
         texts: &[RuleTexts],
         options: &Options,
+        placed: Option<&PlacementValues>,
         findings: &mut Vec<Finding>,
     ) {
         let mut rules = self
             .rules
             .iter()
             .zip(texts)
-            .filter(|(r, _)| r.applies(subject))
+            .enumerate()
+            .filter(|(_, (r, _))| r.applies(subject))
             .peekable();
         if rules.peek().is_none() {
             return;
@@ -433,8 +473,10 @@ impl PolicySet {
             address: subject.address().into(),
             terraform_address: subject.terraform_address.as_deref().map(Arc::from),
         };
-        for (rule, texts) in rules {
-            let Some((message, evaluation_error)) = self.judge(rule, &ctx) else {
+        let none = Default::default();
+        for (i, (rule, texts)) in rules {
+            let values = placed.and_then(|p| p.get(i)).unwrap_or(&none);
+            let Some((message, evaluation_error)) = self.judge(rule, &ctx, values) else {
                 continue;
             };
             let waiver = self.waiver_for(rule, subject, options.now.date_naive());
@@ -467,10 +509,16 @@ impl PolicySet {
 
     /// Whether `rule` is violated in `ctx`: `None` when it holds (or does not apply); otherwise
     /// the message when `message_expr` makes one, and the evaluation error when there was one.
-    fn judge(&self, rule: &Rule, ctx: &Context) -> Option<(Option<Arc<str>>, Option<String>)> {
+    fn judge(
+        &self,
+        rule: &Rule,
+        ctx: &Context,
+        placed: &[Vec<Option<CelVal>>; 3],
+    ) -> Option<(Option<Arc<str>>, Option<String>)> {
         let steps = self.limits.max_steps;
-        let truth = |c: &Compiled| -> Result<bool, String> {
-            match c.eval(ctx, steps) {
+        let [when_values, condition_values, message_values] = placed;
+        let truth = |c: &Compiled, values: &[Option<CelVal>]| -> Result<bool, String> {
+            match c.eval_placed(ctx, steps, values) {
                 Ok(Value::Bool(b)) => Ok(b),
                 Ok(other) => Err(format!(
                     "the expression gave {} where a bool is needed",
@@ -479,10 +527,13 @@ impl PolicySet {
                 Err(e) => Err(e.to_string()),
             }
         };
-        let when = rule.when.as_ref().map_or(Ok(true), truth);
+        let when = rule
+            .when
+            .as_ref()
+            .map_or(Ok(true), |w| truth(w, when_values));
         let verdict = match when {
             Ok(false) => return None,
-            Ok(true) => truth(&rule.condition),
+            Ok(true) => truth(&rule.condition, condition_values),
             Err(e) => Err(format!("in `when`: {e}")),
         };
         let evaluation_error = match verdict {
@@ -491,7 +542,7 @@ impl PolicySet {
             Err(e) => Some(e),
         };
         let message = rule.message_expr.as_ref().map(|m| {
-            Arc::from(match m.eval(ctx, steps) {
+            Arc::from(match m.eval_placed(ctx, steps, message_values) {
                 Ok(Value::String(s)) => s.to_string(),
                 Ok(other) => format!(
                     "{} (message_expr gave {})",
@@ -521,6 +572,10 @@ impl PolicySet {
             .max_by_key(|w| w.days_left)
     }
 }
+
+/// The values of the rules' placement-only parts for one placement: per rule, for `when`,
+/// `condition` and `message_expr`.
+type PlacementValues = Vec<[Vec<Option<CelVal>>; 3]>;
 
 /// A rule's texts as findings carry them, made once per evaluation.
 struct RuleTexts {

@@ -18,8 +18,10 @@ use cel::common::value::CowVal;
 use cel::{Context, Env, ExecutionError, IdedExpr, Value};
 use serde_json::Value as Json;
 
+use crate::hoist::{self, Hoisted};
 use crate::schema::{Scalar, Shape};
 use crate::source::did_you_mean;
+use crate::value::{self, CelVal};
 
 /// Bounds on rules' expressions.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +95,10 @@ const DENIED: &[(&str, &str)] = &[(
 /// A checked, compiled expression, ready to evaluate any number of times.
 #[derive(Debug)]
 pub struct Compiled {
+    /// The expression as written (with step counting).
     expr: IdedExpr,
+    /// The same with its placement-only parts replaced by variables, when it has such parts.
+    placed: Option<(IdedExpr, Vec<Hoisted>)>,
     /// `resource.a.b` paths the expression reads, first one first: the attribute a finding
     /// concerns when the rule names none.
     pub resource_paths: Vec<Vec<String>>,
@@ -192,8 +197,12 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
     }
     let resource_paths = checker.resource_paths;
     let mut next_id = max_id(&expr) + 1;
+    let expr = count_steps(expr, &mut next_id);
+    let mut rewritten = expr.clone();
+    let hoisted = hoist::hoist(&mut rewritten, &mut next_id);
     Ok(Compiled {
-        expr: count_steps(expr, &mut next_id),
+        expr,
+        placed: (!hoisted.is_empty()).then_some((rewritten, hoisted)),
         resource_paths,
     })
 }
@@ -216,7 +225,8 @@ fn parse_message(msg: &str) -> String {
     format!("CEL syntax error: {msg}")
 }
 
-fn children(expr: &IdedExpr) -> Vec<&IdedExpr> {
+/// The direct subexpressions of `expr`.
+pub(crate) fn children(expr: &IdedExpr) -> Vec<&IdedExpr> {
     match &expr.expr {
         Expr::Call(c) => c.target.iter().map(|t| &**t).chain(c.args.iter()).collect(),
         Expr::Comprehension(c) => vec![
@@ -573,15 +583,54 @@ impl std::fmt::Display for EvalError {
 impl Compiled {
     /// Evaluates against `ctx` with a budget of `max_steps` comprehension steps.
     pub fn eval(&self, ctx: &Context, max_steps: u64) -> Result<Value, EvalError> {
-        STEPS.with(|s| s.set(0));
-        BUDGET.with(|b| b.set(max_steps));
-        let result = Value::resolve(&self.expr, ctx);
-        let used = STEPS.with(Cell::get);
-        match result {
-            Ok(v) => Ok(v),
-            Err(_) if used > max_steps => Err(EvalError::Budget(max_steps)),
-            Err(e) => Err(EvalError::Cel(e.to_string())),
+        run(&self.expr, ctx, max_steps)
+    }
+
+    /// The values of its placement-only parts in `ctx` (which needs only `pools`, `policy` and
+    /// `now`): what [`Compiled::eval_placed`] takes for every resource of that placement. A part
+    /// that fails has no value, and the expression is then evaluated whole.
+    pub fn placement_values(&self, ctx: &Context, max_steps: u64) -> Vec<Option<CelVal>> {
+        let Some((_, hoisted)) = &self.placed else {
+            return Vec::new();
+        };
+        hoisted
+            .iter()
+            .map(|h| run(&h.expr, ctx, max_steps).ok().and_then(value::from_cel))
+            .collect()
+    }
+
+    /// Evaluates as [`Compiled::eval`] does, taking the placement-only parts from `values`
+    /// ([`Compiled::placement_values`] for the resource's placement).
+    pub fn eval_placed(
+        &self,
+        ctx: &Context,
+        max_steps: u64,
+        values: &[Option<CelVal>],
+    ) -> Result<Value, EvalError> {
+        let Some((rewritten, hoisted)) = &self.placed else {
+            return self.eval(ctx, max_steps);
+        };
+        if values.len() != hoisted.len() || values.iter().any(Option::is_none) {
+            return self.eval(ctx, max_steps);
         }
+        let mut inner = ctx.new_inner_scope();
+        for (h, v) in hoisted.iter().zip(values.iter().flatten()) {
+            inner.add_variable_as_val(&h.name, v.clone());
+        }
+        run(rewritten, &inner, max_steps)
+    }
+}
+
+/// Evaluates `expr` against `ctx` with a budget of `max_steps` comprehension steps.
+fn run(expr: &IdedExpr, ctx: &Context, max_steps: u64) -> Result<Value, EvalError> {
+    STEPS.with(|s| s.set(0));
+    BUDGET.with(|b| b.set(max_steps));
+    let result = Value::resolve(expr, ctx);
+    let used = STEPS.with(Cell::get);
+    match result {
+        Ok(v) => Ok(v),
+        Err(_) if used > max_steps => Err(EvalError::Budget(max_steps)),
+        Err(e) => Err(EvalError::Cel(e.to_string())),
     }
 }
 

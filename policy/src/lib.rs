@@ -7,6 +7,7 @@ pub mod engine;
 pub mod expr;
 pub mod fmt;
 pub mod hcl;
+pub mod hoist;
 pub mod plan_json;
 pub mod report;
 pub mod rules;

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cel::Value;
 use cel::common::traits::{
     Adder, Comparer, Container, Divider, Indexer, Iterable, Modder, Multiplier, Negator, Sizer,
     Subtractor, Zeroer,
@@ -52,6 +53,27 @@ pub fn from_json(v: &Json) -> CelVal {
                 .collect::<HashMap<_, _>>(),
         )),
     }
+}
+
+/// A value the interpreter computed, with its maps and lists made [`Shared`]; `None` for one
+/// that has no boxed form (none of its results, but the conversion is fallible).
+pub fn from_cel(v: Value) -> Option<CelVal> {
+    Some(match v {
+        Value::List(items) => list(
+            items
+                .iter()
+                .cloned()
+                .map(from_cel)
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        Value::Map(map) => Shared::boxed(CelMap::from(
+            map.map
+                .iter()
+                .map(|(k, v)| Some((CelMapKey::from(k.clone()), from_cel(v.clone())?)))
+                .collect::<Option<HashMap<_, _>>>()?,
+        )),
+        other => Box::<dyn Val>::try_from(other).ok()?,
+    })
 }
 
 /// A list of already built values, shared like the lists [`from_json`] builds.
@@ -196,7 +218,7 @@ impl Val for Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cel::{Context, Program, Value};
+    use cel::{Context, Program};
     use serde_json::json;
 
     fn eval(expr: &str, vars: &[(&str, Json)]) -> Result<Value, String> {

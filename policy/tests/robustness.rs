@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gpucap_policy::engine::Options;
+use gpucap_policy::engine::{Finding, Options};
 use gpucap_policy::expr::StackError;
 use gpucap_policy::plan_json::{self, PlanError};
 use gpucap_policy::rules::{PolicySet, load_sources, read_files};
@@ -58,14 +58,44 @@ fn load(files: Vec<SourceFile>) -> Result<PolicySet, Vec<String>> {
 }
 
 /// Evaluates `set` on the resources of `plan`: findings or a plan error, never an engine failure.
+/// The batch (which evaluates the rules' placement-only parts once per placement) and one
+/// resource at a time (which evaluates every expression whole) must agree.
 fn review(set: &Arc<PolicySet>, plan: &str) -> Result<usize, PlanError> {
     let subjects = plan_json::subjects(plan, "plan.json", Schemas::gpucap(), &|_| true)?;
     let options = Options::from_env(Vec::new());
-    match set.evaluate(&subjects, &options, 2) {
-        Ok(findings) => Ok(findings.len()),
+    let batch = match set.evaluate(&subjects, &options, 2) {
+        Ok(findings) => findings,
         Err(StackError::Panicked(m)) => panic!("evaluation panicked: {m}"),
         Err(e) => panic!("{e}"),
-    }
+    };
+    let one_by_one: Vec<_> = subjects
+        .iter()
+        .flat_map(|s| {
+            set.evaluate_subject(s.clone(), &options)
+                .expect("evaluates")
+        })
+        .collect();
+    // CEL's errors print maps in hash order, which differs between runs: compare without them.
+    let comparable = |findings: &[Finding]| -> Vec<Finding> {
+        findings
+            .iter()
+            .cloned()
+            .map(|mut f| {
+                if f.message.contains("Map {") {
+                    f.message = "(prints a map)".into();
+                }
+                if f.evaluation_error
+                    .as_ref()
+                    .is_some_and(|e| e.contains("Map {"))
+                {
+                    f.evaluation_error = Some("(prints a map)".into());
+                }
+                f
+            })
+            .collect()
+    };
+    assert_eq!(comparable(&batch), comparable(&one_by_one));
+    Ok(batch.len())
 }
 
 /// Edits made to a text: cut it short, delete a span, or insert a fragment.
@@ -149,12 +179,45 @@ proptest! {
         condition in "[a-z_.()\\[\\]{}:'\"0-9 ,+*/%<>=!&|?-]{0,120}",
     ) {
         let text = format!(
-            "rule \"fuzz\" {{\n  resources = [\"gpucap_inference_endpoint\"]\n  condition = {}\n  message = \"m\"\n}}\n",
+            "rule \"fuzz\" {{\n  resources = [\"gpucap_inference_endpoint\"]\n  enforcement = \"hard\"\n  condition = {}\n  message = \"m\"\n}}\n",
             Json::String(condition)
         );
         if let Ok(set) = load(vec![SourceFile { name: "fuzz.hcl".into(), text }]) {
             review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
         }
+    }
+
+    #[test]
+    fn placement_parts_evaluated_once_agree_with_whole_expressions(
+        atoms in prop::collection::vec((0usize..9, any::<bool>()), 1..5),
+        ands in prop::collection::vec(any::<bool>(), 4),
+    ) {
+        const ATOMS: [&str; 9] = [
+            "pools.all(p, p.region.startsWith('eu'))",
+            "pools.exists(p, p.gpu.per_node / 0 > 1)",
+            "resource.replicas.max > 2",
+            "policy.base_pools.all(n, pools.exists(p, p.name == n))",
+            "pools.map(p, p.jurisdiction).size() == 1",
+            "resource.name == 'fraud'",
+            "now > timestamp('2020-01-01T00:00:00Z') && policy.budget.max_hourly_usd > 100",
+            "resource.labels.exists(k, pools.exists(p, p.name == k))",
+            "pools.filter(p, p.capacity_type == 'spot').size() > 0",
+        ];
+        let mut condition = String::new();
+        for (i, (atom, negated)) in atoms.iter().enumerate() {
+            if i > 0 {
+                condition.push_str(if ands[i - 1] { " && " } else { " || " });
+            }
+            condition.push_str(&format!("{}({})", if *negated { "!" } else { "" }, ATOMS[*atom]));
+        }
+        let text = format!(
+            "rule \"mixed\" {{\n  resources = [\"gpucap_inference_endpoint\"]\n  enforcement = \"hard\"\n  condition = {}\n  message = \"m\"\n  message_expr = {}\n}}\n",
+            Json::String(condition.clone()),
+            Json::String(format!("'{}: ' + string({})", "mixed", ATOMS[atoms[0].0])),
+        );
+        let set = load(vec![SourceFile { name: "mixed.hcl".into(), text }])
+            .unwrap_or_else(|p| panic!("{condition}: {p:?}"));
+        review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
     }
 
     #[test]
