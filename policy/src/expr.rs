@@ -197,7 +197,8 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
     }
     let resource_paths = checker.resource_paths;
     let mut next_id = max_id(&expr) + 1;
-    let expr = count_steps(expr, &mut next_id);
+    let mut expr = count_steps(expr, &mut next_id);
+    selects_as_index(&mut expr, &mut next_id);
     let mut rewritten = expr.clone();
     let hoisted = hoist::hoist(&mut rewritten, &mut next_id);
     Ok(Compiled {
@@ -244,6 +245,37 @@ pub(crate) fn children(expr: &IdedExpr) -> Vec<&IdedExpr> {
     }
 }
 
+/// The direct subexpressions of `expr`, to rewrite.
+pub(crate) fn children_mut(expr: &mut IdedExpr) -> Vec<&mut IdedExpr> {
+    match &mut expr.expr {
+        Expr::Call(c) => c
+            .target
+            .iter_mut()
+            .map(|t| &mut **t)
+            .chain(c.args.iter_mut())
+            .collect(),
+        Expr::Comprehension(c) => vec![
+            &mut c.iter_range,
+            &mut c.accu_init,
+            &mut c.loop_cond,
+            &mut c.loop_step,
+            &mut c.result,
+        ],
+        Expr::List(l) => l.elements.iter_mut().collect(),
+        Expr::Map(m) => m.entries.iter_mut().flat_map(entry_mut).collect(),
+        Expr::Struct(s) => s.entries.iter_mut().flat_map(entry_mut).collect(),
+        Expr::Select(s) => vec![&mut s.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+fn entry_mut(e: &mut cel::common::ast::IdedEntryExpr) -> Vec<&mut IdedExpr> {
+    match &mut e.expr {
+        EntryExpr::MapEntry(m) => vec![&mut m.key, &mut m.value],
+        EntryExpr::StructField(f) => vec![&mut f.value],
+    }
+}
+
 fn entries(entries: &[cel::common::ast::IdedEntryExpr]) -> Vec<&IdedExpr> {
     entries
         .iter()
@@ -263,6 +295,35 @@ fn max_id(expr: &IdedExpr) -> u64 {
         .into_iter()
         .map(max_id)
         .fold(expr.id, u64::max)
+}
+
+/// Rewrites field selections (`a.b`) as indexing (`a['b']`), which means the same on the maps
+/// rules read: the interpreter resolves a selection chain as a qualified name first, trying
+/// every prefix of `a.b.c` as a variable and as a type, which costs more than the lookup itself.
+/// `has(a.b)` stays a selection: it tests presence.
+fn selects_as_index(expr: &mut IdedExpr, next_id: &mut u64) {
+    for child in children_mut(expr) {
+        selects_as_index(child, next_id);
+    }
+    let Expr::Select(select) = &mut expr.expr else {
+        return;
+    };
+    if select.test {
+        return;
+    }
+    *next_id += 1;
+    let key = IdedExpr {
+        id: *next_id,
+        expr: Expr::Literal(cel::common::ast::LiteralValue::String(
+            std::mem::take(&mut select.field).into(),
+        )),
+    };
+    let operand = std::mem::take(&mut *select.operand);
+    expr.expr = Expr::Call(CallExpr {
+        func_name: cel::common::ast::operators::INDEX.into(),
+        target: None,
+        args: vec![operand, key],
+    });
 }
 
 /// Wraps every comprehension's step in the counting function.
@@ -630,7 +691,22 @@ fn run(expr: &IdedExpr, ctx: &Context, max_steps: u64) -> Result<Value, EvalErro
     match result {
         Ok(v) => Ok(v),
         Err(_) if used > max_steps => Err(EvalError::Budget(max_steps)),
-        Err(e) => Err(EvalError::Cel(e.to_string())),
+        Err(e) => Err(EvalError::Cel(explain(e.to_string()))),
+    }
+}
+
+/// CEL's message for `a.b` on something that is not a map names the index operator (selections
+/// are evaluated as indexing, see [`selects_as_index`]): say it in the rule's terms.
+fn explain(message: String) -> String {
+    let operand = message
+        .strip_prefix("found no matching overload for '_[_]' applied to '(")
+        .and_then(|rest| rest.strip_suffix(", string)'"));
+    match operand {
+        Some("null_type") => "cannot read a field of null: the attribute or block is not set; \
+             guard the expression with `x != null && …`"
+            .to_string(),
+        Some(kind) => format!("cannot read a field of a {kind} value: only objects have fields"),
+        None => message,
     }
 }
 
@@ -720,6 +796,35 @@ mod tests {
             Ok(_) => panic!("compiled: {}", &src[..src.len().min(80)]),
             Err(p) => p,
         }
+    }
+
+    #[test]
+    fn field_selection_reads_maps_and_explains_what_is_not_one() {
+        let endpoint = json!({"name": "e", "labels": {"team": "risk"}, "replicas": null});
+        let vars = [("resource", endpoint)];
+        assert_eq!(eval("resource.labels.team", &vars), Ok(json!("risk")));
+        assert_eq!(
+            eval(
+                "has(resource.labels.team) && !has(resource.labels.x)",
+                &vars
+            ),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            eval("resource.labels.x", &vars),
+            Err(EvalError::Cel("No such key: x".into()))
+        );
+        let Err(EvalError::Cel(null)) = eval("resource.replicas.max > 1", &vars) else {
+            panic!("a field of null must be an error");
+        };
+        assert!(null.starts_with("cannot read a field of null"), "{null}");
+        assert_eq!(
+            eval(
+                "resource.replicas != null && resource.replicas.max > 1",
+                &vars
+            ),
+            Ok(json!(false))
+        );
     }
 
     fn eval(src: &str, vars: &[(&str, Json)]) -> Result<Json, EvalError> {

@@ -8,9 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::IdedExpr;
-use cel::common::ast::{EntryExpr, Expr};
+use cel::common::ast::Expr;
 
-use crate::expr::children;
+use crate::expr::{children, children_mut};
 
 /// The variables whose values are the same for every resource of a placement.
 const PLACEMENT_VARIABLES: &[&str] = &["pools", "policy", "now"];
@@ -83,36 +83,6 @@ fn reads_only_placement(expr: &IdedExpr, bound: &mut Vec<String>) -> bool {
         _ => children(expr)
             .into_iter()
             .all(|e| reads_only_placement(e, bound)),
-    }
-}
-
-fn children_mut(expr: &mut IdedExpr) -> Vec<&mut IdedExpr> {
-    match &mut expr.expr {
-        Expr::Call(c) => c
-            .target
-            .iter_mut()
-            .map(|t| &mut **t)
-            .chain(c.args.iter_mut())
-            .collect(),
-        Expr::Comprehension(c) => vec![
-            &mut c.iter_range,
-            &mut c.accu_init,
-            &mut c.loop_cond,
-            &mut c.loop_step,
-            &mut c.result,
-        ],
-        Expr::List(l) => l.elements.iter_mut().collect(),
-        Expr::Map(m) => m.entries.iter_mut().flat_map(entry_mut).collect(),
-        Expr::Struct(s) => s.entries.iter_mut().flat_map(entry_mut).collect(),
-        Expr::Select(s) => vec![&mut s.operand],
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
-    }
-}
-
-fn entry_mut(e: &mut cel::common::ast::IdedEntryExpr) -> Vec<&mut IdedExpr> {
-    match &mut e.expr {
-        EntryExpr::MapEntry(m) => vec![&mut m.key, &mut m.value],
-        EntryExpr::StructField(f) => vec![&mut f.value],
     }
 }
 
