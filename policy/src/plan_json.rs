@@ -147,25 +147,21 @@ pub fn subjects(
     };
     let pools = by_name("gpucap_gpu_pool");
     let policies = by_name("gpucap_burst_policy");
-    // Endpoints on the same burst policy share one placement, so its pools are converted for
-    // rules once rather than once per endpoint.
-    let mut placements: HashMap<(Vec<String>, String), Arc<Placement>> = HashMap::new();
+    // Endpoints on the same burst policy share one placement, so its pools are looked up and
+    // converted for rules once rather than once per endpoint.
+    let mut placements: HashMap<String, Arc<Placement>> = HashMap::new();
     Ok(kept
         .iter()
         .map(|c| {
-            let (p, policy) = placement(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
-                policies.get(n).cloned()
-            });
-            let name_of = |v: &Json| {
-                v.get("name")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let key = (p.iter().map(name_of).collect(), name_of(&policy));
             let placement = placements
-                .entry(key)
-                .or_insert_with(|| Placement::new(schemas, p, policy))
+                .entry(placement_key(c.type_name, c.address, c.object))
+                .or_insert_with(|| {
+                    let (p, policy) =
+                        placement(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
+                            policies.get(n).cloned()
+                        });
+                    Placement::new(schemas, p, policy)
+                })
                 .clone();
             let mut s = Subject::new(schemas, c.type_name, c.action, c.object, c.prior, placement);
             s.terraform_address = Some(c.address.to_string());
@@ -180,6 +176,20 @@ pub fn subjects(
             s
         })
         .collect())
+}
+
+/// What a resource's placement depends on: resources with the same key have the same placement.
+/// An endpoint's comes from its `burst_policy`, or its `pools` when it has none; a burst policy's
+/// from itself; other resources have none.
+fn placement_key(type_name: &str, address: &str, object: &Json) -> String {
+    match type_name {
+        "gpucap_inference_endpoint" => {
+            let field = |k: &str| object.get(k).unwrap_or(&Json::Null).to_string();
+            format!("endpoint {} {}", field("burst_policy"), field("pools"))
+        }
+        "gpucap_burst_policy" => format!("policy {address}"),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

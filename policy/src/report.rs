@@ -116,8 +116,7 @@ impl Review<'_> {
             findings: self.findings,
             summary: doc,
         };
-        serde_json::to_writer_pretty(&mut *out, &report)?;
-        writeln!(out)
+        write_pretty(out, &report)
     }
 
     /// SARIF 2.1.0: one result per finding, located at the rule and naming the resource.
@@ -195,8 +194,7 @@ impl Review<'_> {
                 results,
             }],
         };
-        serde_json::to_writer_pretty(&mut *out, &log)?;
-        writeln!(out)
+        write_pretty(out, &log)
     }
 
     /// JUnit XML: a suite per rule, a test case per resource it applies to.
@@ -263,6 +261,15 @@ impl Review<'_> {
         }
         writeln!(out, "</testsuites>")
     }
+}
+
+/// Pretty JSON and a newline. The serializer writes a few bytes at a time: a buffer of a concrete
+/// type in front of `out` keeps those writes from each being a dynamic call.
+fn write_pretty(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+    let mut buffered = io::BufWriter::with_capacity(1 << 16, out);
+    serde_json::to_writer_pretty(&mut buffered, value)?;
+    writeln!(buffered)?;
+    buffered.flush()
 }
 
 /// A sequence serialized as it is produced, so that a report of many findings is never held whole
