@@ -71,7 +71,7 @@ pub async fn run(provider: Arc<Provider>, mode: Mode) -> anyhow::Result<()> {
     match mode {
         Mode::Plugin { client_cert_pem } => {
             let tls = tls::server_tls(&client_cert_pem)?;
-            ignore_interrupts();
+            ignore_interrupts(interrupts()?);
             announce(&handshake::handshake_line(&socket, Some(&tls.cert_base64)))?;
             let incoming = tls_incoming(listener, tokio_rustls::TlsAcceptor::from(tls.config));
             let serve = router.serve_with_incoming_shutdown(incoming, stop);
@@ -87,13 +87,14 @@ pub async fn run(provider: Arc<Provider>, mode: Mode) -> anyhow::Result<()> {
                     "Addr": {"Network": "unix", "String": socket.display().to_string()},
                 }
             });
+            let mut interrupts = interrupts()?;
             announce(&format!(
                 "Provider started in debug mode. To attach Terraform, set this in the shell that runs it:\n\n\
                  \tTF_REATTACH_PROVIDERS='{reattach}'\n"
             ))?;
             let interrupted = shutdown.clone();
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                interrupts.recv().await;
                 interrupted.cancel();
             });
             let serve =
@@ -110,14 +111,16 @@ fn announce(line: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// SIGINT, caught from now on. Registered before the process announces itself, so that an
+/// interrupt right after the announcement is neither lost (when the process was started with
+/// SIGINT ignored, as background jobs are) nor fatal.
+fn interrupts() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+}
+
 /// Terraform forwards Ctrl-C as `Stop`; the provider itself must not die of the terminal's SIGINT.
-fn ignore_interrupts() {
-    tokio::spawn(async {
-        let Ok(mut sigint) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        else {
-            return;
-        };
+fn ignore_interrupts(mut sigint: tokio::signal::unix::Signal) {
+    tokio::spawn(async move {
         while sigint.recv().await.is_some() {
             tracing::debug!("ignoring SIGINT; Terraform sends Stop instead");
         }
