@@ -1,8 +1,10 @@
-//! Rule evaluation cost, side by side: one resource per call as the provider evaluates it inside
-//! `PlanResourceChange` (on a long-lived evaluation thread), against the same resources evaluated as one batch as `gpucap-policy check`
-//! does; each with no rule and with 50 rules (the starter pack plus generated rules shaped like
-//! real ones). Run with `cargo bench -p gpucap-policy`.
+//! Rule evaluation cost, side by side: one resource per call, as the provider evaluates each
+//! planned resource in `PlanResourceChange`, against the same resources as one batch, as
+//! `gpucap-policy check` does; each with no rule and with 50 rules (the starter pack plus generated
+//! rules shaped like real ones), with the rules' placement-only parts evaluated once per placement
+//! (the default) or every expression whole. Run with `cargo bench -p gpucap-policy`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,45 +27,54 @@ fn main() {
     });
     let fifty = Arc::new(load_sources(files, schemas, Default::default()).expect("the rules load"));
     let none = Arc::new(PolicySet::default());
-    let subjects = endpoints(schemas);
+    let planned = endpoints(schemas, false);
+    let reviewed = endpoints(schemas, true);
     let options = Options::from_env(Vec::new());
+    let whole = Options {
+        share_placement_values: false,
+        ..options.clone()
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     println!(
         "{RESOURCES} endpoints; {} rules; {threads} threads for batches\n",
         fifty.rules.len()
     );
-    println!("{:<34} {:>12} {:>12}", "", "no rules", "50 rules");
-    let per_call = |set: &Arc<PolicySet>| {
+    println!("{:<44} {:>12} {:>12}", "", "no rules", "50 rules");
+    let per_call = |set: &Arc<PolicySet>, options: &Options| {
         timed(|| {
             let mut findings = 0;
-            for s in &subjects {
+            for s in &planned {
                 findings += set
-                    .evaluate_subject(s.clone(), &options)
+                    .evaluate_subject(s.clone(), options)
                     .expect("evaluates")
                     .len();
             }
             findings
         })
     };
-    let batch = |set: &Arc<PolicySet>| {
+    let batch = |set: &Arc<PolicySet>, options: &Options| {
         timed(|| {
-            set.evaluate(&subjects, &options, threads)
+            set.evaluate(&reviewed, options, threads)
                 .expect("evaluates")
                 .len()
         })
     };
-    for (label, run) in [
+    type Run<'a> = &'a dyn Fn(&Arc<PolicySet>, &Options) -> (Duration, usize);
+    for (label, run, options) in [
         (
             "plan time (one resource per call)",
-            &per_call as &dyn Fn(&Arc<PolicySet>) -> (Duration, usize),
+            &per_call as Run,
+            &options,
         ),
-        ("review (one batch)", &batch),
+        ("plan time, every expression whole", &per_call, &whole),
+        ("review (one batch)", &batch, &options),
+        ("review, every expression whole", &batch, &whole),
     ] {
-        let (base, _) = run(&none);
-        let (full, findings) = run(&fifty);
+        let (base, _) = run(&none, options);
+        let (full, findings) = run(&fifty, options);
         println!(
-            "{label:<34} {:>9.1} µs {:>9.1} µs per resource ({findings} findings)",
+            "{label:<44} {:>9.1} µs {:>9.1} µs per resource ({findings} findings)",
             micros(base),
             micros(full)
         );
@@ -114,8 +125,11 @@ fn generated_rules(n: usize) -> String {
         .collect()
 }
 
-/// Endpoints as the provider sees them at plan time: each resolves its own placement.
-fn endpoints(schemas: &Schemas) -> Vec<Subject> {
+/// Endpoints on ten burst policies. `shared`: the endpoints of a policy share one placement, as
+/// when `gpucap-policy check` reads a plan; otherwise each resolves its own, as the provider does
+/// at plan time.
+fn endpoints(schemas: &Schemas, shared: bool) -> Vec<Subject> {
+    let mut placements: HashMap<usize, Arc<Placement>> = HashMap::new();
     let pool = |i: usize| {
         let (region, jurisdiction) = [
             ("eu-central-1", "EU"),
@@ -147,13 +161,22 @@ fn endpoints(schemas: &Schemas) -> Vec<Subject> {
                 &lookup_pool,
                 &lookup_policy,
             );
+            let placement = if shared {
+                Arc::clone(
+                    placements
+                        .entry(i % 10)
+                        .or_insert_with(|| Placement::new(schemas, pools, policy)),
+                )
+            } else {
+                Placement::new(schemas, pools, policy)
+            };
             Subject::new(
                 schemas,
                 "gpucap_inference_endpoint",
                 "create",
                 &endpoint,
                 &Json::Null,
-                Placement::new(schemas, pools, policy),
+                placement,
             )
         })
         .collect()

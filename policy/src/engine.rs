@@ -2,7 +2,7 @@
 //! about it ([`Finding`]), after enforcement levels, overrides and waivers.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cel::{Context, Value};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -321,6 +321,10 @@ pub struct Options {
     pub now: DateTime<Utc>,
     /// Soft rules overridden for this run.
     pub overrides: BTreeSet<String>,
+    /// Evaluate the rules' placement-only parts once per placement (the default), rather than
+    /// every expression whole for every resource. The results are the same; whole evaluation is
+    /// the reference the engine's tests hold the shared one to.
+    pub share_placement_values: bool,
 }
 
 impl Options {
@@ -336,6 +340,7 @@ impl Options {
         Options {
             now: Utc::now(),
             overrides,
+            share_placement_values: true,
         }
     }
 }
@@ -391,12 +396,14 @@ impl PolicySet {
                         let mut placed: HashMap<*const Placement, PlacementValues> = HashMap::new();
                         let mut findings = Vec::new();
                         for subject in part {
-                            let values = placed
-                                .entry(Arc::as_ptr(&subject.placement))
-                                .or_insert_with(|| {
-                                    self.placement_values(&subject.placement, options.now)
-                                });
-                            self.evaluate_one(subject, texts, options, Some(values), &mut findings);
+                            let values = options.share_placement_values.then(|| {
+                                &*placed
+                                    .entry(Arc::as_ptr(&subject.placement))
+                                    .or_insert_with(|| {
+                                        self.placement_values(&subject.placement, options.now)
+                                    })
+                            });
+                            self.evaluate_one(subject, texts, options, values, &mut findings);
                         }
                         findings
                     })
@@ -422,8 +429,17 @@ impl PolicySet {
         let options = options.clone();
         worker::run(move || {
             let texts: Vec<RuleTexts> = set.rules.iter().map(RuleTexts::new).collect();
+            let values = options
+                .share_placement_values
+                .then(|| {
+                    set.placement_cache
+                        .get_or_insert_with(&subject.placement, options.now, || {
+                            set.placement_values(&subject.placement, options.now)
+                        })
+                })
+                .flatten();
             let mut findings = Vec::new();
-            set.evaluate_one(&subject, &texts, &options, None, &mut findings);
+            set.evaluate_one(&subject, &texts, &options, values.as_deref(), &mut findings);
             findings
         })
     }
@@ -575,7 +591,45 @@ impl PolicySet {
 
 /// The values of the rules' placement-only parts for one placement: per rule, for `when`,
 /// `condition` and `message_expr`.
-type PlacementValues = Vec<[Vec<Option<CelVal>>; 3]>;
+pub(crate) type PlacementValues = Vec<[Vec<Option<CelVal>>; 3]>;
+
+/// The placement values of the placements one policy set has seen, by content. The provider
+/// evaluates one resource per call, but the endpoints on one burst policy share its pools: their
+/// `pools.all(...)` is evaluated once.
+#[derive(Debug, Default)]
+pub struct PlacementCache(Mutex<HashMap<String, Arc<PlacementValues>>>);
+
+/// Placements a cache holds before it starts over: plans have a few burst policies, so this is
+/// only a bound on memory.
+const PLACEMENT_CACHE_SIZE: usize = 4096;
+
+impl PlacementCache {
+    /// The values for `placement` at `now`, computed by `compute` unless cached. `None` only when
+    /// the placement cannot be keyed (then nothing is saved, and expressions are evaluated whole).
+    fn get_or_insert_with(
+        &self,
+        placement: &Placement,
+        now: DateTime<Utc>,
+        compute: impl FnOnce() -> PlacementValues,
+    ) -> Option<Arc<PlacementValues>> {
+        let key =
+            serde_json::to_string(&(&placement.pools, &placement.policy, now.timestamp_micros()))
+                .ok()?;
+        // A panic while holding the lock leaves the map as it was: still usable.
+        let lock = || self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(values) = lock().get(&key) {
+            return Some(Arc::clone(values));
+        }
+        // Computed without the lock: two workers may both compute a new placement, harmlessly.
+        let values = Arc::new(compute());
+        let mut cache = lock();
+        if cache.len() >= PLACEMENT_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&values));
+        Some(values)
+    }
+}
 
 /// A rule's texts as findings carry them, made once per evaluation.
 struct RuleTexts {

@@ -113,6 +113,8 @@ pub struct PolicySet {
     pub warnings: Vec<Problem>,
     /// Bounds used when evaluating.
     pub limits: Limits,
+    /// Values of the rules' placement-only parts, for evaluations one resource at a time.
+    pub placement_cache: crate::engine::PlacementCache,
 }
 
 /// The `*.hcl` files of `paths` (directories, not recursive, or single files), sorted.

@@ -178,6 +178,7 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
             let options = Options {
                 now: case.now,
                 overrides: Default::default(),
+                share_placement_values: true,
             };
             let failure_for_rule = if policies.rules.iter().any(|r| r.name == case.rule) {
                 None

@@ -58,8 +58,8 @@ fn load(files: Vec<SourceFile>) -> Result<PolicySet, Vec<String>> {
 }
 
 /// Evaluates `set` on the resources of `plan`: findings or a plan error, never an engine failure.
-/// The batch (which evaluates the rules' placement-only parts once per placement) and one
-/// resource at a time (which evaluates every expression whole) must agree.
+/// The batch and one resource at a time (both evaluating the rules' placement-only parts once per
+/// placement) must agree with every expression evaluated whole.
 fn review(set: &Arc<PolicySet>, plan: &str) -> Result<usize, PlanError> {
     let subjects = plan_json::subjects(plan, "plan.json", Schemas::gpucap(), &|_| true)?;
     let options = Options::from_env(Vec::new());
@@ -75,6 +75,11 @@ fn review(set: &Arc<PolicySet>, plan: &str) -> Result<usize, PlanError> {
                 .expect("evaluates")
         })
         .collect();
+    let whole = Options {
+        share_placement_values: false,
+        ..options.clone()
+    };
+    let reference = set.evaluate(&subjects, &whole, 1).expect("evaluates");
     // CEL's errors print maps in hash order, which differs between runs: compare without them.
     let comparable = |findings: &[Finding]| -> Vec<Finding> {
         findings
@@ -94,7 +99,8 @@ fn review(set: &Arc<PolicySet>, plan: &str) -> Result<usize, PlanError> {
             })
             .collect()
     };
-    assert_eq!(comparable(&batch), comparable(&one_by_one));
+    assert_eq!(comparable(&batch), comparable(&reference));
+    assert_eq!(comparable(&one_by_one), comparable(&reference));
     Ok(batch.len())
 }
 
