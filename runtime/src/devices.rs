@@ -18,10 +18,21 @@ pub struct DeviceInfo {
     pub cores: usize,
 }
 
-/// Every device on this host: the CPU always, then each CUDA device this build can use (none yet;
-/// the CUDA backend adds them).
+/// Every device on this host: the CPU always, then each GPU the CUDA driver reports (none where
+/// CUDA is not installed; why is logged at debug level).
 pub fn discover() -> Vec<DeviceInfo> {
-    vec![cpu()]
+    let mut devices = vec![cpu()];
+    match crate::cuda::gpus() {
+        Ok(gpus) => devices.extend(gpus.into_iter().map(|g| DeviceInfo {
+            id: format!("cuda:{}", g.ordinal),
+            kind: "cuda".into(),
+            name: g.name,
+            memory_mib: (g.memory_bytes / (1024 * 1024)) as u64,
+            cores: 1,
+        })),
+        Err(why) => tracing::debug!(%why, "no CUDA devices"),
+    }
+    devices
 }
 
 fn cpu() -> DeviceInfo {

@@ -7,12 +7,14 @@
 //! [`protocol`] decodes and encodes Open Inference Protocol v2 messages;
 //! [`server`] is the HTTP front door and [`serve`] wires the parts together and drains on
 //! shutdown; [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI and the
-//! config file the provider writes; [`bench`] is the load generator, and [`devices`] discovers what this host can compute on. The crate knows nothing of Terraform.
+//! config file the provider writes; [`bench`] is the load generator, [`devices`] discovers what this host can compute on, and
+//! [`cuda`] asks the CUDA driver, loaded at run time, for its GPUs. The crate knows nothing of Terraform.
 
 pub mod backend;
 pub mod batcher;
 pub mod bench;
 pub mod config;
+pub mod cuda;
 pub mod devices;
 pub mod metrics;
 pub mod model;

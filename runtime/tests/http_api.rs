@@ -334,7 +334,7 @@ async fn sigterm_answers_every_accepted_request_then_exits() {
 }
 
 #[tokio::test]
-async fn cuda_device_is_refused_clearly_in_a_cpu_build() {
+async fn cuda_device_is_refused_at_start_saying_why() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpucap-runtime"))
         .args([
             "serve",
@@ -349,5 +349,13 @@ async fn cuda_device_is_refused_clearly_in_a_cpu_build() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no CUDA backend"), "{stderr}");
+    // Why depends on the host: no CUDA library, no GPU, or (with a GPU) no CUDA backend yet.
+    let why = match gpucap_runtime::cuda::gpus() {
+        Err(why) => why.to_string(),
+        Ok(_) => "has no CUDA backend yet".to_string(),
+    };
+    assert!(
+        stderr.contains("device 'cuda:0' requested, but") && stderr.contains(&why),
+        "{stderr}"
+    );
 }

@@ -96,8 +96,9 @@ impl fmt::Display for DeviceSpec {
 
 /// Builds the backend for `device`, sized for batches of up to `max_batch_rows` rows.
 ///
-/// This build has no CUDA backend yet, so `auto` resolves to the CPU (and says so in the log) and
-/// an explicit `cuda:N` is refused rather than silently served on the CPU.
+/// This build finds the host's GPUs but has no CUDA backend yet: `auto` serves on the CPU and logs
+/// what it found, and an explicit `cuda:N` is refused at start, saying why, rather than silently
+/// served on the CPU.
 pub fn create_backend(
     device: &DeviceSpec,
     model: Arc<Model>,
@@ -105,16 +106,45 @@ pub fn create_backend(
     threads: usize,
 ) -> Result<Box<dyn Backend>, String> {
     match device {
-        DeviceSpec::Cuda(_) => Err(format!(
-            "device '{device}' requested, but this build of gpucap-runtime has no CUDA backend; use --device cpu or auto"
-        )),
+        DeviceSpec::Cuda(ordinals) => Err(refuse_cuda(device, ordinals, crate::cuda::gpus())),
         DeviceSpec::Auto | DeviceSpec::Cpu => {
             if *device == DeviceSpec::Auto {
-                tracing::info!("device auto: no CUDA backend in this build, serving on the CPU");
+                match crate::cuda::gpus() {
+                    Ok(gpus) => tracing::info!(
+                        gpus = gpus.len(),
+                        "device auto: GPUs found, but this build has no CUDA backend yet; serving on the CPU"
+                    ),
+                    Err(why) => {
+                        tracing::info!(%why, "device auto: no usable GPU; serving on the CPU")
+                    }
+                }
             }
             Ok(Box::new(CpuBackend::new(model, max_batch_rows, threads)))
         }
     }
+}
+
+/// Why `cuda:N` cannot be served, given what the CUDA probe found.
+fn refuse_cuda(
+    device: &DeviceSpec,
+    ordinals: &[usize],
+    found: Result<Vec<crate::cuda::Gpu>, crate::cuda::Unavailable>,
+) -> String {
+    let why = match found {
+        Err(why) => why.to_string(),
+        Ok(gpus) => match ordinals.iter().find(|o| **o >= gpus.len()) {
+            Some(missing) => format!(
+                "there is no cuda:{missing}; this host has {} GPU(s): {}",
+                gpus.len(),
+                gpus.iter()
+                    .map(|g| format!("cuda:{} ({})", g.ordinal, g.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => "this build of gpucap-runtime has no CUDA backend yet".into(),
+        },
+    };
+    format!("device '{device}' requested, but {why}; use --device cpu or auto")
 }
 
 #[cfg(test)]
@@ -135,5 +165,25 @@ mod tests {
         );
         let e = "gpu".parse::<DeviceSpec>().unwrap_err();
         assert!(e.contains("invalid device 'gpu'"), "{e}");
+    }
+
+    #[test]
+    fn cuda_devices_are_refused_with_the_reason() {
+        let spec = DeviceSpec::Cuda(vec![0, 2]);
+        let missing = Err(crate::cuda::Unavailable::MissingLibrary("driver (libcuda)"));
+        assert_eq!(
+            refuse_cuda(&spec, &[0, 2], missing),
+            "device 'cuda:0,cuda:2' requested, but the CUDA driver (libcuda) library was not found (is the NVIDIA driver and CUDA 12 installed?); use --device cpu or auto"
+        );
+        let two = |n: usize| crate::cuda::Gpu {
+            ordinal: n,
+            name: "H100".into(),
+            memory_bytes: 80 << 30,
+        };
+        let found = Ok(vec![two(0), two(1)]);
+        assert_eq!(
+            refuse_cuda(&spec, &[0, 2], found),
+            "device 'cuda:0,cuda:2' requested, but there is no cuda:2; this host has 2 GPU(s): cuda:0 (H100), cuda:1 (H100); use --device cpu or auto"
+        );
     }
 }
