@@ -152,7 +152,7 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
                 .hint("rules are CEL: write `'text ' + resource.name` instead of `\"text ${resource.name}\"`"),
         ]);
     }
-    let (expr, info) = env()
+    let (mut expr, info) = env()
         .parser()
         .parse_with_source_info(source)
         .map_err(|errors| {
@@ -197,7 +197,7 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
     }
     let resource_paths = checker.resource_paths;
     let mut next_id = max_id(&expr) + 1;
-    let mut expr = count_steps(expr, &mut next_id);
+    count_steps(&mut expr, &mut next_id);
     selects_as_index(&mut expr, &mut next_id);
     let mut rewritten = expr.clone();
     let hoisted = hoist::hoist(&mut rewritten, &mut next_id);
@@ -327,52 +327,20 @@ fn selects_as_index(expr: &mut IdedExpr, next_id: &mut u64) {
 }
 
 /// Wraps every comprehension's step in the counting function.
-fn count_steps(mut expr: IdedExpr, next_id: &mut u64) -> IdedExpr {
-    let take = |e: &mut IdedExpr, next_id: &mut u64| {
-        let inner = std::mem::take(e);
-        *e = count_steps(inner, next_id);
-    };
-    match &mut expr.expr {
-        Expr::Call(c) => {
-            if let Some(t) = c.target.as_mut() {
-                take(t, next_id);
-            }
-            c.args.iter_mut().for_each(|a| take(a, next_id));
-        }
-        Expr::Comprehension(c) => {
-            take(&mut c.iter_range, next_id);
-            take(&mut c.accu_init, next_id);
-            take(&mut c.loop_cond, next_id);
-            take(&mut c.result, next_id);
-            let step = count_steps(std::mem::take(&mut c.loop_step), next_id);
-            *next_id += 1;
-            c.loop_step = IdedExpr {
-                id: *next_id,
-                expr: Expr::Call(CallExpr {
-                    func_name: STEP_FUNCTION.into(),
-                    target: None,
-                    args: vec![step],
-                }),
-            };
-        }
-        Expr::List(l) => l.elements.iter_mut().for_each(|e| take(e, next_id)),
-        Expr::Map(m) => m.entries.iter_mut().for_each(|e| take_entry(e, next_id)),
-        Expr::Struct(s) => s.entries.iter_mut().for_each(|e| take_entry(e, next_id)),
-        Expr::Select(s) => take(&mut s.operand, next_id),
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+fn count_steps(expr: &mut IdedExpr, next_id: &mut u64) {
+    for child in children_mut(expr) {
+        count_steps(child, next_id);
     }
-    expr
-}
-
-fn take_entry(e: &mut cel::common::ast::IdedEntryExpr, next_id: &mut u64) {
-    match &mut e.expr {
-        EntryExpr::MapEntry(m) => {
-            m.key = count_steps(std::mem::take(&mut m.key), next_id);
-            m.value = count_steps(std::mem::take(&mut m.value), next_id);
-        }
-        EntryExpr::StructField(f) => {
-            f.value = count_steps(std::mem::take(&mut f.value), next_id);
-        }
+    if let Expr::Comprehension(c) = &mut expr.expr {
+        *next_id += 1;
+        c.loop_step = IdedExpr {
+            id: *next_id,
+            expr: Expr::Call(CallExpr {
+                func_name: STEP_FUNCTION.into(),
+                target: None,
+                args: vec![std::mem::take(&mut c.loop_step)],
+            }),
+        };
     }
 }
 
