@@ -53,16 +53,12 @@ pub struct Placement {
 impl Placement {
     /// A placement from raw objects, normalized to the pool and burst policy shapes.
     pub fn new(schemas: &Schemas, pools: Vec<Json>, policy: Json) -> Arc<Placement> {
-        let normalize = |t: &str, v: &Json| match (schemas.resource(t), v) {
-            (Some(shape), v) if !v.is_null() => shape.normalize(v),
-            _ => v.clone(),
-        };
         Arc::new(Placement {
             pools: pools
                 .iter()
-                .map(|p| normalize("gpucap_gpu_pool", p))
+                .map(|p| schemas.normalize("gpucap_gpu_pool", p))
                 .collect(),
-            policy: normalize("gpucap_burst_policy", &policy),
+            policy: schemas.normalize("gpucap_burst_policy", &policy),
             cel: OnceLock::new(),
         })
     }
@@ -99,11 +95,7 @@ impl Subject {
         prior: &Json,
         placement: Arc<Placement>,
     ) -> Subject {
-        let normalize = |v: &Json| match schemas.resource(type_name) {
-            Some(shape) if !v.is_null() => shape.normalize(v),
-            _ => v.clone(),
-        };
-        let resource = normalize(resource);
+        let resource = schemas.normalize(type_name, resource);
         let name = resource
             .get("name")
             .and_then(Json::as_str)
@@ -114,7 +106,7 @@ impl Subject {
             name,
             terraform_address: None,
             action: action.to_string(),
-            prior: normalize(prior),
+            prior: schemas.normalize(type_name, prior),
             placement,
             resource,
         }

@@ -183,6 +183,15 @@ impl Schemas {
         self.resources.get(type_name)
     }
 
+    /// `value` as rules see a `type_name` object: every attribute of the type present (absent ones
+    /// `null`). Null stays null; types without a schema are taken as they are.
+    pub fn normalize(&self, type_name: &str, value: &Json) -> Json {
+        match self.resource(type_name) {
+            Some(shape) if !value.is_null() => shape.normalize(value),
+            _ => value.clone(),
+        }
+    }
+
     /// Every known resource type.
     pub fn type_names(&self) -> impl Iterator<Item = &str> {
         self.resources.keys().map(String::as_str)
