@@ -374,10 +374,9 @@ impl PolicySet {
         options: &Options,
         threads: usize,
     ) -> Result<Vec<Finding>, StackError> {
-        let texts: Vec<RuleTexts> = self.rules.iter().map(RuleTexts::new).collect();
+        let texts = self.rule_texts();
         let threads = threads.clamp(1, subjects.len().max(1));
         let chunk = subjects.len().div_ceil(threads).max(1);
-        let texts = &texts;
         let results = std::thread::scope(|s| {
             let handles = subjects
                 .chunks(chunk)
@@ -420,7 +419,7 @@ impl PolicySet {
         let set = Arc::clone(self);
         let options = options.clone();
         worker::run(move || {
-            let texts: Vec<RuleTexts> = set.rules.iter().map(RuleTexts::new).collect();
+            let texts = set.rule_texts();
             let values = options
                 .share_placement_values
                 .then(|| {
@@ -431,9 +430,15 @@ impl PolicySet {
                 })
                 .flatten();
             let mut findings = Vec::new();
-            set.evaluate_one(&subject, &texts, &options, values.as_deref(), &mut findings);
+            set.evaluate_one(&subject, texts, &options, values.as_deref(), &mut findings);
             findings
         })
+    }
+
+    /// The rules' texts as findings carry them, made on first use.
+    fn rule_texts(&self) -> &[RuleTexts] {
+        self.rule_texts
+            .get_or_init(|| self.rules.iter().map(RuleTexts::new).collect())
     }
 
     /// The values of every rule's placement-only parts for one placement. Must run on a large
@@ -623,8 +628,9 @@ impl PlacementCache {
     }
 }
 
-/// A rule's texts as findings carry them, made once per evaluation.
-struct RuleTexts {
+/// A rule's texts as findings carry them, made once per policy set.
+#[derive(Debug)]
+pub(crate) struct RuleTexts {
     name: Arc<str>,
     message: Arc<str>,
     attribute: Arc<str>,

@@ -115,6 +115,8 @@ pub struct PolicySet {
     pub limits: Limits,
     /// Values of the rules' placement-only parts, for evaluations one resource at a time.
     pub placement_cache: crate::engine::PlacementCache,
+    /// The rules' texts as findings share them, made once.
+    pub(crate) rule_texts: std::sync::OnceLock<Vec<crate::engine::RuleTexts>>,
 }
 
 /// The `*.hcl` files of `paths` (directories, not recursive, or single files), sorted.
