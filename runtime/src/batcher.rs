@@ -1,19 +1,30 @@
-//! The dynamic batcher: requests queue in a bounded channel; a worker thread closes a batch when it
-//! holds `max_batch_size` rows or when its oldest request has waited `max_queue_delay`, runs all the
-//! rows as one forward pass, and splits the results back in order.
+//! The dynamic batcher: requests queue in a bounded channel; a worker thread per backend (one per
+//! GPU, or one for the CPU) closes a batch when it holds `max_batch_size` rows or when its oldest
+//! request has waited `max_queue_delay`, runs all the rows as one forward pass, and splits the
+//! results back in order. Workers pull from the one shared queue, so a free GPU takes the next
+//! batch.
+//!
+//! A backend that computes asynchronously is handed the next batch (already queued requests only,
+//! never waiting for more) before the current one is collected, so its upload overlaps the
+//! current compute.
 //!
 //! Memory is bounded by construction: the queue holds at most `queue_capacity` requests and a full
 //! queue refuses new ones at once instead of buffering them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::metrics::Metrics;
+
+/// How often a worker whose device failed, and which is the last one left, tries to rebuild it.
+const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// How batches are formed and how long requests may wait.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +70,9 @@ pub enum InferError {
     /// The backend failed on the batch this request was part of.
     #[error("the backend failed on this request's batch: {0}")]
     Backend(String),
+    /// No backend can compute: every device failed and none could be rebuilt yet.
+    #[error("no device can compute right now ({0}); retry later or restart the runtime")]
+    Unavailable(String),
 }
 
 struct Job {
@@ -69,60 +83,103 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<f32>, InferError>>,
 }
 
+/// How many workers can compute. The server is ready while at least one can.
+struct Health {
+    up: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Health {
+    /// Marks one worker down and returns how many are still up.
+    fn down(&self) -> usize {
+        let left = self.up.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.metrics.healthy_backends.set(left as i64);
+        left
+    }
+
+    fn up(&self) {
+        let now = self.up.fetch_add(1, Ordering::SeqCst) + 1;
+        self.metrics.healthy_backends.set(now as i64);
+    }
+}
+
 /// The submitting side of the batcher, shared by all HTTP handlers.
 pub struct Batcher {
     queue: Sender<Job>,
     settings: BatchSettings,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    input_width: usize,
 }
 
-/// The worker thread; join it after the last [`Batcher`] is dropped to wait for the queue to drain.
-pub struct BatchWorker(JoinHandle<()>);
+/// The worker threads; join them after the last [`Batcher`] is dropped to wait for the queue to
+/// drain.
+pub struct BatchWorkers(Vec<JoinHandle<()>>);
 
-impl BatchWorker {
-    /// Waits until every queued request has been answered and the worker has exited.
+impl BatchWorkers {
+    /// Waits until every queued request has been answered and every worker has exited.
     pub fn join(self) {
-        if self.0.join().is_err() {
-            tracing::error!("the batch worker panicked while draining");
+        for worker in self.0 {
+            if worker.join().is_err() {
+                tracing::error!("a batch worker panicked while draining");
+            }
         }
     }
 }
 
 impl Batcher {
-    /// Starts the worker thread that drives `backend`.
+    /// Starts one worker thread per backend, all pulling from one queue.
     pub fn start(
-        backend: Box<dyn Backend>,
+        backends: Vec<Box<dyn Backend>>,
         input_width: usize,
         output_width: usize,
         settings: BatchSettings,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Batcher, BatchWorker)> {
+    ) -> std::io::Result<(Batcher, BatchWorkers)> {
         let (queue, jobs) = crossbeam_channel::bounded(settings.queue_capacity);
-        let worker = Worker {
-            backend,
-            jobs,
-            settings,
+        metrics.healthy_backends.set(backends.len() as i64);
+        let health = Arc::new(Health {
+            up: AtomicUsize::new(backends.len()),
             metrics: metrics.clone(),
-            input_width,
-            output_width,
-            staging: Vec::with_capacity(settings.max_batch_size * input_width),
-        };
-        let handle = std::thread::Builder::new()
-            .name("gpucap-batcher".into())
-            .spawn(move || worker.run())?;
+        });
+        let workers = backends
+            .into_iter()
+            .enumerate()
+            .map(|(i, backend)| {
+                let worker = Worker {
+                    backend,
+                    jobs: jobs.clone(),
+                    settings,
+                    metrics: metrics.clone(),
+                    health: health.clone(),
+                    output_width,
+                    last_finished: Instant::now(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("gpucap-batcher-{i}"))
+                    .spawn(move || worker.run())
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok((
             Batcher {
                 queue,
                 settings,
                 metrics,
+                health,
+                input_width,
             },
-            BatchWorker(handle),
+            BatchWorkers(workers),
         ))
     }
 
     /// The settings the batcher runs with.
     pub fn settings(&self) -> BatchSettings {
         self.settings
+    }
+
+    /// Whether at least one backend can compute.
+    pub fn ready(&self) -> bool {
+        self.health.up.load(Ordering::SeqCst) > 0
     }
 
     /// Fails with [`InferError::QueueFull`] (and counts the refusal) when the queue has no room right
@@ -148,6 +205,13 @@ impl Batcher {
                 rows,
                 max: self.settings.max_batch_size,
             });
+        }
+        if input.len() != rows * self.input_width {
+            return Err(InferError::Backend(format!(
+                "{} values given for {rows} rows of width {}",
+                input.len(),
+                self.input_width
+            )));
         }
         let enqueued = Instant::now();
         let deadline = enqueued + self.settings.request_timeout;
@@ -185,61 +249,111 @@ struct Worker {
     jobs: Receiver<Job>,
     settings: BatchSettings,
     metrics: Arc<Metrics>,
-    input_width: usize,
+    health: Arc<Health>,
     output_width: usize,
-    staging: Vec<f32>,
+    /// When the backend last handed back a batch: with batches overlapping, a batch's busy time
+    /// starts here, not when it was started.
+    last_finished: Instant,
+}
+
+/// A batch handed to the backend and not yet collected.
+struct InFlight {
+    jobs: Vec<Job>,
+    rows: usize,
+    started: Instant,
+}
+
+/// What forming a batch produced.
+enum Next {
+    Batch(Vec<Job>, usize),
+    /// Nothing to run right now.
+    Nothing,
+    /// Every sender is gone and the queue is empty.
+    Closed,
 }
 
 impl Worker {
     fn run(mut self) {
+        let depth = self.backend.max_in_flight().max(1);
         let mut carried: Option<Job> = None;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
+        let mut closed = false;
         loop {
-            let first = match carried.take() {
-                Some(job) => job,
+            if !closed && in_flight.len() < depth {
+                // Wait for requests only when the backend is idle; with a batch in flight, only
+                // requests already queued join, so finished results are never held back.
+                match self.next_batch(&mut carried, in_flight.is_empty()) {
+                    Next::Batch(jobs, rows) => {
+                        match self.launch(jobs, rows) {
+                            Some(batch) => in_flight.push_back(batch),
+                            None => {
+                                if !self.after_failure(&mut in_flight, &mut carried) {
+                                    return;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Next::Nothing => {}
+                    Next::Closed => closed = true,
+                }
+            }
+            let collected = match in_flight.pop_front() {
+                Some(batch) => self.complete(batch),
                 // All senders gone and the queue empty: every accepted request has been answered.
-                None => match self.jobs.recv() {
-                    Ok(job) => self.take(job),
-                    Err(_) => return,
-                },
+                None if closed => return,
+                None => true,
             };
-            let mut batch = Vec::new();
-            let mut rows = 0;
-            if let Some(job) = self.admit(first) {
-                rows = job.rows;
-                batch.push(job);
-            }
-            let close_at = batch
-                .first()
-                .map(|j| j.enqueued + self.settings.max_queue_delay);
-            while let Some(close_at) = close_at {
-                if rows >= self.settings.max_batch_size {
-                    break;
-                }
-                // Requests already waiting join at once, even past the delay: under load the
-                // queue is the batch.
-                let next = match self.jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) => match self.jobs.recv_deadline(close_at) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    },
-                };
-                let next = self.take(next);
-                let Some(job) = self.admit(next) else {
-                    continue;
-                };
-                if rows + job.rows > self.settings.max_batch_size {
-                    carried = Some(job);
-                    break;
-                }
-                rows += job.rows;
-                batch.push(job);
-            }
-            if !batch.is_empty() {
-                self.execute(batch, rows);
+            if !collected && !self.after_failure(&mut in_flight, &mut carried) {
+                return;
             }
         }
+    }
+
+    /// Forms the next batch, waiting up to `max_queue_delay` for it to fill only when `wait`.
+    fn next_batch(&mut self, carried: &mut Option<Job>, wait: bool) -> Next {
+        let first = match carried.take() {
+            Some(job) => job,
+            None if wait => match self.jobs.recv() {
+                Ok(job) => self.take(job),
+                Err(_) => return Next::Closed,
+            },
+            None => match self.jobs.try_recv() {
+                Ok(job) => self.take(job),
+                Err(TryRecvError::Empty) => return Next::Nothing,
+                Err(TryRecvError::Disconnected) => return Next::Closed,
+            },
+        };
+        let Some(first) = self.admit(first) else {
+            return Next::Nothing;
+        };
+        let close_at = first.enqueued + self.settings.max_queue_delay;
+        let mut rows = first.rows;
+        let mut batch = vec![first];
+        while rows < self.settings.max_batch_size {
+            // Requests already waiting join at once, even past the delay: under load the
+            // queue is the batch.
+            let next = match self.jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) if !wait => break,
+                Err(TryRecvError::Empty) => match self.jobs.recv_deadline(close_at) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let next = self.take(next);
+            let Some(job) = self.admit(next) else {
+                continue;
+            };
+            if rows + job.rows > self.settings.max_batch_size {
+                *carried = Some(job);
+                break;
+            }
+            rows += job.rows;
+            batch.push(job);
+        }
+        Next::Batch(batch, rows)
     }
 
     /// Bookkeeping for a job leaving the queue.
@@ -263,79 +377,315 @@ impl Worker {
         Some(job)
     }
 
-    fn execute(&mut self, batch: Vec<Job>, rows: usize) {
+    /// Hands a batch to the backend, writing the requests' rows straight into its input buffer.
+    /// `None` when the backend refused it (its requests have been answered with the error).
+    fn launch(&mut self, jobs: Vec<Job>, rows: usize) -> Option<InFlight> {
         let started = Instant::now();
-        self.staging.clear();
-        for job in &batch {
+        for job in &jobs {
             self.metrics
                 .queue_wait_seconds
                 .observe(started.duration_since(job.enqueued).as_secs_f64());
-            self.staging.extend_from_slice(&job.input);
         }
-        debug_assert_eq!(self.staging.len(), rows * self.input_width);
-        let result = self.backend.forward(&self.staging, rows);
-        let elapsed = started.elapsed().as_secs_f64();
-        self.metrics.compute_seconds.observe(elapsed);
-        self.metrics.backend_busy_seconds.inc_by(elapsed);
-        self.metrics.batch_rows.observe(rows as f64);
+        let result = self.backend.start(rows, &mut |buffer| {
+            let mut offset = 0;
+            for job in &jobs {
+                buffer[offset..offset + job.input.len()].copy_from_slice(&job.input);
+                offset += job.input.len();
+            }
+        });
+        match result {
+            Ok(()) => Some(InFlight {
+                jobs,
+                rows,
+                started,
+            }),
+            Err(e) => {
+                fail(jobs, rows, &e);
+                None
+            }
+        }
+    }
+
+    /// Collects a batch's outputs and answers its requests. `false` when the batch failed.
+    fn complete(&mut self, batch: InFlight) -> bool {
+        let result = self.backend.finish();
+        let now = Instant::now();
+        self.metrics
+            .compute_seconds
+            .observe(now.duration_since(batch.started).as_secs_f64());
+        let busy_since = batch.started.max(self.last_finished);
+        self.metrics
+            .backend_busy_seconds
+            .inc_by(now.duration_since(busy_since).as_secs_f64());
+        self.last_finished = now;
+        self.metrics.batch_rows.observe(batch.rows as f64);
         match result {
             Ok(outputs) => {
                 let mut offset = 0;
-                for job in batch {
+                for job in batch.jobs {
                     let len = job.rows * self.output_width;
                     let _ = job.reply.send(Ok(outputs[offset..offset + len].to_vec()));
                     offset += len;
                 }
+                true
             }
             Err(e) => {
-                tracing::error!(error = %e, rows, "batch failed");
-                for job in batch {
-                    let _ = job.reply.send(Err(InferError::Backend(e.to_string())));
-                }
+                fail(batch.jobs, batch.rows, &e);
+                false
             }
         }
+    }
+
+    /// After a failed batch: collects the batches started behind it (they ran on the same
+    /// device), then asks the backend to recover. Returns whether this worker goes on serving.
+    fn after_failure(
+        &mut self,
+        in_flight: &mut VecDeque<InFlight>,
+        carried: &mut Option<Job>,
+    ) -> bool {
+        while let Some(batch) = in_flight.pop_front() {
+            self.complete(batch);
+        }
+        let why = match self.backend.recover() {
+            Ok(()) => return true,
+            Err(e) => e.to_string(),
+        };
+        let left = self.health.down();
+        tracing::error!(backend = %self.backend.describe(), error = %why, healthy_left = left, "backend out of service");
+        if left > 0 {
+            // Other devices serve the queue; hand back nothing but the request this worker held.
+            if let Some(job) = carried.take() {
+                let _ = job.reply.send(Err(InferError::Unavailable(why)));
+            }
+            return false;
+        }
+        self.serve_degraded(why, carried)
+    }
+
+    /// The last worker left without a usable device: answers every request at once with an error
+    /// (rather than letting them time out) and retries recovery now and then. Returns `true` once
+    /// the device is back, `false` when the queue has closed.
+    fn serve_degraded(&mut self, mut why: String, carried: &mut Option<Job>) -> bool {
+        let mut next_attempt = Instant::now() + RECOVERY_RETRY;
+        loop {
+            if Instant::now() >= next_attempt {
+                match self.backend.recover() {
+                    Ok(()) => {
+                        self.health.up();
+                        tracing::info!(backend = %self.backend.describe(), "backend back in service");
+                        return true;
+                    }
+                    Err(e) => why = e.to_string(),
+                }
+                next_attempt = Instant::now() + RECOVERY_RETRY;
+            }
+            let job = match carried.take() {
+                Some(job) => job,
+                None => match self.jobs.recv_deadline(next_attempt) {
+                    Ok(job) => self.take(job),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                },
+            };
+            let _ = job.reply.send(Err(InferError::Unavailable(why.clone())));
+        }
+    }
+}
+
+/// Answers every request of a failed batch with the backend's error.
+fn fail(jobs: Vec<Job>, rows: usize, error: &BackendError) {
+    tracing::error!(%error, rows, "batch failed");
+    for job in jobs {
+        let _ = job.reply.send(Err(InferError::Backend(error.to_string())));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendError;
     use std::sync::Mutex;
 
-    /// A backend that doubles its input and records batch sizes, optionally slowly. It stands in
-    /// for the model, not for the batcher under test.
+    /// A backend that doubles its input and records batch sizes, optionally slowly, optionally
+    /// with several batches in flight, and optionally failing one batch. It stands in for the
+    /// model, not for the batcher under test.
     struct Doubler {
         batches: Arc<Mutex<Vec<usize>>>,
         delay: Duration,
+        depth: usize,
+        pending: VecDeque<(Vec<f32>, usize)>,
         out: Vec<f32>,
+        /// The finished-batch count (1-based) that fails, and whether recovery then works.
+        fail_at: Option<(usize, bool)>,
+        finished: usize,
+        most_in_flight: Arc<AtomicUsize>,
+    }
+
+    impl Doubler {
+        fn new(delay: Duration) -> Doubler {
+            Doubler {
+                batches: Arc::default(),
+                delay,
+                depth: 1,
+                pending: VecDeque::new(),
+                out: Vec::new(),
+                fail_at: None,
+                finished: 0,
+                most_in_flight: Arc::default(),
+            }
+        }
     }
 
     impl Backend for Doubler {
         fn describe(&self) -> String {
             "doubler".into()
         }
-        fn forward(&mut self, input: &[f32], rows: usize) -> Result<&[f32], BackendError> {
+        fn input_width(&self) -> usize {
+            2
+        }
+        fn max_in_flight(&self) -> usize {
+            self.depth
+        }
+        fn start(
+            &mut self,
+            rows: usize,
+            fill: &mut dyn FnMut(&mut [f32]),
+        ) -> Result<(), BackendError> {
+            if self.pending.len() >= self.depth {
+                return Err(BackendError::Protocol("too many in flight"));
+            }
+            let mut input = vec![0.0; rows * 2];
+            fill(&mut input);
+            self.pending.push_back((input, rows));
+            self.most_in_flight
+                .fetch_max(self.pending.len(), Ordering::SeqCst);
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<&[f32], BackendError> {
+            let (input, rows) = self
+                .pending
+                .pop_front()
+                .ok_or(BackendError::Protocol("nothing started"))?;
             std::thread::sleep(self.delay);
+            self.finished += 1;
             self.batches.lock().unwrap().push(rows);
+            if self.fail_at.is_some_and(|(n, _)| n == self.finished) {
+                return Err(BackendError::Device {
+                    device: "doubler".into(),
+                    message: "injected fault".into(),
+                });
+            }
             self.out = input.iter().map(|x| x * 2.0).collect();
             Ok(&self.out)
+        }
+        fn recover(&mut self) -> Result<(), BackendError> {
+            match self.fail_at {
+                Some((_, false)) => Err(BackendError::Device {
+                    device: "doubler".into(),
+                    message: "could not be rebuilt".into(),
+                }),
+                _ => Ok(()),
+            }
         }
     }
 
     fn start(
         settings: BatchSettings,
         delay: Duration,
-    ) -> (Arc<Batcher>, BatchWorker, Arc<Mutex<Vec<usize>>>) {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let backend = Doubler {
-            batches: batches.clone(),
-            delay,
-            out: Vec::new(),
-        };
+    ) -> (Arc<Batcher>, BatchWorkers, Arc<Mutex<Vec<usize>>>) {
+        let backend = Doubler::new(delay);
+        let batches = backend.batches.clone();
+        let (b, w) = start_with(settings, vec![backend]);
+        (b, w, batches)
+    }
+
+    fn start_with(settings: BatchSettings, backends: Vec<Doubler>) -> (Arc<Batcher>, BatchWorkers) {
         let metrics = Arc::new(Metrics::new("t", "doubler"));
-        let (b, w) = Batcher::start(Box::new(backend), 2, 2, settings, metrics).unwrap();
-        (Arc::new(b), w, batches)
+        let backends = backends
+            .into_iter()
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .collect();
+        let (b, w) = Batcher::start(backends, 2, 2, settings, metrics).unwrap();
+        (Arc::new(b), w)
+    }
+
+    async fn send_all(b: &Arc<Batcher>, n: usize) -> Vec<Result<Vec<f32>, InferError>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(vec![i as f32, 1.0], 1).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_asynchronous_backend_gets_the_next_batch_before_the_current_one_is_collected() {
+        let mut backend = Doubler::new(Duration::from_millis(5));
+        backend.depth = 2;
+        let most = backend.most_in_flight.clone();
+        let (b, _w) = start_with(settings(4, 1, 1000), vec![backend]);
+        for (i, r) in send_all(&b, 200).await.into_iter().enumerate() {
+            assert_eq!(r.unwrap(), vec![2.0 * i as f32, 2.0]);
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2, "batches never overlapped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_batch_fails_its_requests_and_the_recovered_backend_serves_on() {
+        let mut backend = Doubler::new(Duration::ZERO);
+        backend.fail_at = Some((1, true));
+        let (b, _w) = start_with(settings(64, 0, 100), vec![backend]);
+        let first = b.infer(vec![1.0, 1.0], 1).await.unwrap_err();
+        assert_eq!(first, InferError::Backend("doubler: injected fault".into()));
+        assert_eq!(b.infer(vec![1.0, 1.0], 1).await.unwrap(), vec![2.0, 2.0]);
+        assert!(b.ready());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_backend_that_cannot_recover_makes_the_server_unready_and_refuses_at_once() {
+        let mut backend = Doubler::new(Duration::ZERO);
+        backend.fail_at = Some((1, false));
+        let (b, _w) = start_with(settings(64, 0, 100), vec![backend]);
+        assert!(matches!(
+            b.infer(vec![1.0, 1.0], 1).await,
+            Err(InferError::Backend(_))
+        ));
+        assert!(!b.ready());
+        let t = Instant::now();
+        let refused = b.infer(vec![1.0, 1.0], 1).await.unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(
+            refused,
+            InferError::Unavailable("doubler: could not be rebuilt".into())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_device_serves_from_the_shared_queue_and_survivors_carry_on() {
+        let healthy = Doubler::new(Duration::from_millis(2));
+        let mut failing = Doubler::new(Duration::from_millis(2));
+        failing.fail_at = Some((3, false));
+        let (served_a, served_b) = (healthy.batches.clone(), failing.batches.clone());
+        let (b, _w) = start_with(settings(2, 0, 1000), vec![healthy, failing]);
+        let results = send_all(&b, 100).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        assert!(
+            failed <= 2,
+            "only the failed batch's requests may fail: {failed}"
+        );
+        assert!(
+            !served_b.lock().unwrap().is_empty(),
+            "the second device never got a batch"
+        );
+        assert!(b.ready(), "one device is still healthy");
+        for r in send_all(&b, 20).await {
+            r.unwrap();
+        }
+        assert!(served_a.lock().unwrap().len() > served_b.lock().unwrap().len());
     }
 
     fn settings(max_batch_size: usize, delay_ms: u64, capacity: usize) -> BatchSettings {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::DeviceSpec;
+use crate::backend::{DeviceSpec, Precision};
 use crate::batcher::BatchSettings;
 
 /// Everything `gpucap-runtime serve` needs.
@@ -73,6 +73,8 @@ pub struct ComputeSection {
     pub device: String,
     /// CPU threads for the CPU backend; 0 uses every core.
     pub threads: usize,
+    /// How CUDA backends store weights: `fp32`, `fp16` or `bf16` (products accumulate in FP32).
+    pub precision: String,
 }
 
 /// `[log]`
@@ -131,6 +133,7 @@ impl Default for ComputeSection {
         ComputeSection {
             device: "auto".into(),
             threads: 0,
+            precision: "fp32".into(),
         }
     }
 }
@@ -182,6 +185,8 @@ pub struct ValidConfig {
     pub device: DeviceSpec,
     /// CPU threads.
     pub threads: usize,
+    /// CUDA weight precision.
+    pub precision: Precision,
 }
 
 impl RuntimeConfig {
@@ -246,6 +251,11 @@ impl RuntimeConfig {
             .device
             .parse()
             .map_err(|e| invalid("compute.device", e))?;
+        let precision = self
+            .compute
+            .precision
+            .parse()
+            .map_err(|e| invalid("compute.precision", e))?;
         Ok(ValidConfig {
             model_path,
             model_name,
@@ -261,6 +271,7 @@ impl RuntimeConfig {
             },
             device,
             threads: self.compute.threads,
+            precision,
         })
     }
 }

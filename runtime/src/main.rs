@@ -85,6 +85,9 @@ struct ServeArgs {
     /// CPU threads; 0 = every core [default: 0].
     #[arg(long)]
     threads: Option<usize>,
+    /// CUDA weight precision: fp32, fp16 or bf16; products accumulate in FP32 [default: fp32].
+    #[arg(long)]
+    precision: Option<String>,
     /// Rows per batch at most [default: 64].
     #[arg(long)]
     max_batch_size: Option<usize>,
@@ -127,6 +130,7 @@ impl ServeArgs {
         set(&mut c.server.max_body_bytes, self.max_body_bytes);
         set(&mut c.compute.device, self.device);
         set(&mut c.compute.threads, self.threads);
+        set(&mut c.compute.precision, self.precision);
         set(&mut c.batching.max_batch_size, self.max_batch_size);
         set(&mut c.batching.max_queue_delay_us, self.max_queue_delay_us);
         set(&mut c.batching.queue_capacity, self.queue_capacity);

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub rejections: Family<ReasonLabels, Counter>,
     /// Total seconds the backend was busy: the runtime's device utilisation over time.
     pub backend_busy_seconds: Counter<f64, AtomicU64>,
+    /// Backends (one per GPU, or the CPU) able to compute; the server is ready while this is
+    /// above zero.
+    pub healthy_backends: Gauge,
 }
 
 impl Metrics {
@@ -66,6 +69,7 @@ impl Metrics {
         let requests = Family::default();
         let rejections = Family::default();
         let backend_busy_seconds = Counter::default();
+        let healthy_backends = Gauge::default();
         registry.register(
             "queue_depth",
             "Inference requests waiting in the batch queue",
@@ -102,6 +106,11 @@ impl Metrics {
             "Seconds the backend spent computing batches",
             backend_busy_seconds.clone(),
         );
+        registry.register(
+            "healthy_backends",
+            "Backends (one per GPU, or the CPU) able to compute batches",
+            healthy_backends.clone(),
+        );
         Metrics {
             registry,
             queue_depth,
@@ -112,6 +121,7 @@ impl Metrics {
             requests,
             rejections,
             backend_busy_seconds,
+            healthy_backends,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::backend::create_backend;
+use crate::backend::{BackendOptions, create_backends};
 use crate::batcher::Batcher;
 use crate::config::ValidConfig;
 use crate::metrics::Metrics;
@@ -34,17 +34,25 @@ pub async fn serve(
         output = %model.output_name,
         "model loaded"
     );
-    let backend = create_backend(
-        &cfg.device,
-        model.clone(),
-        cfg.batch.max_batch_size,
-        cfg.threads,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let backend_name = backend.describe();
+    let options = BackendOptions {
+        max_batch_rows: cfg.batch.max_batch_size,
+        threads: cfg.threads,
+        precision: cfg.precision,
+    };
+    let device = cfg.device.clone();
+    let backend_model = model.clone();
+    let backends =
+        tokio::task::spawn_blocking(move || create_backends(&device, backend_model, &options))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    let backend_name = backends
+        .iter()
+        .map(|b| b.describe())
+        .collect::<Vec<_>>()
+        .join(", ");
     let metrics = Arc::new(Metrics::new(&cfg.model_name, &backend_name));
-    let (batcher, worker) = Batcher::start(
-        backend,
+    let (batcher, workers) = Batcher::start(
+        backends,
         model.input_width(),
         model.output_width(),
         cfg.batch,
@@ -79,7 +87,7 @@ pub async fn serve(
         .await?;
     // Every connection has closed, so every handler (and its Batcher reference) is gone; the worker
     // answers whatever is still queued and exits once the queue is empty.
-    tokio::task::spawn_blocking(move || worker.join()).await?;
+    tokio::task::spawn_blocking(move || workers.join()).await?;
     tracing::info!("drained; exiting");
     Ok(())
 }

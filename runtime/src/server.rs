@@ -106,8 +106,12 @@ impl From<InferError> for ApiError {
             InferError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             InferError::TooManyRows { .. } => StatusCode::BAD_REQUEST,
             InferError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let retry = matches!(e, InferError::QueueFull { .. } | InferError::ShuttingDown);
+        let retry = matches!(
+            e,
+            InferError::QueueFull { .. } | InferError::ShuttingDown | InferError::Unavailable(_)
+        );
         let err = ApiError::new(status, e.to_string());
         if retry { err.retry() } else { err }
     }
@@ -153,7 +157,7 @@ async fn server_metadata() -> axum::Json<ServerMetadata> {
 }
 
 async fn server_ready(State(s): Shared) -> StatusCode {
-    if s.draining.load(Ordering::Relaxed) {
+    if s.draining.load(Ordering::Relaxed) || !s.batcher.ready() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

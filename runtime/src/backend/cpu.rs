@@ -7,12 +7,15 @@ use gemm::Parallelism;
 use super::{Backend, BackendError};
 use crate::model::Model;
 
-/// Runs the model on the CPU with two ping-pong scratch buffers sized for the largest batch, so a
-/// batch allocates nothing.
+/// Runs the model on the CPU with an input buffer and two ping-pong scratch buffers sized for the
+/// largest batch, so a batch allocates nothing. Computing is synchronous, so one batch is in
+/// flight at a time and it runs in [`Backend::finish`].
 pub struct CpuBackend {
     model: Arc<Model>,
     capacity_rows: usize,
     threads: usize,
+    input: Vec<f32>,
+    started_rows: Option<usize>,
     front: Vec<f32>,
     back: Vec<f32>,
 }
@@ -26,10 +29,13 @@ impl CpuBackend {
             threads
         };
         let scratch = capacity_rows * model.widest_layer();
+        let input = vec![0.0; capacity_rows * model.input_width()];
         CpuBackend {
             model,
             capacity_rows,
             threads,
+            input,
+            started_rows: None,
             front: vec![0.0; scratch],
             back: vec![0.0; scratch],
         }
@@ -41,14 +47,15 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", self.threads)
     }
 
-    fn forward(&mut self, input: &[f32], rows: usize) -> Result<&[f32], BackendError> {
-        let expected = rows * self.model.input_width();
-        if input.len() != expected {
-            return Err(BackendError::InputLength {
-                rows,
-                len: input.len(),
-                expected,
-            });
+    fn input_width(&self) -> usize {
+        self.model.input_width()
+    }
+
+    fn start(&mut self, rows: usize, fill: &mut dyn FnMut(&mut [f32])) -> Result<(), BackendError> {
+        if self.started_rows.is_some() {
+            return Err(BackendError::Protocol(
+                "the CPU backend computes one batch at a time; finish it before starting another",
+            ));
         }
         if rows > self.capacity_rows {
             return Err(BackendError::TooManyRows {
@@ -56,6 +63,15 @@ impl Backend for CpuBackend {
                 capacity: self.capacity_rows,
             });
         }
+        fill(&mut self.input[..rows * self.model.input_width()]);
+        self.started_rows = Some(rows);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<&[f32], BackendError> {
+        let rows = self.started_rows.take().ok_or(BackendError::Protocol(
+            "finish called with no batch started",
+        ))?;
         // Tiny products lose more to thread hand-off than they gain; gemm's own heuristics also
         // apply, this only keeps single-row requests on one thread.
         let parallelism = if self.threads > 1 && rows * self.model.widest_layer() >= 4096 {
@@ -66,7 +82,7 @@ impl Backend for CpuBackend {
         for (i, layer) in self.model.layers.iter().enumerate() {
             let out_len = rows * layer.out_features;
             let src: &[f32] = if i == 0 {
-                input
+                &self.input[..rows * layer.in_features]
             } else {
                 &self.front[..rows * layer.in_features]
             };
@@ -240,5 +256,18 @@ mod tests {
             backend.forward(&[0.0; 12], 3),
             Err(BackendError::TooManyRows { .. })
         ));
+    }
+
+    #[test]
+    fn one_batch_at_a_time() {
+        let m = Arc::new(model(&[2, 2], &[Activation::Identity]));
+        let mut backend = CpuBackend::new(m, 2, 1);
+        assert!(matches!(backend.finish(), Err(BackendError::Protocol(_))));
+        backend.start(1, &mut |b| b.fill(1.0)).unwrap();
+        assert!(matches!(
+            backend.start(1, &mut |b| b.fill(1.0)),
+            Err(BackendError::Protocol(_))
+        ));
+        assert_eq!(backend.finish().unwrap().len(), 2);
     }
 }
