@@ -16,6 +16,7 @@ pub mod bench;
 pub mod config;
 pub mod cuda;
 pub mod devices;
+pub mod forward_bench;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

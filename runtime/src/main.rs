@@ -1,4 +1,4 @@
-//! The `gpucap-runtime` command line: `serve`, `bench` and `inspect`.
+//! The `gpucap-runtime` command line: `serve`, `bench`, `forward-bench` and `inspect`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,11 +20,39 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Load-test an Open Inference Protocol v2 endpoint and report throughput and latency.
     Bench(BenchArgs),
+    /// Time the raw forward pass per device and batch size (and cuBLAS alone on a GPU), and
+    /// measure what FP16/BF16 weights cost in accuracy.
+    ForwardBench(ForwardBenchArgs),
     /// Validate a model file and print its layers.
     Inspect {
         /// The `.safetensors` model file.
         model: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct ForwardBenchArgs {
+    /// The `.safetensors` model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Devices to compare, in order: cpu and/or cuda:N.
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    devices: Vec<String>,
+    /// Weight precisions to time on CUDA devices: fp32, fp16, bf16.
+    #[arg(long, value_delimiter = ',', default_value = "fp32")]
+    precisions: Vec<String>,
+    /// Batch sizes in rows.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1024")]
+    batches: Vec<usize>,
+    /// Timed passes per point (after one warm-up pass); the median is reported.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// CPU threads; 0 = every core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -159,7 +187,48 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench(args),
+        Command::ForwardBench(args) => forward_bench(args),
         Command::Inspect { model } => inspect(&model),
+    }
+}
+
+fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
+    let run = || -> Result<gpucap_runtime::forward_bench::ForwardReport, String> {
+        let model = gpucap_runtime::model::load_model(&args.model)
+            .map_err(|e| format!("model {}: {e}", args.model.display()))?;
+        let precisions = args
+            .precisions
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<_>, _>>()?;
+        if args.batches.contains(&0) || args.iterations == 0 {
+            return Err("--batches and --iterations must be at least 1".into());
+        }
+        let options = gpucap_runtime::forward_bench::ForwardOptions {
+            devices: args.devices.clone(),
+            precisions,
+            batches: args.batches.clone(),
+            iterations: args.iterations,
+            threads: args.threads,
+        };
+        gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)
+    };
+    match run() {
+        Ok(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use gpucap_runtime::backend::cuda::{FAULT_INJECTION_ENV, compile_kernels};
 use gpucap_runtime::backend::{
-    Backend, BackendError, BackendOptions, CpuBackend, CudaBackend, Precision,
+    Backend, BackendError, BackendOptions, CudaBackend, Precision, forward_at_precision,
 };
 use gpucap_runtime::model::{Activation, Layer, Model};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -193,38 +193,9 @@ fn model(activation: Activation) -> Model {
     }
 }
 
-/// `model` as it is stored at `precision`: what the GPU's products read.
-fn rounded(model: &Model, precision: Precision) -> Model {
-    let mut m = model.clone();
-    for layer in &mut m.layers {
-        for w in &mut layer.weight {
-            *w = precision.round(*w);
-        }
-    }
-    m
-}
-
-/// The CPU backend computing what the GPU computes at `precision`: rounded weights, and each
-/// layer's input rounded as the GPU stores it (layer by layer, so the rounding sits between
-/// layers exactly where the GPU's does).
+/// What the GPU computes at `precision`, worked out on the CPU.
 fn reference(model: &Model, precision: Precision, input: &[f32], rows: usize) -> Vec<f32> {
-    let stored = rounded(model, precision);
-    let mut x: Vec<f32> = input.iter().map(|v| precision.round(*v)).collect();
-    let last = stored.layers.len() - 1;
-    for (i, layer) in stored.layers.iter().enumerate() {
-        let single = Arc::new(Model {
-            layers: vec![layer.clone()],
-            ..stored.clone()
-        });
-        let mut cpu = CpuBackend::new(single, rows, 0);
-        let y = cpu.forward(&x, rows).expect("the CPU backend computes");
-        x = if i == last {
-            y.to_vec()
-        } else {
-            y.iter().map(|v| precision.round(*v)).collect()
-        };
-    }
-    x
+    forward_at_precision(model, precision, input, rows).expect("the CPU backend computes")
 }
 
 /// Tolerance per precision, relative to a value's magnitude (plus the same absolute amount):

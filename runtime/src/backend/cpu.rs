@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use gemm::Parallelism;
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, Precision};
 use crate::model::Model;
 
 /// Runs the model on the CPU with an input buffer and two ping-pong scratch buffers sized for the
@@ -101,6 +101,40 @@ impl Backend for CpuBackend {
         }
         Ok(&self.front[..rows * self.model.output_width()])
     }
+}
+
+/// What a CUDA backend at `precision` computes, worked out on the CPU: weights rounded to the
+/// stored format, each layer's input rounded as the GPU stores it, products summed in FP32. The
+/// reference the GPU is tested against, and how the accuracy cost of FP16/BF16 is measured.
+pub fn forward_at_precision(
+    model: &Model,
+    precision: Precision,
+    input: &[f32],
+    rows: usize,
+) -> Result<Vec<f32>, BackendError> {
+    let mut x: Vec<f32> = input.iter().map(|v| precision.round(*v)).collect();
+    let last = model.layers.len().saturating_sub(1);
+    for (i, layer) in model.layers.iter().enumerate() {
+        let mut stored = layer.clone();
+        for w in &mut stored.weight {
+            *w = precision.round(*w);
+        }
+        let single = Arc::new(Model {
+            input_name: model.input_name.clone(),
+            output_name: model.output_name.clone(),
+            labels: None,
+            description: None,
+            layers: vec![stored],
+        });
+        let mut cpu = CpuBackend::new(single, rows, 0);
+        let y = cpu.forward(&x, rows)?;
+        x = if i == last {
+            y.to_vec()
+        } else {
+            y.iter().map(|v| precision.round(*v)).collect()
+        };
+    }
+    Ok(x)
 }
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use cpu::CpuBackend;
+pub use cpu::{CpuBackend, forward_at_precision};
 pub use cuda::CudaBackend;
 pub use precision::Precision;
 

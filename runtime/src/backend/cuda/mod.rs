@@ -16,12 +16,13 @@ use std::collections::VecDeque;
 use std::ffi::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::cublas::sys::{
     cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
 };
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
     PinnedHostSlice, PushKernelArg,
@@ -65,8 +66,8 @@ impl CudaBackend {
         ordinal: usize,
         options: &BackendOptions,
     ) -> Result<CudaBackend, String> {
-        crate::cuda::libraries().map_err(|e| e.to_string())?;
         let gpus = crate::cuda::gpus().map_err(|e| e.to_string())?;
+        crate::cuda::libraries().map_err(|e| e.to_string())?;
         let gpu = gpus
             .iter()
             .find(|g| g.ordinal == ordinal)
@@ -86,6 +87,28 @@ impl CudaBackend {
             batches: 0,
             fault_at_batch,
         })
+    }
+
+    /// Times the model's matrix products alone — cuBLAS on this backend's own weights and
+    /// buffers, with no kernels and no copies — for a batch of `rows` rows: the ceiling the whole
+    /// forward pass is measured against. Returns each of `iterations` runs, after a warm-up.
+    pub fn time_products(
+        &mut self,
+        rows: usize,
+        iterations: usize,
+    ) -> Result<Vec<Duration>, BackendError> {
+        if rows == 0 || rows > self.options.max_batch_rows {
+            return Err(BackendError::TooManyRows {
+                rows,
+                capacity: self.options.max_batch_rows,
+            });
+        }
+        let Some(state) = self.state.as_ref() else {
+            return Err(self.device_error("the GPU is unusable"));
+        };
+        state
+            .time_products(rows, iterations)
+            .map_err(|e| self.device_error(e))
     }
 
     fn device(&self) -> String {
@@ -477,6 +500,57 @@ impl DeviceState {
             result = target;
         }
         Ok(result)
+    }
+
+    fn time_products(&self, rows: usize, iterations: usize) -> Result<Vec<Duration>, String> {
+        let driver = |what: &'static str| move |e: DriverError| format!("{what}: {e}");
+        self.context
+            .bind_to_thread()
+            .map_err(driver("cannot use the GPU"))?;
+        let timed = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .context
+            .new_event(timed)
+            .map_err(driver("creating an event"))?;
+        let end = self
+            .context
+            .new_event(timed)
+            .map_err(driver("creating an event"))?;
+        let blas = self.blas.as_ref().ok_or("cuBLAS is gone")?;
+        let input = match &self.half_input {
+            Some(half) => address(half, &self.compute),
+            None => address(&self.slots[0].device_input, &self.compute),
+        };
+        let run_all = || -> Result<(), String> {
+            let mut x = input;
+            for (i, layer) in self.layers.iter().enumerate() {
+                let target = if self.half_input.is_some() { 0 } else { i % 2 };
+                let y = address(&self.products[target], &self.compute);
+                gemm(blas, &self.compute, self.precision, layer, rows, x, y)?;
+                // Only the shapes matter for timing; the half path reads its own input buffer.
+                x = self
+                    .half_input
+                    .as_ref()
+                    .map_or(y, |h| address(h, &self.compute));
+            }
+            Ok(())
+        };
+        run_all()?;
+        (0..iterations)
+            .map(|_| {
+                start
+                    .record(&self.compute)
+                    .map_err(driver("recording an event"))?;
+                run_all()?;
+                end.record(&self.compute)
+                    .map_err(driver("recording an event"))?;
+                end.synchronize().map_err(driver("the products failed"))?;
+                let ms = start
+                    .elapsed_ms(&end)
+                    .map_err(driver("reading the timer"))?;
+                Ok(Duration::from_secs_f64(f64::from(ms) / 1e3))
+            })
+            .collect()
     }
 
     fn launch_fault(&self) -> Result<(), String> {
