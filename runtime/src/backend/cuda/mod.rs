@@ -250,13 +250,22 @@ struct DeviceState {
 impl DeviceState {
     /// Builds the state, turning a panic inside the CUDA libraries (a symbol an old driver lacks)
     /// into an error.
+    ///
+    /// One row of zeros is run through the model before the state is handed out: cuBLAS loads
+    /// its kernels on first use, so the first real request is not slowed by that, and anything
+    /// that cannot run on this GPU fails here, at load, rather than on a request.
     fn build(
         model: &Model,
         ordinal: usize,
         options: &BackendOptions,
     ) -> Result<DeviceState, String> {
         catch_unwind(AssertUnwindSafe(|| {
-            DeviceState::new(model, ordinal, options)
+            let mut state = DeviceState::new(model, ordinal, options)?;
+            state
+                .enqueue(model, 0, 1, &mut |row| row.fill(0.0), false)
+                .and_then(|()| state.outputs(0, model.output_width()).map(|_| ()))
+                .map_err(|e| format!("a trial batch failed: {e}"))?;
+            Ok(state)
         }))
         .unwrap_or_else(|_| {
             Err("a CUDA library failed unexpectedly (is the driver older than CUDA 12?)".into())
@@ -267,6 +276,14 @@ impl DeviceState {
         let device = format!("cuda:{ordinal}");
         let driver = |what: &'static str| move |e: DriverError| format!("{what}: {e}");
         let context = CudaContext::new(ordinal).map_err(driver("cannot open the GPU"))?;
+        let (major, minor) = context
+            .compute_capability()
+            .map_err(driver("cannot read the compute capability"))?;
+        if options.precision == Precision::Bf16 && major < 8 {
+            return Err(format!(
+                "bf16 products need compute capability 8.0 (Ampere) or newer, and {device} is {major}.{minor}; use --precision fp16 or fp32"
+            ));
+        }
         // SAFETY (of the unsafe call): this backend orders its two streams itself with events
         // (see `enqueue`), and synchronizes both before anything is freed (see `Drop`).
         #[allow(unsafe_code)]
