@@ -102,7 +102,7 @@ pub fn run(model: Arc<Model>, options: &ForwardOptions) -> Result<ForwardReport,
             };
             let mut backend = build(device, &model, &backend_options)?;
             for &rows in &options.batches {
-                let input = inputs(rows * model.input_width(), rows as u64);
+                let input = random_values(rows * model.input_width(), rows as u64);
                 let times = (0..=options.iterations)
                     .map(|_| {
                         let t = Instant::now();
@@ -193,7 +193,7 @@ fn accuracy(
     gpu: Option<&str>,
     rows: usize,
 ) -> Result<AccuracyPoint, String> {
-    let input = inputs(rows * model.input_width(), 7);
+    let input = random_values(rows * model.input_width(), 7);
     let exact =
         forward_at_precision(model, Precision::Fp32, &input, rows).map_err(|e| e.to_string())?;
     let (reduced, computed_on) = match gpu {
@@ -251,8 +251,9 @@ fn median(times: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-/// Deterministic pseudo-random inputs in [-1, 1).
-fn inputs(n: usize, seed: u64) -> Vec<f32> {
+/// Deterministic pseudo-random values in [-1, 1) (xorshift): benchmark inputs, and test data
+/// that is the same on every machine.
+pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {

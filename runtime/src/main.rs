@@ -213,23 +213,7 @@ fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
         };
         gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)
     };
-    match run() {
-        Ok(report) if args.json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_report(run().map_err(anyhow::Error::msg), args.json)
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
@@ -246,8 +230,16 @@ fn bench(args: BenchArgs) -> ExitCode {
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(gpucap_runtime::bench::run(opts)));
+    print_report(result, args.json)
+}
+
+/// Prints a benchmark report as text or JSON, or the error that stopped it.
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    result: anyhow::Result<R>,
+    json: bool,
+) -> ExitCode {
     match result {
-        Ok(report) if args.json => {
+        Ok(report) if json => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()

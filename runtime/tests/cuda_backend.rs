@@ -11,6 +11,7 @@ use gpucap_runtime::backend::cuda::{FAULT_INJECTION_ENV, compile_kernels};
 use gpucap_runtime::backend::{
     Backend, BackendError, BackendOptions, CudaBackend, Precision, forward_at_precision,
 };
+use gpucap_runtime::forward_bench::random_values;
 use gpucap_runtime::model::{Activation, Layer, Model};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -158,14 +159,9 @@ fn check_kernels_compile(major: i32, minor: i32) -> Result<(), Failed> {
 
 /// Deterministic pseudo-random values in [-scale, scale).
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
-        })
+    random_values(n, seed)
+        .into_iter()
+        .map(|v| v * scale)
         .collect()
 }
 
