@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::expr::{self, Compiled, StackError};
+use crate::placement::{BurstOrder, PolicyPools, Source, resolve};
 use crate::rules::{Enforcement, PolicySet, Rule, Waiver};
 use crate::schema::Schemas;
 use crate::source::Problem;
@@ -155,48 +156,60 @@ impl Subject {
     }
 }
 
-/// Names the pools and the burst policy a resource can run on, given lookups by name: the
-/// placement logic both callers share.
+/// Names the pools and the burst policy a resource can run on, given lookups by name, through the
+/// placement every part of gpucap shares ([`crate::placement`]): base pools, then burst pools in
+/// spill order.
 pub fn placement(
     type_name: &str,
     resource: &Json,
     pool: &dyn Fn(&str) -> Option<Json>,
     policy: &dyn Fn(&str) -> Option<Json>,
 ) -> (Vec<Json>, Json) {
-    let names = |v: &Json, key: &str| -> Vec<String> {
-        v.get(key)
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Json::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let policy_pools = |p: &Json| -> Vec<String> {
-        let mut all = names(p, "base_pools");
-        all.extend(names(p, "burst_pools"));
-        all
-    };
-    let (pool_names, policy_obj) = match type_name {
-        "gpucap_inference_endpoint" => match resource.get("burst_policy").and_then(Json::as_str) {
-            Some(policy_name) => {
-                let p = policy(policy_name).unwrap_or(Json::Null);
-                (policy_pools(&p), p)
+    let resolved = match type_name {
+        "gpucap_inference_endpoint" => {
+            match resource.get("burst_policy").and_then(Json::as_str) {
+                Some(name) => resolve(Source::Policy(name), policy, policy_pools, pool),
+                None => {
+                    let names = names(resource, "pools");
+                    resolve(Source::Pools(&names), policy, policy_pools, pool)
+                }
             }
-            None => (names(resource, "pools"), Json::Null),
-        },
-        "gpucap_burst_policy" => (policy_pools(resource), resource.clone()),
-        _ => (Vec::new(), Json::Null),
+        }
+        "gpucap_burst_policy" => {
+            let own = resource.clone();
+            resolve(
+                Source::Policy(""),
+                |_| Some(own.clone()),
+                policy_pools,
+                pool,
+            )
+        }
+        _ => return (Vec::new(), Json::Null),
     };
-    let mut seen = BTreeSet::new();
-    let pools = pool_names
-        .iter()
-        .filter(|n| seen.insert(n.as_str()))
-        .filter_map(|n| pool(n))
-        .collect();
-    (pools, policy_obj)
+    let pools = resolved.all().cloned().collect();
+    (pools, resolved.policy.unwrap_or(Json::Null))
+}
+
+/// The string items of `v[key]`.
+fn names(v: &Json, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Json::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pool names of a burst policy object.
+fn policy_pools(p: &Json) -> PolicyPools {
+    PolicyPools {
+        base: names(p, "base_pools"),
+        burst: names(p, "burst_pools"),
+        order: BurstOrder::parse(p.get("placement").and_then(Json::as_str)),
+    }
 }
 
 /// What a finding does to the run.

@@ -8,6 +8,7 @@ pub mod expr;
 pub mod fmt;
 pub mod hcl;
 pub mod hoist;
+pub mod placement;
 pub mod plan_json;
 pub mod report;
 pub mod rules;

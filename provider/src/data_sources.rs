@@ -140,7 +140,7 @@ impl DataSource for LocalDevices {
     }
 
     async fn read(&self, _ctx: &Ctx, config: Value) -> Result<Value, Diagnostics> {
-        let devices = gpucap_runtime::devices::discover();
+        let devices = gpucap_fabric::driver::local::discover();
         let mut state = config.clone();
         state.set("id", Value::String("local".into()));
         state.set(

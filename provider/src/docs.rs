@@ -40,10 +40,17 @@ endpoints (`gpucap_inference_endpoint`); `terraform plan` resolves where each en
 checks its data-residency and capacity guarantees and computes its cost before anything is \
 created.
 
+Applying an endpoint deploys its router, `gpucap-fabric`, which ships with the provider: one URL \
+that speaks the Open Inference Protocol v2 (the protocol KServe and Triton speak) and sends each \
+request to a replica of `gpucap-runtime`, the bundled inference server with dynamic batching. \
+The router keeps `replicas.min` replicas on the base pools, spills load to the burst pools of \
+the endpoint's burst policy while the base is saturated, drains them back (to zero, if allowed) \
+when the load falls, holds burst spend to the budget, and never sends a request to a pool \
+outside the endpoint's data residency.
+
 Each pool names the driver that reaches its capacity. This release has one, `local`: the pool is \
-the host Terraform runs on, and applying an endpoint deploys `gpucap-runtime` there, the \
-inference server that ships with the provider. It serves the endpoint's model over the Open \
-Inference Protocol v2 (the protocol KServe and Triton speak), with dynamic batching.
+the host Terraform runs on, and each replica is a runtime process with its own device (a GPU, or \
+a share of the CPU). Several local pools on one host stand for several sites.
 
 The `gpucap_regions` data source lists the built-in table of cloud regions that pools derive \
 their jurisdiction from; `gpucap_local_devices` lists the devices a `local` pool can use on this \
@@ -793,7 +800,8 @@ mod tests {
         assert!(index.contains("page_title: \"Provider: gpucap\""));
         assert!(index.contains("# gpucap Provider\n\ngpucap runs GPU inference"));
         assert!(index.contains("```terraform\n# example examples/provider/provider.tf\n```"));
-        assert!(index.contains("### Optional\n\n- `policy_overrides` (List of String)"));
+        assert!(index.contains("### Optional\n\n- `fabric_path` (String)"));
+        assert!(index.contains("- `policy_overrides` (List of String)"));
         assert!(index.contains("- `policy_paths` (List of String)"));
     }
 

@@ -6,14 +6,14 @@
 //! [`provider`] is the protocol-free core that [`wire::server`] calls; [`value`], [`schema`] and
 //! [`diag`] are the types both sides share; [`resources`] and [`data_sources`] hold one module per
 //! type (schema, validation, plan, apply, read, import), built from the shared [`plan`] and
-//! [`validate`] pieces; [`registry`] resolves names at plan time; [`driver`] reaches capacity
-//! (`local`: this host, deploying `gpucap-runtime`), with [`store`] keeping its records; [`regions`]
-//! is the region → country → jurisdiction table, and [`logging`] writes logs Terraform understands.
+//! [`validate`] pieces; [`registry`] resolves names at plan time; [`regions`] is the region →
+//! country → jurisdiction table, and [`logging`] writes logs Terraform understands. Everything that
+//! touches capacity — drivers, the router an endpoint is served by, its replicas — is in
+//! `gpucap-fabric`: the provider only translates Terraform's intent into fabric calls.
 
 pub mod data_sources;
 pub mod diag;
 pub mod docs;
-pub mod driver;
 pub mod logging;
 pub mod plan;
 pub mod policy;
@@ -22,7 +22,6 @@ pub mod regions;
 pub mod registry;
 pub mod resources;
 pub mod schema;
-pub mod store;
 pub mod validate;
 pub mod value;
 pub mod wire;

@@ -22,8 +22,10 @@ pub struct ProviderConfig {
     pub state_dir: PathBuf,
     /// Directories of policy files (read by the policy engine).
     pub policy_paths: Vec<PathBuf>,
-    /// The `gpucap-runtime` binary.
+    /// The `gpucap-runtime` binary (replicas).
     pub runtime_path: PathBuf,
+    /// The `gpucap-fabric` binary (an endpoint's router).
+    pub fabric_path: PathBuf,
     /// Prices for pools that state none.
     pub catalog: Arc<gpucap_policy::cost::Catalog>,
     /// The rules of `policy_paths`, loaded once per run.
@@ -161,6 +163,7 @@ struct ProviderBlock {
     policy_paths: Option<Vec<String>>,
     policy_overrides: Option<Vec<String>>,
     runtime_path: Option<String>,
+    fabric_path: Option<String>,
     price_catalog: Option<String>,
 }
 
@@ -228,8 +231,16 @@ impl Provider {
                 "runtime_path",
                 Type::String,
                 Mode::Optional,
-                "The `gpucap-runtime` binary. Default: the one next to the provider binary, \
-                     then `gpucap-runtime` on `PATH`.",
+                "The `gpucap-runtime` binary that replicas run. Default: the one next to the provider \
+                     binary, then `gpucap-runtime` on `PATH`.",
+            )
+            .attr(
+                "fabric_path",
+                Type::String,
+                Mode::Optional,
+                "The `gpucap-fabric` binary that serves each endpoint's URL (its router and \
+                     autoscaler). Default: the one next to the provider binary, then `gpucap-fabric` on \
+                     `PATH`.",
             ),
         })
     }
@@ -295,7 +306,11 @@ impl Provider {
         let runtime_path = block
             .runtime_path
             .map(PathBuf::from)
-            .unwrap_or_else(default_runtime_path);
+            .unwrap_or_else(|| bundled_binary("gpucap-runtime"));
+        let fabric_path = block
+            .fabric_path
+            .map(PathBuf::from)
+            .unwrap_or_else(|| bundled_binary("gpucap-fabric"));
         let catalog = match &block.price_catalog {
             None => gpucap_policy::cost::Catalog::builtin(),
             Some(path) => match gpucap_policy::cost::Catalog::from_file(std::path::Path::new(path))
@@ -355,6 +370,7 @@ impl Provider {
             state_dir,
             policy_paths,
             runtime_path,
+            fabric_path,
             catalog: Arc::new(catalog),
             policies: Arc::new(policies),
             policy_options,
@@ -404,13 +420,13 @@ fn default_state_dir() -> PathBuf {
     }
 }
 
-/// The runtime ships next to the provider binary; fall back to `PATH`.
-fn default_runtime_path() -> PathBuf {
+/// The runtime and the fabric ship next to the provider binary; fall back to `PATH`.
+fn bundled_binary(name: &str) -> PathBuf {
     let sibling = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("gpucap-runtime")));
+        .and_then(|exe| exe.parent().map(|d| d.join(name)));
     match sibling {
         Some(p) if p.exists() => p,
-        _ => PathBuf::from("gpucap-runtime"),
+        _ => PathBuf::from(name),
     }
 }

@@ -7,9 +7,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use gpucap_fabric::config::{
+    BudgetSection, LocalSection, PolicySection, PoolSection, ScaleDownSection, ScaleUpSection,
+};
+use gpucap_policy::placement::{BurstOrder, PlacedPool, PolicyPools};
 use serde::{Deserialize, Serialize};
 
-use crate::store;
+use gpucap_fabric::store;
 use crate::value::Value;
 
 /// What the rest of the run needs to know about a pool.
@@ -53,6 +57,22 @@ impl PoolInfo {
         }
     }
 
+    /// The pool as the fabric's router config lists it; `None` without a driver the fabric has.
+    pub fn to_section(&self) -> Option<PoolSection> {
+        Some(PoolSection {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            jurisdiction: self.jurisdiction.clone(),
+            capacity_type: self.capacity_type.clone(),
+            price_per_gpu_hour: self.price_per_gpu_hour,
+            gpus_max: usize::try_from(self.gpus_max).ok()?,
+            local: Some(LocalSection {
+                devices: self.local_devices.clone()?,
+                runtime_path: None,
+            }),
+        })
+    }
+
     /// From a pool's planned or stored state; `None` while something needed is unknown.
     pub fn from_state(v: &Value) -> Option<PoolInfo> {
         let s = |k: &str| v.get(k).as_str().map(str::to_string);
@@ -73,23 +93,29 @@ impl PoolInfo {
     }
 }
 
-/// What the rest of the run needs to know about a burst policy.
+impl PlacedPool for PoolInfo {
+    fn pool_name(&self) -> &str {
+        &self.name
+    }
+    fn pool_region(&self) -> &str {
+        &self.region
+    }
+    fn pool_jurisdiction(&self) -> &str {
+        &self.jurisdiction
+    }
+    fn pool_price(&self) -> Option<f64> {
+        self.price_per_gpu_hour
+    }
+}
+
+/// What the rest of the run needs to know about a burst policy: the policy as the fabric's router
+/// acts on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyInfo {
     /// Its name.
     pub name: String,
-    /// Baseline pools, in order.
-    pub base_pools: Vec<String>,
-    /// Burst pools, in order.
-    pub burst_pools: Vec<String>,
-    /// `none` or `on_demand`.
-    pub spot_fallback: String,
-    /// Cap on burst spend, USD per hour.
-    pub budget_max_hourly_usd: Option<f64>,
-    /// Seconds to drain a replica before stopping it.
-    pub drain_timeout_s: u64,
-    /// Replicas kept warm.
-    pub min_warm_replicas: i64,
+    /// Pools, scaling, budget and fallback, in the router config's form.
+    pub section: PolicySection,
     /// The whole object (unknowns as null), as policy rules read it in `policy`. Not serialized,
     /// for the same reason as [`PoolInfo::object`].
     #[serde(skip)]
@@ -109,29 +135,74 @@ impl PolicyInfo {
                     .collect(),
             }
         };
-        let drain = v
-            .get("scale_down")
-            .get("drain_timeout")
-            .as_str()
-            .unwrap_or("30s");
+        let text = |v: &Value, default: &str| -> Option<String> {
+            match v {
+                Value::Null => Some(default.to_string()),
+                other => other.as_str().map(str::to_string),
+            }
+        };
+        let number = |v: &Value| -> Option<Option<f64>> {
+            match v {
+                Value::Null => Some(None),
+                other => other.as_f64().map(Some),
+            }
+        };
+        let up = v.get("scale_up");
+        let down = v.get("scale_down");
+        let budget = match v.get("budget") {
+            Value::Null => None,
+            b => Some(BudgetSection {
+                max_hourly_usd: b.get("max_hourly_usd").as_f64()?,
+                on_exhausted: text(b.get("on_exhausted"), "queue")?,
+            }),
+        };
+        let name = v.get("name").as_str()?.to_string();
         Some(PolicyInfo {
-            name: v.get("name").as_str()?.to_string(),
-            base_pools: names("base_pools")?,
-            burst_pools: names("burst_pools")?,
-            spot_fallback: v
-                .get("spot_fallback")
-                .as_str()
-                .unwrap_or("none")
-                .to_string(),
-            budget_max_hourly_usd: v.get("budget").get("max_hourly_usd").as_f64(),
-            drain_timeout_s: humantime::parse_duration(drain).map_or(30, |d| d.as_secs()),
-            min_warm_replicas: v
-                .get("scale_down")
-                .get("min_warm_replicas")
-                .as_i64()
-                .unwrap_or(0),
+            section: PolicySection {
+                name: name.clone(),
+                base_pools: names("base_pools")?,
+                burst_pools: names("burst_pools")?,
+                placement: text(v.get("placement"), "ordered")?,
+                spot_fallback: text(v.get("spot_fallback"), "none")?,
+                scale_up: ScaleUpSection {
+                    queue_depth: number(up.get("queue_depth"))?,
+                    p99_latency_ms: number(up.get("p99_latency_ms"))?,
+                    gpu_utilization: number(up.get("gpu_utilization"))?,
+                    sustain: text(up.get("for"), "1m")?,
+                },
+                scale_down: ScaleDownSection {
+                    idle_for: text(down.get("idle_for"), "10m")?,
+                    min_warm_replicas: match down.get("min_warm_replicas") {
+                        Value::Null => 0,
+                        n => usize::try_from(n.as_i64()?).ok()?,
+                    },
+                    drain_timeout: text(down.get("drain_timeout"), "30s")?,
+                },
+                budget,
+            },
+            name,
             object: v.to_json_unknown_as_null(),
         })
+    }
+
+    /// How long a replica may take to finish what it accepted before it is stopped.
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.section.scale_down.drain_timeout)
+            .unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// The budget's cap, when there is one.
+    pub fn budget_max_hourly_usd(&self) -> Option<f64> {
+        self.section.budget.as_ref().map(|b| b.max_hourly_usd)
+    }
+
+    /// The policy's pool names and burst order, for placement.
+    pub fn pools(&self) -> PolicyPools {
+        PolicyPools {
+            base: self.section.base_pools.clone(),
+            burst: self.section.burst_pools.clone(),
+            order: BurstOrder::parse(Some(&self.section.placement)),
+        }
     }
 }
 

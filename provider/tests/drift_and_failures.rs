@@ -1,9 +1,10 @@
-//! Reality and state stay in step: a killed runtime is drift that plan shows and apply repairs; a
-//! failed apply leaves state that matches what runs (nothing) and nothing behind.
+//! Reality and state stay in step: a killed router is drift that plan shows and apply repairs (the
+//! new router adopts the replicas that kept running); a failed apply leaves state that matches
+//! what runs (nothing) and nothing behind.
 
 mod common;
 
-use common::{Tf, digits_model, first_digit, predict, process_alive};
+use common::{Tf, all_gone, digits_model, first_digit, predict};
 
 fn endpoint(port: u16) -> String {
     format!(
@@ -31,31 +32,32 @@ output "url" {{ value = gpucap_inference_endpoint.digits.url }}
 }
 
 #[test]
-fn a_killed_runtime_is_drift_that_apply_repairs() {
+fn a_killed_router_is_drift_that_apply_repairs_adopting_its_replica() {
     let tf = Tf::new(&endpoint(0));
     tf.apply();
-    let pid = tf.endpoint_pid("digits").unwrap();
+    let pid = tf.router_pid("digits").unwrap();
+    let replicas = tf.replica_pids("digits");
     std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    for _ in 0..100 {
-        if !process_alive(pid) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    assert!(all_gone(&[pid]));
     let (code, plan) = tf.plan();
     assert_eq!(code, 2, "{plan}");
     assert!(
         plan.contains(&format!(
-            "\"0/1 ready (process {pid} exited)\" -> (known after apply)"
+            "\"router not running (process {pid} exited)\" -> (known after apply)"
         )),
         "{plan}"
     );
     tf.apply();
-    let repaired = tf.endpoint_pid("digits").unwrap();
+    let repaired = tf.router_pid("digits").unwrap();
     assert_ne!(repaired, pid);
+    assert_eq!(
+        tf.replica_pids("digits"),
+        replicas,
+        "the new router adopts the running replica instead of starting another"
+    );
     assert_eq!(predict(&tf.output("url")), first_digit().0);
     assert_eq!(tf.plan().0, 0);
 }
@@ -66,7 +68,7 @@ fn a_taken_port_fails_the_apply_and_leaves_state_matching_reality() {
     let port = taken.local_addr().unwrap().port();
     let tf = Tf::new(&endpoint(port));
     let err = tf.fails(&["apply", "-auto-approve", "-no-color", "-input=false"]);
-    assert!(err.contains("The endpoint did not start"), "{err}");
+    assert!(err.contains("The endpoint's router did not start"), "{err}");
     assert!(
         err.to_lowercase().contains("address"),
         "the error should say the address is in use: {err}"

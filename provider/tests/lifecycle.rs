@@ -1,9 +1,9 @@
 //! Create, plan-with-no-changes, in-place update, replace, import and destroy for every resource,
-//! through the real Terraform CLI, with a real runtime serving the digits model.
+//! through the real Terraform CLI, with a real router and runtime replicas serving the digits model.
 
 mod common;
 
-use common::{Tf, digits_model, first_digit, predict, process_alive};
+use common::{Tf, all_gone, digits_model, first_digit, predict};
 
 fn config(endpoint: &str, max_batch: u32, pool: &str) -> String {
     config_priced(endpoint, max_batch, pool, "0.25")
@@ -63,18 +63,20 @@ fn every_resource_through_its_whole_lifecycle() {
         "{url}"
     );
     assert_eq!(predict(&url), label);
-    assert_eq!(tf.output("status"), "1/1 ready");
+    assert_eq!(tf.output("status"), "1 ready: base 1");
     assert_eq!(tf.output("gpus"), "2");
     assert_eq!(tf.output("cost"), "182.5"); // 1 replica x $0.25/h x 730 h
     assert_eq!(tf.output("policy_cost"), "0.5"); // 2 GPUs x $0.25/h, no burst pools
     assert_eq!(tf.output("regions"), "lab-1");
-    let first_pid = tf.endpoint_pid("digits").unwrap();
+    let router = tf.router_pid("digits").unwrap();
+    let first_replicas = tf.replica_pids("digits");
+    assert_eq!(first_replicas.len(), 1);
 
     // No changes.
     assert_eq!(tf.plan().0, 0);
 
-    // In place: a new price updates the pool and the policy's cost; batching restarts the runtime
-    // with a drain; the endpoint keeps its identity.
+    // In place: a new price updates the pool and the policy's cost; batching is reloaded by the
+    // router, which rolls the replica (drained, then replaced); the endpoint keeps its URL.
     tf.write(&config_priced("digits", 8, "host", "0.5"));
     let (code, plan) = tf.plan();
     assert_eq!(code, 2);
@@ -94,9 +96,12 @@ fn every_resource_through_its_whole_lifecycle() {
         "pool costs are known at plan time: {plan}"
     );
     tf.apply();
-    let second_pid = tf.endpoint_pid("digits").unwrap();
-    assert_ne!(first_pid, second_pid);
-    assert!(!process_alive(first_pid), "the old runtime still runs");
+    assert_eq!(tf.router_pid("digits"), Some(router), "a reload, not a new router");
+    assert_eq!(tf.output("url"), url);
+    let second_replicas = tf.replica_pids("digits");
+    assert_eq!(second_replicas.len(), 1);
+    assert_ne!(first_replicas, second_replicas, "the replica was not rolled");
+    assert!(all_gone(&[first_replicas[0].1]), "the old replica still runs");
     assert_eq!(predict(&tf.output("url")), label);
     assert_eq!(tf.output("policy_cost"), "1");
     assert_eq!(tf.plan().0, 0);
@@ -116,11 +121,9 @@ fn every_resource_through_its_whole_lifecycle() {
         plan.contains("gpucap_burst_policy.eu will be updated in-place"),
         "{plan}"
     );
+    let replaced = tf.endpoint_pids("digits");
     tf.apply();
-    assert!(
-        !process_alive(second_pid),
-        "the replaced runtime still runs"
-    );
+    assert!(all_gone(&replaced), "the replaced router or replica still runs");
     assert!(!tf.state_dir().join("endpoints/digits").exists());
     let url = tf.output("url");
     assert!(url.ends_with("/v2/models/digits-v2"), "{url}");
@@ -139,9 +142,10 @@ fn every_resource_through_its_whole_lifecycle() {
     assert_eq!(tf.plan().0, 0, "import did not reproduce the state");
 
     // Destroy: nothing left running, no records left.
-    let pid = tf.endpoint_pid("digits-v2").unwrap();
+    let pids = tf.endpoint_pids("digits-v2");
+    assert_eq!(pids.len(), 2, "a router and a replica");
     tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
-    assert!(!process_alive(pid), "destroy left the runtime running");
+    assert!(all_gone(&pids), "destroy left the router or a replica running");
     assert!(tf.state_list().is_empty());
     for kind in ["pools", "policies", "endpoints"] {
         let left: Vec<_> = std::fs::read_dir(tf.state_dir().join(kind))

@@ -14,9 +14,7 @@ use axum::routing::{get, post};
 use crate::batcher::{Batcher, InferError};
 use crate::metrics::Metrics;
 use crate::model::Model;
-use crate::protocol::{
-    self, HEADER_CONTENT_LENGTH, ModelMetadata, ModelSignature, ServerMetadata, TensorMetadata,
-};
+use crate::protocol::{self, HEADER_CONTENT_LENGTH, ModelMetadata, ModelSignature, ServerMetadata};
 
 /// What every handler shares.
 pub struct AppState {
@@ -49,12 +47,7 @@ impl AppState {
         AppState {
             model_name,
             model_version,
-            signature: ModelSignature {
-                input_name: model.input_name.clone(),
-                input_width: model.input_width(),
-                output_name: model.output_name.clone(),
-                output_width: model.output_width(),
-            },
+            signature: ModelSignature::of(model),
             batcher,
             metrics,
             max_body_bytes,
@@ -187,22 +180,7 @@ fn check_model(s: &AppState, name: &str, version: Option<&str>) -> Result<(), Ap
 }
 
 fn metadata(s: &AppState) -> ModelMetadata {
-    let sig = &s.signature;
-    ModelMetadata {
-        name: s.model_name.clone(),
-        versions: vec![s.model_version.clone()],
-        platform: crate::model::FORMAT_NAME,
-        inputs: vec![TensorMetadata {
-            name: sig.input_name.clone(),
-            datatype: "FP32",
-            shape: vec![-1, sig.input_width as i64],
-        }],
-        outputs: vec![TensorMetadata {
-            name: sig.output_name.clone(),
-            datatype: "FP32",
-            shape: vec![-1, sig.output_width as i64],
-        }],
-    }
+    ModelMetadata::describe(&s.model_name, &s.model_version, &s.signature)
 }
 
 async fn model_metadata(

@@ -1,21 +1,27 @@
 //! `gpucap_inference_endpoint`: a served model. Planning resolves its pools (directly or through a
-//! burst policy), enforces the residency and capacity guarantees, and computes costs; applying
-//! deploys the runtime through the pool's driver.
+//! burst policy, with the placement every part of gpucap shares), enforces the residency and
+//! capacity guarantees, and computes costs; applying deploys the endpoint's router through the
+//! fabric, which starts, scales and stops the replicas on those pools.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gpucap_fabric::config::{
+    BatchingSection, EndpointSection, FabricConfig, ModelSection, ReplicasSection, ResidencySection,
+    RuntimeSection, StateSection,
+};
+use gpucap_fabric::deploy::{self, EndpointDir, RouterHealth};
+use gpucap_fabric::store;
+use gpucap_policy::placement::{self, Missing, Residency, Resolved, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::driver::local::{self, EndpointDir, Health};
 use crate::plan;
 use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::registry::{PolicyInfo, PoolInfo};
-use crate::resources::burst_policy::{resolve_pools, unknown_pool};
+use crate::resources::burst_policy::unknown_pool;
 use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
-use crate::store;
 use crate::validate;
 use crate::value::{Type, Value};
 
@@ -34,20 +40,21 @@ fn schema() -> &'static Schema {
 fn build_schema() -> Schema {
     Schema {
         version: 0,
-        block: Block::new("A served model: which model, how requests are batched, where it may run and what it may cost.")
+        block: Block::new("A served model: which model, how requests are batched, where it may run and what it may cost. Each endpoint gets one URL, served by its router (`gpucap-fabric`), which starts replicas on the base pools, spills load to burst pools while the base is saturated, and drains them back.")
             .attr("id", Type::String, Mode::Computed, "The endpoint's name.")
             .attr("name", Type::String, Mode::Required, "Unique name; also the model's name in the endpoint's URLs. Changing it replaces the endpoint.")
             .force_new("name")
             .attr("burst_policy", Type::String, Mode::Optional, "Name of the `gpucap_burst_policy` that places the endpoint. Conflicts with `pools`.")
             .attr("pools", list_of_strings(), Mode::Optional, "Names of the pools to run on, without bursting. Conflicts with `burst_policy`.")
-            .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules (e.g. `latency = \"critical\"`). Changing them does not restart the runtime.")
-            .attr("model_sha256", Type::String, Mode::Computed, "SHA-256 of the model file, computed at plan time: a changed file shows as an in-place update.")
-            .attr("url", Type::String, Mode::Computed, "Base URL of the model on the Open Inference Protocol v2, e.g. `http://127.0.0.1:8000/v2/models/NAME`; inference is `POST {url}/infer`.")
+            .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules (e.g. `latency = \"critical\"`). Changing them touches no replica.")
+            .attr("model_sha256", Type::String, Mode::Computed, "SHA-256 of the model file, computed at plan time: a changed file shows as an in-place update, applied by a rolling restart of the replicas.")
+            .attr("url", Type::String, Mode::Computed, "Base URL of the model on the Open Inference Protocol v2, served by the endpoint's router, e.g. `http://127.0.0.1:8000/v2/models/NAME`; inference is `POST {url}/infer`.")
+            .attr("router_region", Type::String, Mode::Computed, "Where the endpoint's router runs: the first base pool's region. The router sees the endpoint's data, so this region is held to `data_residency` too.")
             .attr("serving_regions", list_of_strings(), Mode::Computed, "Every region the endpoint can run in: its pools' regions, base then burst.")
             .attr("monthly_cost_min_usd", Type::Number, Mode::Computed, "Cost per month (730 h) of the minimum replicas on the cheapest base pool. Null while a pool has no price.")
             .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the maximum replicas on the most expensive allowed pool, capped by the burst budget.")
             .attr("placement_digest", Type::String, Mode::Computed, "Hash of the resolved pools and policy: a change to them shows as an in-place update of the endpoint.")
-            .attr("replicas_status", Type::String, Mode::Computed, "Replicas ready out of deployed, e.g. `1/1 ready`, as last read.")
+            .attr("replicas_status", Type::String, Mode::Computed, "Replicas ready by role, as the router reported when last read, e.g. `2 ready: base 1, burst 1`; `router not running (…)` when the router is down, which the next apply repairs.")
             .single(
                 "model",
                 true,
@@ -59,29 +66,29 @@ fn build_schema() -> Schema {
             .single(
                 "batching",
                 false,
-                Block::new("Dynamic batching in the runtime.")
-                    .attr("max_batch_size", Type::Number, Mode::OptionalComputed, "Rows per batch at most. Default: 64.")
+                Block::new("Dynamic batching in each replica.")
+                    .attr("max_batch_size", Type::Number, Mode::OptionalComputed, "Rows per batch at most; also the requests a replica takes at once before the router counts it saturated. Default: 64.")
                     .default_value("max_batch_size", json!(64))
                     .attr("max_queue_delay_us", Type::Number, Mode::OptionalComputed, "Microseconds a batch waits to fill. Default: 2000.")
                     .default_value("max_queue_delay_us", json!(2000))
-                    .attr("queue_capacity", Type::Number, Mode::OptionalComputed, "Requests that may wait; more get 429. Default: 256.")
+                    .attr("queue_capacity", Type::Number, Mode::OptionalComputed, "Requests that may wait in a replica, and in the router while no replica has room; more get 429. Default: 256.")
                     .default_value("queue_capacity", json!(256))
-                    .attr("request_timeout_ms", Type::Number, Mode::OptionalComputed, "Milliseconds before a waiting request gets 504. Default: 10000.")
+                    .attr("request_timeout_ms", Type::Number, Mode::OptionalComputed, "Milliseconds a request may take, time held at the router included (a scale from zero must finish within it); then 504, or 503 with `Retry-After` when no replica had room. Default: 10000.")
                     .default_value("request_timeout_ms", json!(10000)),
             )
             .single(
                 "replicas",
                 false,
-                Block::new("How many replicas may run. The `local` driver runs one replica on this host.")
-                    .attr("min", Type::Number, Mode::OptionalComputed, "Fewest replicas (0 = scale to zero). Default: 1.")
+                Block::new("How many replicas may run across the endpoint's pools, one per GPU (or an equal share of the CPU).")
+                    .attr("min", Type::Number, Mode::OptionalComputed, "Replicas kept on the base pools at all times; 0 scales to zero when idle (the first request is held while a replica starts). Default: 1.")
                     .default_value("min", json!(1))
-                    .attr("max", Type::Number, Mode::OptionalComputed, "Most replicas. Default: 1.")
+                    .attr("max", Type::Number, Mode::OptionalComputed, "Most replicas, base and burst together. Default: 1, which leaves no room to burst.")
                     .default_value("max", json!(1)),
             )
             .single(
                 "data_residency",
                 false,
-                Block::new("What data the endpoint handles and where it may be processed. Checked at plan time against every pool the endpoint can ever run on.")
+                Block::new("What data the endpoint handles and where it may be processed. Checked at plan time against every pool the endpoint can ever run on and the router's region, and again by the router at run time.")
                     .attr("classification", Type::String, Mode::OptionalComputed, "`public`, `internal`, `confidential` or `pii`. Default: `internal`.")
                     .default_value("classification", json!("internal"))
                     .attr("allowed_jurisdictions", list_of_strings(), Mode::Optional, "Jurisdictions (`EU`, `US`, …) the endpoint's pools must be in.")
@@ -90,7 +97,7 @@ fn build_schema() -> Schema {
             .single(
                 "listen",
                 false,
-                Block::new("Where a local deployment listens.")
+                Block::new("Where the endpoint's router listens.")
                     .attr("host", Type::String, Mode::OptionalComputed, "Address to bind. Default: `127.0.0.1`.")
                     .default_value("host", json!("127.0.0.1"))
                     .attr("port", Type::Number, Mode::OptionalComputed, "Port; 0 picks a free one. Default: 0.")
@@ -99,18 +106,8 @@ fn build_schema() -> Schema {
     }
 }
 
-/// The pools an endpoint runs on, resolved.
-struct Placement {
-    base: Vec<PoolInfo>,
-    burst: Vec<PoolInfo>,
-    policy: Option<PolicyInfo>,
-}
-
-impl Placement {
-    fn all(&self) -> impl Iterator<Item = &PoolInfo> {
-        self.base.iter().chain(&self.burst)
-    }
-}
+/// The pools an endpoint runs on, resolved: base pools, then burst pools in spill order.
+type Placement = Resolved<PoolInfo, PolicyInfo>;
 
 #[async_trait]
 impl Resource for InferenceEndpoint {
@@ -180,29 +177,43 @@ impl Resource for InferenceEndpoint {
         }
         let mut d = Diagnostics::default();
         plan_model(&mut state, &mut d);
-        let placement = resolve_placement(ctx, &state, &mut d);
-        if let Some(p) = &placement {
-            check_residency(&state, p, &mut d);
-            check_capacity(ctx, &state, p, &mut d);
-            check_driver(p, &mut d);
-            plan_placement(&mut state, p);
-        } else {
-            for k in [
-                "serving_regions",
-                "monthly_cost_min_usd",
-                "monthly_cost_max_usd",
-                "placement_digest",
-            ] {
-                state.set(k, Value::Unknown);
+        match resolve_placement(ctx, &state) {
+            Some(p) => {
+                report_missing(ctx, &state, &p, &mut d);
+                check_residency(&state, &p, &mut d);
+                check_capacity(ctx, &state, &p, &mut d);
+                check_drivers(&p, &mut d);
+                warn_no_room_to_burst(&state, &p, &mut d);
+                plan_placement(&mut state, &p);
+                if !d.has_errors()
+                    && let Ok(config) = fabric_config(ctx, &state, &p)
+                    && let Err(e) = config.validate("")
+                {
+                    // The router would refuse this config: say so now, not at apply.
+                    d.push(Diagnostic::error("The endpoint's router config is invalid", e.to_string()));
+                }
+            }
+            None => {
+                for k in [
+                    "serving_regions",
+                    "router_region",
+                    "monthly_cost_min_usd",
+                    "monthly_cost_max_usd",
+                    "placement_digest",
+                ] {
+                    state.set(k, Value::Unknown);
+                }
             }
         }
         if d.has_errors() {
             return Err(d);
         }
-        if !creating && needs_restart(&req.prior, &state) {
+        if !creating && needs_apply(&req.prior, &state) {
             plan::set_unknown(&mut state, &["replicas_status"]);
-            // A port chosen by the OS changes on restart; a fixed one keeps the URL.
-            if state.get("listen").get("port").as_i64().unwrap_or(0) == 0 {
+            // A router that must (re)start on a port the OS picks gets a new URL.
+            if router_restarts(&req.prior, &state)
+                && state.get("listen").get("port").as_i64().unwrap_or(0) == 0
+            {
                 plan::set_unknown(&mut state, &["url"]);
             }
         }
@@ -240,54 +251,70 @@ impl Resource for InferenceEndpoint {
         if planned.is_null() {
             return destroy(ctx, &dir, prior).await;
         }
-        let running = match dir.read_deployment() {
-            Ok(d) => d,
-            Err(e) => return failed(prior, "Cannot read the endpoint's deployment record", e),
+        let config = match resolve_placement(ctx, &planned)
+            .filter(|p| p.missing.is_empty())
+            .ok_or_else(|| "the endpoint's pools or burst policy are not known".to_string())
+            .and_then(|p| fabric_config(ctx, &planned, &p))
+        {
+            Ok(c) => c,
+            Err(e) => return failed(prior, "Cannot configure the endpoint's router", e),
         };
-        let restart = prior.is_null() || running.is_none() || needs_restart(&prior, &planned);
-        let mut state = planned.clone();
-        if restart {
-            if let Some(old) = &running {
-                let drain = drain_timeout(ctx, &prior);
-                if let Err(e) = local::stop(old, drain).await {
-                    return failed(prior, "Cannot stop the running replica", e);
+        let router = match dir.read_record() {
+            Ok(r) => r,
+            Err(e) => return failed(prior, "Cannot read the endpoint's router record", e),
+        };
+        let serving = match &router {
+            Some(r) => matches!(deploy::health(r).await, RouterHealth::Serving(_)),
+            None => false,
+        };
+        let min_ready = replica_bounds(&planned).0.unwrap_or(1).max(0) as usize;
+        let restart = prior.is_null() || !serving || prior.get("listen") != planned.get("listen");
+        let outcome = match (&router, restart) {
+            (Some(r), false) => deploy::reload(&dir, r, config, min_ready, &ctx.cancel)
+                .await
+                .map(|()| r.clone())
+                .map_err(|e| ("The endpoint's router did not apply the change", e)),
+            _ => {
+                // A router that still runs (its address changes) is stopped with its replicas; a
+                // dead one left its replicas running, and the new router adopts them.
+                if serving && let Err(e) = deploy::stop(&dir, drain_timeout(ctx, &prior)).await {
+                    return failed(prior, "Cannot stop the endpoint's router", e);
                 }
-                let _ = store::remove(&dir.0.join("deployment.json"));
+                deploy::start(
+                    &ctx.config.fabric_path,
+                    &dir,
+                    config,
+                    min_ready,
+                    &ctx.cancel,
+                )
+                .await
+                .map_err(|e| ("The endpoint's router did not start", e))
             }
-            let config = match runtime_config(ctx, &planned) {
-                Ok(c) => c,
-                Err(e) => {
-                    return failed(
-                        with_status(prior, "0/1 ready (stopped)"),
-                        "Cannot configure the runtime",
-                        e,
-                    );
+        };
+        let router = match outcome {
+            Ok(r) => r,
+            Err((summary, e)) => {
+                let detail = format!("{e}\n\nrouter log: {}", dir.log().display());
+                if prior.is_null() {
+                    // A failed create leaves nothing: deploy::start stopped whatever it started.
+                    let _ = dir.remove();
+                    return failed(Value::Null, summary, detail);
                 }
-            };
-            match local::start(&ctx.config.runtime_path, &dir, config, &ctx.cancel).await {
-                Ok(dep) => {
-                    state.set("url", Value::String(model_url(&dep.address, &name)));
-                    state.set("replicas_status", Value::String("1/1 ready".into()));
-                }
-                Err(e) => {
-                    // Reality after a failed start: nothing runs. A failed create leaves no state;
-                    // a failed update leaves the endpoint recorded as stopped, which the next plan repairs.
-                    let detail = format!("{e}\n\nruntime log: {}", dir.log().display());
-                    if prior.is_null() {
-                        let _ = dir.remove();
-                        return failed(Value::Null, "The endpoint did not start", detail);
-                    }
-                    return failed(
-                        with_status(prior, "0/1 ready (start failed)"),
-                        "The endpoint did not restart",
-                        detail,
-                    );
-                }
+                let status = if restart {
+                    "router not running (start failed)"
+                } else {
+                    "router not updated (reload failed)"
+                };
+                return failed(with_status(prior, status), summary, detail);
             }
-        } else if let Some(dep) = &running {
-            state.set("url", Value::String(model_url(&dep.address, &name)));
-            state.set("replicas_status", Value::String("1/1 ready".into()));
-        }
+        };
+        let mut state = planned;
+        state.set("url", Value::String(model_url(&router.address, &name)));
+        let status = match deploy::health(&router).await {
+            RouterHealth::Serving(s) => s.summary(),
+            other => router_down(&router, &other),
+        };
+        state.set("replicas_status", Value::String(status));
         if let Some(json) = state.to_json()
             && let Err(e) = store::write_json(&dir.state(), &json)
         {
@@ -309,26 +336,25 @@ impl Resource for InferenceEndpoint {
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
         let name = state.get("name").as_str().unwrap_or_default().to_string();
         let dir = EndpointDir::new(&ctx.config.state_dir, &name);
-        let deployment = dir
-            .read_deployment()
-            .map_err(|e| Diagnostic::error("Cannot read the endpoint's deployment record", e))?;
+        let router = dir
+            .read_record()
+            .map_err(|e| Diagnostic::error("Cannot read the endpoint's router record", e))?;
         let recorded: Option<serde_json::Value> = store::read_json(&dir.state())
             .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e))?;
         let mut state = state;
-        match (&deployment, recorded) {
+        match (&router, recorded) {
             (None, None) => return Ok(Value::Null),
             (None, Some(_)) => state.set(
                 "replicas_status",
-                Value::String("0/1 ready (not deployed)".into()),
+                Value::String("router not running (not deployed)".into()),
             ),
-            (Some(dep), _) => {
-                let status = match local::health(dep).await {
-                    Health::Ready => "1/1 ready".to_string(),
-                    Health::NotReady => format!("0/1 ready (process {} not ready)", dep.pid),
-                    Health::Gone => format!("0/1 ready (process {} exited)", dep.pid),
+            (Some(r), _) => {
+                let status = match deploy::health(r).await {
+                    RouterHealth::Serving(s) => s.summary(),
+                    other => router_down(r, &other),
                 };
                 state.set("replicas_status", Value::String(status));
-                state.set("url", Value::String(model_url(&dep.address, &name)));
+                state.set("url", Value::String(model_url(&r.address, &name)));
             }
         }
         Ok(state)
@@ -358,6 +384,14 @@ impl Resource for InferenceEndpoint {
     }
 }
 
+/// `replicas_status` for a router that is not serving.
+fn router_down(router: &deploy::RouterRecord, health: &RouterHealth) -> String {
+    match health {
+        RouterHealth::Gone => format!("router not running (process {} exited)", router.process.pid),
+        _ => format!("router not answering (process {})", router.process.pid),
+    }
+}
+
 fn failed(state: Value, summary: &str, detail: impl Into<String>) -> Applied {
     Applied {
         state,
@@ -373,14 +407,8 @@ fn with_status(mut state: Value, status: &str) -> Value {
 }
 
 async fn destroy(ctx: &Ctx, dir: &EndpointDir, prior: Value) -> Applied {
-    match dir.read_deployment() {
-        Ok(Some(dep)) => {
-            if let Err(e) = local::stop(&dep, drain_timeout(ctx, &prior)).await {
-                return failed(prior, "Cannot stop the endpoint", e);
-            }
-        }
-        Ok(None) => {}
-        Err(e) => return failed(prior, "Cannot read the endpoint's deployment record", e),
+    if let Err(e) = deploy::stop(dir, drain_timeout(ctx, &prior)).await {
+        return failed(prior, "Cannot stop the endpoint", e);
     }
     match dir.remove() {
         Ok(()) => Applied {
@@ -401,9 +429,7 @@ fn drain_timeout(ctx: &Ctx, state: &Value) -> Duration {
         .get("burst_policy")
         .as_str()
         .and_then(|p| ctx.registry.policy(&ctx.config.state_dir, p))
-        .map_or(Duration::from_secs(30), |p| {
-            Duration::from_secs(p.drain_timeout_s)
-        })
+        .map_or(Duration::from_secs(30), |p| p.drain_timeout())
 }
 
 /// `replicas.min` and `replicas.max`, with the defaults (1 and 1) when the block is absent.
@@ -418,19 +444,29 @@ fn model_url(address: &str, name: &str) -> String {
     format!("http://{address}/v2/models/{name}")
 }
 
-/// Whether the running replica must restart to match the plan: what the runtime was started with
-/// changed, or it is not running.
-fn needs_restart(prior: &Value, planned: &Value) -> bool {
+/// Whether applying the plan must touch the router: what it serves or how changed, or it is down.
+fn needs_apply(prior: &Value, planned: &Value) -> bool {
     [
         "model",
         "model_sha256",
         "batching",
+        "replicas",
+        "data_residency",
         "listen",
         "placement_digest",
     ]
     .iter()
     .any(|k| prior.get(k) != planned.get(k))
-        || prior.get("replicas_status").as_str() != Some("1/1 ready")
+        || router_restarts(prior, planned)
+}
+
+/// Whether the router must (re)start rather than reload: its address changed, or it is down.
+fn router_restarts(prior: &Value, planned: &Value) -> bool {
+    prior.get("listen") != planned.get("listen")
+        || prior
+            .get("replicas_status")
+            .as_str()
+            .is_none_or(|s| s.starts_with("router not"))
 }
 
 /// Checks the model file now, so a missing or invalid model fails the plan, and hashes it.
@@ -450,7 +486,7 @@ fn plan_model(state: &mut Value, d: &mut Diagnostics) {
             return;
         }
     };
-    if let Err(e) = gpucap_runtime::model::parse_model(&bytes) {
+    if let Err(e) = gpucap_fabric::config::check_model(&bytes) {
         d.push(Diagnostic::attr_error(
             "model.path",
             "Invalid model file",
@@ -464,98 +500,120 @@ fn plan_model(state: &mut Value, d: &mut Diagnostics) {
     );
 }
 
-fn resolve_placement(ctx: &Ctx, state: &Value, d: &mut Diagnostics) -> Option<Placement> {
+/// The endpoint's placement; `None` while its burst policy or pools are unknown.
+fn resolve_placement(ctx: &Ctx, state: &Value) -> Option<Placement> {
+    let dir = &ctx.config.state_dir;
+    let pool = |n: &str| ctx.registry.pool(dir, n);
+    let policy = |n: &str| ctx.registry.policy(dir, n);
     match state.get("burst_policy") {
         Value::Unknown => None,
-        Value::String(name) => {
-            let Some(policy) = ctx.registry.policy(&ctx.config.state_dir, name) else {
-                d.push(Diagnostic::attr_error(
-                    "burst_policy",
-                    "Unknown burst policy",
-                    format!(
-                        "no gpucap_burst_policy named {name:?} exists or is planned. Reference the policy's name \
-                         attribute, e.g. burst_policy = gpucap_burst_policy.{name}.name, so that Terraform plans it first"
-                    ),
-                ));
-                return None;
-            };
-            let lookup = |names: &[String], d: &mut Diagnostics| -> Vec<PoolInfo> {
-                names
+        Value::String(name) => Some(placement::resolve(
+            Source::Policy(name),
+            policy,
+            PolicyInfo::pools,
+            pool,
+        )),
+        _ => {
+            let names: Vec<String> = match state.get("pools") {
+                Value::Null => Vec::new(),
+                v => v
+                    .as_list()?
                     .iter()
-                    .filter_map(|n| {
-                        let p = ctx.registry.pool(&ctx.config.state_dir, n);
-                        if p.is_none() {
-                            d.push(unknown_pool(ctx, "burst_policy", n));
-                        }
-                        p
-                    })
-                    .collect()
+                    .map(|n| n.as_str().map(str::to_string))
+                    .collect::<Option<_>>()?,
             };
-            let base = lookup(&policy.base_pools, d);
-            let burst = lookup(&policy.burst_pools, d);
-            Some(Placement {
-                base,
-                burst,
-                policy: Some(policy),
-            })
+            Some(placement::resolve(
+                Source::Pools(&names),
+                policy,
+                PolicyInfo::pools,
+                pool,
+            ))
         }
-        _ => resolve_pools(ctx, state, "pools", d).map(|base| Placement {
-            base,
-            burst: Vec::new(),
-            policy: None,
-        }),
     }
 }
 
-/// Residency: every pool the endpoint can ever run on lies in its allowed regions and jurisdictions.
+/// Names the placement could not resolve, as errors on the attribute that leads to them.
+fn report_missing(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) {
+    for m in &p.missing {
+        match m {
+            Missing::Policy(name) => d.push(Diagnostic::attr_error(
+                "burst_policy",
+                "Unknown burst policy",
+                format!(
+                    "no gpucap_burst_policy named {name:?} exists or is planned. Reference the policy's name \
+                     attribute, e.g. burst_policy = gpucap_burst_policy.{name}.name, so that Terraform plans it first"
+                ),
+            )),
+            Missing::Pool { path, name } => {
+                let attr = if state.get("burst_policy").is_null() {
+                    path.as_str()
+                } else {
+                    "burst_policy"
+                };
+                d.push(unknown_pool(ctx, attr, name));
+            }
+        }
+    }
+}
+
+/// Residency: every pool the endpoint can ever run on lies in its allowed regions and
+/// jurisdictions (the router, in the first base pool's region, with them).
 fn check_residency(state: &Value, p: &Placement, d: &mut Diagnostics) {
-    let residency = state.get("data_residency");
+    let residency = residency(state);
+    for pool in p.all() {
+        let role = match &p.policy {
+            Some(policy) if policy.section.burst_pools.contains(&pool.name) => {
+                format!(" (a burst pool of policy {:?})", policy.name)
+            }
+            Some(policy) => format!(" (a base pool of policy {:?})", policy.name),
+            None => String::new(),
+        };
+        for breach in residency.breaches(pool) {
+            let (attr, allowed) = match breach {
+                placement::Breach::Jurisdiction => (
+                    "data_residency.allowed_jurisdictions",
+                    residency.allowed_jurisdictions.clone().unwrap_or_default(),
+                ),
+                placement::Breach::Region => (
+                    "data_residency.allowed_regions",
+                    residency.allowed_regions.clone().unwrap_or_default(),
+                ),
+            };
+            let detail = match breach {
+                placement::Breach::Jurisdiction => format!(
+                    "pool {:?}{role} is in region {:?}, jurisdiction {:?}, but this endpoint's data may only be processed in {}. \
+                     Remove the pool from the endpoint's placement or allow its jurisdiction.",
+                    pool.name,
+                    pool.region,
+                    pool.jurisdiction,
+                    allowed.join(", ")
+                ),
+                placement::Breach::Region => format!(
+                    "pool {:?}{role} is in region {:?}, but this endpoint may only run in regions {}. \
+                     Remove the pool from the endpoint's placement or allow its region.",
+                    pool.name,
+                    pool.region,
+                    allowed.join(", ")
+                ),
+            };
+            d.push(Diagnostic::attr_error(attr, "Residency violation", detail));
+        }
+    }
+}
+
+/// The endpoint's `data_residency` restrictions.
+fn residency(state: &Value) -> Residency {
+    let r = state.get("data_residency");
     let list = |k: &str| -> Option<Vec<String>> {
-        residency.get(k).as_list().map(|l| {
+        r.get(k).as_list().map(|l| {
             l.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect()
         })
     };
-    let via = |pool: &PoolInfo| match &p.policy {
-        Some(policy) if policy.burst_pools.contains(&pool.name) => {
-            format!(" (a burst pool of policy {:?})", policy.name)
-        }
-        Some(policy) => format!(" (a base pool of policy {:?})", policy.name),
-        None => String::new(),
-    };
-    if let Some(allowed) = list("allowed_jurisdictions") {
-        for pool in p.all().filter(|pool| !allowed.contains(&pool.jurisdiction)) {
-            d.push(Diagnostic::attr_error(
-                "data_residency.allowed_jurisdictions",
-                "Residency violation",
-                format!(
-                    "pool {:?}{} is in region {:?}, jurisdiction {:?}, but this endpoint's data may only be processed in {}. \
-                     Remove the pool from the endpoint's placement or allow its jurisdiction.",
-                    pool.name,
-                    via(pool),
-                    pool.region,
-                    pool.jurisdiction,
-                    allowed.join(", ")
-                ),
-            ));
-        }
-    }
-    if let Some(allowed) = list("allowed_regions") {
-        for pool in p.all().filter(|pool| !allowed.contains(&pool.region)) {
-            d.push(Diagnostic::attr_error(
-                "data_residency.allowed_regions",
-                "Residency violation",
-                format!(
-                    "pool {:?}{} is in region {:?}, but this endpoint may only run in regions {}. \
-                     Remove the pool from the endpoint's placement or allow its region.",
-                    pool.name,
-                    via(pool),
-                    pool.region,
-                    allowed.join(", ")
-                ),
-            ));
-        }
+    Residency {
+        allowed_jurisdictions: list("allowed_jurisdictions"),
+        allowed_regions: list("allowed_regions"),
     }
 }
 
@@ -581,20 +639,40 @@ fn check_capacity(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) 
     }
 }
 
-/// Every base pool must be reachable by a driver that can deploy the runtime.
-fn check_driver(p: &Placement, d: &mut Diagnostics) {
-    if let Some(pool) = p.base.first()
-        && pool.local_devices.is_none()
-    {
+/// Every pool must be reachable by a driver the fabric has.
+fn check_drivers(p: &Placement, d: &mut Diagnostics) {
+    for pool in p.all().filter(|pool| pool.local_devices.is_none()) {
         d.push(Diagnostic::attr_error(
-            "pools",
+            if p.policy.is_some() { "burst_policy" } else { "pools" },
             "No driver can deploy to this pool",
-            format!("pool {:?} has no local block; this release deploys endpoints with the local driver only", pool.name),
+            format!(
+                "pool {:?} has no local block; this release deploys replicas with the local driver only",
+                pool.name
+            ),
         ));
     }
 }
 
-/// Regions, costs and the placement digest: all known at plan time.
+/// Burst pools that `replicas.max` leaves no room for are a configuration mistake worth a word.
+fn warn_no_room_to_burst(state: &Value, p: &Placement, d: &mut Diagnostics) {
+    let (_, Some(max)) = replica_bounds(state) else {
+        return;
+    };
+    let base: i64 = p.base.iter().map(|b| b.gpus_max).sum();
+    if !p.burst.is_empty() && max <= base {
+        d.push(Diagnostic::attr_warning(
+            "replicas.max",
+            "No room to burst",
+            format!(
+                "replicas.max = {max} fits on the base pools ({base} GPU(s)), so the burst pools ({}) are never used; \
+                 raise replicas.max to let load spill to them",
+                p.burst.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+}
+
+/// Regions, costs, the router's region and the placement digest: all known at plan time.
 fn plan_placement(state: &mut Value, p: &Placement) {
     let mut regions: Vec<String> = Vec::new();
     for pool in p.all() {
@@ -605,6 +683,12 @@ fn plan_placement(state: &mut Value, p: &Placement) {
     state.set(
         "serving_regions",
         Value::List(regions.into_iter().map(Value::String).collect()),
+    );
+    state.set(
+        "router_region",
+        p.base
+            .first()
+            .map_or(Value::Null, |b| Value::String(b.region.clone())),
     );
     let digest_input = json!({
         "base": p.base,
@@ -621,7 +705,7 @@ fn plan_placement(state: &mut Value, p: &Placement) {
     let (min, max) = replica_bounds(state);
     let base: Vec<_> = p.base.iter().map(PoolInfo::cost).collect();
     let all: Vec<_> = p.all().map(PoolInfo::cost).collect();
-    let budget = p.policy.as_ref().and_then(|pol| pol.budget_max_hourly_usd);
+    let budget = p.policy.as_ref().and_then(PolicyInfo::budget_max_hourly_usd);
     let (cost_min, cost_max) = match (min, max) {
         (Some(min), Some(max)) => {
             gpucap_policy::cost::endpoint_monthly(min, max, &base, &all, budget)
@@ -635,56 +719,75 @@ fn plan_placement(state: &mut Value, p: &Placement) {
     state.set("monthly_cost_max_usd", cost_max);
 }
 
-/// The runtime configuration for a planned endpoint on the local driver.
-fn runtime_config(
-    ctx: &Ctx,
-    planned: &Value,
-) -> Result<gpucap_runtime::config::RuntimeConfig, String> {
+/// The router config for a planned endpoint: what it serves, its batching, bounds, residency,
+/// policy and pools.
+fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConfig, String> {
     let model = planned.get("model");
     let path = model
         .get("path")
         .as_str()
         .ok_or("model.path is not known")?;
     let path = std::path::absolute(path).map_err(|e| format!("model.path {path}: {e}"))?;
+    let name = planned.get("name").as_str().ok_or("name is not known")?;
     let batching = planned.get("batching");
     let listen = planned.get("listen");
-    let mut c = gpucap_runtime::config::RuntimeConfig::default();
-    c.model.path = Some(path);
-    c.model.name = planned.get("name").as_str().map(str::to_string);
-    if let Some(v) = model.get("version").as_str() {
-        c.model.version = v.to_string();
-    }
     let int = |v: &Value, dflt: i64| v.as_i64().unwrap_or(dflt);
-    c.batching.max_batch_size = int(batching.get("max_batch_size"), 64) as usize;
-    c.batching.max_queue_delay_us = int(batching.get("max_queue_delay_us"), 2000) as u64;
-    c.batching.queue_capacity = int(batching.get("queue_capacity"), 256) as usize;
-    c.batching.request_timeout_ms = int(batching.get("request_timeout_ms"), 10_000) as u64;
-    c.server.listen = format!(
-        "{}:{}",
-        listen.get("host").as_str().unwrap_or("127.0.0.1"),
-        int(listen.get("port"), 0)
-    );
-    c.compute.device = device_for(ctx, planned);
-    c.log.format = gpucap_runtime::config::LogFormat::Json;
-    c.validate().map_err(|e| e.to_string())?;
-    Ok(c)
-}
-
-/// The device list of the endpoint's first base pool.
-fn device_for(ctx: &Ctx, planned: &Value) -> String {
-    let first_pool = match planned.get("burst_policy").as_str() {
-        Some(policy) => ctx
-            .registry
-            .policy(&ctx.config.state_dir, policy)
-            .and_then(|p| p.base_pools.first().cloned()),
-        None => planned
-            .get("pools")
-            .as_list()
-            .and_then(|l| l.first())
-            .and_then(|v| v.as_str().map(str::to_string)),
+    // An absent block has the runtime's defaults (which the schema's defaults match).
+    let d = BatchingSection::default();
+    let setting = |k: &str, default: u64| batching.get(k).as_i64().map_or(default, |v| v as u64);
+    let b = BatchingSection {
+        max_batch_size: setting("max_batch_size", d.max_batch_size as u64) as usize,
+        max_queue_delay_us: setting("max_queue_delay_us", d.max_queue_delay_us),
+        queue_capacity: setting("queue_capacity", d.queue_capacity as u64) as usize,
+        request_timeout_ms: setting("request_timeout_ms", d.request_timeout_ms),
     };
-    first_pool
-        .and_then(|p| ctx.registry.pool(&ctx.config.state_dir, &p))
-        .and_then(|p| p.local_devices)
-        .unwrap_or_else(|| "auto".into())
+    let (min, max) = replica_bounds(planned);
+    let pools = p
+        .all()
+        .map(|pool| {
+            pool.to_section()
+                .ok_or_else(|| format!("pool {:?} has no driver the fabric can use", pool.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let residency = residency(planned);
+    Ok(FabricConfig {
+        endpoint: EndpointSection {
+            name: name.to_string(),
+            listen: format!(
+                "{}:{}",
+                listen.get("host").as_str().unwrap_or("127.0.0.1"),
+                int(listen.get("port"), 0)
+            ),
+            pools: p
+                .policy
+                .is_none()
+                .then(|| p.base.iter().map(|b| b.name.clone()).collect()),
+            router_region: None,
+            max_body_bytes: 64 << 20,
+            hold_capacity: None,
+            replica_concurrency: None,
+            address_file: None,
+        },
+        model: ModelSection {
+            path,
+            version: model.get("version").as_str().unwrap_or("1").to_string(),
+        },
+        batching: b,
+        replicas: ReplicasSection {
+            min: min.unwrap_or(1).max(0) as usize,
+            max: max.unwrap_or(1).max(1) as usize,
+        },
+        residency: ResidencySection {
+            allowed_jurisdictions: residency.allowed_jurisdictions,
+            allowed_regions: residency.allowed_regions,
+        },
+        policy: p.policy.as_ref().map(|pol| pol.section.clone()),
+        pools,
+        runtime: RuntimeSection {
+            path: ctx.config.runtime_path.clone(),
+        },
+        state: StateSection {
+            dir: EndpointDir::new(&ctx.config.state_dir, name).0,
+        },
+    })
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::driver::local;
+use gpucap_fabric::driver::local;
 use crate::plan;
 use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::regions;
@@ -121,7 +121,7 @@ impl Resource for GpuPool {
             ));
         }
         if let Some(spec) = c.get("local").get("devices").as_str()
-            && let Err(e) = spec.parse::<gpucap_runtime::backend::DeviceSpec>()
+            && let Err(e) = gpucap_fabric::driver::local::check_devices(spec)
         {
             d.push(Diagnostic::attr_error(
                 "local.devices",

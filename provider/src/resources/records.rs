@@ -4,7 +4,7 @@
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::provider::{Applied, Ctx};
-use crate::store;
+use gpucap_fabric::store;
 use crate::value::{Type, Value};
 
 fn path(ctx: &Ctx, kind: &str, name: &str) -> std::path::PathBuf {

@@ -16,6 +16,17 @@ pub fn provider_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-gpucap"))
 }
 
+/// The fabric binary next to the provider's, as a release ships them.
+pub fn fabric_bin() -> PathBuf {
+    let path = provider_bin().parent().unwrap().join("gpucap-fabric");
+    assert!(
+        path.exists(),
+        "{} is missing; build it first with `cargo build -p gpucap-fabric` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// The runtime binary next to the provider's, as a release ships them.
 pub fn runtime_bin() -> PathBuf {
     let path = provider_bin().parent().unwrap().join("gpucap-runtime");
@@ -97,9 +108,10 @@ impl Tf {
     pub fn write_with(&self, provider_extra: &str, config: &str) {
         let header = format!(
             "terraform {{\n  required_providers {{\n    gpucap = {{ source = \"gpucap/gpucap\" }}\n  }}\n}}\n\n\
-             provider \"gpucap\" {{\n  state_dir    = \"{}\"\n  runtime_path = \"{}\"\n{provider_extra}}}\n\n",
+             provider \"gpucap\" {{\n  state_dir    = \"{}\"\n  runtime_path = \"{}\"\n  fabric_path  = \"{}\"\n{provider_extra}}}\n\n",
             self.state_dir().display(),
-            runtime_bin().display()
+            runtime_bin().display(),
+            fabric_bin().display()
         );
         std::fs::write(self.path().join("main.tf"), header + config).unwrap();
     }
@@ -178,31 +190,70 @@ impl Tf {
             .replace(&repo_root().display().to_string(), "[REPO]")
     }
 
-    /// The recorded runtime pid of an endpoint.
-    pub fn endpoint_pid(&self, name: &str) -> Option<i32> {
+    /// The recorded router pid of an endpoint.
+    pub fn router_pid(&self, name: &str) -> Option<i32> {
         let path = self
             .state_dir()
             .join("endpoints")
             .join(name)
-            .join("deployment.json");
+            .join("router.json");
         let text = std::fs::read_to_string(path).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v["pid"].as_i64().map(|p| p as i32)
+        v["process"]["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// The recorded replica pids of an endpoint, by replica id.
+    pub fn replica_pids(&self, name: &str) -> Vec<(String, i32)> {
+        let dir = self
+            .state_dir()
+            .join("endpoints")
+            .join(name)
+            .join("replicas");
+        let mut out: Vec<(String, i32)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path().join("replica.json")).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                Some((v["id"].as_str()?.to_string(), v["process"]["pid"].as_i64()? as i32))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every process an endpoint has recorded: its router and its replicas.
+    pub fn endpoint_pids(&self, name: &str) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.router_pid(name).into_iter().collect();
+        pids.extend(self.replica_pids(name).into_iter().map(|(_, p)| p));
+        pids
     }
 }
 
 impl Drop for Tf {
-    /// Whatever a test did, it leaves no runtime running.
+    /// Whatever a test did, it leaves no router or replica running.
     fn drop(&mut self) {
         let endpoints = self.state_dir().join("endpoints");
         if let Ok(entries) = std::fs::read_dir(endpoints) {
             for e in entries.flatten() {
-                if let Some(pid) = self.endpoint_pid(&e.file_name().to_string_lossy()) {
+                for pid in self.endpoint_pids(&e.file_name().to_string_lossy()) {
                     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
                 }
             }
         }
     }
+}
+
+/// Waits up to 5 s for every one of `pids` to be gone (zombies count as gone).
+pub fn all_gone(pids: &[i32]) -> bool {
+    for _ in 0..250 {
+        if pids.iter().all(|p| !process_alive(*p)) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
 }
 
 /// Whether a process is running (and not a zombie).

@@ -69,3 +69,37 @@ pub struct ModelSignature {
     /// Values per output row.
     pub output_width: usize,
 }
+
+impl ModelMetadata {
+    /// The metadata of a model served under `name` and `version` with `signature`: what the
+    /// runtime answers, and what the fabric's router answers for it without asking a replica.
+    pub fn describe(name: &str, version: &str, signature: &ModelSignature) -> ModelMetadata {
+        ModelMetadata {
+            name: name.to_string(),
+            versions: vec![version.to_string()],
+            platform: crate::model::FORMAT_NAME,
+            inputs: vec![TensorMetadata {
+                name: signature.input_name.clone(),
+                datatype: "FP32",
+                shape: vec![-1, signature.input_width as i64],
+            }],
+            outputs: vec![TensorMetadata {
+                name: signature.output_name.clone(),
+                datatype: "FP32",
+                shape: vec![-1, signature.output_width as i64],
+            }],
+        }
+    }
+}
+
+impl ModelSignature {
+    /// The signature of a loaded model.
+    pub fn of(model: &crate::model::Model) -> ModelSignature {
+        ModelSignature {
+            input_name: model.input_name.clone(),
+            input_width: model.input_width(),
+            output_name: model.output_name.clone(),
+            output_width: model.output_width(),
+        }
+    }
+}

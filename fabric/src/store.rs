@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Where records of one kind (`pools`, `policies`, `endpoints`) live.
+/// Where records of one kind (`pools`, `policies`, `endpoints`, `replicas`) live.
 pub fn kind_dir(state_dir: &Path, kind: &str) -> PathBuf {
     state_dir.join(kind)
 }

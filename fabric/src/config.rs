@@ -1,0 +1,911 @@
+//! The router's config file (`gpucap-fabric serve --config FILE`, TOML). The provider writes it
+//! from an endpoint's plan; people can write it by hand. [`FabricConfig::validate`] checks it once,
+//! naming the key at fault and what is valid, resolves the endpoint's placement with the placement
+//! every part of gpucap shares, and refuses any pool outside the endpoint's data residency.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gpucap_policy::placement::{self, BurstOrder, PlacedPool, PolicyPools, Residency, Source};
+pub use gpucap_runtime::config::BatchingSection;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::autoscaler::{Budget, ScalingPolicy};
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FabricConfig {
+    /// The endpoint the router serves.
+    pub endpoint: EndpointSection,
+    /// The model its replicas serve.
+    pub model: ModelSection,
+    /// Dynamic batching in each replica.
+    #[serde(default)]
+    pub batching: BatchingSection,
+    /// How many replicas may run.
+    #[serde(default)]
+    pub replicas: ReplicasSection,
+    /// Where the endpoint's data may be processed.
+    #[serde(default)]
+    pub residency: ResidencySection,
+    /// The burst policy; without one the endpoint runs on `endpoint.pools` and never bursts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySection>,
+    /// Every pool the router may use.
+    #[serde(default)]
+    pub pools: Vec<PoolSection>,
+    /// The replicas' binary.
+    pub runtime: RuntimeSection,
+    /// Where the router keeps its records.
+    pub state: StateSection,
+}
+
+/// `[endpoint]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// The endpoint's (and model's) name.
+    pub name: String,
+    /// `host:port` the router listens on; port 0 picks a free one.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The pools to run on when there is no `[policy]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<String>>,
+    /// Where the router itself runs (it processes the data): the first base pool's region unless
+    /// stated; it must be an allowed region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_region: Option<String>,
+    /// Largest request body accepted, in bytes; larger ones get 413 at the router.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Requests the router may hold while no replica has room (scale from zero, saturation);
+    /// more get 429. Default: `batching.queue_capacity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_capacity: Option<usize>,
+    /// Requests in flight per replica before it counts as saturated (and load spills to burst
+    /// pools). Default: `batching.max_batch_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_concurrency: Option<usize>,
+    /// Once listening, the bound `host:port` is written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_file: Option<PathBuf>,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// The `.safetensors` file.
+    pub path: PathBuf,
+    /// The version reported.
+    #[serde(default = "default_version")]
+    pub version: String,
+}
+
+/// `[replicas]`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicasSection {
+    /// Fewest replicas; 0 scales to zero when idle.
+    pub min: usize,
+    /// Most replicas, across every pool.
+    pub max: usize,
+}
+
+/// `[residency]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResidencySection {
+    /// Jurisdictions every pool must be in, when restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_jurisdictions: Option<Vec<String>>,
+    /// Regions every pool must be in, when restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_regions: Option<Vec<String>>,
+}
+
+/// `[policy]`: the burst policy, as `gpucap_burst_policy` declares it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Its name (for status and logs).
+    pub name: String,
+    /// Baseline pools, in order.
+    pub base_pools: Vec<String>,
+    /// Burst pools.
+    #[serde(default)]
+    pub burst_pools: Vec<String>,
+    /// `ordered` or `cheapest`.
+    #[serde(default = "default_placement")]
+    pub placement: String,
+    /// `none` or `on_demand`.
+    #[serde(default = "default_spot_fallback")]
+    pub spot_fallback: String,
+    /// When to add capacity.
+    #[serde(default)]
+    pub scale_up: ScaleUpSection,
+    /// When to release it.
+    #[serde(default)]
+    pub scale_down: ScaleDownSection,
+    /// The cap on burst spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSection>,
+}
+
+/// `[policy.scale_up]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleUpSection {
+    /// Requests waiting per serving replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<f64>,
+    /// The router's p99 latency over the last 10 s, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency_ms: Option<f64>,
+    /// Busy fraction of the serving replicas' devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_utilization: Option<f64>,
+    /// How long a signal must hold.
+    #[serde(rename = "for", default = "default_for")]
+    pub sustain: String,
+}
+
+/// `[policy.scale_down]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleDownSection {
+    /// Idle time before a replica above the minimum is drained.
+    #[serde(default = "default_idle_for")]
+    pub idle_for: String,
+    /// Burst replicas kept running however idle.
+    #[serde(default)]
+    pub min_warm_replicas: usize,
+    /// How long a draining replica may take to finish what it accepted.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+}
+
+/// `[policy.budget]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// USD per hour burst replicas may cost together.
+    pub max_hourly_usd: f64,
+    /// `queue` or `reject`.
+    #[serde(default = "default_on_exhausted")]
+    pub on_exhausted: String,
+}
+
+/// `[[pools]]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// Its jurisdiction.
+    pub jurisdiction: String,
+    /// `on_prem`, `reserved`, `on_demand` or `spot`.
+    #[serde(default = "default_capacity_type")]
+    pub capacity_type: String,
+    /// USD per GPU-hour; burst spend is metered with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<f64>,
+    /// Replicas the pool holds at most (`nodes.max × gpu.per_node`, one replica per GPU).
+    pub gpus_max: usize,
+    /// The `local` driver: replicas are runtime processes on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSection>,
+}
+
+/// `[pools.local]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    /// `auto`, `cpu` or `cuda:0,cuda:1`.
+    #[serde(default = "default_devices")]
+    pub devices: String,
+    /// The runtime binary for this pool, when it differs from `[runtime] path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_path: Option<PathBuf>,
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// The `gpucap-runtime` binary.
+    pub path: PathBuf,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The endpoint's directory: replica records and logs live under it.
+    pub dir: PathBuf,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_max_body() -> usize {
+    64 << 20
+}
+fn default_version() -> String {
+    "1".into()
+}
+fn default_placement() -> String {
+    "ordered".into()
+}
+fn default_spot_fallback() -> String {
+    "none".into()
+}
+fn default_for() -> String {
+    "1m".into()
+}
+fn default_idle_for() -> String {
+    "10m".into()
+}
+fn default_drain_timeout() -> String {
+    "30s".into()
+}
+fn default_on_exhausted() -> String {
+    "queue".into()
+}
+fn default_capacity_type() -> String {
+    "on_prem".into()
+}
+fn default_devices() -> String {
+    "auto".into()
+}
+
+impl Default for ReplicasSection {
+    fn default() -> Self {
+        ReplicasSection { min: 1, max: 1 }
+    }
+}
+
+impl Default for ScaleUpSection {
+    fn default() -> Self {
+        ScaleUpSection {
+            queue_depth: None,
+            p99_latency_ms: None,
+            gpu_utilization: None,
+            sustain: default_for(),
+        }
+    }
+}
+
+impl Default for ScaleDownSection {
+    fn default() -> Self {
+        ScaleDownSection {
+            idle_for: default_idle_for(),
+            min_warm_replicas: 0,
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+/// A setting that cannot be used, named by its key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The key, e.g. `policy.scale_up.for` or `pools[1]`.
+    pub key: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Capacity types, in the order the pool resource lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapacityType {
+    /// Owned hardware.
+    OnPrem,
+    /// Committed cloud capacity.
+    Reserved,
+    /// Cloud capacity by the hour.
+    OnDemand,
+    /// Interruptible cloud capacity.
+    Spot,
+}
+
+impl CapacityType {
+    fn parse(s: &str) -> Option<CapacityType> {
+        Some(match s {
+            "on_prem" => CapacityType::OnPrem,
+            "reserved" => CapacityType::Reserved,
+            "on_demand" => CapacityType::OnDemand,
+            "spot" => CapacityType::Spot,
+            _ => return None,
+        })
+    }
+
+    /// As written in configurations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapacityType::OnPrem => "on_prem",
+            CapacityType::Reserved => "reserved",
+            CapacityType::OnDemand => "on_demand",
+            CapacityType::Spot => "spot",
+        }
+    }
+}
+
+/// How a pool is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverConfig {
+    /// Runtime processes on this host.
+    Local {
+        /// The pool's device list.
+        devices: String,
+        /// The runtime binary.
+        runtime_path: PathBuf,
+    },
+}
+
+/// A pool the router uses, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// Its jurisdiction.
+    pub jurisdiction: String,
+    /// What kind of capacity it is.
+    pub capacity_type: CapacityType,
+    /// USD per GPU-hour (one replica holds one GPU), when known.
+    pub price_per_gpu_hour: Option<f64>,
+    /// Replicas it holds at most.
+    pub slots: usize,
+    /// Whether it is a burst pool (else base).
+    pub burst: bool,
+    /// Its driver.
+    pub driver: DriverConfig,
+}
+
+impl PlacedPool for Pool {
+    fn pool_name(&self) -> &str {
+        &self.name
+    }
+    fn pool_region(&self) -> &str {
+        &self.region
+    }
+    fn pool_jurisdiction(&self) -> &str {
+        &self.jurisdiction
+    }
+    fn pool_price(&self) -> Option<f64> {
+        self.price_per_gpu_hour
+    }
+}
+
+/// The config after validation, in the types the router uses.
+#[derive(Debug, Clone)]
+pub struct Fabric {
+    /// The endpoint's (and model's) name.
+    pub name: String,
+    /// The burst policy's name, when there is one.
+    pub policy_name: Option<String>,
+    /// Where to listen.
+    pub listen: String,
+    /// Where to write the bound address.
+    pub address_file: Option<PathBuf>,
+    /// The region the router runs in.
+    pub router_region: String,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Requests the router may hold.
+    pub hold_capacity: usize,
+    /// In-flight requests per replica before it is saturated.
+    pub replica_concurrency: usize,
+    /// How long a request may take at most, held time included.
+    pub request_timeout: Duration,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// The model version.
+    pub model_version: String,
+    /// Replica batching.
+    pub batching: BatchingSection,
+    /// The pools in placement order: base pools, then burst pools in spill order.
+    pub pools: Vec<Pool>,
+    /// What the autoscaler acts on.
+    pub scaling: ScalingPolicy,
+    /// Where replica records live.
+    pub state_dir: PathBuf,
+    /// Hash of the file as read: the provider waits for the router to report it after a reload.
+    pub config_digest: String,
+}
+
+impl FabricConfig {
+    /// Reads and parses `path`; errors carry the file name, line and column.
+    pub fn from_file(path: &Path) -> Result<(FabricConfig, String), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let config = toml::from_str(&text)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        Ok((config, digest(&text)))
+    }
+
+    /// This config as the file text the router reads, and that text's digest.
+    pub fn to_file_text(&self) -> Result<(String, String), String> {
+        let text = toml::to_string(self).map_err(|e| format!("cannot write the config: {e}"))?;
+        let d = digest(&text);
+        Ok((text, d))
+    }
+
+    /// Checks every setting, resolves placement and enforces residency. `config_digest` is
+    /// carried through to status.
+    pub fn validate(&self, config_digest: &str) -> Result<Fabric, ConfigError> {
+        let e = &self.endpoint;
+        check_name("endpoint.name", &e.name)?;
+        check_name("model.version", &self.model.version)?;
+        in_range("endpoint.max_body_bytes", e.max_body_bytes, 1024, 1 << 32)?;
+        let b = &self.batching;
+        in_range("batching.max_batch_size", b.max_batch_size, 1, 65_536)?;
+        in_range("batching.queue_capacity", b.queue_capacity, 1, 1_000_000)?;
+        in_range(
+            "batching.request_timeout_ms",
+            b.request_timeout_ms as usize,
+            1,
+            3_600_000,
+        )?;
+        in_range(
+            "batching.max_queue_delay_us",
+            b.max_queue_delay_us as usize,
+            0,
+            10_000_000,
+        )?;
+        let r = self.replicas;
+        in_range("replicas.max", r.max, 1, 10_000)?;
+        if r.min > r.max {
+            return Err(bad(
+                "replicas.min",
+                format!("{} is more than replicas.max ({})", r.min, r.max),
+            ));
+        }
+        let hold_capacity = e.hold_capacity.unwrap_or(b.queue_capacity);
+        in_range("endpoint.hold_capacity", hold_capacity, 1, 1_000_000)?;
+        let replica_concurrency = e.replica_concurrency.unwrap_or(b.max_batch_size);
+        in_range("endpoint.replica_concurrency", replica_concurrency, 1, 1_000_000)?;
+
+        let pools = self.checked_pools()?;
+        let residency = Residency {
+            allowed_jurisdictions: self.residency.allowed_jurisdictions.clone(),
+            allowed_regions: self.residency.allowed_regions.clone(),
+        };
+        // Defence in depth behind the plan-time check: a pool outside the residency is refused
+        // even when the placement does not name it, so no code path can ever send data there.
+        for (i, pool) in pools.iter().enumerate() {
+            if let Some(why) = residency.explain(pool) {
+                return Err(bad(
+                    format!("pools[{i}]"),
+                    format!("{why}; the router refuses to load it"),
+                ));
+            }
+        }
+        let (ordered, policy_name) = self.placement(&pools)?;
+        let router_region = match &e.router_region {
+            Some(r) => r.clone(),
+            None => ordered
+                .first()
+                .map(|p| p.region.clone())
+                .unwrap_or_default(),
+        };
+        if let Some(allowed) = &residency.allowed_regions
+            && !allowed.contains(&router_region)
+        {
+            return Err(bad(
+                "endpoint.router_region",
+                format!(
+                    "the router processes the endpoint's data, but its region {router_region:?} is not one of {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        let scaling = self.scaling(&ordered)?;
+        Ok(Fabric {
+            name: e.name.clone(),
+            policy_name,
+            listen: e.listen.clone(),
+            address_file: e.address_file.clone(),
+            router_region,
+            max_body_bytes: e.max_body_bytes,
+            hold_capacity,
+            replica_concurrency,
+            request_timeout: Duration::from_millis(b.request_timeout_ms),
+            model_path: self.model.path.clone(),
+            model_version: self.model.version.clone(),
+            batching: *b,
+            pools: ordered,
+            scaling,
+            state_dir: self.state.dir.clone(),
+            config_digest: config_digest.to_string(),
+        })
+    }
+
+    fn checked_pools(&self) -> Result<Vec<Pool>, ConfigError> {
+        let mut out: Vec<Pool> = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let key = |k: &str| format!("pools[{i}].{k}");
+            check_name(&key("name"), &p.name)?;
+            if out.iter().any(|o| o.name == p.name) {
+                return Err(bad(key("name"), format!("pool {:?} is listed twice", p.name)));
+            }
+            if p.region.trim().is_empty() {
+                return Err(bad(key("region"), "empty; name the pool's region or site"));
+            }
+            if p.jurisdiction.trim().is_empty() {
+                return Err(bad(key("jurisdiction"), "empty; e.g. \"EU\""));
+            }
+            let capacity_type = CapacityType::parse(&p.capacity_type).ok_or_else(|| {
+                bad(
+                    key("capacity_type"),
+                    format!(
+                        "{:?} is not valid; use on_prem, reserved, on_demand or spot",
+                        p.capacity_type
+                    ),
+                )
+            })?;
+            if let Some(price) = p.price_per_gpu_hour
+                && !(price.is_finite() && price >= 0.0)
+            {
+                return Err(bad(key("price_per_gpu_hour"), format!("{price} is not a price ≥ 0")));
+            }
+            in_range(&key("gpus_max"), p.gpus_max, 1, 100_000)?;
+            let driver = match &p.local {
+                Some(local) => {
+                    local
+                        .devices
+                        .parse::<gpucap_runtime::backend::DeviceSpec>()
+                        .map_err(|e| bad(key("local.devices"), e))?;
+                    DriverConfig::Local {
+                        devices: local.devices.clone(),
+                        runtime_path: local
+                            .runtime_path
+                            .clone()
+                            .unwrap_or_else(|| self.runtime.path.clone()),
+                    }
+                }
+                None => {
+                    return Err(bad(
+                        format!("pools[{i}]"),
+                        "no driver; add a [pools.local] table (replicas run on this host)",
+                    ));
+                }
+            };
+            out.push(Pool {
+                name: p.name.clone(),
+                region: p.region.clone(),
+                jurisdiction: p.jurisdiction.clone(),
+                capacity_type,
+                price_per_gpu_hour: p.price_per_gpu_hour,
+                slots: p.gpus_max,
+                burst: false,
+                driver,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The pools in placement order, marked base or burst.
+    fn placement(&self, pools: &[Pool]) -> Result<(Vec<Pool>, Option<String>), ConfigError> {
+        let find = |name: &str| pools.iter().find(|p| p.name == name).cloned();
+        let empty = Vec::new();
+        let (source, key) = match (&self.policy, &self.endpoint.pools) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "endpoint.pools",
+                    "set either endpoint.pools or a [policy] table, not both",
+                ));
+            }
+            (Some(p), None) => (Source::Policy(&p.name), "policy"),
+            (None, Some(names)) => (Source::Pools(names), "endpoint"),
+            (None, None) => (Source::Pools(&empty), "endpoint"),
+        };
+        let policy = self.policy.as_ref();
+        let resolved = placement::resolve(
+            source,
+            |_| policy,
+            |p| PolicyPools {
+                base: p.base_pools.clone(),
+                burst: p.burst_pools.clone(),
+                order: BurstOrder::parse(Some(&p.placement)),
+            },
+            find,
+        );
+        if let Some(m) = resolved.missing.first() {
+            let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            return Err(match m {
+                placement::Missing::Pool { path, name } => bad(
+                    format!("{key}.{path}"),
+                    format!(
+                        "no [[pools]] entry named {name:?} (pools: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                ),
+                placement::Missing::Policy(name) => bad("policy.name", format!("{name:?} not found")),
+            });
+        }
+        if resolved.base.is_empty() {
+            return Err(bad(
+                format!("{key}.{}", if key == "policy" { "base_pools" } else { "pools" }),
+                "no base pool; list at least one pool that carries the baseline",
+            ));
+        }
+        let mut ordered = resolved.base.clone();
+        ordered.extend(resolved.burst.iter().cloned().map(|mut p| {
+            p.burst = true;
+            p
+        }));
+        Ok((ordered, policy.map(|p| p.name.clone())))
+    }
+
+    fn scaling(&self, pools: &[Pool]) -> Result<ScalingPolicy, ConfigError> {
+        let default = PolicySection {
+            name: String::new(),
+            base_pools: Vec::new(),
+            burst_pools: Vec::new(),
+            placement: default_placement(),
+            spot_fallback: default_spot_fallback(),
+            scale_up: ScaleUpSection::default(),
+            scale_down: ScaleDownSection::default(),
+            budget: None,
+        };
+        let p = self.policy.as_ref().unwrap_or(&default);
+        one_of("policy.placement", &p.placement, &["ordered", "cheapest"])?;
+        one_of("policy.spot_fallback", &p.spot_fallback, &["none", "on_demand"])?;
+        let up = &p.scale_up;
+        let positive = |key: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
+            match v {
+                Some(x) if !(x.is_finite() && x > 0.0) => {
+                    Err(bad(key, format!("{x} is not valid; use a number above 0")))
+                }
+                v => Ok(v),
+            }
+        };
+        let queue_depth = positive("policy.scale_up.queue_depth", up.queue_depth)?;
+        let p99 = positive("policy.scale_up.p99_latency_ms", up.p99_latency_ms)?;
+        let utilization = positive("policy.scale_up.gpu_utilization", up.gpu_utilization)?;
+        if utilization.is_some_and(|u| u > 1.0) {
+            return Err(bad(
+                "policy.scale_up.gpu_utilization",
+                "use a fraction from 0 to 1, e.g. 0.8",
+            ));
+        }
+        let budget = match &p.budget {
+            None => None,
+            Some(b) => {
+                if !(b.max_hourly_usd.is_finite() && b.max_hourly_usd >= 0.0) {
+                    return Err(bad(
+                        "policy.budget.max_hourly_usd",
+                        format!("{} is not an amount ≥ 0", b.max_hourly_usd),
+                    ));
+                }
+                one_of("policy.budget.on_exhausted", &b.on_exhausted, &["queue", "reject"])?;
+                Some(Budget {
+                    max_hourly_usd: b.max_hourly_usd,
+                    reject_when_exhausted: b.on_exhausted == "reject",
+                })
+            }
+        };
+        if budget.is_some()
+            && let Some(unpriced) = pools.iter().find(|p| p.burst && p.price_per_gpu_hour.is_none())
+        {
+            return Err(bad(
+                "pools",
+                format!(
+                    "burst pool {:?} has no price_per_gpu_hour, so burst spend cannot be held to the budget",
+                    unpriced.name
+                ),
+            ));
+        }
+        Ok(ScalingPolicy {
+            replicas_min: self.replicas.min,
+            replicas_max: self.replicas.max,
+            queue_depth,
+            p99_latency_ms: p99,
+            utilization,
+            sustain: duration("policy.scale_up.for", &up.sustain)?,
+            idle_for: duration("policy.scale_down.idle_for", &p.scale_down.idle_for)?,
+            min_warm: p.scale_down.min_warm_replicas,
+            drain_timeout: duration("policy.scale_down.drain_timeout", &p.scale_down.drain_timeout)?,
+            budget,
+            spot_fallback: p.spot_fallback == "on_demand",
+        })
+    }
+}
+
+/// Checks that `bytes` are a model file the runtime serves; the error says what is wrong.
+pub fn check_model(bytes: &[u8]) -> Result<(), String> {
+    gpucap_runtime::model::parse_model(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// SHA-256 of a config file's text, hex.
+pub fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text)
+        .map_err(|_| bad(key, format!("{text:?} is not a duration; use e.g. 30s, 1m or 1h30m")))
+}
+
+fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!("{value:?} is not valid; use {}", allowed.join(" or ")),
+        ))
+    }
+}
+
+fn in_range(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(bad(key, format!("{value} is out of range; valid: {lo} to {hi}")))
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!("{name:?} is not a valid name; use 1 to 128 ASCII letters, digits, '_', '-' or '.'"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[endpoint]
+name = "digits"
+
+[model]
+path = "/models/digits.safetensors"
+
+[replicas]
+min = 1
+max = 3
+
+[residency]
+allowed_jurisdictions = ["EU"]
+
+[policy]
+name = "eu"
+base_pools = ["lab"]
+burst_pools = ["od", "spot"]
+placement = "cheapest"
+spot_fallback = "on_demand"
+[policy.scale_up]
+queue_depth = 4
+for = "2s"
+[policy.budget]
+max_hourly_usd = 2.5
+on_exhausted = "reject"
+
+[[pools]]
+name = "lab"
+region = "lab-1"
+jurisdiction = "EU"
+gpus_max = 1
+price_per_gpu_hour = 0.4
+[pools.local]
+devices = "cpu"
+
+[[pools]]
+name = "od"
+region = "eu-west-1"
+jurisdiction = "EU"
+capacity_type = "on_demand"
+gpus_max = 2
+price_per_gpu_hour = 3.0
+[pools.local]
+
+[[pools]]
+name = "spot"
+region = "eu-west-1"
+jurisdiction = "EU"
+capacity_type = "spot"
+gpus_max = 2
+price_per_gpu_hour = 1.0
+[pools.local]
+
+[runtime]
+path = "/bin/gpucap-runtime"
+
+[state]
+dir = "/tmp/state"
+"#;
+
+    fn load(text: &str) -> Result<Fabric, String> {
+        let c: FabricConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate("d").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_config_resolves_placement_in_spill_order() {
+        let f = load(BASE).unwrap();
+        let names: Vec<_> = f.pools.iter().map(|p| (p.name.as_str(), p.burst)).collect();
+        assert_eq!(names, [("lab", false), ("spot", true), ("od", true)]);
+        assert_eq!(f.router_region, "lab-1");
+        assert_eq!(f.scaling.sustain, Duration::from_secs(2));
+        assert_eq!(f.scaling.idle_for, Duration::from_secs(600));
+        assert_eq!(f.replica_concurrency, 64);
+        assert!(f.scaling.spot_fallback);
+        assert!(f.scaling.budget.unwrap().reject_when_exhausted);
+        assert_eq!(
+            f.pools[1].driver,
+            DriverConfig::Local {
+                devices: "auto".into(),
+                runtime_path: "/bin/gpucap-runtime".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_file_round_trips() {
+        let c: FabricConfig = toml::from_str(BASE).unwrap();
+        let (text, d) = c.to_file_text().unwrap();
+        let back: FabricConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(d, digest(&text));
+    }
+
+    #[test]
+    fn a_pool_outside_the_residency_is_refused_by_name() {
+        let text = BASE.replace(
+            "name = \"od\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"",
+            "name = \"od\"\nregion = \"us-east-1\"\njurisdiction = \"US\"",
+        );
+        insta::assert_snapshot!(load(&text).unwrap_err(), @r#"pools[1]: pool "od" (region "us-east-1") is outside the endpoint's data residency: its jurisdiction "US" is not one of EU; the router refuses to load it"#);
+        // Even when no placement names it.
+        let text = text.replace("burst_pools = [\"od\", \"spot\"]", "burst_pools = [\"spot\"]");
+        assert!(load(&text).unwrap_err().starts_with("pools[1]: pool \"od\""));
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let cases = [
+            ("for = \"2s\"", "for = \"2 parsecs\"", "policy.scale_up.for: \"2 parsecs\" is not a duration; use e.g. 30s, 1m or 1h30m"),
+            ("on_exhausted = \"reject\"", "on_exhausted = \"drop\"", "policy.budget.on_exhausted: \"drop\" is not valid; use queue or reject"),
+            ("burst_pools = [\"od\", \"spot\"]", "burst_pools = [\"od\", \"gpu\"]", "policy.burst_pools[1]: no [[pools]] entry named \"gpu\" (pools: lab, od, spot)"),
+            ("min = 1\nmax = 3", "min = 4\nmax = 3", "replicas.min: 4 is more than replicas.max (3)"),
+            ("queue_depth = 4", "queue_depth = -1", "policy.scale_up.queue_depth: -1 is not valid; use a number above 0"),
+            ("devices = \"cpu\"", "devices = \"tpu\"", "pools[0].local.devices: invalid device 'tpu'; valid: auto, cpu, cuda:N"),
+            ("max_hourly_usd = 2.5", "max_hourly_usd = 2.5\nmax_hourly = 3", "unknown field `max_hourly`"),
+        ];
+        for (from, to, want) in cases {
+            assert!(BASE.contains(from), "{from}");
+            let err = load(&BASE.replace(from, to)).unwrap_err();
+            assert!(err.contains(want), "{from} -> {to}: {err}");
+        }
+    }
+}

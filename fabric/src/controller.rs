@@ -1,0 +1,844 @@
+//! The control loop: every second (and at once when a request is held) it checks each replica's
+//! process, scrapes its `/metrics`, measures the signals, asks the [autoscaler](crate::autoscaler)
+//! what to do, and carries that out through the pools' drivers. It owns the replicas' lifecycle:
+//! starting, adopting after a router restart, failing starts with back-off, replacing lost
+//! replicas, draining, stopping, rolling restarts after a reload.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::autoscaler::{self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals};
+use crate::config::{DriverConfig, Fabric};
+use crate::driver::local::{self, LocalDriver};
+use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
+use crate::fleet::{Fleet, Member};
+use crate::metrics::{DecisionLabels, FabricMetrics, ReplicaLabels};
+use crate::signals::{LatencyWindow, ReplicaSample};
+use crate::status::{
+    BudgetStatus, DecisionRecord, PoolStatus, ReplicaStatus, RouterStatus, SignalStatus, Status,
+};
+
+/// How often the loop runs without being woken.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Decisions kept for `/fabric/status`.
+const DECISIONS_KEPT: usize = 50;
+/// A replica that dies sooner than this after starting counts toward its pool's back-off.
+const QUICK_DEATH: Duration = Duration::from_secs(60);
+/// Longest back-off of a failing pool.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What the data plane and the control plane share.
+pub struct Shared {
+    /// The replicas.
+    pub fleet: Arc<Fleet>,
+    /// Router metrics.
+    pub metrics: FabricMetrics,
+    /// The router's latency and rate window.
+    pub window: LatencyWindow,
+    /// The latest status, published by the loop.
+    pub status: Mutex<Status>,
+    /// When a request was first held with no replica running (for the scale-from-zero time).
+    pub zero_since: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    /// Notes that a request is held with nothing running, once per scale from zero.
+    pub fn note_held_at_zero(&self) {
+        let nothing = self
+            .fleet
+            .members()
+            .iter()
+            .all(|m| m.phase == Phase::Draining);
+        if nothing {
+            let mut z = self.zero_since.lock().unwrap_or_else(|p| p.into_inner());
+            z.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+/// A pool's driver and how it has been doing.
+struct PoolSlot {
+    driver: Option<Arc<dyn Driver>>,
+    /// Why its driver could not be built (it is skipped for good).
+    broken: Option<String>,
+    failures: u32,
+    quick_deaths: u32,
+    backoff_until: Option<Instant>,
+    last_error: Option<String>,
+}
+
+enum Done {
+    Started {
+        id: String,
+        pool: usize,
+        result: Result<ReplicaRecord, DriverError>,
+    },
+    Stopped {
+        id: String,
+        result: Result<(), DriverError>,
+    },
+}
+
+/// The control loop's state.
+pub struct Controller {
+    shared: Arc<Shared>,
+    fabric: Fabric,
+    runtime_digest: String,
+    pools: Vec<PoolSlot>,
+    records: HashMap<String, ReplicaRecord>,
+    /// Replicas being stopped: already out of the fleet's rotation.
+    stopping: BTreeSet<String>,
+    memory: Memory,
+    samples: HashMap<String, ReplicaSample>,
+    lost: Vec<usize>,
+    decisions: VecDeque<DecisionRecord>,
+    seq: u64,
+    tasks: JoinSet<Done>,
+    http: reqwest::Client,
+    cancel: CancellationToken,
+    epoch: Instant,
+    last_tick: Instant,
+    spend_usd: f64,
+    budget_bound: bool,
+    blocked: Option<String>,
+    reload_error: Option<String>,
+    address: String,
+    scale_from_zero: Option<f64>,
+}
+
+impl Controller {
+    /// A controller for `fabric`, whose replicas are started with `runtime_digest`.
+    pub fn new(shared: Arc<Shared>, fabric: Fabric, runtime_digest: String, address: String) -> Self {
+        let now = Instant::now();
+        let mut c = Controller {
+            shared,
+            pools: Vec::new(),
+            runtime_digest,
+            records: HashMap::new(),
+            stopping: BTreeSet::new(),
+            memory: Memory::default(),
+            samples: HashMap::new(),
+            lost: Vec::new(),
+            decisions: VecDeque::new(),
+            seq: 0,
+            tasks: JoinSet::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(800))
+                .build()
+                .unwrap_or_default(),
+            cancel: CancellationToken::new(),
+            epoch: now,
+            last_tick: now,
+            spend_usd: 0.0,
+            budget_bound: false,
+            blocked: None,
+            reload_error: None,
+            address,
+            scale_from_zero: None,
+            fabric,
+        };
+        c.pools = c.build_pools(&[]);
+        c
+    }
+
+    fn replicas_dir(&self) -> PathBuf {
+        self.fabric.state_dir.join("replicas")
+    }
+
+    /// Drivers for the configured pools, keeping the health of pools that stay.
+    fn build_pools(&self, old: &[(String, PoolSlot)]) -> Vec<PoolSlot> {
+        let dir = self.replicas_dir();
+        self.fabric
+            .pools
+            .iter()
+            .map(|p| {
+                let (driver, broken) = match &p.driver {
+                    DriverConfig::Local {
+                        devices,
+                        runtime_path,
+                    } => match LocalDriver::new(&p.name, devices, p.slots, runtime_path, &dir) {
+                        Ok(d) => (Some(Arc::new(d) as Arc<dyn Driver>), None),
+                        Err(e) => (None, Some(e.0)),
+                    },
+                };
+                let kept = old.iter().find(|(name, _)| name == &p.name);
+                PoolSlot {
+                    driver,
+                    broken: broken.clone(),
+                    failures: kept.map_or(0, |(_, s)| s.failures),
+                    quick_deaths: kept.map_or(0, |(_, s)| s.quick_deaths),
+                    backoff_until: kept.and_then(|(_, s)| s.backoff_until),
+                    last_error: broken.or_else(|| kept.and_then(|(_, s)| s.last_error.clone())),
+                }
+            })
+            .collect()
+    }
+
+    fn log(&mut self, action: &str, subject: &str, reason: &str) {
+        tracing::info!(action, subject, reason, "decision");
+        let at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        self.decisions.push_back(DecisionRecord {
+            at,
+            action: action.into(),
+            subject: subject.into(),
+            reason: reason.into(),
+        });
+        while self.decisions.len() > DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+    }
+
+    /// Adopts the live replicas recorded in `state_dir` (a restarted router starts no
+    /// duplicates) and stops recorded replicas of pools no longer configured.
+    pub async fn adopt(&mut self) {
+        let dir = self.replicas_dir();
+        for record in local::records(&dir) {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable replica record");
+                    continue;
+                }
+            };
+            if let Some(n) = record
+                .id
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                self.seq = self.seq.max(n);
+            }
+            let alive = record.process.as_ref().is_some_and(|p| p.alive());
+            let pool = self.fabric.pools.iter().position(|p| p.name == record.pool);
+            match (alive, pool) {
+                (false, _) => {
+                    let _ = local::stop_record(&dir, &record, Duration::ZERO).await;
+                }
+                (true, None) => {
+                    self.log(
+                        "stop",
+                        &record.id,
+                        &format!("its pool {} is no longer configured", record.pool),
+                    );
+                    if let Err(e) =
+                        local::stop_record(&dir, &record, self.fabric.scaling.drain_timeout).await
+                    {
+                        tracing::warn!(error = %e, "cannot stop an unconfigured replica");
+                    }
+                }
+                (true, Some(i)) => {
+                    let pool = &self.fabric.pools[i];
+                    let mut m = Member::starting(record.id.clone(), i, pool.name.clone(), pool.burst);
+                    m.outdated = record.digest != self.runtime_digest;
+                    self.shared.fleet.add(m);
+                    let ready = self
+                        .http
+                        .get(format!("http://{}/v2/health/ready", record.address))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    self.shared.fleet.ready(&record.id, &record.address);
+                    if !ready {
+                        self.shared.fleet.fail(&record.id);
+                    }
+                    let id = record.id.clone();
+                    self.records.insert(id.clone(), record);
+                    self.log("adopt", &id, "running replica recorded in state_dir");
+                }
+            }
+        }
+    }
+
+    /// Runs until `stop` is cancelled, then stops every replica. `reload` delivers new configs.
+    pub async fn run(
+        mut self,
+        stop: CancellationToken,
+        mut reload: tokio::sync::mpsc::Receiver<Result<(Fabric, String), String>>,
+    ) {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared = self.shared.clone();
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shared.fleet.wake.notified() => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(done) = done {
+                        self.finished(done);
+                    }
+                }
+                Some(next) = reload.recv() => self.reload(next),
+                _ = stop.cancelled() => break,
+            }
+            self.tick().await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Applies a reloaded config (or records why it was refused).
+    fn reload(&mut self, next: Result<(Fabric, String), String>) {
+        let (fabric, runtime_digest) = match next {
+            Ok(f) => f,
+            Err(e) => {
+                self.log("reload", "config", &format!("refused, keeping the running config: {e}"));
+                self.reload_error = Some(e);
+                return;
+            }
+        };
+        self.reload_error = None;
+        let old: Vec<(String, PoolSlot)> = self
+            .fabric
+            .pools
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(std::mem::take(&mut self.pools))
+            .collect();
+        self.fabric = fabric;
+        self.pools = self.build_pools(&old);
+        let pools = self.fabric.pools.clone();
+        self.shared.fleet.reindex(|name| {
+            pools
+                .iter()
+                .position(|p| p.name == name)
+                .map(|i| (i, pools[i].burst))
+        });
+        self.shared.fleet.configure(
+            self.fabric.replica_concurrency,
+            self.fabric.hold_capacity,
+            self.fabric
+                .scaling
+                .budget
+                .is_some_and(|b| b.reject_when_exhausted),
+        );
+        let digest = self.fabric.config_digest.chars().take(12).collect::<String>();
+        self.log("reload", "config", &format!("applied config {digest}"));
+        self.set_runtime_digest(runtime_digest);
+    }
+
+    /// Sets the digest replicas must have; replicas with another are rolled.
+    fn set_runtime_digest(&mut self, digest: String) {
+        if digest == self.runtime_digest {
+            return;
+        }
+        self.runtime_digest = digest;
+        let outdated: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| r.digest != self.runtime_digest)
+            .map(|r| r.id.clone())
+            .collect();
+        if !outdated.is_empty() {
+            self.log(
+                "roll",
+                &format!("{} replica(s)", outdated.len()),
+                "the replicas' configuration changed: rolling restart",
+            );
+        }
+        self.shared.fleet.mark_outdated(&outdated);
+    }
+
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Started { id, pool, result } => match result {
+                Ok(record) => {
+                    let address = record.address.clone();
+                    let outdated = record.digest != self.runtime_digest;
+                    self.records.insert(id.clone(), record);
+                    if outdated {
+                        self.shared.fleet.mark_outdated(std::slice::from_ref(&id));
+                    }
+                    self.shared.fleet.ready(&id, &address);
+                    let slot = &mut self.pools[pool];
+                    slot.failures = 0;
+                    slot.backoff_until = None;
+                    slot.last_error = None;
+                    let since = self
+                        .shared
+                        .zero_since
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    let reason = match since {
+                        Some(t) => {
+                            let s = t.elapsed().as_secs_f64();
+                            self.shared.metrics.scale_from_zero_seconds.observe(s);
+                            self.scale_from_zero = Some(s);
+                            format!("serving at {address}, {s:.3} s after the first held request")
+                        }
+                        None => format!("serving at {address}"),
+                    };
+                    self.log("ready", &id, &reason);
+                }
+                Err(e) => {
+                    self.shared.fleet.remove(&id);
+                    self.pool_failed(pool, &e.0);
+                    self.log("failed", &id, &e.0);
+                }
+            },
+            Done::Stopped { id, result } => {
+                self.stopping.remove(&id);
+                self.shared.fleet.remove(&id);
+                self.records.remove(&id);
+                self.samples.remove(&id);
+                if let Err(e) = result {
+                    self.log("stop", &id, &format!("failed: {e}"));
+                }
+            }
+        }
+    }
+
+    /// A failed start (or a replica that keeps dying): back off that pool and let the
+    /// autoscaler replace the replica, elsewhere if it must.
+    fn pool_failed(&mut self, pool: usize, error: &str) {
+        let slot = &mut self.pools[pool];
+        slot.failures += 1;
+        let backoff = Duration::from_secs(1 << (slot.failures - 1).min(6)).min(MAX_BACKOFF);
+        slot.backoff_until = Some(Instant::now() + backoff);
+        slot.last_error = Some(error.to_string());
+        FabricMetrics::named(
+            &self.shared.metrics.replica_failures,
+            &self.fabric.pools[pool].name,
+        )
+        .inc();
+        self.lost.push(pool);
+    }
+
+    /// Replicas whose process is gone: out of the fleet, to be replaced.
+    fn reap(&mut self) {
+        let gone: Vec<ReplicaRecord> = self
+            .records
+            .values()
+            .filter(|r| !self.stopping.contains(&r.id))
+            .filter(|r| !r.process.as_ref().is_some_and(|p| p.alive()))
+            .cloned()
+            .collect();
+        for r in gone {
+            self.records.remove(&r.id);
+            self.samples.remove(&r.id);
+            self.shared.fleet.remove(&r.id);
+            let _ = std::fs::remove_dir_all(self.replicas_dir().join(&r.id));
+            let Some(pool) = self.fabric.pools.iter().position(|p| p.name == r.pool) else {
+                continue;
+            };
+            let lived = humantime::parse_rfc3339(&r.started_at)
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or(Duration::MAX);
+            let spot = self.fabric.pools[pool].capacity_type == crate::config::CapacityType::Spot;
+            let what = if spot { "reclaimed or exited" } else { "exited" };
+            self.log(
+                "lost",
+                &r.id,
+                &format!("process {} {what}; replacing it", r.process.as_ref().map_or(0, |p| p.pid)),
+            );
+            if lived < QUICK_DEATH {
+                self.pools[pool].quick_deaths += 1;
+                if self.pools[pool].quick_deaths >= 2 {
+                    // A crash loop: back the pool off like a failed start.
+                    self.pool_failed(pool, &format!("replica {} keeps exiting soon after it starts", r.id));
+                    continue;
+                }
+            } else {
+                self.pools[pool].quick_deaths = 0;
+            }
+            FabricMetrics::named(&self.shared.metrics.replica_failures, &r.pool).inc();
+            self.lost.push(pool);
+        }
+    }
+
+    /// Scrapes every serving or unhealthy replica's metrics (and health when unhealthy).
+    async fn scrape(&mut self) {
+        let members = self.shared.fleet.members();
+        let mut probes = JoinSet::new();
+        for m in members
+            .iter()
+            .filter(|m| matches!(m.phase, Phase::Ready | Phase::Unhealthy))
+        {
+            let (Some(address), http) = (m.address.clone(), self.http.clone()) else {
+                continue;
+            };
+            let (id, phase) = (m.id.clone(), m.phase);
+            probes.spawn(async move {
+                let metrics = async {
+                    let r = http.get(format!("http://{address}/metrics")).send().await.ok()?;
+                    let text = r.error_for_status().ok()?.text().await.ok()?;
+                    ReplicaSample::parse(&text, Instant::now())
+                }
+                .await;
+                let healthy = if phase == Phase::Unhealthy {
+                    http.get(format!("http://{address}/v2/health/ready"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                } else {
+                    metrics.is_some()
+                };
+                (id, metrics, healthy)
+            });
+        }
+        while let Some(Ok((id, sample, healthy))) = probes.join_next().await {
+            if let Some(sample) = sample {
+                let busy = self
+                    .samples
+                    .get(&id)
+                    .map_or(0.0, |earlier| sample.busy_since(earlier));
+                self.shared.fleet.observe(&id, sample.queue_depth, busy);
+                self.samples.insert(id.clone(), sample);
+            }
+            if healthy {
+                self.shared.fleet.set_phase(&id, Phase::Ready);
+            } else if self.shared.fleet.fail(&id) {
+                self.log("unhealthy", &id, "its metrics or health check did not answer; out of rotation");
+            }
+        }
+    }
+
+    fn signals(&self, members: &[Member]) -> Signals {
+        let serving: Vec<&Member> = members.iter().filter(|m| m.phase == Phase::Ready).collect();
+        let held = self.shared.fleet.held();
+        let (rate, p99) = self.shared.window.summary(Instant::now());
+        let n = serving.len() as f64;
+        Signals {
+            queue_depth: (n > 0.0).then(|| {
+                (serving.iter().map(|m| m.queue_depth).sum::<f64>() + held as f64) / n
+            }),
+            p99_latency_ms: p99,
+            utilization: (n > 0.0).then(|| serving.iter().map(|m| m.busy).sum::<f64>() / n),
+            request_rate: rate,
+            held,
+        }
+    }
+
+    fn burst_rate(&self, members: &[Member]) -> f64 {
+        members
+            .iter()
+            .filter_map(|m| m.pool)
+            .filter(|&p| self.fabric.pools[p].burst)
+            .map(|p| self.fabric.pools[p].price_per_gpu_hour.unwrap_or(0.0))
+            // Folded from +0.0: an empty float sum is -0.0, which prints as "-0.00".
+            .fold(0.0, |a, b| a + b)
+    }
+
+    /// One round: reap, scrape, measure, decide, act, publish.
+    async fn tick(&mut self) {
+        self.reap();
+        self.scrape().await;
+        let now = Instant::now();
+        let members = self.shared.fleet.members();
+        let rate = self.burst_rate(&members);
+        self.spend_usd += rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0;
+        self.shared.metrics.burst_spend_usd.inc_by(
+            rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0,
+        );
+        self.shared.metrics.burst_rate_usd_per_hour.set(rate);
+        self.last_tick = now;
+
+        let signals = self.signals(&members);
+        let pools: Vec<PoolState> = self
+            .fabric
+            .pools
+            .iter()
+            .zip(&self.pools)
+            .map(|(p, s)| PoolState {
+                name: p.name.clone(),
+                capacity_type: p.capacity_type,
+                burst: p.burst,
+                slots: p.slots,
+                price_per_hour: p.price_per_gpu_hour,
+                usable: s.driver.is_some() && s.backoff_until.is_none_or(|t| t <= now),
+            })
+            .collect();
+        let replicas: Vec<ReplicaState> = members
+            .iter()
+            .map(|m| ReplicaState {
+                id: m.id.clone(),
+                pool: m.pool,
+                phase: m.phase,
+                outstanding: m.outstanding,
+                idle_for: if m.outstanding > 0 {
+                    Duration::ZERO
+                } else {
+                    now.saturating_duration_since(m.idle_since)
+                },
+                phase_for: now.saturating_duration_since(m.phase_since),
+                outdated: m.outdated,
+            })
+            .collect();
+        let lost = std::mem::take(&mut self.lost);
+        let decision = autoscaler::decide(
+            &mut self.memory,
+            &Observation {
+                now: now.duration_since(self.epoch),
+                pools: &pools,
+                replicas: &replicas,
+                signals,
+                lost: &lost,
+            },
+            &self.fabric.scaling,
+        );
+        if decision.blocked != self.blocked {
+            if let Some(b) = &decision.blocked {
+                self.log("blocked", "autoscaler", b);
+            }
+            self.blocked = decision.blocked.clone();
+        }
+        self.budget_bound = decision.budget_bound;
+        self.shared.fleet.set_budget_bound(decision.budget_bound);
+        for action in &decision.actions {
+            self.act(action);
+        }
+        self.publish(signals, decision.target);
+    }
+
+    fn act(&mut self, action: &Action) {
+        let (kind, reason_kind) = action.kind();
+        match action {
+            Action::Start { pool, reason } => {
+                let Some(driver) = self.pools[*pool].driver.clone() else {
+                    return;
+                };
+                self.seq += 1;
+                let p = &self.fabric.pools[*pool];
+                let id = format!("{}-{}", p.name, self.seq);
+                self.shared
+                    .fleet
+                    .add(Member::starting(id.clone(), *pool, p.name.clone(), p.burst));
+                let spec = self.spec(&id);
+                let cancel = self.cancel.clone();
+                let pool = *pool;
+                self.log("start", &id, reason);
+                self.tasks.spawn(async move {
+                    let result = driver.start(&spec, &cancel).await;
+                    Done::Started { id, pool, result }
+                });
+            }
+            Action::Drain { replica, reason } => {
+                self.shared.fleet.set_phase(replica, Phase::Draining);
+                self.log("drain", replica, reason);
+            }
+            Action::Stop { replica, reason } => {
+                if !self.stopping.insert(replica.clone()) {
+                    return;
+                }
+                let Some(record) = self.records.get(replica).cloned() else {
+                    // Never became ready: nothing runs.
+                    self.stopping.remove(replica);
+                    self.shared.fleet.remove(replica);
+                    return;
+                };
+                let stop = self.stop_future(record);
+                let id = replica.clone();
+                self.tasks.spawn(async move {
+                    let result = stop.await;
+                    Done::Stopped { id, result }
+                });
+                self.log("stop", replica, reason);
+            }
+        }
+        self.shared
+            .metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                action: kind.into(),
+                reason: reason_kind.into(),
+            })
+            .inc();
+    }
+
+    /// Stops a replica through its pool's driver (or, for a pool no longer configured, by its
+    /// record): it finishes what it accepted within the drain timeout.
+    fn stop_future(
+        &self,
+        record: ReplicaRecord,
+    ) -> impl std::future::Future<Output = Result<(), DriverError>> + Send + 'static {
+        let driver = self
+            .fabric
+            .pools
+            .iter()
+            .position(|p| p.name == record.pool)
+            .and_then(|i| self.pools[i].driver.clone());
+        let dir = self.replicas_dir();
+        let grace = self.fabric.scaling.drain_timeout;
+        async move {
+            match driver {
+                Some(d) => d.stop(&record, grace).await,
+                None => local::stop_record(&dir, &record, grace).await,
+            }
+        }
+    }
+
+    fn spec(&self, id: &str) -> ReplicaSpec {
+        ReplicaSpec {
+            id: id.to_string(),
+            model_path: self.fabric.model_path.clone(),
+            model_name: self.fabric.name.clone(),
+            model_version: self.fabric.model_version.clone(),
+            batching: self.fabric.batching,
+            max_body_bytes: self.fabric.max_body_bytes,
+            digest: self.runtime_digest.clone(),
+        }
+    }
+
+    /// Publishes status and the replica gauges.
+    fn publish(&mut self, signals: Signals, target: usize) {
+        let members = self.shared.fleet.members();
+        let now = Instant::now();
+        let metrics = &self.shared.metrics;
+        metrics.held.set(signals.held as i64);
+        for (name, v) in [
+            ("queue_depth", signals.queue_depth),
+            ("p99_latency_ms", signals.p99_latency_ms),
+            ("gpu_utilization", signals.utilization),
+            ("request_rate", Some(signals.request_rate)),
+            ("held", Some(signals.held as f64)),
+        ] {
+            FabricMetrics::named(&metrics.signals, name).set(v.unwrap_or(0.0));
+        }
+        let phases = [
+            (Phase::Starting, "starting"),
+            (Phase::Ready, "ready"),
+            (Phase::Unhealthy, "unhealthy"),
+            (Phase::Draining, "draining"),
+        ];
+        for p in &self.fabric.pools {
+            for (phase, label) in phases {
+                let n = members
+                    .iter()
+                    .filter(|m| m.pool_name == p.name && m.phase == phase)
+                    .count();
+                metrics
+                    .replicas
+                    .get_or_create(&ReplicaLabels {
+                        pool: p.name.clone(),
+                        state: label.into(),
+                    })
+                    .set(n as i64);
+            }
+        }
+        let pools = self
+            .fabric
+            .pools
+            .iter()
+            .zip(&self.pools)
+            .map(|(p, s)| {
+                let on = |m: &&Member| m.pool_name == p.name;
+                let state = if s.broken.is_some() {
+                    "failed"
+                } else if s.backoff_until.is_some_and(|t| t > now) {
+                    "backoff"
+                } else {
+                    "ok"
+                };
+                PoolStatus {
+                    name: p.name.clone(),
+                    role: if p.burst { "burst" } else { "base" }.into(),
+                    capacity_type: p.capacity_type.as_str().into(),
+                    region: p.region.clone(),
+                    price_per_gpu_hour: p.price_per_gpu_hour,
+                    slots: p.slots,
+                    replicas: members.iter().filter(on).count(),
+                    ready: members
+                        .iter()
+                        .filter(on)
+                        .filter(|m| m.phase == Phase::Ready)
+                        .count(),
+                    state: state.into(),
+                    error: s.last_error.clone(),
+                }
+            })
+            .collect();
+        let replicas = members
+            .iter()
+            .map(|m| ReplicaStatus {
+                id: m.id.clone(),
+                pool: m.pool_name.clone(),
+                phase: serde_json::to_value(m.phase)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                address: m.address.clone(),
+                pid: self
+                    .records
+                    .get(&m.id)
+                    .and_then(|r| r.process.as_ref().map(|p| p.pid)),
+                outstanding: m.outstanding,
+                queue_depth: m.queue_depth,
+                busy: m.busy,
+                served: m.served,
+                phase_s: now.saturating_duration_since(m.phase_since).as_secs_f64(),
+                outdated: m.outdated,
+            })
+            .collect();
+        let scaling = &self.fabric.scaling;
+        let status = Status {
+            endpoint: self.fabric.name.clone(),
+            policy: self.fabric.policy_name.clone(),
+            router: RouterStatus {
+                address: self.address.clone(),
+                region: self.fabric.router_region.clone(),
+                pid: std::process::id(),
+                config_digest: self.fabric.config_digest.clone(),
+                reload_error: self.reload_error.clone(),
+                rollout_pending: members.iter().filter(|m| m.outdated).count(),
+                held: signals.held,
+                draining: self.cancel.is_cancelled(),
+            },
+            pools,
+            replicas,
+            signals: SignalStatus {
+                queue_depth: signals.queue_depth,
+                queue_depth_threshold: scaling.queue_depth,
+                p99_latency_ms: signals.p99_latency_ms,
+                p99_latency_ms_threshold: scaling.p99_latency_ms,
+                gpu_utilization: signals.utilization,
+                gpu_utilization_threshold: scaling.utilization,
+                request_rate: signals.request_rate,
+                held: signals.held,
+            },
+            budget: BudgetStatus {
+                max_hourly_usd: scaling.budget.map(|b| b.max_hourly_usd),
+                on_exhausted: scaling.budget.map(|b| {
+                    if b.reject_when_exhausted { "reject" } else { "queue" }.to_string()
+                }),
+                burst_rate_usd_per_hour: self.burst_rate(&members),
+                burst_spend_usd: self.spend_usd,
+                bound: self.budget_bound,
+            },
+            target,
+            replicas_min: scaling.replicas_min,
+            replicas_max: scaling.replicas_max,
+            blocked: self.blocked.clone(),
+            decisions: self.decisions.iter().cloned().collect(),
+            last_scale_from_zero_s: self.scale_from_zero,
+        };
+        *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    /// Stops everything: starts in flight are cancelled, every replica drains and stops.
+    async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while let Some(done) = self.tasks.join_next().await {
+            if let Ok(done) = done {
+                self.finished(done);
+            }
+        }
+        let mut stops = JoinSet::new();
+        for record in self.records.values().cloned() {
+            let id = record.id.clone();
+            let stop = self.stop_future(record);
+            stops.spawn(async move { (id, stop.await) });
+        }
+        while let Some(Ok((id, result))) = stops.join_next().await {
+            match result {
+                Ok(()) => tracing::info!(replica = %id, "stopped"),
+                Err(e) => tracing::warn!(replica = %id, error = %e, "could not stop"),
+            }
+        }
+        self.publish(Signals::default(), 0);
+    }
+}

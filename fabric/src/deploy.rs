@@ -1,0 +1,292 @@
+//! Deploying an endpoint's router on this host, for the provider (which never talks to a process
+//! itself): start it detached and record it, reload it in place, ask how it is doing, and stop it
+//! and every replica it recorded. The router runs where the provider runs, in the first base
+//! pool's region, which the plan checks against the endpoint's residency.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FabricConfig;
+use crate::driver::local;
+use crate::process::{self, ProcessRecord};
+use crate::status::Status;
+use crate::store;
+
+/// How long a router may take to come up with its minimum replicas ready, or to finish a reload.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where an endpoint's files live: `state_dir/endpoints/NAME`.
+#[derive(Debug, Clone)]
+pub struct EndpointDir(pub PathBuf);
+
+impl EndpointDir {
+    /// The directory of endpoint `name`.
+    pub fn new(state_dir: &Path, name: &str) -> EndpointDir {
+        EndpointDir(store::kind_dir(state_dir, "endpoints").join(name))
+    }
+    /// The router's config file.
+    pub fn config(&self) -> PathBuf {
+        self.0.join("fabric.toml")
+    }
+    /// The router's log.
+    pub fn log(&self) -> PathBuf {
+        self.0.join("router.log")
+    }
+    fn address(&self) -> PathBuf {
+        self.0.join("address")
+    }
+    fn record(&self) -> PathBuf {
+        self.0.join("router.json")
+    }
+    /// Where replicas are recorded.
+    pub fn replicas(&self) -> PathBuf {
+        self.0.join("replicas")
+    }
+    /// The provider's record of the endpoint's last applied state.
+    pub fn state(&self) -> PathBuf {
+        self.0.join("state.json")
+    }
+
+    /// The recorded router, if any.
+    pub fn read_record(&self) -> Result<Option<RouterRecord>, String> {
+        store::read_json(&self.record())
+    }
+
+    /// Removes the directory and everything in it.
+    pub fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A deployed router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterRecord {
+    /// Its process.
+    pub process: ProcessRecord,
+    /// `host:port` it listens on.
+    pub address: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+}
+
+/// How a recorded router is doing.
+#[derive(Debug, Clone)]
+pub enum RouterHealth {
+    /// Running and answering; its status.
+    Serving(Box<Status>),
+    /// Running but not answering status.
+    NotAnswering,
+    /// Not running.
+    Gone,
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_default()
+}
+
+/// The status document of the router at `url` (its base URL or any URL on it).
+pub async fn fetch_status(url: &str) -> Result<Status, String> {
+    let base = match url.find("/v2") {
+        Some(i) => &url[..i],
+        None => url.trim_end_matches('/'),
+    };
+    let base = if base.contains("://") {
+        base.to_string()
+    } else {
+        format!("http://{base}")
+    };
+    let resp = http()
+        .get(format!("{base}/fabric/status"))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the router at {base}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{base}/fabric/status answered {}", resp.status()));
+    }
+    resp.json()
+        .await
+        .map_err(|e| format!("{base}/fabric/status is not a gpucap-fabric status: {e}"))
+}
+
+/// Checks the recorded router's process and status.
+pub async fn health(record: &RouterRecord) -> RouterHealth {
+    if !record.process.alive() {
+        return RouterHealth::Gone;
+    }
+    match fetch_status(&record.address).await {
+        Ok(s) => RouterHealth::Serving(Box::new(s)),
+        Err(_) => RouterHealth::NotAnswering,
+    }
+}
+
+/// Writes `config` as the endpoint's router config, with its state and address files in `dir`;
+/// returns the file's digest.
+fn write_config(dir: &EndpointDir, mut config: FabricConfig) -> Result<String, String> {
+    std::fs::create_dir_all(&dir.0)
+        .map_err(|e| format!("cannot create {}: {e}", dir.0.display()))?;
+    config.endpoint.address_file = Some(dir.address());
+    config.state.dir = dir.0.clone();
+    let (text, digest) = config.to_file_text()?;
+    process::write_atomically(&dir.config(), &text)
+        .map_err(|e| format!("cannot write {}: {e}", dir.config().display()))?;
+    Ok(digest)
+}
+
+/// Starts the router with `config` and waits until it serves with at least `min_ready`
+/// replicas ready; records it. On failure nothing is left running.
+pub async fn start(
+    fabric_bin: &Path,
+    dir: &EndpointDir,
+    config: FabricConfig,
+    min_ready: usize,
+    cancel: &CancellationToken,
+) -> Result<RouterRecord, String> {
+    let digest = write_config(dir, config)?;
+    let _ = std::fs::remove_file(dir.address());
+    let config_path = dir.config();
+    let mut child = process::spawn(
+        fabric_bin,
+        &[
+            "serve".as_ref(),
+            "--config".as_ref(),
+            config_path.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ],
+        &dir.log(),
+    )
+    .map_err(|e| {
+        format!("{e}; set fabric_path in the provider block to the gpucap-fabric binary")
+    })?;
+    let record = ProcessRecord::of(&child);
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let failure = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break format!("the router exited during start ({status})");
+        }
+        if cancel.is_cancelled() {
+            break "the operation was cancelled".into();
+        }
+        if Instant::now() > deadline {
+            break format!(
+                "it did not have {min_ready} replica(s) ready within {}",
+                humantime::format_duration(CONVERGE_TIMEOUT)
+            );
+        }
+        if let Ok(address) = std::fs::read_to_string(dir.address())
+            && let Ok(status) = fetch_status(&address).await
+            && status.router.config_digest == digest
+            && status.ready() >= min_ready
+        {
+            let router = RouterRecord {
+                process: record.clone(),
+                address,
+                started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+            };
+            if let Err(e) = store::write_json(&dir.record(), &router) {
+                break format!("cannot record the router in {}: {e}", dir.0.display());
+            }
+            return Ok(router);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Stop it with a drain (it stops the replicas it started), then make sure.
+    let _ = record.stop(Duration::from_secs(10)).await;
+    let _ = child.wait();
+    stop_replicas(dir, Duration::from_secs(5)).await;
+    Err(format!("{failure}:\n{}", process::log_tail(&dir.log())))
+}
+
+/// Applies `config` to the running router without a restart (SIGHUP; replicas roll when what
+/// they run changed) and waits until it is in force, every replica is on it and at least
+/// `min_ready` are ready.
+pub async fn reload(
+    dir: &EndpointDir,
+    router: &RouterRecord,
+    config: FabricConfig,
+    min_ready: usize,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let digest = write_config(dir, config)?;
+    router
+        .process
+        .signal(Signal::SIGHUP)
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        if !router.process.alive() {
+            return Err(format!(
+                "the router exited during the reload:\n{}",
+                process::log_tail(&dir.log())
+            ));
+        }
+        if cancel.is_cancelled() {
+            return Err("the operation was cancelled".into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the reload did not finish within {}",
+                humantime::format_duration(CONVERGE_TIMEOUT)
+            ));
+        }
+        if let Ok(status) = fetch_status(&router.address).await {
+            if status.router.config_digest == digest
+                && status.router.rollout_pending == 0
+                && status.ready() >= min_ready
+            {
+                return Ok(());
+            }
+            if status.router.config_digest != digest
+                && let Some(e) = status.router.reload_error
+                && e.contains(&dir.config().display().to_string())
+            {
+                return Err(format!("the router refused the new config: {e}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops the router (it drains: answers what it accepted, then drains and stops its replicas),
+/// then anything it left behind, and forgets it.
+pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), String> {
+    if let Some(router) = dir.read_record()? {
+        // Its own drain of requests, then of every replica, each up to `drain`.
+        router
+            .process
+            .stop(drain * 2 + Duration::from_secs(10))
+            .await
+            .map_err(|e| format!("cannot stop the router: {e}"))?;
+    }
+    stop_replicas(dir, drain).await;
+    let left: Vec<String> = local::records(&dir.replicas())
+        .into_iter()
+        .flatten()
+        .filter(|r| r.process.as_ref().is_some_and(ProcessRecord::alive))
+        .map(|r| r.id)
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("replicas still running: {}", left.join(", ")));
+    }
+    store::remove(&dir.record()).map_err(|e| e.to_string())
+}
+
+/// Stops every replica recorded for the endpoint (a router that died leaves them running).
+async fn stop_replicas(dir: &EndpointDir, drain: Duration) {
+    for r in local::records(&dir.replicas()).into_iter().flatten() {
+        if let Err(e) = local::stop_record(&dir.replicas(), &r, drain).await {
+            tracing::warn!(replica = %r.id, error = %e, "cannot stop a replica");
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The `local` driver: a pool is this host's devices, a replica is one `gpucap-runtime` process
+//! with its own device (`cuda:N`, or an equal share of the CPU threads) on a free port, recorded
+//! under `state_dir/replicas/ID/` so that a restarted router adopts it. Several local pools on one
+//! host stand for several sites: their regions are labels.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gpucap_runtime::backend::DeviceSpec;
+use gpucap_runtime::config::{LogFormat, RuntimeConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::{Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
+use crate::process::{self, ProcessRecord};
+use crate::store;
+
+/// How long a replica may take to load its model and become ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub use gpucap_runtime::devices::DeviceInfo;
+
+/// What this host can compute on: its CPU and every GPU the CUDA driver reports.
+pub fn discover() -> Vec<DeviceInfo> {
+    gpucap_runtime::devices::discover()
+}
+
+/// Checks a `devices` setting's syntax (without looking at the host).
+pub fn check_devices(spec: &str) -> Result<(), String> {
+    spec.parse::<DeviceSpec>().map(|_| ())
+}
+
+/// The device ids a pool's `devices` setting resolves to on this host, or why it cannot.
+pub fn devices_for(spec: &str) -> Result<Vec<String>, String> {
+    let spec: DeviceSpec = spec.parse()?;
+    // Hardware does not change while a process runs; every pool asks, so ask once.
+    static FOUND: std::sync::OnceLock<Vec<DeviceInfo>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(discover);
+    let gpus: Vec<String> = found
+        .iter()
+        .filter(|d| d.kind == "cuda")
+        .map(|d| d.id.clone())
+        .collect();
+    match spec {
+        DeviceSpec::Cpu => Ok(vec!["cpu".into()]),
+        DeviceSpec::Auto if gpus.is_empty() => Ok(vec!["cpu".into()]),
+        DeviceSpec::Auto => Ok(gpus),
+        DeviceSpec::Cuda(ids) => ids
+            .iter()
+            .map(|i| {
+                let id = format!("cuda:{i}");
+                if gpus.contains(&id) {
+                    Ok(id)
+                } else {
+                    let all: Vec<&str> = found.iter().map(|d| d.id.as_str()).collect();
+                    Err(format!(
+                        "{id} is not on this host; it has: {}",
+                        all.join(", ")
+                    ))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// One local pool.
+pub struct LocalDriver {
+    pool: String,
+    devices: Vec<String>,
+    slots: usize,
+    runtime: PathBuf,
+    dir: PathBuf,
+}
+
+impl LocalDriver {
+    /// The driver for pool `pool` with `slots` replicas on `devices`, running `runtime`, keeping
+    /// records under `replicas_dir`.
+    pub fn new(
+        pool: &str,
+        devices: &str,
+        slots: usize,
+        runtime: &Path,
+        replicas_dir: &Path,
+    ) -> Result<LocalDriver, DriverError> {
+        let devices =
+            devices_for(devices).map_err(|e| DriverError(format!("pool {pool}: {e}")))?;
+        Ok(LocalDriver {
+            pool: pool.to_string(),
+            devices,
+            slots,
+            runtime: runtime.to_path_buf(),
+            dir: replicas_dir.to_path_buf(),
+        })
+    }
+
+    /// CPU threads per replica: an equal share of this host's cores, at least one.
+    fn cpu_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.slots.max(1)).max(1)
+    }
+
+    /// The device of `slot`: GPUs in turn, else the CPU.
+    fn device(&self, slot: usize) -> String {
+        if self.devices.iter().all(|d| d == "cpu") {
+            "cpu".into()
+        } else {
+            self.devices[slot % self.devices.len()].clone()
+        }
+    }
+
+    fn runtime_config(&self, spec: &ReplicaSpec, device: &str, dir: &Path) -> RuntimeConfig {
+        let mut c = RuntimeConfig::default();
+        c.model.path = Some(spec.model_path.clone());
+        c.model.name = Some(spec.model_name.clone());
+        c.model.version = spec.model_version.clone();
+        c.server.listen = "127.0.0.1:0".into();
+        c.server.max_body_bytes = spec.max_body_bytes;
+        c.server.address_file = Some(dir.join("address"));
+        c.batching = spec.batching;
+        c.compute.device = device.to_string();
+        if device == "cpu" {
+            c.compute.threads = self.cpu_threads();
+        }
+        c.log.format = LogFormat::Json;
+        c
+    }
+}
+
+/// A replica's directory.
+fn replica_dir(replicas_dir: &Path, id: &str) -> PathBuf {
+    replicas_dir.join(id)
+}
+
+/// Every replica record under `replicas_dir`, of any pool; unreadable ones are reported.
+pub fn records(replicas_dir: &Path) -> Vec<Result<ReplicaRecord, String>> {
+    let Ok(entries) = std::fs::read_dir(replicas_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Result<ReplicaRecord, String>> = entries
+        .flatten()
+        .filter_map(|e| store::read_json(&e.path().join("replica.json")).transpose())
+        .collect();
+    out.sort_by(|a, b| match (a, b) {
+        (Ok(a), Ok(b)) => a.id.cmp(&b.id),
+        _ => std::cmp::Ordering::Equal,
+    });
+    out
+}
+
+/// Stops a recorded replica whatever pool it belongs to and removes its record.
+pub async fn stop_record(
+    replicas_dir: &Path,
+    r: &ReplicaRecord,
+    drain: Duration,
+) -> Result<(), DriverError> {
+    if let Some(p) = &r.process {
+        p.stop(drain).await?;
+    }
+    let dir = replica_dir(replicas_dir, &r.id);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError(format!(
+            "replica {} stopped, but {} remains: {e}",
+            r.id,
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Driver for LocalDriver {
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            slots: self.slots,
+            devices: self.devices.clone(),
+        }
+    }
+
+    async fn start(
+        &self,
+        spec: &ReplicaSpec,
+        cancel: &CancellationToken,
+    ) -> Result<ReplicaRecord, DriverError> {
+        let taken: Vec<usize> = self.list()?.iter().map(|r| r.slot).collect();
+        let slot = (0..self.slots)
+            .find(|s| !taken.contains(s))
+            .ok_or_else(|| DriverError(format!("pool {} has no free slot", self.pool)))?;
+        let device = self.device(slot);
+        let dir = replica_dir(&self.dir, &spec.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DriverError(format!("cannot create {}: {e}", dir.display())))?;
+        let config = self.runtime_config(spec, &device, &dir);
+        let toml = toml::to_string(&config)
+            .map_err(|e| DriverError(format!("cannot write the runtime config: {e}")))?;
+        let config_path = dir.join("runtime.toml");
+        std::fs::write(&config_path, toml)
+            .map_err(|e| DriverError(format!("cannot write {}: {e}", config_path.display())))?;
+        let log = dir.join("runtime.log");
+        let cleanup = || {
+            let _ = std::fs::remove_dir_all(&dir);
+        };
+        let mut child = match process::spawn(
+            &self.runtime,
+            &["serve".as_ref(), "--config".as_ref(), config_path.as_os_str()],
+            &log,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup();
+                return Err(e.into());
+            }
+        };
+        let record = ProcessRecord::of(&child);
+        let address = match wait_ready(&mut child, &dir, cancel).await {
+            Ok(a) => a,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let tail = process::log_tail(&log);
+                cleanup();
+                return Err(DriverError(format!(
+                    "replica {} on pool {}: {why}\n{tail}",
+                    spec.id, self.pool
+                )));
+            }
+        };
+        let replica = ReplicaRecord {
+            id: spec.id.clone(),
+            pool: self.pool.clone(),
+            address,
+            slot,
+            device,
+            process: Some(record.clone()),
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+            digest: spec.digest.clone(),
+        };
+        if let Err(e) = store::write_json(&dir.join("replica.json"), &replica) {
+            let _ = record.kill_now().await;
+            cleanup();
+            return Err(DriverError(format!(
+                "cannot record replica {} in {}: {e}",
+                spec.id,
+                dir.display()
+            )));
+        }
+        // The process outlives this handle: dropping a `Child` neither kills nor waits for it,
+        // and `ProcessRecord::alive` reaps it once it exits.
+        drop(child);
+        Ok(replica)
+    }
+
+    async fn stop(&self, replica: &ReplicaRecord, drain: Duration) -> Result<(), DriverError> {
+        stop_record(&self.dir, replica, drain).await
+    }
+
+    fn list(&self) -> Result<Vec<ReplicaRecord>, DriverError> {
+        let mut out = Vec::new();
+        for r in records(&self.dir) {
+            let r = r.map_err(DriverError)?;
+            if r.pool != self.pool {
+                continue;
+            }
+            if self.alive(&r) {
+                out.push(r);
+            } else {
+                let _ = std::fs::remove_dir_all(replica_dir(&self.dir, &r.id));
+            }
+        }
+        Ok(out)
+    }
+
+    fn alive(&self, replica: &ReplicaRecord) -> bool {
+        replica.process.as_ref().is_some_and(ProcessRecord::alive)
+    }
+}
+
+/// Waits until the runtime wrote its address and answers ready; the address.
+async fn wait_ready(
+    child: &mut std::process::Child,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<String, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the runtime exited during start ({status})"));
+        }
+        if cancel.is_cancelled() {
+            return Err("the start was cancelled".into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not ready within {}",
+                humantime::format_duration(START_TIMEOUT)
+            ));
+        }
+        if let Ok(addr) = std::fs::read_to_string(dir.join("address")) {
+            let ready = http
+                .get(format!("http://{addr}/v2/health/ready"))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(addr);
+            }
+        }
+        // Short: time to first answer after a scale from zero includes this wait.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_resolve_against_this_host() {
+        assert_eq!(devices_for("cpu").unwrap(), ["cpu"]);
+        assert!(!devices_for("auto").unwrap().is_empty());
+        assert!(devices_for("tpu").unwrap_err().contains("invalid device"));
+    }
+
+    #[test]
+    fn cpu_replicas_share_the_cores_and_gpus_go_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LocalDriver::new("lab", "cpu", 2, Path::new("rt"), dir.path()).unwrap();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(d.cpu_threads(), (cores / 2).max(1));
+        assert_eq!(d.device(1), "cpu");
+        let gpus = LocalDriver {
+            devices: vec!["cuda:0".into(), "cuda:1".into()],
+            ..d
+        };
+        assert_eq!(
+            [gpus.device(0), gpus.device(1), gpus.device(2)],
+            ["cuda:0", "cuda:1", "cuda:0"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_cannot_start_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LocalDriver::new("lab", "cpu", 1, Path::new("/bin/false"), dir.path()).unwrap();
+        let spec = ReplicaSpec {
+            id: "lab-1".into(),
+            model_path: "/nonexistent.safetensors".into(),
+            model_name: "m".into(),
+            model_version: "1".into(),
+            batching: Default::default(),
+            max_body_bytes: 1 << 20,
+            digest: "d".into(),
+        };
+        let err = d.start(&spec, &CancellationToken::new()).await.unwrap_err();
+        assert!(err.0.contains("the runtime exited during start"), "{err}");
+        assert!(!dir.path().join("lab-1").exists());
+        assert!(d.list().unwrap().is_empty());
+    }
+}

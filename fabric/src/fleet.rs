@@ -1,0 +1,384 @@
+//! The fleet: the replicas the router may send requests to, shared by the data plane (which
+//! takes and returns request slots) and the control plane (which adds, drains and removes
+//! replicas).
+//!
+//! A replica has `concurrency` slots: with all of them taken it is saturated. A request takes a
+//! slot on a ready base replica with the fewest requests in flight; only when every base replica
+//! is saturated does it go to a burst replica, pools in spill order. When no replica has a free
+//! slot the request is *held* in a bounded FIFO until one frees up or a new replica becomes ready,
+//! and the control plane is woken (scale from zero, saturation).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::autoscaler::Phase;
+
+/// One replica as the router tracks it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its id.
+    pub id: String,
+    /// Its pool's index in placement order; `None` once the pool is no longer configured.
+    pub pool: Option<usize>,
+    /// Its pool's name.
+    pub pool_name: String,
+    /// Whether its pool is a burst pool.
+    pub burst: bool,
+    /// `host:port`, once known.
+    pub address: Option<String>,
+    /// Its phase.
+    pub phase: Phase,
+    /// When it entered that phase.
+    pub phase_since: Instant,
+    /// Requests in flight on it.
+    pub outstanding: usize,
+    /// When it last had no request in flight.
+    pub idle_since: Instant,
+    /// Requests it has answered.
+    pub served: u64,
+    /// Started with an older runtime configuration.
+    pub outdated: bool,
+    /// Requests waiting in its own queue, as last scraped.
+    pub queue_depth: f64,
+    /// Its devices' busy fraction over the last scrape interval.
+    pub busy: f64,
+}
+
+impl Member {
+    /// A replica being started.
+    pub fn starting(id: String, pool: usize, pool_name: String, burst: bool) -> Member {
+        let now = Instant::now();
+        Member {
+            id,
+            pool: Some(pool),
+            pool_name,
+            burst,
+            address: None,
+            phase: Phase::Starting,
+            phase_since: now,
+            outstanding: 0,
+            idle_since: now,
+            served: 0,
+            outdated: false,
+            queue_depth: 0.0,
+            busy: 0.0,
+        }
+    }
+}
+
+/// Why a request gets no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The hold queue is full.
+    HoldFull,
+    /// Every replica is saturated, more are not affordable and `on_exhausted = "reject"`.
+    BudgetExhausted,
+    /// The router is shutting down.
+    ShuttingDown,
+}
+
+/// What [`Fleet::acquire`] gives.
+pub enum Acquired {
+    /// A slot now.
+    Now(Slot),
+    /// Held: the slot arrives when one frees up.
+    Held(oneshot::Receiver<Slot>),
+    /// Refused.
+    Refused(Refusal),
+}
+
+/// A request's place on a replica; returned when dropped.
+pub struct Slot {
+    fleet: Arc<Fleet>,
+    armed: bool,
+    /// The replica.
+    pub replica: String,
+    /// Its address.
+    pub address: String,
+    /// Its pool.
+    pub pool: String,
+    /// Whether its pool is a burst pool.
+    pub burst: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.fleet.release(&self.replica);
+        }
+    }
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Slot>,
+    exclude: Option<String>,
+}
+
+struct Inner {
+    members: Vec<Member>,
+    waiters: VecDeque<Waiter>,
+    concurrency: usize,
+    hold_capacity: usize,
+    reject_when_exhausted: bool,
+    budget_bound: bool,
+    accepting: bool,
+}
+
+/// The shared replica table.
+pub struct Fleet {
+    me: Weak<Fleet>,
+    inner: Mutex<Inner>,
+    /// Woken when a request is held, so the control plane reacts at once.
+    pub wake: Notify,
+}
+
+impl Fleet {
+    /// An empty fleet.
+    pub fn new(concurrency: usize, hold_capacity: usize, reject_when_exhausted: bool) -> Arc<Fleet> {
+        Arc::new_cyclic(|me| Fleet {
+            me: me.clone(),
+            inner: Mutex::new(Inner {
+                members: Vec::new(),
+                waiters: VecDeque::new(),
+                concurrency,
+                hold_capacity,
+                reject_when_exhausted,
+                budget_bound: false,
+                accepting: true,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies new settings (after a reload).
+    pub fn configure(&self, concurrency: usize, hold_capacity: usize, reject_when_exhausted: bool) {
+        let mut inner = self.lock();
+        inner.concurrency = concurrency;
+        inner.hold_capacity = hold_capacity;
+        inner.reject_when_exhausted = reject_when_exhausted;
+        self.dispatch(&mut inner);
+    }
+
+    /// A slot for a request, avoiding `exclude` (a replica that just failed it).
+    pub fn acquire(&self, exclude: Option<&str>) -> Acquired {
+        let mut inner = self.lock();
+        if !inner.accepting {
+            return Acquired::Refused(Refusal::ShuttingDown);
+        }
+        if let Some(slot) = self.take(&mut inner, exclude) {
+            return Acquired::Now(slot);
+        }
+        let serving = inner.members.iter().any(|m| m.phase == Phase::Ready);
+        if serving && inner.budget_bound && inner.reject_when_exhausted {
+            return Acquired::Refused(Refusal::BudgetExhausted);
+        }
+        inner.waiters.retain(|w| !w.tx.is_closed());
+        if inner.waiters.len() >= inner.hold_capacity {
+            return Acquired::Refused(Refusal::HoldFull);
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.waiters.push_back(Waiter {
+            tx,
+            exclude: exclude.map(str::to_string),
+        });
+        drop(inner);
+        self.wake.notify_one();
+        Acquired::Held(rx)
+    }
+
+    /// The replica a request should go to now, with its slot taken: a ready base replica with
+    /// the fewest requests in flight, else a burst replica, pools in spill order.
+    fn take(&self, inner: &mut Inner, exclude: Option<&str>) -> Option<Slot> {
+        let limit = inner.concurrency;
+        let chosen = inner
+            .members
+            .iter_mut()
+            .filter(|m| {
+                m.phase == Phase::Ready
+                    && m.address.is_some()
+                    && m.outstanding < limit
+                    && Some(m.id.as_str()) != exclude
+            })
+            .min_by_key(|m| {
+                let pool = if m.burst {
+                    m.pool.unwrap_or(usize::MAX)
+                } else {
+                    0
+                };
+                (m.burst, pool, m.outstanding)
+            })?;
+        chosen.outstanding += 1;
+        Some(Slot {
+            // `self` is always owned by the Arc that `me` points to.
+            fleet: self.me.upgrade()?,
+            armed: true,
+            replica: chosen.id.clone(),
+            address: chosen.address.clone().unwrap_or_default(),
+            pool: chosen.pool_name.clone(),
+            burst: chosen.burst,
+        })
+    }
+
+    fn release(&self, replica: &str) {
+        let mut inner = self.lock();
+        if let Some(m) = inner.members.iter_mut().find(|m| m.id == replica) {
+            m.outstanding = m.outstanding.saturating_sub(1);
+            m.served += 1;
+            if m.outstanding == 0 {
+                m.idle_since = Instant::now();
+            }
+        }
+        self.dispatch(&mut inner);
+    }
+
+    /// Hands free slots to held requests, oldest first.
+    fn dispatch(&self, inner: &mut Inner) {
+        while let Some(front) = inner.waiters.front() {
+            if front.tx.is_closed() {
+                inner.waiters.pop_front();
+                continue;
+            }
+            let exclude = front.exclude.clone();
+            // The oldest waiter cannot be served: later ones (with other exclusions) might be,
+            // but first come stays first served.
+            let Some(slot) = self.take(inner, exclude.as_deref()) else {
+                return;
+            };
+            let Some(waiter) = inner.waiters.pop_front() else {
+                return;
+            };
+            if let Err(mut returned) = waiter.tx.send(slot) {
+                // It timed out between the check and the send: give the slot back by hand (its
+                // Drop would take the lock held here).
+                returned.armed = false;
+                if let Some(m) = inner.members.iter_mut().find(|m| m.id == returned.replica) {
+                    m.outstanding = m.outstanding.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Adds a replica (starting, or adopted).
+    pub fn add(&self, member: Member) {
+        let mut inner = self.lock();
+        inner.members.retain(|m| m.id != member.id);
+        inner.members.push(member);
+        self.dispatch(&mut inner);
+    }
+
+    /// Marks a replica ready at `address`; held requests go to it at once.
+    pub fn ready(&self, id: &str, address: &str) {
+        let mut inner = self.lock();
+        if let Some(m) = inner.members.iter_mut().find(|m| m.id == id) {
+            m.address = Some(address.to_string());
+            if m.phase != Phase::Draining {
+                m.phase = Phase::Ready;
+                m.phase_since = Instant::now();
+                m.idle_since = Instant::now();
+            }
+        }
+        self.dispatch(&mut inner);
+    }
+
+    /// Sets a replica's phase (not back from draining).
+    pub fn set_phase(&self, id: &str, phase: Phase) {
+        let mut inner = self.lock();
+        if let Some(m) = inner.members.iter_mut().find(|m| m.id == id)
+            && m.phase != phase
+            && m.phase != Phase::Draining
+        {
+            m.phase = phase;
+            m.phase_since = Instant::now();
+        }
+        if phase == Phase::Ready {
+            self.dispatch(&mut inner);
+        }
+    }
+
+    /// Takes a replica out of rotation after it failed a request; returns whether it was in
+    /// rotation.
+    pub fn fail(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.members.iter_mut().find(|m| m.id == id) {
+            Some(m) if m.phase == Phase::Ready => {
+                m.phase = Phase::Unhealthy;
+                m.phase_since = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets a replica (stopped or gone); its slots in flight return to nothing.
+    pub fn remove(&self, id: &str) {
+        self.lock().members.retain(|m| m.id != id);
+    }
+
+    /// Updates what a scrape of a replica found.
+    pub fn observe(&self, id: &str, queue_depth: f64, busy: f64) {
+        if let Some(m) = self.lock().members.iter_mut().find(|m| m.id == id) {
+            m.queue_depth = queue_depth;
+            m.busy = busy;
+        }
+    }
+
+    /// Marks replicas started with another configuration digest as outdated.
+    pub fn mark_outdated(&self, ids: &[String]) {
+        for m in self.lock().members.iter_mut() {
+            if ids.contains(&m.id) {
+                m.outdated = true;
+            }
+        }
+    }
+
+    /// Re-indexes replicas after the pools changed: `index_of(pool name)` gives the new index and
+    /// whether it is a burst pool, or `None` when the pool is gone.
+    pub fn reindex(&self, index_of: impl Fn(&str) -> Option<(usize, bool)>) {
+        for m in self.lock().members.iter_mut() {
+            match index_of(&m.pool_name) {
+                Some((i, burst)) => {
+                    m.pool = Some(i);
+                    m.burst = burst;
+                }
+                None => m.pool = None,
+            }
+        }
+    }
+
+    /// Whether the budget currently binds (set by the control plane).
+    pub fn set_budget_bound(&self, bound: bool) {
+        self.lock().budget_bound = bound;
+    }
+
+    /// Stops taking requests (shutdown); held ones are refused.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.accepting = false;
+        inner.waiters.clear();
+    }
+
+    /// Copies of every replica.
+    pub fn members(&self) -> Vec<Member> {
+        self.lock().members.clone()
+    }
+
+    /// Requests held now.
+    pub fn held(&self) -> usize {
+        let mut inner = self.lock();
+        inner.waiters.retain(|w| !w.tx.is_closed());
+        inner.waiters.len()
+    }
+
+    /// Requests in flight on replicas.
+    pub fn in_flight(&self) -> usize {
+        self.lock().members.iter().map(|m| m.outstanding).sum()
+    }
+}
+

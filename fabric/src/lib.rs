@@ -1,0 +1,29 @@
+//! `gpucap-fabric`: what turns a burst policy into behaviour. One process per endpoint owns it at
+//! run time: a router that gives the endpoint one URL and sends requests to base pools first and
+//! to burst pools only while the base is saturated, and an autoscaler that adds replicas when the
+//! load needs them, drains them back to the minimum (or zero) when it does not, within the
+//! budget and never outside the endpoint's data residency. The crate knows nothing of Terraform.
+//!
+//! - [`config`]: the router's config file, validated, with placement resolved;
+//! - [`autoscaler`]: the pure decision function (state, signals, policy, time in; actions out);
+//! - [`fleet`]: the replica table the router takes request slots from;
+//! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;
+//! - [`controller`]: the control loop that measures, decides and acts through drivers;
+//! - [`driver`]: capacity drivers behind one trait (`local`: runtime processes on this host);
+//! - [`signals`], [`metrics`], [`status`]: what is measured and reported;
+//! - [`serve`]: wiring for `gpucap-fabric serve`; [`deploy`]: starting, reloading and stopping a
+//!   router, for the provider; [`process`] and [`store`]: detached processes and atomic records.
+
+pub mod autoscaler;
+pub mod config;
+pub mod controller;
+pub mod deploy;
+pub mod driver;
+pub mod fleet;
+pub mod metrics;
+pub mod process;
+pub mod router;
+pub mod serve;
+pub mod signals;
+pub mod status;
+pub mod store;

@@ -1,0 +1,96 @@
+//! The `gpucap-fabric` command line: `serve` an endpoint's router, print a router's `status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// gpucap's fabric: one URL per endpoint that spills load from base to burst pools, scales to
+/// zero and drains back, within budget and residency.
+#[derive(Parser)]
+#[command(name = "gpucap-fabric", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an endpoint's router and autoscaler from a config file (SIGHUP reloads it).
+    Serve {
+        /// The router's TOML config (see docs/fabric/config.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Print a router's pools, replicas, signals, budget and recent decisions.
+    Status {
+        /// The router's URL (or the endpoint's model URL), e.g. http://127.0.0.1:8000.
+        url: String,
+        /// Print the JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config, log_format } => {
+            init_logging(log_format);
+            let result = runtime.block_on(gpucap_fabric::serve::serve(
+                config,
+                gpucap_fabric::serve::termination_signal(),
+            ));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "the router stopped");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Status { url, json } => match runtime.block_on(gpucap_fabric::deploy::fetch_status(&url)) {
+            Ok(status) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+                } else {
+                    print!("{}", status.render());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GPUCAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

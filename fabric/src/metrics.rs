@@ -1,0 +1,193 @@
+//! The router's Prometheus metrics, under `gpucap_fabric_` with an `endpoint` label: requests by
+//! pool, replica and status; replicas by pool and state; burst spend; decisions by reason; time
+//! to the first replica after a scale from zero; the router's own added latency.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a routed request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The pool that answered (`router` for answers the router gave itself).
+    pub pool: String,
+    /// The replica that answered (empty for the router's own).
+    pub replica: String,
+    /// HTTP status code.
+    pub code: String,
+}
+
+/// Labels of a replica count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    /// The pool.
+    pub pool: String,
+    /// `starting`, `ready`, `unhealthy` or `draining`.
+    pub state: String,
+}
+
+/// Labels of a decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `start`, `drain` or `stop`.
+    pub action: String,
+    /// The kind of reason (`signal`, `idle`, `scale_from_zero`, …).
+    pub reason: String,
+}
+
+/// Labels by name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    /// The name.
+    pub name: String,
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every router metric.
+pub struct FabricMetrics {
+    registry: Registry,
+    /// Requests by pool, replica and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from arrival to response, held time included.
+    pub request_seconds: Histogram,
+    /// What the router adds: total time minus time waiting on replicas and held.
+    pub overhead_seconds: Histogram,
+    /// Requests retried on another replica, by why.
+    pub retries: Family<NameLabels, Counter>,
+    /// Requests held for want of a replica with room.
+    pub held: Gauge,
+    /// Replicas by pool and state.
+    pub replicas: Family<ReplicaLabels, Gauge>,
+    /// Burst spend so far, USD.
+    pub burst_spend_usd: FloatCounter,
+    /// Burst replicas' cost rate now, USD per hour.
+    pub burst_rate_usd_per_hour: FloatGauge,
+    /// Autoscaler decisions by action and reason.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Time from a request arriving with no replica to the first replica ready.
+    pub scale_from_zero_seconds: Histogram,
+    /// The signals the autoscaler last saw, by name.
+    pub signals: Family<NameLabels, FloatGauge>,
+    /// Replicas that exited or failed to start, by pool.
+    pub replica_failures: Family<NameLabels, Counter>,
+}
+
+impl FabricMetrics {
+    /// Registers every metric with `endpoint` as a constant label.
+    pub fn new(endpoint: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "gpucap_fabric",
+            [("endpoint".into(), endpoint.to_string().into())].into_iter(),
+        );
+        let m = FabricMetrics {
+            requests: Family::default(),
+            request_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
+            overhead_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
+            retries: Family::default(),
+            held: Gauge::default(),
+            replicas: Family::default(),
+            burst_spend_usd: FloatCounter::default(),
+            burst_rate_usd_per_hour: FloatGauge::default(),
+            decisions: Family::default(),
+            scale_from_zero_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            signals: Family::default(),
+            replica_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Inference requests by the pool and replica that answered and HTTP status (pool \"router\": answered by the router)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from arrival at the router to response, held time included",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "router_overhead_seconds",
+            "Latency the router adds: total time minus time on replicas and held",
+            m.overhead_seconds.clone(),
+        );
+        registry.register(
+            "retries",
+            "Requests retried on another replica, by reason",
+            m.retries.clone(),
+        );
+        registry.register(
+            "held_requests",
+            "Requests held for want of a replica with room",
+            m.held.clone(),
+        );
+        registry.register(
+            "replicas",
+            "Replicas by pool and state",
+            m.replicas.clone(),
+        );
+        registry.register(
+            "burst_spend_usd",
+            "Burst spend so far: replica-seconds on burst pools times their hourly price",
+            m.burst_spend_usd.clone(),
+        );
+        registry.register(
+            "burst_rate_usd_per_hour",
+            "What the burst replicas running now cost per hour",
+            m.burst_rate_usd_per_hour.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Autoscaler actions by action and kind of reason",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "scale_from_zero_seconds",
+            "Time from a request arriving with no replica running to the first replica ready",
+            m.scale_from_zero_seconds.clone(),
+        );
+        registry.register(
+            "signal",
+            "The signals the autoscaler last saw: queue_depth, p99_latency_ms, gpu_utilization, request_rate, held",
+            m.signals.clone(),
+        );
+        registry.register(
+            "replica_failures",
+            "Replicas that exited unexpectedly or failed to start, by pool",
+            m.replica_failures.clone(),
+        );
+        FabricMetrics { registry, ..m }
+    }
+
+    /// Counts a request.
+    pub fn request(&self, pool: &str, replica: &str, code: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                pool: pool.to_string(),
+                replica: replica.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// A gauge or counter family's member by name.
+    pub fn named<M: Clone + Default>(family: &Family<NameLabels, M>, name: &str) -> M {
+        family
+            .get_or_create(&NameLabels {
+                name: name.to_string(),
+            })
+            .clone()
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

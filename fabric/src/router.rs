@@ -1,0 +1,529 @@
+//! The router (data plane): one URL per endpoint, speaking the same Open Inference Protocol v2 as
+//! the runtime. Health and metadata it answers itself (it has read the model's signature), so a
+//! scaled-to-zero endpoint still describes itself; inference requests take a slot on a replica
+//! from the [fleet](crate::fleet) and are forwarded over pooled keep-alive connections, bodies
+//! unchanged (JSON or the binary tensor extension). A replica that fails a request before
+//! answering — refused or reset connection, a 500/502/503 — is taken out of rotation and the
+//! request is retried once on another replica: inference is idempotent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use gpucap_runtime::protocol::{ModelMetadata, ModelSignature, ServerMetadata};
+
+use crate::autoscaler::Phase;
+use crate::controller::Shared;
+use crate::fleet::{Acquired, Refusal, Slot};
+
+/// What the routes need to know about the endpoint; replaced on reload.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The model's name in URLs.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its input and output.
+    pub signature: ModelSignature,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// How long a request may take, held time included.
+    pub request_timeout: Duration,
+    /// Whether the endpoint scales to zero (it is ready with no replica).
+    pub scales_to_zero: bool,
+}
+
+/// The router's state.
+pub struct RouterState {
+    /// Shared with the control loop.
+    pub shared: Arc<Shared>,
+    /// The endpoint's settings.
+    pub settings: RwLock<Arc<Settings>>,
+    /// Set once shutdown starts.
+    pub draining: AtomicBool,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl RouterState {
+    /// State for a router over `shared`.
+    pub fn new(shared: Arc<Shared>, settings: Settings) -> Arc<RouterState> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Arc::new(RouterState {
+            shared,
+            settings: RwLock::new(Arc::new(settings)),
+            draining: AtomicBool::new(false),
+            client,
+        })
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the settings (after a reload).
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
+
+    fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed)
+            && (self.settings().scales_to_zero
+                || self
+                    .shared
+                    .fleet
+                    .members()
+                    .iter()
+                    .any(|m| m.phase == Phase::Ready))
+    }
+}
+
+/// An answer the router gives itself, in the protocol's error form.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut r = error(status, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Every route.
+pub fn router(state: Arc<RouterState>) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/metrics", get(metrics))
+        .route("/fabric/status", get(status))
+        .route("/fabric/targets", get(targets))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+        })
+        .with_state(state)
+}
+
+type AppState = State<Arc<RouterState>>;
+
+async fn server_metadata() -> axum::Json<ServerMetadata> {
+    axum::Json(ServerMetadata {
+        name: "gpucap-fabric",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: vec!["binary_tensor_data"],
+    })
+}
+
+async fn server_ready(State(s): AppState) -> StatusCode {
+    if s.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// `Err(404 message)` unless the request names the served model (and version).
+fn check_model(settings: &Settings, name: &str, version: Option<&str>) -> Result<(), String> {
+    if name != settings.name {
+        return Err(format!(
+            "unknown model '{name}'; this endpoint serves '{}'",
+            settings.name
+        ));
+    }
+    match version {
+        Some(v) if v != settings.version => Err(format!(
+            "unknown version '{v}' of model '{name}'; the version served is '{}'",
+            settings.version
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn describe(s: &RouterState, name: &str, version: Option<&str>) -> Response {
+    let settings = s.settings();
+    match check_model(&settings, name, version) {
+        Ok(()) => axum::Json(ModelMetadata::describe(
+            &settings.name,
+            &settings.version,
+            &settings.signature,
+        ))
+        .into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn model_metadata(State(s): AppState, Path(name): Path<String>) -> Response {
+    describe(&s, &name, None)
+}
+
+async fn model_metadata_v(
+    State(s): AppState,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    describe(&s, &name, Some(&version))
+}
+
+fn readiness(s: &RouterState, name: &str, version: Option<&str>) -> Response {
+    match check_model(&s.settings(), name, version) {
+        Ok(()) if s.ready() => StatusCode::OK.into_response(),
+        Ok(()) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn model_ready(State(s): AppState, Path(name): Path<String>) -> Response {
+    readiness(&s, &name, None)
+}
+
+async fn model_ready_v(
+    State(s): AppState,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    readiness(&s, &name, Some(&version))
+}
+
+async fn metrics(State(s): AppState) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.shared.metrics.render(),
+    )
+}
+
+async fn status(State(s): AppState) -> Response {
+    let status = s
+        .shared
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    axum::Json(status).into_response()
+}
+
+/// Prometheus HTTP service discovery: every replica with an address, labelled with its pool.
+async fn targets(State(s): AppState) -> Response {
+    let name = s.settings().name.clone();
+    let groups: Vec<serde_json::Value> = s
+        .shared
+        .fleet
+        .members()
+        .into_iter()
+        .filter_map(|m| {
+            Some(serde_json::json!({
+                "targets": [m.address?],
+                "labels": {"endpoint": name, "pool": m.pool_name, "replica": m.id},
+            }))
+        })
+        .collect();
+    axum::Json(groups).into_response()
+}
+
+async fn infer(
+    State(s): AppState,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request = InferRequest {
+        name,
+        version: None,
+        uri,
+        headers,
+        body,
+    };
+    forward(s, request).await
+}
+
+async fn infer_v(
+    State(s): AppState,
+    Path((name, version)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request = InferRequest {
+        name,
+        version: Some(version),
+        uri,
+        headers,
+        body,
+    };
+    forward(s, request).await
+}
+
+/// An inference request as it arrived.
+struct InferRequest {
+    name: String,
+    version: Option<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+}
+
+/// Where a request's time went, for the overhead metric.
+#[derive(Default)]
+struct Timing {
+    held: Duration,
+    upstream: Duration,
+}
+
+async fn forward(s: Arc<RouterState>, request: InferRequest) -> Response {
+    let started = Instant::now();
+    let mut timing = Timing::default();
+    let (response, slot_labels) = route(&s, request, &mut timing, started).await;
+    let metrics = &s.shared.metrics;
+    let code = response.status().as_u16();
+    match &slot_labels {
+        Some((pool, replica)) => {
+            metrics.request(pool, replica, code);
+            s.shared.window.record(Instant::now(), started.elapsed());
+        }
+        None => metrics.request("router", "", code),
+    }
+    let total = started.elapsed();
+    metrics.request_seconds.observe(total.as_secs_f64());
+    if slot_labels.is_some() {
+        let own = total.saturating_sub(timing.held + timing.upstream);
+        metrics.overhead_seconds.observe(own.as_secs_f64());
+    }
+    response
+}
+
+/// The answer, and the pool and replica that gave it (none when the router answered itself).
+async fn route(
+    s: &RouterState,
+    request: InferRequest,
+    timing: &mut Timing,
+    started: Instant,
+) -> (Response, Option<(String, String)>) {
+    let InferRequest {
+        name,
+        version,
+        uri,
+        headers,
+        body,
+    } = request;
+    let settings = s.settings();
+    if let Err(e) = check_model(&settings, &name, version.as_deref()) {
+        return (error(StatusCode::NOT_FOUND, e), None);
+    }
+    if s.draining.load(Ordering::Relaxed) {
+        return (
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, "the router is shutting down"),
+            None,
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, settings.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body exceeds the endpoint's limit of {} bytes; send fewer rows per request",
+                        settings.max_body_bytes
+                    ),
+                ),
+                None,
+            );
+        }
+    };
+    let deadline = started + settings.request_timeout;
+    let path = uri
+        .path_and_query()
+        .map_or(uri.path(), |p| p.as_str())
+        .to_string();
+    let mut exclude: Option<String> = None;
+    for attempt in 0..2 {
+        let slot = match take_slot(s, exclude.as_deref(), deadline, timing).await {
+            Ok(slot) => slot,
+            Err(r) => return (r, None),
+        };
+        let sent = Instant::now();
+        let result = tokio::time::timeout_at(
+            deadline.into(),
+            send(&s.client, &slot, &path, &headers, bytes.clone()),
+        )
+        .await;
+        timing.upstream += sent.elapsed();
+        let labels = Some((slot.pool.clone(), slot.replica.clone()));
+        let retry_reason = match result {
+            Err(_) => {
+                return (
+                    error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "replica {} did not answer within the request timeout ({} ms)",
+                            slot.replica,
+                            settings.request_timeout.as_millis()
+                        ),
+                    ),
+                    labels,
+                );
+            }
+            Ok(Ok(resp)) if !replica_fault(resp.status()) || attempt == 1 => {
+                return (resp, labels);
+            }
+            Ok(Ok(resp)) => format!("status_{}", resp.status().as_u16()),
+            Ok(Err(e)) if attempt == 1 => {
+                s.shared.fleet.fail(&slot.replica);
+                return (
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("replica {} failed the request after a retry: {e}", slot.replica),
+                    ),
+                    labels,
+                );
+            }
+            Ok(Err(_)) => "connection".to_string(),
+        };
+        if s.shared.fleet.fail(&slot.replica) {
+            tracing::warn!(replica = %slot.replica, reason = %retry_reason, "replica failed a request; out of rotation, retrying elsewhere");
+        }
+        crate::metrics::FabricMetrics::named(&s.shared.metrics.retries, &retry_reason).inc();
+        exclude = Some(slot.replica.clone());
+    }
+    (
+        error(StatusCode::BAD_GATEWAY, "no replica could answer"),
+        None,
+    )
+}
+
+/// Statuses that say the replica, not the request, is at fault: take it out and retry.
+fn replica_fault(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+    )
+}
+
+/// A slot now, or held until one frees up, a replica becomes ready, or the deadline.
+async fn take_slot(
+    s: &RouterState,
+    exclude: Option<&str>,
+    deadline: Instant,
+    timing: &mut Timing,
+) -> Result<Slot, Response> {
+    let rx = match s.shared.fleet.acquire(exclude) {
+        Acquired::Now(slot) => return Ok(slot),
+        Acquired::Held(rx) => rx,
+        Acquired::Refused(Refusal::HoldFull) => {
+            return Err(retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "every replica is saturated and the router's hold queue is full; retry later",
+            ));
+        }
+        Acquired::Refused(Refusal::BudgetExhausted) => {
+            return Err(retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "every replica is saturated and the burst budget allows no more (on_exhausted = \"reject\"); retry later",
+            ));
+        }
+        Acquired::Refused(Refusal::ShuttingDown) => {
+            return Err(retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the router is shutting down",
+            ));
+        }
+    };
+    s.shared.note_held_at_zero();
+    let held = Instant::now();
+    let got = tokio::time::timeout_at(deadline.into(), rx).await;
+    timing.held += held.elapsed();
+    match got {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no replica had room for the request within the request timeout; replicas may still be starting, retry later",
+        )),
+    }
+}
+
+/// Headers that belong to one connection, not to the request.
+fn hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Sends the request to the slot's replica and reads the whole answer, so that a replica that
+/// dies mid-answer fails the attempt (and the request is retried) instead of the client's
+/// response.
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    slot: &Slot,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, String> {
+    let mut req = hyper::Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{}{path}", slot.address));
+    for (k, v) in headers {
+        if !hop_by_hop(k) {
+            req = req.header(k, v);
+        }
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            msg = format!("{msg}: {inner}");
+            source = inner.source();
+        }
+        msg
+    })?;
+    let (parts, incoming) = resp.into_parts();
+    let body = incoming
+        .collect()
+        .await
+        .map_err(|e| format!("the answer broke off: {e}"))?
+        .to_bytes();
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = parts.status;
+    for (k, v) in &parts.headers {
+        if !hop_by_hop(k) {
+            out.headers_mut().append(k, v.clone());
+        }
+    }
+    Ok(out)
+}
