@@ -493,7 +493,12 @@ impl<'a> Planner<'a> {
 
     /// Draining replicas stop once their requests are done or their drain time is up.
     fn stop_drained(&mut self) {
-        for r in self.obs.replicas.iter().filter(|r| r.phase == Phase::Draining) {
+        for r in self
+            .obs
+            .replicas
+            .iter()
+            .filter(|r| r.phase == Phase::Draining)
+        {
             let reason = if r.outstanding == 0 {
                 "drained: no requests in flight".to_string()
             } else if r.phase_for >= self.policy.drain_timeout {
@@ -579,7 +584,8 @@ impl<'a> Planner<'a> {
                 failing_spot = true;
                 if self.policy.spot_fallback {
                     order.extend(
-                        (0..pools.len()).filter(|&i| pools[i].capacity_type == CapacityType::OnDemand),
+                        (0..pools.len())
+                            .filter(|&i| pools[i].capacity_type == CapacityType::OnDemand),
                     );
                 }
             }
@@ -629,7 +635,10 @@ impl<'a> Planner<'a> {
                 .map(|p| p.name.as_str())
                 .collect();
             if !failing.is_empty() {
-                self.note(format!("pools failing to start replicas: {}", failing.join(", ")));
+                self.note(format!(
+                    "pools failing to start replicas: {}",
+                    failing.join(", ")
+                ));
             }
             self.note(format!(
                 "{} more replica(s) wanted ({why}) but no pool can take one",
@@ -643,7 +652,9 @@ impl<'a> Planner<'a> {
     fn keep_warm(&mut self) {
         let want = self.policy.min_warm;
         while self.burst_live() < want && self.live() < self.policy.replicas_max {
-            let Some(pool) = (0..self.obs.pools.len())
+            let Some(pool) = self
+                .candidates(None)
+                .into_iter()
                 .filter(|&p| self.obs.pools[p].burst)
                 .find(|&p| self.can_start(p))
             else {
@@ -676,7 +687,9 @@ impl<'a> Planner<'a> {
                     .and_then(|p| self.obs.pools[p].price_per_hour)
                     .unwrap_or(0.0)
             };
-            price(b).total_cmp(&price(a)).then(a.outstanding.cmp(&b.outstanding))
+            price(b)
+                .total_cmp(&price(a))
+                .then(a.outstanding.cmp(&b.outstanding))
         });
         let rate = |p: &Planner<'_>| {
             // Draining replicas are on their way out; count what stays.
@@ -781,12 +794,8 @@ impl<'a> Planner<'a> {
     /// pool has a free slot, else drained first (the router holds requests meanwhile); returns 1
     /// when a replica drained to be replaced.
     fn roll(&mut self, memory: &mut Memory) -> usize {
-        let starting = self
-            .obs
-            .replicas
-            .iter()
-            .any(|r| r.phase == Phase::Starting)
-            || self.starts() > 0;
+        let starting =
+            self.obs.replicas.iter().any(|r| r.phase == Phase::Starting) || self.starts() > 0;
         memory
             .surged
             .retain(|id| self.obs.replicas.iter().any(|r| &r.id == id));
@@ -802,13 +811,17 @@ impl<'a> Planner<'a> {
         if memory.surged.remove(&old.id) {
             self.push(Action::Drain {
                 replica: old.id.clone(),
-                reason: "rolling restart: its replacement with the new configuration is ready".into(),
+                reason: "rolling restart: its replacement with the new configuration is ready"
+                    .into(),
             });
         } else if self.can_start(pool) {
             memory.surged.insert(old.id.clone());
             self.push(Action::Start {
                 pool,
-                reason: format!("rolling restart: replacing {} with the new configuration", old.id),
+                reason: format!(
+                    "rolling restart: replacing {} with the new configuration",
+                    old.id
+                ),
             });
         } else {
             memory.awaiting_slot = Some(pool);
@@ -981,8 +994,16 @@ mod tests {
             queue_depth: Some(12.0),
             ..Signals::default()
         };
-        assert!(run(&mut mem, 10, &pools, &base, high, &policy()).actions.is_empty());
-        assert!(run(&mut mem, 11, &pools, &base, high, &policy()).actions.is_empty());
+        assert!(
+            run(&mut mem, 10, &pools, &base, high, &policy())
+                .actions
+                .is_empty()
+        );
+        assert!(
+            run(&mut mem, 11, &pools, &base, high, &policy())
+                .actions
+                .is_empty()
+        );
         let d = run(&mut mem, 12, &pools, &base, high, &policy());
         // ceil(1 × 12/4) = 3: the base pool is full, so two on the first burst pool.
         assert_eq!(starts(&d), [1, 1]);
@@ -1047,13 +1068,38 @@ mod tests {
             idle_for: at(31),
             ..replica(id, pool, Phase::Ready)
         };
-        let fleet = [idle("lab-1", 0), idle("spot-1", 1), idle("od-1", 2), idle("od-2", 2)];
+        let fleet = [
+            idle("lab-1", 0),
+            idle("spot-1", 1),
+            idle("od-1", 2),
+            idle("od-2", 2),
+        ];
         let d = run(&mut mem, 100, &pools, &fleet, Signals::default(), &p);
-        assert_eq!(drains(&d), ["od-1", "od-2"], "one burst replica stays warm; the base stays");
+        assert_eq!(
+            drains(&d),
+            ["od-1", "od-2"],
+            "one burst replica stays warm; the base stays"
+        );
         assert_eq!(d.actions[0].reason(), "idle for 30s (no requests)");
         // A busy replica is not idle.
-        let busy = [idle("lab-1", 0), ReplicaState { outstanding: 1, ..idle("spot-1", 1) }];
-        let d = run(&mut mem, 101, &pools, &busy, Signals::default(), &ScalingPolicy { min_warm: 0, ..policy() });
+        let busy = [
+            idle("lab-1", 0),
+            ReplicaState {
+                outstanding: 1,
+                ..idle("spot-1", 1)
+            },
+        ];
+        let d = run(
+            &mut mem,
+            101,
+            &pools,
+            &busy,
+            Signals::default(),
+            &ScalingPolicy {
+                min_warm: 0,
+                ..policy()
+            },
+        );
         assert!(drains(&d).is_empty());
     }
 
@@ -1103,7 +1149,10 @@ mod tests {
             queue_depth: Some(8.0),
             ..Signals::default()
         };
-        let two = [replica("lab-1", 0, Phase::Ready), replica("spot-1", 1, Phase::Ready)];
+        let two = [
+            replica("lab-1", 0, Phase::Ready),
+            replica("spot-1", 1, Phase::Ready),
+        ];
         run(&mut mem, 0, &pools, &two[..1], high, &p);
         assert_eq!(starts(&run(&mut mem, 2, &pools, &two[..1], high, &p)), [1]);
         let calm = Signals::default();
@@ -1115,7 +1164,13 @@ mod tests {
             let mut m = mem.clone();
             decide(
                 &mut m,
-                &Observation { now: at(4), pools, replicas: one, signals: calm, lost },
+                &Observation {
+                    now: at(4),
+                    pools,
+                    replicas: one,
+                    signals: calm,
+                    lost,
+                },
                 &p,
             )
         };
@@ -1129,8 +1184,17 @@ mod tests {
         let mut m = mem.clone();
         let d = decide(
             &mut m,
-            &Observation { now: at(4), pools: &pools, replicas: one, signals: calm, lost: &lost },
-            &ScalingPolicy { spot_fallback: false, ..p.clone() },
+            &Observation {
+                now: at(4),
+                pools: &pools,
+                replicas: one,
+                signals: calm,
+                lost: &lost,
+            },
+            &ScalingPolicy {
+                spot_fallback: false,
+                ..p.clone()
+            },
         );
         assert!(starts(&d).is_empty(), "{d:?}");
         assert!(d.blocked.unwrap().contains("spot"));
@@ -1143,24 +1207,58 @@ mod tests {
             pool("lab", CapacityType::OnPrem, false, 1, 0.4),
             pool("big", CapacityType::OnPrem, false, 2, 0.4),
         ];
-        let p = ScalingPolicy { replicas_min: 2, ..policy() };
-        let old = |id: &str, pool| ReplicaState { outdated: true, ..replica(id, pool, Phase::Ready) };
+        let p = ScalingPolicy {
+            replicas_min: 2,
+            ..policy()
+        };
+        let old = |id: &str, pool| ReplicaState {
+            outdated: true,
+            ..replica(id, pool, Phase::Ready)
+        };
         // "lab" has no free slot: its replica drains first, and the replacement waits for its slot.
         let fleet = [old("lab-1", 0), old("big-1", 1)];
         let d = run(&mut mem, 0, &pools, &fleet, Signals::default(), &p);
         assert_eq!(drains(&d), ["lab-1"]);
-        let draining = [ReplicaState { outstanding: 1, ..replica("lab-1", 0, Phase::Draining) }, old("big-1", 1)];
+        let draining = [
+            ReplicaState {
+                outstanding: 1,
+                ..replica("lab-1", 0, Phase::Draining)
+            },
+            old("big-1", 1),
+        ];
         let d = run(&mut mem, 1, &pools, &draining, Signals::default(), &p);
-        assert!(d.actions.is_empty(), "no start elsewhere while the slot is awaited: {d:?}");
-        let d = run(&mut mem, 2, &pools, &[old("big-1", 1)], Signals::default(), &p);
+        assert!(
+            d.actions.is_empty(),
+            "no start elsewhere while the slot is awaited: {d:?}"
+        );
+        let d = run(
+            &mut mem,
+            2,
+            &pools,
+            &[old("big-1", 1)],
+            Signals::default(),
+            &p,
+        );
         assert_eq!(starts(&d), [0]);
         // "big" has a free slot: surge, then drain once the new one is ready.
         let fleet = [replica("lab-2", 0, Phase::Ready), old("big-1", 1)];
         let d = run(&mut mem, 3, &pools, &fleet, Signals::default(), &p);
         assert_eq!(starts(&d), [1]);
-        let fleet = [replica("lab-2", 0, Phase::Ready), old("big-1", 1), replica("big-2", 1, Phase::Starting)];
-        assert!(run(&mut mem, 4, &pools, &fleet, Signals::default(), &p).actions.is_empty());
-        let fleet = [replica("lab-2", 0, Phase::Ready), old("big-1", 1), replica("big-2", 1, Phase::Ready)];
+        let fleet = [
+            replica("lab-2", 0, Phase::Ready),
+            old("big-1", 1),
+            replica("big-2", 1, Phase::Starting),
+        ];
+        assert!(
+            run(&mut mem, 4, &pools, &fleet, Signals::default(), &p)
+                .actions
+                .is_empty()
+        );
+        let fleet = [
+            replica("lab-2", 0, Phase::Ready),
+            old("big-1", 1),
+            replica("big-2", 1, Phase::Ready),
+        ];
         let d = run(&mut mem, 5, &pools, &fleet, Signals::default(), &p);
         assert_eq!(drains(&d), ["big-1"]);
     }
@@ -1170,13 +1268,23 @@ mod tests {
     /// whenever the base alone would be above the threshold.
     fn closed_loop(load: impl Fn(u64) -> f64, seconds: u64) -> (usize, usize) {
         let pools = pools();
-        let p = ScalingPolicy { idle_for: at(20), ..policy() };
+        let p = ScalingPolicy {
+            idle_for: at(20),
+            ..policy()
+        };
         let mut mem = Memory::default();
-        let mut fleet = vec![ReplicaState { idle_for: at(0), ..replica("lab-1", 0, Phase::Ready) }];
+        let mut fleet = vec![ReplicaState {
+            idle_for: at(0),
+            ..replica("lab-1", 0, Phase::Ready)
+        }];
         let (mut started, mut drained) = (0, 0);
         for t in 0..seconds {
             let l = load(t);
-            let serving = fleet.iter().filter(|r| r.phase == Phase::Ready).count().max(1);
+            let serving = fleet
+                .iter()
+                .filter(|r| r.phase == Phase::Ready)
+                .count()
+                .max(1);
             for r in &mut fleet {
                 let burst = r.pool.is_some_and(|p| pools[p].burst);
                 let busy = !burst || l > 4.0;
@@ -1185,7 +1293,10 @@ mod tests {
                     r.phase = Phase::Ready;
                 }
             }
-            let signals = Signals { queue_depth: Some(l / serving as f64), ..Signals::default() };
+            let signals = Signals {
+                queue_depth: Some(l / serving as f64),
+                ..Signals::default()
+            };
             let d = run(&mut mem, t, &pools, &fleet, signals, &p);
             for a in d.actions {
                 match a {
@@ -1212,8 +1323,7 @@ mod tests {
         let (started, drained) = closed_loop(|t| if t % 2 == 0 { 4.4 } else { 3.6 }, 600);
         assert_eq!((started, drained), (1, 0));
         // Spikes shorter than `for` never scale up.
-        let (started, drained) =
-            closed_loop(|t| if t % 3 == 0 { 9.0 } else { 1.0 }, 600);
+        let (started, drained) = closed_loop(|t| if t % 3 == 0 { 9.0 } else { 1.0 }, 600);
         assert_eq!((started, drained), (0, 0));
         // Without load the fleet stays at its minimum.
         assert_eq!(closed_loop(|_| 0.0, 600), (0, 0));

@@ -434,8 +434,8 @@ impl FabricConfig {
     pub fn from_file(path: &Path) -> Result<(FabricConfig, String), String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config = toml::from_str(&text)
-            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let config =
+            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
         Ok((config, digest(&text)))
     }
 
@@ -479,7 +479,12 @@ impl FabricConfig {
         let hold_capacity = e.hold_capacity.unwrap_or(b.queue_capacity);
         in_range("endpoint.hold_capacity", hold_capacity, 1, 1_000_000)?;
         let replica_concurrency = e.replica_concurrency.unwrap_or(b.max_batch_size);
-        in_range("endpoint.replica_concurrency", replica_concurrency, 1, 1_000_000)?;
+        in_range(
+            "endpoint.replica_concurrency",
+            replica_concurrency,
+            1,
+            1_000_000,
+        )?;
 
         let pools = self.checked_pools()?;
         let residency = Residency {
@@ -542,7 +547,10 @@ impl FabricConfig {
             let key = |k: &str| format!("pools[{i}].{k}");
             check_name(&key("name"), &p.name)?;
             if out.iter().any(|o| o.name == p.name) {
-                return Err(bad(key("name"), format!("pool {:?} is listed twice", p.name)));
+                return Err(bad(
+                    key("name"),
+                    format!("pool {:?} is listed twice", p.name),
+                ));
             }
             if p.region.trim().is_empty() {
                 return Err(bad(key("region"), "empty; name the pool's region or site"));
@@ -562,7 +570,10 @@ impl FabricConfig {
             if let Some(price) = p.price_per_gpu_hour
                 && !(price.is_finite() && price >= 0.0)
             {
-                return Err(bad(key("price_per_gpu_hour"), format!("{price} is not a price ≥ 0")));
+                return Err(bad(
+                    key("price_per_gpu_hour"),
+                    format!("{price} is not a price ≥ 0"),
+                ));
             }
             in_range(&key("gpus_max"), p.gpus_max, 1, 100_000)?;
             let driver = match &p.local {
@@ -633,15 +644,28 @@ impl FabricConfig {
                     format!("{key}.{path}"),
                     format!(
                         "no [[pools]] entry named {name:?} (pools: {})",
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ),
-                placement::Missing::Policy(name) => bad("policy.name", format!("{name:?} not found")),
+                placement::Missing::Policy(name) => {
+                    bad("policy.name", format!("{name:?} not found"))
+                }
             });
         }
         if resolved.base.is_empty() {
             return Err(bad(
-                format!("{key}.{}", if key == "policy" { "base_pools" } else { "pools" }),
+                format!(
+                    "{key}.{}",
+                    if key == "policy" {
+                        "base_pools"
+                    } else {
+                        "pools"
+                    }
+                ),
                 "no base pool; list at least one pool that carries the baseline",
             ));
         }
@@ -666,7 +690,11 @@ impl FabricConfig {
         };
         let p = self.policy.as_ref().unwrap_or(&default);
         one_of("policy.placement", &p.placement, &["ordered", "cheapest"])?;
-        one_of("policy.spot_fallback", &p.spot_fallback, &["none", "on_demand"])?;
+        one_of(
+            "policy.spot_fallback",
+            &p.spot_fallback,
+            &["none", "on_demand"],
+        )?;
         let up = &p.scale_up;
         let positive = |key: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
             match v {
@@ -694,7 +722,11 @@ impl FabricConfig {
                         format!("{} is not an amount ≥ 0", b.max_hourly_usd),
                     ));
                 }
-                one_of("policy.budget.on_exhausted", &b.on_exhausted, &["queue", "reject"])?;
+                one_of(
+                    "policy.budget.on_exhausted",
+                    &b.on_exhausted,
+                    &["queue", "reject"],
+                )?;
                 Some(Budget {
                     max_hourly_usd: b.max_hourly_usd,
                     reject_when_exhausted: b.on_exhausted == "reject",
@@ -702,7 +734,9 @@ impl FabricConfig {
             }
         };
         if budget.is_some()
-            && let Some(unpriced) = pools.iter().find(|p| p.burst && p.price_per_gpu_hour.is_none())
+            && let Some(unpriced) = pools
+                .iter()
+                .find(|p| p.burst && p.price_per_gpu_hour.is_none())
         {
             return Err(bad(
                 "pools",
@@ -721,7 +755,10 @@ impl FabricConfig {
             sustain: duration("policy.scale_up.for", &up.sustain)?,
             idle_for: duration("policy.scale_down.idle_for", &p.scale_down.idle_for)?,
             min_warm: p.scale_down.min_warm_replicas,
-            drain_timeout: duration("policy.scale_down.drain_timeout", &p.scale_down.drain_timeout)?,
+            drain_timeout: duration(
+                "policy.scale_down.drain_timeout",
+                &p.scale_down.drain_timeout,
+            )?,
             budget,
             spot_fallback: p.spot_fallback == "on_demand",
         })
@@ -741,8 +778,12 @@ pub fn digest(text: &str) -> String {
 }
 
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text)
-        .map_err(|_| bad(key, format!("{text:?} is not a duration; use e.g. 30s, 1m or 1h30m")))
+    humantime::parse_duration(text).map_err(|_| {
+        bad(
+            key,
+            format!("{text:?} is not a duration; use e.g. 30s, 1m or 1h30m"),
+        )
+    })
 }
 
 fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
@@ -760,7 +801,10 @@ fn in_range(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), ConfigE
     if (lo..=hi).contains(&value) {
         Ok(())
     } else {
-        Err(bad(key, format!("{value} is out of range; valid: {lo} to {hi}")))
+        Err(bad(
+            key,
+            format!("{value} is out of range; valid: {lo} to {hi}"),
+        ))
     }
 }
 
@@ -775,7 +819,9 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     } else {
         Err(bad(
             key,
-            format!("{name:?} is not a valid name; use 1 to 128 ASCII letters, digits, '_', '-' or '.'"),
+            format!(
+                "{name:?} is not a valid name; use 1 to 128 ASCII letters, digits, '_', '-' or '.'"
+            ),
         ))
     }
 }
@@ -887,20 +933,55 @@ dir = "/tmp/state"
         );
         insta::assert_snapshot!(load(&text).unwrap_err(), @r#"pools[1]: pool "od" (region "us-east-1") is outside the endpoint's data residency: its jurisdiction "US" is not one of EU; the router refuses to load it"#);
         // Even when no placement names it.
-        let text = text.replace("burst_pools = [\"od\", \"spot\"]", "burst_pools = [\"spot\"]");
-        assert!(load(&text).unwrap_err().starts_with("pools[1]: pool \"od\""));
+        let text = text.replace(
+            "burst_pools = [\"od\", \"spot\"]",
+            "burst_pools = [\"spot\"]",
+        );
+        assert!(
+            load(&text)
+                .unwrap_err()
+                .starts_with("pools[1]: pool \"od\"")
+        );
     }
 
     #[test]
     fn bad_settings_name_their_key() {
         let cases = [
-            ("for = \"2s\"", "for = \"2 parsecs\"", "policy.scale_up.for: \"2 parsecs\" is not a duration; use e.g. 30s, 1m or 1h30m"),
-            ("on_exhausted = \"reject\"", "on_exhausted = \"drop\"", "policy.budget.on_exhausted: \"drop\" is not valid; use queue or reject"),
-            ("burst_pools = [\"od\", \"spot\"]", "burst_pools = [\"od\", \"gpu\"]", "policy.burst_pools[1]: no [[pools]] entry named \"gpu\" (pools: lab, od, spot)"),
-            ("min = 1\nmax = 3", "min = 4\nmax = 3", "replicas.min: 4 is more than replicas.max (3)"),
-            ("queue_depth = 4", "queue_depth = -1", "policy.scale_up.queue_depth: -1 is not valid; use a number above 0"),
-            ("devices = \"cpu\"", "devices = \"tpu\"", "pools[0].local.devices: invalid device 'tpu'; valid: auto, cpu, cuda:N"),
-            ("max_hourly_usd = 2.5", "max_hourly_usd = 2.5\nmax_hourly = 3", "unknown field `max_hourly`"),
+            (
+                "for = \"2s\"",
+                "for = \"2 parsecs\"",
+                "policy.scale_up.for: \"2 parsecs\" is not a duration; use e.g. 30s, 1m or 1h30m",
+            ),
+            (
+                "on_exhausted = \"reject\"",
+                "on_exhausted = \"drop\"",
+                "policy.budget.on_exhausted: \"drop\" is not valid; use queue or reject",
+            ),
+            (
+                "burst_pools = [\"od\", \"spot\"]",
+                "burst_pools = [\"od\", \"gpu\"]",
+                "policy.burst_pools[1]: no [[pools]] entry named \"gpu\" (pools: lab, od, spot)",
+            ),
+            (
+                "min = 1\nmax = 3",
+                "min = 4\nmax = 3",
+                "replicas.min: 4 is more than replicas.max (3)",
+            ),
+            (
+                "queue_depth = 4",
+                "queue_depth = -1",
+                "policy.scale_up.queue_depth: -1 is not valid; use a number above 0",
+            ),
+            (
+                "devices = \"cpu\"",
+                "devices = \"tpu\"",
+                "pools[0].local.devices: invalid device 'tpu'; valid: auto, cpu, cuda:N",
+            ),
+            (
+                "max_hourly_usd = 2.5",
+                "max_hourly_usd = 2.5\nmax_hourly = 3",
+                "unknown field `max_hourly`",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(BASE.contains(from), "{from}");

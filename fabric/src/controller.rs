@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::autoscaler::{self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals};
+use crate::autoscaler::{
+    self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals,
+};
 use crate::config::{DriverConfig, Fabric};
 use crate::driver::local::{self, LocalDriver};
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
@@ -27,8 +29,9 @@ use crate::status::{
 pub const TICK: Duration = Duration::from_secs(1);
 /// Decisions kept for `/fabric/status`.
 const DECISIONS_KEPT: usize = 50;
-/// A replica that dies sooner than this after starting counts toward its pool's back-off.
-const QUICK_DEATH: Duration = Duration::from_secs(60);
+/// A replica that dies sooner than this after starting counts toward its pool's back-off (two in
+/// a row are a crash loop); one that lived longer was lost, not broken, and is replaced at once.
+pub const QUICK_DEATH: Duration = Duration::from_secs(10);
 /// Longest back-off of a failing pool.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -113,7 +116,12 @@ pub struct Controller {
 
 impl Controller {
     /// A controller for `fabric`, whose replicas are started with `runtime_digest`.
-    pub fn new(shared: Arc<Shared>, fabric: Fabric, runtime_digest: String, address: String) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        fabric: Fabric,
+        runtime_digest: String,
+        address: String,
+    ) -> Self {
         let now = Instant::now();
         let mut c = Controller {
             shared,
@@ -233,7 +241,8 @@ impl Controller {
                 }
                 (true, Some(i)) => {
                     let pool = &self.fabric.pools[i];
-                    let mut m = Member::starting(record.id.clone(), i, pool.name.clone(), pool.burst);
+                    let mut m =
+                        Member::starting(record.id.clone(), i, pool.name.clone(), pool.burst);
                     m.outdated = record.digest != self.runtime_digest;
                     self.shared.fleet.add(m);
                     let ready = self
@@ -285,7 +294,11 @@ impl Controller {
         let (fabric, runtime_digest) = match next {
             Ok(f) => f,
             Err(e) => {
-                self.log("reload", "config", &format!("refused, keeping the running config: {e}"));
+                self.log(
+                    "reload",
+                    "config",
+                    &format!("refused, keeping the running config: {e}"),
+                );
                 self.reload_error = Some(e);
                 return;
             }
@@ -315,7 +328,12 @@ impl Controller {
                 .budget
                 .is_some_and(|b| b.reject_when_exhausted),
         );
-        let digest = self.fabric.config_digest.chars().take(12).collect::<String>();
+        let digest = self
+            .fabric
+            .config_digest
+            .chars()
+            .take(12)
+            .collect::<String>();
         self.log("reload", "config", &format!("applied config {digest}"));
         self.set_runtime_digest(runtime_digest);
     }
@@ -430,17 +448,27 @@ impl Controller {
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or(Duration::MAX);
             let spot = self.fabric.pools[pool].capacity_type == crate::config::CapacityType::Spot;
-            let what = if spot { "reclaimed or exited" } else { "exited" };
+            let what = if spot {
+                "reclaimed or exited"
+            } else {
+                "exited"
+            };
             self.log(
                 "lost",
                 &r.id,
-                &format!("process {} {what}; replacing it", r.process.as_ref().map_or(0, |p| p.pid)),
+                &format!(
+                    "process {} {what}; replacing it",
+                    r.process.as_ref().map_or(0, |p| p.pid)
+                ),
             );
             if lived < QUICK_DEATH {
                 self.pools[pool].quick_deaths += 1;
                 if self.pools[pool].quick_deaths >= 2 {
                     // A crash loop: back the pool off like a failed start.
-                    self.pool_failed(pool, &format!("replica {} keeps exiting soon after it starts", r.id));
+                    self.pool_failed(
+                        pool,
+                        &format!("replica {} keeps exiting soon after it starts", r.id),
+                    );
                     continue;
                 }
             } else {
@@ -465,7 +493,11 @@ impl Controller {
             let (id, phase) = (m.id.clone(), m.phase);
             probes.spawn(async move {
                 let metrics = async {
-                    let r = http.get(format!("http://{address}/metrics")).send().await.ok()?;
+                    let r = http
+                        .get(format!("http://{address}/metrics"))
+                        .send()
+                        .await
+                        .ok()?;
                     let text = r.error_for_status().ok()?.text().await.ok()?;
                     ReplicaSample::parse(&text, Instant::now())
                 }
@@ -493,7 +525,11 @@ impl Controller {
             if healthy {
                 self.shared.fleet.set_phase(&id, Phase::Ready);
             } else if self.shared.fleet.fail(&id) {
-                self.log("unhealthy", &id, "its metrics or health check did not answer; out of rotation");
+                self.log(
+                    "unhealthy",
+                    &id,
+                    "its metrics or health check did not answer; out of rotation",
+                );
             }
         }
     }
@@ -504,9 +540,8 @@ impl Controller {
         let (rate, p99) = self.shared.window.summary(Instant::now());
         let n = serving.len() as f64;
         Signals {
-            queue_depth: (n > 0.0).then(|| {
-                (serving.iter().map(|m| m.queue_depth).sum::<f64>() + held as f64) / n
-            }),
+            queue_depth: (n > 0.0)
+                .then(|| (serving.iter().map(|m| m.queue_depth).sum::<f64>() + held as f64) / n),
             p99_latency_ms: p99,
             utilization: (n > 0.0).then(|| serving.iter().map(|m| m.busy).sum::<f64>() / n),
             request_rate: rate,
@@ -532,9 +567,10 @@ impl Controller {
         let members = self.shared.fleet.members();
         let rate = self.burst_rate(&members);
         self.spend_usd += rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0;
-        self.shared.metrics.burst_spend_usd.inc_by(
-            rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0,
-        );
+        self.shared
+            .metrics
+            .burst_spend_usd
+            .inc_by(rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0);
         self.shared.metrics.burst_rate_usd_per_hour.set(rate);
         self.last_tick = now;
 
@@ -803,7 +839,12 @@ impl Controller {
             budget: BudgetStatus {
                 max_hourly_usd: scaling.budget.map(|b| b.max_hourly_usd),
                 on_exhausted: scaling.budget.map(|b| {
-                    if b.reject_when_exhausted { "reject" } else { "queue" }.to_string()
+                    if b.reject_when_exhausted {
+                        "reject"
+                    } else {
+                        "queue"
+                    }
+                    .to_string()
                 }),
                 burst_rate_usd_per_hour: self.burst_rate(&members),
                 burst_spend_usd: self.spend_usd,

@@ -137,7 +137,11 @@ pub struct Fleet {
 
 impl Fleet {
     /// An empty fleet.
-    pub fn new(concurrency: usize, hold_capacity: usize, reject_when_exhausted: bool) -> Arc<Fleet> {
+    pub fn new(
+        concurrency: usize,
+        hold_capacity: usize,
+        reject_when_exhausted: bool,
+    ) -> Arc<Fleet> {
         Arc::new_cyclic(|me| Fleet {
             me: me.clone(),
             inner: Mutex::new(Inner {
@@ -381,4 +385,3 @@ impl Fleet {
         self.lock().members.iter().map(|m| m.outstanding).sum()
     }
 }
-

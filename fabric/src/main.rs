@@ -66,20 +66,25 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { url, json } => match runtime.block_on(gpucap_fabric::deploy::fetch_status(&url)) {
-            Ok(status) => {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
-                } else {
-                    print!("{}", status.render());
+        Command::Status { url, json } => {
+            match runtime.block_on(gpucap_fabric::deploy::fetch_status(&url)) {
+                Ok(status) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&status).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", status.render());
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 

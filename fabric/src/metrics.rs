@@ -126,11 +126,7 @@ impl FabricMetrics {
             "Requests held for want of a replica with room",
             m.held.clone(),
         );
-        registry.register(
-            "replicas",
-            "Replicas by pool and state",
-            m.replicas.clone(),
-        );
+        registry.register("replicas", "Replicas by pool and state", m.replicas.clone());
         registry.register(
             "burst_spend_usd",
             "Burst spend so far: replica-seconds on burst pools times their hourly price",

@@ -231,6 +231,9 @@ mod tests {
         let _ = child.wait();
         assert_eq!(log_tail(&log), "up");
         let err = spawn(Path::new("/nonexistent/binary"), &[], &log).unwrap_err();
-        assert!(err.to_string().starts_with("cannot start /nonexistent/binary"));
+        assert!(
+            err.to_string()
+                .starts_with("cannot start /nonexistent/binary")
+        );
     }
 }

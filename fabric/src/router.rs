@@ -117,9 +117,15 @@ pub fn router(state: Arc<RouterState>) -> Router {
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/{name}", get(model_metadata))
-        .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_v),
+        )
         .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
         .route("/metrics", get(metrics))
@@ -127,7 +133,10 @@ pub fn router(state: Arc<RouterState>) -> Router {
         .route("/fabric/targets", get(targets))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
         })
         .with_state(state)
 }
@@ -212,7 +221,10 @@ async fn model_ready_v(
 
 async fn metrics(State(s): AppState) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.shared.metrics.render(),
     )
 }
@@ -337,7 +349,10 @@ async fn route(
     }
     if s.draining.load(Ordering::Relaxed) {
         return (
-            retry_later(StatusCode::SERVICE_UNAVAILABLE, "the router is shutting down"),
+            retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the router is shutting down",
+            ),
             None,
         );
     }
@@ -398,7 +413,10 @@ async fn route(
                 return (
                     error(
                         StatusCode::BAD_GATEWAY,
-                        format!("replica {} failed the request after a retry: {e}", slot.replica),
+                        format!(
+                            "replica {} failed the request after a retry: {e}",
+                            slot.replica
+                        ),
                     ),
                     labels,
                 );
@@ -421,7 +439,9 @@ async fn route(
 fn replica_fault(status: StatusCode) -> bool {
     matches!(
         status,
-        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
     )
 }
 

@@ -44,7 +44,11 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     let mut hash = Sha256::new();
     hash.update(Sha256::digest(&bytes));
     hash.update(fabric.model_version.as_bytes());
-    hash.update(toml::to_string(&fabric.batching).unwrap_or_default().as_bytes());
+    hash.update(
+        toml::to_string(&fabric.batching)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     hash.update(fabric.max_body_bytes.to_le_bytes());
     let settings = Settings {
         name: fabric.name.clone(),
@@ -108,8 +112,7 @@ pub async fn serve(
     let reload_state = state.clone();
     let reload_path = path.clone();
     tokio::spawn(async move {
-        let Ok(mut hangup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             tracing::warn!("cannot listen for SIGHUP; config reloads are off");
             return;

@@ -167,7 +167,10 @@ mod tests {
         let w = LatencyWindow::new(t0);
         for i in 0..1000u64 {
             let ms = if i % 100 == 0 { 500.0 } else { 2.0 };
-            w.record(t0 + Duration::from_millis(i), Duration::from_secs_f64(ms / 1000.0));
+            w.record(
+                t0 + Duration::from_millis(i),
+                Duration::from_secs_f64(ms / 1000.0),
+            );
         }
         assert_eq!(w.summary(t0).1, None, "the current second is not complete");
         let (rate, p99) = w.summary(t0 + Duration::from_secs(1));

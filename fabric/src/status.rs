@@ -225,11 +225,13 @@ impl Status {
             let _ = writeln!(out, "last reload refused: {e}");
         }
         out.push('\n');
-        let mut pools = vec![[
-            "POOL", "ROLE", "TYPE", "REGION", "$/GPU-H", "REPLICAS", "STATE",
-        ]
-        .map(String::from)
-        .to_vec()];
+        let mut pools = vec![
+            [
+                "POOL", "ROLE", "TYPE", "REGION", "$/GPU-H", "REPLICAS", "STATE",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for p in &self.pools {
             pools.push(vec![
                 p.name.clone(),
@@ -247,11 +249,21 @@ impl Status {
         }
         table(&mut out, &pools);
         out.push('\n');
-        let mut replicas = vec![[
-            "REPLICA", "POOL", "PHASE", "ADDRESS", "IN FLIGHT", "QUEUE", "BUSY", "SERVED", "FOR",
-        ]
-        .map(String::from)
-        .to_vec()];
+        let mut replicas = vec![
+            [
+                "REPLICA",
+                "POOL",
+                "PHASE",
+                "ADDRESS",
+                "IN FLIGHT",
+                "QUEUE",
+                "BUSY",
+                "SERVED",
+                "FOR",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for x in &self.replicas {
             replicas.push(vec![
                 format!("{}{}", x.id, if x.outdated { " (outdated)" } else { "" }),
@@ -293,7 +305,10 @@ impl Status {
             b.burst_spend_usd,
             b.burst_rate_usd_per_hour,
             b.max_hourly_usd
-                .map(|m| format!(" of ${m:.2}/h ({})", b.on_exhausted.as_deref().unwrap_or("queue")))
+                .map(|m| format!(
+                    " of ${m:.2}/h ({})",
+                    b.on_exhausted.as_deref().unwrap_or("queue")
+                ))
                 .unwrap_or_default(),
             if b.bound { " — budget binds" } else { "" }
         );
@@ -306,7 +321,11 @@ impl Status {
         if !self.decisions.is_empty() {
             out.push_str("\nrecent decisions:\n");
             for d in self.decisions.iter().rev().take(15).rev() {
-                let _ = writeln!(out, "  {}  {:<6} {:<14} {}", d.at, d.action, d.subject, d.reason);
+                let _ = writeln!(
+                    out,
+                    "  {}  {:<6} {:<14} {}",
+                    d.at, d.action, d.subject, d.reason
+                );
             }
         }
         out

@@ -166,15 +166,13 @@ pub fn placement(
     policy: &dyn Fn(&str) -> Option<Json>,
 ) -> (Vec<Json>, Json) {
     let resolved = match type_name {
-        "gpucap_inference_endpoint" => {
-            match resource.get("burst_policy").and_then(Json::as_str) {
-                Some(name) => resolve(Source::Policy(name), policy, policy_pools, pool),
-                None => {
-                    let names = names(resource, "pools");
-                    resolve(Source::Pools(&names), policy, policy_pools, pool)
-                }
+        "gpucap_inference_endpoint" => match resource.get("burst_policy").and_then(Json::as_str) {
+            Some(name) => resolve(Source::Policy(name), policy, policy_pools, pool),
+            None => {
+                let names = names(resource, "pools");
+                resolve(Source::Pools(&names), policy, policy_pools, pool)
             }
-        }
+        },
         "gpucap_burst_policy" => {
             let own = resource.clone();
             resolve(

@@ -13,8 +13,8 @@ use gpucap_fabric::config::{
 use gpucap_policy::placement::{BurstOrder, PlacedPool, PolicyPools};
 use serde::{Deserialize, Serialize};
 
-use gpucap_fabric::store;
 use crate::value::Value;
+use gpucap_fabric::store;
 
 /// What the rest of the run needs to know about a pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -96,12 +96,22 @@ fn every_resource_through_its_whole_lifecycle() {
         "pool costs are known at plan time: {plan}"
     );
     tf.apply();
-    assert_eq!(tf.router_pid("digits"), Some(router), "a reload, not a new router");
+    assert_eq!(
+        tf.router_pid("digits"),
+        Some(router),
+        "a reload, not a new router"
+    );
     assert_eq!(tf.output("url"), url);
     let second_replicas = tf.replica_pids("digits");
     assert_eq!(second_replicas.len(), 1);
-    assert_ne!(first_replicas, second_replicas, "the replica was not rolled");
-    assert!(all_gone(&[first_replicas[0].1]), "the old replica still runs");
+    assert_ne!(
+        first_replicas, second_replicas,
+        "the replica was not rolled"
+    );
+    assert!(
+        all_gone(&[first_replicas[0].1]),
+        "the old replica still runs"
+    );
     assert_eq!(predict(&tf.output("url")), label);
     assert_eq!(tf.output("policy_cost"), "1");
     assert_eq!(tf.plan().0, 0);
@@ -123,7 +133,10 @@ fn every_resource_through_its_whole_lifecycle() {
     );
     let replaced = tf.endpoint_pids("digits");
     tf.apply();
-    assert!(all_gone(&replaced), "the replaced router or replica still runs");
+    assert!(
+        all_gone(&replaced),
+        "the replaced router or replica still runs"
+    );
     assert!(!tf.state_dir().join("endpoints/digits").exists());
     let url = tf.output("url");
     assert!(url.ends_with("/v2/models/digits-v2"), "{url}");
@@ -145,7 +158,10 @@ fn every_resource_through_its_whole_lifecycle() {
     let pids = tf.endpoint_pids("digits-v2");
     assert_eq!(pids.len(), 2, "a router and a replica");
     tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
-    assert!(all_gone(&pids), "destroy left the router or a replica running");
+    assert!(
+        all_gone(&pids),
+        "destroy left the router or a replica running"
+    );
     assert!(tf.state_list().is_empty());
     for kind in ["pools", "policies", "endpoints"] {
         let left: Vec<_> = std::fs::read_dir(tf.state_dir().join(kind))

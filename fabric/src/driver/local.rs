@@ -82,8 +82,7 @@ impl LocalDriver {
         runtime: &Path,
         replicas_dir: &Path,
     ) -> Result<LocalDriver, DriverError> {
-        let devices =
-            devices_for(devices).map_err(|e| DriverError(format!("pool {pool}: {e}")))?;
+        let devices = devices_for(devices).map_err(|e| DriverError(format!("pool {pool}: {e}")))?;
         Ok(LocalDriver {
             pool: pool.to_string(),
             devices,
@@ -201,7 +200,11 @@ impl Driver for LocalDriver {
         };
         let mut child = match process::spawn(
             &self.runtime,
-            &["serve".as_ref(), "--config".as_ref(), config_path.as_os_str()],
+            &[
+                "serve".as_ref(),
+                "--config".as_ref(),
+                config_path.as_os_str(),
+            ],
             &log,
         ) {
             Ok(c) => c,
@@ -231,8 +234,7 @@ impl Driver for LocalDriver {
             slot,
             device,
             process: Some(record.clone()),
-            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string(),
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             digest: spec.digest.clone(),
         };
         if let Err(e) = store::write_json(&dir.join("replica.json"), &replica) {

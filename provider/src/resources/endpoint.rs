@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gpucap_fabric::config::{
-    BatchingSection, EndpointSection, FabricConfig, ModelSection, ReplicasSection, ResidencySection,
-    RuntimeSection, StateSection,
+    BatchingSection, EndpointSection, FabricConfig, ModelSection, ReplicasSection,
+    ResidencySection, RuntimeSection, StateSection,
 };
 use gpucap_fabric::deploy::{self, EndpointDir, RouterHealth};
 use gpucap_fabric::store;
@@ -190,7 +190,10 @@ impl Resource for InferenceEndpoint {
                     && let Err(e) = config.validate("")
                 {
                     // The router would refuse this config: say so now, not at apply.
-                    d.push(Diagnostic::error("The endpoint's router config is invalid", e.to_string()));
+                    d.push(Diagnostic::error(
+                        "The endpoint's router config is invalid",
+                        e.to_string(),
+                    ));
                 }
             }
             None => {
@@ -705,7 +708,10 @@ fn plan_placement(state: &mut Value, p: &Placement) {
     let (min, max) = replica_bounds(state);
     let base: Vec<_> = p.base.iter().map(PoolInfo::cost).collect();
     let all: Vec<_> = p.all().map(PoolInfo::cost).collect();
-    let budget = p.policy.as_ref().and_then(PolicyInfo::budget_max_hourly_usd);
+    let budget = p
+        .policy
+        .as_ref()
+        .and_then(PolicyInfo::budget_max_hourly_usd);
     let (cost_min, cost_max) = match (min, max) {
         (Some(min), Some(max)) => {
             gpucap_policy::cost::endpoint_monthly(min, max, &base, &all, budget)

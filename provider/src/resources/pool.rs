@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::diag::{Diagnostic, Diagnostics};
-use gpucap_fabric::driver::local;
 use crate::plan;
 use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::regions;
@@ -14,6 +13,7 @@ use crate::resources::records;
 use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
 use crate::validate;
 use crate::value::{Type, Value};
+use gpucap_fabric::driver::local;
 use gpucap_policy::cost::{Catalog, PoolCost};
 
 /// The resource type.

@@ -4,8 +4,8 @@
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::provider::{Applied, Ctx};
-use gpucap_fabric::store;
 use crate::value::{Type, Value};
+use gpucap_fabric::store;
 
 fn path(ctx: &Ctx, kind: &str, name: &str) -> std::path::PathBuf {
     store::kind_dir(&ctx.config.state_dir, kind).join(format!("{name}.json"))

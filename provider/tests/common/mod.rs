@@ -216,7 +216,10 @@ impl Tf {
             .filter_map(|e| {
                 let text = std::fs::read_to_string(e.path().join("replica.json")).ok()?;
                 let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-                Some((v["id"].as_str()?.to_string(), v["process"]["pid"].as_i64()? as i32))
+                Some((
+                    v["id"].as_str()?.to_string(),
+                    v["process"]["pid"].as_i64()? as i32,
+                ))
             })
             .collect();
         out.sort();

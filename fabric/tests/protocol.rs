@@ -1,0 +1,261 @@
+//! The router speaks the runtime's protocol: a standard client (tritonclient) works through it
+//! unchanged, JSON and binary tensors; bad requests and bad configs get clear errors; a config
+//! naming a pool outside the endpoint's residency is refused before anything starts.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn one_pool() -> String {
+    format!(
+        "[policy]\nname = \"p\"\nbase_pools = [\"lab\"]\n\n{}",
+        pool("lab", "on_prem", "EU", 1, 0.4)
+    )
+}
+
+fn python() -> String {
+    std::env::var("GPUCAP_PYTHON").unwrap_or_else(|_| {
+        let venv = repo_root().join(".venv/bin/python");
+        assert!(
+            venv.exists(),
+            "no Python with tritonclient: run the tests through scripts/test.sh, or set GPUCAP_PYTHON"
+        );
+        venv.to_string_lossy().into_owned()
+    })
+}
+
+#[test]
+fn tritonclient_works_unchanged_through_the_router() {
+    let _one = serial();
+    let r = Router::start(&one_pool());
+    r.wait_for("a replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    let out = Command::new(python())
+        .arg(repo_root().join("runtime/tests/clients/triton_client_check.py"))
+        .arg(&r.address)
+        .arg(repo_root().join("examples/models/digits-test.csv"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tritonclient through the router failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("examples/models/digits-report.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "tritonclient ok: {} correct",
+            report["test_correct"]
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_requests_get_the_protocols_error_form() {
+    let _one = serial();
+    let r = Router::start(&one_pool());
+    r.wait_for("a replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    let url = r.url();
+    let cases: [(&[&str], u16, &str); 5] = [
+        (&["-s", &format!("{url}/v3/nothing")], 404, "no such route"),
+        (
+            &["-s", "-X", "DELETE", &format!("{url}/v2/models/digits")],
+            405,
+            "method not allowed",
+        ),
+        (
+            &["-s", &format!("{url}/v2/models/other")],
+            404,
+            "unknown model 'other'; this endpoint serves 'digits'",
+        ),
+        (
+            &["-s", &format!("{url}/v2/models/digits/versions/9/ready")],
+            404,
+            "unknown version '9'",
+        ),
+        (
+            &[
+                "-s",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                "{\"inputs\": 3}",
+                &format!("{url}/v2/models/digits/infer"),
+            ],
+            400,
+            "inputs",
+        ),
+    ];
+    for (args, code, text) in cases {
+        let (got, body) = curl(args);
+        assert_eq!(got, code, "{args:?}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+        assert!(
+            v["error"].as_str().unwrap().contains(text),
+            "{args:?}: {body}"
+        );
+    }
+    let meta = get_json(&format!("{url}/v2/models/digits"));
+    assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 64]));
+    assert_eq!(get_json(&format!("{url}/v2"))["name"], "gpucap-fabric");
+}
+
+#[test]
+fn bodies_over_the_limit_get_413_at_the_router() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, format!("{{\"pad\": \"{}\"}}", "x".repeat(8192))).unwrap();
+    let r = Router::start(&one_pool());
+    // The limit lives in [endpoint]; rewrite it in and reload.
+    let path = Router::config_path(r.dir.path());
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[endpoint]\n",
+        "[endpoint]\nmax_body_bytes = 4096\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    r.sighup();
+    r.wait_for("the reload", Duration::from_secs(10), |s| {
+        s["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["action"] == "reload")
+    });
+    let (code, body) = curl(&[
+        "-s",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &format!("{}/v2/models/digits/infer", r.url()),
+    ]);
+    assert_eq!(code, 413, "{body}");
+    assert!(
+        body.contains("exceeds the endpoint's limit of 4096 bytes"),
+        "{body}"
+    );
+    assert_eq!(infer(&r.url()).0, 200);
+}
+
+fn serve_fails(body: &str) -> (i32, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    Router::write_config(dir.path(), body);
+    let out = Command::new(fabric_bin())
+        .args(["serve", "--config"])
+        .arg(Router::config_path(dir.path()))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        dir,
+    )
+}
+
+#[test]
+fn a_config_naming_a_pool_outside_the_residency_is_refused_and_nothing_starts() {
+    let (code, stderr, dir) = serve_fails(&format!(
+        "[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+         [policy]\nname = \"p\"\nbase_pools = [\"lab\"]\nburst_pools = [\"virginia\"]\n\n{}\n{}",
+        pool("lab", "on_prem", "EU", 1, 0.4),
+        pool("virginia", "on_demand", "US", 2, 3.0)
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "pools[1]: pool \"virginia\" (region \"virginia-region\") is outside the endpoint's data residency: \
+             its jurisdiction \"US\" is not one of EU; the router refuses to load it"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("state/replicas").exists(),
+        "something was started"
+    );
+}
+
+#[test]
+fn malformed_configs_name_the_key_and_what_is_valid() {
+    let cases = [
+        (
+            "[replicas]\nmin = 1\nmax = 2\nmaximum = 3\n",
+            "unknown field `maximum`, expected `min` or `max`",
+        ),
+        (
+            "[policy]\nname = \"p\"\nbase_pools = [\"lab\"]\n[policy.scale_down]\nidle_for = \"soon\"\n",
+            "policy.scale_down.idle_for: \"soon\" is not a duration",
+        ),
+        (
+            "[policy]\nname = \"p\"\nbase_pools = [\"nowhere\"]\n",
+            "policy.base_pools[0]: no [[pools]] entry named \"nowhere\" (pools: lab)",
+        ),
+        (
+            "[replicas]\nmin = \"one\"\n",
+            "invalid type: string \"one\", expected usize",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, stderr, _dir) =
+            serve_fails(&format!("{body}\n{}", pool("lab", "on_prem", "EU", 1, 0.4)));
+        assert_eq!(code, 2, "{body}: {stderr}");
+        assert!(stderr.contains(want), "{body}: {stderr}");
+        assert!(
+            stderr.contains("fabric.toml"),
+            "the file is named: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn status_prints_pools_replicas_signals_and_decisions() {
+    let _one = serial();
+    let r = Router::start(&one_pool());
+    r.wait_for("a replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    assert_eq!(infer(&r.url()).0, 200);
+    let model_url = format!("{}/v2/models/digits", r.url());
+    let out = Command::new(fabric_bin())
+        .args(["status", &model_url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "endpoint digits  policy p",
+        "1 ready: base 1",
+        "POOL  ROLE  TYPE     REGION      $/GPU-H  REPLICAS       STATE",
+        "lab   base  on_prem  lab-region  0.40     1/1 (1 ready)  ok",
+        "replicas.min is 1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let out = Command::new(fabric_bin())
+        .args(["status", "--json", &r.address])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["endpoint"], "digits");
+    let out = Command::new(fabric_bin())
+        .args(["status", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot reach the router at http://127.0.0.1:1")
+    );
+}

@@ -1,0 +1,283 @@
+//! Spill-over, drain-back, scale to zero, the budget and live reloads, with the real router, real
+//! runtime replicas and real load (`gpucap-runtime bench`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn burst_config(base: &str, burst: &str, extra_policy: &str) -> String {
+    format!(
+        r#"
+[batching]
+max_batch_size = 4
+
+[replicas]
+min = 1
+max = 3
+
+[residency]
+allowed_jurisdictions = ["EU"]
+
+[policy]
+name = "eu"
+base_pools = ["lab"]
+burst_pools = ["cloud"]
+{extra_policy}
+
+{base}
+{burst}
+"#
+    )
+}
+
+#[test]
+fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
+    let _one = serial();
+    let r = Router::start(&burst_config(
+        &pool("lab", "on_prem", "EU", 1, 0.4),
+        &pool("cloud", "on_demand", "EU", 2, 2.0),
+        "[policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"3s\"\ndrain_timeout = \"5s\"",
+    ));
+    r.wait_for("the base replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+
+    let report = bench(&r.url(), 64, "8s");
+    assert_eq!(failed(&report), 0, "{report}");
+    let metrics = r.metrics();
+    let on_burst = metric(
+        &metrics,
+        "gpucap_fabric_requests_total",
+        &["pool=\"cloud\"", "code=\"200\""],
+    );
+    let on_base = metric(
+        &metrics,
+        "gpucap_fabric_requests_total",
+        &["pool=\"lab\"", "code=\"200\""],
+    );
+    assert!(
+        on_burst > 0.0 && on_base > 0.0,
+        "base {on_base}, burst {on_burst}"
+    );
+    let status = r.status();
+    let start = status["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["action"] == "start" && d["subject"].as_str().unwrap().starts_with("cloud"))
+        .unwrap_or_else(|| panic!("no burst start: {status}"));
+    assert!(
+        start["reason"].as_str().unwrap().starts_with("queue_depth"),
+        "{start}"
+    );
+    let burst_pids = r.replica_pids();
+    assert!(burst_pids.len() >= 2, "{burst_pids:?}");
+
+    // The load has stopped: burst replicas drain after idle_for; the base stays.
+    let drained_at = Instant::now();
+    let s = r.wait_for(
+        "the burst replicas to drain",
+        Duration::from_secs(15),
+        |s| replicas(s) == [("lab".to_string(), "ready".to_string())],
+    );
+    println!(
+        "drain: burst replicas gone {:.1} s after the load stopped (idle_for 3s)",
+        drained_at.elapsed().as_secs_f64()
+    );
+    assert!(
+        s["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["action"] == "drain" && d["reason"] == "idle for 3s (no requests)"),
+        "{s}"
+    );
+    let left = r.replica_pids();
+    assert_eq!(left.len(), 1);
+    let stopped: Vec<i32> = burst_pids
+        .into_iter()
+        .filter(|p| !left.contains(p))
+        .collect();
+    assert!(
+        all_gone(&stopped, Duration::from_secs(5)),
+        "drained replicas still run"
+    );
+}
+
+#[test]
+fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
+    let _one = serial();
+    let r = Router::start(&format!(
+        "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\nbase_pools = [\"lab\"]\n\
+         [policy.scale_down]\nidle_for = \"2s\"\n\n{}",
+        pool("lab", "on_prem", "EU", 1, 0.4)
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        r.replicas().is_empty(),
+        "nothing should run before the first request"
+    );
+    assert!(r.replica_pids().is_empty());
+    let (code, _) = http_get(&format!("{}/v2/models/digits/ready", r.url()));
+    assert_eq!(
+        code, 200,
+        "a scale-to-zero endpoint is ready to take requests"
+    );
+
+    for round in 0..2 {
+        let t = Instant::now();
+        let (code, body) = infer(&r.url());
+        let took = t.elapsed();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("probabilities"), "{body}");
+        let s = r.status();
+        let reported = s["last_scale_from_zero_s"].as_f64().unwrap();
+        println!(
+            "scale from zero, round {round}: first answer after {:.3} s (router reports {:.3} s to the first replica)",
+            took.as_secs_f64(),
+            reported
+        );
+        assert!(reported <= took.as_secs_f64() + 0.01);
+        let pids = r.replica_pids();
+        assert_eq!(pids.len(), 1);
+        r.wait_for("scale to zero", Duration::from_secs(10), |s| {
+            s["replicas"].as_array().unwrap().is_empty()
+        });
+        assert!(
+            all_gone(&pids, Duration::from_secs(5)),
+            "a runtime still runs at zero"
+        );
+    }
+    let metrics = r.metrics();
+    assert_eq!(
+        metric(&metrics, "gpucap_fabric_scale_from_zero_seconds_count", &[]),
+        2.0
+    );
+}
+
+#[test]
+fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429() {
+    let _one = serial();
+    let r = Router::start(&burst_config(
+        &pool("lab", "on_prem", "EU", 1, 0.4),
+        &pool("cloud", "on_demand", "EU", 3, 1.0),
+        "[policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"60s\"\n\
+         [policy.budget]\nmax_hourly_usd = 1.5\non_exhausted = \"reject\"",
+    ));
+    r.wait_for("the base replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    let url = r.url();
+    let load = std::thread::spawn(move || bench(&url, 64, "6s"));
+    let mut most_burst = 0;
+    let mut saw_bound = false;
+    let mut retry_after = None;
+    while !load.is_finished() {
+        let s = r.status();
+        let burst = replicas(&s).iter().filter(|(p, _)| p == "cloud").count();
+        most_burst = most_burst.max(burst);
+        saw_bound |= s["budget"]["bound"].as_bool().unwrap();
+        assert!(s["budget"]["burst_rate_usd_per_hour"].as_f64().unwrap() <= 1.5);
+        if retry_after.is_none() {
+            let (code, head) = curl(&[
+                "-s",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &digit_body(),
+                &format!("{}/v2/models/digits/infer", r.url()),
+            ]);
+            if code == 429 {
+                retry_after = Some(head);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = load.join().unwrap();
+    assert_eq!(
+        most_burst, 1,
+        "the budget affords exactly one burst replica"
+    );
+    assert!(saw_bound, "the budget never bound");
+    let rejected = report["errors_by_status"]["429"].as_u64().unwrap_or(0);
+    assert!(rejected > 0, "on_exhausted = reject gave no 429: {report}");
+    assert_eq!(failed(&report), rejected, "only 429s: {report}");
+    let head = retry_after.expect("no 429 seen by a probe");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    let spend = metric(&r.metrics(), "gpucap_fabric_burst_spend_usd_total", &[]);
+    assert!(spend > 0.0, "burst spend is metered");
+}
+
+#[test]
+fn a_reload_under_load_rolls_every_replica_without_a_failed_request() {
+    let _one = serial();
+    let config = |batch: usize| {
+        format!(
+            "[batching]\nmax_batch_size = {batch}\n\n[replicas]\nmin = 2\nmax = 2\n\n\
+             [policy]\nname = \"lab-only\"\nbase_pools = [\"lab\"]\n\n{}",
+            pool("lab", "on_prem", "EU", 2, 0.4)
+        )
+    };
+    let mut r = Router::start(&config(8));
+    r.wait_for("two replicas", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 2
+    });
+    let before = r.replica_pids();
+    let url = r.url();
+    let load = std::thread::spawn(move || bench(&url, 32, "6s"));
+    std::thread::sleep(Duration::from_secs(1));
+    let digest = r.status()["router"]["config_digest"].clone();
+    Router::write_config(r.dir.path(), &config(16));
+    r.sighup();
+    let s = r.wait_for("the rolling restart", Duration::from_secs(30), |s| {
+        s["router"]["config_digest"] != digest
+            && s["router"]["rollout_pending"] == 0
+            && ready_on(s, "lab") == 2
+    });
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+    let after = r.replica_pids();
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} -> {after:?}"
+    );
+    assert!(all_gone(&before, Duration::from_secs(5)));
+    assert!(
+        s["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["reason"].as_str().unwrap().starts_with("rolling restart")),
+        "{s}"
+    );
+
+    // A broken config is refused; the router keeps serving with what it has.
+    std::fs::write(
+        Router::config_path(r.dir.path()),
+        std::fs::read_to_string(Router::config_path(r.dir.path()))
+            .unwrap()
+            .replace("max_batch_size = 16", "max_batch_size = 16\nmax_batch = 2"),
+    )
+    .unwrap();
+    r.sighup();
+    let s = r.wait_for("the refusal", Duration::from_secs(10), |s| {
+        !s["router"]["reload_error"].is_null()
+    });
+    let e = s["router"]["reload_error"].as_str().unwrap();
+    assert!(e.contains("unknown field `max_batch`"), "{e}");
+    assert_eq!(infer(&r.url()).0, 200);
+    assert_eq!(r.terminate().code(), Some(0));
+    assert!(
+        all_gone(&after, Duration::from_secs(5)),
+        "SIGTERM left replicas running"
+    );
+}

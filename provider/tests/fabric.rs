@@ -1,0 +1,162 @@
+//! An endpoint with a burst policy through the real Terraform CLI: apply deploys its router, a
+//! plan right after shows no changes, an in-place change (batching, budget) is applied under load
+//! without a failed request, and destroy leaves nothing running.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Tf, all_gone, digits_model, first_digit, predict, runtime_bin};
+
+fn config(max_batch: u32, budget: f64) -> String {
+    format!(
+        r#"
+resource "gpucap_gpu_pool" "lab" {{
+  name               = "lab"
+  region             = "lab-1"
+  jurisdiction       = "EU"
+  price_per_gpu_hour = 0.4
+  gpu {{ model = "cpu" }}
+  nodes {{ max = 1 }}
+  local {{ devices = "cpu" }}
+}}
+
+resource "gpucap_gpu_pool" "cloud" {{
+  name               = "cloud"
+  region             = "eu-west-1"
+  capacity_type      = "on_demand"
+  price_per_gpu_hour = 2
+  gpu {{ model = "cpu" }}
+  nodes {{ max = 2 }}
+  local {{ devices = "cpu" }}
+}}
+
+resource "gpucap_burst_policy" "eu" {{
+  name        = "eu"
+  base_pools  = [gpucap_gpu_pool.lab.name]
+  burst_pools = [gpucap_gpu_pool.cloud.name]
+  scale_up {{
+    queue_depth = 2
+    for         = "1s"
+  }}
+  scale_down {{
+    idle_for      = "5s"
+    drain_timeout = "5s"
+  }}
+  budget {{ max_hourly_usd = {budget} }}
+}}
+
+resource "gpucap_inference_endpoint" "digits" {{
+  name         = "digits"
+  burst_policy = gpucap_burst_policy.eu.name
+  model {{ path = "{model}" }}
+  batching {{ max_batch_size = {max_batch} }}
+  replicas {{
+    min = 1
+    max = 3
+  }}
+  data_residency {{ allowed_jurisdictions = ["EU"] }}
+}}
+
+output "url" {{ value = gpucap_inference_endpoint.digits.url }}
+output "router_region" {{ value = gpucap_inference_endpoint.digits.router_region }}
+output "max_cost" {{ value = gpucap_inference_endpoint.digits.monthly_cost_max_usd }}
+"#,
+        model = digits_model().display()
+    )
+}
+
+fn bench(url: &str, clients: usize, duration: &str) -> serde_json::Value {
+    let base = url.split("/v2/").next().unwrap();
+    let out = Command::new(runtime_bin())
+        .args(["bench", "--url", base, "--model", "digits", "--json"])
+        .args([
+            "--concurrency",
+            &clients.to_string(),
+            "--duration",
+            duration,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn failed(report: &serde_json::Value) -> u64 {
+    report["errors_by_status"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum::<u64>()
+        + report["connect_errors"].as_u64().unwrap()
+        + report["transport_errors"].as_u64().unwrap()
+}
+
+#[test]
+fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_cleanly() {
+    let tf = Tf::new(&config(8, 10.0));
+    let out = tf.apply();
+    let url = tf.output("url");
+    assert_eq!(predict(&url), first_digit().0, "{out}");
+    assert_eq!(tf.output("router_region"), "lab-1");
+    // The cost model's bound: 3 replicas on the dearest pool ($2/h), 730 h, under the budget.
+    assert_eq!(tf.output("max_cost"), "4380");
+    assert_eq!(tf.plan().0, 0, "a plan right after apply shows no changes");
+    let router = tf.router_pid("digits").unwrap();
+
+    // Burst under load, and change batching and the budget while it runs.
+    let load_url = url.clone();
+    let load = std::thread::spawn(move || bench(&load_url, 48, "12s"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let during = tf.endpoint_pids("digits");
+    assert!(
+        during.len() >= 3,
+        "under load the router should have started a burst replica: {during:?}"
+    );
+    tf.write(&config(16, 8.0));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2);
+    assert!(
+        plan.contains("gpucap_inference_endpoint.digits will be updated in-place"),
+        "{plan}"
+    );
+    tf.apply();
+    let report = load.join().unwrap();
+    assert_eq!(
+        failed(&report),
+        0,
+        "requests failed through the change: {report}"
+    );
+    assert_eq!(tf.output("url"), url, "the URL survives an in-place change");
+    assert_eq!(
+        tf.router_pid("digits"),
+        Some(router),
+        "reloaded, not restarted"
+    );
+    let rolled: Vec<i32> = during.iter().copied().filter(|p| *p != router).collect();
+    assert!(
+        all_gone(&rolled),
+        "replicas from before the change still run: {rolled:?}"
+    );
+    let config_text =
+        std::fs::read_to_string(tf.state_dir().join("endpoints/digits/fabric.toml")).unwrap();
+    assert!(config_text.contains("max_batch_size = 16"), "{config_text}");
+    assert!(
+        config_text.contains("max_hourly_usd = 8.0"),
+        "{config_text}"
+    );
+    assert_eq!(tf.plan().0, 0);
+
+    let everything = tf.endpoint_pids("digits");
+    tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(
+        all_gone(&everything),
+        "destroy left a router or replica running"
+    );
+    assert!(!tf.state_dir().join("endpoints/digits").exists());
+}
