@@ -160,6 +160,17 @@ impl FabricMetrics {
         FabricMetrics { registry, ..m }
     }
 
+    /// Creates the counters that may stay at zero for a long time (retries, failures per pool),
+    /// so that they are exported as 0 rather than missing.
+    pub fn initialize(&self, pools: &[String]) {
+        for reason in ["connection", "status_500", "status_502", "status_503"] {
+            Self::named(&self.retries, reason);
+        }
+        for pool in pools {
+            Self::named(&self.replica_failures, pool);
+        }
+    }
+
     /// Counts a request.
     pub fn request(&self, pool: &str, replica: &str, code: u16) {
         self.requests

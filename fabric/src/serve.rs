@@ -96,6 +96,8 @@ pub async fn serve(
         status: Mutex::default(),
         zero_since: Mutex::new(None),
     });
+    let pool_names: Vec<String> = fabric.pools.iter().map(|p| p.name.clone()).collect();
+    shared.metrics.initialize(&pool_names);
     let state = RouterState::new(shared.clone(), settings);
     let address_file = fabric.address_file.clone();
     tracing::info!(

@@ -111,6 +111,12 @@ impl Metrics {
             "Backends (one per GPU, or the CPU) able to compute batches",
             healthy_backends.clone(),
         );
+        // Exported as 0 from the start, so a dashboard sees "none yet" rather than "no such metric".
+        for reason in ["queue_full", "draining", "timeout"] {
+            let _ = rejections.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
         Metrics {
             registry,
             queue_depth,
