@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Quickstart: builds the provider and the runtime, points Terraform at the build (dev_overrides),
-# runs `terraform apply` on examples/quickstart — which deploys a real inference endpoint on this
-# host — and sends it one real digit from the held-out test set.
+# Quickstart: builds the provider, the fabric and the runtime, points Terraform at the build
+# (dev_overrides), runs `terraform apply` on examples/quickstart — which deploys a real inference
+# endpoint on this host: its router and a base replica — and sends it one real digit from the
+# held-out test set.
 #   scripts/quickstart.sh           deploy and predict
 #   scripts/quickstart.sh destroy   tear the endpoint down
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v terraform >/dev/null || { echo "terraform is not on PATH; install Terraform >= 1.5" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
-cargo build --release -q -p gpucap-provider -p gpucap-runtime
+cargo build --release -q -p gpucap-provider -p gpucap-fabric -p gpucap-runtime
 
 # Terraform loads the provider from the build instead of the registry; no `terraform init` needed.
 export TF_CLI_CONFIG_FILE="$PWD/examples/quickstart/.dev.tfrc"
@@ -46,5 +47,10 @@ probs = resp["outputs"][0]["data"]
 best = max(range(len(probs)), key=probs.__getitem__)
 print(f"predicted digit {best} (p={probs[best]:.3f}); true label {label}")
 PY
+base=${url%%/v2/*}
 echo
-echo "The endpoint keeps running. Tear it down with: scripts/quickstart.sh destroy"
+echo "The endpoint keeps running. Watch it spill to the burst pool under load, and drain back"
+echo "30 s after the load stops:"
+echo "  target/release/gpucap-runtime bench --url $base --model digits -c 64 --duration 20s"
+echo "  target/release/gpucap-fabric status $base"
+echo "Tear it down with: scripts/quickstart.sh destroy"

@@ -1,5 +1,7 @@
-# gpucap quickstart: this host as a GPU pool (its CPU when it has no GPU), a burst policy, and an
-# inference endpoint serving the example digits classifier over the Open Inference Protocol v2.
+# gpucap quickstart: this host as a base pool (its CPU when it has no GPU), a second pool on the
+# same host standing in for burst capacity in the cloud, a burst policy that spills to it under
+# load and drains back when the load is gone, and an endpoint serving the example digits
+# classifier over the Open Inference Protocol v2 — one URL, served by the endpoint's router.
 #
 # Run it with scripts/quickstart.sh from the repository root; tear it down with
 # scripts/quickstart.sh destroy.
@@ -34,12 +36,42 @@ resource "gpucap_gpu_pool" "this_host" {
   }
 }
 
-resource "gpucap_burst_policy" "default" {
-  name       = "default"
-  base_pools = [gpucap_gpu_pool.this_host.name]
+# Burst capacity. With the local driver it is this host again (its region is a label), so the
+# quickstart runs anywhere; a cloud pool would name a cloud region and its own driver.
+resource "gpucap_gpu_pool" "burst" {
+  name          = "burst"
+  region        = "on-prem-lab-2"
+  jurisdiction  = "EU"
+  capacity_type = "on_demand"
 
+  price_per_gpu_hour = 2.50
+
+  gpu {
+    model = "cpu"
+  }
+  nodes {
+    max = 2
+  }
+  local {
+    devices = "auto"
+  }
+}
+
+resource "gpucap_burst_policy" "default" {
+  name        = "default"
+  base_pools  = [gpucap_gpu_pool.this_host.name]
+  burst_pools = [gpucap_gpu_pool.burst.name]
+
+  scale_up {
+    queue_depth = 4    # requests waiting per serving replica...
+    for         = "2s" # ...for this long adds burst replicas
+  }
   scale_down {
+    idle_for      = "30s" # a burst replica with no requests this long drains and stops
     drain_timeout = "10s"
+  }
+  budget {
+    max_hourly_usd = 5 # two burst replicas at $2.50/h
   }
 }
 
@@ -56,6 +88,11 @@ resource "gpucap_inference_endpoint" "digits" {
     max_queue_delay_us = 1000
   }
 
+  replicas {
+    min = 1 # always one on this host
+    max = 3 # up to two more on the burst pool
+  }
+
   data_residency {
     classification        = "internal"
     allowed_jurisdictions = ["EU"]
@@ -68,5 +105,14 @@ output "url" {
 }
 
 output "monthly_cost_usd" {
-  value = gpucap_inference_endpoint.digits.monthly_cost_min_usd
+  description = "The baseline's cost per month, and the most bursting can add within the budget."
+  value = {
+    min = gpucap_inference_endpoint.digits.monthly_cost_min_usd
+    max = gpucap_inference_endpoint.digits.monthly_cost_max_usd
+  }
+}
+
+output "replicas" {
+  description = "Replicas ready by pool, as last read."
+  value       = gpucap_inference_endpoint.digits.replicas_status
 }

@@ -224,6 +224,8 @@ pub struct Decision {
     pub blocked: Option<String>,
     /// The replica count the fleet converges on.
     pub target: usize,
+    /// Signals that went above their threshold in this call (they act once they hold for `for`).
+    pub raised: Vec<String>,
 }
 
 /// What the autoscaler remembers between calls.
@@ -272,7 +274,8 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
             obs.signals.held
         );
     }
-    let sustained = sustained_signals(memory, obs, policy);
+    let mut raised = Vec::new();
+    let sustained = sustained_signals(memory, obs, policy, &mut raised);
     let serving = plan.serving();
     if let Some((ratio, text)) = &sustained
         && serving > 0
@@ -318,15 +321,17 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     memory.target = target.min(policy.replicas_max).max(policy.replicas_min);
     let mut decision = plan.finish();
     decision.target = memory.target;
+    decision.raised = raised;
     decision
 }
 
-/// Updates hysteresis; returns the largest value/threshold ratio among signals high for
-/// `sustain`, with a description.
+/// Updates hysteresis, noting signals that just went high in `raised`; returns the largest
+/// value/threshold ratio among signals high for `sustain`, with a description.
 fn sustained_signals(
     memory: &mut Memory,
     obs: &Observation<'_>,
     policy: &ScalingPolicy,
+    raised: &mut Vec<String>,
 ) -> Option<(f64, String)> {
     let s = obs.signals;
     let pairs = [
@@ -342,7 +347,16 @@ fn sustained_signals(
             continue;
         };
         if value > threshold {
-            m.high_since.get_or_insert(obs.now);
+            if m.high_since.is_none() {
+                m.high_since = Some(obs.now);
+                raised.push(format!(
+                    "{} {} > {}; acts if it holds for {}",
+                    SIGNAL_NAMES[i],
+                    round(value),
+                    round(threshold),
+                    humantime::format_duration(policy.sustain)
+                ));
+            }
         } else if value <= threshold * LOW_WATERMARK {
             m.high_since = None;
         }
@@ -844,6 +858,7 @@ impl<'a> Planner<'a> {
             budget_bound: self.budget_bound,
             blocked,
             target: 0,
+            raised: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gpucap_policy::placement::{self, BurstOrder, PlacedPool, PolicyPools, Residency, Source};
 pub use gpucap_runtime::config::BatchingSection;
+use gpucap_runtime::config::check_name;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -291,19 +292,14 @@ impl Default for ScaleDownSection {
     }
 }
 
-/// A setting that cannot be used, named by its key.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The key, e.g. `policy.scale_up.for` or `pools[1]`.
-    pub key: String,
-    /// What is wrong and what would be valid.
-    pub message: String,
-}
+/// A setting that cannot be used, named by its key (`field`, e.g. `policy.scale_up.for` or
+/// `pools[1]`) with what is wrong and what would be valid: the runtime's config error, so both
+/// files report alike.
+pub use gpucap_runtime::config::ConfigError;
 
 fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
-        key: key.into(),
+        field: key.into(),
         message: message.into(),
     }
 }
@@ -454,20 +450,7 @@ impl FabricConfig {
         check_name("model.version", &self.model.version)?;
         in_range("endpoint.max_body_bytes", e.max_body_bytes, 1024, 1 << 32)?;
         let b = &self.batching;
-        in_range("batching.max_batch_size", b.max_batch_size, 1, 65_536)?;
-        in_range("batching.queue_capacity", b.queue_capacity, 1, 1_000_000)?;
-        in_range(
-            "batching.request_timeout_ms",
-            b.request_timeout_ms as usize,
-            1,
-            3_600_000,
-        )?;
-        in_range(
-            "batching.max_queue_delay_us",
-            b.max_queue_delay_us as usize,
-            0,
-            10_000_000,
-        )?;
+        b.validate()?;
         let r = self.replicas;
         in_range("replicas.max", r.max, 1, 10_000)?;
         if r.min > r.max {
@@ -797,33 +780,8 @@ fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
     }
 }
 
-fn in_range(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
-    if (lo..=hi).contains(&value) {
-        Ok(())
-    } else {
-        Err(bad(
-            key,
-            format!("{value} is out of range; valid: {lo} to {hi}"),
-        ))
-    }
-}
-
-fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            key,
-            format!(
-                "{name:?} is not a valid name; use 1 to 128 ASCII letters, digits, '_', '-' or '.'"
-            ),
-        ))
-    }
+fn in_range(key: &str, value: usize, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    gpucap_runtime::config::in_range(key, value as u64, lo, hi)
 }
 
 #[cfg(test)]

@@ -617,6 +617,9 @@ impl Controller {
             },
             &self.fabric.scaling,
         );
+        for signal in &decision.raised {
+            self.log("signal", "autoscaler", signal);
+        }
         if decision.blocked != self.blocked {
             if let Some(b) = &decision.blocked {
                 self.log("blocked", "autoscaler", b);

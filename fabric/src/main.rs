@@ -24,6 +24,9 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
+        /// Threads serving requests; 0 = one per core.
+        #[arg(long, env = "GPUCAP_FABRIC_THREADS", default_value_t = 0)]
+        threads: usize,
     },
     /// Print a router's pools, replicas, signals, budget and recent decisions.
     Status {
@@ -43,7 +46,15 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = match &cli.command {
+        Command::Serve { threads, .. } if *threads > 0 => *threads,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -51,7 +62,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config, log_format } => {
+        Command::Serve {
+            config, log_format, ..
+        } => {
             init_logging(log_format);
             let result = runtime.block_on(gpucap_fabric::serve::serve(
                 config,

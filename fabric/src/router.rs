@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use gpucap_runtime::protocol::{ModelMetadata, ModelSignature, ServerMetadata};
+use gpucap_runtime::server::ApiError;
 
 use crate::autoscaler::Phase;
 use crate::controller::Shared;
@@ -99,15 +100,12 @@ impl RouterState {
 
 /// An answer the router gives itself, in the protocol's error form.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() });
-    (status, axum::Json(body)).into_response()
+    ApiError::new(status, message).into_response()
 }
 
+/// A refusal the client may retry shortly (`Retry-After: 1`).
 fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut r = error(status, message);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
+    ApiError::new(status, message).retry().into_response()
 }
 
 /// Every route.

@@ -52,7 +52,9 @@ fn every_metric_the_dashboard_queries_exists_and_replicas_are_discovered() {
         "[policy]\nname = \"p\"\nbase_pools = [\"lab\"]\n\n{}",
         pool("lab", "on_prem", "EU", 1, 0.4)
     ));
-    r.wait_for("a replica", Duration::from_secs(30), |s| ready_on(s, "lab") == 1);
+    r.wait_for("a replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
     assert_eq!(infer(&r.url()).0, 200);
 
     let targets = get_json(&format!("{}/fabric/targets", r.url()));
@@ -65,10 +67,17 @@ fn every_metric_the_dashboard_queries_exists_and_replicas_are_discovered() {
         std::fs::read_to_string(repo_root().join("examples/observability/prometheus.yml")).unwrap();
     assert!(prometheus.contains("/fabric/targets"));
 
-    let exported = format!("{}{}", r.metrics(), http_get(&format!("http://{replica}/metrics")).1);
+    let exported = format!(
+        "{}{}",
+        r.metrics(),
+        http_get(&format!("http://{replica}/metrics")).1
+    );
     let missing: Vec<&String> = wanted
         .iter()
         .filter(|m| !exported.contains(&format!("# TYPE {m} ")))
         .collect();
-    assert!(missing.is_empty(), "the dashboard queries metrics nothing exports: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics nothing exports: {missing:?}"
+    );
 }

@@ -189,6 +189,36 @@ pub struct ValidConfig {
     pub precision: Precision,
 }
 
+impl BatchingSection {
+    /// Checks each setting's range, naming it as `batching.NAME`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "batching.max_batch_size",
+            self.max_batch_size as u64,
+            1,
+            65_536,
+        )?;
+        in_range(
+            "batching.max_queue_delay_us",
+            self.max_queue_delay_us,
+            0,
+            10_000_000,
+        )?;
+        in_range(
+            "batching.queue_capacity",
+            self.queue_capacity as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "batching.request_timeout_ms",
+            self.request_timeout_ms,
+            1,
+            3_600_000,
+        )
+    }
+}
+
 impl RuntimeConfig {
     /// Reads a TOML config file; errors carry the file name and the line and column.
     pub fn from_file(path: &Path) -> Result<Self, String> {
@@ -215,30 +245,7 @@ impl RuntimeConfig {
         check_name("model.name", &model_name)?;
         check_name("model.version", &self.model.version)?;
         let b = &self.batching;
-        in_range(
-            "batching.max_batch_size",
-            b.max_batch_size as u64,
-            1,
-            65_536,
-        )?;
-        in_range(
-            "batching.max_queue_delay_us",
-            b.max_queue_delay_us,
-            0,
-            10_000_000,
-        )?;
-        in_range(
-            "batching.queue_capacity",
-            b.queue_capacity as u64,
-            1,
-            1_000_000,
-        )?;
-        in_range(
-            "batching.request_timeout_ms",
-            b.request_timeout_ms,
-            1,
-            3_600_000,
-        )?;
+        b.validate()?;
         in_range(
             "server.max_body_bytes",
             self.server.max_body_bytes as u64,
@@ -276,7 +283,8 @@ impl RuntimeConfig {
     }
 }
 
-fn in_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+/// `value` must lie within `lo..=hi`.
+pub fn in_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if (lo..=hi).contains(&value) {
         Ok(())
     } else {
@@ -288,7 +296,7 @@ fn in_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<(), ConfigError
 }
 
 /// Names appear in URL paths, so they are limited to characters that need no escaping.
-fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+pub fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name

@@ -56,7 +56,8 @@ impl AppState {
     }
 }
 
-/// An error response: `{"error": "..."}` with a status and, for load shedding, `Retry-After`.
+/// An error response in the protocol's form: `{"error": "..."}` with a status and, for load
+/// shedding, `Retry-After`. The fabric's router answers its own errors with it too.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -65,7 +66,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -73,7 +75,8 @@ impl ApiError {
         }
     }
 
-    fn retry(mut self) -> Self {
+    /// Adds `Retry-After: 1`: the client may try again shortly.
+    pub fn retry(mut self) -> Self {
         self.retry_after = true;
         self
     }

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Benchmarks of the fabric (gpucap-fabric) on this machine, each comparison in one run:
+#   1. router overhead: the digits model at 1 and 64 clients, straight to its one replica and
+#      through the router, alternated; throughput ratio, added median latency, and the CPU time
+#      the router and the replica spend per request (this machine's cores are shared by the load
+#      generator, the router and the replica);
+#   2. scale from zero: time to the first answer when no replica runs (5 rounds);
+#   3. spill and drain: 64 clients against one base replica with a burst pool; time from the
+#      signal going high to the first burst replica ready (`for` is 2s), and from the end of the
+#      load to the last burst replica stopped (`idle_for` is 5s).
+# Usage: scripts/bench-fabric.sh [SECONDS_PER_RUN]   (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+cargo build --release -q -p gpucap-runtime -p gpucap-fabric
+runtime=$PWD/target/release/gpucap-runtime
+fabric=$PWD/target/release/gpucap-fabric
+model=$PWD/examples/models/digits-mlp.safetensors
+
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+start() { # start NAME BODY: runs a router with the [endpoint] header and BODY; sets $pid and $url
+  local name=$1 body=$2
+  mkdir -p "$work/$name"
+  cat >"$work/$name/fabric.toml" <<EOF
+[endpoint]
+name = "digits"
+address_file = "$work/$name/address"
+[model]
+path = "$model"
+[runtime]
+path = "$runtime"
+[state]
+dir = "$work/$name/state"
+$body
+EOF
+  "$fabric" serve --config "$work/$name/fabric.toml" 2>"$work/$name/router.log" &
+  pid=$!
+  for _ in $(seq 300); do [ -s "$work/$name/address" ] && break; sleep 0.05; done
+  [ -s "$work/$name/address" ] || { cat "$work/$name/router.log"; echo "the router did not start" >&2; exit 1; }
+  url="http://$(cat "$work/$name/address")"
+}
+stop() { kill -TERM "$pid"; wait "$pid" || true; pid=; }
+status() { curl -sf "$url/fabric/status"; }
+wait_status() { # wait_status PYTHON_EXPR: polls status until the expression (on s) is true
+  for _ in $(seq 600); do
+    status | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($1) else 1)" && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for: $1" >&2; status >&2; exit 1
+}
+bench() { "$runtime" bench --model digits --json "$@"; }
+pool() { # pool NAME TYPE SLOTS PRICE
+  printf '[[pools]]\nname = "%s"\nregion = "%s-site"\njurisdiction = "EU"\ncapacity_type = "%s"\ngpus_max = %s\nprice_per_gpu_hour = %s\n[pools.local]\ndevices = "cpu"\n' "$1" "$1" "$2" "$3" "$4"
+}
+
+echo "== 1. router overhead: digits model, 1 and 64 clients, ${secs}s per run, direct and routed alternated"
+start overhead "[policy]
+name = \"one\"
+base_pools = [\"lab\"]
+$(pool lab on_prem 1 0.4)"
+wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
+read -r replica replica_pid < <(status | python3 -c 'import json,sys; r=json.load(sys.stdin)["replicas"][0]; print(r["address"], r["pid"])')
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+bench --url "$url" -c 16 --duration 2s >/dev/null # warm-up: connections, caches
+for c in 1 64; do
+  for round in 1 2; do
+    for path in direct routed; do
+      target=$url; [ "$path" = direct ] && target="http://$replica"
+      r0=$(cpu_ticks "$pid"); p0=$(cpu_ticks "$replica_pid")
+      bench --url "$target" -c "$c" --duration "${secs}s" >"$work/$path-$c-$round.json"
+      echo "$(( $(cpu_ticks "$pid") - r0 )) $(( $(cpu_ticks "$replica_pid") - p0 ))" >"$work/$path-$c-$round.cpu"
+    done
+  done
+done
+stop
+python3 - "$work" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+w, hz = sys.argv[1], int(sys.argv[2])
+print(f"{'clients':>7} {'path':>7} {'run':>3} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | {'router CPU us/req':>17} {'replica CPU us/req':>18}")
+summary = {}
+for c in (1, 64):
+    for path in ("direct", "routed"):
+        for rnd in (1, 2):
+            r = json.load(open(f"{w}/{path}-{c}-{rnd}.json"))
+            bad = sum(r["errors_by_status"].values()) + r["transport_errors"] + r["connect_errors"]
+            assert bad == 0, f"errors in {path} run {rnd}: {r}"
+            router, replica = (int(x) for x in open(f"{w}/{path}-{c}-{rnd}.cpu").read().split())
+            per = lambda ticks: ticks / hz / r["ok"] * 1e6
+            print(f"{c:>7} {path:>7} {rnd:>3} | {r['throughput_rps']:>9.1f} {r['latency']['p50_ms']:>8.3f} "
+                  f"{r['latency']['p99_ms']:>8.3f} | {per(router):>17.1f} {per(replica):>18.1f}")
+            summary.setdefault((c, path), []).append((r["throughput_rps"], r["latency"]["p50_ms"]))
+for c in (1, 64):
+    mean = lambda path, i: sum(x[i] for x in summary[(c, path)]) / len(summary[(c, path)])
+    print(f"{c:>2} client(s): throughput routed/direct {mean('routed', 0) / mean('direct', 0):.3f} (target >= 0.9), "
+          f"added median latency {mean('routed', 1) - mean('direct', 1):.3f} ms (target < 0.3 ms)")
+PY
+
+echo
+echo "== 2. scale from zero: time to the first answer with no replica running (5 rounds)"
+start zero "[replicas]
+min = 0
+max = 1
+[policy]
+name = \"zero\"
+base_pools = [\"lab\"]
+[policy.scale_down]
+idle_for = \"1s\"
+$(pool lab on_prem 1 0.4)"
+row=$(head -n 1 examples/models/digits-test.csv)
+body="{\"inputs\":[{\"name\":\"pixels\",\"shape\":[1,64],\"datatype\":\"FP32\",\"data\":[${row#*,}]}]}"
+for round in 1 2 3 4 5; do
+  wait_status 'len(s["replicas"]) == 0'
+  curl -sf -o /dev/null -w "%{time_total}\n" -H 'Content-Type: application/json' -d "$body" \
+    "$url/v2/models/digits/infer" >>"$work/zero.txt"
+  status | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_scale_from_zero_s"])' >>"$work/zero-router.txt"
+done
+stop
+python3 - "$work" <<'PY'
+import statistics, sys
+w = sys.argv[1]
+client = [float(x) for x in open(f"{w}/zero.txt")]
+router = [float(x) for x in open(f"{w}/zero-router.txt")]
+print("first answer (s):     " + "  ".join(f"{x:.3f}" for x in client))
+print("first replica (s):    " + "  ".join(f"{x:.3f}" for x in router))
+print(f"median first answer {statistics.median(client):.3f} s, worst {max(client):.3f} s (target < 1 s)")
+PY
+
+echo
+echo "== 3. spill reaction and drain: 64 clients for ${secs}s on 1 base replica, burst pool of 2"
+start spill "[batching]
+max_batch_size = 8
+[replicas]
+min = 1
+max = 3
+[policy]
+name = \"spill\"
+base_pools = [\"lab\"]
+burst_pools = [\"cloud\"]
+[policy.scale_up]
+queue_depth = 4
+for = \"2s\"
+[policy.scale_down]
+idle_for = \"5s\"
+$(pool lab on_prem 1 0.4)
+$(pool cloud on_demand 2 2.0)"
+wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
+bench --url "$url" -c 64 --duration "${secs}s" >"$work/spill.json"
+load_end=$(date +%s.%N)
+wait_status 'all(r["pool"] != "cloud" for r in s["replicas"])'
+drained=$(date +%s.%N)
+status >"$work/spill-status.json"
+curl -sf "$url/metrics" >"$work/spill-metrics.txt"
+stop
+python3 - "$work" "$load_end" "$drained" <<'PY'
+import json, sys
+from datetime import datetime
+w, load_end, drained = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+r = json.load(open(f"{w}/spill.json"))
+s = json.load(open(f"{w}/spill-status.json"))
+t = lambda d: datetime.fromisoformat(d["at"].replace("Z", "+00:00")).timestamp()
+ds = s["decisions"]
+high = next(d for d in ds if d["action"] == "signal")
+ready = next(d for d in ds if d["action"] == "ready" and d["subject"].startswith("cloud"))
+bad = sum(r["errors_by_status"].values()) + r["transport_errors"] + r["connect_errors"]
+by_pool = {}
+for line in open(f"{w}/spill-metrics.txt"):
+    if line.startswith("gpucap_fabric_requests_total") and 'code="200"' in line:
+        pool = line.split('pool="')[1].split('"')[0]
+        by_pool[pool] = by_pool.get(pool, 0) + float(line.split()[-1])
+print(f"load: {r['throughput_rps']:.1f} req/s, p99 {r['latency']['p99_ms']:.1f} ms, failed {bad}; served by pool: {by_pool}")
+print(f"signal high -> first burst replica ready: {t(ready) - t(high):.2f} s (for = 2s; target <= 4 s)  [{high['reason']}]")
+print(f"load stopped -> last burst replica stopped: {drained - load_end:.2f} s (idle_for = 5s)")
+PY
