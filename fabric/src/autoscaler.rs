@@ -15,9 +15,9 @@
 //!
 //! New replicas go to base pools first, then to burst pools in spill order, skipping pools that
 //! are full, failing or would lift the burst rate above the budget. Signals have hysteresis: one
-//! goes *high* above its threshold and only back *low* below 80 % of it, and after each scale-up
-//! it must hold for another `for` before the next, so a signal hovering around its threshold
-//! neither flaps nor ratchets.
+//! goes *high* above its threshold and only back *low* once below 80 % of it for a second, and
+//! after each scale-up it must hold for another `for` before the next, so a signal hovering
+//! around its threshold neither flaps nor ratchets, and one noisy sample resets nothing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -26,8 +26,11 @@ use serde::Serialize;
 
 use crate::config::CapacityType;
 
-/// A signal is low again only below this fraction of its threshold.
+/// A signal is low again only below this fraction of its threshold...
 pub const LOW_WATERMARK: f64 = 0.8;
+/// ...for at least this long: one sample of a noisy gauge (a replica's queue right after a batch
+/// took it) does not reset a signal that is high on average.
+pub const LOW_HOLD: Duration = Duration::from_secs(1);
 /// An unhealthy replica is replaced after this long.
 pub const UNHEALTHY_LIMIT: Duration = Duration::from_secs(30);
 
@@ -244,6 +247,7 @@ pub struct Memory {
 #[derive(Debug, Clone, Copy, Default)]
 struct SignalMemory {
     high_since: Option<Duration>,
+    low_since: Option<Duration>,
 }
 
 const SIGNAL_NAMES: [&str; 3] = ["queue_depth", "p99_latency_ms", "gpu_utilization"];
@@ -342,11 +346,14 @@ fn sustained_signals(
     let mut best: Option<(f64, String)> = None;
     for (i, (value, threshold)) in pairs.into_iter().enumerate() {
         let m = &mut memory.signals[i];
-        let (Some(threshold), Some(value)) = (threshold, value) else {
-            m.high_since = None;
+        let Some(threshold) = threshold else {
+            *m = SignalMemory::default();
             continue;
         };
+        // No value (no request in the window, no serving replica) counts as low.
+        let value = value.unwrap_or(0.0);
         if value > threshold {
+            m.low_since = None;
             if m.high_since.is_none() {
                 m.high_since = Some(obs.now);
                 raised.push(format!(
@@ -358,7 +365,12 @@ fn sustained_signals(
                 ));
             }
         } else if value <= threshold * LOW_WATERMARK {
-            m.high_since = None;
+            let low = *m.low_since.get_or_insert(obs.now);
+            if obs.now.saturating_sub(low) >= LOW_HOLD {
+                m.high_since = None;
+            }
+        } else {
+            m.low_since = None;
         }
         if let Some(since) = m.high_since
             && obs.now.saturating_sub(since) >= policy.sustain
@@ -1036,6 +1048,32 @@ mod tests {
             let d = run(&mut mem, t, &pools, &with_starting, high, &policy());
             assert!(d.actions.is_empty(), "t={t}: {d:?}");
         }
+    }
+
+    #[test]
+    fn one_low_sample_does_not_reset_a_high_signal_but_a_second_of_low_does() {
+        let pools = pools();
+        let base = [replica("lab-1", 0, Phase::Ready)];
+        let q = |v: f64| Signals {
+            queue_depth: Some(v),
+            ..Signals::default()
+        };
+        let mut mem = Memory::default();
+        let d = run(&mut mem, 0, &pools, &base, q(12.0), &policy());
+        assert_eq!(d.raised, ["queue_depth 12 > 4; acts if it holds for 2s"]);
+        run(&mut mem, 1, &pools, &base, q(0.0), &policy());
+        assert_eq!(
+            starts(&run(&mut mem, 2, &pools, &base, q(12.0), &policy())).len(),
+            2
+        );
+
+        let mut mem = Memory::default();
+        run(&mut mem, 0, &pools, &base, q(12.0), &policy());
+        run(&mut mem, 1, &pools, &base, q(0.0), &policy());
+        run(&mut mem, 2, &pools, &base, q(0.0), &policy());
+        let d = run(&mut mem, 3, &pools, &base, q(12.0), &policy());
+        assert!(starts(&d).is_empty(), "low for a second resets the signal");
+        assert_eq!(d.raised.len(), 1, "and it goes high again");
     }
 
     #[test]

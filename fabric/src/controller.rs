@@ -537,11 +537,13 @@ impl Controller {
     fn signals(&self, members: &[Member]) -> Signals {
         let serving: Vec<&Member> = members.iter().filter(|m| m.phase == Phase::Ready).collect();
         let held = self.shared.fleet.held();
+        // Held requests averaged over the last interval; replica queues as scraped.
+        let held_mean = self.shared.fleet.held_mean();
         let (rate, p99) = self.shared.window.summary(Instant::now());
         let n = serving.len() as f64;
         Signals {
             queue_depth: (n > 0.0)
-                .then(|| (serving.iter().map(|m| m.queue_depth).sum::<f64>() + held as f64) / n),
+                .then(|| (serving.iter().map(|m| m.queue_depth).sum::<f64>() + held_mean) / n),
             p99_latency_ms: p99,
             utilization: (n > 0.0).then(|| serving.iter().map(|m| m.busy).sum::<f64>() / n),
             request_rate: rate,

@@ -117,9 +117,52 @@ struct Waiter {
     exclude: Option<String>,
 }
 
+/// The number of held requests averaged over time, so a signal read once a second sees how many
+/// were waiting over that second, not at one instant.
+struct HeldMeter {
+    since: Instant,
+    last: Instant,
+    count: usize,
+    integral: f64,
+}
+
+impl HeldMeter {
+    fn new() -> Self {
+        let now = Instant::now();
+        HeldMeter {
+            since: now,
+            last: now,
+            count: 0,
+            integral: 0.0,
+        }
+    }
+
+    fn set(&mut self, count: usize) {
+        let now = Instant::now();
+        self.integral += self.count as f64 * now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.count = count;
+    }
+
+    /// The mean since the last call.
+    fn take_mean(&mut self) -> f64 {
+        self.set(self.count);
+        let span = self.last.duration_since(self.since).as_secs_f64();
+        let mean = if span > 0.0 {
+            self.integral / span
+        } else {
+            self.count as f64
+        };
+        self.since = self.last;
+        self.integral = 0.0;
+        mean
+    }
+}
+
 struct Inner {
     members: Vec<Member>,
     waiters: VecDeque<Waiter>,
+    held: HeldMeter,
     concurrency: usize,
     hold_capacity: usize,
     reject_when_exhausted: bool,
@@ -131,7 +174,8 @@ struct Inner {
 pub struct Fleet {
     me: Weak<Fleet>,
     inner: Mutex<Inner>,
-    /// Woken when a request is held, so the control plane reacts at once.
+    /// Woken when a request is held with no replica running or starting, so the control plane
+    /// scales from zero at once.
     pub wake: Notify,
 }
 
@@ -147,6 +191,7 @@ impl Fleet {
             inner: Mutex::new(Inner {
                 members: Vec::new(),
                 waiters: VecDeque::new(),
+                held: HeldMeter::new(),
                 concurrency,
                 hold_capacity,
                 reject_when_exhausted,
@@ -192,8 +237,15 @@ impl Fleet {
             tx,
             exclude: exclude.map(str::to_string),
         });
+        // With nothing running or starting, the control loop must act now (scale from zero);
+        // otherwise its next tick sees the held requests in the signals.
+        let nothing = inner.members.iter().all(|m| m.phase == Phase::Draining);
+        let n = inner.waiters.len();
+        inner.held.set(n);
         drop(inner);
-        self.wake.notify_one();
+        if nothing {
+            self.wake.notify_one();
+        }
         Acquired::Held(rx)
     }
 
@@ -253,10 +305,10 @@ impl Fleet {
             // The oldest waiter cannot be served: later ones (with other exclusions) might be,
             // but first come stays first served.
             let Some(slot) = self.take(inner, exclude.as_deref()) else {
-                return;
+                break;
             };
             let Some(waiter) = inner.waiters.pop_front() else {
-                return;
+                break;
             };
             if let Err(mut returned) = waiter.tx.send(slot) {
                 // It timed out between the check and the send: give the slot back by hand (its
@@ -267,6 +319,8 @@ impl Fleet {
                 }
             }
         }
+        let n = inner.waiters.len();
+        inner.held.set(n);
     }
 
     /// Adds a replica (starting, or adopted).
@@ -377,7 +431,18 @@ impl Fleet {
     pub fn held(&self) -> usize {
         let mut inner = self.lock();
         inner.waiters.retain(|w| !w.tx.is_closed());
-        inner.waiters.len()
+        let n = inner.waiters.len();
+        inner.held.set(n);
+        n
+    }
+
+    /// Requests held on average since the last call.
+    pub fn held_mean(&self) -> f64 {
+        let mut inner = self.lock();
+        inner.waiters.retain(|w| !w.tx.is_closed());
+        let n = inner.waiters.len();
+        inner.held.set(n);
+        inner.held.take_mean()
     }
 
     /// Requests in flight on replicas.

@@ -246,9 +246,11 @@ pub fn endpoint_monthly(
     if let Some(budget) = budget_usd_per_hour {
         ceiling = ceiling.min(floor + budget);
     }
+    // To the cent: sums of prices carry float noise (3942.0000000000005) nobody wants in a plan.
+    let cents = |usd: f64| (usd * 100.0).round() / 100.0;
     Some((
-        floor * HOURS_PER_MONTH,
-        ceiling.max(floor) * HOURS_PER_MONTH,
+        cents(floor * HOURS_PER_MONTH),
+        cents(ceiling.max(floor) * HOURS_PER_MONTH),
     ))
 }
 
