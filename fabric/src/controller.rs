@@ -110,6 +110,7 @@ pub struct Controller {
     budget_bound: bool,
     blocked: Option<String>,
     reload_error: Option<String>,
+    reloads: u64,
     address: String,
     scale_from_zero: Option<f64>,
 }
@@ -146,6 +147,7 @@ impl Controller {
             budget_bound: false,
             blocked: None,
             reload_error: None,
+            reloads: 0,
             address,
             scale_from_zero: None,
             fabric,
@@ -291,6 +293,7 @@ impl Controller {
 
     /// Applies a reloaded config (or records why it was refused).
     fn reload(&mut self, next: Result<(Fabric, String), String>) {
+        self.reloads += 1;
         let (fabric, runtime_digest) = match next {
             Ok(f) => f,
             Err(e) => {
@@ -435,11 +438,24 @@ impl Controller {
             .filter(|r| !r.process.as_ref().is_some_and(|p| p.alive()))
             .cloned()
             .collect();
+        let draining: BTreeSet<String> = self
+            .shared
+            .fleet
+            .members()
+            .into_iter()
+            .filter(|m| m.phase == Phase::Draining)
+            .map(|m| m.id)
+            .collect();
         for r in gone {
             self.records.remove(&r.id);
             self.samples.remove(&r.id);
             self.shared.fleet.remove(&r.id);
             let _ = std::fs::remove_dir_all(self.replicas_dir().join(&r.id));
+            if draining.contains(&r.id) {
+                // It was on its way out: nothing to replace.
+                self.log("stop", &r.id, "exited while draining");
+                continue;
+            }
             let Some(pool) = self.fabric.pools.iter().position(|p| p.name == r.pool) else {
                 continue;
             };
@@ -824,6 +840,7 @@ impl Controller {
                 region: self.fabric.router_region.clone(),
                 pid: std::process::id(),
                 config_digest: self.fabric.config_digest.clone(),
+                reloads: self.reloads,
                 reload_error: self.reload_error.clone(),
                 rollout_pending: members.iter().filter(|m| m.outdated).count(),
                 held: signals.held,

@@ -218,6 +218,9 @@ pub async fn reload(
     min_ready: usize,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
+    // Reloads the router counted before this one: a refusal must be this reload's, not an
+    // earlier one still shown in status.
+    let before = fetch_status(&router.address).await?.router.reloads;
     let digest = write_config(dir, config)?;
     router
         .process
@@ -240,7 +243,9 @@ pub async fn reload(
                 humantime::format_duration(CONVERGE_TIMEOUT)
             ));
         }
-        if let Ok(status) = fetch_status(&router.address).await {
+        if let Ok(status) = fetch_status(&router.address).await
+            && status.router.reloads > before
+        {
             if status.router.config_digest == digest
                 && status.router.rollout_pending == 0
                 && status.ready() >= min_ready
@@ -249,7 +254,6 @@ pub async fn reload(
             }
             if status.router.config_digest != digest
                 && let Some(e) = status.router.reload_error
-                && e.contains(&dir.config().display().to_string())
             {
                 return Err(format!("the router refused the new config: {e}"));
             }

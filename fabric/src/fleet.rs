@@ -252,6 +252,8 @@ impl Fleet {
     /// The replica a request should go to now, with its slot taken: a ready base replica with
     /// the fewest requests in flight, else a burst replica, pools in spill order.
     fn take(&self, inner: &mut Inner, exclude: Option<&str>) -> Option<Slot> {
+        // `self` is always owned by the Arc that `me` points to.
+        let fleet = self.me.upgrade()?;
         let limit = inner.concurrency;
         let chosen = inner
             .members
@@ -272,8 +274,7 @@ impl Fleet {
             })?;
         chosen.outstanding += 1;
         Some(Slot {
-            // `self` is always owned by the Arc that `me` points to.
-            fleet: self.me.upgrade()?,
+            fleet,
             armed: true,
             replica: chosen.id.clone(),
             address: chosen.address.clone().unwrap_or_default(),

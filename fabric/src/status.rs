@@ -47,6 +47,8 @@ pub struct RouterStatus {
     pub pid: u32,
     /// Digest of the config file in force.
     pub config_digest: String,
+    /// Reloads attempted (SIGHUP), applied or refused.
+    pub reloads: u64,
     /// Why the last reload was refused, when it was.
     pub reload_error: Option<String>,
     /// Replicas still on an older configuration (a rolling restart in progress).

@@ -259,3 +259,50 @@ fn a_killed_router_restarted_adopts_its_replicas_and_sigterm_stops_everything() 
         .count();
     assert_eq!(left, 0, "replica records left behind");
 }
+
+#[test]
+fn a_held_request_with_no_replica_in_time_gets_503_with_retry_after() {
+    let _one = serial();
+    // A pool whose replicas can never start: the first request is held, then refused in time.
+    let dead = pool("lab", "on_prem", "EU", 1, 0.4).replace(
+        "devices = \"cpu\"",
+        "devices = \"cpu\"\nruntime_path = \"/bin/false\"",
+    );
+    let r = Router::start(&format!(
+        "[batching]\nrequest_timeout_ms = 700\n\n[replicas]\nmin = 0\nmax = 1\n\n{}\n{dead}",
+        policy(&["lab"], &[], "")
+    ));
+    let started = std::time::Instant::now();
+    let (code, head) = curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &digit_body(),
+        &format!("{}/v2/models/digits/infer", r.url()),
+    ]);
+    let took = started.elapsed();
+    assert_eq!(code, 503, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        "held for the request timeout, not longer: {took:?}"
+    );
+    let s = r.status();
+    assert_eq!(s["pools"][0]["state"], "backoff", "{s}");
+    assert!(
+        s["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["action"] == "failed"),
+        "{s}"
+    );
+}
