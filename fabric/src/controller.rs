@@ -275,18 +275,24 @@ impl Controller {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.shared.clone();
         loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = shared.fleet.wake.notified() => {}
+            // Decisions are timed by the tick's schedule, not by when its scrapes finished, so a
+            // signal high at one tick has held exactly `for` at the tick `for` later.
+            let at = tokio::select! {
+                t = interval.tick() => t.into_std(),
+                _ = shared.fleet.wake.notified() => Instant::now(),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok(done) = done {
                         self.finished(done);
                     }
+                    Instant::now()
                 }
-                Some(next) = reload.recv() => self.reload(next),
+                Some(next) = reload.recv() => {
+                    self.reload(next);
+                    Instant::now()
+                }
                 _ = stop.cancelled() => break,
-            }
-            self.tick().await;
+            };
+            self.tick(at).await;
         }
         self.shutdown().await;
     }
@@ -577,8 +583,8 @@ impl Controller {
             .fold(0.0, |a, b| a + b)
     }
 
-    /// One round: reap, scrape, measure, decide, act, publish.
-    async fn tick(&mut self) {
+    /// One round at `at`: reap, scrape, measure, decide, act, publish.
+    async fn tick(&mut self, at: Instant) {
         self.reap();
         self.scrape().await;
         let now = Instant::now();
@@ -627,7 +633,7 @@ impl Controller {
         let decision = autoscaler::decide(
             &mut self.memory,
             &Observation {
-                now: now.duration_since(self.epoch),
+                now: at.saturating_duration_since(self.epoch),
                 pools: &pools,
                 replicas: &replicas,
                 signals,
