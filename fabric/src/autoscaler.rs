@@ -252,6 +252,13 @@ struct SignalMemory {
 
 const SIGNAL_NAMES: [&str; 3] = ["queue_depth", "p99_latency_ms", "gpu_utilization"];
 
+impl Memory {
+    /// Forgets what refers to pools by position, after the pools changed.
+    pub fn forget_pools(&mut self) {
+        self.awaiting_slot = None;
+    }
+}
+
 /// Decides what to do now. `memory` carries hysteresis and the target between calls.
 pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy) -> Decision {
     let mut plan = Planner::new(obs, policy);
@@ -265,11 +272,8 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
         target = target.max(live + memory.replace);
         why = format!("replacing {} lost replica(s)", memory.replace);
     }
-    if let Some(pool) = memory.awaiting_slot {
-        why = format!(
-            "rolling restart: the replacement on pool {}",
-            obs.pools[pool].name
-        );
+    if let Some(pool) = memory.awaiting_slot.and_then(|p| obs.pools.get(p)) {
+        why = format!("rolling restart: the replacement on pool {}", pool.name);
     }
     if obs.signals.held > 0 && live == 0 {
         target = target.max(1);
@@ -484,6 +488,19 @@ impl<'a> Planner<'a> {
                 .sum::<f64>()
     }
 
+    /// Ready base replicas not leaving.
+    fn ready_base(&self) -> usize {
+        self.obs
+            .replicas
+            .iter()
+            .filter(|r| {
+                r.phase == Phase::Ready
+                    && !self.leaving.contains(r.id.as_str())
+                    && r.pool.is_some_and(|p| !self.obs.pools[p].burst)
+            })
+            .count()
+    }
+
     fn burst_live(&self) -> usize {
         let on_burst = self
             .obs
@@ -597,13 +614,13 @@ impl<'a> Planner<'a> {
 
     /// The pools to try for new replicas, best first.
     fn candidates(&self, awaiting_slot: Option<usize>) -> Vec<usize> {
-        if let Some(p) = awaiting_slot {
+        let pools = self.obs.pools;
+        if let Some(p) = awaiting_slot.filter(|&p| p < pools.len()) {
             return vec![p];
         }
-        let pools = self.obs.pools;
         let mut order: Vec<usize> = Vec::new();
         let mut failing_spot = false;
-        for &lost in self.obs.lost {
+        for &lost in self.obs.lost.iter().filter(|&&p| p < pools.len()) {
             if pools[lost].usable {
                 order.push(lost);
             } else if pools[lost].capacity_type == CapacityType::Spot {
@@ -797,11 +814,12 @@ impl<'a> Planner<'a> {
             if self.live() <= self.policy.replicas_min {
                 break;
             }
-            // The base never goes below replicas.min, however many burst replicas stay warm.
+            // The base never goes below replicas.min serving replicas, however many burst
+            // replicas stay warm or base ones are still starting.
             let floor_hit = if burst {
                 self.burst_live() <= self.policy.min_warm
             } else {
-                self.live() - self.burst_live() <= self.policy.replicas_min
+                self.ready_base() <= self.policy.replicas_min
             };
             if floor_hit {
                 continue;
@@ -840,7 +858,7 @@ impl<'a> Planner<'a> {
                 reason: "rolling restart: its replacement with the new configuration is ready"
                     .into(),
             });
-        } else if self.can_start(pool) {
+        } else if self.live() < self.policy.replicas_max && self.can_start(pool) {
             memory.surged.insert(old.id.clone());
             self.push(Action::Start {
                 pool,
@@ -1314,6 +1332,50 @@ mod tests {
         ];
         let d = run(&mut mem, 5, &pools, &fleet, Signals::default(), &p);
         assert_eq!(drains(&d), ["big-1"]);
+    }
+
+    #[test]
+    fn a_rolling_restart_at_replicas_max_drains_first_instead_of_surging() {
+        let pools = vec![pool("big", CapacityType::OnPrem, false, 2, 0.4)];
+        let p = ScalingPolicy {
+            replicas_max: 1,
+            ..policy()
+        };
+        let old = ReplicaState {
+            outdated: true,
+            ..replica("big-1", 0, Phase::Ready)
+        };
+        let d = run(
+            &mut Memory::default(),
+            0,
+            &pools,
+            &[old],
+            Signals::default(),
+            &p,
+        );
+        assert_eq!(drains(&d), ["big-1"], "{d:?}");
+        assert!(starts(&d).is_empty());
+    }
+
+    #[test]
+    fn an_idle_base_replica_stays_while_the_other_base_replica_is_unhealthy() {
+        let pools = vec![pool("big", CapacityType::OnPrem, false, 2, 0.4)];
+        let fleet = [
+            ReplicaState {
+                idle_for: at(60),
+                ..replica("big-1", 0, Phase::Ready)
+            },
+            replica("big-2", 0, Phase::Unhealthy),
+        ];
+        let d = run(
+            &mut Memory::default(),
+            0,
+            &pools,
+            &fleet,
+            Signals::default(),
+            &policy(),
+        );
+        assert!(drains(&d).is_empty(), "{d:?}");
     }
 
     /// A closed loop: load (in "requests waiting if one replica served it all") oscillates around

@@ -760,13 +760,27 @@ pub fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The longest duration a policy setting may have: a week, far beyond any useful `for`,
+/// `idle_for` or `drain_timeout`, and far from where time arithmetic overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text).map_err(|_| {
+    let d = humantime::parse_duration(text).map_err(|_| {
         bad(
             key,
             format!("{text:?} is not a duration; use e.g. 30s, 1m or 1h30m"),
         )
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(bad(
+            key,
+            format!(
+                "{text:?} is longer than {}, the longest allowed",
+                humantime::format_duration(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {

@@ -78,7 +78,8 @@ struct PoolSlot {
 enum Done {
     Started {
         id: String,
-        pool: usize,
+        /// The pool's name: indexes may change with a reload while the start runs.
+        pool: String,
         result: Result<ReplicaRecord, DriverError>,
     },
     Stopped {
@@ -96,9 +97,16 @@ pub struct Controller {
     records: HashMap<String, ReplicaRecord>,
     /// Replicas being stopped: already out of the fleet's rotation.
     stopping: BTreeSet<String>,
+    /// Starts in flight: replica id → the digest it is started with.
+    pending: HashMap<String, String>,
+    /// Replicas asked to stop while still starting: stopped as soon as their start finishes.
+    stop_when_started: BTreeSet<String>,
+    /// Consecutive failed scrapes of a ready replica.
+    scrape_failures: HashMap<String, u32>,
     memory: Memory,
     samples: HashMap<String, ReplicaSample>,
-    lost: Vec<usize>,
+    /// Pools (by name) of replicas lost since the last decision.
+    lost: Vec<String>,
     decisions: VecDeque<DecisionRecord>,
     seq: u64,
     tasks: JoinSet<Done>,
@@ -130,6 +138,9 @@ impl Controller {
             runtime_digest,
             records: HashMap::new(),
             stopping: BTreeSet::new(),
+            pending: HashMap::new(),
+            stop_when_started: BTreeSet::new(),
+            scrape_failures: HashMap::new(),
             memory: Memory::default(),
             samples: HashMap::new(),
             lost: Vec::new(),
@@ -207,6 +218,18 @@ impl Controller {
     /// duplicates) and stops recorded replicas of pools no longer configured.
     pub async fn adopt(&mut self) {
         let dir = self.replicas_dir();
+        // Ids continue after every one used before, recorded or not.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Some(n) = entry
+                .file_name()
+                .to_string_lossy()
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                self.seq = self.seq.max(n);
+            }
+        }
         for record in local::records(&dir) {
             let record = match record {
                 Ok(r) => r,
@@ -215,18 +238,18 @@ impl Controller {
                     continue;
                 }
             };
-            if let Some(n) = record
-                .id
-                .rsplit('-')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                self.seq = self.seq.max(n);
-            }
             let alive = record.process.as_ref().is_some_and(|p| p.alive());
             let pool = self.fabric.pools.iter().position(|p| p.name == record.pool);
             match (alive, pool) {
                 (false, _) => {
+                    let _ = local::stop_record(&dir, &record, Duration::ZERO).await;
+                }
+                (true, _) if record.address.is_empty() => {
+                    self.log(
+                        "stop",
+                        &record.id,
+                        "its start was interrupted (the router stopped before it was ready)",
+                    );
                     let _ = local::stop_record(&dir, &record, Duration::ZERO).await;
                 }
                 (true, None) => {
@@ -322,6 +345,7 @@ impl Controller {
             .collect();
         self.fabric = fabric;
         self.pools = self.build_pools(&old);
+        self.memory.forget_pools();
         let pools = self.fabric.pools.clone();
         self.shared.fleet.reindex(|name| {
             pools
@@ -356,8 +380,10 @@ impl Controller {
         let outdated: Vec<String> = self
             .records
             .values()
-            .filter(|r| r.digest != self.runtime_digest)
-            .map(|r| r.id.clone())
+            .map(|r| (&r.id, &r.digest))
+            .chain(&self.pending)
+            .filter(|(_, digest)| **digest != self.runtime_digest)
+            .map(|(id, _)| id.clone())
             .collect();
         if !outdated.is_empty() {
             self.log(
@@ -371,56 +397,93 @@ impl Controller {
 
     fn finished(&mut self, done: Done) {
         match done {
-            Done::Started { id, pool, result } => match result {
-                Ok(record) => {
-                    let address = record.address.clone();
-                    let outdated = record.digest != self.runtime_digest;
-                    self.records.insert(id.clone(), record);
-                    if outdated {
-                        self.shared.fleet.mark_outdated(std::slice::from_ref(&id));
-                    }
-                    self.shared.fleet.ready(&id, &address);
-                    let slot = &mut self.pools[pool];
-                    slot.failures = 0;
-                    slot.backoff_until = None;
-                    slot.last_error = None;
-                    let since = self
-                        .shared
-                        .zero_since
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take();
-                    let reason = match since {
-                        Some(t) => {
-                            let s = t.elapsed().as_secs_f64();
-                            self.shared.metrics.scale_from_zero_seconds.observe(s);
-                            self.scale_from_zero = Some(s);
-                            format!("serving at {address}, {s:.3} s after the first held request")
+            Done::Started { id, pool, result } => {
+                self.pending.remove(&id);
+                let index = self.fabric.pools.iter().position(|p| p.name == pool);
+                match result {
+                    Ok(record) => self.started(id, index, record),
+                    Err(e) => {
+                        self.stop_when_started.remove(&id);
+                        self.shared.fleet.remove(&id);
+                        if let Some(i) = index {
+                            self.pool_failed(i, &e.0);
                         }
-                        None => format!("serving at {address}"),
-                    };
-                    self.log("ready", &id, &reason);
+                        self.log("failed", &id, &e.0);
+                    }
                 }
-                Err(e) => {
-                    self.shared.fleet.remove(&id);
-                    self.pool_failed(pool, &e.0);
-                    self.log("failed", &id, &e.0);
-                }
-            },
+            }
             Done::Stopped { id, result } => {
                 self.stopping.remove(&id);
-                self.shared.fleet.remove(&id);
-                self.records.remove(&id);
-                self.samples.remove(&id);
-                if let Err(e) = result {
-                    self.log("stop", &id, &format!("failed: {e}"));
+                match result {
+                    Ok(()) => {
+                        self.shared.fleet.remove(&id);
+                        self.records.remove(&id);
+                        self.samples.remove(&id);
+                        self.scrape_failures.remove(&id);
+                    }
+                    // It stays recorded and draining; the next decision asks to stop it again.
+                    Err(e) => self.log("stop", &id, &format!("failed, will retry: {e}")),
                 }
             }
         }
     }
 
-    /// A failed start (or a replica that keeps dying): back off that pool and let the
-    /// autoscaler replace the replica, elsewhere if it must.
+    /// A start that succeeded: into rotation, unless it was asked to stop meanwhile or its pool
+    /// was dropped by a reload.
+    fn started(&mut self, id: String, pool: Option<usize>, record: ReplicaRecord) {
+        let address = record.address.clone();
+        let outdated = record.digest != self.runtime_digest;
+        self.records.insert(id.clone(), record);
+        let Some(pool) = pool.filter(|_| !self.stop_when_started.remove(&id)) else {
+            self.shared.fleet.set_phase(&id, Phase::Draining);
+            self.begin_stop(&id, "drained while it was starting");
+            return;
+        };
+        if outdated {
+            self.shared.fleet.mark_outdated(std::slice::from_ref(&id));
+        }
+        self.shared.fleet.ready(&id, &address);
+        let slot = &mut self.pools[pool];
+        slot.failures = 0;
+        slot.backoff_until = None;
+        slot.last_error = None;
+        let since = self
+            .shared
+            .zero_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let reason = match since {
+            Some(t) => {
+                let s = t.elapsed().as_secs_f64();
+                self.shared.metrics.scale_from_zero_seconds.observe(s);
+                self.scale_from_zero = Some(s);
+                format!("serving at {address}, {s:.3} s after the first held request")
+            }
+            None => format!("serving at {address}"),
+        };
+        self.log("ready", &id, &reason);
+    }
+
+    /// Stops a recorded replica through its driver, in the background.
+    fn begin_stop(&mut self, id: &str, reason: &str) {
+        let Some(record) = self.records.get(id).cloned() else {
+            return;
+        };
+        if !self.stopping.insert(id.to_string()) {
+            return;
+        }
+        let stop = self.stop_future(record);
+        let owned = id.to_string();
+        self.tasks.spawn(async move {
+            let result = stop.await;
+            Done::Stopped { id: owned, result }
+        });
+        self.log("stop", id, reason);
+    }
+
+    /// A failed start (or a replica that keeps dying): back off that pool; meanwhile the
+    /// autoscaler places what it still wants elsewhere.
     fn pool_failed(&mut self, pool: usize, error: &str) {
         let slot = &mut self.pools[pool];
         slot.failures += 1;
@@ -432,7 +495,6 @@ impl Controller {
             &self.fabric.pools[pool].name,
         )
         .inc();
-        self.lost.push(pool);
     }
 
     /// Replicas whose process is gone: out of the fleet, to be replaced.
@@ -455,6 +517,7 @@ impl Controller {
         for r in gone {
             self.records.remove(&r.id);
             self.samples.remove(&r.id);
+            self.scrape_failures.remove(&r.id);
             self.shared.fleet.remove(&r.id);
             let _ = std::fs::remove_dir_all(self.replicas_dir().join(&r.id));
             if draining.contains(&r.id) {
@@ -483,6 +546,7 @@ impl Controller {
                     r.process.as_ref().map_or(0, |p| p.pid)
                 ),
             );
+            self.lost.push(r.pool.clone());
             if lived < QUICK_DEATH {
                 self.pools[pool].quick_deaths += 1;
                 if self.pools[pool].quick_deaths >= 2 {
@@ -497,7 +561,6 @@ impl Controller {
                 self.pools[pool].quick_deaths = 0;
             }
             FabricMetrics::named(&self.shared.metrics.replica_failures, &r.pool).inc();
-            self.lost.push(pool);
         }
     }
 
@@ -545,12 +608,18 @@ impl Controller {
                 self.samples.insert(id.clone(), sample);
             }
             if healthy {
+                self.scrape_failures.remove(&id);
                 self.shared.fleet.set_phase(&id, Phase::Ready);
-            } else if self.shared.fleet.fail(&id) {
+                continue;
+            }
+            // One slow scrape on a busy host is not a sick replica; two in a row are.
+            let misses = self.scrape_failures.entry(id.clone()).or_insert(0);
+            *misses += 1;
+            if *misses >= 2 && self.shared.fleet.fail(&id) {
                 self.log(
                     "unhealthy",
                     &id,
-                    "its metrics or health check did not answer; out of rotation",
+                    "its metrics or health check did not answer twice; out of rotation",
                 );
             }
         }
@@ -629,7 +698,10 @@ impl Controller {
                 outdated: m.outdated,
             })
             .collect();
-        let lost = std::mem::take(&mut self.lost);
+        let lost: Vec<usize> = std::mem::take(&mut self.lost)
+            .iter()
+            .filter_map(|name| self.fabric.pools.iter().position(|p| &p.name == name))
+            .collect();
         let decision = autoscaler::decide(
             &mut self.memory,
             &Observation {
@@ -668,16 +740,21 @@ impl Controller {
                 self.seq += 1;
                 let p = &self.fabric.pools[*pool];
                 let id = format!("{}-{}", p.name, self.seq);
+                let pool_name = p.name.clone();
                 self.shared
                     .fleet
                     .add(Member::starting(id.clone(), *pool, p.name.clone(), p.burst));
                 let spec = self.spec(&id);
+                self.pending.insert(id.clone(), spec.digest.clone());
                 let cancel = self.cancel.clone();
-                let pool = *pool;
                 self.log("start", &id, reason);
                 self.tasks.spawn(async move {
                     let result = driver.start(&spec, &cancel).await;
-                    Done::Started { id, pool, result }
+                    Done::Started {
+                        id,
+                        pool: pool_name,
+                        result,
+                    }
                 });
             }
             Action::Drain { replica, reason } => {
@@ -685,22 +762,21 @@ impl Controller {
                 self.log("drain", replica, reason);
             }
             Action::Stop { replica, reason } => {
-                if !self.stopping.insert(replica.clone()) {
+                if self.stopping.contains(replica) || self.stop_when_started.contains(replica) {
                     return;
                 }
-                let Some(record) = self.records.get(replica).cloned() else {
-                    // Never became ready: nothing runs.
-                    self.stopping.remove(replica);
+                if self.records.contains_key(replica) {
+                    self.begin_stop(replica, reason);
+                } else if self.pending.contains_key(replica) {
+                    self.stop_when_started.insert(replica.clone());
+                    self.log(
+                        "stop",
+                        replica,
+                        &format!("{reason}; once its start finishes"),
+                    );
+                } else {
                     self.shared.fleet.remove(replica);
-                    return;
-                };
-                let stop = self.stop_future(record);
-                let id = replica.clone();
-                self.tasks.spawn(async move {
-                    let result = stop.await;
-                    Done::Stopped { id, result }
-                });
-                self.log("stop", replica, reason);
+                }
             }
         }
         self.shared

@@ -269,7 +269,11 @@ pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), String> {
         // Its own drain of requests, then of every replica, each up to `drain`.
         router
             .process
-            .stop(drain * 2 + Duration::from_secs(10))
+            .stop(
+                drain
+                    .saturating_mul(2)
+                    .saturating_add(Duration::from_secs(10)),
+            )
             .await
             .map_err(|e| format!("cannot stop the router: {e}"))?;
     }

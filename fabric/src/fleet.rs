@@ -250,8 +250,15 @@ impl Fleet {
     }
 
     /// The replica a request should go to now, with its slot taken: a ready base replica with
-    /// the fewest requests in flight, else a burst replica, pools in spill order.
+    /// the fewest requests in flight, else a burst replica, pools in spill order. `exclude` (the
+    /// replica a retried request failed on) is avoided while another has room; it is out of
+    /// rotation anyway until its health check passes.
     fn take(&self, inner: &mut Inner, exclude: Option<&str>) -> Option<Slot> {
+        self.take_avoiding(inner, exclude)
+            .or_else(|| exclude.and_then(|_| self.take_avoiding(inner, None)))
+    }
+
+    fn take_avoiding(&self, inner: &mut Inner, exclude: Option<&str>) -> Option<Slot> {
         // `self` is always owned by the Arc that `me` points to.
         let fleet = self.me.upgrade()?;
         let limit = inner.concurrency;
@@ -260,6 +267,7 @@ impl Fleet {
             .iter_mut()
             .filter(|m| {
                 m.phase == Phase::Ready
+                    && m.pool.is_some()
                     && m.address.is_some()
                     && m.outstanding < limit
                     && Some(m.id.as_str()) != exclude
@@ -337,7 +345,8 @@ impl Fleet {
         let mut inner = self.lock();
         if let Some(m) = inner.members.iter_mut().find(|m| m.id == id) {
             m.address = Some(address.to_string());
-            if m.phase != Phase::Draining {
+            // A replica of a pool dropped meanwhile never enters rotation.
+            if m.phase != Phase::Draining && m.pool.is_some() {
                 m.phase = Phase::Ready;
                 m.phase_since = Instant::now();
                 m.idle_since = Instant::now();
@@ -398,7 +407,8 @@ impl Fleet {
     }
 
     /// Re-indexes replicas after the pools changed: `index_of(pool name)` gives the new index and
-    /// whether it is a burst pool, or `None` when the pool is gone.
+    /// whether it is a burst pool, or `None` when the pool is gone — its replicas leave rotation
+    /// at once (the control loop stops them), so no request goes to a pool no longer allowed.
     pub fn reindex(&self, index_of: impl Fn(&str) -> Option<(usize, bool)>) {
         for m in self.lock().members.iter_mut() {
             match index_of(&m.pool_name) {
@@ -406,7 +416,11 @@ impl Fleet {
                     m.pool = Some(i);
                     m.burst = burst;
                 }
-                None => m.pool = None,
+                None => {
+                    m.pool = None;
+                    m.phase = Phase::Draining;
+                    m.phase_since = Instant::now();
+                }
             }
         }
     }
@@ -449,5 +463,106 @@ impl Fleet {
     /// Requests in flight on replicas.
     pub fn in_flight(&self) -> usize {
         self.lock().members.iter().map(|m| m.outstanding).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(fleet: &Fleet, id: &str, pool: usize, burst: bool) {
+        fleet.add(Member::starting(
+            id.into(),
+            pool,
+            format!("pool{pool}"),
+            burst,
+        ));
+        fleet.ready(id, &format!("127.0.0.1:{}", 9000 + pool));
+    }
+
+    fn now(a: Acquired) -> Slot {
+        match a {
+            Acquired::Now(s) => s,
+            _ => panic!("no slot"),
+        }
+    }
+
+    #[test]
+    fn base_replicas_fill_before_burst_ones_in_pool_order() {
+        let fleet = Fleet::new(2, 10, false);
+        ready(&fleet, "burst-b", 2, true);
+        ready(&fleet, "burst-a", 1, true);
+        ready(&fleet, "base", 0, false);
+        let taken: Vec<String> = (0..6)
+            .map(|_| now(fleet.acquire(None)))
+            .map(|s| {
+                let id = s.replica.clone();
+                std::mem::forget(s);
+                id
+            })
+            .collect();
+        assert_eq!(
+            taken,
+            ["base", "base", "burst-a", "burst-a", "burst-b", "burst-b"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_request_gets_the_first_slot_that_frees_and_the_count_stays_right() {
+        let fleet = Fleet::new(1, 10, false);
+        ready(&fleet, "a", 0, false);
+        let first = now(fleet.acquire(None));
+        let Acquired::Held(rx) = fleet.acquire(None) else {
+            panic!("should be held")
+        };
+        assert_eq!(fleet.held(), 1);
+        drop(first);
+        let second = rx.await.unwrap();
+        assert_eq!(second.replica, "a");
+        assert_eq!(fleet.in_flight(), 1);
+        drop(second);
+        assert_eq!(fleet.in_flight(), 0);
+        assert_eq!(fleet.members()[0].served, 2);
+    }
+
+    #[test]
+    fn a_full_hold_queue_refuses_and_a_binding_budget_rejects_when_asked() {
+        let fleet = Fleet::new(1, 1, true);
+        ready(&fleet, "a", 0, false);
+        let _busy = now(fleet.acquire(None));
+        let _held = fleet.acquire(None);
+        assert!(matches!(
+            fleet.acquire(None),
+            Acquired::Refused(Refusal::HoldFull)
+        ));
+        fleet.set_budget_bound(true);
+        assert!(matches!(
+            fleet.acquire(None),
+            Acquired::Refused(Refusal::BudgetExhausted)
+        ));
+    }
+
+    #[test]
+    fn a_retry_avoids_the_failed_replica_unless_it_is_the_only_one_with_room() {
+        let fleet = Fleet::new(4, 10, false);
+        ready(&fleet, "a", 0, false);
+        ready(&fleet, "b", 1, false);
+        let s = now(fleet.acquire(Some("a")));
+        assert_eq!(s.replica, "b");
+        fleet.remove("b");
+        assert_eq!(now(fleet.acquire(Some("a"))).replica, "a");
+    }
+
+    #[test]
+    fn replicas_of_a_dropped_pool_leave_rotation_at_once() {
+        let fleet = Fleet::new(4, 10, false);
+        ready(&fleet, "a", 0, false);
+        ready(&fleet, "gone", 1, true);
+        fleet.reindex(|name| (name == "pool0").then_some((0, false)));
+        let _a = now(fleet.acquire(None));
+        for _ in 0..3 {
+            assert_eq!(now(fleet.acquire(None)).replica, "a");
+        }
+        assert_eq!(fleet.members()[1].phase, Phase::Draining);
     }
 }

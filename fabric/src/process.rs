@@ -146,7 +146,9 @@ impl ProcessRecord {
 
     /// Waits up to `limit` for the process to exit; whether it did.
     pub async fn wait_exit(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now()
+            .checked_add(limit)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
         loop {
             if !self.alive() {
                 return true;

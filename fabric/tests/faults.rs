@@ -306,3 +306,64 @@ fn a_held_request_with_no_replica_in_time_gets_503_with_retry_after() {
         "{s}"
     );
 }
+
+#[test]
+fn a_replica_whose_start_the_router_never_saw_finish_is_stopped_by_the_next_router() {
+    let _one = serial();
+    let hanging = pool("lab", "on_prem", "EU", 1, 0.4).replace(
+        "devices = \"cpu\"",
+        &format!(
+            "devices = \"cpu\"\nruntime_path = \"{}\"",
+            broken_runtime().display()
+        ),
+    );
+    let body = format!("{}\n{hanging}", policy(&["lab"], &[], ""));
+    let mut r = Router::start_with_env(&body, &[("GPUCAP_BROKEN", "hang")]);
+    // The start is recorded as soon as its process exists, before it is ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(p) = r.replica_pids().first() {
+            break *p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no provisional record:\n{}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    r.kill();
+    assert!(
+        process_alive(pid),
+        "the starting replica outlives its router"
+    );
+    // The next router, with a runtime that works, stops it and serves with a replica of its own.
+    Router::write_config(
+        r.dir.path(),
+        &format!(
+            "{}\n{}",
+            policy(&["lab"], &[], ""),
+            pool("lab", "on_prem", "EU", 1, 0.4)
+        ),
+    );
+    r.launch(&[]);
+    let s = r.wait_for("a working replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    assert!(
+        all_gone(&[pid], Duration::from_secs(5)),
+        "the interrupted start was left running"
+    );
+    assert!(
+        s["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("its start was interrupted")),
+        "{s}"
+    );
+    assert_eq!(infer(&r.url()).0, 200);
+}

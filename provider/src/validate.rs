@@ -54,17 +54,24 @@ pub fn non_negative(d: &mut Diagnostics, root: &Value, path: &str) {
     }
 }
 
-/// A duration such as `30s`, `5m` or `1h30m`.
+/// A duration such as `30s`, `5m` or `1h30m`, at most the fabric's limit (a week).
 pub fn duration(d: &mut Diagnostics, root: &Value, path: &str) {
-    if let Some(s) = at(root, path).as_str()
-        && humantime::parse_duration(s).is_err()
-    {
-        d.push(Diagnostic::attr_error(
-            path,
-            format!("Invalid duration for {path}"),
-            format!("{s:?} is not a duration; write it like 30s, 5m or 1h30m"),
-        ));
-    }
+    let Some(s) = at(root, path).as_str() else {
+        return;
+    };
+    let problem = match humantime::parse_duration(s) {
+        Err(_) => format!("{s:?} is not a duration; write it like 30s, 5m or 1h30m"),
+        Ok(t) if t > gpucap_fabric::config::MAX_DURATION => format!(
+            "{s:?} is longer than {}, the longest a policy duration may be",
+            humantime::format_duration(gpucap_fabric::config::MAX_DURATION)
+        ),
+        Ok(_) => return,
+    };
+    d.push(Diagnostic::attr_error(
+        path,
+        format!("Invalid duration for {path}"),
+        problem,
+    ));
 }
 
 /// `min ≤ max` inside a block (`nodes`, `replicas`).

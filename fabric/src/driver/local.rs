@@ -70,6 +70,7 @@ pub struct LocalDriver {
     slots: usize,
     runtime: PathBuf,
     dir: PathBuf,
+    starting: std::sync::Mutex<()>,
 }
 
 impl LocalDriver {
@@ -89,6 +90,7 @@ impl LocalDriver {
             slots,
             runtime: runtime.to_path_buf(),
             dir: replicas_dir.to_path_buf(),
+            starting: std::sync::Mutex::new(()),
         })
     }
 
@@ -180,71 +182,87 @@ impl Driver for LocalDriver {
         spec: &ReplicaSpec,
         cancel: &CancellationToken,
     ) -> Result<ReplicaRecord, DriverError> {
-        let taken: Vec<usize> = self.list()?.iter().map(|r| r.slot).collect();
-        let slot = (0..self.slots)
-            .find(|s| !taken.contains(s))
-            .ok_or_else(|| DriverError(format!("pool {} has no free slot", self.pool)))?;
-        let device = self.device(slot);
         let dir = replica_dir(&self.dir, &spec.id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DriverError(format!("cannot create {}: {e}", dir.display())))?;
-        let config = self.runtime_config(spec, &device, &dir);
-        let toml = toml::to_string(&config)
-            .map_err(|e| DriverError(format!("cannot write the runtime config: {e}")))?;
-        let config_path = dir.join("runtime.toml");
-        std::fs::write(&config_path, toml)
-            .map_err(|e| DriverError(format!("cannot write {}: {e}", config_path.display())))?;
         let log = dir.join("runtime.log");
         let cleanup = || {
             let _ = std::fs::remove_dir_all(&dir);
         };
-        let mut child = match process::spawn(
-            &self.runtime,
-            &[
-                "serve".as_ref(),
-                "--config".as_ref(),
-                config_path.as_os_str(),
-            ],
-            &log,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                cleanup();
-                return Err(e.into());
-            }
-        };
-        let record = ProcessRecord::of(&child);
-        let address = match wait_ready(&mut child, &dir, cancel).await {
-            Ok(a) => a,
-            Err(why) => {
+        let (mut child, mut replica) = {
+            // Choosing a slot and recording the process that takes it happen under one lock, so
+            // starts running at once never share a slot (and its device).
+            let _one_at_a_time = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            let taken: Vec<usize> = self.list()?.iter().map(|r| r.slot).collect();
+            let slot = (0..self.slots)
+                .find(|s| !taken.contains(s))
+                .ok_or_else(|| DriverError(format!("pool {} has no free slot", self.pool)))?;
+            let device = self.device(slot);
+            // A directory left by an interrupted start must not lend its old address file.
+            cleanup();
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DriverError(format!("cannot create {}: {e}", dir.display())))?;
+            let config = self.runtime_config(spec, &device, &dir);
+            let toml = toml::to_string(&config)
+                .map_err(|e| DriverError(format!("cannot write the runtime config: {e}")))?;
+            let config_path = dir.join("runtime.toml");
+            std::fs::write(&config_path, toml)
+                .map_err(|e| DriverError(format!("cannot write {}: {e}", config_path.display())))?;
+            let child = match process::spawn(
+                &self.runtime,
+                &[
+                    "serve".as_ref(),
+                    "--config".as_ref(),
+                    config_path.as_os_str(),
+                ],
+                &log,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    cleanup();
+                    return Err(e.into());
+                }
+            };
+            // Recorded before it is ready (without an address): if the router dies while it
+            // starts, whoever comes next finds the process and stops it.
+            let replica = ReplicaRecord {
+                id: spec.id.clone(),
+                pool: self.pool.clone(),
+                address: String::new(),
+                slot,
+                device,
+                process: Some(ProcessRecord::of(&child)),
+                started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+                digest: spec.digest.clone(),
+            };
+            if let Err(e) = store::write_json(&dir.join("replica.json"), &replica) {
+                let mut child = child;
                 let _ = child.kill();
                 let _ = child.wait();
-                let tail = process::log_tail(&log);
                 cleanup();
                 return Err(DriverError(format!(
-                    "replica {} on pool {}: {why}\n{tail}",
-                    spec.id, self.pool
+                    "cannot record replica {} in {}: {e}",
+                    spec.id,
+                    dir.display()
                 )));
             }
+            (child, replica)
         };
-        let replica = ReplicaRecord {
-            id: spec.id.clone(),
-            pool: self.pool.clone(),
-            address,
-            slot,
-            device,
-            process: Some(record.clone()),
-            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            digest: spec.digest.clone(),
+        let failed = |why: String, child: &mut std::process::Child| {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = process::log_tail(&log);
+            cleanup();
+            DriverError(format!(
+                "replica {} on pool {}: {why}\n{tail}",
+                spec.id, self.pool
+            ))
+        };
+        replica.address = match wait_ready(&mut child, &dir, cancel).await {
+            Ok(a) => a,
+            Err(why) => return Err(failed(why, &mut child)),
         };
         if let Err(e) = store::write_json(&dir.join("replica.json"), &replica) {
-            let _ = record.kill_now().await;
-            cleanup();
-            return Err(DriverError(format!(
-                "cannot record replica {} in {}: {e}",
-                spec.id,
-                dir.display()
-            )));
+            return Err(failed(format!("cannot record it: {e}"), &mut child));
         }
         // The process outlives this handle: dropping a `Child` neither kills nor waits for it,
         // and `ProcessRecord::alive` reaps it once it exits.
@@ -259,7 +277,13 @@ impl Driver for LocalDriver {
     fn list(&self) -> Result<Vec<ReplicaRecord>, DriverError> {
         let mut out = Vec::new();
         for r in records(&self.dir) {
-            let r = r.map_err(DriverError)?;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an unreadable replica record");
+                    continue;
+                }
+            };
             if r.pool != self.pool {
                 continue;
             }
@@ -335,6 +359,7 @@ mod tests {
         assert_eq!(d.device(1), "cpu");
         let gpus = LocalDriver {
             devices: vec!["cuda:0".into(), "cuda:1".into()],
+            starting: std::sync::Mutex::new(()),
             ..d
         };
         assert_eq!(

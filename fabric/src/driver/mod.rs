@@ -48,7 +48,8 @@ pub struct ReplicaRecord {
     pub id: String,
     /// Its pool.
     pub pool: String,
-    /// `host:port` it serves on.
+    /// `host:port` it serves on; empty while it starts (it is recorded as soon as its process
+    /// exists, so that nothing a crash interrupts is left running unrecorded).
     pub address: String,
     /// Which of the pool's slots it holds.
     pub slot: usize,

@@ -2,10 +2,11 @@
 """A replica that misbehaves, for the router's fault tests: it starts like gpucap-runtime
 (`serve --config FILE`, writes its address file, answers health and metrics) but fails every
 inference — with a 500 (`GPUCAP_BROKEN=500`, the default) or with bytes that are not HTTP
-(`GPUCAP_BROKEN=garbage`)."""
+(`GPUCAP_BROKEN=garbage`). `GPUCAP_BROKEN=hang` never becomes ready at all."""
 import http.server
 import os
 import sys
+import time
 import tomllib
 
 MODE = os.environ.get("GPUCAP_BROKEN", "500")
@@ -45,6 +46,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def main():
+    if MODE == "hang":
+        while True:
+            time.sleep(3600)
     config = tomllib.load(open(sys.argv[sys.argv.index("--config") + 1], "rb"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     address = "127.0.0.1:%d" % server.server_address[1]

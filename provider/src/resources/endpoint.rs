@@ -278,9 +278,11 @@ impl Resource for InferenceEndpoint {
                 .map(|()| r.clone())
                 .map_err(|e| ("The endpoint's router did not apply the change", e)),
             _ => {
-                // A router that still runs (its address changes) is stopped with its replicas; a
-                // dead one left its replicas running, and the new router adopts them.
-                if serving && let Err(e) = deploy::stop(&dir, drain_timeout(ctx, &prior)).await {
+                // A router that still runs (its address changes, or it stopped answering) is
+                // stopped with its replicas; a dead one left its replicas running, and the new
+                // router adopts them.
+                let alive = router.as_ref().is_some_and(|r| r.process.alive());
+                if alive && let Err(e) = deploy::stop(&dir, drain_timeout(ctx, &prior)).await {
                     return failed(prior, "Cannot stop the endpoint's router", e);
                 }
                 deploy::start(
