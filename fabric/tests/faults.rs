@@ -273,18 +273,7 @@ fn a_held_request_with_no_replica_in_time_gets_503_with_retry_after() {
         policy(&["lab"], &[], "")
     ));
     let started = std::time::Instant::now();
-    let (code, head) = curl(&[
-        "-s",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &digit_body(),
-        &format!("{}/v2/models/digits/infer", r.url()),
-    ]);
+    let (code, head) = infer_headers(&r.url());
     let took = started.elapsed();
     assert_eq!(code, 503, "{head}");
     assert!(

@@ -181,18 +181,7 @@ fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429()
         saw_bound |= s["budget"]["bound"].as_bool().unwrap();
         assert!(s["budget"]["burst_rate_usd_per_hour"].as_f64().unwrap() <= 1.5);
         if retry_after.is_none() {
-            let (code, head) = curl(&[
-                "-s",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                &digit_body(),
-                &format!("{}/v2/models/digits/infer", r.url()),
-            ]);
+            let (code, head) = infer_headers(&r.url());
             if code == 429 {
                 retry_after = Some(head);
             }

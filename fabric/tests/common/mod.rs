@@ -323,6 +323,22 @@ pub fn infer(url: &str) -> (u16, String) {
     ])
 }
 
+/// POSTs one digit; `(code, response headers)`.
+pub fn infer_headers(url: &str) -> (u16, String) {
+    curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &digit_body(),
+        &format!("{url}/v2/models/digits/infer"),
+    ])
+}
+
 /// `gpucap-runtime bench` against `url`: its JSON report.
 pub fn bench(url: &str, clients: usize, duration: &str) -> Value {
     let out = Command::new(runtime_bin())
