@@ -53,15 +53,14 @@ wait_status() { # wait_status PYTHON_EXPR: polls status until the expression (on
   echo "timed out waiting for: $1" >&2; status >&2; exit 1
 }
 bench() { "$runtime" bench --model digits --json "$@"; }
-pool() { # pool NAME TYPE SLOTS PRICE
-  printf '[[pools]]\nname = "%s"\nregion = "%s-site"\njurisdiction = "EU"\ncapacity_type = "%s"\ngpus_max = %s\nprice_per_gpu_hour = %s\n[pools.local]\ndevices = "cpu"\n' "$1" "$1" "$2" "$3" "$4"
+pool() { # pool NAME ROLE TYPE SLOTS PRICE
+  printf '[[pools]]\nname = "%s"\nrole = "%s"\nregion = "%s-site"\njurisdiction = "EU"\ncapacity_type = "%s"\ngpus_max = %s\nprice_per_gpu_hour = %s\n[pools.local]\ndevices = "cpu"\n' "$1" "$2" "$1" "$3" "$4" "$5"
 }
 
 echo "== 1. router overhead: digits model, 1 and 64 clients, ${secs}s per run, direct and routed alternated"
 start overhead "[policy]
 name = \"one\"
-base_pools = [\"lab\"]
-$(pool lab on_prem 1 0.4)"
+$(pool lab base on_prem 1 0.4)"
 wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
 read -r replica replica_pid < <(status | python3 -c 'import json,sys; r=json.load(sys.stdin)["replicas"][0]; print(r["address"], r["pid"])')
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -106,10 +105,9 @@ min = 0
 max = 1
 [policy]
 name = \"zero\"
-base_pools = [\"lab\"]
 [policy.scale_down]
 idle_for = \"1s\"
-$(pool lab on_prem 1 0.4)"
+$(pool lab base on_prem 1 0.4)"
 row=$(head -n 1 examples/models/digits-test.csv)
 body="{\"inputs\":[{\"name\":\"pixels\",\"shape\":[1,64],\"datatype\":\"FP32\",\"data\":[${row#*,}]}]}"
 for round in 1 2 3 4 5; do
@@ -138,15 +136,13 @@ min = 1
 max = 3
 [policy]
 name = \"spill\"
-base_pools = [\"lab\"]
-burst_pools = [\"cloud\"]
 [policy.scale_up]
 queue_depth = 4
 for = \"2s\"
 [policy.scale_down]
 idle_for = \"5s\"
-$(pool lab on_prem 1 0.4)
-$(pool cloud on_demand 2 2.0)"
+$(pool lab base on_prem 1 0.4)
+$(pool cloud burst on_demand 2 2.0)"
 wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
 bench --url "$url" -c 64 --duration "${secs}s" >"$work/spill.json"
 load_end=$(date +%s.%N)

@@ -1,12 +1,16 @@
 //! The router's config file (`gpucap-fabric serve --config FILE`, TOML). The provider writes it
 //! from an endpoint's plan; people can write it by hand. [`FabricConfig::validate`] checks it once,
-//! naming the key at fault and what is valid, resolves the endpoint's placement with the placement
-//! every part of gpucap shares, and refuses any pool outside the endpoint's data residency.
+//! naming the key at fault and what is valid, and refuses any pool outside the endpoint's data
+//! residency.
+//!
+//! The config carries the endpoint's placement already resolved: `[[pools]]` in spill order, each
+//! with its role (`base` or `burst`). Resolving names and ordering burst pools (`ordered`,
+//! `cheapest`) is done once, by the placement the provider and the policy engine share
+//! (`gpucap_policy::placement`); the fabric never resolves names.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpucap_policy::placement::{self, BurstOrder, PlacedPool, PolicyPools, Residency, Source};
 pub use gpucap_runtime::config::BatchingSection;
 use gpucap_runtime::config::check_name;
 use serde::{Deserialize, Serialize};
@@ -31,7 +35,8 @@ pub struct FabricConfig {
     /// Where the endpoint's data may be processed.
     #[serde(default)]
     pub residency: ResidencySection,
-    /// The burst policy; without one the endpoint runs on `endpoint.pools` and never bursts.
+    /// The burst policy's scaling, budget and fallback; without one the defaults apply (replicas
+    /// stay at `replicas.min`, started from zero on demand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySection>,
     /// Every pool the router may use.
@@ -52,9 +57,6 @@ pub struct EndpointSection {
     /// `host:port` the router listens on; port 0 picks a free one.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// The pools to run on when there is no `[policy]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pools: Option<Vec<String>>,
     /// Where the router itself runs (it processes the data): the first base pool's region unless
     /// stated; it must be an allowed region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +98,43 @@ pub struct ReplicasSection {
     pub max: usize,
 }
 
+impl ResidencySection {
+    /// Why `pool` may not be used, or `None` when it may. The fabric's own check, independent of
+    /// the plan's: defence in depth.
+    fn refuses(&self, pool: &Pool) -> Option<String> {
+        let outside = |allowed: &Option<Vec<String>>, value: &str, what: &str| {
+            let allowed = allowed.as_ref()?;
+            (!allowed.iter().any(|a| a == value)).then(|| {
+                let list = if allowed.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    allowed.join(", ")
+                };
+                format!("its {what} {value:?} is not one of {list}")
+            })
+        };
+        let reasons: Vec<String> = [
+            outside(
+                &self.allowed_jurisdictions,
+                &pool.jurisdiction,
+                "jurisdiction",
+            ),
+            outside(&self.allowed_regions, &pool.region, "region"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!reasons.is_empty()).then(|| {
+            format!(
+                "pool {:?} (region {:?}) is outside the endpoint's data residency: {}",
+                pool.name,
+                pool.region,
+                reasons.join("; ")
+            )
+        })
+    }
+}
+
 /// `[residency]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -108,20 +147,13 @@ pub struct ResidencySection {
     pub allowed_regions: Option<Vec<String>>,
 }
 
-/// `[policy]`: the burst policy, as `gpucap_burst_policy` declares it.
+/// `[policy]`: how the burst policy scales, as `gpucap_burst_policy` declares it (its pools are
+/// the `[[pools]]`, in spill order).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {
     /// Its name (for status and logs).
     pub name: String,
-    /// Baseline pools, in order.
-    pub base_pools: Vec<String>,
-    /// Burst pools.
-    #[serde(default)]
-    pub burst_pools: Vec<String>,
-    /// `ordered` or `cheapest`.
-    #[serde(default = "default_placement")]
-    pub placement: String,
     /// `none` or `on_demand`.
     #[serde(default = "default_spot_fallback")]
     pub spot_fallback: String,
@@ -180,12 +212,16 @@ pub struct BudgetSection {
     pub on_exhausted: String,
 }
 
-/// `[[pools]]`
+/// `[[pools]]`, in spill order: load goes to base pools first, then to burst pools in the order
+/// listed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSection {
     /// Its name.
     pub name: String,
+    /// `base` (carries the baseline) or `burst` (takes load only while the base is saturated).
+    #[serde(default = "default_role")]
+    pub role: String,
     /// Its region.
     pub region: String,
     /// Its jurisdiction.
@@ -240,9 +276,6 @@ fn default_max_body() -> usize {
 fn default_version() -> String {
     "1".into()
 }
-fn default_placement() -> String {
-    "ordered".into()
-}
 fn default_spot_fallback() -> String {
     "none".into()
 }
@@ -257,6 +290,9 @@ fn default_drain_timeout() -> String {
 }
 fn default_on_exhausted() -> String {
     "queue".into()
+}
+fn default_role() -> String {
+    "base".into()
 }
 fn default_capacity_type() -> String {
     "on_prem".into()
@@ -373,21 +409,6 @@ pub struct Pool {
     pub driver: DriverConfig,
 }
 
-impl PlacedPool for Pool {
-    fn pool_name(&self) -> &str {
-        &self.name
-    }
-    fn pool_region(&self) -> &str {
-        &self.region
-    }
-    fn pool_jurisdiction(&self) -> &str {
-        &self.jurisdiction
-    }
-    fn pool_price(&self) -> Option<f64> {
-        self.price_per_gpu_hour
-    }
-}
-
 /// The config after validation, in the types the router uses.
 #[derive(Debug, Clone)]
 pub struct Fabric {
@@ -470,21 +491,26 @@ impl FabricConfig {
         )?;
 
         let pools = self.checked_pools()?;
-        let residency = Residency {
-            allowed_jurisdictions: self.residency.allowed_jurisdictions.clone(),
-            allowed_regions: self.residency.allowed_regions.clone(),
-        };
-        // Defence in depth behind the plan-time check: a pool outside the residency is refused
-        // even when the placement does not name it, so no code path can ever send data there.
+        // Defence in depth behind the plan-time check: a pool outside the residency is refused,
+        // so no code path can ever send data there.
         for (i, pool) in pools.iter().enumerate() {
-            if let Some(why) = residency.explain(pool) {
+            if let Some(why) = self.residency.refuses(pool) {
                 return Err(bad(
                     format!("pools[{i}]"),
                     format!("{why}; the router refuses to load it"),
                 ));
             }
         }
-        let (ordered, policy_name) = self.placement(&pools)?;
+        // Base pools first, each role in the order listed.
+        let (base, burst): (Vec<Pool>, Vec<Pool>) = pools.into_iter().partition(|p| !p.burst);
+        if base.is_empty() {
+            return Err(bad(
+                "pools",
+                "no base pool; give at least one pool role = \"base\" to carry the baseline",
+            ));
+        }
+        let ordered: Vec<Pool> = base.into_iter().chain(burst).collect();
+        let policy_name = self.policy.as_ref().map(|p| p.name.clone());
         let router_region = match &e.router_region {
             Some(r) => r.clone(),
             None => ordered
@@ -492,7 +518,7 @@ impl FabricConfig {
                 .map(|p| p.region.clone())
                 .unwrap_or_default(),
         };
-        if let Some(allowed) = &residency.allowed_regions
+        if let Some(allowed) = &self.residency.allowed_regions
             && !allowed.contains(&router_region)
         {
             return Err(bad(
@@ -541,6 +567,7 @@ impl FabricConfig {
             if p.jurisdiction.trim().is_empty() {
                 return Err(bad(key("jurisdiction"), "empty; e.g. \"EU\""));
             }
+            one_of(&key("role"), &p.role, &["base", "burst"])?;
             let capacity_type = CapacityType::parse(&p.capacity_type).ok_or_else(|| {
                 bad(
                     key("capacity_type"),
@@ -587,92 +614,22 @@ impl FabricConfig {
                 capacity_type,
                 price_per_gpu_hour: p.price_per_gpu_hour,
                 slots: p.gpus_max,
-                burst: false,
+                burst: p.role == "burst",
                 driver,
             });
         }
         Ok(out)
     }
 
-    /// The pools in placement order, marked base or burst.
-    fn placement(&self, pools: &[Pool]) -> Result<(Vec<Pool>, Option<String>), ConfigError> {
-        let find = |name: &str| pools.iter().find(|p| p.name == name).cloned();
-        let empty = Vec::new();
-        let (source, key) = match (&self.policy, &self.endpoint.pools) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "endpoint.pools",
-                    "set either endpoint.pools or a [policy] table, not both",
-                ));
-            }
-            (Some(p), None) => (Source::Policy(&p.name), "policy"),
-            (None, Some(names)) => (Source::Pools(names), "endpoint"),
-            (None, None) => (Source::Pools(&empty), "endpoint"),
-        };
-        let policy = self.policy.as_ref();
-        let resolved = placement::resolve(
-            source,
-            |_| policy,
-            |p| PolicyPools {
-                base: p.base_pools.clone(),
-                burst: p.burst_pools.clone(),
-                order: BurstOrder::parse(Some(&p.placement)),
-            },
-            find,
-        );
-        if let Some(m) = resolved.missing.first() {
-            let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-            return Err(match m {
-                placement::Missing::Pool { path, name } => bad(
-                    format!("{key}.{path}"),
-                    format!(
-                        "no [[pools]] entry named {name:?} (pools: {})",
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ),
-                placement::Missing::Policy(name) => {
-                    bad("policy.name", format!("{name:?} not found"))
-                }
-            });
-        }
-        if resolved.base.is_empty() {
-            return Err(bad(
-                format!(
-                    "{key}.{}",
-                    if key == "policy" {
-                        "base_pools"
-                    } else {
-                        "pools"
-                    }
-                ),
-                "no base pool; list at least one pool that carries the baseline",
-            ));
-        }
-        let mut ordered = resolved.base.clone();
-        ordered.extend(resolved.burst.iter().cloned().map(|mut p| {
-            p.burst = true;
-            p
-        }));
-        Ok((ordered, policy.map(|p| p.name.clone())))
-    }
-
     fn scaling(&self, pools: &[Pool]) -> Result<ScalingPolicy, ConfigError> {
         let default = PolicySection {
             name: String::new(),
-            base_pools: Vec::new(),
-            burst_pools: Vec::new(),
-            placement: default_placement(),
             spot_fallback: default_spot_fallback(),
             scale_up: ScaleUpSection::default(),
             scale_down: ScaleDownSection::default(),
             budget: None,
         };
         let p = self.policy.as_ref().unwrap_or(&default);
-        one_of("policy.placement", &p.placement, &["ordered", "cheapest"])?;
         one_of(
             "policy.spot_fallback",
             &p.spot_fallback,
@@ -818,9 +775,6 @@ allowed_jurisdictions = ["EU"]
 
 [policy]
 name = "eu"
-base_pools = ["lab"]
-burst_pools = ["od", "spot"]
-placement = "cheapest"
 spot_fallback = "on_demand"
 [policy.scale_up]
 queue_depth = 4
@@ -840,6 +794,7 @@ devices = "cpu"
 
 [[pools]]
 name = "od"
+role = "burst"
 region = "eu-west-1"
 jurisdiction = "EU"
 capacity_type = "on_demand"
@@ -849,6 +804,7 @@ price_per_gpu_hour = 3.0
 
 [[pools]]
 name = "spot"
+role = "burst"
 region = "eu-west-1"
 jurisdiction = "EU"
 capacity_type = "spot"
@@ -869,10 +825,16 @@ dir = "/tmp/state"
     }
 
     #[test]
-    fn a_full_config_resolves_placement_in_spill_order() {
+    fn pools_are_in_spill_order_base_first() {
         let f = load(BASE).unwrap();
         let names: Vec<_> = f.pools.iter().map(|p| (p.name.as_str(), p.burst)).collect();
-        assert_eq!(names, [("lab", false), ("spot", true), ("od", true)]);
+        assert_eq!(names, [("lab", false), ("od", true), ("spot", true)]);
+        // A base pool listed after burst pools still comes first.
+        let moved = BASE.replacen("[[pools]]\nname = \"lab\"", "[[pools]]\nname = \"lab2\"", 1)
+            + "\n[[pools]]\nname = \"lab\"\nregion = \"lab-1\"\njurisdiction = \"EU\"\ngpus_max = 1\n[pools.local]\n";
+        let f = load(&moved).unwrap();
+        let names: Vec<_> = f.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["lab2", "lab", "od", "spot"]);
         assert_eq!(f.router_region, "lab-1");
         assert_eq!(f.scaling.sustain, Duration::from_secs(2));
         assert_eq!(f.scaling.idle_for, Duration::from_secs(600));
@@ -900,20 +862,10 @@ dir = "/tmp/state"
     #[test]
     fn a_pool_outside_the_residency_is_refused_by_name() {
         let text = BASE.replace(
-            "name = \"od\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"",
-            "name = \"od\"\nregion = \"us-east-1\"\njurisdiction = \"US\"",
+            "name = \"od\"\nrole = \"burst\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"",
+            "name = \"od\"\nrole = \"burst\"\nregion = \"us-east-1\"\njurisdiction = \"US\"",
         );
         insta::assert_snapshot!(load(&text).unwrap_err(), @r#"pools[1]: pool "od" (region "us-east-1") is outside the endpoint's data residency: its jurisdiction "US" is not one of EU; the router refuses to load it"#);
-        // Even when no placement names it.
-        let text = text.replace(
-            "burst_pools = [\"od\", \"spot\"]",
-            "burst_pools = [\"spot\"]",
-        );
-        assert!(
-            load(&text)
-                .unwrap_err()
-                .starts_with("pools[1]: pool \"od\"")
-        );
     }
 
     #[test]
@@ -930,9 +882,14 @@ dir = "/tmp/state"
                 "policy.budget.on_exhausted: \"drop\" is not valid; use queue or reject",
             ),
             (
-                "burst_pools = [\"od\", \"spot\"]",
-                "burst_pools = [\"od\", \"gpu\"]",
-                "policy.burst_pools[1]: no [[pools]] entry named \"gpu\" (pools: lab, od, spot)",
+                "name = \"od\"\nrole = \"burst\"",
+                "name = \"od\"\nrole = \"spare\"",
+                "pools[1].role: \"spare\" is not valid; use base or burst",
+            ),
+            (
+                "name = \"lab\"\n",
+                "name = \"lab\"\nrole = \"burst\"\n",
+                "pools: no base pool; give at least one pool role = \"base\" to carry the baseline",
             ),
             (
                 "min = 1\nmax = 3",

@@ -4,7 +4,7 @@
 //! load needs them, drains them back to the minimum (or zero) when it does not, within the
 //! budget and never outside the endpoint's data residency. The crate knows nothing of Terraform.
 //!
-//! - [`config`]: the router's config file, validated, with placement resolved;
+//! - [`config`]: the router's config file, validated, holding the placement the provider resolved;
 //! - [`autoscaler`]: the pure decision function (state, signals, policy, time in; actions out);
 //! - [`fleet`]: the replica table the router takes request slots from;
 //! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;

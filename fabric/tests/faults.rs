@@ -8,18 +8,9 @@ use std::time::Duration;
 
 use common::*;
 
-fn policy(base: &[&str], burst: &[&str], extra: &str) -> String {
-    let list = |l: &[&str]| {
-        l.iter()
-            .map(|p| format!("\"{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "[policy]\nname = \"p\"\nbase_pools = [{}]\nburst_pools = [{}]\n{extra}\n",
-        list(base),
-        list(burst)
-    )
+/// The `[policy]` table; the pools' roles and order are in their `[[pools]]` entries.
+fn policy(extra: &str) -> String {
+    format!("[policy]\nname = \"p\"\n{extra}\n")
 }
 
 #[test]
@@ -27,7 +18,7 @@ fn a_replica_killed_under_load_fails_no_request_and_is_replaced() {
     let _one = serial();
     let r = Router::start(&format!(
         "[replicas]\nmin = 2\nmax = 2\n\n{}\n{}",
-        policy(&["lab"], &[], ""),
+        policy(""),
         pool("lab", "on_prem", "EU", 2, 0.4)
     ));
     let s = r.wait_for("two replicas", Duration::from_secs(30), |s| {
@@ -71,7 +62,7 @@ fn a_reclaimed_spot_replica_is_replaced_on_spot_then_on_demand_when_spot_cannot_
     let dir = tempfile::tempdir().unwrap();
     let spot_runtime = dir.path().join("spot-runtime");
     std::fs::copy(runtime_bin(), &spot_runtime).unwrap();
-    let spot = pool("spot", "spot", "EU", 1, 0.8).replace(
+    let spot = burst_pool("spot", "spot", "EU", 1, 0.8).replace(
         "devices = \"cpu\"",
         &format!(
             "devices = \"cpu\"\nruntime_path = \"{}\"",
@@ -80,13 +71,9 @@ fn a_reclaimed_spot_replica_is_replaced_on_spot_then_on_demand_when_spot_cannot_
     );
     let r = Router::start(&format!(
         "[replicas]\nmin = 1\nmax = 3\n\n{}\n{}\n{spot}\n{}",
-        policy(
-            &["lab"],
-            &["spot", "od"],
-            "spot_fallback = \"on_demand\"\n[policy.scale_down]\nmin_warm_replicas = 1"
-        ),
+        policy("spot_fallback = \"on_demand\"\n[policy.scale_down]\nmin_warm_replicas = 1"),
         pool("lab", "on_prem", "EU", 1, 0.4),
-        pool("od", "on_demand", "EU", 1, 2.5),
+        burst_pool("od", "on_demand", "EU", 1, 2.5),
     ));
     let spot_pid = |s: &serde_json::Value| {
         s["replicas"]
@@ -150,7 +137,7 @@ fn replicas_answering_500_or_garbage_leave_rotation_and_requests_are_retried() {
         let r = Router::start_with_env(
             &format!(
                 "[replicas]\nmin = 2\nmax = 2\n\n{}\n{broken}\n{}",
-                policy(&["bad", "good"], &[], ""),
+                policy(""),
                 pool("good", "on_prem", "EU", 1, 0.4)
             ),
             &[("GPUCAP_BROKEN", mode)],
@@ -195,7 +182,7 @@ fn a_pool_whose_driver_cannot_work_is_reported_and_skipped() {
         pool("gpu", "on_prem", "EU", 1, 0.4).replace("devices = \"cpu\"", "devices = \"cuda:7\"");
     let r = Router::start(&format!(
         "{}\n{gpu}\n{}",
-        policy(&["gpu", "lab"], &[], ""),
+        policy(""),
         pool("lab", "on_prem", "EU", 1, 0.4)
     ));
     let s = r.wait_for(
@@ -220,7 +207,7 @@ fn a_killed_router_restarted_adopts_its_replicas_and_sigterm_stops_everything() 
     let _one = serial();
     let mut r = Router::start(&format!(
         "[replicas]\nmin = 2\nmax = 2\n\n{}\n{}",
-        policy(&["lab"], &[], ""),
+        policy(""),
         pool("lab", "on_prem", "EU", 2, 0.4)
     ));
     r.wait_for("two replicas", Duration::from_secs(30), |s| {
@@ -270,7 +257,7 @@ fn a_held_request_with_no_replica_in_time_gets_503_with_retry_after() {
     );
     let r = Router::start(&format!(
         "[batching]\nrequest_timeout_ms = 700\n\n[replicas]\nmin = 0\nmax = 1\n\n{}\n{dead}",
-        policy(&["lab"], &[], "")
+        policy("")
     ));
     let started = std::time::Instant::now();
     let (code, head) = infer_headers(&r.url());
@@ -306,7 +293,7 @@ fn a_replica_whose_start_the_router_never_saw_finish_is_stopped_by_the_next_rout
             broken_runtime().display()
         ),
     );
-    let body = format!("{}\n{hanging}", policy(&["lab"], &[], ""));
+    let body = format!("{}\n{hanging}", policy(""));
     let mut r = Router::start_with_env(&body, &[("GPUCAP_BROKEN", "hang")]);
     // The start is recorded as soon as its process exists, before it is ready.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -329,11 +316,7 @@ fn a_replica_whose_start_the_router_never_saw_finish_is_stopped_by_the_next_rout
     // The next router, with a runtime that works, stops it and serves with a replica of its own.
     Router::write_config(
         r.dir.path(),
-        &format!(
-            "{}\n{}",
-            policy(&["lab"], &[], ""),
-            pool("lab", "on_prem", "EU", 1, 0.4)
-        ),
+        &format!("{}\n{}", policy(""), pool("lab", "on_prem", "EU", 1, 0.4)),
     );
     r.launch(&[]);
     let s = r.wait_for("a working replica", Duration::from_secs(30), |s| {

@@ -49,7 +49,7 @@ fn every_metric_the_dashboard_queries_exists_and_replicas_are_discovered() {
     assert!(wanted.len() >= 15, "{wanted:?}");
 
     let r = Router::start(&format!(
-        "[policy]\nname = \"p\"\nbase_pools = [\"lab\"]\n\n{}",
+        "[policy]\nname = \"p\"\n\n{}",
         pool("lab", "on_prem", "EU", 1, 0.4)
     ));
     r.wait_for("a replica", Duration::from_secs(30), |s| {

@@ -11,7 +11,7 @@ use common::*;
 
 fn one_pool() -> String {
     format!(
-        "[policy]\nname = \"p\"\nbase_pools = [\"lab\"]\n\n{}",
+        "[policy]\nname = \"p\"\n\n{}",
         pool("lab", "on_prem", "EU", 1, 0.4)
     )
 }
@@ -169,9 +169,9 @@ fn serve_fails(body: &str) -> (i32, String, tempfile::TempDir) {
 fn a_config_naming_a_pool_outside_the_residency_is_refused_and_nothing_starts() {
     let (code, stderr, dir) = serve_fails(&format!(
         "[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
-         [policy]\nname = \"p\"\nbase_pools = [\"lab\"]\nburst_pools = [\"virginia\"]\n\n{}\n{}",
+         [policy]\nname = \"p\"\n\n{}\n{}",
         pool("lab", "on_prem", "EU", 1, 0.4),
-        pool("virginia", "on_demand", "US", 2, 3.0)
+        burst_pool("virginia", "on_demand", "US", 2, 3.0)
     ));
     assert_eq!(code, 2, "{stderr}");
     assert!(
@@ -195,12 +195,12 @@ fn malformed_configs_name_the_key_and_what_is_valid() {
             "unknown field `maximum`, expected `min` or `max`",
         ),
         (
-            "[policy]\nname = \"p\"\nbase_pools = [\"lab\"]\n[policy.scale_down]\nidle_for = \"soon\"\n",
+            "[policy]\nname = \"p\"\n[policy.scale_down]\nidle_for = \"soon\"\n",
             "policy.scale_down.idle_for: \"soon\" is not a duration",
         ),
         (
-            "[policy]\nname = \"p\"\nbase_pools = [\"nowhere\"]\n",
-            "policy.base_pools[0]: no [[pools]] entry named \"nowhere\" (pools: lab)",
+            "[[pools]]\nname = \"x\"\nrole = \"spare\"\nregion = \"r\"\njurisdiction = \"EU\"\ngpus_max = 1\n[pools.local]\n",
+            "pools[0].role: \"spare\" is not valid; use base or burst",
         ),
         (
             "[replicas]\nmin = \"one\"\n",

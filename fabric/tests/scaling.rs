@@ -22,8 +22,6 @@ allowed_jurisdictions = ["EU"]
 
 [policy]
 name = "eu"
-base_pools = ["lab"]
-burst_pools = ["cloud"]
 {extra_policy}
 
 {base}
@@ -37,7 +35,7 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
     let _one = serial();
     let r = Router::start(&burst_config(
         &pool("lab", "on_prem", "EU", 1, 0.4),
-        &pool("cloud", "on_demand", "EU", 2, 2.0),
+        &burst_pool("cloud", "on_demand", "EU", 2, 2.0),
         "[policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"3s\"\ndrain_timeout = \"5s\"",
     ));
     r.wait_for("the base replica", Duration::from_secs(30), |s| {
@@ -110,7 +108,7 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
 fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
     let _one = serial();
     let r = Router::start(&format!(
-        "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\nbase_pools = [\"lab\"]\n\
+        "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\n\
          [policy.scale_down]\nidle_for = \"2s\"\n\n{}",
         pool("lab", "on_prem", "EU", 1, 0.4)
     ));
@@ -162,7 +160,7 @@ fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429()
     let _one = serial();
     let r = Router::start(&burst_config(
         &pool("lab", "on_prem", "EU", 1, 0.4),
-        &pool("cloud", "on_demand", "EU", 3, 1.0),
+        &burst_pool("cloud", "on_demand", "EU", 3, 1.0),
         "[policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"60s\"\n\
          [policy.budget]\nmax_hourly_usd = 1.5\non_exhausted = \"reject\"",
     ));
@@ -212,7 +210,7 @@ fn a_reload_under_load_rolls_every_replica_without_a_failed_request() {
     let config = |batch: usize| {
         format!(
             "[batching]\nmax_batch_size = {batch}\n\n[replicas]\nmin = 2\nmax = 2\n\n\
-             [policy]\nname = \"lab-only\"\nbase_pools = [\"lab\"]\n\n{}",
+             [policy]\nname = \"lab-only\"\n\n{}",
             pool("lab", "on_prem", "EU", 2, 0.4)
         )
     };

@@ -57,10 +57,12 @@ impl PoolInfo {
         }
     }
 
-    /// The pool as the fabric's router config lists it; `None` without a driver the fabric has.
-    pub fn to_section(&self) -> Option<PoolSection> {
+    /// The pool as the fabric's router config lists it, as a base or burst pool; `None` without
+    /// a driver the fabric has.
+    pub fn to_section(&self, burst: bool) -> Option<PoolSection> {
         Some(PoolSection {
             name: self.name.clone(),
+            role: if burst { "burst" } else { "base" }.to_string(),
             region: self.region.clone(),
             jurisdiction: self.jurisdiction.clone(),
             capacity_type: self.capacity_type.clone(),
@@ -108,13 +110,19 @@ impl PlacedPool for PoolInfo {
     }
 }
 
-/// What the rest of the run needs to know about a burst policy: the policy as the fabric's router
-/// acts on it.
+/// What the rest of the run needs to know about a burst policy: its pools, and how the fabric's
+/// router scales by it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyInfo {
     /// Its name.
     pub name: String,
-    /// Pools, scaling, budget and fallback, in the router config's form.
+    /// Baseline pools, in order.
+    pub base_pools: Vec<String>,
+    /// Burst pools, as listed.
+    pub burst_pools: Vec<String>,
+    /// `ordered` or `cheapest`.
+    pub placement: String,
+    /// Scaling, budget and fallback, in the router config's form.
     pub section: PolicySection,
     /// The whole object (unknowns as null), as policy rules read it in `policy`. Not serialized,
     /// for the same reason as [`PoolInfo::object`].
@@ -158,11 +166,11 @@ impl PolicyInfo {
         };
         let name = v.get("name").as_str()?.to_string();
         Some(PolicyInfo {
+            base_pools: names("base_pools")?,
+            burst_pools: names("burst_pools")?,
+            placement: text(v.get("placement"), "ordered")?,
             section: PolicySection {
                 name: name.clone(),
-                base_pools: names("base_pools")?,
-                burst_pools: names("burst_pools")?,
-                placement: text(v.get("placement"), "ordered")?,
                 spot_fallback: text(v.get("spot_fallback"), "none")?,
                 scale_up: ScaleUpSection {
                     queue_depth: number(up.get("queue_depth"))?,
@@ -199,9 +207,9 @@ impl PolicyInfo {
     /// The policy's pool names and burst order, for placement.
     pub fn pools(&self) -> PolicyPools {
         PolicyPools {
-            base: self.section.base_pools.clone(),
-            burst: self.section.burst_pools.clone(),
-            order: BurstOrder::parse(Some(&self.section.placement)),
+            base: self.base_pools.clone(),
+            burst: self.burst_pools.clone(),
+            order: BurstOrder::parse(Some(&self.placement)),
         }
     }
 }

@@ -46,7 +46,7 @@ pub fn broken_runtime() -> PathBuf {
     repo_root().join("fabric/tests/data/broken_runtime.py")
 }
 
-/// A `[[pools]]` entry on this host's CPU.
+/// A `[[pools]]` entry on this host's CPU, a base pool.
 pub fn pool(
     name: &str,
     capacity_type: &str,
@@ -58,6 +58,22 @@ pub fn pool(
         "[[pools]]\nname = \"{name}\"\nregion = \"{name}-region\"\njurisdiction = \"{jurisdiction}\"\n\
          capacity_type = \"{capacity_type}\"\ngpus_max = {slots}\nprice_per_gpu_hour = {price}\n\
          [pools.local]\ndevices = \"cpu\"\n"
+    )
+}
+
+/// A `[[pools]]` entry like [`pool`], as a burst pool (listed after the base pools they spill
+/// from, in spill order).
+pub fn burst_pool(
+    name: &str,
+    capacity_type: &str,
+    jurisdiction: &str,
+    slots: usize,
+    price: f64,
+) -> String {
+    pool(name, capacity_type, jurisdiction, slots, price).replacen(
+        "\nregion",
+        "\nrole = \"burst\"\nregion",
+        1,
     )
 }
 

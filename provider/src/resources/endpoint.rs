@@ -567,7 +567,7 @@ fn check_residency(state: &Value, p: &Placement, d: &mut Diagnostics) {
     let residency = residency(state);
     for pool in p.all() {
         let role = match &p.policy {
-            Some(policy) if policy.section.burst_pools.contains(&pool.name) => {
+            Some(policy) if policy.burst_pools.contains(&pool.name) => {
                 format!(" (a burst pool of policy {:?})", policy.name)
             }
             Some(policy) => format!(" (a base pool of policy {:?})", policy.name),
@@ -750,10 +750,15 @@ fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConf
         request_timeout_ms: setting("request_timeout_ms", d.request_timeout_ms),
     };
     let (min, max) = replica_bounds(planned);
-    let pools = p
-        .all()
-        .map(|pool| {
-            pool.to_section()
+    // The placement, resolved here once: pools in spill order with their roles.
+    let roles = p
+        .base
+        .iter()
+        .map(|b| (b, false))
+        .chain(p.burst.iter().map(|b| (b, true)));
+    let pools = roles
+        .map(|(pool, burst)| {
+            pool.to_section(burst)
                 .ok_or_else(|| format!("pool {:?} has no driver the fabric can use", pool.name))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -766,10 +771,6 @@ fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConf
                 listen.get("host").as_str().unwrap_or("127.0.0.1"),
                 int(listen.get("port"), 0)
             ),
-            pools: p
-                .policy
-                .is_none()
-                .then(|| p.base.iter().map(|b| b.name.clone()).collect()),
             router_region: None,
             max_body_bytes: 64 << 20,
             hold_capacity: None,
