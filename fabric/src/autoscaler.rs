@@ -466,26 +466,28 @@ impl<'a> Planner<'a> {
     /// USD per hour of burst replicas running or starting (draining ones still cost), plus
     /// planned starts.
     fn burst_rate(&self) -> f64 {
-        let price = |p: usize| {
-            let pool = &self.obs.pools[p];
-            if pool.burst {
-                pool.price_per_hour.unwrap_or(0.0)
-            } else {
-                0.0
-            }
-        };
         self.obs
             .replicas
             .iter()
             .filter_map(|r| r.pool)
-            .map(price)
+            .map(|p| self.burst_price(p))
             .sum::<f64>()
             + self
                 .starting
                 .iter()
                 .enumerate()
-                .map(|(p, n)| *n as f64 * price(p))
+                .map(|(p, n)| *n as f64 * self.burst_price(p))
                 .sum::<f64>()
+    }
+
+    /// What a replica on `pool` costs per hour against the budget: its price on a burst pool.
+    fn burst_price(&self, pool: usize) -> f64 {
+        let p = &self.obs.pools[pool];
+        if p.burst {
+            p.price_per_hour.unwrap_or(0.0)
+        } else {
+            0.0
+        }
     }
 
     /// Ready base replicas not leaving.
@@ -724,12 +726,8 @@ impl<'a> Planner<'a> {
                 r.phase != Phase::Draining && r.pool.is_some_and(|p| self.obs.pools[p].burst)
             })
             .collect();
+        let price = |r: &ReplicaState| r.pool.map_or(0.0, |p| self.burst_price(p));
         burst.sort_by(|a, b| {
-            let price = |r: &ReplicaState| {
-                r.pool
-                    .and_then(|p| self.obs.pools[p].price_per_hour)
-                    .unwrap_or(0.0)
-            };
             price(b)
                 .total_cmp(&price(a))
                 .then(a.outstanding.cmp(&b.outstanding))
@@ -741,8 +739,7 @@ impl<'a> Planner<'a> {
                 .iter()
                 .filter(|r| r.phase != Phase::Draining && !p.leaving.contains(r.id.as_str()))
                 .filter_map(|r| r.pool)
-                .filter(|&i| p.obs.pools[i].burst)
-                .map(|i| p.obs.pools[i].price_per_hour.unwrap_or(0.0))
+                .map(|i| p.burst_price(i))
                 .sum::<f64>()
         };
         for r in burst {

@@ -45,23 +45,6 @@ pub struct Shared {
     pub window: LatencyWindow,
     /// The latest status, published by the loop.
     pub status: Mutex<Status>,
-    /// When a request was first held with no replica running (for the scale-from-zero time).
-    pub zero_since: Mutex<Option<Instant>>,
-}
-
-impl Shared {
-    /// Notes that a request is held with nothing running, once per scale from zero.
-    pub fn note_held_at_zero(&self) {
-        let nothing = self
-            .fleet
-            .members()
-            .iter()
-            .all(|m| m.phase == Phase::Draining);
-        if nothing {
-            let mut z = self.zero_since.lock().unwrap_or_else(|p| p.into_inner());
-            z.get_or_insert_with(Instant::now);
-        }
-    }
 }
 
 /// A pool's driver and how it has been doing.
@@ -114,7 +97,6 @@ pub struct Controller {
     cancel: CancellationToken,
     epoch: Instant,
     last_tick: Instant,
-    spend_usd: f64,
     budget_bound: bool,
     blocked: Option<String>,
     reload_error: Option<String>,
@@ -154,7 +136,6 @@ impl Controller {
             cancel: CancellationToken::new(),
             epoch: now,
             last_tick: now,
-            spend_usd: 0.0,
             budget_bound: false,
             blocked: None,
             reload_error: None,
@@ -447,13 +428,7 @@ impl Controller {
         slot.failures = 0;
         slot.backoff_until = None;
         slot.last_error = None;
-        let since = self
-            .shared
-            .zero_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let reason = match since {
+        let reason = match self.shared.fleet.take_zero_since() {
             Some(t) => {
                 let s = t.elapsed().as_secs_f64();
                 self.shared.metrics.scale_from_zero_seconds.observe(s);
@@ -659,7 +634,7 @@ impl Controller {
         let now = Instant::now();
         let members = self.shared.fleet.members();
         let rate = self.burst_rate(&members);
-        self.spend_usd += rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0;
+        // Metered into the counter; status reads it back.
         self.shared
             .metrics
             .burst_spend_usd
@@ -951,7 +926,7 @@ impl Controller {
                     .to_string()
                 }),
                 burst_rate_usd_per_hour: self.burst_rate(&members),
-                burst_spend_usd: self.spend_usd,
+                burst_spend_usd: self.shared.metrics.burst_spend_usd.get(),
                 bound: self.budget_bound,
             },
             target,

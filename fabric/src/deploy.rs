@@ -169,37 +169,24 @@ pub async fn start(
         format!("{e}; set fabric_path in the provider block to the gpucap-fabric binary")
     })?;
     let record = ProcessRecord::of(&child);
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    let failure = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break format!("the router exited during start ({status})");
-        }
-        if cancel.is_cancelled() {
-            break "the operation was cancelled".into();
-        }
-        if Instant::now() > deadline {
-            break format!(
-                "it did not have {min_ready} replica(s) ready within {}",
-                humantime::format_duration(CONVERGE_TIMEOUT)
-            );
-        }
-        if let Ok(address) = std::fs::read_to_string(dir.address())
-            && let Ok(status) = fetch_status(&address).await
-            && status.router.config_digest == digest
-            && status.ready() >= min_ready
-        {
+    let ready = converge(dir, &record, cancel, |status| {
+        (status.router.config_digest == digest && status.ready() >= min_ready).then_some(Ok(()))
+    })
+    .await;
+    let failure = match ready {
+        Ok(address) => {
             let router = RouterRecord {
                 process: record.clone(),
                 address,
                 started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
             };
-            if let Err(e) = store::write_json(&dir.record(), &router) {
-                break format!("cannot record the router in {}: {e}", dir.0.display());
+            match store::write_json(&dir.record(), &router) {
+                Ok(()) => return Ok(router),
+                Err(e) => format!("cannot record the router in {}: {e}", dir.0.display()),
             }
-            return Ok(router);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err(e) => e,
     };
     // Stop it with a drain (it stops the replicas it started), then make sure.
     let _ = record.stop(Duration::from_secs(10)).await;
@@ -226,39 +213,55 @@ pub async fn reload(
         .process
         .signal(Signal::SIGHUP)
         .map_err(|e| e.to_string())?;
+    converge(dir, &router.process, cancel, |status| {
+        let r = &status.router;
+        if r.reloads <= before {
+            None
+        } else if r.config_digest == digest && r.rollout_pending == 0 && status.ready() >= min_ready
+        {
+            Some(Ok(()))
+        } else if r.config_digest != digest {
+            r.reload_error
+                .as_ref()
+                .map(|e| Err(format!("the router refused the new config: {e}")))
+        } else {
+            None
+        }
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("{e}:\n{}", process::log_tail(&dir.log())))
+}
+
+/// Polls the router's status until `verdict` decides, the router exits, the operation is
+/// cancelled or [`CONVERGE_TIMEOUT`] passes; the router's address when the verdict is Ok.
+async fn converge(
+    dir: &EndpointDir,
+    router: &ProcessRecord,
+    cancel: &CancellationToken,
+    mut verdict: impl FnMut(&Status) -> Option<Result<(), String>>,
+) -> Result<String, String> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
-        if !router.process.alive() {
-            return Err(format!(
-                "the router exited during the reload:\n{}",
-                process::log_tail(&dir.log())
-            ));
+        if !router.alive() {
+            return Err("the router exited".into());
         }
         if cancel.is_cancelled() {
             return Err("the operation was cancelled".into());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the reload did not finish within {}",
+                "it did not converge within {}",
                 humantime::format_duration(CONVERGE_TIMEOUT)
             ));
         }
-        if let Ok(status) = fetch_status(&router.address).await
-            && status.router.reloads > before
+        if let Ok(address) = std::fs::read_to_string(dir.address())
+            && let Ok(status) = fetch_status(&address).await
+            && let Some(v) = verdict(&status)
         {
-            if status.router.config_digest == digest
-                && status.router.rollout_pending == 0
-                && status.ready() >= min_ready
-            {
-                return Ok(());
-            }
-            if status.router.config_digest != digest
-                && let Some(e) = status.router.reload_error
-            {
-                return Err(format!("the router refused the new config: {e}"));
-            }
+            return v.map(|()| address);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -168,6 +168,8 @@ struct Inner {
     reject_when_exhausted: bool,
     budget_bound: bool,
     accepting: bool,
+    /// When a request was first held with nothing running (for the scale-from-zero time).
+    zero_since: Option<Instant>,
 }
 
 /// The shared replica table.
@@ -197,6 +199,7 @@ impl Fleet {
                 reject_when_exhausted,
                 budget_bound: false,
                 accepting: true,
+                zero_since: None,
             }),
             wake: Notify::new(),
         })
@@ -240,6 +243,9 @@ impl Fleet {
         // With nothing running or starting, the control loop must act now (scale from zero);
         // otherwise its next tick sees the held requests in the signals.
         let nothing = inner.members.iter().all(|m| m.phase == Phase::Draining);
+        if nothing {
+            inner.zero_since.get_or_insert_with(Instant::now);
+        }
         let n = inner.waiters.len();
         inner.held.set(n);
         drop(inner);
@@ -458,6 +464,16 @@ impl Fleet {
         let n = inner.waiters.len();
         inner.held.set(n);
         inner.held.take_mean()
+    }
+
+    /// When the current scale from zero began (a request held with nothing running), once.
+    pub fn take_zero_since(&self) -> Option<Instant> {
+        self.lock().zero_since.take()
+    }
+
+    /// Whether any replica serves.
+    pub fn any_ready(&self) -> bool {
+        self.lock().members.iter().any(|m| m.phase == Phase::Ready)
     }
 
     /// Requests in flight on replicas.

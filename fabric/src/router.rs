@@ -15,17 +15,16 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use gpucap_runtime::protocol::{ModelMetadata, ModelSignature, ServerMetadata};
-use gpucap_runtime::server::ApiError;
+use gpucap_runtime::protocol::{ModelMetadata, ModelPath, ModelSignature, ServerMetadata};
+use gpucap_runtime::server::{ApiError, model_routes};
 
-use crate::autoscaler::Phase;
 use crate::controller::Shared;
 use crate::fleet::{Acquired, Refusal, Slot};
 
@@ -88,13 +87,7 @@ impl RouterState {
 
     fn ready(&self) -> bool {
         !self.draining.load(Ordering::Relaxed)
-            && (self.settings().scales_to_zero
-                || self
-                    .shared
-                    .fleet
-                    .members()
-                    .iter()
-                    .any(|m| m.phase == Phase::Ready))
+            && (self.settings().scales_to_zero || self.shared.fleet.any_ready())
     }
 }
 
@@ -114,18 +107,7 @@ pub fn router(state: Arc<RouterState>) -> Router {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(server_ready))
-        .route("/v2/models/{name}", get(model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata_v),
-        )
-        .route("/v2/models/{name}/ready", get(model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready_v),
-        )
-        .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .merge(model_routes(model_metadata, model_ready, infer))
         .route("/metrics", get(metrics))
         .route("/fabric/status", get(status))
         .route("/fabric/targets", get(targets))
@@ -158,25 +140,13 @@ async fn server_ready(State(s): AppState) -> StatusCode {
 }
 
 /// `Err(404 message)` unless the request names the served model (and version).
-fn check_model(settings: &Settings, name: &str, version: Option<&str>) -> Result<(), String> {
-    if name != settings.name {
-        return Err(format!(
-            "unknown model '{name}'; this endpoint serves '{}'",
-            settings.name
-        ));
-    }
-    match version {
-        Some(v) if v != settings.version => Err(format!(
-            "unknown version '{v}' of model '{name}'; the version served is '{}'",
-            settings.version
-        )),
-        _ => Ok(()),
-    }
+fn check_model(settings: &Settings, path: &ModelPath) -> Result<(), String> {
+    path.check(&settings.name, &settings.version, "endpoint")
 }
 
-fn describe(s: &RouterState, name: &str, version: Option<&str>) -> Response {
+async fn model_metadata(State(s): AppState, Path(path): Path<ModelPath>) -> Response {
     let settings = s.settings();
-    match check_model(&settings, name, version) {
+    match check_model(&settings, &path) {
         Ok(()) => axum::Json(ModelMetadata::describe(
             &settings.name,
             &settings.version,
@@ -187,34 +157,12 @@ fn describe(s: &RouterState, name: &str, version: Option<&str>) -> Response {
     }
 }
 
-async fn model_metadata(State(s): AppState, Path(name): Path<String>) -> Response {
-    describe(&s, &name, None)
-}
-
-async fn model_metadata_v(
-    State(s): AppState,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    describe(&s, &name, Some(&version))
-}
-
-fn readiness(s: &RouterState, name: &str, version: Option<&str>) -> Response {
-    match check_model(&s.settings(), name, version) {
+async fn model_ready(State(s): AppState, Path(path): Path<ModelPath>) -> Response {
+    match check_model(&s.settings(), &path) {
         Ok(()) if s.ready() => StatusCode::OK.into_response(),
         Ok(()) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }
-}
-
-async fn model_ready(State(s): AppState, Path(name): Path<String>) -> Response {
-    readiness(&s, &name, None)
-}
-
-async fn model_ready_v(
-    State(s): AppState,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    readiness(&s, &name, Some(&version))
 }
 
 async fn metrics(State(s): AppState) -> impl IntoResponse {
@@ -257,31 +205,13 @@ async fn targets(State(s): AppState) -> Response {
 
 async fn infer(
     State(s): AppState,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let request = InferRequest {
-        name,
-        version: None,
-        uri,
-        headers,
-        body,
-    };
-    forward(s, request).await
-}
-
-async fn infer_v(
-    State(s): AppState,
-    Path((name, version)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let request = InferRequest {
-        name,
-        version: Some(version),
+        path,
         uri,
         headers,
         body,
@@ -291,8 +221,7 @@ async fn infer_v(
 
 /// An inference request as it arrived.
 struct InferRequest {
-    name: String,
-    version: Option<String>,
+    path: ModelPath,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -335,14 +264,13 @@ async fn route(
     started: Instant,
 ) -> (Response, Option<(String, String)>) {
     let InferRequest {
-        name,
-        version,
+        path: model,
         uri,
         headers,
         body,
     } = request;
     let settings = s.settings();
-    if let Err(e) = check_model(&settings, &name, version.as_deref()) {
+    if let Err(e) = check_model(&settings, &model) {
         return (error(StatusCode::NOT_FOUND, e), None);
     }
     if s.draining.load(Ordering::Relaxed) {
@@ -472,7 +400,6 @@ async fn take_slot(
             ));
         }
     };
-    s.shared.note_held_at_zero();
     let held = Instant::now();
     let got = tokio::time::timeout_at(deadline.into(), rx).await;
     timing.held += held.elapsed();

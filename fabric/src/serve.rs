@@ -94,7 +94,6 @@ pub async fn serve(
         metrics: FabricMetrics::new(&fabric.name),
         window: LatencyWindow::default(),
         status: Mutex::default(),
-        zero_since: Mutex::new(None),
     });
     let pool_names: Vec<String> = fabric.pools.iter().map(|p| p.name.clone()).collect();
     shared.metrics.initialize(&pool_names);

@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +15,9 @@ use axum::routing::{get, post};
 use crate::batcher::{Batcher, InferError};
 use crate::metrics::Metrics;
 use crate::model::Model;
-use crate::protocol::{self, HEADER_CONTENT_LENGTH, ModelMetadata, ModelSignature, ServerMetadata};
+use crate::protocol::{
+    self, HEADER_CONTENT_LENGTH, ModelMetadata, ModelPath, ModelSignature, ServerMetadata,
+};
 
 /// What every handler shares.
 pub struct AppState {
@@ -113,24 +116,34 @@ impl From<InferError> for ApiError {
     }
 }
 
+/// The protocol's model routes — metadata, readiness and inference, each with and without a
+/// version — onto the three handlers; the runtime and the fabric's router serve the same ones.
+pub fn model_routes<S, M, MT, R, RT, I, IT>(metadata: M, ready: R, infer: I) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    M: Handler<MT, S>,
+    R: Handler<RT, S>,
+    I: Handler<IT, S>,
+    MT: 'static,
+    RT: 'static,
+    IT: 'static,
+{
+    ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
+        .into_iter()
+        .fold(Router::new(), |r, prefix| {
+            r.route(prefix, get(metadata.clone()))
+                .route(&format!("{prefix}/ready"), get(ready.clone()))
+                .route(&format!("{prefix}/infer"), post(infer.clone()))
+        })
+}
+
 /// The router with every route of the protocol.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(server_ready))
-        .route("/v2/models/{name}", get(model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata_v),
-        )
-        .route("/v2/models/{name}/ready", get(model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready_v),
-        )
-        .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .merge(model_routes(model_metadata, model_ready, infer))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -160,58 +173,28 @@ async fn server_ready(State(s): Shared) -> StatusCode {
     }
 }
 
-fn check_model(s: &AppState, name: &str, version: Option<&str>) -> Result<(), ApiError> {
-    if name != s.model_name {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown model '{name}'; this server serves '{}'",
-                s.model_name
-            ),
-        ));
-    }
-    match version {
-        Some(v) if v != s.model_version => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown version '{v}' of model '{name}'; the version served is '{}'",
-                s.model_version
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn metadata(s: &AppState) -> ModelMetadata {
-    ModelMetadata::describe(&s.model_name, &s.model_version, &s.signature)
+fn check_model(s: &AppState, path: &ModelPath) -> Result<(), ApiError> {
+    path.check(&s.model_name, &s.model_version, "server")
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))
 }
 
 async fn model_metadata(
     State(s): Shared,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<axum::Json<ModelMetadata>, ApiError> {
-    check_model(&s, &name, None)?;
-    Ok(axum::Json(metadata(&s)))
+    check_model(&s, &path)?;
+    Ok(axum::Json(ModelMetadata::describe(
+        &s.model_name,
+        &s.model_version,
+        &s.signature,
+    )))
 }
 
-async fn model_metadata_v(
+async fn model_ready(
     State(s): Shared,
-    Path((name, version)): Path<(String, String)>,
-) -> Result<axum::Json<ModelMetadata>, ApiError> {
-    check_model(&s, &name, Some(&version))?;
-    Ok(axum::Json(metadata(&s)))
-}
-
-async fn model_ready(State(s): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    check_model(&s, &name, None)?;
-    Ok(server_ready(State(s)).await)
-}
-
-async fn model_ready_v(
-    State(s): Shared,
-    Path((name, version)): Path<(String, String)>,
+    Path(path): Path<ModelPath>,
 ) -> Result<StatusCode, ApiError> {
-    check_model(&s, &name, Some(&version))?;
+    check_model(&s, &path)?;
     Ok(server_ready(State(s)).await)
 }
 
@@ -227,31 +210,12 @@ async fn metrics(State(s): Shared) -> impl IntoResponse {
 
 async fn infer(
     State(s): Shared,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    infer_timed(s, name, None, headers, body).await
-}
-
-async fn infer_v(
-    State(s): Shared,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    infer_timed(s, name, Some(version), headers, body).await
-}
-
-async fn infer_timed(
-    s: Arc<AppState>,
-    name: String,
-    version: Option<String>,
+    Path(path): Path<ModelPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = match run_infer(&s, &name, version.as_deref(), &headers, body).await {
+    let resp = match run_infer(&s, &path, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
@@ -262,12 +226,11 @@ async fn infer_timed(
 
 async fn run_infer(
     s: &AppState,
-    name: &str,
-    version: Option<&str>,
+    path: &ModelPath,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_model(s, name, version)?;
+    check_model(s, path)?;
     if s.draining.load(Ordering::Relaxed) {
         s.metrics.reject("draining");
         return Err(ApiError::new(

@@ -6,7 +6,7 @@ mod datatype;
 mod decode;
 mod encode;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use datatype::DataType;
 pub use decode::{DecodedRequest, decode_infer_request};
@@ -19,6 +19,34 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
 pub struct ProtocolError(pub String);
+
+/// The parameters of a model's URLs, `/v2/models/{name}[/versions/{version}]…`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelPath {
+    /// The model's name.
+    pub name: String,
+    /// The version, when the URL names one.
+    pub version: Option<String>,
+}
+
+impl ModelPath {
+    /// `Err` with the 404 message unless the URL names the model `name` (and, when it names a
+    /// version, `version`); `served_by` says who answers (`server`, `endpoint`).
+    pub fn check(&self, name: &str, version: &str, served_by: &str) -> Result<(), String> {
+        if self.name != name {
+            return Err(format!(
+                "unknown model '{}'; this {served_by} serves '{name}'",
+                self.name
+            ));
+        }
+        match &self.version {
+            Some(v) if v != version => Err(format!(
+                "unknown version '{v}' of model '{name}'; the version served is '{version}'"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// One tensor's metadata, as in `GET /v2/models/{name}`.
 #[derive(Debug, Clone, Serialize)]
