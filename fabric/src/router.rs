@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use gpucap_runtime::protocol::{ModelMetadata, ModelPath, ModelSignature, ServerMetadata};
-use gpucap_runtime::server::{ApiError, model_routes};
+use gpucap_runtime::server::{ApiError, model_routes, protocol_fallbacks};
 
 use crate::controller::Shared;
 use crate::fleet::{Acquired, Refusal, Slot};
@@ -103,32 +103,23 @@ fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Every route.
 pub fn router(state: Arc<RouterState>) -> Router {
-    Router::new()
-        .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
-        .route("/v2/health/ready", get(server_ready))
-        .merge(model_routes(model_metadata, model_ready, infer))
-        .route("/metrics", get(metrics))
-        .route("/fabric/status", get(status))
-        .route("/fabric/targets", get(targets))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .method_not_allowed_fallback(|| async {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route",
-            )
-        })
-        .with_state(state)
+    protocol_fallbacks(
+        Router::new()
+            .route("/v2", get(server_metadata))
+            .route("/v2/health/live", get(|| async { StatusCode::OK }))
+            .route("/v2/health/ready", get(server_ready))
+            .merge(model_routes(model_metadata, model_ready, infer))
+            .route("/metrics", get(metrics))
+            .route("/fabric/status", get(status))
+            .route("/fabric/targets", get(targets)),
+    )
+    .with_state(state)
 }
 
 type AppState = State<Arc<RouterState>>;
 
 async fn server_metadata() -> axum::Json<ServerMetadata> {
-    axum::Json(ServerMetadata {
-        name: "gpucap-fabric",
-        version: env!("CARGO_PKG_VERSION"),
-        extensions: vec!["binary_tensor_data"],
-    })
+    axum::Json(ServerMetadata::gpucap("gpucap-fabric"))
 }
 
 async fn server_ready(State(s): AppState) -> StatusCode {

@@ -139,12 +139,20 @@ where
 
 /// The router with every route of the protocol.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
-        .route("/v2/health/ready", get(server_ready))
-        .merge(model_routes(model_metadata, model_ready, infer))
-        .route("/metrics", get(metrics))
+    protocol_fallbacks(
+        Router::new()
+            .route("/v2", get(server_metadata))
+            .route("/v2/health/live", get(|| async { StatusCode::OK }))
+            .route("/v2/health/ready", get(server_ready))
+            .merge(model_routes(model_metadata, model_ready, infer))
+            .route("/metrics", get(metrics)),
+    )
+    .with_state(state)
+}
+
+/// Unknown routes and methods answered in the protocol's error form (404, 405).
+pub fn protocol_fallbacks<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -152,17 +160,12 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "method not allowed on this route",
             )
         })
-        .with_state(state)
 }
 
 type Shared = State<Arc<AppState>>;
 
 async fn server_metadata() -> axum::Json<ServerMetadata> {
-    axum::Json(ServerMetadata {
-        name: "gpucap-runtime",
-        version: env!("CARGO_PKG_VERSION"),
-        extensions: vec!["binary_tensor_data"],
-    })
+    axum::Json(ServerMetadata::gpucap("gpucap-runtime"))
 }
 
 async fn server_ready(State(s): Shared) -> StatusCode {

@@ -85,6 +85,18 @@ pub struct ServerMetadata {
     pub extensions: Vec<&'static str>,
 }
 
+impl ServerMetadata {
+    /// A gpucap server (`gpucap-runtime`, `gpucap-fabric`) of this release, with the binary
+    /// tensor extension.
+    pub fn gpucap(name: &'static str) -> ServerMetadata {
+        ServerMetadata {
+            name,
+            version: env!("CARGO_PKG_VERSION"),
+            extensions: vec!["binary_tensor_data"],
+        }
+    }
+}
+
 /// Where the model's single input and output live, as the codec needs them.
 #[derive(Debug, Clone)]
 pub struct ModelSignature {
