@@ -9,7 +9,9 @@
 //! - a signal above its threshold for `for` raises it to what the load needs, Kubernetes-HPA
 //!   style: `ceil(serving × value / threshold)`, so a jump in load adds several replicas at once;
 //! - a replica idle for `idle_for` is drained and lowers it, burst pools first, never below
-//!   `replicas.min` nor below `min_warm_replicas` burst replicas;
+//!   `replicas.min`, nor below `min_warm_replicas` burst replicas, nor below what the measured
+//!   load needs to keep its signals under their low watermark (or, with `predictive`, what the
+//!   load expected within a cold start needs);
 //! - a replica that is lost (exited, reclaimed) is replaced, on its own pool when that pool can
 //!   start one, else — for spot pools with `spot_fallback = "on_demand"` — on an on-demand pool.
 //!
@@ -22,9 +24,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::CapacityType;
+use crate::predict::LoadShape;
 
 /// A signal is low again only below this fraction of its threshold...
 pub const LOW_WATERMARK: f64 = 0.8;
@@ -59,6 +62,8 @@ pub struct ScalingPolicy {
     pub budget: Option<Budget>,
     /// Whether a failing spot pool's load may go to on-demand pools.
     pub spot_fallback: bool,
+    /// Start replicas a cold start ahead of the load's recurring daily and weekly rises.
+    pub predictive: bool,
 }
 
 /// `budget { max_hourly_usd, on_exhausted }`.
@@ -71,7 +76,7 @@ pub struct Budget {
 }
 
 /// A replica's phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Asked for; not ready yet.
@@ -85,7 +90,7 @@ pub enum Phase {
 }
 
 /// A pool as the autoscaler sees it, in placement order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolState {
     /// Its name, for reasons.
     pub name: String,
@@ -99,10 +104,12 @@ pub struct PoolState {
     pub price_per_hour: Option<f64>,
     /// False while its driver is failing (backing off after failed starts).
     pub usable: bool,
+    /// How long starting a replica takes on it (measured, or its capacity type's typical time).
+    pub cold_start: Duration,
 }
 
 /// A replica as the autoscaler sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaState {
     /// Its id.
     pub id: String,
@@ -121,7 +128,7 @@ pub struct ReplicaState {
 }
 
 /// The signals, as measured for this call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Signals {
     /// Requests waiting per serving replica (their queues plus those the router holds).
     pub queue_depth: Option<f64>,
@@ -140,6 +147,9 @@ pub struct Signals {
 pub struct Observation<'a> {
     /// The time, on any monotonic clock (virtual in simulations).
     pub now: Duration,
+    /// Wall-clock time since the Unix epoch (virtual in simulations): when in the day and the
+    /// week it is, for predictive pre-warming.
+    pub wall: Duration,
     /// Pools in placement order.
     pub pools: &'a [PoolState],
     /// Every replica the router knows, draining ones included.
@@ -151,7 +161,7 @@ pub struct Observation<'a> {
 }
 
 /// What to do.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Start a replica on a pool.
@@ -198,6 +208,7 @@ impl Action {
             ("rolling restart", "rolling_restart"),
             ("budget", "budget"),
             ("idle", "idle"),
+            ("needed only", "surplus"),
             ("unhealthy", "unhealthy"),
             ("no longer", "retired_pool"),
             ("replicas.max", "max_replicas"),
@@ -217,7 +228,7 @@ impl Action {
 }
 
 /// The outcome of one call.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// Actions, in the order to carry them out.
     pub actions: Vec<Action>,
@@ -242,6 +253,10 @@ pub struct Memory {
     awaiting_slot: Option<usize>,
     /// Replicas lost (or drained to be replaced) and not yet replaced.
     replace: usize,
+    /// The load's daily and weekly shape, learned for predictive pre-warming.
+    shape: LoadShape,
+    /// Since when more replicas have been live than the load needs.
+    surplus_since: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -285,6 +300,21 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     let mut raised = Vec::new();
     let sustained = sustained_signals(memory, obs, policy, &mut raised);
     let serving = plan.serving();
+    let high = memory.signals.iter().any(|s| s.high_since.is_some());
+    memory.shape.observe(
+        obs.wall,
+        obs.signals.request_rate,
+        carried_at_threshold(obs, policy, serving, high),
+    );
+    if policy.predictive
+        && let Some((need, text)) = predicted_need(&memory.shape, obs, policy)
+    {
+        plan.floor = need;
+        if need > target.max(live) {
+            target = need;
+            why = text;
+        }
+    }
     if let Some((ratio, text)) = &sustained
         && serving > 0
     {
@@ -314,10 +344,32 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     plan.keep_warm();
     plan.hold_budget();
     plan.trim_to_max();
-    let high = memory.signals.iter().any(|s| s.high_since.is_some());
     let calm = !high && obs.signals.held == 0;
-    if calm && plan.starts() == 0 {
-        plan.drain_idle();
+    // Idle replicas drain only down to what the load measured now needs with headroom, so a
+    // noisy signal hovering near its threshold does not drain a replica it then starts again.
+    plan.floor = plan.floor.max(load_floor(obs, policy, serving));
+    let latency_high = memory.signals[1].high_since.is_some();
+    if obs.signals.held == 0 && !latency_high && plan.starts() == 0 {
+        plan.drain_idle(None);
+        // Replicas the load has not needed for `idle_for` drain even while they get requests:
+        // the router spreads the baseline over every base replica, so none of them would ever
+        // be idle on its own.
+        let needed = plan.floor.max(policy.replicas_min);
+        if plan.live() > needed {
+            let since = *memory.surplus_since.get_or_insert(obs.now);
+            if obs.now.saturating_sub(since) >= policy.idle_for {
+                let why = format!(
+                    "the load has needed only {needed} replica(s) for {}",
+                    humantime::format_duration(policy.idle_for)
+                );
+                plan.drain_idle(Some(&why));
+                memory.surplus_since = None;
+            }
+        } else {
+            memory.surplus_since = None;
+        }
+    } else {
+        memory.surplus_since = None;
     }
     memory.replace += plan.roll(memory);
     let live_after = plan.live();
@@ -331,6 +383,73 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     decision.target = memory.target;
     decision.raised = raised;
     decision
+}
+
+/// What one serving replica carries, in requests per second, with its utilization at the
+/// policy's threshold: the rate per busy replica scaled to the threshold when utilization is
+/// measured and high enough to judge (small batches are less efficient), else the rate per
+/// replica while a scale-up signal is high (the replicas are at their threshold then).
+fn carried_at_threshold(
+    obs: &Observation<'_>,
+    policy: &ScalingPolicy,
+    serving: usize,
+    high: bool,
+) -> Option<f64> {
+    let rate = obs.signals.request_rate;
+    if serving == 0 || rate <= 0.0 {
+        return None;
+    }
+    match (obs.signals.utilization, policy.utilization) {
+        (Some(busy), Some(threshold)) if busy >= 0.5 => {
+            Some(rate / (busy * serving as f64) * threshold)
+        }
+        _ if high => Some(rate / serving as f64),
+        _ => None,
+    }
+}
+
+/// The serving replicas the load needs so that the queue and utilization signals would stay
+/// below their low watermark: `ceil(serving × value / (threshold × LOW_WATERMARK))`, the largest
+/// over the signals configured. Latency cannot be projected this way; it gates drains instead.
+fn load_floor(obs: &Observation<'_>, policy: &ScalingPolicy, serving: usize) -> usize {
+    let s = obs.signals;
+    [
+        (s.queue_depth, policy.queue_depth),
+        (s.utilization, policy.utilization),
+    ]
+    .into_iter()
+    .filter_map(|(value, threshold)| Some((value?, threshold?)))
+    .map(|(value, threshold)| {
+        (serving as f64 * value / (threshold * LOW_WATERMARK) - 1e-9).ceil() as usize
+    })
+    .max()
+    .unwrap_or(0)
+}
+
+/// Replicas the load expected within a cold start needs (capped at `replicas.max`), with the
+/// reason; `None` until the shape has been learned.
+fn predicted_need(
+    shape: &LoadShape,
+    obs: &Observation<'_>,
+    policy: &ScalingPolicy,
+) -> Option<(usize, String)> {
+    let cold_start = obs
+        .pools
+        .iter()
+        .filter(|p| p.usable)
+        .map(|p| p.cold_start)
+        .max()?;
+    let f = shape.forecast(obs.wall, cold_start)?;
+    let need = f.replicas.min(policy.replicas_max);
+    Some((
+        need,
+        format!(
+            "predictive: earlier days reached {} req/s within the next {}, which {need} replica(s) carry at {} req/s each",
+            round(f.rate),
+            humantime::format_duration(cold_start),
+            round(f.per_replica)
+        ),
+    ))
 }
 
 /// Updates hysteresis, noting signals that just went high in `raised`; returns the largest
@@ -412,6 +531,9 @@ struct Planner<'a> {
     starting: Vec<usize>,
     budget_bound: bool,
     notes: Vec<String>,
+    /// Replicas kept for the load measured now or predicted: idle ones above it are not
+    /// drained.
+    floor: usize,
 }
 
 impl<'a> Planner<'a> {
@@ -424,6 +546,7 @@ impl<'a> Planner<'a> {
             starting: vec![0; obs.pools.len()],
             budget_bound: false,
             notes: Vec::new(),
+            floor: 0,
         }
     }
 
@@ -801,14 +924,16 @@ impl<'a> Planner<'a> {
         out
     }
 
-    /// Drains replicas idle for `idle_for`, down to `replicas.min` and `min_warm` burst ones.
-    fn drain_idle(&mut self) {
+    /// Drains replicas idle for `idle_for` (or, with `surplus`, any serving replicas, least
+    /// busy first), down to `replicas.min` or the floor the load sets, and `min_warm` burst ones.
+    fn drain_idle(&mut self, surplus: Option<&str>) {
         for r in self.drain_order() {
-            if r.phase != Phase::Ready || r.outstanding > 0 || r.idle_for < self.policy.idle_for {
+            let idle = r.outstanding == 0 && r.idle_for >= self.policy.idle_for;
+            if r.phase != Phase::Ready || (surplus.is_none() && !idle) {
                 continue;
             }
             let burst = r.pool.is_some_and(|p| self.obs.pools[p].burst);
-            if self.live() <= self.policy.replicas_min {
+            if self.live() <= self.policy.replicas_min.max(self.floor) {
                 break;
             }
             // The base never goes below replicas.min serving replicas, however many burst
@@ -821,12 +946,16 @@ impl<'a> Planner<'a> {
             if floor_hit {
                 continue;
             }
-            self.push(Action::Drain {
-                replica: r.id.clone(),
-                reason: format!(
+            let reason = match surplus {
+                Some(why) => why.to_string(),
+                None => format!(
                     "idle for {} (no requests)",
                     humantime::format_duration(self.policy.idle_for)
                 ),
+            };
+            self.push(Action::Drain {
+                replica: r.id.clone(),
+                reason,
             });
         }
     }
@@ -907,6 +1036,7 @@ mod tests {
             drain_timeout: Duration::from_secs(10),
             budget: None,
             spot_fallback: false,
+            predictive: false,
         }
     }
 
@@ -918,6 +1048,7 @@ mod tests {
             slots,
             price_per_hour: Some(price),
             usable: true,
+            cold_start: Duration::from_secs(1),
         }
     }
 
@@ -957,6 +1088,7 @@ mod tests {
             mem,
             &Observation {
                 now: at(now),
+                wall: at(now),
                 pools,
                 replicas,
                 signals,
@@ -1234,6 +1366,7 @@ mod tests {
                 &mut m,
                 &Observation {
                     now: at(4),
+                    wall: at(4),
                     pools,
                     replicas: one,
                     signals: calm,
@@ -1254,6 +1387,7 @@ mod tests {
             &mut m,
             &Observation {
                 now: at(4),
+                wall: at(4),
                 pools: &pools,
                 replicas: one,
                 signals: calm,
@@ -1439,5 +1573,82 @@ mod tests {
         assert_eq!((started, drained), (0, 0));
         // Without load the fleet stays at its minimum.
         assert_eq!(closed_loop(|_| 0.0, 600), (0, 0));
+    }
+
+    #[test]
+    fn predictive_starts_replicas_a_cold_start_before_yesterdays_rise() {
+        let p = ScalingPolicy {
+            replicas_min: 1,
+            replicas_max: 6,
+            queue_depth: None,
+            utilization: Some(0.7),
+            predictive: true,
+            ..policy()
+        };
+        let mut pools = vec![
+            pool("lab", CapacityType::OnPrem, false, 1, 0.4),
+            pool("cloud", CapacityType::OnDemand, true, 5, 2.0),
+        ];
+        pools[1].cold_start = Duration::from_secs(120);
+        let one = [replica("lab-1", 0, Phase::Ready)];
+        let six: Vec<ReplicaState> = (0..6)
+            .map(|i| replica(&format!("r{i}"), usize::from(i > 0), Phase::Ready))
+            .collect();
+        let quiet = Signals {
+            utilization: Some(0.05),
+            request_rate: 30.0,
+            ..Signals::default()
+        };
+        let busy = Signals {
+            utilization: Some(0.9),
+            request_rate: 600.0,
+            ..Signals::default()
+        };
+        let mut mem = Memory::default();
+        let day = 86_400;
+        // Two days, every ten seconds on six replicas: quiet, then 600 req/s from 09:00 to 17:00.
+        for second in (0..2 * day).step_by(10) {
+            let signals = if (9 * 3600..17 * 3600).contains(&(second % day)) {
+                busy
+            } else {
+                quiet
+            };
+            run(&mut mem, second, &pools, &six, signals, &p);
+        }
+        // Day three, 07:00, on one replica: nothing rises within a cold start.
+        let early = run(&mut mem, 2 * day + 7 * 3600, &pools, &one, quiet, &p);
+        assert!(starts(&early).is_empty(), "{early:?}");
+        // 08:58: the 09:00 rise is within a cold start; 600 req/s needs more than six replicas
+        // that carry 78 req/s each at 70 % busy, so the fleet fills to replicas.max.
+        let mut off = mem.clone();
+        let d = run(
+            &mut mem,
+            2 * day + 8 * 3600 + 58 * 60,
+            &pools,
+            &one,
+            quiet,
+            &p,
+        );
+        assert_eq!(starts(&d), [1, 1, 1, 1, 1], "{d:?}");
+        assert!(
+            d.actions[0]
+                .reason()
+                .starts_with("predictive: earlier days reached 600 req/s within the next 2m"),
+            "{d:?}"
+        );
+        // Off, the same memory starts nothing.
+        let plain = ScalingPolicy {
+            predictive: false,
+            ..p.clone()
+        };
+        let d = run(
+            &mut off,
+            2 * day + 8 * 3600 + 58 * 60,
+            &pools,
+            &one,
+            quiet,
+            &plain,
+        );
+        assert!(starts(&d).is_empty(), "{d:?}");
     }
 }

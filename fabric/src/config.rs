@@ -77,6 +77,21 @@ pub struct EndpointSection {
     pub address_file: Option<PathBuf>,
 }
 
+impl EndpointSection {
+    /// The endpoint `name` listening on `listen`, every other setting at its default.
+    pub fn new(name: &str, listen: String) -> EndpointSection {
+        EndpointSection {
+            name: name.to_string(),
+            listen,
+            router_region: None,
+            max_body_bytes: default_max_body(),
+            hold_capacity: None,
+            replica_concurrency: None,
+            address_file: None,
+        }
+    }
+}
+
 /// `[model]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -166,6 +181,10 @@ pub struct PolicySection {
     /// The cap on burst spend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSection>,
+    /// Start replicas a cold start ahead of the load's recurring daily and weekly rises, as
+    /// learned from what the router has seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predictive: bool,
 }
 
 /// `[policy.scale_up]`
@@ -341,7 +360,7 @@ fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// Capacity types, in the order the pool resource lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CapacityType {
     /// Owned hardware.
@@ -355,13 +374,27 @@ pub enum CapacityType {
 }
 
 impl CapacityType {
-    fn parse(s: &str) -> Option<CapacityType> {
+    /// Reads the configuration spelling.
+    pub fn parse(s: &str) -> Option<CapacityType> {
         Some(match s {
             "on_prem" => CapacityType::OnPrem,
             "reserved" => CapacityType::Reserved,
             "on_demand" => CapacityType::OnDemand,
             "spot" => CapacityType::Spot,
             _ => return None,
+        })
+    }
+
+    /// How long a replica typically takes to start on this kind of capacity, before the first
+    /// start has been measured: the defaults `simulate` uses and documents with their sources
+    /// (docs/fabric/simulate.md). Owned hardware only starts a process and loads the model;
+    /// cloud capacity first launches and boots an instance.
+    pub fn typical_cold_start(self) -> Duration {
+        Duration::from_secs(match self {
+            CapacityType::OnPrem => 30,
+            CapacityType::Reserved => 90,
+            CapacityType::OnDemand => 120,
+            CapacityType::Spot => 150,
         })
     }
 
@@ -405,8 +438,8 @@ pub struct Pool {
     pub slots: usize,
     /// Whether it is a burst pool (else base).
     pub burst: bool,
-    /// Its driver.
-    pub driver: DriverConfig,
+    /// Its driver; `None` only in configs checked for simulation, which start nothing.
+    pub driver: Option<DriverConfig>,
 }
 
 /// The config after validation, in the types the router uses.
@@ -466,6 +499,16 @@ impl FabricConfig {
     /// Checks every setting, resolves placement and enforces residency. `config_digest` is
     /// carried through to status.
     pub fn validate(&self, config_digest: &str) -> Result<Fabric, ConfigError> {
+        self.checked(config_digest, true)
+    }
+
+    /// Checks every setting as [`validate`](Self::validate) does, except that pools need no
+    /// driver: what `simulate` runs, which starts nothing.
+    pub fn validate_for_simulation(&self) -> Result<Fabric, ConfigError> {
+        self.checked("", false)
+    }
+
+    fn checked(&self, config_digest: &str, need_drivers: bool) -> Result<Fabric, ConfigError> {
         let e = &self.endpoint;
         check_name("endpoint.name", &e.name)?;
         check_name("model.version", &self.model.version)?;
@@ -490,7 +533,7 @@ impl FabricConfig {
             1_000_000,
         )?;
 
-        let pools = self.checked_pools()?;
+        let pools = self.checked_pools(need_drivers)?;
         // Defence in depth behind the plan-time check: a pool outside the residency is refused,
         // so no code path can ever send data there.
         for (i, pool) in pools.iter().enumerate() {
@@ -550,7 +593,7 @@ impl FabricConfig {
         })
     }
 
-    fn checked_pools(&self) -> Result<Vec<Pool>, ConfigError> {
+    fn checked_pools(&self, need_drivers: bool) -> Result<Vec<Pool>, ConfigError> {
         let mut out: Vec<Pool> = Vec::new();
         for (i, p) in self.pools.iter().enumerate() {
             let key = |k: &str| format!("pools[{i}].{k}");
@@ -592,14 +635,15 @@ impl FabricConfig {
                         .devices
                         .parse::<gpucap_runtime::backend::DeviceSpec>()
                         .map_err(|e| bad(key("local.devices"), e))?;
-                    DriverConfig::Local {
+                    Some(DriverConfig::Local {
                         devices: local.devices.clone(),
                         runtime_path: local
                             .runtime_path
                             .clone()
                             .unwrap_or_else(|| self.runtime.path.clone()),
-                    }
+                    })
                 }
+                None if !need_drivers => None,
                 None => {
                     return Err(bad(
                         format!("pools[{i}]"),
@@ -628,6 +672,7 @@ impl FabricConfig {
             scale_up: ScaleUpSection::default(),
             scale_down: ScaleDownSection::default(),
             budget: None,
+            predictive: false,
         };
         let p = self.policy.as_ref().unwrap_or(&default);
         one_of(
@@ -701,6 +746,7 @@ impl FabricConfig {
             )?,
             budget,
             spot_fallback: p.spot_fallback == "on_demand",
+            predictive: p.predictive,
         })
     }
 }
@@ -843,10 +889,10 @@ dir = "/tmp/state"
         assert!(f.scaling.budget.unwrap().reject_when_exhausted);
         assert_eq!(
             f.pools[1].driver,
-            DriverConfig::Local {
+            Some(DriverConfig::Local {
                 devices: "auto".into(),
                 runtime_path: "/bin/gpucap-runtime".into()
-            }
+            })
         );
     }
 

@@ -1,5 +1,5 @@
 //! The control loop: every second (and at once when a request is held) it checks each replica's
-//! process, scrapes its `/metrics`, measures the signals, asks the [autoscaler](crate::autoscaler)
+//! process, scrapes its `/metrics`, measures the signals, asks the [autoscaler]
 //! what to do, and carries that out through the pools' drivers. It owns the replicas' lifecycle:
 //! starting, adopting after a router restart, failing starts with back-off, replacing lost
 //! replicas, draining, stopping, rolling restarts after a reload.
@@ -20,7 +20,8 @@ use crate::driver::local::{self, LocalDriver};
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
 use crate::metrics::{DecisionLabels, FabricMetrics, ReplicaLabels};
-use crate::signals::{LatencyWindow, ReplicaSample};
+use crate::record::Recorder;
+use crate::signals::{self, LatencyWindow, ReplicaSample, ServingLoad};
 use crate::status::{
     BudgetStatus, DecisionRecord, PoolStatus, ReplicaStatus, RouterStatus, SignalStatus, Status,
 };
@@ -56,6 +57,8 @@ struct PoolSlot {
     quick_deaths: u32,
     backoff_until: Option<Instant>,
     last_error: Option<String>,
+    /// How long its last start took.
+    cold_start: Option<Duration>,
 }
 
 enum Done {
@@ -103,6 +106,8 @@ pub struct Controller {
     reloads: u64,
     address: String,
     scale_from_zero: Option<f64>,
+    /// Where each round's observation and decision are written, when asked.
+    recorder: Option<Recorder>,
 }
 
 impl Controller {
@@ -142,10 +147,16 @@ impl Controller {
             reloads: 0,
             address,
             scale_from_zero: None,
+            recorder: None,
             fabric,
         };
         c.pools = c.build_pools(&[]);
         c
+    }
+
+    /// Writes every round's observation and decision to `recorder`.
+    pub fn record_to(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
     }
 
     fn replicas_dir(&self) -> PathBuf {
@@ -160,13 +171,14 @@ impl Controller {
             .iter()
             .map(|p| {
                 let (driver, broken) = match &p.driver {
-                    DriverConfig::Local {
+                    Some(DriverConfig::Local {
                         devices,
                         runtime_path,
-                    } => match LocalDriver::new(&p.name, devices, p.slots, runtime_path, &dir) {
+                    }) => match LocalDriver::new(&p.name, devices, p.slots, runtime_path, &dir) {
                         Ok(d) => (Some(Arc::new(d) as Arc<dyn Driver>), None),
                         Err(e) => (None, Some(e.0)),
                     },
+                    None => (None, Some("the pool has no driver".to_string())),
                 };
                 let kept = old.iter().find(|(name, _)| name == &p.name);
                 PoolSlot {
@@ -176,6 +188,7 @@ impl Controller {
                     quick_deaths: kept.map_or(0, |(_, s)| s.quick_deaths),
                     backoff_until: kept.and_then(|(_, s)| s.backoff_until),
                     last_error: broken.or_else(|| kept.and_then(|(_, s)| s.last_error.clone())),
+                    cold_start: kept.and_then(|(_, s)| s.cold_start),
                 }
             })
             .collect()
@@ -423,8 +436,16 @@ impl Controller {
         if outdated {
             self.shared.fleet.mark_outdated(std::slice::from_ref(&id));
         }
+        let took = self
+            .shared
+            .fleet
+            .members()
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.phase_since.elapsed());
         self.shared.fleet.ready(&id, &address);
         let slot = &mut self.pools[pool];
+        slot.cold_start = took.or(slot.cold_start);
         slot.failures = 0;
         slot.backoff_until = None;
         slot.last_error = None;
@@ -601,20 +622,21 @@ impl Controller {
     }
 
     fn signals(&self, members: &[Member]) -> Signals {
-        let serving: Vec<&Member> = members.iter().filter(|m| m.phase == Phase::Ready).collect();
-        let held = self.shared.fleet.held();
+        let serving: Vec<ServingLoad> = members
+            .iter()
+            .filter(|m| m.phase == Phase::Ready)
+            .map(|m| ServingLoad {
+                queue_depth: m.queue_depth,
+                busy: m.busy,
+            })
+            .collect();
         // Held requests averaged over the last interval; replica queues as scraped.
-        let held_mean = self.shared.fleet.held_mean();
-        let (rate, p99) = self.shared.window.summary(Instant::now());
-        let n = serving.len() as f64;
-        Signals {
-            queue_depth: (n > 0.0)
-                .then(|| (serving.iter().map(|m| m.queue_depth).sum::<f64>() + held_mean) / n),
-            p99_latency_ms: p99,
-            utilization: (n > 0.0).then(|| serving.iter().map(|m| m.busy).sum::<f64>() / n),
-            request_rate: rate,
-            held,
-        }
+        signals::measure(
+            &serving,
+            self.shared.fleet.held(),
+            self.shared.fleet.held_mean(),
+            self.shared.window.summary(Instant::now()),
+        )
     }
 
     fn burst_rate(&self, members: &[Member]) -> f64 {
@@ -655,6 +677,9 @@ impl Controller {
                 slots: p.slots,
                 price_per_hour: p.price_per_gpu_hour,
                 usable: s.driver.is_some() && s.backoff_until.is_none_or(|t| t <= now),
+                cold_start: s
+                    .cold_start
+                    .unwrap_or_else(|| p.capacity_type.typical_cold_start()),
             })
             .collect();
         let replicas: Vec<ReplicaState> = members
@@ -677,17 +702,23 @@ impl Controller {
             .iter()
             .filter_map(|name| self.fabric.pools.iter().position(|p| &p.name == name))
             .collect();
-        let decision = autoscaler::decide(
-            &mut self.memory,
-            &Observation {
-                now: at.saturating_duration_since(self.epoch),
-                pools: &pools,
-                replicas: &replicas,
-                signals,
-                lost: &lost,
-            },
-            &self.fabric.scaling,
-        );
+        let observation = Observation {
+            now: at.saturating_duration_since(self.epoch),
+            wall: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+            pools: &pools,
+            replicas: &replicas,
+            signals,
+            lost: &lost,
+        };
+        let decision = autoscaler::decide(&mut self.memory, &observation, &self.fabric.scaling);
+        if let Some(recorder) = &mut self.recorder
+            && let Err(e) = recorder.write(&observation, &decision)
+        {
+            tracing::error!(error = %e, "stopped recording decisions");
+            self.recorder = None;
+        }
         for signal in &decision.raised {
             self.log("signal", "autoscaler", signal);
         }

@@ -4,7 +4,7 @@
 //!
 //! A replica has `concurrency` slots: with all of them taken it is saturated. A request takes a
 //! slot on a ready base replica with the fewest requests in flight; only when every base replica
-//! is saturated does it go to a burst replica, pools in spill order. When no replica has a free
+//! is saturated does it go to a burst replica, pools in spill order ([`preference`]). When no replica has a free
 //! slot the request is *held* in a bounded FIFO until one frees up or a new replica becomes ready,
 //! and the control plane is woken (scale from zero, saturation).
 
@@ -172,6 +172,19 @@ struct Inner {
     zero_since: Option<Instant>,
 }
 
+/// Which replica with a free slot a request goes to: the lowest key wins. Base replicas come
+/// first, the least busy of them, so the baseline shares the load evenly. Then burst pools in
+/// spill order, and within a burst pool the *busiest* replica with room: burst load is packed
+/// onto as few replicas as it needs, so the others fall idle and drain instead of each keeping a
+/// trickle that holds it (and its bill) alive. `simulate` routes by this too.
+pub fn preference(burst: bool, pool: usize, outstanding: usize) -> (bool, usize, isize) {
+    if burst {
+        (true, pool, -(outstanding as isize))
+    } else {
+        (false, 0, outstanding as isize)
+    }
+}
+
 /// The shared replica table.
 pub struct Fleet {
     me: Weak<Fleet>,
@@ -278,14 +291,7 @@ impl Fleet {
                     && m.outstanding < limit
                     && Some(m.id.as_str()) != exclude
             })
-            .min_by_key(|m| {
-                let pool = if m.burst {
-                    m.pool.unwrap_or(usize::MAX)
-                } else {
-                    0
-                };
-                (m.burst, pool, m.outstanding)
-            })?;
+            .min_by_key(|m| preference(m.burst, m.pool.unwrap_or(usize::MAX), m.outstanding))?;
         chosen.outstanding += 1;
         Some(Slot {
             fleet,
@@ -521,6 +527,24 @@ mod tests {
             taken,
             ["base", "base", "burst-a", "burst-a", "burst-b", "burst-b"]
         );
+    }
+
+    #[test]
+    fn burst_load_is_packed_onto_the_busiest_burst_replica_with_room() {
+        let fleet = Fleet::new(3, 10, false);
+        ready(&fleet, "base", 0, false);
+        ready(&fleet, "x", 1, true);
+        ready(&fleet, "y", 1, true);
+        let slots: Vec<Slot> = (0..6).map(|_| now(fleet.acquire(None))).collect();
+        let on = |id: &str| slots.iter().filter(|s| s.replica == id).count();
+        assert_eq!((on("base"), on("x"), on("y")), (3, 3, 0));
+        // One of x's requests ends: x takes the next, y stays idle (and can drain).
+        let mut slots = slots;
+        let i = slots.iter().position(|s| s.replica == "x").unwrap();
+        slots.remove(i);
+        let next = now(fleet.acquire(None));
+        assert_eq!(next.replica, "x");
+        assert_eq!(now(fleet.acquire(None)).replica, "y");
     }
 
     #[tokio::test]

@@ -10,7 +10,10 @@
 //! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;
 //! - [`controller`]: the control loop that measures, decides and acts through drivers;
 //! - [`driver`]: capacity drivers behind one trait (`local`: runtime processes on this host);
-//! - [`signals`], [`metrics`], [`status`]: what is measured and reported;
+//! - [`predict`]: the load's daily and weekly shape, for predictive pre-warming;
+//! - [`signals`], [`metrics`], [`status`]: what is measured and reported; [`record`]: the
+//!   decision log of every control round;
+//! - [`simulate`]: `gpucap-fabric simulate`, the same control loop in virtual time on a trace;
 //! - [`serve`]: wiring for `gpucap-fabric serve`; [`deploy`]: starting, reloading and stopping a
 //!   router, for the provider; [`process`] and [`store`]: detached processes and atomic records.
 
@@ -21,9 +24,12 @@ pub mod deploy;
 pub mod driver;
 pub mod fleet;
 pub mod metrics;
+pub mod predict;
 pub mod process;
+pub mod record;
 pub mod router;
 pub mod serve;
 pub mod signals;
+pub mod simulate;
 pub mod status;
 pub mod store;

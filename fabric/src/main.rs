@@ -1,9 +1,11 @@
-//! The `gpucap-fabric` command line: `serve` an endpoint's router, print a router's `status`.
+//! The `gpucap-fabric` command line: `serve` an endpoint's router, print a router's `status`,
+//! `simulate` a burst policy on a trace, generate a `trace`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gpucap_fabric::simulate::cli::{self, SimulateArgs, TraceArgs};
 
 /// gpucap's fabric: one URL per endpoint that spills load from base to burst pools, scales to
 /// zero and drains back, within budget and residency.
@@ -27,7 +29,15 @@ enum Command {
         /// Threads serving requests; 0 = one per core.
         #[arg(long, env = "GPUCAP_FABRIC_THREADS", default_value_t = 0)]
         threads: usize,
+        /// Write every control round's observation and decision to this file (JSON lines).
+        #[arg(long, env = "GPUCAP_FABRIC_RECORD_DECISIONS")]
+        record_decisions: Option<PathBuf>,
     },
+    /// What a burst policy would cost and how well it would serve on a traffic trace, beside a
+    /// static fleet sized for the peak and on-demand prices (see docs/fabric/simulate.md).
+    Simulate(Box<SimulateArgs>),
+    /// Generate a traffic trace (CSV on stdout) of a shape, from a seed.
+    Trace(TraceArgs),
     /// Print a router's pools, replicas, signals, budget and recent decisions.
     Status {
         /// The router's URL (or the endpoint's model URL), e.g. http://127.0.0.1:8000.
@@ -63,11 +73,15 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve {
-            config, log_format, ..
+            config,
+            log_format,
+            record_decisions,
+            ..
         } => {
             init_logging(log_format);
             let result = runtime.block_on(gpucap_fabric::serve::serve(
                 config,
+                record_decisions,
                 gpucap_fabric::serve::termination_signal(),
             ));
             match result {
@@ -79,6 +93,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Simulate(args) => print_or_fail(cli::simulate(&args)),
+        Command::Trace(args) => print_or_fail(cli::generate(&args)),
         Command::Status { url, json } => {
             match runtime.block_on(gpucap_fabric::deploy::fetch_status(&url)) {
                 Ok(status) => {
@@ -97,6 +113,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Prints a command's output, or its error (exit 2).
+fn print_or_fail(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

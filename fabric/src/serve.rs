@@ -65,11 +65,16 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     })
 }
 
-/// Serves the endpoint until `shutdown` completes, then drains and stops every replica.
+/// Serves the endpoint until `shutdown` completes, then drains and stops every replica. With
+/// `record`, every control round's observation and decision is written there (JSON lines).
 pub async fn serve(
     path: PathBuf,
+    record: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let recorder = record
+        .map(|p| crate::record::Recorder::create(&p))
+        .transpose()?;
     let Loaded {
         fabric,
         settings,
@@ -107,6 +112,9 @@ pub async fn serve(
         "router listening"
     );
     let mut controller = Controller::new(shared.clone(), fabric, runtime_digest, address.clone());
+    if let Some(recorder) = recorder {
+        controller.record_to(recorder);
+    }
     controller.adopt().await;
 
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);

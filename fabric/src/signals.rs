@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::autoscaler::Signals;
+
 /// Seconds the sliding window covers.
 pub const WINDOW_SECONDS: u64 = 10;
 /// Latency buckets: 0.1 ms × 1.2^i, up to about 3.5 minutes.
@@ -99,6 +101,35 @@ impl LatencyWindow {
             }
         }
         (rate, None)
+    }
+}
+
+/// What a serving replica contributes to the signals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServingLoad {
+    /// Requests waiting in its queue (not yet in a batch).
+    pub queue_depth: f64,
+    /// Its devices' busy fraction over the last interval.
+    pub busy: f64,
+}
+
+/// The autoscaler's signals from the serving replicas, the requests the router holds (now, and
+/// averaged over the last interval) and the router's `(rate, p99)` window summary. `serve` and
+/// `simulate` both measure through this.
+pub fn measure(
+    serving: &[ServingLoad],
+    held: usize,
+    held_mean: f64,
+    (rate, p99): (f64, Option<f64>),
+) -> Signals {
+    let n = serving.len() as f64;
+    Signals {
+        queue_depth: (n > 0.0)
+            .then(|| (serving.iter().map(|s| s.queue_depth).sum::<f64>() + held_mean) / n),
+        p99_latency_ms: p99,
+        utilization: (n > 0.0).then(|| serving.iter().map(|s| s.busy).sum::<f64>() / n),
+        request_rate: rate,
+        held,
     }
 }
 

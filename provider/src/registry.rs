@@ -187,6 +187,10 @@ impl PolicyInfo {
                     drain_timeout: text(down.get("drain_timeout"), "30s")?,
                 },
                 budget,
+                predictive: match v.get("predictive") {
+                    Value::Null => false,
+                    p => p.as_bool()?,
+                },
             },
             name,
             object: v.to_json_unknown_as_null(),

@@ -172,6 +172,14 @@ impl Value {
         }
     }
 
+    /// The boolean, if this is a known bool.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// The number as `f64`, if this is a known number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {

@@ -160,3 +160,58 @@ fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_clean
     );
     assert!(!tf.state_dir().join("endpoints/digits").exists());
 }
+
+#[test]
+fn simulate_reads_the_endpoint_from_a_real_plan_in_its_spill_order() {
+    let tf = Tf::new(&config(4, 3.0));
+    tf.ok(&["plan", "-out", "plan.bin"]);
+    let json = tf.ok(&["show", "-json", "plan.bin"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let endpoint = doc["planned_values"]["root_module"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "gpucap_inference_endpoint")
+        .unwrap();
+    assert_eq!(
+        endpoint["values"]["spill_order"],
+        serde_json::json!(["lab", "cloud"])
+    );
+    std::fs::write(tf.path().join("plan.json"), &json).unwrap();
+    // Ten minutes: quiet, then more than the base replica carries.
+    std::fs::write(
+        tf.path().join("trace.csv"),
+        "second,requests_per_second\n0,50\n120,400\n480,50\n600,50\n",
+    )
+    .unwrap();
+    let out = Command::new(common::fabric_bin())
+        .args([
+            "simulate",
+            "--plan",
+            "plan.json",
+            "--endpoint",
+            "digits",
+            "--trace",
+            "trace.csv",
+            "--replica-rps",
+            "200",
+            "--format",
+            "json",
+        ])
+        .current_dir(tf.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["policy"], "eu");
+    let pools = report["rows"][0]["pools"].as_array().unwrap();
+    let names: Vec<(&str, bool)> = pools
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["burst"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("lab", false), ("cloud", true)]);
+    assert!(pools[1]["starts"].as_u64().unwrap() > 0, "{report}");
+    // The budget of $3/h holds one $2/h burst replica at a time, in the plan's words too.
+    assert_eq!(pools[1]["peak_replicas"], 1, "{report}");
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{
     Backend, BackendOptions, CpuBackend, CudaBackend, Precision, forward_at_precision,
@@ -76,6 +76,45 @@ pub struct ForwardReport {
     pub points: Vec<ForwardPoint>,
     /// Accuracy of each reduced precision.
     pub accuracy: Vec<AccuracyPoint>,
+}
+
+/// A replica's speed by batch size, as `gpucap-fabric simulate --service-model` reads it and
+/// `forward-bench --service-model FILE` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceModelFile {
+    /// What was measured (model, device, threads, host), for reports.
+    pub source: String,
+    /// Measured batch sizes, any order.
+    pub points: Vec<ServicePoint>,
+}
+
+/// One measured batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServicePoint {
+    /// Rows per forward pass.
+    pub batch: usize,
+    /// Rows computed per second at that batch size.
+    pub rows_per_second: f64,
+}
+
+impl ForwardReport {
+    /// The first device's full-precision points as a service model, described by `source`.
+    pub fn service_model(&self, source: String) -> Option<ServiceModelFile> {
+        let first = self.points.first()?;
+        let points = self
+            .points
+            .iter()
+            .filter(|p| p.backend == first.backend && p.precision == first.precision)
+            .map(|p| ServicePoint {
+                batch: p.rows,
+                rows_per_second: p.rows_per_s,
+            })
+            .collect();
+        Some(ServiceModelFile {
+            source: format!("{source} on {} ({})", first.backend, first.precision),
+            points,
+        })
+    }
 }
 
 /// Runs every measurement in `options` on `model`.

@@ -53,6 +53,10 @@ struct ForwardBenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the first device's rows per second by batch size here, as the service model
+    /// `gpucap-fabric simulate --service-model` reads.
+    #[arg(long)]
+    service_model: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -211,7 +215,17 @@ fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
             iterations: args.iterations,
             threads: args.threads,
         };
-        gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)
+        let report = gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)?;
+        if let Some(path) = &args.service_model {
+            let source = format!("forward-bench of {}", args.model.display());
+            let file = report
+                .service_model(source)
+                .ok_or("no point was measured, so there is no service model to write")?;
+            let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
+            std::fs::write(path, text)
+                .map_err(|e| format!("--service-model {}: {e}", path.display()))?;
+        }
+        Ok(report)
     };
     print_report(run().map_err(anyhow::Error::msg), args.json)
 }

@@ -35,6 +35,8 @@ fn build_schema() -> Schema {
             .default_value("placement", json!("ordered"))
             .attr("spot_fallback", Type::String, Mode::OptionalComputed, "`none` or `on_demand`: where load goes when spot capacity is reclaimed. Default: `none`.")
             .default_value("spot_fallback", json!("none"))
+            .attr("predictive", Type::Bool, Mode::OptionalComputed, "Start burst replicas a cold start ahead of the load's recurring daily and weekly rises, learned from what the endpoint's router has seen, instead of waiting for queues to grow. The first two days are learned, not predicted; `gpucap-fabric simulate` shows what it buys on a trace. Default: `false`.")
+            .default_value("predictive", json!(false))
             .attr("max_hourly_cost_usd", Type::Number, Mode::Computed, "Most this policy can spend per hour: every base pool at maximum size plus burst spend, capped by `budget.max_hourly_usd`. Null while a pool has no price.")
             .single(
                 "scale_up",

@@ -51,6 +51,7 @@ fn build_schema() -> Schema {
             .attr("url", Type::String, Mode::Computed, "Base URL of the model on the Open Inference Protocol v2, served by the endpoint's router, e.g. `http://127.0.0.1:8000/v2/models/NAME`; inference is `POST {url}/infer`.")
             .attr("router_region", Type::String, Mode::Computed, "Where the endpoint's router runs: the first base pool's region. The router sees the endpoint's data, so this region is held to `data_residency` too.")
             .attr("serving_regions", list_of_strings(), Mode::Computed, "Every region the endpoint can run in: its pools' regions, base then burst.")
+            .attr("spill_order", list_of_strings(), Mode::Computed, "The endpoint's pools in the order load goes to them: the base pools, then the burst pools in the burst policy's `placement` order. The router follows it, and `gpucap-fabric simulate --plan` reads it.")
             .attr("monthly_cost_min_usd", Type::Number, Mode::Computed, "Cost per month (730 h) of the minimum replicas on the cheapest base pool. Null while a pool has no price.")
             .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the maximum replicas on the most expensive allowed pool, capped by the burst budget.")
             .attr("placement_digest", Type::String, Mode::Computed, "Hash of the resolved pools and policy: a change to them shows as an in-place update of the endpoint.")
@@ -199,6 +200,7 @@ impl Resource for InferenceEndpoint {
             None => {
                 for k in [
                     "serving_regions",
+                    "spill_order",
                     "router_region",
                     "monthly_cost_min_usd",
                     "monthly_cost_max_usd",
@@ -690,6 +692,14 @@ fn plan_placement(state: &mut Value, p: &Placement) {
         Value::List(regions.into_iter().map(Value::String).collect()),
     );
     state.set(
+        "spill_order",
+        Value::List(
+            p.all()
+                .map(|pool| Value::String(pool.name.clone()))
+                .collect(),
+        ),
+    );
+    state.set(
         "router_region",
         p.base
             .first()
@@ -764,19 +774,14 @@ fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConf
         .collect::<Result<Vec<_>, _>>()?;
     let residency = residency(planned);
     Ok(FabricConfig {
-        endpoint: EndpointSection {
-            name: name.to_string(),
-            listen: format!(
+        endpoint: EndpointSection::new(
+            name,
+            format!(
                 "{}:{}",
                 listen.get("host").as_str().unwrap_or("127.0.0.1"),
                 int(listen.get("port"), 0)
             ),
-            router_region: None,
-            max_body_bytes: 64 << 20,
-            hold_capacity: None,
-            replica_concurrency: None,
-            address_file: None,
-        },
+        ),
         model: ModelSection {
             path,
             version: model.get("version").as_str().unwrap_or("1").to_string(),

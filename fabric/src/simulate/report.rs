@@ -1,0 +1,253 @@
+//! What `simulate` prints: the side-by-side table (or its JSON), and the sweep's frontier.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::engine::{PoolUsage, RunResult};
+
+/// One way of running the trace, priced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What was run.
+    pub label: String,
+    /// Its cost over the trace, USD.
+    pub cost_usd: f64,
+    /// Replica-hours billed.
+    pub replica_hours: f64,
+    /// Requests that arrived.
+    pub requests: u64,
+    /// Requests answered.
+    pub served: u64,
+    /// Requests refused.
+    pub rejected: u64,
+    /// Requests timed out.
+    pub timed_out: u64,
+    /// Share of requests answered within the SLO.
+    pub within_slo: f64,
+    /// Median latency of answered requests, ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency of answered requests, ms.
+    pub p99_ms: Option<f64>,
+    /// Requests that missed the SLO while a replica was starting.
+    pub missed_while_starting: u64,
+    /// Per pool.
+    pub pools: Vec<PoolUsage>,
+}
+
+impl Row {
+    /// A row for `run`, priced at `cost_usd`.
+    pub fn of(label: &str, run: &RunResult, cost_usd: f64) -> Row {
+        Row {
+            label: label.to_string(),
+            cost_usd,
+            replica_hours: run.replica_hours(),
+            requests: run.requests,
+            served: run.served,
+            rejected: run.rejected,
+            timed_out: run.timed_out,
+            within_slo: run.slo_attainment(),
+            p50_ms: run.latency.quantile(0.5),
+            p99_ms: run.latency.quantile(0.99),
+            missed_while_starting: run.missed_while_starting,
+            pools: run.pools.clone(),
+        }
+    }
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Its burst policy.
+    pub policy: Option<String>,
+    /// Where the service model came from.
+    pub service: String,
+    /// Requests per second a replica serves at full batches.
+    pub replica_capacity_rps: f64,
+    /// The latency target, ms.
+    pub slo_ms: f64,
+    /// The share within the SLO the static fleet was sized for.
+    pub slo_target: f64,
+    /// Length of the trace, s.
+    pub trace_seconds: f64,
+    /// Its peak rate, requests per second.
+    pub peak_rps: f64,
+    /// The runs, priced.
+    pub rows: Vec<Row>,
+    /// Caveats.
+    pub notes: Vec<String>,
+    /// Simulated requests per second of wall time, all runs together.
+    pub simulated_requests_per_second: f64,
+    /// Wall time of all runs, s.
+    pub wall_seconds: f64,
+    /// The (first) fabric run, for the chart.
+    #[serde(skip)]
+    pub fabric: Option<RunResult>,
+    /// Pool names in placement order.
+    #[serde(skip)]
+    pub pool_names: Vec<String>,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| {
+        if v < 10.0 {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.0}")
+        }
+    })
+}
+
+impl Comparison {
+    /// How much cheaper the first (fabric) row is than the first row `other` picks, as a
+    /// fraction.
+    pub fn saving(&self, other: impl Fn(&Row) -> bool) -> Option<f64> {
+        let fabric = self.rows.first()?;
+        let other = self.rows.iter().find(|r| other(r))?;
+        (other.cost_usd > 0.0).then(|| 1.0 - fabric.cost_usd / other.cost_usd)
+    }
+
+    /// Against the peak-sized static fleet at its pool's price.
+    pub fn saving_against_static(&self) -> Option<f64> {
+        self.saving(|r| r.label.starts_with("static") && !r.label.ends_with("on-demand"))
+    }
+
+    /// Against the peak-sized static fleet on on-demand capacity.
+    pub fn saving_against_on_demand(&self) -> Option<f64> {
+        self.saving(|r| r.label.starts_with("static") && r.label.ends_with("on-demand"))
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "endpoint {} (policy {}) over {:.1} h of trace, peak {:.0} req/s; a replica serves {:.0} req/s at full batches ({})",
+            self.endpoint,
+            self.policy.as_deref().unwrap_or("none"),
+            self.trace_seconds / 3600.0,
+            self.peak_rps,
+            self.replica_capacity_rps,
+            self.service
+        )?;
+        writeln!(f, "SLO: {:.0} ms\n", self.slo_ms)?;
+        writeln!(
+            f,
+            "{:<32} {:>11} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>10}",
+            "",
+            "cost USD",
+            "replica-h",
+            "within SLO",
+            "p50 ms",
+            "p99 ms",
+            "rejected",
+            "timed out",
+            "cold-start"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<32} {:>11.2} {:>9.1} {:>9.3}% {:>8} {:>8} {:>9} {:>9} {:>10}",
+                r.label,
+                r.cost_usd,
+                r.replica_hours,
+                100.0 * r.within_slo,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                r.rejected,
+                r.timed_out,
+                r.missed_while_starting
+            )?;
+        }
+        if let Some(first) = self.rows.first() {
+            writeln!(f, "\n{} by pool:", first.label)?;
+            for p in &first.pools {
+                writeln!(
+                    f,
+                    "  {:<20} {:<6} {:<10} ${:>6.2}/h {:>6} started {:>9.1} replica-h  ${:>10.2}  {:>11} served  peak {}",
+                    p.name,
+                    if p.burst { "burst" } else { "base" },
+                    p.capacity_type.as_str(),
+                    p.price_per_hour,
+                    p.starts,
+                    p.replica_hours,
+                    p.cost_usd,
+                    p.served,
+                    p.peak_replicas
+                )?;
+            }
+        }
+        writeln!(f)?;
+        if let Some(s) = self.saving_against_static() {
+            writeln!(
+                f,
+                "the fabric costs {:.1} % less than the peak-sized static fleet",
+                100.0 * s
+            )?;
+        }
+        if let Some(s) = self.saving_against_on_demand() {
+            writeln!(
+                f,
+                "the fabric costs {:.1} % less than the same static fleet on on-demand capacity",
+                100.0 * s
+            )?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        writeln!(
+            f,
+            "simulated {:.1} M requests/s of wall time ({:.1} s)",
+            self.simulated_requests_per_second / 1e6,
+            self.wall_seconds
+        )
+    }
+}
+
+/// One setting of a sweep and how it did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    /// `idle_for`, s.
+    pub idle_for_s: u64,
+    /// `for`, s.
+    pub for_s: u64,
+    /// `min_warm_replicas`.
+    pub min_warm_replicas: usize,
+    /// Cost, USD.
+    pub cost_usd: f64,
+    /// Share within the SLO.
+    pub within_slo: f64,
+    /// p99 latency, ms.
+    pub p99_ms: Option<f64>,
+    /// No other setting is both cheaper and at least as good, or as cheap and better.
+    pub frontier: bool,
+}
+
+/// A sweep, printed as a table with the frontier marked.
+pub struct Sweep<'a>(pub &'a [SweepPoint]);
+
+impl fmt::Display for Sweep<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>9} {:>6} {:>9} {:>11} {:>11} {:>8}  frontier",
+            "idle_for", "for", "min_warm", "cost USD", "within SLO", "p99 ms"
+        )?;
+        for p in self.0 {
+            writeln!(
+                f,
+                "{:>8}s {:>5}s {:>9} {:>11.2} {:>10.3}% {:>8}  {}",
+                p.idle_for_s,
+                p.for_s,
+                p.min_warm_replicas,
+                p.cost_usd,
+                100.0 * p.within_slo,
+                ms(p.p99_ms),
+                if p.frontier { "*" } else { "" }
+            )?;
+        }
+        Ok(())
+    }
+}
