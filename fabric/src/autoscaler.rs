@@ -1651,4 +1651,58 @@ mod tests {
         );
         assert!(starts(&d).is_empty(), "{d:?}");
     }
+
+    #[test]
+    fn busy_base_replicas_beyond_what_the_load_needs_drain_after_idle_for() {
+        let p = ScalingPolicy {
+            replicas_min: 1,
+            queue_depth: None,
+            utilization: Some(0.8),
+            ..policy()
+        };
+        let pools = vec![pool("lab", CapacityType::OnPrem, false, 3, 0.4)];
+        // Three base replicas share a light load: none is ever idle.
+        let three: Vec<ReplicaState> = (1..=3)
+            .map(|i| ReplicaState {
+                outstanding: 1,
+                ..replica(&format!("lab-{i}"), 0, Phase::Ready)
+            })
+            .collect();
+        let light = Signals {
+            utilization: Some(0.2),
+            request_rate: 50.0,
+            ..Signals::default()
+        };
+        let mut mem = Memory::default();
+        for t in 0..30 {
+            let d = run(&mut mem, t, &pools, &three, light, &p);
+            assert!(d.actions.is_empty(), "{t}: {d:?}");
+        }
+        // 3 × 0.2 / (0.8 × 0.8) → one replica carries it; two drain, least busy first.
+        let d = run(&mut mem, 30, &pools, &three, light, &p);
+        let drained: Vec<&str> = d
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Drain { replica, .. } => replica.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(drained.len(), 2, "{d:?}");
+        assert_eq!(
+            d.actions[0].reason(),
+            "the load has needed only 1 replica(s) for 30s"
+        );
+        assert_eq!(d.actions[0].kind(), ("drain", "surplus"));
+        // At 60 % busy each, all three are needed: nothing drains however long it lasts.
+        let mut mem = Memory::default();
+        let busy = Signals {
+            utilization: Some(0.6),
+            ..light
+        };
+        for t in 0..120 {
+            let d = run(&mut mem, t, &pools, &three, busy, &p);
+            assert!(d.actions.is_empty(), "{t}: {d:?}");
+        }
+    }
 }

@@ -228,6 +228,13 @@ fn a_run_prints_the_table_json_and_a_chart_and_repeats_for_a_seed() {
             .any(|p| p["burst"] == true && p["starts"].as_u64().unwrap() > 0),
         "the spike spilled to burst pools: {pools:?}"
     );
+    // Replicas over time: one sample a few seconds, a count per pool.
+    let timeline = report["timeline"].as_array().unwrap();
+    assert!(timeline.len() > 100, "{}", timeline.len());
+    assert_eq!(
+        timeline[0]["replicas"].as_array().unwrap().len(),
+        pools.len()
+    );
     // The same seed gives the same figures (the wall time aside).
     let (_, again, _) = simulate(&args);
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();

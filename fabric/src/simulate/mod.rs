@@ -235,6 +235,10 @@ pub fn compare(
         notes,
         simulated_requests_per_second: simulated as f64 / wall.max(1e-9),
         wall_seconds: wall,
+        timeline: fabric_runs
+            .first()
+            .map(|(_, r)| r.timeline.clone())
+            .unwrap_or_default(),
         fabric: fabric_runs.into_iter().next().map(|(_, r)| r),
         pool_names: scenario
             .fabric

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::engine::{PoolUsage, RunResult};
+use super::engine::{PoolUsage, RunResult, Sample};
 
 /// One way of running the trace, priced.
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +82,8 @@ pub struct Comparison {
     pub simulated_requests_per_second: f64,
     /// Wall time of all runs, s.
     pub wall_seconds: f64,
+    /// The (first) fabric run over time: load, replicas per pool, spend.
+    pub timeline: Vec<Sample>,
     /// The (first) fabric run, for the chart.
     #[serde(skip)]
     pub fabric: Option<RunResult>,
