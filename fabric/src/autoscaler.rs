@@ -266,6 +266,8 @@ struct SignalMemory {
 }
 
 const SIGNAL_NAMES: [&str; 3] = ["queue_depth", "p99_latency_ms", "gpu_utilization"];
+/// The latency signal's place in [`SIGNAL_NAMES`] and the memory.
+const LATENCY: usize = 1;
 
 impl Memory {
     /// Forgets what refers to pools by position, after the pools changed.
@@ -348,29 +350,7 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     // Idle replicas drain only down to what the load measured now needs with headroom, so a
     // noisy signal hovering near its threshold does not drain a replica it then starts again.
     plan.floor = plan.floor.max(load_floor(obs, policy, serving));
-    let latency_high = memory.signals[1].high_since.is_some();
-    if obs.signals.held == 0 && !latency_high && plan.starts() == 0 {
-        plan.drain_idle(None);
-        // Replicas the load has not needed for `idle_for` drain even while they get requests:
-        // the router spreads the baseline over every base replica, so none of them would ever
-        // be idle on its own.
-        let needed = plan.floor.max(policy.replicas_min);
-        if plan.live() > needed {
-            let since = *memory.surplus_since.get_or_insert(obs.now);
-            if obs.now.saturating_sub(since) >= policy.idle_for {
-                let why = format!(
-                    "the load has needed only {needed} replica(s) for {}",
-                    humantime::format_duration(policy.idle_for)
-                );
-                plan.drain_idle(Some(&why));
-                memory.surplus_since = None;
-            }
-        } else {
-            memory.surplus_since = None;
-        }
-    } else {
-        memory.surplus_since = None;
-    }
+    scale_down(memory, &mut plan, obs, policy);
     memory.replace += plan.roll(memory);
     let live_after = plan.live();
     if calm {
@@ -383,6 +363,38 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     decision.target = memory.target;
     decision.raised = raised;
     decision
+}
+
+/// Drains idle replicas, and replicas beyond what the load has needed for `idle_for` even while
+/// they get requests: the router spreads the baseline over every base replica, so none of them
+/// would ever be idle on its own. Nothing drains while requests are held, the latency signal is
+/// high, or replicas are being started.
+fn scale_down(
+    memory: &mut Memory,
+    plan: &mut Planner<'_>,
+    obs: &Observation<'_>,
+    policy: &ScalingPolicy,
+) {
+    let latency_high = memory.signals[LATENCY].high_since.is_some();
+    if obs.signals.held > 0 || latency_high || plan.starts() > 0 {
+        memory.surplus_since = None;
+        return;
+    }
+    plan.drain_idle(None);
+    let needed = plan.floor.max(policy.replicas_min);
+    if plan.live() <= needed {
+        memory.surplus_since = None;
+        return;
+    }
+    let since = *memory.surplus_since.get_or_insert(obs.now);
+    if obs.now.saturating_sub(since) >= policy.idle_for {
+        let why = format!(
+            "the load has needed only {needed} replica(s) for {}",
+            humantime::format_duration(policy.idle_for)
+        );
+        plan.drain_idle(Some(&why));
+        memory.surplus_since = None;
+    }
 }
 
 /// What one serving replica carries, in requests per second, with its utilization at the

@@ -80,6 +80,24 @@ pub enum Refusal {
     ShuttingDown,
 }
 
+/// Whether a request no replica has room for is refused instead of held: when replicas serve
+/// but the budget binds with `on_exhausted = "reject"`, or when `held` requests already fill the
+/// hold queue. `simulate` refuses by this too.
+pub fn refusal(
+    serving: bool,
+    reject_for_budget: bool,
+    held: usize,
+    hold_capacity: usize,
+) -> Option<Refusal> {
+    if serving && reject_for_budget {
+        Some(Refusal::BudgetExhausted)
+    } else if held >= hold_capacity {
+        Some(Refusal::HoldFull)
+    } else {
+        None
+    }
+}
+
 /// What [`Fleet::acquire`] gives.
 pub enum Acquired {
     /// A slot now.
@@ -241,12 +259,14 @@ impl Fleet {
             return Acquired::Now(slot);
         }
         let serving = inner.members.iter().any(|m| m.phase == Phase::Ready);
-        if serving && inner.budget_bound && inner.reject_when_exhausted {
-            return Acquired::Refused(Refusal::BudgetExhausted);
-        }
         inner.waiters.retain(|w| !w.tx.is_closed());
-        if inner.waiters.len() >= inner.hold_capacity {
-            return Acquired::Refused(Refusal::HoldFull);
+        if let Some(why) = refusal(
+            serving,
+            inner.budget_bound && inner.reject_when_exhausted,
+            inner.waiters.len(),
+            inner.hold_capacity,
+        ) {
+            return Acquired::Refused(why);
         }
         let (tx, rx) = oneshot::channel();
         inner.waiters.push_back(Waiter {

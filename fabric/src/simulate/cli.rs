@@ -229,14 +229,21 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
         },
         recorder.as_mut(),
     );
-    if let (Some(path), Some(run)) = (&args.plot, &comparison.fabric) {
+    if let Some(path) = &args.plot {
         let title = format!(
             "{} — {} (policy {})",
             comparison.endpoint,
             args.trace.display(),
             comparison.policy.as_deref().unwrap_or("none")
         );
-        super::plot::draw(path, &title, &comparison.pool_names, &run.timeline)?;
+        // The first row is the fabric run the timeline comes from; its pools are in placement
+        // order.
+        let pools: Vec<String> = comparison
+            .rows
+            .first()
+            .map(|r| r.pools.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default();
+        super::plot::draw(path, &title, &pools, &comparison.timeline)?;
     }
     match args.format {
         Format::Json => serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string()),

@@ -1,5 +1,5 @@
 //! The discrete-event simulation of one endpoint in virtual time: arrivals from a trace, the
-//! router (the fleet's routing rule, its hold queue and refusals), replicas that start after a
+//! router (the fleet's routing and refusal rules, its hold queue), replicas that start after a
 //! cold start and batch as the runtime does, spot reclaims, and the control loop — which measures
 //! through [`signals::measure`] and decides through [`autoscaler::decide`], the code `serve`
 //! runs, once per virtual second and at once when a request waits with nothing running.
@@ -22,7 +22,7 @@ use crate::autoscaler::{
     self, Action, Decision, Memory, Observation, Phase, PoolState, ReplicaState,
 };
 use crate::config::{CapacityType, Fabric};
-use crate::fleet::preference;
+use crate::fleet::{preference, refusal};
 use crate::record::Recorder;
 use crate::signals::{self, LatencyWindow, ServingLoad};
 
@@ -219,7 +219,7 @@ enum Event {
     /// A control round; `true` for the once-a-second schedule, `false` when woken.
     Tick(bool),
     Ready(usize),
-    BatchClose(usize, u64),
+    BatchClose(usize),
     BatchDone(usize),
     Reclaim(usize),
 }
@@ -242,11 +242,10 @@ struct Replica {
     running: Vec<Request>,
     busy_from: Option<u64>,
     busy_ns: u64,
-    close_generation: u64,
-    close_pending: bool,
+    /// When the batch window of its oldest queued request closes, while one is pending.
+    close_at: Option<u64>,
     alive: bool,
     billed_from: u64,
-    billed_until: u64,
 }
 
 struct Sim<'a> {
@@ -265,18 +264,18 @@ struct Sim<'a> {
     budget_bound: bool,
     woken: bool,
     lost: Vec<usize>,
+    /// The pools as the autoscaler sees them: they never change in a run.
+    pools: Vec<PoolState>,
     window: LatencyWindow,
     epoch: Instant,
     last_tick: u64,
-    next_sample: u64,
-    last_sample: u64,
+    /// When the last sample was taken; `None` before the first.
+    last_sample: Option<u64>,
     sample_every: u64,
     arrivals_since_sample: u64,
     timeout: u64,
     slo: u64,
-    max_batch: usize,
     delay: u64,
-    concurrency: usize,
     first_round: bool,
     result: RunResult,
     recorder: Option<&'a mut Recorder>,
@@ -286,6 +285,27 @@ struct Sim<'a> {
 pub fn run(scenario: &Scenario, trace: &Trace, recorder: Option<&mut Recorder>) -> RunResult {
     let fabric = &scenario.fabric;
     let end = ns(trace.end());
+    let epoch = Instant::now();
+    let pools: Vec<PoolState> = fabric
+        .pools
+        .iter()
+        .map(|p| PoolState {
+            name: p.name.clone(),
+            capacity_type: p.capacity_type,
+            burst: p.burst,
+            slots: p.slots,
+            price_per_hour: p.price_per_gpu_hour,
+            usable: true,
+            cold_start: scenario.cold_start_of(p.capacity_type),
+        })
+        .collect();
+    // Past the trace's end the run goes on only until every request is settled, and never
+    // longer than a timeout and a cold start more.
+    let longest_start = pools.iter().map(|p| p.cold_start).max().unwrap_or_default();
+    let cutoff = end
+        + fabric.request_timeout.as_nanos() as u64
+        + longest_start.as_nanos() as u64
+        + 10 * TICK_NS;
     let mut sim = Sim {
         scenario,
         fabric,
@@ -301,18 +321,16 @@ pub fn run(scenario: &Scenario, trace: &Trace, recorder: Option<&mut Recorder>) 
         budget_bound: false,
         woken: false,
         lost: Vec::new(),
-        window: LatencyWindow::new(Instant::now()),
-        epoch: Instant::now(),
+        pools,
+        window: LatencyWindow::new(epoch),
+        epoch,
         last_tick: 0,
-        next_sample: 0,
-        last_sample: 0,
+        last_sample: None,
         sample_every: ns((trace.end() / 1500.0).clamp(1.0, 60.0).round()),
         arrivals_since_sample: 0,
         timeout: fabric.request_timeout.as_nanos() as u64,
         slo: scenario.slo.as_nanos() as u64,
-        max_batch: fabric.batching.max_batch_size,
         delay: fabric.batching.max_queue_delay_us * 1000,
-        concurrency: fabric.replica_concurrency,
         first_round: true,
         result: RunResult {
             requests: 0,
@@ -346,50 +364,34 @@ pub fn run(scenario: &Scenario, trace: &Trace, recorder: Option<&mut Recorder>) 
         },
         recorder,
     };
-    sim.window = LatencyWindow::new(sim.epoch);
     sim.schedule(0, Event::Tick(true));
     let mut arrivals = trace.arrivals(scenario.seed).map(ns).peekable();
-    // Past the trace's end the run goes on only until every request is settled, and never
-    // longer than a timeout and a cold start more.
-    let cutoff = end
-        + sim.timeout
-        + scenario
-            .cold_start
-            .values()
-            .max()
-            .map_or(0, |d| d.as_nanos() as u64)
-        + 10 * TICK_NS;
     let mut now = 0;
     loop {
         let next_event = sim.events.peek().map(|Reverse((t, _, _))| *t);
-        match (arrivals.peek().copied(), next_event) {
-            (Some(a), Some(e)) if a < e => {
-                arrivals.next();
-                now = a;
-                sim.arrive(now);
-            }
-            (Some(a), None) => {
-                arrivals.next();
-                now = a;
-                sim.arrive(now);
-            }
-            (_, Some(_)) => {
-                let Some(Reverse((t, _, event))) = sim.events.pop() else {
-                    break;
-                };
-                now = t;
-                let settled = arrivals.peek().is_none()
-                    && now >= end
-                    && sim.held.is_empty()
-                    && sim.live.iter().all(|&i| sim.replicas[i].outstanding == 0);
-                if event == Event::Tick(true) && (settled || now > cutoff) {
-                    sim.finish(now);
-                    break;
-                }
-                sim.handle(now, event);
-            }
-            (None, None) => break,
+        if let Some(a) = arrivals
+            .peek()
+            .copied()
+            .filter(|&a| next_event.is_none_or(|e| a < e))
+        {
+            arrivals.next();
+            now = a;
+            sim.arrive(now);
+            continue;
         }
+        let Some(Reverse((t, _, event))) = sim.events.pop() else {
+            break;
+        };
+        now = t;
+        let settled = arrivals.peek().is_none()
+            && now >= end
+            && sim.held.is_empty()
+            && sim.live.iter().all(|&i| sim.replicas[i].outstanding == 0);
+        if event == Event::Tick(true) && (settled || now > cutoff) {
+            sim.finish(now);
+            break;
+        }
+        sim.handle(now, event);
     }
     sim.result.duration_s = secs(now);
     sim.result
@@ -405,10 +407,10 @@ impl Sim<'_> {
         match event {
             Event::Tick(regular) => self.tick(now, regular),
             Event::Ready(r) => self.ready(now, r),
-            Event::BatchClose(r, generation) => {
+            Event::BatchClose(r) => {
                 let rep = &mut self.replicas[r];
-                if rep.alive && rep.close_pending && rep.close_generation == generation {
-                    rep.close_pending = false;
+                // A window superseded by a batch that filled up first is stale.
+                if rep.alive && rep.close_at == Some(now) {
                     self.start_batch(now, r);
                 }
             }
@@ -441,7 +443,7 @@ impl Sim<'_> {
             .copied()
             .filter(|&i| {
                 let r = &self.replicas[i];
-                r.phase == Phase::Ready && r.outstanding < self.concurrency
+                r.phase == Phase::Ready && r.outstanding < self.fabric.replica_concurrency
             })
             .min_by_key(|&i| {
                 let r = &self.replicas[i];
@@ -476,8 +478,13 @@ impl Sim<'_> {
             .scaling
             .budget
             .is_some_and(|b| b.reject_when_exhausted);
-        if (serving && self.budget_bound && reject) || self.held.len() >= self.fabric.hold_capacity
-        {
+        let refused = refusal(
+            serving,
+            self.budget_bound && reject,
+            self.held.len(),
+            self.fabric.hold_capacity,
+        );
+        if refused.is_some() {
             self.result.rejected += 1;
             self.miss();
             return;
@@ -505,7 +512,7 @@ impl Sim<'_> {
     /// The runtime's batcher: an idle backend takes a batch once `max_batch_size` rows wait or
     /// the oldest has waited `max_queue_delay`.
     fn kick(&mut self, now: u64, r: usize) {
-        let max_batch = self.max_batch;
+        let max_batch = self.fabric.batching.max_batch_size;
         let delay = self.delay;
         let rep = &mut self.replicas[r];
         if rep.busy_from.is_some() || rep.queue.is_empty() {
@@ -513,23 +520,22 @@ impl Sim<'_> {
         }
         let close_at = rep.queue.front().map_or(now, |q| q.at_replica + delay);
         if rep.queue.len() >= max_batch || close_at <= now {
-            rep.close_pending = false;
             self.start_batch(now, r);
-        } else if !rep.close_pending {
-            rep.close_pending = true;
-            rep.close_generation += 1;
-            let generation = rep.close_generation;
-            self.schedule(close_at, Event::BatchClose(r, generation));
+        } else if rep.close_at.is_none() {
+            rep.close_at = Some(close_at);
+            self.schedule(close_at, Event::BatchClose(r));
         }
     }
 
     fn start_batch(&mut self, now: u64, r: usize) {
         let timeout = self.timeout;
+        let max_batch = self.fabric.batching.max_batch_size;
         let mut expired = 0;
         let rep = &mut self.replicas[r];
+        rep.close_at = None;
         let mut batch = std::mem::take(&mut rep.running);
         batch.clear();
-        while batch.len() < self.max_batch {
+        while batch.len() < max_batch {
             let Some(q) = rep.queue.pop_front() else {
                 break;
             };
@@ -638,9 +644,8 @@ impl Sim<'_> {
         let rep = &mut self.replicas[r];
         rep.alive = false;
         self.live.retain(|&i| i != r);
-        let (pool, from, billed) = (rep.pool, rep.billed_from, rep.billed_until);
-        rep.billed_until = now;
-        self.bill(pool, billed, now);
+        let (pool, from) = (rep.pool, rep.billed_from);
+        self.bill(pool, from, now);
         self.result.billed.push(Billed {
             pool,
             from: secs(from),
@@ -667,7 +672,7 @@ impl Sim<'_> {
         self.end(now, r);
     }
 
-    /// Bills a replica of `pool` for `[from, to)` (already billed up to `from`).
+    /// Bills a replica of `pool` for `[from, to)`: the whole of its life, once it ends.
     fn bill(&mut self, pool: usize, from: u64, to: u64) {
         let price = self.result.pools[pool].price_per_hour;
         let hours = secs(to.saturating_sub(from)) / 3600.0;
@@ -691,23 +696,12 @@ impl Sim<'_> {
         }
     }
 
-    /// Bills every live replica up to `now`.
-    fn bill_live(&mut self, now: u64) {
-        for k in 0..self.live.len() {
-            let r = self.live[k];
-            let (pool, from) = (self.replicas[r].pool, self.replicas[r].billed_until);
-            self.bill(pool, from, now);
-            self.replicas[r].billed_until = now;
-        }
-    }
-
     fn tick(&mut self, now: u64, regular: bool) {
         if regular {
             self.schedule(now + TICK_NS, Event::Tick(true));
         } else {
             self.woken = false;
         }
-        self.bill_live(now);
         self.release(now);
         let interval = now.saturating_sub(self.last_tick).max(1);
         self.set_held(now);
@@ -736,20 +730,6 @@ impl Sim<'_> {
             held_mean,
             self.window.summary(at),
         );
-        let pools: Vec<PoolState> = self
-            .fabric
-            .pools
-            .iter()
-            .map(|p| PoolState {
-                name: p.name.clone(),
-                capacity_type: p.capacity_type,
-                burst: p.burst,
-                slots: p.slots,
-                price_per_hour: p.price_per_gpu_hour,
-                usable: true,
-                cold_start: self.scenario.cold_start_of(p.capacity_type),
-            })
-            .collect();
         let replicas: Vec<ReplicaState> = self
             .live
             .iter()
@@ -774,7 +754,7 @@ impl Sim<'_> {
         let observation = Observation {
             now: Duration::from_nanos(now),
             wall: self.scenario.start_wall + Duration::from_nanos(now),
-            pools: &pools,
+            pools: &self.pools,
             replicas: &replicas,
             signals,
             lost: &lost,
@@ -789,7 +769,10 @@ impl Sim<'_> {
             self.act(now, action);
         }
         self.first_round = false;
-        if now >= self.next_sample {
+        if self
+            .last_sample
+            .is_none_or(|last| now >= last + self.sample_every)
+        {
             self.sample(now);
         }
     }
@@ -816,11 +799,9 @@ impl Sim<'_> {
                     running: Vec::new(),
                     busy_from: None,
                     busy_ns: 0,
-                    close_generation: 0,
-                    close_pending: false,
+                    close_at: None,
                     alive: true,
                     billed_from: now,
-                    billed_until: now,
                 });
                 self.live.push(r);
                 let usage = &mut self.result.pools[pool];
@@ -832,7 +813,7 @@ impl Sim<'_> {
                     .count();
                 usage.peak_replicas = usage.peak_replicas.max(on_pool);
                 if !warm {
-                    let cold = self.scenario.cold_start_of(p.capacity_type);
+                    let cold = self.pools[pool].cold_start;
                     self.schedule(now + cold.as_nanos() as u64, Event::Ready(r));
                 }
                 if p.capacity_type == CapacityType::Spot && self.scenario.reclaims_per_hour > 0.0 {
@@ -863,8 +844,8 @@ impl Sim<'_> {
     }
 
     fn sample(&mut self, now: u64) {
-        let period = now.saturating_sub(self.last_sample);
-        self.last_sample = now;
+        let period = now.saturating_sub(self.last_sample.unwrap_or(0));
+        self.last_sample = Some(now);
         let mut replicas = vec![0; self.fabric.pools.len()];
         let mut usd_per_hour = 0.0;
         for &r in &self.live {
@@ -882,7 +863,6 @@ impl Sim<'_> {
             held: self.held.len(),
         });
         self.arrivals_since_sample = 0;
-        self.next_sample = now + self.sample_every;
     }
 
     fn finish(&mut self, now: u64) {

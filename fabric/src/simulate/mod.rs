@@ -236,16 +236,10 @@ pub fn compare(
         simulated_requests_per_second: simulated as f64 / wall.max(1e-9),
         wall_seconds: wall,
         timeline: fabric_runs
-            .first()
-            .map(|(_, r)| r.timeline.clone())
+            .into_iter()
+            .next()
+            .map(|(_, r)| r.timeline)
             .unwrap_or_default(),
-        fabric: fabric_runs.into_iter().next().map(|(_, r)| r),
-        pool_names: scenario
-            .fabric
-            .pools
-            .iter()
-            .map(|p| p.name.clone())
-            .collect(),
     }
 }
 

@@ -84,12 +84,6 @@ pub struct Comparison {
     pub wall_seconds: f64,
     /// The (first) fabric run over time: load, replicas per pool, spend.
     pub timeline: Vec<Sample>,
-    /// The (first) fabric run, for the chart.
-    #[serde(skip)]
-    pub fabric: Option<RunResult>,
-    /// Pool names in placement order.
-    #[serde(skip)]
-    pub pool_names: Vec<String>,
 }
 
 fn ms(v: Option<f64>) -> String {
