@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::api::{Ctx, DataSource};
 use crate::diag::Diagnostics;
-use crate::provider::{Ctx, DataSource};
 use crate::regions;
 use crate::schema::{Block, Mode, Schema};
 use crate::validate;

@@ -218,7 +218,7 @@ pub fn render(
     // staleness check as the docs, keeps the two from drifting.
     pages.insert(
         PathBuf::from(POLICY_SCHEMA_PATH),
-        crate::schema::providers_schema_json(provider),
+        crate::schema_json::providers_schema_json(provider),
     );
     Ok(pages)
 }

@@ -1,152 +1,22 @@
-//! The provider's protocol-free core: its configuration, the resources and data sources it serves
-//! and the run-wide registry that resolves names at plan time. The wire layer
-//! ([`crate::wire::server`]) translates gRPC calls into calls on this.
+//! The provider's protocol-free core: its configuration, the resources and data sources it serves,
+//! the run-wide registry that resolves names at plan time, and one entry point per operation
+//! Terraform asks for. The wire ([`crate::wire::server`]) decodes a request, calls one of these and
+//! encodes the answer; policy rules, placement and drivers are reached only from here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{
+    Applied, Ctx, DataSource, PlanRequest, Planned, ProviderConfig, Resource, cached_type,
+};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::registry::Registry;
 use crate::schema::{Block, Mode, Schema, list_of_strings};
 use crate::value::{Type, Value};
-
-/// The provider block, after defaults.
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    /// Where the local driver keeps its records (runtime configs, pids, logs).
-    pub state_dir: PathBuf,
-    /// Directories of policy files (read by the policy engine).
-    pub policy_paths: Vec<PathBuf>,
-    /// The `gpucap-runtime` binary (replicas).
-    pub runtime_path: PathBuf,
-    /// The `gpucap-fabric` binary (an endpoint's router).
-    pub fabric_path: PathBuf,
-    /// Prices for pools that state none.
-    pub catalog: Arc<gpucap_policy::cost::Catalog>,
-    /// The rules of `policy_paths`, loaded once per run.
-    pub policies: Arc<gpucap_policy::rules::PolicySet>,
-    /// The run's time and overridden soft rules.
-    pub policy_options: gpucap_policy::engine::Options,
-}
-
-/// Everything a resource operation may use.
-pub struct Ctx {
-    /// The provider configuration.
-    pub config: ProviderConfig,
-    /// Names resolved in this run.
-    pub registry: Arc<Registry>,
-    /// Cancelled when Terraform calls `Stop`.
-    pub cancel: CancellationToken,
-}
-
-/// A planning request: the prior state (null on create) and the proposed new state and config.
-pub struct PlanRequest {
-    /// The current state; null when creating.
-    pub prior: Value,
-    /// Terraform's proposal: config merged with prior computed values; null when destroying.
-    pub proposed: Value,
-    /// The configuration as written.
-    pub config: Value,
-}
-
-/// A plan: the planned state and which attribute changes force replacement.
-#[derive(Debug, Default)]
-pub struct Planned {
-    /// The planned new state (unknowns for what apply decides).
-    pub state: Value,
-    /// Paths whose change replaces the resource.
-    pub requires_replace: Vec<crate::diag::AttrPath>,
-    /// Warnings (errors fail the plan instead).
-    pub diagnostics: Diagnostics,
-}
-
-/// What an apply produced: the new state, which must match reality even when the apply failed.
-pub struct Applied {
-    /// The new state (null when the object does not exist).
-    pub state: Value,
-    /// Errors and warnings.
-    pub diagnostics: Diagnostics,
-}
-
-/// A managed resource type.
-#[async_trait]
-pub trait Resource: Send + Sync {
-    /// `gpucap_...`
-    fn type_name(&self) -> &'static str;
-    /// The schema.
-    fn schema(&self) -> &'static Schema;
-    /// The type of the resource's state, derived from the schema once per process.
-    fn state_type(&self) -> &'static Type {
-        cached_type(self.type_name(), self.schema())
-    }
-    /// Checks the configuration alone (unknown values are skipped).
-    fn validate(&self, config: &Value) -> Diagnostics;
-    /// Plans a create, update or destroy.
-    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics>;
-    /// Makes reality match the planned state (`planned` null = destroy).
-    async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied;
-    /// Refreshes the state from reality; null when the object is gone.
-    async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics>;
-    /// The state of an existing object found by name.
-    async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics>;
-    /// Brings state stored by an older schema version up to date (JSON in, JSON out).
-    fn upgrade_state(
-        &self,
-        version: i64,
-        state: serde_json::Value,
-    ) -> Result<serde_json::Value, Diagnostics> {
-        let current = self.schema().version;
-        if version > current {
-            return Err(Diagnostic::error(
-                "State from a newer provider",
-                format!(
-                    "the state of this {} was written by schema version {version}, but this provider knows \
-                     versions up to {current}; upgrade the gpucap provider",
-                    self.type_name()
-                ),
-            )
-            .into());
-        }
-        Ok(state)
-    }
-}
-
-/// A data source.
-#[async_trait]
-pub trait DataSource: Send + Sync {
-    /// `gpucap_...`
-    fn type_name(&self) -> &'static str;
-    /// The schema.
-    fn schema(&self) -> &'static Schema;
-    /// The type of the data source's state, derived from the schema once per process.
-    fn state_type(&self) -> &'static Type {
-        cached_type(self.type_name(), self.schema())
-    }
-    /// Checks the configuration.
-    fn validate(&self, _config: &Value) -> Diagnostics {
-        Diagnostics::default()
-    }
-    /// Reads it.
-    async fn read(&self, ctx: &Ctx, config: Value) -> Result<Value, Diagnostics>;
-}
-
-/// Implied types are needed on every call (to decode and encode values); derive each once.
-fn cached_type(type_name: &'static str, schema: &'static Schema) -> &'static Type {
-    static TYPES: std::sync::OnceLock<std::sync::Mutex<BTreeMap<&'static str, &'static Type>>> =
-        std::sync::OnceLock::new();
-    let mut types = TYPES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    types
-        .entry(type_name)
-        .or_insert_with(|| Box::leak(Box::new(schema.block.implied_type())))
-}
 
 /// The provider: its resources, data sources and, once configured, its configuration.
 pub struct Provider {
@@ -250,24 +120,161 @@ impl Provider {
         cached_type("provider", Provider::provider_schema())
     }
 
-    /// A resource type by name.
-    pub fn resource(&self, name: &str) -> Option<&Arc<dyn Resource>> {
-        self.resources.get(name)
-    }
-
     /// Every resource type.
     pub fn resources(&self) -> impl Iterator<Item = &Arc<dyn Resource>> {
         self.resources.values()
     }
 
-    /// A data source by name.
-    pub fn data_source(&self, name: &str) -> Option<&Arc<dyn DataSource>> {
-        self.data_sources.get(name)
-    }
-
     /// Every data source.
     pub fn data_sources(&self) -> impl Iterator<Item = &Arc<dyn DataSource>> {
         self.data_sources.values()
+    }
+
+    /// A resource type by name, or the error for a name this provider does not serve.
+    fn resource_named(&self, name: &str) -> Result<Arc<dyn Resource>, Diagnostics> {
+        self.resources
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown_type("resource", name))
+    }
+
+    /// A data source by name, or the error for a name this provider does not serve.
+    fn data_source_named(&self, name: &str) -> Result<Arc<dyn DataSource>, Diagnostics> {
+        self.data_sources
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown_type("data source", name))
+    }
+
+    /// The state type of a resource type: what its values are decoded and encoded with.
+    pub fn resource_type(&self, name: &str) -> Result<&'static Type, Diagnostics> {
+        Ok(self.resource_named(name)?.state_type())
+    }
+
+    /// The state type of a data source.
+    pub fn data_source_type(&self, name: &str) -> Result<&'static Type, Diagnostics> {
+        Ok(self.data_source_named(name)?.state_type())
+    }
+
+    /// Checks a resource's configuration alone.
+    pub fn validate_resource(&self, type_name: &str, config: &Value) -> Diagnostics {
+        match self.resource_named(type_name) {
+            Ok(r) => r.validate(config),
+            Err(d) => d,
+        }
+    }
+
+    /// Checks a data source's configuration alone.
+    pub fn validate_data_source(&self, type_name: &str, config: &Value) -> Diagnostics {
+        match self.data_source_named(type_name) {
+            Ok(ds) => ds.validate(config),
+            Err(d) => d,
+        }
+    }
+
+    /// Plans a change, then judges the planned object by the policy rules: they see it after its
+    /// names are resolved, and a failing rule fails the plan.
+    pub fn plan_resource(&self, type_name: &str, req: PlanRequest) -> Result<Planned, Diagnostics> {
+        let resource = self.resource_named(type_name)?;
+        let ctx = self.ctx()?;
+        let prior = req.prior.clone();
+        let mut planned = resource.plan(&ctx, req)?;
+        let findings = crate::rules::evaluate(
+            &ctx,
+            type_name,
+            &prior,
+            &planned.state,
+            !planned.requires_replace.is_empty(),
+        );
+        if findings.has_errors() {
+            return Err(findings);
+        }
+        planned.diagnostics.extend(findings);
+        Ok(planned)
+    }
+
+    /// Makes reality match the planned state (null = destroy). An error here means nothing was
+    /// done; errors during the apply come back in [`Applied::diagnostics`] with the state reached.
+    pub async fn apply_resource(
+        &self,
+        type_name: &str,
+        prior: Value,
+        planned: Value,
+    ) -> Result<Applied, Diagnostics> {
+        let resource = self.resource_named(type_name)?;
+        let ctx = self.ctx()?;
+        Ok(resource.apply(&ctx, prior, planned).await)
+    }
+
+    /// Refreshes a resource's state from reality; null when it is gone.
+    pub async fn read_resource(&self, type_name: &str, state: Value) -> Result<Value, Diagnostics> {
+        let resource = self.resource_named(type_name)?;
+        let ctx = self.ctx()?;
+        resource.read(&ctx, state).await
+    }
+
+    /// The state of an existing object found by name.
+    pub async fn import_resource(&self, type_name: &str, id: &str) -> Result<Value, Diagnostics> {
+        let resource = self.resource_named(type_name)?;
+        let ctx = self.ctx()?;
+        resource.import(&ctx, id).await
+    }
+
+    /// Brings stored state (its JSON, as Terraform keeps it) written by schema `version` up to date.
+    pub fn upgrade_resource_state(
+        &self,
+        type_name: &str,
+        version: i64,
+        raw: &[u8],
+    ) -> Result<Value, Diagnostics> {
+        let resource = self.resource_named(type_name)?;
+        let json: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+            Diagnostics::from(Diagnostic::error(
+                "Stored state is not JSON",
+                format!("{type_name}: {e}"),
+            ))
+        })?;
+        let upgraded = resource.upgrade_state(version, json)?;
+        Value::from_json(&upgraded, resource.state_type()).map_err(|e| {
+            Diagnostic::error(
+                "Stored state does not match the schema",
+                format!("{type_name} state: {e}"),
+            )
+            .into()
+        })
+    }
+
+    /// Reads a data source.
+    pub async fn read_data_source(
+        &self,
+        type_name: &str,
+        config: Value,
+    ) -> Result<Value, Diagnostics> {
+        let data_source = self.data_source_named(type_name)?;
+        let ctx = self.ctx()?;
+        data_source.read(&ctx, config).await
+    }
+
+    /// Ephemeral resources: this provider has none, so every name is unknown.
+    pub fn ephemeral_resource(&self, type_name: &str) -> Diagnostics {
+        unknown_type("ephemeral resource", type_name)
+    }
+
+    /// Moving state between resource types is not supported: the answer says what to do instead.
+    pub fn move_resource_state(&self, source: &str, target_type: &str) -> Diagnostics {
+        Diagnostic::error(
+            "Moving state is not supported",
+            format!(
+                "the gpucap provider cannot move {source} state into {target_type}; remove it from \
+                 state and import it by name instead"
+            ),
+        )
+        .into()
+    }
+
+    /// Provider functions: there are none, so every call fails with this text.
+    pub fn call_function(&self, name: &str) -> String {
+        format!("the gpucap provider has no function {name:?}")
     }
 
     /// Checks the provider block.
@@ -355,16 +362,16 @@ impl Provider {
             .into_iter()
             .map(PathBuf::from)
             .collect();
-        let (policies, mut diagnostics) = crate::policy::load(&policy_paths);
-        let Some(policies) = policies else {
+        let (rules, mut diagnostics) = crate::rules::load(&policy_paths);
+        let Some(rules) = rules else {
             return diagnostics;
         };
         // The run's time, and the soft rules overridden by policy_overrides and GPUCAP_POLICY_OVERRIDE.
-        let policy_options =
+        let rule_options =
             gpucap_policy::engine::Options::from_env(block.policy_overrides.unwrap_or_default());
-        diagnostics.extend(crate::policy::override_warnings(
-            &policies,
-            &policy_options.overrides,
+        diagnostics.extend(crate::rules::override_warnings(
+            &rules,
+            &rule_options.overrides,
         ));
         *self.configured.write().unwrap_or_else(|p| p.into_inner()) = Some(ProviderConfig {
             state_dir,
@@ -372,8 +379,8 @@ impl Provider {
             runtime_path,
             fabric_path,
             catalog: Arc::new(catalog),
-            policies: Arc::new(policies),
-            policy_options,
+            rules: Arc::new(rules),
+            rule_options,
         });
         diagnostics
     }
@@ -402,6 +409,15 @@ impl Provider {
     pub fn stop(&self) {
         self.cancel.cancel();
     }
+}
+
+/// The error for a type name the provider does not serve.
+fn unknown_type(kind: &str, name: &str) -> Diagnostics {
+    Diagnostic::error(
+        format!("Unknown {kind} type"),
+        format!("the gpucap provider has no {kind} type {name:?}"),
+    )
+    .into()
 }
 
 impl Default for Provider {

@@ -113,7 +113,7 @@ impl PlacedPool for PoolInfo {
 /// What the rest of the run needs to know about a burst policy: its pools, and how the fabric's
 /// router scales by it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolicyInfo {
+pub struct BurstPolicyInfo {
     /// Its name.
     pub name: String,
     /// Baseline pools, in order.
@@ -130,9 +130,9 @@ pub struct PolicyInfo {
     pub object: serde_json::Value,
 }
 
-impl PolicyInfo {
+impl BurstPolicyInfo {
     /// From a policy's planned or stored state; `None` while something needed is unknown.
-    pub fn from_state(v: &Value) -> Option<PolicyInfo> {
+    pub fn from_state(v: &Value) -> Option<BurstPolicyInfo> {
         let names = |k: &str| -> Option<Vec<String>> {
             match v.get(k) {
                 Value::Null => Some(Vec::new()),
@@ -165,7 +165,7 @@ impl PolicyInfo {
             }),
         };
         let name = v.get("name").as_str()?.to_string();
-        Some(PolicyInfo {
+        Some(BurstPolicyInfo {
             base_pools: names("base_pools")?,
             burst_pools: names("burst_pools")?,
             placement: text(v.get("placement"), "ordered")?,
@@ -222,7 +222,7 @@ impl PolicyInfo {
 #[derive(Default)]
 pub struct Registry {
     pools: Mutex<BTreeMap<String, PoolInfo>>,
-    policies: Mutex<BTreeMap<String, PolicyInfo>>,
+    burst_policies: Mutex<BTreeMap<String, BurstPolicyInfo>>,
     /// Endpoint name → (its base pools, its minimum replicas), for the capacity guarantee.
     demand: Mutex<BTreeMap<String, (Vec<String>, i64)>>,
 }
@@ -233,9 +233,9 @@ impl Registry {
         lock(&self.pools).insert(p.name.clone(), p);
     }
 
-    /// Remembers a policy.
-    pub fn put_policy(&self, p: PolicyInfo) {
-        lock(&self.policies).insert(p.name.clone(), p);
+    /// Remembers a burst policy.
+    pub fn put_burst_policy(&self, p: BurstPolicyInfo) {
+        lock(&self.burst_policies).insert(p.name.clone(), p);
     }
 
     /// Records an endpoint's baseline demand and returns the total minimum replicas of every endpoint
@@ -265,15 +265,16 @@ impl Registry {
     }
 
     /// A burst policy by name: from this run, else from the records in `state_dir`.
-    pub fn policy(&self, state_dir: &Path, name: &str) -> Option<PolicyInfo> {
-        if let Some(p) = lock(&self.policies).get(name) {
+    pub fn burst_policy(&self, state_dir: &Path, name: &str) -> Option<BurstPolicyInfo> {
+        if let Some(p) = lock(&self.burst_policies).get(name) {
             return Some(p.clone());
         }
         let path = store::kind_dir(state_dir, "policies").join(format!("{name}.json"));
         let json: serde_json::Value = store::read_json(&path).ok().flatten()?;
-        let info =
-            PolicyInfo::from_state(&Value::from_json(&json, &crate::value::Type::Dynamic).ok()?)?;
-        self.put_policy(info.clone());
+        let info = BurstPolicyInfo::from_state(
+            &Value::from_json(&json, &crate::value::Type::Dynamic).ok()?,
+        )?;
+        self.put_burst_policy(info.clone());
         Some(info)
     }
 
@@ -285,4 +286,62 @@ impl Registry {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str) -> PoolInfo {
+        PoolInfo {
+            name: name.into(),
+            region: "eu-central-1".into(),
+            jurisdiction: "EU".into(),
+            capacity_type: "on_prem".into(),
+            tenancy: "dedicated".into(),
+            gpu_model: "cpu".into(),
+            gpus_min: 0,
+            gpus_max: 1,
+            price_per_gpu_hour: None,
+            local_devices: Some("cpu".into()),
+            object: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn demand_sums_the_endpoints_sharing_a_base_pool() {
+        let r = Registry::default();
+        assert_eq!(r.put_demand("a", vec!["rack".into()], 2), 2);
+        assert_eq!(r.put_demand("b", vec!["other".into()], 5), 5);
+        assert_eq!(r.put_demand("c", vec!["rack".into(), "x".into()], 1), 3);
+        // Planning an endpoint again replaces its demand rather than adding to it.
+        assert_eq!(r.put_demand("a", vec!["rack".into()], 1), 2);
+    }
+
+    #[test]
+    fn names_outside_the_run_resolve_from_the_records_in_state_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = serde_json::json!({
+            "name": "stored", "region": "eu-west-1", "jurisdiction": "EU",
+            "capacity_type": "spot", "tenancy": "shared", "gpu": {"model": "H100"},
+            "gpus_min": 0, "gpus_max": 8, "effective_price_per_gpu_hour": 2.5,
+            "local": {"devices": "cpu"}
+        });
+        let pools = store::kind_dir(dir.path(), "pools");
+        std::fs::create_dir_all(&pools).expect("pools dir");
+        std::fs::write(pools.join("stored.json"), record.to_string()).expect("record");
+
+        let r = Registry::default();
+        r.put_pool(pool("planned"));
+        let stored = r.pool(dir.path(), "stored").expect("from the record");
+        assert_eq!(stored.capacity_type, "spot");
+        assert_eq!(stored.price_per_gpu_hour, Some(2.5));
+        assert_eq!(
+            r.pool_names(),
+            ["planned", "stored"],
+            "a record read is remembered"
+        );
+        assert!(r.pool(dir.path(), "missing").is_none());
+        assert!(r.burst_policy(dir.path(), "missing").is_none());
+    }
 }

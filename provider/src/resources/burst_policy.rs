@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan;
-use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
-use crate::registry::{PolicyInfo, PoolInfo};
+use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::records;
 use crate::schema::{Block, Mode, Schema, list_of_strings};
 use crate::validate;
@@ -157,8 +157,8 @@ impl Resource for BurstPolicy {
             _ => Value::Unknown,
         };
         state.set("max_hourly_cost_usd", cost);
-        if let Some(info) = PolicyInfo::from_state(&state) {
-            ctx.registry.put_policy(info);
+        if let Some(info) = BurstPolicyInfo::from_state(&state) {
+            ctx.registry.put_burst_policy(info);
         }
         let requires_replace = if creating {
             Vec::new()
@@ -174,16 +174,16 @@ impl Resource for BurstPolicy {
 
     async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied {
         let applied = records::apply(ctx, "policies", "burst policy", prior, planned);
-        if let Some(info) = PolicyInfo::from_state(&applied.state) {
-            ctx.registry.put_policy(info);
+        if let Some(info) = BurstPolicyInfo::from_state(&applied.state) {
+            ctx.registry.put_burst_policy(info);
         }
         applied
     }
 
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
         let state = records::read(ctx, "policies", "burst policy", state)?;
-        if let Some(info) = PolicyInfo::from_state(&state) {
-            ctx.registry.put_policy(info);
+        if let Some(info) = BurstPolicyInfo::from_state(&state) {
+            ctx.registry.put_burst_policy(info);
         }
         Ok(state)
     }
@@ -237,4 +237,73 @@ fn max_hourly_cost(base: &[PoolInfo], burst: &[PoolInfo], budget: &Value) -> Val
     let costs = |pools: &[PoolInfo]| pools.iter().map(PoolInfo::cost).collect::<Vec<_>>();
     gpucap_policy::cost::policy_max_hourly(&costs(base), &costs(burst), budget.as_f64())
         .map_or(Value::Null, Value::Float)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::testing::{Harness, errors};
+
+    /// A harness with an on-demand H100 pool `cloud` ($6.88/GPU-h, 8 GPUs) and an on-prem pool
+    /// `rack` priced at $2/GPU-h (4 GPUs) planned.
+    fn with_pools() -> Harness {
+        let h = Harness::new();
+        for pool in [
+            json!({"name": "rack", "region": "eu-central-1", "capacity_type": "on_prem",
+                   "price_per_gpu_hour": 2.0, "gpu": {"model": "H100", "per_node": 4},
+                   "nodes": {"min": 1, "max": 1}, "local": {"devices": "cpu"}}),
+            json!({"name": "cloud", "region": "eu-west-1", "capacity_type": "on_demand",
+                   "gpu": {"model": "H100", "per_node": 8}, "nodes": {"max": 1},
+                   "local": {"devices": "cpu"}}),
+        ] {
+            h.plan_create("gpucap_gpu_pool", pool).expect("pool plan");
+        }
+        h
+    }
+
+    #[test]
+    fn defaults_and_the_spend_ceiling_are_planned() {
+        let h = with_pools();
+        let planned = h
+            .plan_create(
+                "gpucap_burst_policy",
+                json!({"name": "spill", "base_pools": ["rack"], "burst_pools": ["cloud"],
+                       "budget": {"max_hourly_usd": 20}}),
+            )
+            .expect("plan");
+        let s = &planned.state;
+        assert_eq!(s.get("id").as_str(), Some("spill"));
+        assert_eq!(s.get("placement").as_str(), Some("ordered"));
+        assert_eq!(s.get("predictive").as_bool(), Some(false));
+        // The base pool at its size (4 x $2) plus burst spend capped by the budget ($20).
+        assert_eq!(s.get("max_hourly_cost_usd").as_f64(), Some(28.0));
+    }
+
+    #[test]
+    fn an_unknown_pool_is_named_with_the_known_ones() {
+        let h = with_pools();
+        let d = h
+            .plan_create(
+                "gpucap_burst_policy",
+                json!({"name": "spill", "base_pools": ["rack"], "burst_pools": ["clod"]}),
+            )
+            .expect_err("unknown pool");
+        let text = errors(&d);
+        assert!(
+            text.contains(r#"no gpucap_gpu_pool named "clod""#),
+            "{text}"
+        );
+        assert!(text.contains("known pools: cloud, rack"), "{text}");
+    }
+
+    #[test]
+    fn a_pool_cannot_be_both_base_and_burst() {
+        let h = Harness::new();
+        let d = h.validate(
+            "gpucap_burst_policy",
+            json!({"name": "spill", "base_pools": ["rack"], "burst_pools": ["rack"]}),
+        );
+        assert!(errors(&d).contains("Pool is both base and burst"), "{d:?}");
+    }
 }

@@ -16,10 +16,10 @@ use gpucap_policy::placement::{self, Missing, Residency, Resolved, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan;
-use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
-use crate::registry::{PolicyInfo, PoolInfo};
+use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::burst_policy::unknown_pool;
 use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
 use crate::validate;
@@ -108,7 +108,7 @@ fn build_schema() -> Schema {
 }
 
 /// The pools an endpoint runs on, resolved: base pools, then burst pools in spill order.
-type Placement = Resolved<PoolInfo, PolicyInfo>;
+type Placement = Resolved<PoolInfo, BurstPolicyInfo>;
 
 #[async_trait]
 impl Resource for InferenceEndpoint {
@@ -435,7 +435,7 @@ fn drain_timeout(ctx: &Ctx, state: &Value) -> Duration {
     state
         .get("burst_policy")
         .as_str()
-        .and_then(|p| ctx.registry.policy(&ctx.config.state_dir, p))
+        .and_then(|p| ctx.registry.burst_policy(&ctx.config.state_dir, p))
         .map_or(Duration::from_secs(30), |p| p.drain_timeout())
 }
 
@@ -511,13 +511,13 @@ fn plan_model(state: &mut Value, d: &mut Diagnostics) {
 fn resolve_placement(ctx: &Ctx, state: &Value) -> Option<Placement> {
     let dir = &ctx.config.state_dir;
     let pool = |n: &str| ctx.registry.pool(dir, n);
-    let policy = |n: &str| ctx.registry.policy(dir, n);
+    let policy = |n: &str| ctx.registry.burst_policy(dir, n);
     match state.get("burst_policy") {
         Value::Unknown => None,
         Value::String(name) => Some(placement::resolve(
             Source::Policy(name),
             policy,
-            PolicyInfo::pools,
+            BurstPolicyInfo::pools,
             pool,
         )),
         _ => {
@@ -532,7 +532,7 @@ fn resolve_placement(ctx: &Ctx, state: &Value) -> Option<Placement> {
             Some(placement::resolve(
                 Source::Pools(&names),
                 policy,
-                PolicyInfo::pools,
+                BurstPolicyInfo::pools,
                 pool,
             ))
         }
@@ -723,7 +723,7 @@ fn plan_placement(state: &mut Value, p: &Placement) {
     let budget = p
         .policy
         .as_ref()
-        .and_then(PolicyInfo::budget_max_hourly_usd);
+        .and_then(BurstPolicyInfo::budget_max_hourly_usd);
     let (cost_min, cost_max) = match (min, max) {
         (Some(min), Some(max)) => {
             gpucap_policy::cost::endpoint_monthly(min, max, &base, &all, budget)
@@ -804,4 +804,115 @@ fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConf
             dir: EndpointDir::new(&ctx.config.state_dir, name).0,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value as Json, json};
+
+    use crate::testing::{Harness, digits_model, errors};
+
+    /// A base pool in Frankfurt (one CPU "GPU") and a spot burst pool in Virginia, with policy
+    /// `spill` between them: the configuration of the residency and capacity acceptance tests.
+    fn frankfurt_and_virginia() -> Harness {
+        let h = Harness::new();
+        h.plan_create(
+            "gpucap_gpu_pool",
+            json!({"name": "frankfurt", "region": "eu-central-1", "gpu": {"model": "cpu"},
+                   "nodes": {"max": 1}, "local": {}}),
+        )
+        .expect("frankfurt");
+        h.plan_create(
+            "gpucap_gpu_pool",
+            json!({"name": "virginia", "region": "us-east-1", "capacity_type": "spot",
+                   "gpu": {"model": "cpu"}, "nodes": {"max": 4}, "local": {}}),
+        )
+        .expect("virginia");
+        h.plan_create(
+            "gpucap_burst_policy",
+            json!({"name": "spill", "base_pools": ["frankfurt"], "burst_pools": ["virginia"]}),
+        )
+        .expect("spill");
+        h
+    }
+
+    fn endpoint(extra: Json) -> Json {
+        let mut e = json!({"name": "fraud", "burst_policy": "spill",
+                           "model": {"path": digits_model().display().to_string()}});
+        if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
+            e.extend(extra.clone());
+        }
+        e
+    }
+
+    #[test]
+    fn residency_violations_name_the_pool_region_and_attribute() {
+        let h = frankfurt_and_virginia();
+        let d = h
+            .plan_create(
+                "gpucap_inference_endpoint",
+                endpoint(json!({"data_residency": {"classification": "pii",
+                    "allowed_jurisdictions": ["EU"], "allowed_regions": ["eu-central-1"]}})),
+            )
+            .expect_err("virginia is outside the EU");
+        let text = errors(&d);
+        assert!(
+            text.contains(r#"pool "virginia" (a burst pool of policy "spill") is in region "us-east-1", jurisdiction "US""#),
+            "{text}"
+        );
+        let paths: Vec<String> =
+            d.0.iter()
+                .filter_map(|d| d.path.as_ref())
+                .map(ToString::to_string)
+                .collect();
+        assert!(
+            paths.iter().any(|p| p.contains("allowed_jurisdictions")),
+            "{paths:?}"
+        );
+        assert!(
+            paths.iter().any(|p| p.contains("allowed_regions")),
+            "{paths:?}"
+        );
+        assert!(
+            !h.state_dir().join("endpoints/fraud").exists(),
+            "nothing may exist after a failed plan"
+        );
+    }
+
+    #[test]
+    fn the_base_pools_must_hold_the_minimum_replicas() {
+        let h = frankfurt_and_virginia();
+        let d = h
+            .plan_create(
+                "gpucap_inference_endpoint",
+                endpoint(json!({"replicas": {"min": 2, "max": 2},
+                    "data_residency": {"allowed_jurisdictions": ["EU", "US"]}})),
+            )
+            .expect_err("one GPU cannot hold two replicas");
+        let text = errors(&d);
+        assert!(text.contains("Not enough capacity"), "{text}");
+        assert!(text.contains("need 2 replicas at minimum"), "{text}");
+    }
+
+    #[test]
+    fn an_allowed_placement_plans_its_spill_order() {
+        let h = frankfurt_and_virginia();
+        let planned = h
+            .plan_create(
+                "gpucap_inference_endpoint",
+                endpoint(json!({"data_residency": {"allowed_jurisdictions": ["EU", "US"]}})),
+            )
+            .expect("plan");
+        let s = &planned.state;
+        let order: Vec<&str> = s
+            .get("spill_order")
+            .as_list()
+            .expect("spill order known at plan")
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect();
+        assert_eq!(order, ["frankfurt", "virginia"]);
+        assert!(s.get("url").is_unknown(), "the URL is decided by apply");
+        assert!(s.get("placement_digest").as_str().is_some());
+    }
 }

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan;
-use crate::provider::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::regions;
 use crate::registry::PoolInfo;
 use crate::resources::records;
@@ -311,3 +311,74 @@ const COST_ATTRIBUTES: [&str; 6] = [
     "hourly_cost_min_usd",
     "hourly_cost_max_usd",
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::testing::{Harness, errors};
+
+    const POOL: &str = "gpucap_gpu_pool";
+
+    #[test]
+    fn validation_names_the_attribute_and_what_is_valid() {
+        let h = Harness::new();
+        let d = h.validate(
+            POOL,
+            json!({"name": "Bad Name", "region": "eu-central-1", "capacity_type": "cheap",
+                   "gpu": {"model": "H100"}, "nodes": {"min": 3, "max": 2}}),
+        );
+        let text = errors(&d);
+        assert!(text.contains("capacity_type"), "{text}");
+        assert!(
+            text.contains("on_demand"),
+            "the valid values are listed: {text}"
+        );
+        assert!(
+            d.0.iter().any(|d| d.path.is_some()),
+            "errors point at attributes"
+        );
+        assert!(d.0.len() >= 3, "every bad attribute is reported: {text}");
+    }
+
+    #[test]
+    fn plan_derives_jurisdiction_and_prices_from_the_catalog() {
+        let h = Harness::new();
+        let planned = h
+            .plan_create(
+                POOL,
+                json!({"name": "cloud", "region": "eu-central-1", "capacity_type": "on_demand",
+                       "gpu": {"model": "H100", "per_node": 8}, "nodes": {"max": 2},
+                       "local": {"devices": "cpu"}}),
+            )
+            .expect("plan");
+        let s = &planned.state;
+        assert_eq!(s.get("jurisdiction").as_str(), Some("EU"));
+        assert_eq!(s.get("effective_price_per_gpu_hour").as_f64(), Some(6.88));
+        assert_eq!(s.get("gpus_max").as_i64(), Some(16));
+        let max = s
+            .get("hourly_cost_max_usd")
+            .as_f64()
+            .expect("cost known at plan");
+        assert!((max - 110.08).abs() < 1e-9, "16 GPUs x 6.88: {max}");
+        assert!(
+            s.get("price_source")
+                .as_str()
+                .is_some_and(|p| p.starts_with("catalog:"))
+        );
+        assert_eq!(s.get("id").as_str(), Some("cloud"), "the id is the name");
+    }
+
+    #[test]
+    fn a_model_no_catalog_prices_has_no_cost() {
+        let h = Harness::new();
+        let planned = h
+            .plan_create(
+                POOL,
+                json!({"name": "exotic", "region": "eu-west-1", "gpu": {"model": "MI300X"},
+                       "nodes": {"max": 1}, "local": {"devices": "cpu"}}),
+            )
+            .expect("plan");
+        assert!(planned.state.get("hourly_cost_max_usd").is_null());
+    }
+}

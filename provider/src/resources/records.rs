@@ -2,8 +2,8 @@
 //! policies of the `local` driver): the record is the object, so state matches reality exactly
 //! when the record matches the state.
 
+use crate::api::{Applied, Ctx};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::provider::{Applied, Ctx};
 use crate::value::{Type, Value};
 use gpucap_fabric::store;
 

@@ -1,15 +1,16 @@
-//! The `tfplugin5.Provider` gRPC service: decodes each request, calls the protocol-free core and
-//! encodes the answer. Every handler runs as its own task, so a panic in resource code becomes an
-//! error diagnostic for that one call instead of killing the provider.
+//! The `tfplugin5.Provider` gRPC service. Every RPC takes one path ([`ProviderService::handle`]):
+//! decode the request's values with the type's schema, call the protocol-free core
+//! ([`Provider`]), encode the answer. The core call runs as its own task, so a panic in resource
+//! code becomes an error diagnostic for that one call instead of killing the provider.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::PlanRequest;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::provider::{PlanRequest, Provider};
-use crate::value::Value;
+use crate::provider::Provider;
 use crate::wire::convert::{self, decode, encode};
 use crate::wire::proto as pb;
 
@@ -23,57 +24,58 @@ impl ProviderService {
     pub fn new(provider: Arc<Provider>) -> Self {
         ProviderService { provider }
     }
-}
 
-/// Runs `work` as a task; a panic becomes the diagnostics of an answer built by `on_error`. Each
-/// call's time is logged at debug level (`TF_LOG_PROVIDER=debug`).
-async fn guarded<T, F>(
-    rpc: &'static str,
-    work: F,
-    on_error: impl FnOnce(Vec<pb::Diagnostic>) -> T,
-) -> Result<Response<T>, Status>
-where
-    T: Send + 'static,
-    F: Future<Output = T> + Send + 'static,
-{
-    let started = std::time::Instant::now();
-    let result = tokio::spawn(work).await;
-    tracing::debug!(
-        rpc,
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "handled"
-    );
-    match result {
-        Ok(v) => Ok(Response::new(v)),
-        Err(e) => {
-            let why = if e.is_panic() {
-                let payload = e.into_panic();
-                payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into())
-            } else {
-                "the call was cancelled".into()
-            };
-            tracing::error!(error = %why, "provider call panicked");
-            let d = Diagnostics::from(Diagnostic::error(
-                "Internal error in the gpucap provider",
-                format!(
-                    "{why}\n\nThis is a bug; please report it with the configuration that caused it."
-                ),
-            ));
-            Ok(Response::new(on_error(convert::diagnostics(&d))))
-        }
+    /// The one path of every RPC: `call` (decode, core call, encode) runs as a task on a copy of
+    /// the request; `respond` builds the answer from the request and the call's result, a panic
+    /// being an error result. Each call's time is logged at debug level (`TF_LOG_PROVIDER=debug`).
+    async fn handle<Req, Resp, Out, Fut>(
+        &self,
+        rpc: &'static str,
+        req: Request<Req>,
+        call: impl FnOnce(Arc<Provider>, Req) -> Fut,
+        respond: impl FnOnce(Req, Result<Out, Diagnostics>) -> Resp,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone + Send + 'static,
+        Out: Send + 'static,
+        Fut: Future<Output = Result<Out, Diagnostics>> + Send + 'static,
+    {
+        let req = req.into_inner();
+        let started = std::time::Instant::now();
+        let result = tokio::spawn(call(self.provider.clone(), req.clone())).await;
+        tracing::debug!(
+            rpc,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "handled"
+        );
+        let result = result.unwrap_or_else(|e| Err(internal_error(rpc, e)));
+        Ok(Response::new(respond(req, result)))
     }
 }
 
-fn unknown_type(kind: &str, name: &str) -> Diagnostics {
+/// A call that panicked or was cancelled, as an error diagnostic.
+fn internal_error(rpc: &str, e: tokio::task::JoinError) -> Diagnostics {
+    let why = if e.is_panic() {
+        let payload = e.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    } else {
+        "the call was cancelled".into()
+    };
+    tracing::error!(rpc, error = %why, "provider call panicked");
     Diagnostic::error(
-        format!("Unknown {kind} type"),
-        format!("the gpucap provider has no {kind} type {name:?}"),
+        "Internal error in the gpucap provider",
+        format!("{why}\n\nThis is a bug; please report it with the configuration that caused it."),
     )
     .into()
+}
+
+/// The diagnostics of a call that only checks, whether it failed or not.
+fn checked(result: Result<Diagnostics, Diagnostics>) -> Vec<pb::Diagnostic> {
+    convert::diagnostics(&result.unwrap_or_else(|d| d))
 }
 
 fn server_capabilities() -> pb::ServerCapabilities {
@@ -133,24 +135,16 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::prepare_provider_config::Request>,
     ) -> Result<Response<pb::prepare_provider_config::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "prepare_provider_config",
-            async move {
-                let req = req.into_inner();
-                let ty = Provider::provider_type();
-                let d = match decode(req.config.as_ref(), ty) {
-                    Ok(config) => p.validate_config(&config),
-                    Err(d) => d,
-                };
-                pb::prepare_provider_config::Response {
-                    prepared_config: req.config,
-                    diagnostics: convert::diagnostics(&d),
-                }
+            req,
+            |p, req| async move {
+                let config = decode(req.config.as_ref(), Provider::provider_type())?;
+                Ok(p.validate_config(&config))
             },
-            |diagnostics| pb::prepare_provider_config::Response {
-                diagnostics,
-                ..Default::default()
+            |req, result| pb::prepare_provider_config::Response {
+                prepared_config: req.config,
+                diagnostics: checked(result),
             },
         )
         .await
@@ -160,23 +154,16 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::validate_resource_type_config::Request>,
     ) -> Result<Response<pb::validate_resource_type_config::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "validate_resource_type_config",
-            async move {
-                let req = req.into_inner();
-                let d = match p.resource(&req.type_name) {
-                    None => unknown_type("resource", &req.type_name),
-                    Some(r) => match decode(req.config.as_ref(), r.state_type()) {
-                        Ok(config) => r.validate(&config),
-                        Err(d) => d,
-                    },
-                };
-                pb::validate_resource_type_config::Response {
-                    diagnostics: convert::diagnostics(&d),
-                }
+            req,
+            |p, req| async move {
+                let config = decode(req.config.as_ref(), p.resource_type(&req.type_name)?)?;
+                Ok(p.validate_resource(&req.type_name, &config))
             },
-            |diagnostics| pb::validate_resource_type_config::Response { diagnostics },
+            |_, result| pb::validate_resource_type_config::Response {
+                diagnostics: checked(result),
+            },
         )
         .await
     }
@@ -185,23 +172,16 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::validate_data_source_config::Request>,
     ) -> Result<Response<pb::validate_data_source_config::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "validate_data_source_config",
-            async move {
-                let req = req.into_inner();
-                let d = match p.data_source(&req.type_name) {
-                    None => unknown_type("data source", &req.type_name),
-                    Some(ds) => match decode(req.config.as_ref(), ds.state_type()) {
-                        Ok(config) => ds.validate(&config),
-                        Err(d) => d,
-                    },
-                };
-                pb::validate_data_source_config::Response {
-                    diagnostics: convert::diagnostics(&d),
-                }
+            req,
+            |p, req| async move {
+                let config = decode(req.config.as_ref(), p.data_source_type(&req.type_name)?)?;
+                Ok(p.validate_data_source(&req.type_name, &config))
             },
-            |diagnostics| pb::validate_data_source_config::Response { diagnostics },
+            |_, result| pb::validate_data_source_config::Response {
+                diagnostics: checked(result),
+            },
         )
         .await
     }
@@ -210,46 +190,23 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::upgrade_resource_state::Request>,
     ) -> Result<Response<pb::upgrade_resource_state::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "upgrade_resource_state",
-            async move {
-                let req = req.into_inner();
-                let result = (|| {
-                    let r = p
-                        .resource(&req.type_name)
-                        .ok_or_else(|| unknown_type("resource", &req.type_name))?;
-                    let raw = req.raw_state.map(|s| s.json).unwrap_or_default();
-                    let json: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-                        Diagnostics::from(Diagnostic::error(
-                            "Stored state is not JSON",
-                            format!("{}: {e}", req.type_name),
-                        ))
-                    })?;
-                    let upgraded = r.upgrade_state(req.version, json)?;
-                    let ty = r.state_type();
-                    let v = Value::from_json(&upgraded, ty).map_err(|e| {
-                        Diagnostics::from(Diagnostic::error(
-                            "Stored state does not match the schema",
-                            format!("{} state: {e}", req.type_name),
-                        ))
-                    })?;
-                    encode(&v, ty)
-                })();
-                match result {
-                    Ok(v) => pb::upgrade_resource_state::Response {
-                        upgraded_state: Some(v),
-                        diagnostics: vec![],
-                    },
-                    Err(d) => pb::upgrade_resource_state::Response {
-                        upgraded_state: None,
-                        diagnostics: convert::diagnostics(&d),
-                    },
-                }
+            req,
+            |p, req| async move {
+                let raw = req.raw_state.map(|s| s.json).unwrap_or_default();
+                let state = p.upgrade_resource_state(&req.type_name, req.version, &raw)?;
+                encode(&state, p.resource_type(&req.type_name)?)
             },
-            |diagnostics| pb::upgrade_resource_state::Response {
-                diagnostics,
-                ..Default::default()
+            |_, result| match result {
+                Ok(state) => pb::upgrade_resource_state::Response {
+                    upgraded_state: Some(state),
+                    diagnostics: vec![],
+                },
+                Err(d) => pb::upgrade_resource_state::Response {
+                    upgraded_state: None,
+                    diagnostics: convert::diagnostics(&d),
+                },
             },
         )
         .await
@@ -259,21 +216,16 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::configure::Request>,
     ) -> Result<Response<pb::configure::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "configure",
-            async move {
-                let req = req.into_inner();
-                let ty = Provider::provider_type();
-                let d = match decode(req.config.as_ref(), ty) {
-                    Ok(config) => p.configure(&config),
-                    Err(d) => d,
-                };
-                pb::configure::Response {
-                    diagnostics: convert::diagnostics(&d),
-                }
+            req,
+            |p, req| async move {
+                let config = decode(req.config.as_ref(), Provider::provider_type())?;
+                Ok(p.configure(&config))
             },
-            |diagnostics| pb::configure::Response { diagnostics },
+            |_, result| pb::configure::Response {
+                diagnostics: checked(result),
+            },
         )
         .await
     }
@@ -282,39 +234,26 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::read_resource::Request>,
     ) -> Result<Response<pb::read_resource::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "read_resource",
-            async move {
-                let req = req.into_inner();
-                let result = async {
-                    let r = p
-                        .resource(&req.type_name)
-                        .ok_or_else(|| unknown_type("resource", &req.type_name))?
-                        .clone();
-                    let ty = r.state_type();
-                    let state = decode(req.current_state.as_ref(), ty)?;
-                    let ctx = p.ctx()?;
-                    let new_state = r.read(&ctx, state).await?;
-                    encode(&new_state, ty)
-                }
-                .await;
-                match result {
-                    Ok(v) => pb::read_resource::Response {
-                        new_state: Some(v),
-                        private: req.private,
-                        ..Default::default()
-                    },
-                    Err(d) => pb::read_resource::Response {
-                        new_state: req.current_state,
-                        diagnostics: convert::diagnostics(&d),
-                        ..Default::default()
-                    },
-                }
+            req,
+            |p, req| async move {
+                let ty = p.resource_type(&req.type_name)?;
+                let state = decode(req.current_state.as_ref(), ty)?;
+                encode(&p.read_resource(&req.type_name, state).await?, ty)
             },
-            |diagnostics| pb::read_resource::Response {
-                diagnostics,
-                ..Default::default()
+            |req, result| match result {
+                Ok(state) => pb::read_resource::Response {
+                    new_state: Some(state),
+                    private: req.private,
+                    ..Default::default()
+                },
+                // Unread, the stored state stays as it was.
+                Err(d) => pb::read_resource::Response {
+                    new_state: req.current_state,
+                    diagnostics: convert::diagnostics(&d),
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -324,64 +263,37 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::plan_resource_change::Request>,
     ) -> Result<Response<pb::plan_resource_change::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "plan_resource_change",
-            async move {
-                let req = req.into_inner();
-                let result = (|| {
-                    let r = p
-                        .resource(&req.type_name)
-                        .ok_or_else(|| unknown_type("resource", &req.type_name))?;
-                    let ty = r.state_type();
-                    let prior = decode(req.prior_state.as_ref(), ty)?;
-                    let proposed = decode(req.proposed_new_state.as_ref(), ty)?;
-                    let config = decode(req.config.as_ref(), ty)?;
-                    let ctx = p.ctx()?;
-                    let prior_state = prior.clone();
-                    let mut planned = r.plan(
-                        &ctx,
-                        PlanRequest {
-                            prior,
-                            proposed,
-                            config,
-                        },
-                    )?;
-                    // Rules judge the object as planned, after its names are resolved.
-                    let findings = crate::policy::evaluate(
-                        &ctx,
-                        &req.type_name,
-                        &prior_state,
-                        &planned.state,
-                        !planned.requires_replace.is_empty(),
-                    );
-                    if findings.has_errors() {
-                        return Err(findings);
-                    }
-                    planned.diagnostics.extend(findings);
-                    Ok::<_, Diagnostics>((encode(&planned.state, ty)?, planned))
-                })();
-                match result {
-                    Ok((state, planned)) => pb::plan_resource_change::Response {
-                        planned_state: Some(state),
-                        requires_replace: planned
-                            .requires_replace
-                            .iter()
-                            .map(convert::attr_path)
-                            .collect(),
-                        planned_private: req.prior_private,
-                        diagnostics: convert::diagnostics(&planned.diagnostics),
-                        ..Default::default()
+            req,
+            |p, req| async move {
+                let ty = p.resource_type(&req.type_name)?;
+                let planned = p.plan_resource(
+                    &req.type_name,
+                    PlanRequest {
+                        prior: decode(req.prior_state.as_ref(), ty)?,
+                        proposed: decode(req.proposed_new_state.as_ref(), ty)?,
+                        config: decode(req.config.as_ref(), ty)?,
                     },
-                    Err(d) => pb::plan_resource_change::Response {
-                        diagnostics: convert::diagnostics(&d),
-                        ..Default::default()
-                    },
-                }
+                )?;
+                Ok((encode(&planned.state, ty)?, planned))
             },
-            |diagnostics| pb::plan_resource_change::Response {
-                diagnostics,
-                ..Default::default()
+            |req, result| match result {
+                Ok((state, planned)) => pb::plan_resource_change::Response {
+                    planned_state: Some(state),
+                    requires_replace: planned
+                        .requires_replace
+                        .iter()
+                        .map(convert::attr_path)
+                        .collect(),
+                    planned_private: req.prior_private,
+                    diagnostics: convert::diagnostics(&planned.diagnostics),
+                    ..Default::default()
+                },
+                Err(d) => pb::plan_resource_change::Response {
+                    diagnostics: convert::diagnostics(&d),
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -391,48 +303,29 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::apply_resource_change::Request>,
     ) -> Result<Response<pb::apply_resource_change::Response>, Status> {
-        let p = self.provider.clone();
-        let type_name = req.get_ref().type_name.clone();
-        let prior_on_panic = req.get_ref().prior_state.clone();
-        guarded(
+        self.handle(
             "apply_resource_change",
-            async move {
-                let req = req.into_inner();
-                let result = async {
-                    let r = p
-                        .resource(&req.type_name)
-                        .ok_or_else(|| unknown_type("resource", &req.type_name))?
-                        .clone();
-                    let ty = r.state_type();
-                    let prior = decode(req.prior_state.as_ref(), ty)?;
-                    let planned = decode(req.planned_state.as_ref(), ty)?;
-                    let ctx = p.ctx()?;
-                    let applied = r.apply(&ctx, prior, planned).await;
-                    Ok::<_, Diagnostics>((encode(&applied.state, ty)?, applied.diagnostics))
-                }
-                .await;
-                match result {
-                    Ok((state, d)) => pb::apply_resource_change::Response {
-                        new_state: Some(state),
-                        private: req.planned_private,
-                        diagnostics: convert::diagnostics(&d),
-                        ..Default::default()
-                    },
-                    // Nothing was done: the prior state is still reality.
-                    Err(d) => pb::apply_resource_change::Response {
-                        new_state: req.prior_state,
-                        diagnostics: convert::diagnostics(&d),
-                        ..Default::default()
-                    },
-                }
+            req,
+            |p, req| async move {
+                let ty = p.resource_type(&req.type_name)?;
+                let prior = decode(req.prior_state.as_ref(), ty)?;
+                let planned = decode(req.planned_state.as_ref(), ty)?;
+                let applied = p.apply_resource(&req.type_name, prior, planned).await?;
+                Ok((encode(&applied.state, ty)?, applied.diagnostics))
             },
-            move |diagnostics| {
-                tracing::error!(type_name, "apply panicked; reporting the prior state");
-                pb::apply_resource_change::Response {
-                    new_state: prior_on_panic,
-                    diagnostics,
+            |req, result| match result {
+                Ok((state, d)) => pb::apply_resource_change::Response {
+                    new_state: Some(state),
+                    private: req.planned_private,
+                    diagnostics: convert::diagnostics(&d),
                     ..Default::default()
-                }
+                },
+                // Nothing was done (or the apply panicked): the prior state is what is known.
+                Err(d) => pb::apply_resource_change::Response {
+                    new_state: req.prior_state,
+                    diagnostics: convert::diagnostics(&d),
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -442,40 +335,26 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::import_resource_state::Request>,
     ) -> Result<Response<pb::import_resource_state::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "import_resource_state",
-            async move {
-                let req = req.into_inner();
-                let result = async {
-                    let r = p
-                        .resource(&req.type_name)
-                        .ok_or_else(|| unknown_type("resource", &req.type_name))?
-                        .clone();
-                    let ty = r.state_type();
-                    let ctx = p.ctx()?;
-                    let state = r.import(&ctx, &req.id).await?;
-                    encode(&state, ty)
-                }
-                .await;
-                match result {
-                    Ok(state) => pb::import_resource_state::Response {
-                        imported_resources: vec![pb::import_resource_state::ImportedResource {
-                            type_name: req.type_name,
-                            state: Some(state),
-                            private: Vec::new(),
-                        }],
-                        ..Default::default()
-                    },
-                    Err(d) => pb::import_resource_state::Response {
-                        diagnostics: convert::diagnostics(&d),
-                        ..Default::default()
-                    },
-                }
+            req,
+            |p, req| async move {
+                let state = p.import_resource(&req.type_name, &req.id).await?;
+                encode(&state, p.resource_type(&req.type_name)?)
             },
-            |diagnostics| pb::import_resource_state::Response {
-                diagnostics,
-                ..Default::default()
+            |req, result| match result {
+                Ok(state) => pb::import_resource_state::Response {
+                    imported_resources: vec![pb::import_resource_state::ImportedResource {
+                        type_name: req.type_name,
+                        state: Some(state),
+                        private: Vec::new(),
+                    }],
+                    ..Default::default()
+                },
+                Err(d) => pb::import_resource_state::Response {
+                    diagnostics: convert::diagnostics(&d),
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -486,13 +365,10 @@ impl pb::provider_server::Provider for ProviderService {
         req: Request<pb::move_resource_state::Request>,
     ) -> Result<Response<pb::move_resource_state::Response>, Status> {
         let req = req.into_inner();
-        let d = Diagnostics::from(Diagnostic::error(
-            "Moving state is not supported",
-            format!(
-                "the gpucap provider cannot move {}.{} state into {}; remove it from state and import it by name instead",
-                req.source_provider_address, req.source_type_name, req.target_type_name
-            ),
-        ));
+        let source = format!("{}.{}", req.source_provider_address, req.source_type_name);
+        let d = self
+            .provider
+            .move_resource_state(&source, &req.target_type_name);
         Ok(Response::new(pb::move_resource_state::Response {
             diagnostics: convert::diagnostics(&d),
             ..Default::default()
@@ -503,37 +379,23 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::read_data_source::Request>,
     ) -> Result<Response<pb::read_data_source::Response>, Status> {
-        let p = self.provider.clone();
-        guarded(
+        self.handle(
             "read_data_source",
-            async move {
-                let req = req.into_inner();
-                let result = async {
-                    let ds = p
-                        .data_source(&req.type_name)
-                        .ok_or_else(|| unknown_type("data source", &req.type_name))?
-                        .clone();
-                    let ty = ds.state_type();
-                    let config = decode(req.config.as_ref(), ty)?;
-                    let ctx = p.ctx()?;
-                    let state = ds.read(&ctx, config).await?;
-                    encode(&state, ty)
-                }
-                .await;
-                match result {
-                    Ok(state) => pb::read_data_source::Response {
-                        state: Some(state),
-                        ..Default::default()
-                    },
-                    Err(d) => pb::read_data_source::Response {
-                        diagnostics: convert::diagnostics(&d),
-                        ..Default::default()
-                    },
-                }
+            req,
+            |p, req| async move {
+                let ty = p.data_source_type(&req.type_name)?;
+                let config = decode(req.config.as_ref(), ty)?;
+                encode(&p.read_data_source(&req.type_name, config).await?, ty)
             },
-            |diagnostics| pb::read_data_source::Response {
-                diagnostics,
-                ..Default::default()
+            |_, result| match result {
+                Ok(state) => pb::read_data_source::Response {
+                    state: Some(state),
+                    ..Default::default()
+                },
+                Err(d) => pb::read_data_source::Response {
+                    diagnostics: convert::diagnostics(&d),
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -543,7 +405,9 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::validate_ephemeral_resource_config::Request>,
     ) -> Result<Response<pb::validate_ephemeral_resource_config::Response>, Status> {
-        let d = unknown_type("ephemeral resource", &req.into_inner().type_name);
+        let d = self
+            .provider
+            .ephemeral_resource(&req.into_inner().type_name);
         Ok(Response::new(
             pb::validate_ephemeral_resource_config::Response {
                 diagnostics: convert::diagnostics(&d),
@@ -555,7 +419,9 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::open_ephemeral_resource::Request>,
     ) -> Result<Response<pb::open_ephemeral_resource::Response>, Status> {
-        let d = unknown_type("ephemeral resource", &req.into_inner().type_name);
+        let d = self
+            .provider
+            .ephemeral_resource(&req.into_inner().type_name);
         Ok(Response::new(pb::open_ephemeral_resource::Response {
             diagnostics: convert::diagnostics(&d),
             ..Default::default()
@@ -566,7 +432,9 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::renew_ephemeral_resource::Request>,
     ) -> Result<Response<pb::renew_ephemeral_resource::Response>, Status> {
-        let d = unknown_type("ephemeral resource", &req.into_inner().type_name);
+        let d = self
+            .provider
+            .ephemeral_resource(&req.into_inner().type_name);
         Ok(Response::new(pb::renew_ephemeral_resource::Response {
             diagnostics: convert::diagnostics(&d),
             ..Default::default()
@@ -577,7 +445,9 @@ impl pb::provider_server::Provider for ProviderService {
         &self,
         req: Request<pb::close_ephemeral_resource::Request>,
     ) -> Result<Response<pb::close_ephemeral_resource::Response>, Status> {
-        let d = unknown_type("ephemeral resource", &req.into_inner().type_name);
+        let d = self
+            .provider
+            .ephemeral_resource(&req.into_inner().type_name);
         Ok(Response::new(pb::close_ephemeral_resource::Response {
             diagnostics: convert::diagnostics(&d),
         }))
@@ -597,10 +467,7 @@ impl pb::provider_server::Provider for ProviderService {
         Ok(Response::new(pb::call_function::Response {
             result: None,
             error: Some(pb::FunctionError {
-                text: format!(
-                    "the gpucap provider has no function {:?}",
-                    req.into_inner().name
-                ),
+                text: self.provider.call_function(&req.into_inner().name),
                 function_argument: None,
             }),
         }))

@@ -11,8 +11,8 @@ use gpucap_policy::rules::PolicySet;
 use gpucap_policy::schema::Schemas;
 use gpucap_policy::source::Problem;
 
+use crate::api::Ctx;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::provider::Ctx;
 use crate::value::Value;
 
 /// Loads the rule files of `paths`; problems become diagnostics on `policy_paths`.
@@ -72,7 +72,7 @@ pub fn evaluate(
     planned: &Value,
     replaces: bool,
 ) -> Diagnostics {
-    let set = &ctx.config.policies;
+    let set = &ctx.config.rules;
     if !set.applies_to(type_name) {
         return Diagnostics::default();
     }
@@ -95,7 +95,7 @@ pub fn evaluate(
         type_name,
         object,
         &|name| ctx.registry.pool(state_dir, name).map(|p| p.object),
-        &|name| ctx.registry.policy(state_dir, name).map(|p| p.object),
+        &|name| ctx.registry.burst_policy(state_dir, name).map(|p| p.object),
     );
     let subject = Subject::new(
         Schemas::gpucap(),
@@ -105,7 +105,7 @@ pub fn evaluate(
         &prior_json,
         Placement::new(Schemas::gpucap(), pools, policy),
     );
-    let findings = match set.evaluate_subject(subject, &ctx.config.policy_options) {
+    let findings = match set.evaluate_subject(subject, &ctx.config.rule_options) {
         Ok(findings) => findings,
         // Failing closed: a plan the rules could not judge must not pass.
         Err(e) => {
@@ -141,4 +141,101 @@ fn diagnostic(f: &Finding) -> Option<Diagnostic> {
         d.path = None;
     }
     Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::testing::{Harness, errors};
+
+    fn with_rules(rules: &str, overrides: &[&str]) -> (Harness, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("rules dir");
+        std::fs::write(dir.path().join("spend.hcl"), rules).expect("rule file");
+        let h = Harness::with_provider_block(json!({
+            "policy_paths": [dir.path().display().to_string()],
+            "policy_overrides": overrides,
+        }));
+        (h, dir)
+    }
+
+    const BUDGET_RULE: &str = r#"
+rule "budget_capped" {
+  resources   = ["gpucap_burst_policy"]
+  enforcement = "soft"
+  condition   = "resource.budget != null && double(resource.budget.max_hourly_usd) <= 200.0"
+  message     = "burst spend must be capped at 200 USD/h"
+  attribute   = "budget"
+}
+"#;
+
+    fn plan_policy(
+        h: &Harness,
+        budget: f64,
+    ) -> Result<crate::api::Planned, crate::diag::Diagnostics> {
+        h.plan_create(
+            "gpucap_gpu_pool",
+            json!({"name": "rack", "region": "eu-central-1", "gpu": {"model": "cpu"},
+                   "nodes": {"max": 1}, "local": {}}),
+        )
+        .expect("pool");
+        h.plan_create(
+            "gpucap_burst_policy",
+            json!({"name": "spill", "base_pools": ["rack"], "budget": {"max_hourly_usd": budget}}),
+        )
+    }
+
+    #[test]
+    fn a_failing_rule_fails_the_plan_at_the_rules_attribute() {
+        let (h, _rules) = with_rules(BUDGET_RULE, &[]);
+        let d = plan_policy(&h, 500.0).expect_err("over the cap");
+        let text = errors(&d);
+        assert!(
+            text.contains("Policy violation: budget_capped (soft)"),
+            "{text}"
+        );
+        assert!(text.contains("capped at 200 USD/h"), "{text}");
+        assert_eq!(
+            d.0[0].path.as_ref().map(ToString::to_string).as_deref(),
+            Some("budget")
+        );
+        assert!(plan_policy(&h, 100.0).is_ok(), "within the cap");
+    }
+
+    #[test]
+    fn an_overridden_soft_rule_warns_instead() {
+        let (h, _rules) = with_rules(BUDGET_RULE, &["budget_capped"]);
+        let planned = plan_policy(&h, 500.0).expect("overridden");
+        assert!(
+            planned
+                .diagnostics
+                .0
+                .iter()
+                .any(|d| d.summary.starts_with("Policy violation overridden")),
+            "{:?}",
+            planned.diagnostics
+        );
+    }
+
+    #[test]
+    fn a_broken_rule_file_fails_configure_naming_the_file() {
+        let dir = tempfile::tempdir().expect("rules dir");
+        std::fs::write(
+            dir.path().join("bad.hcl"),
+            "rule \"x\" {\n  condition = \"1 +\"\n}\n",
+        )
+        .expect("rule file");
+        let state = tempfile::tempdir().expect("state dir");
+        let provider = crate::provider::Provider::new();
+        let block = json!({"policy_paths": [dir.path().display().to_string()],
+                           "state_dir": state.path().display().to_string()});
+        let config =
+            crate::value::Value::from_json(&block, crate::provider::Provider::provider_type())
+                .expect("block");
+        let d = provider.configure(&config);
+        let text = errors(&d);
+        assert!(text.contains("Invalid policy rules"), "{text}");
+        assert!(text.contains("bad.hcl:1:1"), "{text}");
+        assert!(text.contains("has no `resources`"), "{text}");
+    }
 }
