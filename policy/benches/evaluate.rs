@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gpucap_policy::engine::{Options, Placement, Subject, placement};
+use gpucap_policy::engine::{Evaluator, Options, Placement, Subject};
+use gpucap_policy::gpucap::placement_of;
 use gpucap_policy::rules::{PolicySet, load_sources, read_files};
 use gpucap_policy::schema::Schemas;
 use gpucap_policy::source::SourceFile;
@@ -25,8 +26,10 @@ fn main() {
         name: "generated.hcl".into(),
         text: generated_rules(50 - files_rule_count(&files)),
     });
-    let fifty = Arc::new(load_sources(files, schemas, Default::default()).expect("the rules load"));
-    let none = Arc::new(PolicySet::default());
+    let fifty = Arc::new(Evaluator::new(
+        load_sources(files, schemas, Default::default()).expect("the rules load"),
+    ));
+    let none = Arc::new(Evaluator::new(PolicySet::default()));
     let planned = endpoints(schemas, false);
     let reviewed = endpoints(schemas, true);
     let options = Options::from_env(Vec::new());
@@ -38,10 +41,10 @@ fn main() {
 
     println!(
         "{RESOURCES} endpoints; {} rules; {threads} threads for batches\n",
-        fifty.rules.len()
+        fifty.policies().rules.len()
     );
     println!("{:<44} {:>12} {:>12}", "", "no rules", "50 rules");
-    let per_call = |set: &Arc<PolicySet>, options: &Options| {
+    let per_call = |set: &Arc<Evaluator>, options: &Options| {
         timed(|| {
             let mut findings = 0;
             for s in &planned {
@@ -53,14 +56,14 @@ fn main() {
             findings
         })
     };
-    let batch = |set: &Arc<PolicySet>, options: &Options| {
+    let batch = |set: &Arc<Evaluator>, options: &Options| {
         timed(|| {
             set.evaluate(&reviewed, options, threads)
                 .expect("evaluates")
                 .len()
         })
     };
-    type Run<'a> = &'a dyn Fn(&Arc<PolicySet>, &Options) -> (Duration, usize);
+    type Run<'a> = &'a dyn Fn(&Arc<Evaluator>, &Options) -> (Duration, usize);
     for (label, run, options) in [
         (
             "plan time (one resource per call)",
@@ -155,7 +158,7 @@ fn endpoints(schemas: &Schemas, shared: bool) -> Vec<Subject> {
                 "monthly_cost_min_usd": 1000.0 + i as f64, "monthly_cost_max_usd": 5000.0 + i as f64});
             let lookup_pool = |n: &str| n[1..].parse().ok().map(pool);
             let lookup_policy = |n: &str| n[1..].parse().ok().map(policy);
-            let (pools, policy) = placement(
+            let (pools, policy) = placement_of(
                 "gpucap_inference_endpoint",
                 &endpoint,
                 &lookup_pool,

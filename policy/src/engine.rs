@@ -7,15 +7,14 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use cel::{Context, Value};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
+use crate::expr::worker;
 use crate::expr::{self, Compiled, StackError};
-use crate::placement::{BurstOrder, PolicyPools, Source, resolve};
+use crate::gpucap;
 use crate::rules::{Enforcement, PolicySet, Rule, Waiver};
 use crate::schema::Schemas;
-use crate::source::Problem;
 use crate::value::{self, CelVal};
-use crate::worker;
 
 /// Days before its expiry from which an applied waiver is reported.
 pub const WAIVER_WARNING_DAYS: i64 = 14;
@@ -57,9 +56,9 @@ impl Placement {
         Arc::new(Placement {
             pools: pools
                 .iter()
-                .map(|p| schemas.normalize("gpucap_gpu_pool", p))
+                .map(|p| schemas.normalize(gpucap::POOL, p))
                 .collect(),
-            policy: schemas.normalize("gpucap_burst_policy", &policy),
+            policy: schemas.normalize(gpucap::BURST_POLICY, &policy),
             cel: OnceLock::new(),
         })
     }
@@ -132,81 +131,15 @@ impl Subject {
             ("address", value::from_json(&Json::String(self.address()))),
             ("pools", pools),
             ("policy", policy),
-            ("cost", value::from_json(&self.cost())),
+            (
+                "cost",
+                value::from_json(&gpucap::cost_figures(&self.resource)),
+            ),
         ] {
             ctx.add_variable_as_val(name, val);
         }
         ctx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
         ctx
-    }
-
-    /// The cost model's figures for it, read from the cost attributes the provider computed.
-    pub fn cost(&self) -> Json {
-        let r = &self.resource;
-        let get = |k: &str| r.get(k).cloned().unwrap_or(Json::Null);
-        json!({
-            "hourly_min_usd": get("hourly_cost_min_usd"),
-            "hourly_max_usd": get("hourly_cost_max_usd"),
-            "price_per_gpu_hour": get("effective_price_per_gpu_hour"),
-            "price_source": get("price_source"),
-            "max_hourly_usd": get("max_hourly_cost_usd"),
-            "monthly_min_usd": get("monthly_cost_min_usd"),
-            "monthly_max_usd": get("monthly_cost_max_usd"),
-        })
-    }
-}
-
-/// Names the pools and the burst policy a resource can run on, given lookups by name, through the
-/// placement every part of gpucap shares ([`crate::placement`]): base pools, then burst pools in
-/// spill order.
-pub fn placement(
-    type_name: &str,
-    resource: &Json,
-    pool: &dyn Fn(&str) -> Option<Json>,
-    policy: &dyn Fn(&str) -> Option<Json>,
-) -> (Vec<Json>, Json) {
-    let resolved = match type_name {
-        "gpucap_inference_endpoint" => match resource.get("burst_policy").and_then(Json::as_str) {
-            Some(name) => resolve(Source::Policy(name), policy, policy_pools, pool),
-            None => {
-                let names = names(resource, "pools");
-                resolve(Source::Pools(&names), policy, policy_pools, pool)
-            }
-        },
-        "gpucap_burst_policy" => {
-            let own = resource.clone();
-            resolve(
-                Source::Policy(""),
-                |_| Some(own.clone()),
-                policy_pools,
-                pool,
-            )
-        }
-        _ => return (Vec::new(), Json::Null),
-    };
-    let pools = resolved.all().cloned().collect();
-    (pools, resolved.policy.unwrap_or(Json::Null))
-}
-
-/// The string items of `v[key]`.
-fn names(v: &Json, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Json::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Json::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The pool names of a burst policy object.
-fn policy_pools(p: &Json) -> PolicyPools {
-    PolicyPools {
-        base: names(p, "base_pools"),
-        burst: names(p, "burst_pools"),
-        order: BurstOrder::parse(p.get("placement").and_then(Json::as_str)),
     }
 }
 
@@ -348,33 +281,28 @@ impl Options {
     }
 }
 
-impl PolicySet {
-    /// Problems with the overrides: names that are no rule, or rules that are not soft.
-    pub fn check_overrides(&self, overrides: &BTreeSet<String>) -> Vec<Problem> {
-        overrides
-            .iter()
-            .filter_map(|name| match self.rules.iter().find(|r| &r.name == name) {
-                None => Some(Problem::warning(
-                    None,
-                    format!("override names unknown rule \"{name}\"; it has no effect"),
-                )),
-                Some(r) if r.enforcement != Enforcement::Soft => Some(Problem::warning(
-                    Some(r.location.clone()),
-                    format!(
-                        "override of rule \"{name}\" has no effect: it is {}, and only soft rules can be overridden",
-                        r.enforcement.as_str()
-                    ),
-                )),
-                Some(_) => None,
-            })
-            .collect()
+/// Evaluates a [`PolicySet`]'s rules, keeping what evaluations share: the rules' texts as findings
+/// carry them, and the values of the rules' placement-only parts per placement.
+#[derive(Debug)]
+pub struct Evaluator {
+    set: PolicySet,
+    placement_cache: PlacementCache,
+    rule_texts: Vec<RuleTexts>,
+}
+
+impl Evaluator {
+    /// An evaluator of `set`.
+    pub fn new(set: PolicySet) -> Evaluator {
+        Evaluator {
+            rule_texts: set.rules.iter().map(RuleTexts::new).collect(),
+            placement_cache: PlacementCache::default(),
+            set,
+        }
     }
 
-    /// Whether any rule applies to resources of this type.
-    pub fn applies_to(&self, type_name: &str) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.resources.iter().any(|t| t == type_name))
+    /// The rules and waivers it evaluates.
+    pub fn policies(&self) -> &PolicySet {
+        &self.set
     }
 
     /// Evaluates every rule on every subject, on `threads` threads with large stacks. Findings come
@@ -385,7 +313,7 @@ impl PolicySet {
         options: &Options,
         threads: usize,
     ) -> Result<Vec<Finding>, StackError> {
-        let texts = self.rule_texts();
+        let texts = &self.rule_texts;
         let threads = threads.clamp(1, subjects.len().max(1));
         let chunk = subjects.len().div_ceil(threads).max(1);
         let results = std::thread::scope(|s| {
@@ -430,7 +358,7 @@ impl PolicySet {
         let set = Arc::clone(self);
         let options = options.clone();
         worker::run(move || {
-            let texts = set.rule_texts();
+            let texts = &set.rule_texts;
             let values = options
                 .share_placement_values
                 .then(|| {
@@ -446,20 +374,15 @@ impl PolicySet {
         })
     }
 
-    /// The rules' texts as findings carry them, made on first use.
-    fn rule_texts(&self) -> &[RuleTexts] {
-        self.rule_texts
-            .get_or_init(|| self.rules.iter().map(RuleTexts::new).collect())
-    }
-
     /// The values of every rule's placement-only parts for one placement. Must run on a large
     /// stack.
     fn placement_values(&self, placement: &Placement, now: DateTime<Utc>) -> PlacementValues {
         let ctx = placement.context(now);
-        let steps = self.limits.max_steps;
+        let steps = self.set.limits.max_steps;
         let of =
             |c: Option<&Compiled>| c.map_or_else(Vec::new, |c| c.placement_values(&ctx, steps));
-        self.rules
+        self.set
+            .rules
             .iter()
             .map(|r| {
                 [
@@ -482,11 +405,12 @@ impl PolicySet {
         findings: &mut Vec<Finding>,
     ) {
         let mut rules = self
+            .set
             .rules
             .iter()
             .zip(texts)
             .enumerate()
-            .filter(|(_, (r, _))| r.applies(subject))
+            .filter(|(_, (r, _))| r.applies(&subject.type_name, &subject.action))
             .peekable();
         if rules.peek().is_none() {
             return;
@@ -539,7 +463,7 @@ impl PolicySet {
         ctx: &Context,
         placed: &[Vec<Option<CelVal>>; 3],
     ) -> Option<(Option<Arc<str>>, Option<String>)> {
-        let steps = self.limits.max_steps;
+        let steps = self.set.limits.max_steps;
         let [when_values, condition_values, message_values] = placed;
         let truth = |c: &Compiled, values: &[Option<CelVal>]| -> Result<bool, String> {
             match c.eval_placed(ctx, steps, values) {
@@ -580,7 +504,8 @@ impl PolicySet {
     }
 
     fn waiver_for(&self, rule: &Rule, subject: &Subject, today: NaiveDate) -> Option<WaiverUse> {
-        self.waivers
+        self.set
+            .waivers
             .iter()
             .filter(|w| w.rule == rule.name && w.covers(&subject.type_name, &subject.name))
             .filter_map(|w: &Waiver| {
@@ -599,13 +524,13 @@ impl PolicySet {
 
 /// The values of the rules' placement-only parts for one placement: per rule, for `when`,
 /// `condition` and `message_expr`.
-pub(crate) type PlacementValues = Vec<[Vec<Option<CelVal>>; 3]>;
+type PlacementValues = Vec<[Vec<Option<CelVal>>; 3]>;
 
-/// The placement values of the placements one policy set has seen, by content. The provider
+/// The placement values of the placements one evaluator has seen, by content. The provider
 /// evaluates one resource per call, but the endpoints on one burst policy share its pools: their
 /// `pools.all(...)` is evaluated once.
 #[derive(Debug, Default)]
-pub struct PlacementCache(Mutex<HashMap<String, Arc<PlacementValues>>>);
+struct PlacementCache(Mutex<HashMap<String, Arc<PlacementValues>>>);
 
 /// Placements a cache holds before it starts over: plans have a few burst policies, so this is
 /// only a bound on memory.
@@ -639,9 +564,9 @@ impl PlacementCache {
     }
 }
 
-/// A rule's texts as findings carry them, made once per policy set.
+/// A rule's texts as findings carry them, made once per evaluator.
 #[derive(Debug)]
-pub(crate) struct RuleTexts {
+struct RuleTexts {
     name: Arc<str>,
     message: Arc<str>,
     attribute: Arc<str>,
@@ -664,4 +589,122 @@ struct SubjectTexts {
     type_name: Arc<str>,
     address: Arc<str>,
     terraform_address: Option<Arc<str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::load_sources;
+    use crate::source::SourceFile;
+
+    const RULES: &str = r#"
+rule "budget_capped" {
+  resources    = ["gpucap_burst_policy"]
+  enforcement  = "soft"
+  condition    = "resource.budget != null && double(resource.budget.max_hourly_usd) <= 200.0"
+  message_expr = "'policy ' + resource.name + ' may spend ' + string(resource.budget.max_hourly_usd)"
+  attribute    = "budget"
+}
+
+rule "eu_only" {
+  resources   = ["gpucap_burst_policy"]
+  enforcement = "advisory"
+  condition   = "pools.all(p, p.jurisdiction == 'EU')"
+  message     = "a pool is outside the EU"
+}
+
+waiver "legacy" {
+  rule      = "budget_capped"
+  resources = ["gpucap_burst_policy.legacy"]
+  reason    = "migrating"
+  expires   = "2030-01-31"
+}
+"#;
+
+    fn evaluator() -> Evaluator {
+        let file = SourceFile {
+            name: "rules.hcl".into(),
+            text: RULES.into(),
+        };
+        Evaluator::new(load_sources(vec![file], Schemas::gpucap(), Default::default()).unwrap())
+    }
+
+    fn policy(name: &str, budget: f64, jurisdiction: &str) -> Subject {
+        let schemas = Schemas::gpucap();
+        let policy =
+            json!({"name": name, "base_pools": ["p"], "budget": {"max_hourly_usd": budget}});
+        let pool = json!({"name": "p", "jurisdiction": jurisdiction});
+        let placement = Placement::new(schemas, vec![pool], policy.clone());
+        Subject::new(
+            schemas,
+            "gpucap_burst_policy",
+            "create",
+            &policy,
+            &Json::Null,
+            placement,
+        )
+    }
+
+    fn options(overrides: &[&str]) -> Options {
+        Options {
+            now: "2030-01-20T00:00:00Z".parse().unwrap(),
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            share_placement_values: true,
+        }
+    }
+
+    fn statuses(findings: &[Finding]) -> Vec<(String, Status)> {
+        findings
+            .iter()
+            .map(|f| (f.rule.to_string(), f.status))
+            .collect()
+    }
+
+    #[test]
+    fn enforcement_overrides_and_waivers_decide_the_status() {
+        let e = evaluator();
+        let subjects = [
+            policy("fine", 100.0, "EU"),
+            policy("over", 500.0, "US"),
+            policy("legacy", 500.0, "EU"),
+        ];
+        let findings = e.evaluate(&subjects, &options(&[]), 2).unwrap();
+        assert_eq!(
+            statuses(&findings),
+            [
+                ("budget_capped".into(), Status::Failed),
+                ("eu_only".into(), Status::Advisory),
+                ("budget_capped".into(), Status::Waived),
+            ]
+        );
+        assert_eq!(&*findings[0].message, "policy over may spend 500");
+        assert_eq!(&*findings[0].attribute, "budget");
+        let waiver = findings[2].waiver.as_ref().expect("the waiver is named");
+        assert_eq!((waiver.name.as_str(), waiver.days_left), ("legacy", 12));
+        assert!(
+            findings[2].warns(),
+            "a waiver within two weeks of expiry is reported"
+        );
+
+        let overridden = e
+            .evaluate(&subjects[1..2], &options(&["budget_capped"]), 1)
+            .unwrap();
+        assert_eq!(overridden[0].status, Status::Overridden);
+    }
+
+    #[test]
+    fn one_at_a_time_shared_and_whole_evaluation_agree() {
+        let e = Arc::new(evaluator());
+        let subject = policy("over", 500.0, "US");
+        let shared = e.evaluate_subject(subject.clone(), &options(&[])).unwrap();
+        let whole = Options {
+            share_placement_values: false,
+            ..options(&[])
+        };
+        let reference = e.evaluate(&[subject], &whole, 1).unwrap();
+        assert_eq!(statuses(&shared), statuses(&reference));
+        assert_eq!(shared.len(), 2);
+    }
 }

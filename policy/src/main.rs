@@ -13,10 +13,11 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value as Json;
 
-use gpucap_policy::engine::{Options, Placement, Subject};
+use gpucap_policy::engine::{Evaluator, Options, Placement, Subject};
 use gpucap_policy::expr;
+use gpucap_policy::gpucap::scope_for;
 use gpucap_policy::report::Review;
-use gpucap_policy::rules::{self, PolicySet, scope_for};
+use gpucap_policy::rules::{self, PolicySet};
 use gpucap_policy::schema::Schemas;
 use gpucap_policy::source::{Problem, SourceFile};
 use gpucap_policy::{fmt, plan_json, testing};
@@ -236,11 +237,12 @@ fn check(
     })
     .map_err(|e| usage(e.to_string()))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let findings = set
+    let evaluator = Evaluator::new(set);
+    let findings = evaluator
         .evaluate(&subjects, &options, threads)
         .map_err(|e| usage(e.to_string()))?;
     let review = Review {
-        policies: &set,
+        policies: evaluator.policies(),
         subjects: &subjects,
         findings: &findings,
     };
@@ -290,7 +292,7 @@ fn test(dirs: &[PathBuf]) -> Result<u8, Failure> {
                 dir.display()
             )));
         }
-        for outcome in testing::run(&set, cases) {
+        for outcome in testing::run(&Evaluator::new(set), cases) {
             match &outcome.failure {
                 None => {
                     passed += 1;

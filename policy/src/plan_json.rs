@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::engine::{Placement, Subject, placement};
+use crate::engine::{Placement, Subject};
+use crate::gpucap::placement_of;
 use crate::schema::Schemas;
 
 /// Why a plan cannot be read.
@@ -157,7 +158,7 @@ pub fn subjects(
                 .entry(placement_key(c.type_name, c.address, c.object))
                 .or_insert_with(|| {
                     let (p, policy) =
-                        placement(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
+                        placement_of(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
                             policies.get(n).cloned()
                         });
                     Placement::new(schemas, p, policy)

@@ -210,8 +210,12 @@ impl Review<'_> {
         for f in self.findings.iter().filter(|f| f.fails()) {
             *failures.entry(&*f.rule).or_default() += 1;
         }
-        let tests_of =
-            |rule: &crate::rules::Rule| self.subjects.iter().filter(|s| rule.applies(s)).count();
+        let tests_of = |rule: &crate::rules::Rule| {
+            self.subjects
+                .iter()
+                .filter(|s| rule.applies(&s.type_name, &s.action))
+                .count()
+        };
         let rules = &self.policies.rules;
         let total: usize = rules.iter().map(tests_of).sum();
         let total_failed = self.findings.iter().filter(|f| f.fails()).count();
@@ -227,7 +231,11 @@ impl Review<'_> {
                 tests_of(rule),
                 failures.get(rule.name.as_str()).copied().unwrap_or(0)
             )?;
-            for s in self.subjects.iter().filter(|s| rule.applies(s)) {
+            for s in self
+                .subjects
+                .iter()
+                .filter(|s| rule.applies(&s.type_name, &s.action))
+            {
                 let name = s.terraform_address.clone().unwrap_or_else(|| s.address());
                 let address = s.address();
                 let key = (

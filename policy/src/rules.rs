@@ -1,15 +1,16 @@
 //! Rule and waiver files: loading `*.hcl` from the policy directories, checking every rule before
 //! anything is evaluated, and compiling each expression once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use crate::expr::{self, Compiled, Limits, Scope};
+use crate::expr::{self, Compiled, Limits};
+use crate::gpucap;
 use crate::hcl::{self, BlockReader, Text};
-use crate::schema::{Scalar, Schemas, Shape};
+use crate::schema::{Schemas, Shape};
 use crate::source::{Location, Problem, Severity, SourceFile, did_you_mean};
 
 /// How a violated rule acts on the plan.
@@ -66,9 +67,9 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether it applies to the subject's type and action.
-    pub fn applies(&self, subject: &crate::engine::Subject) -> bool {
-        self.resources.contains(&subject.type_name) && self.actions.contains(&subject.action)
+    /// Whether it applies to resources of `type_name` undergoing `action`.
+    pub fn applies(&self, type_name: &str, action: &str) -> bool {
+        self.resources.iter().any(|t| t == type_name) && self.actions.iter().any(|a| a == action)
     }
 }
 
@@ -102,7 +103,8 @@ impl Waiver {
     }
 }
 
-/// Every rule and waiver of the policy directories.
+/// Every rule and waiver of the policy directories: plain data, evaluated by an
+/// [`crate::engine::Evaluator`].
 #[derive(Debug, Default)]
 pub struct PolicySet {
     /// Rules, in file then position order.
@@ -113,10 +115,36 @@ pub struct PolicySet {
     pub warnings: Vec<Problem>,
     /// Bounds used when evaluating.
     pub limits: Limits,
-    /// Values of the rules' placement-only parts, for evaluations one resource at a time.
-    pub placement_cache: crate::engine::PlacementCache,
-    /// The rules' texts as findings share them, made once.
-    pub(crate) rule_texts: std::sync::OnceLock<Vec<crate::engine::RuleTexts>>,
+}
+
+impl PolicySet {
+    /// Problems with the overrides: names that are no rule, or rules that are not soft.
+    pub fn check_overrides(&self, overrides: &BTreeSet<String>) -> Vec<Problem> {
+        overrides
+            .iter()
+            .filter_map(|name| match self.rules.iter().find(|r| &r.name == name) {
+                None => Some(Problem::warning(
+                    None,
+                    format!("override names unknown rule \"{name}\"; it has no effect"),
+                )),
+                Some(r) if r.enforcement != Enforcement::Soft => Some(Problem::warning(
+                    Some(r.location.clone()),
+                    format!(
+                        "override of rule \"{name}\" has no effect: it is {}, and only soft rules can be overridden",
+                        r.enforcement.as_str()
+                    ),
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether any rule applies to resources of this type.
+    pub fn applies_to(&self, type_name: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.resources.iter().any(|t| t == type_name))
+    }
 }
 
 /// The `*.hcl` files of `paths` (directories, not recursive, or single files), sorted.
@@ -486,7 +514,7 @@ impl<'a> Loader<'a> {
         for type_name in types {
             match expr::compile(
                 &text.value,
-                &scope_for(self.schemas, type_name),
+                &gpucap::scope_for(self.schemas, type_name),
                 &self.limits,
             ) {
                 Ok(c) => {
@@ -572,41 +600,72 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The fields of `cost`; those that do not apply to a resource type are null.
-pub const COST_FIELDS: &[(&str, Scalar)] = &[
-    ("hourly_min_usd", Scalar::Number),
-    ("hourly_max_usd", Scalar::Number),
-    ("price_per_gpu_hour", Scalar::Number),
-    ("price_source", Scalar::String),
-    ("max_hourly_usd", Scalar::Number),
-    ("monthly_min_usd", Scalar::Number),
-    ("monthly_max_usd", Scalar::Number),
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The variables of a rule on `type_name` and their shapes.
-pub fn scope_for(schemas: &Schemas, type_name: &str) -> Scope {
-    let shape = |t: &str| schemas.resource(t).cloned().unwrap_or(Shape::Any);
-    let string = Shape::Scalar(Scalar::String);
-    let cost = Shape::Object(Arc::new(
-        COST_FIELDS
+    fn load(text: &str) -> Result<PolicySet, Vec<Problem>> {
+        let file = SourceFile {
+            name: "rules.hcl".into(),
+            text: text.into(),
+        };
+        load_sources(vec![file], Schemas::gpucap(), Limits::default())
+    }
+
+    const SOFT: &str = r#"
+rule "named" {
+  resources   = ["gpucap_inference_endpoint"]
+  enforcement = "soft"
+  condition   = "resource.name != ''"
+  message     = "endpoints are named"
+}
+
+rule "hard" {
+  resources   = ["gpucap_gpu_pool"]
+  enforcement = "hard"
+  condition   = "true"
+  message     = "always holds"
+}
+"#;
+
+    #[test]
+    fn rules_load_as_data_with_their_types() {
+        let set = load(SOFT).unwrap();
+        let names: Vec<&str> = set.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["named", "hard"]);
+        assert!(set.applies_to("gpucap_inference_endpoint"));
+        assert!(!set.applies_to("gpucap_burst_policy"));
+        assert_eq!(set.rules[1].enforcement, Enforcement::Hard);
+    }
+
+    #[test]
+    fn overrides_of_unknown_or_hard_rules_are_warned_about() {
+        let set = load(SOFT).unwrap();
+        let overrides = ["named", "hard", "nope"].map(String::from).into();
+        let warnings: Vec<String> = set
+            .check_overrides(&overrides)
             .iter()
-            .map(|(k, s)| (k.to_string(), Shape::Scalar(*s)))
-            .collect(),
-    ));
-    Scope {
-        vars: BTreeMap::from([
-            ("resource".into(), shape(type_name)),
-            ("prior".into(), shape(type_name)),
-            ("action".into(), string.clone()),
-            ("address".into(), string),
-            (
-                "pools".into(),
-                Shape::List(Box::new(shape("gpucap_gpu_pool"))),
-            ),
-            ("policy".into(), shape("gpucap_burst_policy")),
-            ("cost".into(), cost),
-            ("now".into(), Shape::Any),
-        ]),
-        subject: type_name.to_string(),
+            .map(|p| p.message.clone())
+            .collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("rule \"hard\" has no effect: it is hard"));
+        assert!(warnings[1].contains("unknown rule \"nope\""));
+    }
+
+    #[test]
+    fn a_misspelt_attribute_is_located_with_a_suggestion() {
+        let problems = load(
+            "rule \"r\" {\n  resources = [\"gpucap_inference_endpoint\"]\n  enforcement = \"hard\"\n  condition = \"resource.nmae != ''\"\n  message = \"m\"\n}\n",
+        )
+        .unwrap_err();
+        let p = &problems[0];
+        assert!(
+            p.message.contains("has no attribute `nmae`"),
+            "{}",
+            p.message
+        );
+        let location = p.location.as_ref().expect("located");
+        assert_eq!(location.line, 4);
+        assert!(p.to_string().contains("name"), "did you mean: {p}");
     }
 }

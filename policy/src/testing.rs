@@ -7,9 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
+use crate::engine::Evaluator;
 use crate::engine::{Options, Placement, Status, Subject};
 use crate::hcl::{self, BlockReader};
-use crate::rules::PolicySet;
 use crate::schema::Schemas;
 use crate::source::{Location, Problem};
 
@@ -171,7 +171,7 @@ fn read_case(r: &mut BlockReader<'_>, name: String, schemas: &Schemas) -> Option
 }
 
 /// Runs the cases against the policy set.
-pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
+pub fn run(policies: &Evaluator, cases: Vec<Case>) -> Vec<Outcome> {
     cases
         .into_iter()
         .map(|case| {
@@ -180,7 +180,12 @@ pub fn run(policies: &PolicySet, cases: Vec<Case>) -> Vec<Outcome> {
                 overrides: Default::default(),
                 share_placement_values: true,
             };
-            let failure_for_rule = if policies.rules.iter().any(|r| r.name == case.rule) {
+            let failure_for_rule = if policies
+                .policies()
+                .rules
+                .iter()
+                .any(|r| r.name == case.rule)
+            {
                 None
             } else {
                 Some(format!("no rule named \"{}\"", case.rule))

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gpucap_policy::engine::{Finding, Options};
+use gpucap_policy::engine::{Evaluator, Finding, Options};
 use gpucap_policy::expr::StackError;
 use gpucap_policy::plan_json::{self, PlanError};
 use gpucap_policy::rules::{PolicySet, load_sources, read_files};
@@ -60,7 +60,7 @@ fn load(files: Vec<SourceFile>) -> Result<PolicySet, Vec<String>> {
 /// Evaluates `set` on the resources of `plan`: findings or a plan error, never an engine failure.
 /// The batch and one resource at a time (both evaluating the rules' placement-only parts once per
 /// placement) must agree with every expression evaluated whole.
-fn review(set: &Arc<PolicySet>, plan: &str) -> Result<usize, PlanError> {
+fn review(set: &Arc<Evaluator>, plan: &str) -> Result<usize, PlanError> {
     let subjects = plan_json::subjects(plan, "plan.json", Schemas::gpucap(), &|_| true)?;
     let options = Options::from_env(Vec::new());
     let batch = match set.evaluate(&subjects, &options, 2) {
@@ -171,7 +171,7 @@ proptest! {
         files[file].text = apply(&files[file].text, &edits);
         // Whatever loads must also evaluate without failing.
         if let Ok(set) = load(files) {
-            review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
+            review(&Arc::new(Evaluator::new(set)), &plan().to_string()).expect("the plan reads");
         }
     }
 
@@ -189,7 +189,7 @@ proptest! {
             Json::String(condition)
         );
         if let Ok(set) = load(vec![SourceFile { name: "fuzz.hcl".into(), text }]) {
-            review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
+            review(&Arc::new(Evaluator::new(set)), &plan().to_string()).expect("the plan reads");
         }
     }
 
@@ -223,12 +223,14 @@ proptest! {
         );
         let set = load(vec![SourceFile { name: "mixed.hcl".into(), text }])
             .unwrap_or_else(|p| panic!("{condition}: {p:?}"));
-        review(&Arc::new(set), &plan().to_string()).expect("the plan reads");
+        review(&Arc::new(Evaluator::new(set)), &plan().to_string()).expect("the plan reads");
     }
 
     #[test]
     fn edited_plans_read_or_fail_with_a_location(edits in prop::collection::vec(edit(), 1..4)) {
-        let set = Arc::new(load(starter_pack()).expect("the starter pack loads"));
+        let set = Arc::new(Evaluator::new(
+            load(starter_pack()).expect("the starter pack loads"),
+        ));
         let text = apply(&serde_json::to_string_pretty(&plan()).unwrap(), &edits);
         match review(&set, &text) {
             Ok(_) => {}
@@ -239,7 +241,9 @@ proptest! {
 
     #[test]
     fn any_json_in_a_resource_evaluates(after in arbitrary_json()) {
-        let set = Arc::new(load(starter_pack()).expect("the starter pack loads"));
+        let set = Arc::new(Evaluator::new(
+            load(starter_pack()).expect("the starter pack loads"),
+        ));
         let mut plan = plan();
         plan["resource_changes"][2]["change"]["after"] = after.clone();
         plan["resource_changes"][0]["change"]["after"]["gpu"] = after;
@@ -276,7 +280,9 @@ fn arbitrary_json() -> impl Strategy<Value = Json> {
 
 #[test]
 fn deeply_nested_plans_are_errors_not_stack_overflows() {
-    let set = Arc::new(load(starter_pack()).expect("the starter pack loads"));
+    let set = Arc::new(Evaluator::new(
+        load(starter_pack()).expect("the starter pack loads"),
+    ));
     let deep = "[".repeat(100_000);
     let text = format!(
         r#"{{"format_version": "1.2", "resource_changes": [{{"mode": "managed", "type": "gpucap_inference_endpoint", "address": "a.b", "change": {{"actions": ["create"], "after": {deep}"#

@@ -28,8 +28,8 @@ pub struct ProviderConfig {
     pub fabric_path: PathBuf,
     /// Prices for pools that state none.
     pub catalog: Arc<gpucap_policy::cost::Catalog>,
-    /// The rules of `policy_paths`, loaded once per run.
-    pub rules: Arc<gpucap_policy::rules::PolicySet>,
+    /// The rules of `policy_paths`, loaded once per run, and their evaluator's caches.
+    pub rules: Arc<gpucap_policy::Evaluator>,
     /// The run's time and overridden soft rules.
     pub rule_options: gpucap_policy::engine::Options,
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use gpucap_fabric::config::{
     BudgetSection, LocalSection, PolicySection, PoolSection, ScaleDownSection, ScaleUpSection,
 };
-use gpucap_policy::placement::{BurstOrder, PlacedPool, PolicyPools};
+use gpucap_policy::gpucap::placement::{BurstOrder, PlacedPool, PolicyPools};
 use serde::{Deserialize, Serialize};
 
 use crate::value::Value;

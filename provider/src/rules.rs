@@ -6,27 +6,25 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use gpucap_policy::engine::{Finding, Placement, Status, Subject, placement};
-use gpucap_policy::rules::PolicySet;
-use gpucap_policy::schema::Schemas;
-use gpucap_policy::source::Problem;
+use gpucap_policy::gpucap::placement_of;
+use gpucap_policy::{Evaluator, Finding, Placement, PolicySet, Problem, Schemas, Status, Subject};
 
 use crate::api::Ctx;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::value::Value;
 
 /// Loads the rule files of `paths`; problems become diagnostics on `policy_paths`.
-pub fn load(paths: &[PathBuf]) -> (Option<PolicySet>, Diagnostics) {
+pub fn load(paths: &[PathBuf]) -> (Option<Evaluator>, Diagnostics) {
     let mut d = Diagnostics::default();
     if paths.is_empty() {
-        return (Some(PolicySet::default()), d);
+        return (Some(Evaluator::new(PolicySet::default())), d);
     }
     match gpucap_policy::rules::load(paths, Schemas::gpucap()) {
         Ok(set) => {
             for w in &set.warnings {
                 d.push(problem(w, false));
             }
-            (Some(set), d)
+            (Some(Evaluator::new(set)), d)
         }
         Err(problems) => {
             for p in &problems {
@@ -52,9 +50,9 @@ fn problem(p: &Problem, error: bool) -> Diagnostic {
 }
 
 /// Problems with the overrides, as warnings.
-pub fn override_warnings(set: &PolicySet, overrides: &BTreeSet<String>) -> Diagnostics {
+pub fn override_warnings(rules: &Evaluator, overrides: &BTreeSet<String>) -> Diagnostics {
     let mut d = Diagnostics::default();
-    for p in set.check_overrides(overrides) {
+    for p in rules.policies().check_overrides(overrides) {
         d.push(Diagnostic::attr_warning(
             "policy_overrides",
             "Policy override has no effect",
@@ -72,8 +70,8 @@ pub fn evaluate(
     planned: &Value,
     replaces: bool,
 ) -> Diagnostics {
-    let set = &ctx.config.rules;
-    if !set.applies_to(type_name) {
+    let rules = &ctx.config.rules;
+    if !rules.policies().applies_to(type_name) {
         return Diagnostics::default();
     }
     let prior_json = prior.to_json_unknown_as_null();
@@ -91,7 +89,7 @@ pub fn evaluate(
         &planned_json
     };
     let state_dir = &ctx.config.state_dir;
-    let (pools, policy) = placement(
+    let (pools, policy) = placement_of(
         type_name,
         object,
         &|name| ctx.registry.pool(state_dir, name).map(|p| p.object),
@@ -105,7 +103,7 @@ pub fn evaluate(
         &prior_json,
         Placement::new(Schemas::gpucap(), pools, policy),
     );
-    let findings = match set.evaluate_subject(subject, &ctx.config.rule_options) {
+    let findings = match rules.evaluate_subject(subject, &ctx.config.rule_options) {
         Ok(findings) => findings,
         // Failing closed: a plan the rules could not judge must not pass.
         Err(e) => {

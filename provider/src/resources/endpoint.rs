@@ -12,7 +12,7 @@ use gpucap_fabric::config::{
 };
 use gpucap_fabric::deploy::{self, EndpointDir, RouterHealth};
 use gpucap_fabric::store;
-use gpucap_policy::placement::{self, Missing, Residency, Resolved, Source};
+use gpucap_policy::gpucap::placement::{self, Missing, Residency, Resolved, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::expr::{STACK_SIZE, StackError, panic_message};
+use super::{STACK_SIZE, StackError, panic_message};
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cel::IdedExpr;
 use cel::common::ast::Expr;
 
-use crate::expr::{children, children_mut};
+use super::syntax::{children, children_mut};
 
 /// The variables whose values are the same for every resource of a placement.
 const PLACEMENT_VARIABLES: &[&str] = &["pools", "policy", "now"];
