@@ -13,14 +13,7 @@ cargo build --release -q -p gpucap-provider -p gpucap-runtime
 work=$(mktemp -d)
 trap 'TF_CLI_CONFIG_FILE=$work/cli.tfrc terraform -chdir="$work/quickstart" destroy -auto-approve -input=false >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 export TF_CLI_CONFIG_FILE="$work/cli.tfrc" CHECKPOINT_DISABLE=1
-cat >"$TF_CLI_CONFIG_FILE" <<CFG
-provider_installation {
-  dev_overrides {
-    "gpucap/gpucap" = "$PWD/target/release"
-  }
-  direct {}
-}
-CFG
+scripts/dev-tfrc.sh "$TF_CLI_CONFIG_FILE" "$PWD/target/release"
 
 mkdir -p "$work/pools" "$work/data" "$work/data-wide"
 cat >"$work/pools/main.tf" <<TF

@@ -13,14 +13,7 @@ cargo build --release -q -p gpucap-provider -p gpucap-fabric -p gpucap-runtime
 
 # Terraform loads the provider from the build instead of the registry; no `terraform init` needed.
 export TF_CLI_CONFIG_FILE="$PWD/examples/quickstart/.dev.tfrc"
-cat >"$TF_CLI_CONFIG_FILE" <<CFG
-provider_installation {
-  dev_overrides {
-    "gpucap/gpucap" = "$PWD/target/release"
-  }
-  direct {}
-}
-CFG
+scripts/dev-tfrc.sh "$TF_CLI_CONFIG_FILE" "$PWD/target/release"
 tf() { terraform -chdir=examples/quickstart "$@"; }
 
 if [ "${1:-}" = destroy ]; then

@@ -1,5 +1,5 @@
 //! The cost model: what a pool, a burst policy and an endpoint can cost. One implementation serves
-//! the provider's computed cost attributes and, later, `cost` in policy rules, so the two never
+//! the provider's computed cost attributes, which policy rules read as `cost`, so the two never
 //! disagree. Built in and offline: prices come from the pool itself or from a price catalog.
 
 use std::path::Path;

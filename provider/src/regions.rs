@@ -5,7 +5,7 @@
 //! region is an error (with a suggestion), never a guess. On-prem sites are deliberately absent:
 //! there is no way to know where "this host" is, so they must state their jurisdiction explicitly.
 
-use gpucap_policy::source::edit_distance;
+use strsim::levenshtein;
 
 /// One cloud region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -245,7 +245,7 @@ const MAX_SUGGEST_DISTANCE: usize = 3;
 pub fn suggest(region: &str) -> Option<&'static str> {
     REGIONS
         .iter()
-        .map(|r| (edit_distance(region, r.name), r.name))
+        .map(|r| (levenshtein(region, r.name), r.name))
         .filter(|&(d, _)| d <= MAX_SUGGEST_DISTANCE)
         // `min_by_key` keeps the first of equal minima, hence table order on ties.
         .min_by_key(|&(d, _)| d)

@@ -2,13 +2,15 @@
 //!
 //! The crate is a pipeline of small parts, each in its own module:
 //! [`model`] loads and validates a feed-forward network from a `.safetensors` file;
-//! [`backend`] runs batches of rows through it (CPU today, CUDA behind the same trait later);
+//! [`backend`] runs batches of rows through it, on the CPU or on CUDA GPUs behind one trait;
 //! [`batcher`] queues requests and closes batches by size or delay;
 //! [`protocol`] decodes and encodes Open Inference Protocol v2 messages;
 //! [`server`] is the HTTP front door and [`serve`] wires the parts together and drains on
-//! shutdown; [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI and the
-//! config file the provider writes; [`bench`] is the load generator, [`devices`] discovers what this host can compute on, and
-//! [`cuda`] asks the CUDA driver, loaded at run time, for its GPUs. The crate knows nothing of Terraform.
+//! shutdown; [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI
+//! and the config file the fabric writes for each replica; [`bench`] is the load generator and
+//! [`forward_bench`] measures the backends' forward pass; [`devices`] discovers what this host can
+//! compute on, and [`cuda`] asks the CUDA driver, loaded at run time, for its GPUs. The crate knows
+//! nothing of Terraform.
 
 pub mod backend;
 pub mod batcher;

@@ -1,6 +1,6 @@
 //! The `local` driver: a pool is this host's devices, a replica is one `gpucap-runtime` process
 //! with its own device (`cuda:N`, or an equal share of the CPU threads) on a free port, recorded
-//! under `state_dir/replicas/ID/` so that a restarted router adopts it. Several local pools on one
+//! under `state_dir/endpoints/NAME/replicas/ID/` so that a restarted router adopts it. Several local pools on one
 //! host stand for several sites: their regions are labels.
 
 use std::path::{Path, PathBuf};

@@ -75,14 +75,14 @@ impl Tf {
     pub fn new(config: &str) -> Tf {
         let dir = tempfile::tempdir().unwrap();
         let overrides = provider_bin().parent().unwrap().to_path_buf();
-        std::fs::write(
-            dir.path().join("cli.tfrc"),
-            format!(
-                "provider_installation {{\n  dev_overrides {{\n    \"gpucap/gpucap\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-                overrides.display()
-            ),
-        )
-        .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dev-tfrc.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path().join("cli.tfrc"))
+            .arg(&overrides)
+            .status()
+            .expect("bash runs scripts/dev-tfrc.sh");
+        assert!(status.success(), "{} failed", script.display());
         let tf = Tf {
             dir,
             terraform: terraform_bin(),
