@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::api::{Ctx, DataSource};
 use crate::diag::Diagnostics;
 use crate::regions;
-use crate::schema::{Block, Mode, Schema};
+use crate::schema::{Block, Check, Mode, Schema};
 use crate::validate;
 use crate::value::{Type, Value};
 
@@ -47,17 +47,18 @@ impl DataSource for Regions {
             block: Block::new("The built-in table of cloud regions with their country and jurisdiction, the table pools derive `jurisdiction` from.")
                 .attr("id", Type::String, Mode::Computed, "A fixed id.")
                 .attr("jurisdiction", Type::String, Mode::Optional, "Only regions in this jurisdiction, e.g. `EU`.")
-                .attr("cloud", Type::String, Mode::Optional, "Only regions of this cloud: `aws`, `gcp` or `azure`.")
+                .attr("cloud", Type::String, Mode::Optional, "Only regions of this cloud.")
+                .check("cloud", Check::OneOf(&[("aws", ""), ("gcp", ""), ("azure", "")]))
                 .attr("names", Type::List(Box::new(Type::String)), Mode::Computed, "The matching region names, in table order.")
                 .attr("regions", Type::List(Box::new(region_type())), Mode::Computed, "The matching regions: `name`, `provider` (the cloud), `location`, `country` (ISO 3166-1 alpha-2) and `jurisdiction`."),
         })
     }
 
     fn validate(&self, config: &Value) -> Diagnostics {
-        let mut d = Diagnostics::default();
-        validate::one_of(&mut d, config, "cloud", &["aws", "gcp", "azure"]);
+        let mut d = validate::schema(&self.schema().block, config);
+        // The table decides which jurisdictions exist, so they are checked here, not declared.
         let known = regions::jurisdictions();
-        validate::one_of(&mut d, config, "jurisdiction", &known);
+        validate::one_of(&mut d, "jurisdiction", config.get("jurisdiction"), &known);
         d
     }
 

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::provider::Provider;
-use crate::schema::{Attribute, Block, Mode, NestedBlock, Nesting};
+use crate::schema::{Attribute, Block, Mode, NestedBlock, Nesting, sentence};
 use crate::value::Type;
 
 /// The provider's name, as in `provider "gpucap"`; every type name starts with it and `_`.
@@ -651,39 +651,15 @@ fn object_fields(ty: &Type) -> Option<&BTreeMap<String, Type>> {
     }
 }
 
-/// An attribute's description, with its default and whether it replaces the resource when the
-/// description does not already say so.
+/// An attribute's description (with what is valid and its default), and whether it replaces the
+/// resource when the description does not already say so.
 fn describe(a: &Attribute) -> String {
-    let mut text = a.description.trim().to_string();
-    if let Some(default) = &a.default
-        && !text.contains("Default")
-    {
-        sentence(&mut text, &format!("Default: {}.", show(default)));
-    }
+    let mut text = a.full_description();
     let lower = text.to_ascii_lowercase();
     if a.force_new && !lower.contains("replaces") && !lower.contains("forces a new") {
         sentence(&mut text, "Changing this forces a new resource.");
     }
     text
-}
-
-fn sentence(text: &mut String, s: &str) {
-    if !text.is_empty() {
-        if !text.ends_with(['.', '!', '?']) {
-            text.push('.');
-        }
-        text.push(' ');
-    }
-    text.push_str(s);
-}
-
-fn show(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => format!("`{s}`"),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => b.to_string(),
-        other => format!("`{other}`"),
-    }
 }
 
 #[cfg(test)]
@@ -773,9 +749,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_replacement_are_added_when_the_description_lacks_them() {
+    fn checks_defaults_and_replacement_are_described() {
         let block = Block::new("A thing.")
             .attr("size", Type::Number, Mode::OptionalComputed, "How big")
+            .check("size", crate::schema::Check::IntIn(1, 9))
             .default_value("size", serde_json::json!(3))
             .attr("zone", list_of_strings(), Mode::Required, "Where it is.")
             .force_new("zone");
@@ -787,7 +764,7 @@ mod tests {
             "x",
             Some("y"),
         );
-        assert!(page.contains("- `size` (Number) How big. Default: 3.\n"));
+        assert!(page.contains("- `size` (Number) How big. A whole number from 1 to 9. Default: 3.\n"));
         assert!(page.contains(
             "- `zone` (List of String) Where it is. Changing this forces a new resource.\n"
         ));

@@ -19,6 +19,7 @@ pub mod data_sources;
 pub mod diag;
 pub mod docs;
 pub mod logging;
+pub mod model;
 pub mod plan;
 pub mod provider;
 pub mod regions;

@@ -54,6 +54,117 @@ pub struct Attribute {
     pub sensitive: bool,
     /// The default the provider applies when the user leaves it unset (for docs and planning).
     pub default: Option<serde_json::Value>,
+    /// What a valid value is: checked by validation, described in the docs.
+    pub checks: Vec<Check>,
+}
+
+/// A check on an attribute's value, declared with the attribute: validation runs it
+/// ([`crate::validate::schema`]) and [`Attribute::full_description`] describes it, so what is
+/// valid is stated once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Check {
+    /// One of these strings, each with what it means (empty when the name says it).
+    OneOf(&'static [(&'static str, &'static str)]),
+    /// A whole number within the range.
+    IntIn(i64, i64),
+    /// A number from 0 to 1.
+    Fraction,
+    /// A number of 0 or more.
+    NonNegative,
+    /// A duration such as `30s`, at most the fabric's longest.
+    Duration,
+    /// An object name: used in URLs, file names and references.
+    Name,
+    /// A list of distinct object names.
+    NameList,
+}
+
+impl Check {
+    /// The check as a sentence of the attribute's description.
+    pub fn describe(&self) -> String {
+        match self {
+            Check::OneOf(values) => {
+                let items: Vec<String> = values
+                    .iter()
+                    .map(|(v, means)| {
+                        if means.is_empty() {
+                            format!("`{v}`")
+                        } else {
+                            format!("`{v}` ({means})")
+                        }
+                    })
+                    .collect();
+                match items.as_slice() {
+                    [a, b] => format!("Either {a} or {b}."),
+                    _ => format!("One of {}.", or_list(&items)),
+                }
+            }
+            Check::IntIn(lo, hi) => format!("A whole number from {lo} to {hi}."),
+            Check::Fraction => "A fraction from 0 to 1.".into(),
+            Check::NonNegative => "A number of 0 or more.".into(),
+            Check::Duration => format!(
+                "A duration such as `30s`, `5m` or `1h30m`, at most {} days.",
+                gpucap_fabric::config::MAX_DURATION.as_secs() / 86_400
+            ),
+            Check::Name => "A name of 1 to 63 lowercase letters, digits, `-` or `_`, starting with a \
+                 letter or digit."
+                .into(),
+            Check::NameList => "Names of 1 to 63 lowercase letters, digits, `-` or `_`, each listed once."
+                .into(),
+        }
+    }
+
+    /// The allowed strings of a [`Check::OneOf`].
+    pub fn allowed(&self) -> Vec<&'static str> {
+        match self {
+            Check::OneOf(values) => values.iter().map(|(v, _)| *v).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// A default as descriptions show it: strings and bools as code, numbers as they are.
+pub fn show_default(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => format!("`{s}`"),
+        other => format!("`{other}`"),
+    }
+}
+
+impl Attribute {
+    /// What the attribute means, then what its checks accept and its default: the one text
+    /// Terraform, the registry docs and the policy schema show.
+    pub fn full_description(&self) -> String {
+        let mut text = self.description.trim().to_string();
+        for check in &self.checks {
+            sentence(&mut text, &check.describe());
+        }
+        if let Some(default) = &self.default {
+            sentence(&mut text, &format!("Default: {}.", show_default(default)));
+        }
+        text
+    }
+}
+
+/// Appends a sentence, ending the text before it with a full stop.
+pub fn sentence(text: &mut String, s: &str) {
+    if !text.is_empty() {
+        if !text.ends_with(['.', '!', '?']) {
+            text.push('.');
+        }
+        text.push(' ');
+    }
+    text.push_str(s);
 }
 
 /// How many of a nested block there may be.
@@ -96,6 +207,7 @@ impl Block {
                 force_new: false,
                 sensitive: false,
                 default: None,
+                checks: Vec::new(),
             },
         );
         self
@@ -105,6 +217,14 @@ impl Block {
     pub fn force_new(mut self, name: &str) -> Block {
         if let Some(a) = self.attributes.get_mut(name) {
             a.force_new = true;
+        }
+        self
+    }
+
+    /// Declares a check on the named attribute's value.
+    pub fn check(mut self, name: &str, check: Check) -> Block {
+        if let Some(a) = self.attributes.get_mut(name) {
+            a.checks.push(check);
         }
         self
     }

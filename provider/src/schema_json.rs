@@ -35,7 +35,7 @@ fn block_json(block: &Block) -> Json {
         .attributes
         .iter()
         .map(|(name, a)| {
-            let mut attr = json!({"type": a.ty.to_json(), "description": a.description});
+            let mut attr = json!({"type": a.ty.to_json(), "description": a.full_description()});
             let flag = match a.mode {
                 Mode::Required => "required",
                 Mode::Optional => "optional",

@@ -1,17 +1,55 @@
-//! Small composable validators. Each looks at one attribute by path, skips null and unknown values
-//! (unknowns are checked again once known), and reports what would be valid.
+//! Validation driven by the schema: each attribute's declared [`Check`]s run on its value, null and
+//! unknown values skipped (unknowns are checked again once known), and every problem names the
+//! attribute's path and what would be valid. Checks across attributes ([`min_le_max`]) and those
+//! whose valid values are only known at run time ([`one_of`]) are called by the resource.
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::schema::{Block, Check, Nesting};
 use crate::value::Value;
 
-/// Follows a dotted path (`gpu.per_node`) through objects.
-pub fn at<'v>(root: &'v Value, path: &str) -> &'v Value {
-    path.split('.').fold(root, |v, k| v.get(k))
+/// Runs the checks `block` declares on `config`, nested blocks included.
+pub fn schema(block: &Block, config: &Value) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    walk(block, config, "", &mut d);
+    d
 }
 
-/// A string attribute must be one of `allowed`.
-pub fn one_of(d: &mut Diagnostics, root: &Value, path: &str, allowed: &[&str]) {
-    if let Some(s) = at(root, path).as_str()
+fn walk(block: &Block, value: &Value, prefix: &str, d: &mut Diagnostics) {
+    for (name, attr) in &block.attributes {
+        let path = format!("{prefix}{name}");
+        for check in &attr.checks {
+            run(check, d, &path, value.get(name));
+        }
+    }
+    for (name, nested) in &block.blocks {
+        let inner = value.get(name);
+        match nested.nesting {
+            Nesting::Single => walk(&nested.block, inner, &format!("{prefix}{name}."), d),
+            Nesting::List => {
+                for (i, item) in inner.as_list().unwrap_or_default().iter().enumerate() {
+                    walk(&nested.block, item, &format!("{prefix}{name}[{i}]."), d);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one check on the value at `path`.
+fn run(check: &Check, d: &mut Diagnostics, path: &str, v: &Value) {
+    match check {
+        Check::OneOf(_) => one_of(d, path, v, &check.allowed()),
+        Check::IntIn(lo, hi) => int_in(d, path, v, *lo, *hi),
+        Check::Fraction => fraction(d, path, v),
+        Check::NonNegative => non_negative(d, path, v),
+        Check::Duration => duration(d, path, v),
+        Check::Name => name(d, path, v),
+        Check::NameList => name_list(d, path, v),
+    }
+}
+
+/// A string must be one of `allowed`.
+pub fn one_of(d: &mut Diagnostics, path: &str, v: &Value, allowed: &[&str]) {
+    if let Some(s) = v.as_str()
         && !allowed.contains(&s)
     {
         d.push(Diagnostic::attr_error(
@@ -22,9 +60,7 @@ pub fn one_of(d: &mut Diagnostics, root: &Value, path: &str, allowed: &[&str]) {
     }
 }
 
-/// A whole number within `lo..=hi`.
-pub fn int_in(d: &mut Diagnostics, root: &Value, path: &str, lo: i64, hi: i64) {
-    let v = at(root, path);
+fn int_in(d: &mut Diagnostics, path: &str, v: &Value, lo: i64, hi: i64) {
     if v.is_null() || v.is_unknown() {
         return;
     }
@@ -41,9 +77,20 @@ pub fn int_in(d: &mut Diagnostics, root: &Value, path: &str, lo: i64, hi: i64) {
     }
 }
 
-/// A number ≥ 0.
-pub fn non_negative(d: &mut Diagnostics, root: &Value, path: &str) {
-    if let Some(x) = at(root, path).as_f64()
+fn fraction(d: &mut Diagnostics, path: &str, v: &Value) {
+    if let Some(u) = v.as_f64()
+        && !(0.0..=1.0).contains(&u)
+    {
+        d.push(Diagnostic::attr_error(
+            path,
+            format!("Invalid value for {path}"),
+            format!("{u} is not valid; use a fraction from 0 to 1, e.g. 0.8"),
+        ));
+    }
+}
+
+fn non_negative(d: &mut Diagnostics, path: &str, v: &Value) {
+    if let Some(x) = v.as_f64()
         && !(x >= 0.0 && x.is_finite())
     {
         d.push(Diagnostic::attr_error(
@@ -54,9 +101,8 @@ pub fn non_negative(d: &mut Diagnostics, root: &Value, path: &str) {
     }
 }
 
-/// A duration such as `30s`, `5m` or `1h30m`, at most the fabric's limit (a week).
-pub fn duration(d: &mut Diagnostics, root: &Value, path: &str) {
-    let Some(s) = at(root, path).as_str() else {
+fn duration(d: &mut Diagnostics, path: &str, v: &Value) {
+    let Some(s) = v.as_str() else {
         return;
     };
     let problem = match humantime::parse_duration(s) {
@@ -74,9 +120,9 @@ pub fn duration(d: &mut Diagnostics, root: &Value, path: &str) {
     ));
 }
 
-/// `min ≤ max` inside a block (`nodes`, `replicas`).
+/// `min ≤ max` inside a block (`nodes`, `replicas`) of `root`.
 pub fn min_le_max(d: &mut Diagnostics, root: &Value, block: &str) {
-    let b = at(root, block);
+    let b = root.get(block);
     if let (Some(min), Some(max)) = (b.get("min").as_i64(), b.get("max").as_i64())
         && min > max
     {
@@ -88,10 +134,8 @@ pub fn min_le_max(d: &mut Diagnostics, root: &Value, block: &str) {
     }
 }
 
-/// A name used in URLs, file names and references: 1–63 of `a-z`, `0-9`, `-`, `_`, starting with a
-/// letter or digit.
-pub fn name(d: &mut Diagnostics, root: &Value, path: &str) {
-    if let Some(s) = at(root, path).as_str()
+fn name(d: &mut Diagnostics, path: &str, v: &Value) {
+    if let Some(s) = v.as_str()
         && !is_valid_name(s)
     {
         d.push(Diagnostic::attr_error(
@@ -116,9 +160,8 @@ pub fn is_valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Each element of a list of names must be a valid name and appear once.
-pub fn name_list(d: &mut Diagnostics, root: &Value, path: &str) {
-    let Some(items) = at(root, path).as_list() else {
+fn name_list(d: &mut Diagnostics, path: &str, v: &Value) {
+    let Some(items) = v.as_list() else {
         return;
     };
     let mut seen = std::collections::HashSet::new();
@@ -153,33 +196,67 @@ fn show(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{Mode, list_of_strings};
     use crate::value::Type;
     use serde_json::json;
 
+    fn block() -> Block {
+        Block::new("A thing.")
+            .attr("t", Type::String, Mode::Optional, "")
+            .check("t", Check::OneOf(&[("a", ""), ("b", "")]))
+            .attr("d", Type::String, Mode::Optional, "")
+            .check("d", Check::Duration)
+            .attr("nm", Type::String, Mode::Optional, "")
+            .check("nm", Check::Name)
+            .attr("f", Type::Number, Mode::Optional, "")
+            .check("f", Check::IntIn(0, 10))
+            .attr("names", list_of_strings(), Mode::Optional, "")
+            .check("names", Check::NameList)
+            .single(
+                "n",
+                false,
+                Block::new("")
+                    .attr("u", Type::Number, Mode::Optional, "")
+                    .check("u", Check::Fraction),
+            )
+    }
+
     fn v(j: serde_json::Value) -> Value {
-        Value::from_json(&j, &Type::Dynamic).unwrap()
+        Value::from_json(&j, &block().implied_type()).unwrap()
     }
 
     #[test]
-    fn validators_report_paths_and_skip_unknowns() {
-        let root = v(
-            json!({"t": "x", "n": {"min": 3, "max": 1}, "d": "5 parsecs", "nm": "Bad Name", "f": 1.5}),
-        );
-        let mut d = Diagnostics::default();
-        one_of(&mut d, &root, "t", &["a", "b"]);
-        min_le_max(&mut d, &root, "n");
-        duration(&mut d, &root, "d");
-        name(&mut d, &root, "nm");
-        int_in(&mut d, &root, "f", 0, 10);
-        let paths: Vec<String> =
-            d.0.iter()
-                .map(|x| x.path.clone().unwrap().to_string())
-                .collect();
-        assert_eq!(paths, ["t", "n.min", "d", "nm", "f"]);
+    fn declared_checks_report_paths_and_skip_unknowns() {
+        let root = v(json!({"t": "x", "d": "5 parsecs", "nm": "Bad Name", "f": 1.5,
+                            "names": ["a", "a"], "n": {"u": 80}}));
+        let paths: Vec<String> = schema(&block(), &root)
+            .0
+            .iter()
+            .map(|x| x.path.clone().unwrap().to_string())
+            .collect();
+        assert_eq!(paths, ["d", "f", "names[1]", "nm", "t", "n.u"]);
         let mut unknown = root.clone();
-        unknown.set("t", Value::Unknown);
+        for k in ["t", "d", "nm", "f", "names", "n"] {
+            unknown.set(k, Value::Unknown);
+        }
+        assert!(schema(&block(), &unknown).0.is_empty());
+    }
+
+    #[test]
+    fn min_above_max_is_reported_on_min() {
+        let root = Value::from_json(&json!({"n": {"min": 3, "max": 1}}), &Type::Dynamic).unwrap();
         let mut d = Diagnostics::default();
-        one_of(&mut d, &unknown, "t", &["a"]);
-        assert!(d.0.is_empty());
+        min_le_max(&mut d, &root, "n");
+        assert_eq!(d.0[0].path.clone().unwrap().to_string(), "n.min");
+    }
+
+    #[test]
+    fn checks_describe_themselves() {
+        let placement = Check::OneOf(&[("ordered", "in the order listed"), ("cheapest", "")]);
+        assert_eq!(
+            placement.describe(),
+            "One of `ordered` (in the order listed) or `cheapest`."
+        );
+        assert_eq!(Check::IntIn(1, 64).describe(), "A whole number from 1 to 64.");
     }
 }

@@ -236,9 +236,41 @@ impl Value {
     /// Builds a value of type `ty` from JSON: objects get every attribute of the type (absent ones
     /// null), numbers become `Int` where whole, lists and sets follow the type.
     pub fn from_json(j: &serde_json::Value, ty: &Type) -> Result<Value, String> {
+        Value::from_json_with(j, ty, Marks::None)
+    }
+
+    /// Converts to JSON with each unknown as [`UNKNOWN_MARK`], for typed models
+    /// ([`crate::model`]) that keep unknowns; whole numbers are JSON integers so they decode into
+    /// integer and float fields alike.
+    pub fn to_marked_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Unknown => unknown_mark(),
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => J::from(*f as i64),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::String(s) => J::String(s.clone()),
+            Value::List(v) | Value::Set(v) => J::Array(v.iter().map(Value::to_marked_json).collect()),
+            Value::Map(m) => J::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.to_marked_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The inverse of [`Value::to_marked_json`]: [`UNKNOWN_MARK`] becomes `Unknown`.
+    pub fn from_marked_json(j: &serde_json::Value, ty: &Type) -> Result<Value, String> {
+        Value::from_json_with(j, ty, Marks::Unknowns)
+    }
+
+    fn from_json_with(j: &serde_json::Value, ty: &Type, marks: Marks) -> Result<Value, String> {
         use serde_json::Value as J;
         Ok(match (ty, j) {
             (_, J::Null) => Value::Null,
+            (_, j) if marks == Marks::Unknowns && is_unknown_mark(j) => Value::Unknown,
             (Type::Dynamic, j) => Value::from_untyped_json(j),
             (Type::String, J::String(s)) => Value::String(s.clone()),
             (Type::String, J::Number(n)) => Value::String(n.to_string()),
@@ -249,23 +281,23 @@ impl Value {
             (Type::Number, J::String(s)) => parse_number(s)?,
             (Type::List(t), J::Array(a)) => Value::List(
                 a.iter()
-                    .map(|e| Value::from_json(e, t))
+                    .map(|e| Value::from_json_with(e, t, marks))
                     .collect::<Result<_, _>>()?,
             ),
             (Type::Set(t), J::Array(a)) => Value::Set(
                 a.iter()
-                    .map(|e| Value::from_json(e, t))
+                    .map(|e| Value::from_json_with(e, t, marks))
                     .collect::<Result<_, _>>()?,
             ),
             (Type::Tuple(ts), J::Array(a)) if ts.len() == a.len() => Value::List(
                 a.iter()
                     .zip(ts)
-                    .map(|(e, t)| Value::from_json(e, t))
+                    .map(|(e, t)| Value::from_json_with(e, t, marks))
                     .collect::<Result<_, _>>()?,
             ),
             (Type::Map(t), J::Object(o)) => Value::Map(
                 o.iter()
-                    .map(|(k, v)| Ok((k.clone(), Value::from_json(v, t)?)))
+                    .map(|(k, v)| Ok((k.clone(), Value::from_json_with(v, t, marks)?)))
                     .collect::<Result<_, String>>()?,
             ),
             (Type::Object(attrs), J::Object(o)) => {
@@ -279,7 +311,7 @@ impl Value {
                             let v = o.get(k).unwrap_or(&J::Null);
                             Ok((
                                 k.clone(),
-                                Value::from_json(v, t).map_err(|e| format!("{k}: {e}"))?,
+                                Value::from_json_with(v, t, marks).map_err(|e| format!("{k}: {e}"))?,
                             ))
                         })
                         .collect::<Result<_, String>>()?,
@@ -325,6 +357,30 @@ impl Value {
         let json = serde_json::to_value(v).map_err(|e| e.to_string())?;
         Value::from_json(&json, ty)
     }
+}
+
+/// How JSON may stand for an unknown value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marks {
+    /// It cannot: JSON from users and files has no unknowns.
+    None,
+    /// As [`UNKNOWN_MARK`], in JSON made by [`Value::to_marked_json`].
+    Unknowns,
+}
+
+/// The key of the one-entry object that stands for an unknown value in marked JSON. No attribute
+/// or map key Terraform accepts starts with a NUL character, so it cannot collide with data.
+pub const UNKNOWN_MARK: &str = "\u{0}unknown";
+
+/// The marked-JSON form of an unknown value.
+pub fn unknown_mark() -> serde_json::Value {
+    serde_json::json!({ UNKNOWN_MARK: true })
+}
+
+/// Whether `j` is the marked-JSON form of an unknown value.
+pub fn is_unknown_mark(j: &serde_json::Value) -> bool {
+    j.as_object()
+        .is_some_and(|o| o.len() == 1 && o.contains_key(UNKNOWN_MARK))
 }
 
 fn number_from_json(n: &serde_json::Number) -> Value {

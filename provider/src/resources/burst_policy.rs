@@ -9,7 +9,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan;
 use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::records;
-use crate::schema::{Block, Mode, Schema, list_of_strings};
+use crate::schema::{Block, Check, Mode, Schema, list_of_strings};
 use crate::validate;
 use crate::value::{Type, Value};
 
@@ -29,13 +29,18 @@ fn build_schema() -> Schema {
             .attr("id", Type::String, Mode::Computed, "The policy's name.")
             .attr("name", Type::String, Mode::Required, "Unique name; endpoints refer to the policy by it. Changing it replaces the policy.")
             .force_new("name")
+            .check("name", Check::Name)
             .attr("base_pools", list_of_strings(), Mode::Required, "Names of the pools that carry the baseline, in order of preference. Reference them as `gpucap_gpu_pool.NAME.name` so Terraform orders the plan.")
+            .check("base_pools", Check::NameList)
             .attr("burst_pools", list_of_strings(), Mode::Optional, "Names of the pools load spills to when the baseline is saturated.")
-            .attr("placement", Type::String, Mode::OptionalComputed, "`ordered` (burst pools in the order listed) or `cheapest` (lowest price first). Default: `ordered`.")
+            .check("burst_pools", Check::NameList)
+            .attr("placement", Type::String, Mode::OptionalComputed, "The order load spills to burst pools in.")
+            .check("placement", Check::OneOf(&[("ordered", "burst pools in the order listed"), ("cheapest", "lowest price first")]))
             .default_value("placement", json!("ordered"))
-            .attr("spot_fallback", Type::String, Mode::OptionalComputed, "`none` or `on_demand`: where load goes when spot capacity is reclaimed. Default: `none`.")
+            .attr("spot_fallback", Type::String, Mode::OptionalComputed, "Where load goes when spot capacity is reclaimed.")
+            .check("spot_fallback", Check::OneOf(&[("none", ""), ("on_demand", "")]))
             .default_value("spot_fallback", json!("none"))
-            .attr("predictive", Type::Bool, Mode::OptionalComputed, "Start burst replicas a cold start ahead of the load's recurring daily and weekly rises, learned from what the endpoint's router has seen, instead of waiting for queues to grow. The first two days are learned, not predicted; `gpucap-fabric simulate` shows what it buys on a trace. Default: `false`.")
+            .attr("predictive", Type::Bool, Mode::OptionalComputed, "Start burst replicas a cold start ahead of the load's recurring daily and weekly rises, learned from what the endpoint's router has seen, instead of waiting for queues to grow. The first two days are learned, not predicted; `gpucap-fabric simulate` shows what it buys on a trace.")
             .default_value("predictive", json!(false))
             .attr("max_hourly_cost_usd", Type::Number, Mode::Computed, "Most this policy can spend per hour: every base pool at maximum size plus burst spend, capped by `budget.max_hourly_usd`. Null while a pool has no price.")
             .single(
@@ -43,20 +48,27 @@ fn build_schema() -> Schema {
                 false,
                 Block::new("When to add burst capacity; any signal sustained for `for` triggers it.")
                     .attr("queue_depth", Type::Number, Mode::Optional, "Requests waiting per replica.")
+                    .check("queue_depth", Check::IntIn(1, 1_000_000))
                     .attr("p99_latency_ms", Type::Number, Mode::Optional, "99th percentile latency in milliseconds.")
-                    .attr("gpu_utilization", Type::Number, Mode::Optional, "Busy fraction of the devices, 0 to 1.")
-                    .attr("for", Type::String, Mode::OptionalComputed, "How long a signal must hold, e.g. `1m`. Default: `1m`.")
+                    .check("p99_latency_ms", Check::IntIn(1, 3_600_000))
+                    .attr("gpu_utilization", Type::Number, Mode::Optional, "Busy fraction of the devices.")
+                    .check("gpu_utilization", Check::Fraction)
+                    .attr("for", Type::String, Mode::OptionalComputed, "How long a signal must hold.")
+                    .check("for", Check::Duration)
                     .default_value("for", json!("1m")),
             )
             .single(
                 "scale_down",
                 false,
                 Block::new("When to release burst capacity.")
-                    .attr("idle_for", Type::String, Mode::OptionalComputed, "Idle time before a burst replica is released. Default: `10m`.")
+                    .attr("idle_for", Type::String, Mode::OptionalComputed, "Idle time before a burst replica is released.")
+                    .check("idle_for", Check::Duration)
                     .default_value("idle_for", json!("10m"))
-                    .attr("min_warm_replicas", Type::Number, Mode::OptionalComputed, "Replicas kept warm against cold starts. Default: 0.")
+                    .attr("min_warm_replicas", Type::Number, Mode::OptionalComputed, "Replicas kept warm against cold starts.")
+                    .check("min_warm_replicas", Check::IntIn(0, 10_000))
                     .default_value("min_warm_replicas", json!(0))
-                    .attr("drain_timeout", Type::String, Mode::OptionalComputed, "How long a replica may take to answer what it accepted before it is stopped. Default: `30s`.")
+                    .attr("drain_timeout", Type::String, Mode::OptionalComputed, "How long a replica may take to answer what it accepted before it is stopped.")
+                    .check("drain_timeout", Check::Duration)
                     .default_value("drain_timeout", json!("30s")),
             )
             .single(
@@ -64,7 +76,9 @@ fn build_schema() -> Schema {
                 false,
                 Block::new("A cap on burst spend.")
                     .attr("max_hourly_usd", Type::Number, Mode::Required, "USD per hour burst capacity may cost.")
-                    .attr("on_exhausted", Type::String, Mode::OptionalComputed, "`queue` (requests wait) or `reject` (requests get 429) when the budget is spent. Default: `queue`.")
+                    .check("max_hourly_usd", Check::NonNegative)
+                    .attr("on_exhausted", Type::String, Mode::OptionalComputed, "What happens to requests when the budget is spent.")
+                    .check("on_exhausted", Check::OneOf(&[("queue", "they wait"), ("reject", "they get 429")]))
                     .default_value("on_exhausted", json!("queue")),
             ),
     }
@@ -81,29 +95,7 @@ impl Resource for BurstPolicy {
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = Diagnostics::default();
-        validate::name(&mut d, c, "name");
-        validate::name_list(&mut d, c, "base_pools");
-        validate::name_list(&mut d, c, "burst_pools");
-        validate::one_of(&mut d, c, "placement", &["ordered", "cheapest"]);
-        validate::one_of(&mut d, c, "spot_fallback", &["none", "on_demand"]);
-        validate::int_in(&mut d, c, "scale_up.queue_depth", 1, 1_000_000);
-        validate::int_in(&mut d, c, "scale_up.p99_latency_ms", 1, 3_600_000);
-        if let Some(u) = c.get("scale_up").get("gpu_utilization").as_f64()
-            && !(0.0..=1.0).contains(&u)
-        {
-            d.push(Diagnostic::attr_error(
-                "scale_up.gpu_utilization",
-                "Invalid value for scale_up.gpu_utilization",
-                format!("{u} is not valid; use a fraction from 0 to 1, e.g. 0.8"),
-            ));
-        }
-        validate::duration(&mut d, c, "scale_up.for");
-        validate::duration(&mut d, c, "scale_down.idle_for");
-        validate::duration(&mut d, c, "scale_down.drain_timeout");
-        validate::int_in(&mut d, c, "scale_down.min_warm_replicas", 0, 10_000);
-        validate::non_negative(&mut d, c, "budget.max_hourly_usd");
-        validate::one_of(&mut d, c, "budget.on_exhausted", &["queue", "reject"]);
+        let mut d = validate::schema(&schema().block, c);
         if c.get("base_pools")
             .as_list()
             .is_some_and(<[Value]>::is_empty)

@@ -21,7 +21,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan;
 use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::burst_policy::unknown_pool;
-use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
+use crate::schema::{Block, Check, Mode, Schema, list_of_strings, map_of_strings};
 use crate::validate;
 use crate::value::{Type, Value};
 
@@ -29,7 +29,12 @@ use crate::value::{Type, Value};
 pub struct InferenceEndpoint;
 
 /// Data classifications, least sensitive first.
-pub const CLASSIFICATIONS: &[&str] = &["public", "internal", "confidential", "pii"];
+pub const CLASSIFICATIONS: &[(&str, &str)] = &[
+    ("public", ""),
+    ("internal", ""),
+    ("confidential", ""),
+    ("pii", "personal data"),
+];
 
 /// The schema, built once per process.
 fn schema() -> &'static Schema {
@@ -44,8 +49,11 @@ fn build_schema() -> Schema {
             .attr("id", Type::String, Mode::Computed, "The endpoint's name.")
             .attr("name", Type::String, Mode::Required, "Unique name; also the model's name in the endpoint's URLs. Changing it replaces the endpoint.")
             .force_new("name")
+            .check("name", Check::Name)
             .attr("burst_policy", Type::String, Mode::Optional, "Name of the `gpucap_burst_policy` that places the endpoint. Conflicts with `pools`.")
+            .check("burst_policy", Check::Name)
             .attr("pools", list_of_strings(), Mode::Optional, "Names of the pools to run on, without bursting. Conflicts with `burst_policy`.")
+            .check("pools", Check::NameList)
             .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules (e.g. `latency = \"critical\"`). Changing them touches no replica.")
             .attr("model_sha256", Type::String, Mode::Computed, "SHA-256 of the model file, computed at plan time: a changed file shows as an in-place update, applied by a rolling restart of the replicas.")
             .attr("url", Type::String, Mode::Computed, "Base URL of the model on the Open Inference Protocol v2, served by the endpoint's router, e.g. `http://127.0.0.1:8000/v2/models/NAME`; inference is `POST {url}/infer`.")
@@ -61,36 +69,43 @@ fn build_schema() -> Schema {
                 true,
                 Block::new("The model to serve.")
                     .attr("path", Type::String, Mode::Required, "A `.safetensors` file in gpucap's model format (see the runtime docs), relative to the working directory or absolute.")
-                    .attr("version", Type::String, Mode::OptionalComputed, "The version reported by the endpoint. Default: `1`.")
+                    .attr("version", Type::String, Mode::OptionalComputed, "The version reported by the endpoint.")
                     .default_value("version", json!("1")),
             )
             .single(
                 "batching",
                 false,
                 Block::new("Dynamic batching in each replica.")
-                    .attr("max_batch_size", Type::Number, Mode::OptionalComputed, "Rows per batch at most; also the requests a replica takes at once before the router counts it saturated. Default: 64.")
+                    .attr("max_batch_size", Type::Number, Mode::OptionalComputed, "Rows per batch at most; also the requests a replica takes at once before the router counts it saturated.")
+                    .check("max_batch_size", Check::IntIn(1, 65_536))
                     .default_value("max_batch_size", json!(64))
-                    .attr("max_queue_delay_us", Type::Number, Mode::OptionalComputed, "Microseconds a batch waits to fill. Default: 2000.")
+                    .attr("max_queue_delay_us", Type::Number, Mode::OptionalComputed, "Microseconds a batch waits to fill.")
+                    .check("max_queue_delay_us", Check::IntIn(0, 10_000_000))
                     .default_value("max_queue_delay_us", json!(2000))
-                    .attr("queue_capacity", Type::Number, Mode::OptionalComputed, "Requests that may wait in a replica, and in the router while no replica has room; more get 429. Default: 256.")
+                    .attr("queue_capacity", Type::Number, Mode::OptionalComputed, "Requests that may wait in a replica, and in the router while no replica has room; more get 429.")
+                    .check("queue_capacity", Check::IntIn(1, 1_000_000))
                     .default_value("queue_capacity", json!(256))
-                    .attr("request_timeout_ms", Type::Number, Mode::OptionalComputed, "Milliseconds a request may take, time held at the router included (a scale from zero must finish within it); then 504, or 503 with `Retry-After` when no replica had room. Default: 10000.")
+                    .attr("request_timeout_ms", Type::Number, Mode::OptionalComputed, "Milliseconds a request may take, time held at the router included (a scale from zero must finish within it); then 504, or 503 with `Retry-After` when no replica had room.")
+                    .check("request_timeout_ms", Check::IntIn(1, 3_600_000))
                     .default_value("request_timeout_ms", json!(10000)),
             )
             .single(
                 "replicas",
                 false,
                 Block::new("How many replicas may run across the endpoint's pools, one per GPU (or an equal share of the CPU).")
-                    .attr("min", Type::Number, Mode::OptionalComputed, "Replicas kept on the base pools at all times; 0 scales to zero when idle (the first request is held while a replica starts). Default: 1.")
+                    .attr("min", Type::Number, Mode::OptionalComputed, "Replicas kept on the base pools at all times; 0 scales to zero when idle (the first request is held while a replica starts).")
+                    .check("min", Check::IntIn(0, 10_000))
                     .default_value("min", json!(1))
-                    .attr("max", Type::Number, Mode::OptionalComputed, "Most replicas, base and burst together. Default: 1, which leaves no room to burst.")
+                    .attr("max", Type::Number, Mode::OptionalComputed, "Most replicas, base and burst together; 1 leaves no room to burst.")
+                    .check("max", Check::IntIn(1, 10_000))
                     .default_value("max", json!(1)),
             )
             .single(
                 "data_residency",
                 false,
                 Block::new("What data the endpoint handles and where it may be processed. Checked at plan time against every pool the endpoint can ever run on and the router's region, and again by the router at run time.")
-                    .attr("classification", Type::String, Mode::OptionalComputed, "`public`, `internal`, `confidential` or `pii`. Default: `internal`.")
+                    .attr("classification", Type::String, Mode::OptionalComputed, "How sensitive the data is; policy rules read it.")
+                    .check("classification", Check::OneOf(CLASSIFICATIONS))
                     .default_value("classification", json!("internal"))
                     .attr("allowed_jurisdictions", list_of_strings(), Mode::Optional, "Jurisdictions (`EU`, `US`, …) the endpoint's pools must be in.")
                     .attr("allowed_regions", list_of_strings(), Mode::Optional, "Regions the endpoint's pools must be in."),
@@ -99,9 +114,10 @@ fn build_schema() -> Schema {
                 "listen",
                 false,
                 Block::new("Where the endpoint's router listens.")
-                    .attr("host", Type::String, Mode::OptionalComputed, "Address to bind. Default: `127.0.0.1`.")
+                    .attr("host", Type::String, Mode::OptionalComputed, "Address to bind.")
                     .default_value("host", json!("127.0.0.1"))
-                    .attr("port", Type::Number, Mode::OptionalComputed, "Port; 0 picks a free one. Default: 0.")
+                    .attr("port", Type::Number, Mode::OptionalComputed, "Port; 0 picks a free one.")
+                    .check("port", Check::IntIn(0, 65_535))
                     .default_value("port", json!(0)),
             ),
     }
@@ -121,19 +137,8 @@ impl Resource for InferenceEndpoint {
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = Diagnostics::default();
-        validate::name(&mut d, c, "name");
-        validate::name(&mut d, c, "burst_policy");
-        validate::name_list(&mut d, c, "pools");
-        validate::int_in(&mut d, c, "batching.max_batch_size", 1, 65_536);
-        validate::int_in(&mut d, c, "batching.max_queue_delay_us", 0, 10_000_000);
-        validate::int_in(&mut d, c, "batching.queue_capacity", 1, 1_000_000);
-        validate::int_in(&mut d, c, "batching.request_timeout_ms", 1, 3_600_000);
-        validate::int_in(&mut d, c, "replicas.min", 0, 10_000);
-        validate::int_in(&mut d, c, "replicas.max", 1, 10_000);
+        let mut d = validate::schema(&schema().block, c);
         validate::min_le_max(&mut d, c, "replicas");
-        validate::one_of(&mut d, c, "data_residency.classification", CLASSIFICATIONS);
-        validate::int_in(&mut d, c, "listen.port", 0, 65_535);
         if let Some(v) = c.get("model").get("version").as_str()
             && !validate::is_valid_name(&v.to_ascii_lowercase())
         {

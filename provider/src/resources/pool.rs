@@ -10,7 +10,7 @@ use crate::plan;
 use crate::regions;
 use crate::registry::PoolInfo;
 use crate::resources::records;
-use crate::schema::{Block, Mode, Schema, list_of_strings, map_of_strings};
+use crate::schema::{Block, Check, Mode, Schema, list_of_strings, map_of_strings};
 use crate::validate;
 use crate::value::{Type, Value};
 use gpucap_fabric::driver::local;
@@ -20,7 +20,12 @@ use gpucap_policy::cost::{Catalog, PoolCost};
 pub struct GpuPool;
 
 /// Capacity types, cheapest commitment last.
-pub const CAPACITY_TYPES: &[&str] = &["on_prem", "reserved", "on_demand", "spot"];
+pub const CAPACITY_TYPES: &[(&str, &str)] = &[
+    ("on_prem", "owned"),
+    ("reserved", "committed cloud capacity"),
+    ("on_demand", ""),
+    ("spot", "reclaimable"),
+];
 
 /// The schema, built once per process.
 fn schema() -> &'static Schema {
@@ -35,15 +40,19 @@ fn build_schema() -> Schema {
             .attr("id", Type::String, Mode::Computed, "The pool's name.")
             .attr("name", Type::String, Mode::Required, "Unique name; endpoints and burst policies refer to the pool by it. Changing it replaces the pool.")
             .force_new("name")
+            .check("name", Check::Name)
             .attr("region", Type::String, Mode::Required, "Where the capacity is: a cloud region (`eu-central-1`, `europe-west4`, `westeurope`, …) or an on-prem site name. Changing it replaces the pool.")
             .force_new("region")
             .attr("jurisdiction", Type::String, Mode::OptionalComputed, "Legal jurisdiction of the region (`EU`, `US`, `UK`, `CH`, …). Derived from the built-in region table (see the `gpucap_regions` data source); required for regions the table does not know, such as on-prem sites.")
-            .attr("capacity_type", Type::String, Mode::OptionalComputed, "`on_prem`, `reserved`, `on_demand` or `spot`. Default: `on_prem`.")
+            .attr("capacity_type", Type::String, Mode::OptionalComputed, "How the capacity is bought.")
+            .check("capacity_type", Check::OneOf(CAPACITY_TYPES))
             .default_value("capacity_type", json!("on_prem"))
             .attr("price_per_gpu_hour", Type::Number, Mode::Optional, "USD per GPU-hour (amortised for on-prem and reserved capacity). Unset, the price catalog's figure for `gpu.model` and `capacity_type` is used (see `effective_price_per_gpu_hour` and `price_source`).")
+            .check("price_per_gpu_hour", Check::NonNegative)
             .attr("effective_price_per_gpu_hour", Type::Number, Mode::Computed, "The price the cost attributes use: `price_per_gpu_hour`, else the catalog's; null when neither has one.")
             .attr("price_source", Type::String, Mode::Computed, "Where `effective_price_per_gpu_hour` comes from: stated on the pool, or the catalog entry's source.")
-            .attr("tenancy", Type::String, Mode::OptionalComputed, "`dedicated` or `shared`. Default: `shared`.")
+            .attr("tenancy", Type::String, Mode::OptionalComputed, "Whether the hardware is dedicated to you or shared with other tenants.")
+            .check("tenancy", Check::OneOf(&[("dedicated", ""), ("shared", "")]))
             .default_value("tenancy", json!("shared"))
             .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules.")
             .attr("gpus_min", Type::Number, Mode::Computed, "GPUs at the pool's minimum size: `nodes.min × gpu.per_node`.")
@@ -56,23 +65,27 @@ fn build_schema() -> Schema {
                 true,
                 Block::new("The accelerator each node has.")
                     .attr("model", Type::String, Mode::Required, "GPU model: `H100`, `A100`, `L4`, `A10G`, … or `cpu` for CPU-only capacity.")
-                    .attr("per_node", Type::Number, Mode::OptionalComputed, "GPUs per node. Default: 1.")
+                    .attr("per_node", Type::Number, Mode::OptionalComputed, "GPUs per node.")
+                    .check("per_node", Check::IntIn(1, 64))
                     .default_value("per_node", json!(1))
-                    .attr("memory_gib", Type::Number, Mode::Optional, "Memory per GPU in GiB."),
+                    .attr("memory_gib", Type::Number, Mode::Optional, "Memory per GPU in GiB.")
+                    .check("memory_gib", Check::NonNegative),
             )
             .single(
                 "nodes",
                 true,
                 Block::new("How many nodes the pool may have.")
-                    .attr("min", Type::Number, Mode::OptionalComputed, "Fewest nodes. Default: 0.")
+                    .attr("min", Type::Number, Mode::OptionalComputed, "Fewest nodes.")
+                    .check("min", Check::IntIn(0, 100_000))
                     .default_value("min", json!(0))
-                    .attr("max", Type::Number, Mode::Required, "Most nodes."),
+                    .attr("max", Type::Number, Mode::Required, "Most nodes.")
+                    .check("max", Check::IntIn(1, 100_000)),
             )
             .single(
                 "local",
                 false,
                 Block::new("The `local` driver: the pool is this host's devices.")
-                    .attr("devices", Type::String, Mode::OptionalComputed, "`auto` (the GPUs if any, else the CPU), `cpu`, or CUDA devices such as `cuda:0,cuda:1`. Default: `auto`.")
+                    .attr("devices", Type::String, Mode::OptionalComputed, "`auto` (the GPUs if any, else the CPU), `cpu`, or CUDA devices such as `cuda:0,cuda:1`.")
                     .default_value("devices", json!("auto")),
             ),
     }
@@ -89,15 +102,7 @@ impl Resource for GpuPool {
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = Diagnostics::default();
-        validate::name(&mut d, c, "name");
-        validate::one_of(&mut d, c, "capacity_type", CAPACITY_TYPES);
-        validate::one_of(&mut d, c, "tenancy", &["dedicated", "shared"]);
-        validate::non_negative(&mut d, c, "price_per_gpu_hour");
-        validate::int_in(&mut d, c, "gpu.per_node", 1, 64);
-        validate::non_negative(&mut d, c, "gpu.memory_gib");
-        validate::int_in(&mut d, c, "nodes.min", 0, 100_000);
-        validate::int_in(&mut d, c, "nodes.max", 1, 100_000);
+        let mut d = validate::schema(&schema().block, c);
         validate::min_le_max(&mut d, c, "nodes");
         if let Some(r) = c.get("region").as_str()
             && r.trim().is_empty()

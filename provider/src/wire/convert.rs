@@ -23,7 +23,7 @@ fn block(b: &Block, version: i64) -> pb::schema::Block {
             .map(|(name, a)| pb::schema::Attribute {
                 name: name.clone(),
                 r#type: serde_json::to_vec(&a.ty.to_json()).unwrap_or_default(),
-                description: a.description.clone(),
+                description: a.full_description(),
                 required: a.mode == Mode::Required,
                 optional: matches!(a.mode, Mode::Optional | Mode::OptionalComputed),
                 computed: matches!(a.mode, Mode::Computed | Mode::OptionalComputed),

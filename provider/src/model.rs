@@ -1,0 +1,199 @@
+//! Typed resource models. A resource decodes its configuration, plan and state into a
+//! `#[derive(Serialize, Deserialize)]` struct whose fields are [`Attr`]s, works on fields, and
+//! encodes the result back: a misspelt attribute is a compile error, not a silent null.
+//!
+//! Terraform values may be unknown until apply anywhere in the tree, so every attribute is an
+//! [`Attr`]: unknown, null or known. Values cross into serde as JSON in which an unknown is a
+//! marker object ([`crate::value::UNKNOWN_MARK`]); [`Attr`] reads and writes that marker.
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::value::{Type, Value, is_unknown_mark, unknown_mark};
+
+/// One attribute's value in a model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Attr<T> {
+    /// Not known until apply.
+    Unknown,
+    /// Not set.
+    #[default]
+    Null,
+    /// Known.
+    Known(T),
+}
+
+impl<T> Attr<T> {
+    /// The value when known.
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Attr::Known(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value when known, by value.
+    pub fn into_known(self) -> Option<T> {
+        match self {
+            Attr::Known(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether it is unknown.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Attr::Unknown)
+    }
+
+    /// Whether it is null.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Attr::Null)
+    }
+
+    /// Maps a known value, keeping unknown and null.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Attr<U> {
+        match self {
+            Attr::Unknown => Attr::Unknown,
+            Attr::Null => Attr::Null,
+            Attr::Known(v) => Attr::Known(f(v)),
+        }
+    }
+
+    /// A reference to the value, keeping unknown and null.
+    pub fn as_ref(&self) -> Attr<&T> {
+        match self {
+            Attr::Unknown => Attr::Unknown,
+            Attr::Null => Attr::Null,
+            Attr::Known(v) => Attr::Known(v),
+        }
+    }
+}
+
+impl Attr<String> {
+    /// The string when known.
+    pub fn as_str(&self) -> Option<&str> {
+        self.known().map(String::as_str)
+    }
+}
+
+impl<T: Copy> Attr<T> {
+    /// A copy of the value when known.
+    pub fn get(&self) -> Option<T> {
+        self.known().copied()
+    }
+}
+
+impl<T> Attr<Vec<Attr<T>>> {
+    /// The elements, when the list and every element are known.
+    pub fn all_known(&self) -> Option<Vec<&T>> {
+        self.known()?.iter().map(Attr::known).collect()
+    }
+}
+
+impl<T> From<Option<T>> for Attr<T> {
+    /// `None` is null.
+    fn from(v: Option<T>) -> Attr<T> {
+        v.map_or(Attr::Null, Attr::Known)
+    }
+}
+
+impl<T: Serialize> Serialize for Attr<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Attr::Unknown => unknown_mark().serialize(s),
+            Attr::Null => s.serialize_none(),
+            Attr::Known(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Attr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Attr<T>, D::Error> {
+        let json = serde_json::Value::deserialize(d)?;
+        if json.is_null() {
+            Ok(Attr::Null)
+        } else if is_unknown_mark(&json) {
+            Ok(Attr::Unknown)
+        } else {
+            T::deserialize(json).map(Attr::Known).map_err(D::Error::custom)
+        }
+    }
+}
+
+/// Decodes a value into a model. A value that does not fit is a bug in the model (the schema and
+/// the model disagree), reported with the attribute path.
+pub fn decode<T: DeserializeOwned>(v: &Value) -> Result<T, Diagnostics> {
+    serde_path_to_error::deserialize(v.to_marked_json()).map_err(|e| model_mismatch(e.to_string()))
+}
+
+/// Encodes a model as a value of the resource's type.
+pub fn encode<T: Serialize>(model: &T, ty: &Type) -> Result<Value, Diagnostics> {
+    let json = serde_json::to_value(model).map_err(|e| model_mismatch(e.to_string()))?;
+    Value::from_marked_json(&json, ty).map_err(model_mismatch)
+}
+
+fn model_mismatch(detail: String) -> Diagnostics {
+    Diagnostic::error(
+        "Internal error in the gpucap provider",
+        format!(
+            "a value does not match the resource's model ({detail}). This is a bug; please report \
+             it with the configuration that caused it."
+        ),
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Thing {
+        name: Attr<String>,
+        count: Attr<i64>,
+        price: Attr<f64>,
+        zones: Attr<Vec<Attr<String>>>,
+    }
+
+    fn ty() -> Type {
+        Type::Object(BTreeMap::from([
+            ("name".into(), Type::String),
+            ("count".into(), Type::Number),
+            ("price".into(), Type::Number),
+            ("zones".into(), Type::List(Box::new(Type::String))),
+        ]))
+    }
+
+    #[test]
+    fn unknowns_survive_a_round_trip_at_any_depth() {
+        let mut v = Value::from_json(
+            &serde_json::json!({"name": "a", "count": 2, "price": 2.0, "zones": ["x", "y"]}),
+            &ty(),
+        )
+        .unwrap();
+        v.set("count", Value::Unknown);
+        if let Value::Map(m) = &mut v {
+            m.insert(
+                "zones".into(),
+                Value::List(vec![Value::String("x".into()), Value::Unknown]),
+            );
+        }
+        let thing: Thing = decode(&v).unwrap();
+        assert_eq!(thing.name.as_str(), Some("a"));
+        assert!(thing.count.is_unknown());
+        assert_eq!(thing.price.get(), Some(2.0), "a whole float reads as a float");
+        assert_eq!(thing.zones.all_known(), None, "one zone is unknown");
+        assert_eq!(encode(&thing, &ty()).unwrap(), v);
+    }
+
+    #[test]
+    fn a_value_the_model_cannot_hold_names_its_path() {
+        let v = Value::from_json(&serde_json::json!({"count": 2.5}), &ty()).unwrap();
+        let err = decode::<Thing>(&v).unwrap_err();
+        assert!(err.0[0].detail.contains("count"), "{:?}", err);
+    }
+}
