@@ -764,7 +764,9 @@ mod tests {
             "x",
             Some("y"),
         );
-        assert!(page.contains("- `size` (Number) How big. A whole number from 1 to 9. Default: 3.\n"));
+        assert!(
+            page.contains("- `size` (Number) How big. A whole number from 1 to 9. Default: 3.\n")
+        );
         assert!(page.contains(
             "- `zone` (List of String) Where it is. Changing this forces a new resource.\n"
         ));

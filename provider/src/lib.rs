@@ -19,7 +19,7 @@ pub mod data_sources;
 pub mod diag;
 pub mod docs;
 pub mod logging;
-pub mod model;
+pub mod models;
 pub mod plan;
 pub mod provider;
 pub mod regions;

@@ -1,9 +1,48 @@
 //! Planning pieces every resource shares, driven by its schema: defaults, computed values that
 //! apply decides, and the attributes whose change forces replacement.
 
-use crate::diag::{AttrPath, Step};
-use crate::schema::{Block, Mode};
-use crate::value::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{PlanRequest, Planned};
+use crate::diag::{AttrPath, Diagnostics, Step};
+use crate::models;
+use crate::schema::{Block, Mode, Schema};
+use crate::value::{Type, Value};
+
+/// Plans a create, update or destroy the way every resource does. A destroy plans null.
+/// Otherwise the proposal, with defaults filled in ([`start`]) and the id set to the name (every
+/// gpucap object is known by its name), is decoded into the resource's model `M`; `compute` fills
+/// in what the resource derives and returns its warnings, or the errors that fail the plan; and
+/// the attributes whose change replaces the object are found.
+pub fn typed<M: Serialize + DeserializeOwned>(
+    schema: &Schema,
+    ty: &Type,
+    req: &PlanRequest,
+    compute: impl FnOnce(&mut M) -> Result<Diagnostics, Diagnostics>,
+) -> Result<Planned, Diagnostics> {
+    if req.proposed.is_null() {
+        return Ok(Planned::default());
+    }
+    let creating = req.prior.is_null();
+    let mut state = start(&schema.block, &req.proposed, &req.config, creating);
+    if let Some(name) = state.get("name").as_str() {
+        state.set("id", Value::String(name.to_string()));
+    }
+    let mut model: M = models::decode(&state)?;
+    let diagnostics = compute(&mut model)?;
+    let state = models::encode(&model, ty)?;
+    let requires_replace = if creating {
+        Vec::new()
+    } else {
+        requires_replace(&schema.block, &req.prior, &state)
+    };
+    Ok(Planned {
+        state,
+        requires_replace,
+        diagnostics,
+    })
+}
 
 /// Starts a plan from Terraform's proposal: defaults filled in where the configuration leaves an
 /// attribute unset, and — on create — every computed attribute without a default unknown.
@@ -61,13 +100,6 @@ fn collect_replace(
         at.push(Step::Attr(name.clone()));
         collect_replace(&nested.block, prior.get(name), planned.get(name), at, out);
         at.pop();
-    }
-}
-
-/// Marks computed attributes unknown on an update that changes something they depend on.
-pub fn set_unknown(state: &mut Value, names: &[&str]) {
-    for n in names {
-        state.set(n, Value::Unknown);
     }
 }
 

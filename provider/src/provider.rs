@@ -14,6 +14,7 @@ use crate::api::{
     Applied, Ctx, DataSource, PlanRequest, Planned, ProviderConfig, Resource, cached_type,
 };
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::models::{self, Attr, Names};
 use crate::registry::Registry;
 use crate::schema::{Block, Mode, Schema, list_of_strings};
 use crate::value::{Type, Value};
@@ -27,14 +28,16 @@ pub struct Provider {
     cancel: CancellationToken,
 }
 
-#[derive(Deserialize)]
+/// The provider block's model: validated with unknowns, configured once known.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct ProviderBlock {
-    state_dir: Option<String>,
-    policy_paths: Option<Vec<String>>,
-    policy_overrides: Option<Vec<String>>,
-    runtime_path: Option<String>,
-    fabric_path: Option<String>,
-    price_catalog: Option<String>,
+    state_dir: Attr<String>,
+    policy_paths: Names,
+    policy_overrides: Names,
+    runtime_path: Attr<String>,
+    fabric_path: Attr<String>,
+    price_catalog: Attr<String>,
 }
 
 impl Provider {
@@ -280,7 +283,11 @@ impl Provider {
     /// Checks the provider block.
     pub fn validate_config(&self, config: &Value) -> Diagnostics {
         let mut d = Diagnostics::default();
-        if let Some(paths) = config.get("policy_paths").as_list() {
+        let block: ProviderBlock = match models::decode(config) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if let Some(paths) = block.policy_paths.known() {
             for (i, p) in paths.iter().enumerate() {
                 if p.as_str() == Some("") {
                     d.push(Diagnostic::attr_error(
@@ -296,29 +303,41 @@ impl Provider {
 
     /// Applies the provider block.
     pub fn configure(&self, config: &Value) -> Diagnostics {
-        let block: ProviderBlock = match config.decode() {
+        if !config.is_wholly_known() {
+            return Diagnostic::error(
+                "Provider configuration is not known",
+                "the gpucap provider block must be known before plan: the value is not known yet",
+            )
+            .into();
+        }
+        let block: ProviderBlock = match models::decode(config) {
             Ok(b) => b,
-            Err(e) => {
-                return Diagnostic::error(
-                    "Provider configuration is not known",
-                    format!("the gpucap provider block must be known before plan: {e}"),
-                )
-                .into();
-            }
+            Err(e) => return e,
+        };
+        let strings = |names: Names| -> Vec<String> {
+            names
+                .into_known()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(Attr::into_known)
+                .collect()
         };
         let state_dir = block
             .state_dir
+            .into_known()
             .map(PathBuf::from)
             .unwrap_or_else(default_state_dir);
         let runtime_path = block
             .runtime_path
+            .into_known()
             .map(PathBuf::from)
             .unwrap_or_else(|| bundled_binary("gpucap-runtime"));
         let fabric_path = block
             .fabric_path
+            .into_known()
             .map(PathBuf::from)
             .unwrap_or_else(|| bundled_binary("gpucap-fabric"));
-        let catalog = match &block.price_catalog {
+        let catalog = match block.price_catalog.as_str() {
             None => gpucap_policy::cost::Catalog::builtin(),
             Some(path) => match gpucap_policy::cost::Catalog::from_file(std::path::Path::new(path))
             {
@@ -356,9 +375,7 @@ impl Provider {
             )
             .into();
         }
-        let policy_paths: Vec<PathBuf> = block
-            .policy_paths
-            .unwrap_or_default()
+        let policy_paths: Vec<PathBuf> = strings(block.policy_paths)
             .into_iter()
             .map(PathBuf::from)
             .collect();
@@ -368,7 +385,7 @@ impl Provider {
         };
         // The run's time, and the soft rules overridden by policy_overrides and GPUCAP_POLICY_OVERRIDE.
         let rule_options =
-            gpucap_policy::engine::Options::from_env(block.policy_overrides.unwrap_or_default());
+            gpucap_policy::engine::Options::from_env(strings(block.policy_overrides));
         diagnostics.extend(crate::rules::override_warnings(
             &rules,
             &rule_options.overrides,

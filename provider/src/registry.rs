@@ -13,6 +13,7 @@ use gpucap_fabric::config::{
 use gpucap_policy::gpucap::placement::{BurstOrder, PlacedPool, PolicyPools};
 use serde::{Deserialize, Serialize};
 
+use crate::models::{self, Attr, Names, burst_policy, pool};
 use crate::value::Value;
 use gpucap_fabric::store;
 
@@ -77,19 +78,19 @@ impl PoolInfo {
 
     /// From a pool's planned or stored state; `None` while something needed is unknown.
     pub fn from_state(v: &Value) -> Option<PoolInfo> {
-        let s = |k: &str| v.get(k).as_str().map(str::to_string);
-        let gpu = v.get("gpu");
+        let m: pool::GpuPool = models::decode_effective(&pool::schema().block, v).ok()?;
+        let text = |a: &Attr<String>| a.known().cloned();
         Some(PoolInfo {
-            name: s("name")?,
-            region: s("region")?,
-            jurisdiction: s("jurisdiction")?,
-            capacity_type: s("capacity_type")?,
-            tenancy: s("tenancy")?,
-            gpu_model: gpu.get("model").as_str()?.to_string(),
-            gpus_min: v.get("gpus_min").as_i64()?,
-            gpus_max: v.get("gpus_max").as_i64()?,
-            price_per_gpu_hour: v.get("effective_price_per_gpu_hour").as_f64(),
-            local_devices: v.get("local").get("devices").as_str().map(str::to_string),
+            name: text(&m.name)?,
+            region: text(&m.region)?,
+            jurisdiction: text(&m.jurisdiction)?,
+            capacity_type: text(&m.capacity_type)?,
+            tenancy: text(&m.tenancy)?,
+            gpu_model: text(&m.gpu.known()?.model)?,
+            gpus_min: m.gpus_min.get()?,
+            gpus_max: m.gpus_max.get()?,
+            price_per_gpu_hour: m.effective_price_per_gpu_hour.get(),
+            local_devices: m.local.known().and_then(|l| text(&l.devices)),
             object: v.to_json_unknown_as_null(),
         })
     }
@@ -131,66 +132,57 @@ pub struct BurstPolicyInfo {
 }
 
 impl BurstPolicyInfo {
-    /// From a policy's planned or stored state; `None` while something needed is unknown.
+    /// From a policy's planned or stored state; `None` while something needed is unknown. Unset
+    /// settings take the schema's defaults.
     pub fn from_state(v: &Value) -> Option<BurstPolicyInfo> {
-        let names = |k: &str| -> Option<Vec<String>> {
-            match v.get(k) {
-                Value::Null => Some(Vec::new()),
-                other => other
-                    .as_list()?
-                    .iter()
-                    .map(|e| e.as_str().map(str::to_string))
-                    .collect(),
+        let m: burst_policy::BurstPolicy =
+            models::decode_effective(&burst_policy::schema().block, v).ok()?;
+        let names = |n: &Names| -> Option<Vec<String>> {
+            match n {
+                Attr::Null => Some(Vec::new()),
+                n => Some(n.all_known()?.into_iter().cloned().collect()),
             }
         };
-        let text = |v: &Value, default: &str| -> Option<String> {
-            match v {
-                Value::Null => Some(default.to_string()),
-                other => other.as_str().map(str::to_string),
+        let number = |a: &Attr<f64>| -> Option<Option<f64>> {
+            match a {
+                Attr::Unknown => None,
+                a => Some(a.get()),
             }
         };
-        let number = |v: &Value| -> Option<Option<f64>> {
-            match v {
-                Value::Null => Some(None),
-                other => other.as_f64().map(Some),
+        let text = |a: &Attr<String>| a.known().cloned();
+        let up = m.scale_up.known()?;
+        let down = m.scale_down.known()?;
+        let budget = match &m.budget {
+            Attr::Null => None,
+            b => {
+                let b = b.known()?;
+                Some(BudgetSection {
+                    max_hourly_usd: b.max_hourly_usd.get()?,
+                    on_exhausted: text(&b.on_exhausted)?,
+                })
             }
         };
-        let up = v.get("scale_up");
-        let down = v.get("scale_down");
-        let budget = match v.get("budget") {
-            Value::Null => None,
-            b => Some(BudgetSection {
-                max_hourly_usd: b.get("max_hourly_usd").as_f64()?,
-                on_exhausted: text(b.get("on_exhausted"), "queue")?,
-            }),
-        };
-        let name = v.get("name").as_str()?.to_string();
+        let name = text(&m.name)?;
         Some(BurstPolicyInfo {
-            base_pools: names("base_pools")?,
-            burst_pools: names("burst_pools")?,
-            placement: text(v.get("placement"), "ordered")?,
+            base_pools: names(&m.base_pools)?,
+            burst_pools: names(&m.burst_pools)?,
+            placement: text(&m.placement)?,
             section: PolicySection {
                 name: name.clone(),
-                spot_fallback: text(v.get("spot_fallback"), "none")?,
+                spot_fallback: text(&m.spot_fallback)?,
                 scale_up: ScaleUpSection {
-                    queue_depth: number(up.get("queue_depth"))?,
-                    p99_latency_ms: number(up.get("p99_latency_ms"))?,
-                    gpu_utilization: number(up.get("gpu_utilization"))?,
-                    sustain: text(up.get("for"), "1m")?,
+                    queue_depth: number(&up.queue_depth)?,
+                    p99_latency_ms: number(&up.p99_latency_ms)?,
+                    gpu_utilization: number(&up.gpu_utilization)?,
+                    sustain: text(&up.sustain)?,
                 },
                 scale_down: ScaleDownSection {
-                    idle_for: text(down.get("idle_for"), "10m")?,
-                    min_warm_replicas: match down.get("min_warm_replicas") {
-                        Value::Null => 0,
-                        n => usize::try_from(n.as_i64()?).ok()?,
-                    },
-                    drain_timeout: text(down.get("drain_timeout"), "30s")?,
+                    idle_for: text(&down.idle_for)?,
+                    min_warm_replicas: usize::try_from(down.min_warm_replicas.get()?).ok()?,
+                    drain_timeout: text(&down.drain_timeout)?,
                 },
                 budget,
-                predictive: match v.get("predictive") {
-                    Value::Null => false,
-                    p => p.as_bool()?,
-                },
+                predictive: m.predictive.get()?,
             },
             name,
             object: v.to_json_unknown_as_null(),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::value::Type;
+use crate::value::{Type, Value};
 
 /// A schema: a version (for state upgrades) and the root block.
 #[derive(Debug, Clone)]
@@ -106,11 +106,14 @@ impl Check {
                 "A duration such as `30s`, `5m` or `1h30m`, at most {} days.",
                 gpucap_fabric::config::MAX_DURATION.as_secs() / 86_400
             ),
-            Check::Name => "A name of 1 to 63 lowercase letters, digits, `-` or `_`, starting with a \
+            Check::Name => {
+                "A name of 1 to 63 lowercase letters, digits, `-` or `_`, starting with a \
                  letter or digit."
-                .into(),
-            Check::NameList => "Names of 1 to 63 lowercase letters, digits, `-` or `_`, each listed once."
-                .into(),
+                    .into()
+            }
+            Check::NameList => {
+                "Names of 1 to 63 lowercase letters, digits, `-` or `_`, each listed once.".into()
+            }
         }
     }
 
@@ -185,6 +188,9 @@ pub struct NestedBlock {
     pub nesting: Nesting,
     /// Whether at least one is required.
     pub required: bool,
+    /// An absent block means its attributes' defaults (`batching {}` and no `batching` behave
+    /// alike), rather than the absence of what the block configures.
+    pub absent_means_defaults: bool,
 }
 
 impl Block {
@@ -245,9 +251,53 @@ impl Block {
                 block,
                 nesting: Nesting::Single,
                 required,
+                absent_means_defaults: false,
             },
         );
         self
+    }
+
+    /// Marks the named single nested block as meaning its defaults when absent.
+    pub fn absent_means_defaults(mut self, name: &str) -> Block {
+        if let Some(b) = self.blocks.get_mut(name) {
+            b.absent_means_defaults = true;
+        }
+        self
+    }
+
+    /// The settings a value of this block stands for: null attributes take their defaults, and
+    /// absent blocks that mean their defaults are filled in. Code that acts on settings reads
+    /// this, so each default is stated once, in the schema.
+    pub fn effective(&self, v: &Value) -> Value {
+        let Value::Map(map) = v else {
+            return v.clone();
+        };
+        let mut out = map.clone();
+        for (name, attr) in &self.attributes {
+            if let Some(default) = &attr.default
+                && out.get(name).is_none_or(Value::is_null)
+            {
+                out.insert(
+                    name.clone(),
+                    Value::from_json(default, &attr.ty).unwrap_or(Value::Null),
+                );
+            }
+        }
+        for (name, nested) in &self.blocks {
+            let inner = out.get(name).cloned().unwrap_or(Value::Null);
+            let inner = match (&inner, nested.nesting) {
+                (Value::Null, Nesting::Single) if nested.absent_means_defaults => {
+                    nested.block.effective(&Value::Map(BTreeMap::new()))
+                }
+                (Value::Map(_), Nesting::Single) => nested.block.effective(&inner),
+                (Value::List(items), Nesting::List) => {
+                    Value::List(items.iter().map(|i| nested.block.effective(i)).collect())
+                }
+                _ => inner,
+            };
+            out.insert(name.clone(), inner);
+        }
+        Value::Map(out)
     }
 
     /// The cty object type values of this block have.

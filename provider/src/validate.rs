@@ -227,8 +227,10 @@ mod tests {
 
     #[test]
     fn declared_checks_report_paths_and_skip_unknowns() {
-        let root = v(json!({"t": "x", "d": "5 parsecs", "nm": "Bad Name", "f": 1.5,
-                            "names": ["a", "a"], "n": {"u": 80}}));
+        let root = v(
+            json!({"t": "x", "d": "5 parsecs", "nm": "Bad Name", "f": 1.5,
+                            "names": ["a", "a"], "n": {"u": 80}}),
+        );
         let paths: Vec<String> = schema(&block(), &root)
             .0
             .iter()
@@ -255,8 +257,13 @@ mod tests {
         let placement = Check::OneOf(&[("ordered", "in the order listed"), ("cheapest", "")]);
         assert_eq!(
             placement.describe(),
-            "One of `ordered` (in the order listed) or `cheapest`."
+            "Either `ordered` (in the order listed) or `cheapest`."
         );
-        assert_eq!(Check::IntIn(1, 64).describe(), "A whole number from 1 to 64.");
+        let three = Check::OneOf(&[("a", ""), ("b", ""), ("c", "")]);
+        assert_eq!(three.describe(), "One of `a`, `b` or `c`.");
+        assert_eq!(
+            Check::IntIn(1, 64).describe(),
+            "A whole number from 1 to 64."
+        );
     }
 }

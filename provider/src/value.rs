@@ -6,9 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 /// A cty type: what the schema declares and what the wire encoding follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Type {
@@ -252,7 +249,9 @@ impl Value {
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => J::from(*f as i64),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::String(s) => J::String(s.clone()),
-            Value::List(v) | Value::Set(v) => J::Array(v.iter().map(Value::to_marked_json).collect()),
+            Value::List(v) | Value::Set(v) => {
+                J::Array(v.iter().map(Value::to_marked_json).collect())
+            }
             Value::Map(m) => J::Object(
                 m.iter()
                     .map(|(k, v)| (k.clone(), v.to_marked_json()))
@@ -311,7 +310,8 @@ impl Value {
                             let v = o.get(k).unwrap_or(&J::Null);
                             Ok((
                                 k.clone(),
-                                Value::from_json_with(v, t, marks).map_err(|e| format!("{k}: {e}"))?,
+                                Value::from_json_with(v, t, marks)
+                                    .map_err(|e| format!("{k}: {e}"))?,
                             ))
                         })
                         .collect::<Result<_, String>>()?,
@@ -335,27 +335,6 @@ impl Value {
                     .collect(),
             ),
         }
-    }
-
-    /// Decodes a wholly known value into a Rust struct; the error names the attribute path.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let json = self
-            .to_json()
-            .ok_or_else(|| "the value is not known yet".to_string())?;
-        serde_path_to_error::deserialize(json).map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." {
-                e.inner().to_string()
-            } else {
-                format!("{path}: {}", e.inner())
-            }
-        })
-    }
-
-    /// Encodes a Rust struct as a value of type `ty`.
-    pub fn encode<T: Serialize>(v: &T, ty: &Type) -> Result<Value, String> {
-        let json = serde_json::to_value(v).map_err(|e| e.to_string())?;
-        Value::from_json(&json, ty)
     }
 }
 
@@ -439,32 +418,5 @@ mod tests {
         assert!(err.contains("nope"), "{err}");
         let err = Value::from_json(&json!({"count": "x"}), &obj_type()).unwrap_err();
         assert!(err.starts_with("count:"), "{err}");
-    }
-
-    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
-    struct Thing {
-        name: String,
-        count: u32,
-        tags: Option<BTreeMap<String, String>>,
-        zones: Option<Vec<String>>,
-    }
-
-    #[test]
-    fn typed_conversion_round_trips_and_names_the_path() {
-        let t = Thing {
-            name: "x".into(),
-            count: 3,
-            tags: Some(BTreeMap::from([("k".into(), "v".into())])),
-            zones: None,
-        };
-        let v = Value::encode(&t, &obj_type()).unwrap();
-        assert_eq!(v.decode::<Thing>().unwrap(), t);
-        let mut bad = v.clone();
-        bad.set("count", Value::Int(-1));
-        assert!(bad.decode::<Thing>().unwrap_err().starts_with("count:"));
-        let mut unknown = v;
-        unknown.set("name", Value::Unknown);
-        assert!(!unknown.is_wholly_known());
-        assert!(unknown.decode::<Thing>().is_err());
     }
 }

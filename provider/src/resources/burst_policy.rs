@@ -2,120 +2,56 @@
 //! budget. Pools are named; names resolve at plan time against the pools of this run.
 
 use async_trait::async_trait;
-use serde_json::json;
 
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::models::burst_policy::{self as model, BurstPolicy as Model};
+use crate::models::{self, Attr, Names};
 use crate::plan;
 use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::records;
-use crate::schema::{Block, Check, Mode, Schema, list_of_strings};
+use crate::schema::Schema;
 use crate::validate;
-use crate::value::{Type, Value};
+use crate::value::Value;
 
 /// The resource type.
 pub struct BurstPolicy;
 
-/// The schema, built once per process.
-fn schema() -> &'static Schema {
-    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
-    SCHEMA.get_or_init(build_schema)
-}
-
-fn build_schema() -> Schema {
-    Schema {
-        version: 0,
-        block: Block::new("How an endpoint's load spills from baseline pools to burst pools and back, within a budget.")
-            .attr("id", Type::String, Mode::Computed, "The policy's name.")
-            .attr("name", Type::String, Mode::Required, "Unique name; endpoints refer to the policy by it. Changing it replaces the policy.")
-            .force_new("name")
-            .check("name", Check::Name)
-            .attr("base_pools", list_of_strings(), Mode::Required, "Names of the pools that carry the baseline, in order of preference. Reference them as `gpucap_gpu_pool.NAME.name` so Terraform orders the plan.")
-            .check("base_pools", Check::NameList)
-            .attr("burst_pools", list_of_strings(), Mode::Optional, "Names of the pools load spills to when the baseline is saturated.")
-            .check("burst_pools", Check::NameList)
-            .attr("placement", Type::String, Mode::OptionalComputed, "The order load spills to burst pools in.")
-            .check("placement", Check::OneOf(&[("ordered", "burst pools in the order listed"), ("cheapest", "lowest price first")]))
-            .default_value("placement", json!("ordered"))
-            .attr("spot_fallback", Type::String, Mode::OptionalComputed, "Where load goes when spot capacity is reclaimed.")
-            .check("spot_fallback", Check::OneOf(&[("none", ""), ("on_demand", "")]))
-            .default_value("spot_fallback", json!("none"))
-            .attr("predictive", Type::Bool, Mode::OptionalComputed, "Start burst replicas a cold start ahead of the load's recurring daily and weekly rises, learned from what the endpoint's router has seen, instead of waiting for queues to grow. The first two days are learned, not predicted; `gpucap-fabric simulate` shows what it buys on a trace.")
-            .default_value("predictive", json!(false))
-            .attr("max_hourly_cost_usd", Type::Number, Mode::Computed, "Most this policy can spend per hour: every base pool at maximum size plus burst spend, capped by `budget.max_hourly_usd`. Null while a pool has no price.")
-            .single(
-                "scale_up",
-                false,
-                Block::new("When to add burst capacity; any signal sustained for `for` triggers it.")
-                    .attr("queue_depth", Type::Number, Mode::Optional, "Requests waiting per replica.")
-                    .check("queue_depth", Check::IntIn(1, 1_000_000))
-                    .attr("p99_latency_ms", Type::Number, Mode::Optional, "99th percentile latency in milliseconds.")
-                    .check("p99_latency_ms", Check::IntIn(1, 3_600_000))
-                    .attr("gpu_utilization", Type::Number, Mode::Optional, "Busy fraction of the devices.")
-                    .check("gpu_utilization", Check::Fraction)
-                    .attr("for", Type::String, Mode::OptionalComputed, "How long a signal must hold.")
-                    .check("for", Check::Duration)
-                    .default_value("for", json!("1m")),
-            )
-            .single(
-                "scale_down",
-                false,
-                Block::new("When to release burst capacity.")
-                    .attr("idle_for", Type::String, Mode::OptionalComputed, "Idle time before a burst replica is released.")
-                    .check("idle_for", Check::Duration)
-                    .default_value("idle_for", json!("10m"))
-                    .attr("min_warm_replicas", Type::Number, Mode::OptionalComputed, "Replicas kept warm against cold starts.")
-                    .check("min_warm_replicas", Check::IntIn(0, 10_000))
-                    .default_value("min_warm_replicas", json!(0))
-                    .attr("drain_timeout", Type::String, Mode::OptionalComputed, "How long a replica may take to answer what it accepted before it is stopped.")
-                    .check("drain_timeout", Check::Duration)
-                    .default_value("drain_timeout", json!("30s")),
-            )
-            .single(
-                "budget",
-                false,
-                Block::new("A cap on burst spend.")
-                    .attr("max_hourly_usd", Type::Number, Mode::Required, "USD per hour burst capacity may cost.")
-                    .check("max_hourly_usd", Check::NonNegative)
-                    .attr("on_exhausted", Type::String, Mode::OptionalComputed, "What happens to requests when the budget is spent.")
-                    .check("on_exhausted", Check::OneOf(&[("queue", "they wait"), ("reject", "they get 429")]))
-                    .default_value("on_exhausted", json!("queue")),
-            ),
-    }
-}
-
 #[async_trait]
 impl Resource for BurstPolicy {
     fn type_name(&self) -> &'static str {
-        "gpucap_burst_policy"
+        model::TYPE_NAME
     }
 
     fn schema(&self) -> &'static Schema {
-        schema()
+        model::schema()
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = validate::schema(&schema().block, c);
-        if c.get("base_pools")
-            .as_list()
-            .is_some_and(<[Value]>::is_empty)
-        {
+        let mut d = validate::schema(&model::schema().block, c);
+        let m: Model = match models::decode(c) {
+            Ok(m) => m,
+            // A value the model cannot hold (a fractional count) failed a check already.
+            Err(_) if d.has_errors() => return d,
+            Err(e) => return e,
+        };
+        let base = m.base_pools.known();
+        if base.is_some_and(Vec::is_empty) {
             d.push(Diagnostic::attr_error(
                 "base_pools",
                 "No base pools",
                 "list at least one pool that carries the baseline",
             ));
         }
-        if let (Some(base), Some(burst)) = (
-            c.get("base_pools").as_list(),
-            c.get("burst_pools").as_list(),
-        ) {
-            for (i, p) in burst.iter().enumerate() {
-                if p.as_str().is_some() && base.contains(p) {
+        if let (Some(base), Some(burst)) = (base, m.burst_pools.known()) {
+            for (i, pool) in burst.iter().enumerate() {
+                if let Some(name) = pool.as_str()
+                    && base.contains(pool)
+                {
                     d.push(Diagnostic::attr_error(
                         &format!("burst_pools[{i}]"),
                         "Pool is both base and burst",
-                        format!("{:?} is already in base_pools; a pool is either baseline or burst capacity", p.as_str().unwrap_or_default()),
+                        format!("{name:?} is already in base_pools; a pool is either baseline or burst capacity"),
                     ));
                 }
             }
@@ -124,59 +60,35 @@ impl Resource for BurstPolicy {
     }
 
     fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
-        if req.proposed.is_null() {
-            return Ok(Planned {
-                state: Value::Null,
-                ..Planned::default()
-            });
-        }
-        let block = &schema().block;
-        let creating = req.prior.is_null();
-        let mut state = plan::start(block, &req.proposed, &req.config, creating);
-        if let Some(name) = state.get("name").as_str() {
-            state.set("id", Value::String(name.to_string()));
-        }
-        let mut d = Diagnostics::default();
-        let base = resolve_pools(ctx, &state, "base_pools", &mut d);
-        let burst = resolve_pools(ctx, &state, "burst_pools", &mut d);
-        if d.has_errors() {
-            return Err(d);
-        }
-        let cost = match (base, burst) {
-            (Some(base), Some(burst)) => {
-                max_hourly_cost(&base, &burst, state.get("budget").get("max_hourly_usd"))
+        let planned = plan::typed(model::schema(), self.state_type(), &req, |m: &mut Model| {
+            let mut d = Diagnostics::default();
+            let base = resolve_pools(ctx, &m.base_pools, "base_pools", &mut d);
+            let burst = resolve_pools(ctx, &m.burst_pools, "burst_pools", &mut d);
+            if d.has_errors() {
+                return Err(d);
             }
-            _ => Value::Unknown,
-        };
-        state.set("max_hourly_cost_usd", cost);
-        if let Some(info) = BurstPolicyInfo::from_state(&state) {
-            ctx.registry.put_burst_policy(info);
-        }
-        let requires_replace = if creating {
-            Vec::new()
-        } else {
-            plan::requires_replace(block, &req.prior, &state)
-        };
-        Ok(Planned {
-            state,
-            requires_replace,
-            diagnostics: d,
-        })
+            m.max_hourly_cost_usd = match (base, burst) {
+                (Some(base), Some(burst)) => {
+                    let budget = m.budget.known().and_then(|b| b.max_hourly_usd.get());
+                    max_hourly_cost(&base, &burst, budget).into()
+                }
+                _ => Attr::Unknown,
+            };
+            Ok(d)
+        })?;
+        remember(ctx, &planned.state);
+        Ok(planned)
     }
 
     async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied {
         let applied = records::apply(ctx, "policies", "burst policy", prior, planned);
-        if let Some(info) = BurstPolicyInfo::from_state(&applied.state) {
-            ctx.registry.put_burst_policy(info);
-        }
+        remember(ctx, &applied.state);
         applied
     }
 
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
         let state = records::read(ctx, "policies", "burst policy", state)?;
-        if let Some(info) = BurstPolicyInfo::from_state(&state) {
-            ctx.registry.put_burst_policy(info);
-        }
+        remember(ctx, &state);
         Ok(state)
     }
 
@@ -185,20 +97,26 @@ impl Resource for BurstPolicy {
     }
 }
 
+/// Lets the endpoints of this run resolve the policy by name.
+fn remember(ctx: &Ctx, state: &Value) {
+    if let Some(info) = BurstPolicyInfo::from_state(state) {
+        ctx.registry.put_burst_policy(info);
+    }
+}
+
 /// Resolves a list of pool names; `None` while the list is unknown. Unknown names are errors.
 pub fn resolve_pools(
     ctx: &Ctx,
-    state: &Value,
+    names: &Names,
     attr: &str,
     d: &mut Diagnostics,
 ) -> Option<Vec<PoolInfo>> {
-    let list = match state.get(attr) {
-        Value::Null => return Some(Vec::new()),
-        v => v.as_list()?,
+    let names = match names {
+        Attr::Null => return Some(Vec::new()),
+        names => names.all_known()?,
     };
     let mut out = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let name = item.as_str()?;
+    for (i, name) in names.into_iter().enumerate() {
         match ctx.registry.pool(&ctx.config.state_dir, name) {
             Some(p) => out.push(p),
             None => d.push(unknown_pool(ctx, &format!("{attr}[{i}]"), name)),
@@ -225,10 +143,9 @@ pub fn unknown_pool(ctx: &Ctx, path: &str, name: &str) -> Diagnostic {
     )
 }
 
-fn max_hourly_cost(base: &[PoolInfo], burst: &[PoolInfo], budget: &Value) -> Value {
+fn max_hourly_cost(base: &[PoolInfo], burst: &[PoolInfo], budget: Option<f64>) -> Option<f64> {
     let costs = |pools: &[PoolInfo]| pools.iter().map(PoolInfo::cost).collect::<Vec<_>>();
-    gpucap_policy::cost::policy_max_hourly(&costs(base), &costs(burst), budget.as_f64())
-        .map_or(Value::Null, Value::Float)
+    gpucap_policy::cost::policy_max_hourly(&costs(base), &costs(burst), budget)
 }
 
 #[cfg(test)]

@@ -18,110 +18,17 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::models::endpoint::{self as model, InferenceEndpoint as Model};
+use crate::models::{self, Attr, Names};
 use crate::plan;
 use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::burst_policy::unknown_pool;
-use crate::schema::{Block, Check, Mode, Schema, list_of_strings, map_of_strings};
+use crate::schema::Schema;
 use crate::validate;
-use crate::value::{Type, Value};
+use crate::value::Value;
 
 /// The resource type.
 pub struct InferenceEndpoint;
-
-/// Data classifications, least sensitive first.
-pub const CLASSIFICATIONS: &[(&str, &str)] = &[
-    ("public", ""),
-    ("internal", ""),
-    ("confidential", ""),
-    ("pii", "personal data"),
-];
-
-/// The schema, built once per process.
-fn schema() -> &'static Schema {
-    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
-    SCHEMA.get_or_init(build_schema)
-}
-
-fn build_schema() -> Schema {
-    Schema {
-        version: 0,
-        block: Block::new("A served model: which model, how requests are batched, where it may run and what it may cost. Each endpoint gets one URL, served by its router (`gpucap-fabric`), which starts replicas on the base pools, spills load to burst pools while the base is saturated, and drains them back.")
-            .attr("id", Type::String, Mode::Computed, "The endpoint's name.")
-            .attr("name", Type::String, Mode::Required, "Unique name; also the model's name in the endpoint's URLs. Changing it replaces the endpoint.")
-            .force_new("name")
-            .check("name", Check::Name)
-            .attr("burst_policy", Type::String, Mode::Optional, "Name of the `gpucap_burst_policy` that places the endpoint. Conflicts with `pools`.")
-            .check("burst_policy", Check::Name)
-            .attr("pools", list_of_strings(), Mode::Optional, "Names of the pools to run on, without bursting. Conflicts with `burst_policy`.")
-            .check("pools", Check::NameList)
-            .attr("labels", map_of_strings(), Mode::Optional, "Free-form labels, readable by policy rules (e.g. `latency = \"critical\"`). Changing them touches no replica.")
-            .attr("model_sha256", Type::String, Mode::Computed, "SHA-256 of the model file, computed at plan time: a changed file shows as an in-place update, applied by a rolling restart of the replicas.")
-            .attr("url", Type::String, Mode::Computed, "Base URL of the model on the Open Inference Protocol v2, served by the endpoint's router, e.g. `http://127.0.0.1:8000/v2/models/NAME`; inference is `POST {url}/infer`.")
-            .attr("router_region", Type::String, Mode::Computed, "Where the endpoint's router runs: the first base pool's region. The router sees the endpoint's data, so this region is held to `data_residency` too.")
-            .attr("serving_regions", list_of_strings(), Mode::Computed, "Every region the endpoint can run in: its pools' regions, base then burst.")
-            .attr("spill_order", list_of_strings(), Mode::Computed, "The endpoint's pools in the order load goes to them: the base pools, then the burst pools in the burst policy's `placement` order. The router follows it, and `gpucap-fabric simulate --plan` reads it.")
-            .attr("monthly_cost_min_usd", Type::Number, Mode::Computed, "Cost per month (730 h) of the minimum replicas on the cheapest base pool. Null while a pool has no price.")
-            .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the maximum replicas on the most expensive allowed pool, capped by the burst budget.")
-            .attr("placement_digest", Type::String, Mode::Computed, "Hash of the resolved pools and policy: a change to them shows as an in-place update of the endpoint.")
-            .attr("replicas_status", Type::String, Mode::Computed, "Replicas ready by role, as the router reported when last read, e.g. `2 ready: base 1, burst 1`; `router not running (…)` when the router is down, which the next apply repairs.")
-            .single(
-                "model",
-                true,
-                Block::new("The model to serve.")
-                    .attr("path", Type::String, Mode::Required, "A `.safetensors` file in gpucap's model format (see the runtime docs), relative to the working directory or absolute.")
-                    .attr("version", Type::String, Mode::OptionalComputed, "The version reported by the endpoint.")
-                    .default_value("version", json!("1")),
-            )
-            .single(
-                "batching",
-                false,
-                Block::new("Dynamic batching in each replica.")
-                    .attr("max_batch_size", Type::Number, Mode::OptionalComputed, "Rows per batch at most; also the requests a replica takes at once before the router counts it saturated.")
-                    .check("max_batch_size", Check::IntIn(1, 65_536))
-                    .default_value("max_batch_size", json!(64))
-                    .attr("max_queue_delay_us", Type::Number, Mode::OptionalComputed, "Microseconds a batch waits to fill.")
-                    .check("max_queue_delay_us", Check::IntIn(0, 10_000_000))
-                    .default_value("max_queue_delay_us", json!(2000))
-                    .attr("queue_capacity", Type::Number, Mode::OptionalComputed, "Requests that may wait in a replica, and in the router while no replica has room; more get 429.")
-                    .check("queue_capacity", Check::IntIn(1, 1_000_000))
-                    .default_value("queue_capacity", json!(256))
-                    .attr("request_timeout_ms", Type::Number, Mode::OptionalComputed, "Milliseconds a request may take, time held at the router included (a scale from zero must finish within it); then 504, or 503 with `Retry-After` when no replica had room.")
-                    .check("request_timeout_ms", Check::IntIn(1, 3_600_000))
-                    .default_value("request_timeout_ms", json!(10000)),
-            )
-            .single(
-                "replicas",
-                false,
-                Block::new("How many replicas may run across the endpoint's pools, one per GPU (or an equal share of the CPU).")
-                    .attr("min", Type::Number, Mode::OptionalComputed, "Replicas kept on the base pools at all times; 0 scales to zero when idle (the first request is held while a replica starts).")
-                    .check("min", Check::IntIn(0, 10_000))
-                    .default_value("min", json!(1))
-                    .attr("max", Type::Number, Mode::OptionalComputed, "Most replicas, base and burst together; 1 leaves no room to burst.")
-                    .check("max", Check::IntIn(1, 10_000))
-                    .default_value("max", json!(1)),
-            )
-            .single(
-                "data_residency",
-                false,
-                Block::new("What data the endpoint handles and where it may be processed. Checked at plan time against every pool the endpoint can ever run on and the router's region, and again by the router at run time.")
-                    .attr("classification", Type::String, Mode::OptionalComputed, "How sensitive the data is; policy rules read it.")
-                    .check("classification", Check::OneOf(CLASSIFICATIONS))
-                    .default_value("classification", json!("internal"))
-                    .attr("allowed_jurisdictions", list_of_strings(), Mode::Optional, "Jurisdictions (`EU`, `US`, …) the endpoint's pools must be in.")
-                    .attr("allowed_regions", list_of_strings(), Mode::Optional, "Regions the endpoint's pools must be in."),
-            )
-            .single(
-                "listen",
-                false,
-                Block::new("Where the endpoint's router listens.")
-                    .attr("host", Type::String, Mode::OptionalComputed, "Address to bind.")
-                    .default_value("host", json!("127.0.0.1"))
-                    .attr("port", Type::Number, Mode::OptionalComputed, "Port; 0 picks a free one.")
-                    .check("port", Check::IntIn(0, 65_535))
-                    .default_value("port", json!(0)),
-            ),
-    }
-}
 
 /// The pools an endpoint runs on, resolved: base pools, then burst pools in spill order.
 type Placement = Resolved<PoolInfo, BurstPolicyInfo>;
@@ -129,17 +36,24 @@ type Placement = Resolved<PoolInfo, BurstPolicyInfo>;
 #[async_trait]
 impl Resource for InferenceEndpoint {
     fn type_name(&self) -> &'static str {
-        "gpucap_inference_endpoint"
+        model::TYPE_NAME
     }
 
     fn schema(&self) -> &'static Schema {
-        schema()
+        model::schema()
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = validate::schema(&schema().block, c);
+        let mut d = validate::schema(&model::schema().block, c);
         validate::min_le_max(&mut d, c, "replicas");
-        if let Some(v) = c.get("model").get("version").as_str()
+        let m: Model = match models::decode(c) {
+            Ok(m) => m,
+            // A value the model cannot hold (a fractional count) failed a check already.
+            Err(_) if d.has_errors() => return d,
+            Err(e) => return e,
+        };
+        let model_block = m.model.known();
+        if let Some(v) = model_block.and_then(|b| b.version.as_str())
             && !validate::is_valid_name(&v.to_ascii_lowercase())
         {
             d.push(Diagnostic::attr_error(
@@ -148,7 +62,7 @@ impl Resource for InferenceEndpoint {
                 format!("{v:?} is not valid; use letters, digits, '-', '_' or '.'"),
             ));
         }
-        if let Some(p) = c.get("model").get("path").as_str()
+        if let Some(p) = model_block.and_then(|b| b.path.as_str())
             && p.trim().is_empty()
         {
             d.push(Diagnostic::attr_error(
@@ -157,9 +71,8 @@ impl Resource for InferenceEndpoint {
                 "name the model's .safetensors file",
             ));
         }
-        let (policy, pools) = (c.get("burst_policy"), c.get("pools"));
-        if !policy.is_unknown() && !pools.is_unknown() {
-            match (policy.is_null(), pools.is_null()) {
+        if !m.burst_policy.is_unknown() && !m.pools.is_unknown() {
+            match (m.burst_policy.is_null(), m.pools.is_null()) {
                 (false, false) => d.push(Diagnostic::attr_error("pools", "Conflicting placement", "set either burst_policy or pools, not both")),
                 (true, true) => d.push(Diagnostic::attr_error("pools", "No placement", "set burst_policy (a gpucap_burst_policy's name) or pools (a list of gpucap_gpu_pool names)")),
                 _ => {}
@@ -169,102 +82,100 @@ impl Resource for InferenceEndpoint {
     }
 
     fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
-        if req.proposed.is_null() {
-            return Ok(Planned {
-                state: Value::Null,
-                ..Planned::default()
-            });
-        }
-        let block = &schema().block;
-        let creating = req.prior.is_null();
-        let mut state = plan::start(block, &req.proposed, &req.config, creating);
-        if let Some(name) = state.get("name").as_str() {
-            state.set("id", Value::String(name.to_string()));
-        }
-        let mut d = Diagnostics::default();
-        plan_model(&mut state, &mut d);
-        match resolve_placement(ctx, &state) {
-            Some(p) => {
-                report_missing(ctx, &state, &p, &mut d);
-                check_residency(&state, &p, &mut d);
-                check_capacity(ctx, &state, &p, &mut d);
-                check_drivers(&p, &mut d);
-                warn_no_room_to_burst(&state, &p, &mut d);
-                plan_placement(&mut state, &p);
-                if !d.has_errors()
-                    && let Ok(config) = fabric_config(ctx, &state, &p)
-                    && let Err(e) = config.validate("")
-                {
-                    // The router would refuse this config: say so now, not at apply.
-                    d.push(Diagnostic::error(
-                        "The endpoint's router config is invalid",
-                        e.to_string(),
-                    ));
+        let prior: Option<Model> = models::decode_object(&req.prior)?;
+        plan::typed(model::schema(), self.state_type(), &req, |m: &mut Model| {
+            let mut d = Diagnostics::default();
+            plan_model(m, &mut d);
+            let settings = effective(m)?;
+            match resolve_placement(ctx, m) {
+                Some(p) => {
+                    report_missing(ctx, m, &p, &mut d);
+                    check_residency(&settings, &p, &mut d);
+                    check_capacity(ctx, &settings, &p, &mut d);
+                    check_drivers(&p, &mut d);
+                    warn_no_room_to_burst(&settings, &p, &mut d);
+                    plan_placement(m, &settings, &p);
+                    if !d.has_errors()
+                        && let Ok(config) = fabric_config(ctx, &settings, &p)
+                        && let Err(e) = config.validate("")
+                    {
+                        // The router would refuse this config: say so now, not at apply.
+                        d.push(Diagnostic::error(
+                            "The endpoint's router config is invalid",
+                            e.to_string(),
+                        ));
+                    }
+                }
+                None => {
+                    m.serving_regions = Attr::Unknown;
+                    m.spill_order = Attr::Unknown;
+                    m.router_region = Attr::Unknown;
+                    m.monthly_cost_min_usd = Attr::Unknown;
+                    m.monthly_cost_max_usd = Attr::Unknown;
+                    m.placement_digest = Attr::Unknown;
                 }
             }
-            None => {
-                for k in [
-                    "serving_regions",
-                    "spill_order",
-                    "router_region",
-                    "monthly_cost_min_usd",
-                    "monthly_cost_max_usd",
-                    "placement_digest",
-                ] {
-                    state.set(k, Value::Unknown);
+            if d.has_errors() {
+                return Err(d);
+            }
+            let Some(prior) = &prior else {
+                return Ok(d);
+            };
+            let listen = settings.listen.known();
+            let port = listen.and_then(|l| l.port.get());
+            if needs_apply(prior, m) {
+                m.replicas_status = Attr::Unknown;
+                // A router that must (re)start on a port the OS picks gets a new URL.
+                if router_restarts(prior, m) && port.unwrap_or(0) == 0 {
+                    m.url = Attr::Unknown;
                 }
             }
-        }
-        if d.has_errors() {
-            return Err(d);
-        }
-        if !creating && needs_apply(&req.prior, &state) {
-            plan::set_unknown(&mut state, &["replicas_status"]);
-            // A router that must (re)start on a port the OS picks gets a new URL.
-            if router_restarts(&req.prior, &state)
-                && state.get("listen").get("port").as_i64().unwrap_or(0) == 0
+            if let Some(port) = port
+                && port != 0
+                && let Some(host) = listen.and_then(|l| l.host.as_str())
+                && let Some(name) = m.name.as_str()
             {
-                plan::set_unknown(&mut state, &["url"]);
+                m.url = Attr::Known(model_url(&format!("{host}:{port}"), name));
             }
-        }
-        if !creating
-            && let Some(port) = state.get("listen").get("port").as_i64()
-            && port != 0
-            && let Some(host) = state.get("listen").get("host").as_str()
-            && let Some(name) = state.get("name").as_str()
-        {
-            state.set(
-                "url",
-                Value::String(model_url(&format!("{host}:{port}"), name)),
-            );
-        }
-        let requires_replace = if creating {
-            Vec::new()
-        } else {
-            plan::requires_replace(block, &req.prior, &state)
-        };
-        Ok(Planned {
-            state,
-            requires_replace,
-            diagnostics: d,
+            Ok(d)
         })
     }
 
     async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied {
+        let decoded = models::decode_object::<Model>(&prior)
+            .and_then(|p| Ok((p, models::decode_object::<Model>(&planned)?)));
+        let (prior_model, planned) = match decoded {
+            Ok(models) => models,
+            Err(d) => {
+                return Applied {
+                    state: prior,
+                    diagnostics: d,
+                };
+            }
+        };
         let name = planned
-            .get("name")
-            .as_str()
-            .or(prior.get("name").as_str())
+            .as_ref()
+            .or(prior_model.as_ref())
+            .and_then(|m| m.name.as_str())
             .unwrap_or_default()
             .to_string();
         let dir = EndpointDir::new(&ctx.config.state_dir, &name);
-        if planned.is_null() {
-            return destroy(ctx, &dir, prior).await;
-        }
+        let Some(planned) = planned else {
+            return destroy(ctx, &dir, prior, prior_model.as_ref()).await;
+        };
+        let settings = match effective(&planned) {
+            Ok(s) => s,
+            Err(d) => {
+                return Applied {
+                    state: prior,
+                    diagnostics: d,
+                };
+            }
+        };
         let config = match resolve_placement(ctx, &planned)
             .filter(|p| p.missing.is_empty())
             .ok_or_else(|| "the endpoint's pools or burst policy are not known".to_string())
-            .and_then(|p| fabric_config(ctx, &planned, &p))
+            .and_then(|p| fabric_config(ctx, &settings, &p))
         {
             Ok(c) => c,
             Err(e) => return failed(prior, "Cannot configure the endpoint's router", e),
@@ -277,8 +188,10 @@ impl Resource for InferenceEndpoint {
             Some(r) => matches!(deploy::health(r).await, RouterHealth::Serving(_)),
             None => false,
         };
-        let min_ready = replica_bounds(&planned).0.unwrap_or(1).max(0) as usize;
-        let restart = prior.is_null() || !serving || prior.get("listen") != planned.get("listen");
+        let min_ready = config.replicas.min;
+        let restart = prior_model
+            .as_ref()
+            .is_none_or(|p| !serving || p.listen != planned.listen);
         let outcome = match (&router, restart) {
             (Some(r), false) => deploy::reload(&dir, r, config, min_ready, &ctx.cancel)
                 .await
@@ -289,7 +202,10 @@ impl Resource for InferenceEndpoint {
                 // stopped with its replicas; a dead one left its replicas running, and the new
                 // router adopts them.
                 let alive = router.as_ref().is_some_and(|r| r.process.alive());
-                if alive && let Err(e) = deploy::stop(&dir, drain_timeout(ctx, &prior)).await {
+                if alive
+                    && let Err(e) =
+                        deploy::stop(&dir, drain_timeout(ctx, prior_model.as_ref())).await
+                {
                     return failed(prior, "Cannot stop the endpoint's router", e);
                 }
                 deploy::start(
@@ -307,26 +223,36 @@ impl Resource for InferenceEndpoint {
             Ok(r) => r,
             Err((summary, e)) => {
                 let detail = format!("{e}\n\nrouter log: {}", dir.log().display());
-                if prior.is_null() {
+                let Some(mut prior_model) = prior_model else {
                     // A failed create leaves nothing: deploy::start stopped whatever it started.
                     let _ = dir.remove();
                     return failed(Value::Null, summary, detail);
-                }
+                };
                 let status = if restart {
                     "router not running (start failed)"
                 } else {
                     "router not updated (reload failed)"
                 };
-                return failed(with_status(prior, status), summary, detail);
+                prior_model.replicas_status = Attr::Known(status.into());
+                let state = models::encode(&prior_model, self.state_type()).unwrap_or(prior);
+                return failed(state, summary, detail);
             }
         };
         let mut state = planned;
-        state.set("url", Value::String(model_url(&router.address, &name)));
-        let status = match deploy::health(&router).await {
+        state.url = Attr::Known(model_url(&router.address, &name));
+        state.replicas_status = Attr::Known(match deploy::health(&router).await {
             RouterHealth::Serving(s) => s.summary(),
             other => router_down(&router, &other),
+        });
+        let state = match models::encode(&state, self.state_type()) {
+            Ok(v) => v,
+            Err(d) => {
+                return Applied {
+                    state: prior,
+                    diagnostics: d,
+                };
+            }
         };
-        state.set("replicas_status", Value::String(status));
         if let Some(json) = state.to_json()
             && let Err(e) = store::write_json(&dir.state(), &json)
         {
@@ -346,30 +272,28 @@ impl Resource for InferenceEndpoint {
     }
 
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
-        let name = state.get("name").as_str().unwrap_or_default().to_string();
+        let mut m: Model = models::decode(&state)?;
+        let name = m.name.as_str().unwrap_or_default().to_string();
         let dir = EndpointDir::new(&ctx.config.state_dir, &name);
         let router = dir
             .read_record()
             .map_err(|e| Diagnostic::error("Cannot read the endpoint's router record", e))?;
         let recorded: Option<serde_json::Value> = store::read_json(&dir.state())
             .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e))?;
-        let mut state = state;
         match (&router, recorded) {
             (None, None) => return Ok(Value::Null),
-            (None, Some(_)) => state.set(
-                "replicas_status",
-                Value::String("router not running (not deployed)".into()),
-            ),
+            (None, Some(_)) => {
+                m.replicas_status = Attr::Known("router not running (not deployed)".into());
+            }
             (Some(r), _) => {
-                let status = match deploy::health(r).await {
+                m.replicas_status = Attr::Known(match deploy::health(r).await {
                     RouterHealth::Serving(s) => s.summary(),
                     other => router_down(r, &other),
-                };
-                state.set("replicas_status", Value::String(status));
-                state.set("url", Value::String(model_url(&r.address, &name)));
+                });
+                m.url = Attr::Known(model_url(&r.address, &name));
             }
         }
-        Ok(state)
+        models::encode(&m, self.state_type())
     }
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
@@ -396,6 +320,13 @@ impl Resource for InferenceEndpoint {
     }
 }
 
+/// The settings a model stands for, with the schema's defaults for what it leaves unset.
+fn effective(m: &Model) -> Result<Model, Diagnostics> {
+    let schema = model::schema();
+    let value = models::encode(m, &schema.block.implied_type())?;
+    models::decode_effective(&schema.block, &value)
+}
+
 /// `replicas_status` for a router that is not serving.
 fn router_down(router: &deploy::RouterRecord, health: &RouterHealth) -> String {
     match health {
@@ -411,15 +342,13 @@ fn failed(state: Value, summary: &str, detail: impl Into<String>) -> Applied {
     }
 }
 
-fn with_status(mut state: Value, status: &str) -> Value {
-    if !state.is_null() {
-        state.set("replicas_status", Value::String(status.into()));
-    }
-    state
-}
-
-async fn destroy(ctx: &Ctx, dir: &EndpointDir, prior: Value) -> Applied {
-    if let Err(e) = deploy::stop(dir, drain_timeout(ctx, &prior)).await {
+async fn destroy(
+    ctx: &Ctx,
+    dir: &EndpointDir,
+    prior: Value,
+    prior_model: Option<&Model>,
+) -> Applied {
+    if let Err(e) = deploy::stop(dir, drain_timeout(ctx, prior_model)).await {
         return failed(prior, "Cannot stop the endpoint", e);
     }
     match dir.remove() {
@@ -436,19 +365,17 @@ async fn destroy(ctx: &Ctx, dir: &EndpointDir, prior: Value) -> Applied {
 }
 
 /// The drain timeout of the endpoint's burst policy, or 30 s.
-fn drain_timeout(ctx: &Ctx, state: &Value) -> Duration {
-    state
-        .get("burst_policy")
-        .as_str()
+fn drain_timeout(ctx: &Ctx, m: Option<&Model>) -> Duration {
+    m.and_then(|m| m.burst_policy.as_str())
         .and_then(|p| ctx.registry.burst_policy(&ctx.config.state_dir, p))
         .map_or(Duration::from_secs(30), |p| p.drain_timeout())
 }
 
-/// `replicas.min` and `replicas.max`, with the defaults (1 and 1) when the block is absent.
-fn replica_bounds(state: &Value) -> (Option<i64>, Option<i64>) {
-    match state.get("replicas") {
-        Value::Null => (Some(1), Some(1)),
-        r => (r.get("min").as_i64(), r.get("max").as_i64()),
+/// `replicas.min` and `replicas.max` of the endpoint's settings ([`effective`]).
+fn replica_bounds(settings: &Model) -> (Option<i64>, Option<i64>) {
+    match settings.replicas.known() {
+        Some(r) => (r.min.get(), r.max.get()),
+        None => (None, None),
     }
 }
 
@@ -457,34 +384,35 @@ fn model_url(address: &str, name: &str) -> String {
 }
 
 /// Whether applying the plan must touch the router: what it serves or how changed, or it is down.
-fn needs_apply(prior: &Value, planned: &Value) -> bool {
-    [
-        "model",
-        "model_sha256",
-        "batching",
-        "replicas",
-        "data_residency",
-        "listen",
-        "placement_digest",
-    ]
-    .iter()
-    .any(|k| prior.get(k) != planned.get(k))
+fn needs_apply(prior: &Model, planned: &Model) -> bool {
+    prior.model != planned.model
+        || prior.model_sha256 != planned.model_sha256
+        || prior.batching != planned.batching
+        || prior.replicas != planned.replicas
+        || prior.data_residency != planned.data_residency
+        || prior.listen != planned.listen
+        || prior.placement_digest != planned.placement_digest
         || router_restarts(prior, planned)
 }
 
 /// Whether the router must (re)start rather than reload: its address changed, or it is down.
-fn router_restarts(prior: &Value, planned: &Value) -> bool {
-    prior.get("listen") != planned.get("listen")
+fn router_restarts(prior: &Model, planned: &Model) -> bool {
+    prior.listen != planned.listen
         || prior
-            .get("replicas_status")
+            .replicas_status
             .as_str()
             .is_none_or(|s| s.starts_with("router not"))
 }
 
 /// Checks the model file now, so a missing or invalid model fails the plan, and hashes it.
-fn plan_model(state: &mut Value, d: &mut Diagnostics) {
-    let Some(path) = state.get("model").get("path").as_str().map(str::to_string) else {
-        state.set("model_sha256", Value::Unknown);
+fn plan_model(m: &mut Model, d: &mut Diagnostics) {
+    let Some(path) = m
+        .model
+        .known()
+        .and_then(|b| b.path.as_str())
+        .map(str::to_string)
+    else {
+        m.model_sha256 = Attr::Unknown;
         return;
     };
     let bytes = match std::fs::read(&path) {
@@ -506,33 +434,26 @@ fn plan_model(state: &mut Value, d: &mut Diagnostics) {
         ));
         return;
     }
-    state.set(
-        "model_sha256",
-        Value::String(hex::encode(Sha256::digest(&bytes))),
-    );
+    m.model_sha256 = Attr::Known(hex::encode(Sha256::digest(&bytes)));
 }
 
 /// The endpoint's placement; `None` while its burst policy or pools are unknown.
-fn resolve_placement(ctx: &Ctx, state: &Value) -> Option<Placement> {
+fn resolve_placement(ctx: &Ctx, m: &Model) -> Option<Placement> {
     let dir = &ctx.config.state_dir;
     let pool = |n: &str| ctx.registry.pool(dir, n);
     let policy = |n: &str| ctx.registry.burst_policy(dir, n);
-    match state.get("burst_policy") {
-        Value::Unknown => None,
-        Value::String(name) => Some(placement::resolve(
+    match &m.burst_policy {
+        Attr::Unknown => None,
+        Attr::Known(name) => Some(placement::resolve(
             Source::Policy(name),
             policy,
             BurstPolicyInfo::pools,
             pool,
         )),
-        _ => {
-            let names: Vec<String> = match state.get("pools") {
-                Value::Null => Vec::new(),
-                v => v
-                    .as_list()?
-                    .iter()
-                    .map(|n| n.as_str().map(str::to_string))
-                    .collect::<Option<_>>()?,
+        Attr::Null => {
+            let names: Vec<String> = match &m.pools {
+                Attr::Null => Vec::new(),
+                names => names.all_known()?.into_iter().cloned().collect(),
             };
             Some(placement::resolve(
                 Source::Pools(&names),
@@ -545,9 +466,9 @@ fn resolve_placement(ctx: &Ctx, state: &Value) -> Option<Placement> {
 }
 
 /// Names the placement could not resolve, as errors on the attribute that leads to them.
-fn report_missing(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) {
-    for m in &p.missing {
-        match m {
+fn report_missing(ctx: &Ctx, m: &Model, p: &Placement, d: &mut Diagnostics) {
+    for missing in &p.missing {
+        match missing {
             Missing::Policy(name) => d.push(Diagnostic::attr_error(
                 "burst_policy",
                 "Unknown burst policy",
@@ -557,7 +478,7 @@ fn report_missing(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) 
                 ),
             )),
             Missing::Pool { path, name } => {
-                let attr = if state.get("burst_policy").is_null() {
+                let attr = if m.burst_policy.is_null() {
                     path.as_str()
                 } else {
                     "burst_policy"
@@ -570,8 +491,8 @@ fn report_missing(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) 
 
 /// Residency: every pool the endpoint can ever run on lies in its allowed regions and
 /// jurisdictions (the router, in the first base pool's region, with them).
-fn check_residency(state: &Value, p: &Placement, d: &mut Diagnostics) {
-    let residency = residency(state);
+fn check_residency(settings: &Model, p: &Placement, d: &mut Diagnostics) {
+    let residency = residency(settings);
     for pool in p.all() {
         let role = match &p.policy {
             Some(policy) if policy.burst_pools.contains(&pool.name) => {
@@ -613,25 +534,23 @@ fn check_residency(state: &Value, p: &Placement, d: &mut Diagnostics) {
     }
 }
 
-/// The endpoint's `data_residency` restrictions.
-fn residency(state: &Value) -> Residency {
-    let r = state.get("data_residency");
-    let list = |k: &str| -> Option<Vec<String>> {
-        r.get(k).as_list().map(|l| {
-            l.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
+/// The endpoint's `data_residency` restrictions: the names known so far of each list it sets.
+fn residency(settings: &Model) -> Residency {
+    let r = settings.data_residency.known();
+    let list = |names: &Names| -> Option<Vec<String>> {
+        names
+            .known()
+            .map(|l| l.iter().filter_map(|n| n.known().cloned()).collect())
     };
     Residency {
-        allowed_jurisdictions: list("allowed_jurisdictions"),
-        allowed_regions: list("allowed_regions"),
+        allowed_jurisdictions: r.and_then(|r| list(&r.allowed_jurisdictions)),
+        allowed_regions: r.and_then(|r| list(&r.allowed_regions)),
     }
 }
 
 /// Capacity: the minimum replicas of every endpoint on these base pools fit their maximum GPUs.
-fn check_capacity(ctx: &Ctx, state: &Value, p: &Placement, d: &mut Diagnostics) {
-    let (Some(name), (Some(min), _)) = (state.get("name").as_str(), replica_bounds(state)) else {
+fn check_capacity(ctx: &Ctx, settings: &Model, p: &Placement, d: &mut Diagnostics) {
+    let (Some(name), (Some(min), _)) = (settings.name.as_str(), replica_bounds(settings)) else {
         return;
     };
     let names: Vec<String> = p.base.iter().map(|b| b.name.clone()).collect();
@@ -666,8 +585,8 @@ fn check_drivers(p: &Placement, d: &mut Diagnostics) {
 }
 
 /// Burst pools that `replicas.max` leaves no room for are a configuration mistake worth a word.
-fn warn_no_room_to_burst(state: &Value, p: &Placement, d: &mut Diagnostics) {
-    let (_, Some(max)) = replica_bounds(state) else {
+fn warn_no_room_to_burst(settings: &Model, p: &Placement, d: &mut Diagnostics) {
+    let (_, Some(max)) = replica_bounds(settings) else {
         return;
     };
     let base: i64 = p.base.iter().map(|b| b.gpus_max).sum();
@@ -685,86 +604,62 @@ fn warn_no_room_to_burst(state: &Value, p: &Placement, d: &mut Diagnostics) {
 }
 
 /// Regions, costs, the router's region and the placement digest: all known at plan time.
-fn plan_placement(state: &mut Value, p: &Placement) {
+fn plan_placement(m: &mut Model, settings: &Model, p: &Placement) {
     let mut regions: Vec<String> = Vec::new();
     for pool in p.all() {
         if !regions.contains(&pool.region) {
             regions.push(pool.region.clone());
         }
     }
-    state.set(
-        "serving_regions",
-        Value::List(regions.into_iter().map(Value::String).collect()),
-    );
-    state.set(
-        "spill_order",
-        Value::List(
-            p.all()
-                .map(|pool| Value::String(pool.name.clone()))
-                .collect(),
-        ),
-    );
-    state.set(
-        "router_region",
-        p.base
-            .first()
-            .map_or(Value::Null, |b| Value::String(b.region.clone())),
-    );
+    let names = |items: Vec<String>| Attr::Known(items.into_iter().map(Attr::Known).collect());
+    m.serving_regions = names(regions);
+    m.spill_order = names(p.all().map(|pool| pool.name.clone()).collect());
+    m.router_region = p.base.first().map(|b| b.region.clone()).into();
     let digest_input = json!({
         "base": p.base,
         "burst": p.burst,
         "policy": p.policy,
     });
-    state.set(
-        "placement_digest",
-        Value::String(hex::encode(Sha256::digest(
-            digest_input.to_string().as_bytes(),
-        ))),
-    );
+    m.placement_digest = Attr::Known(hex::encode(Sha256::digest(
+        digest_input.to_string().as_bytes(),
+    )));
 
-    let (min, max) = replica_bounds(state);
     let base: Vec<_> = p.base.iter().map(PoolInfo::cost).collect();
     let all: Vec<_> = p.all().map(PoolInfo::cost).collect();
     let budget = p
         .policy
         .as_ref()
         .and_then(BurstPolicyInfo::budget_max_hourly_usd);
-    let (cost_min, cost_max) = match (min, max) {
+    (m.monthly_cost_min_usd, m.monthly_cost_max_usd) = match replica_bounds(settings) {
         (Some(min), Some(max)) => {
             gpucap_policy::cost::endpoint_monthly(min, max, &base, &all, budget)
-                .map_or((Value::Null, Value::Null), |(lo, hi)| {
-                    (Value::Float(lo), Value::Float(hi))
+                .map_or((Attr::Null, Attr::Null), |(lo, hi)| {
+                    (Attr::Known(lo), Attr::Known(hi))
                 })
         }
-        _ => (Value::Unknown, Value::Unknown),
+        _ => (Attr::Unknown, Attr::Unknown),
     };
-    state.set("monthly_cost_min_usd", cost_min);
-    state.set("monthly_cost_max_usd", cost_max);
 }
 
-/// The router config for a planned endpoint: what it serves, its batching, bounds, residency,
-/// policy and pools.
-fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConfig, String> {
-    let model = planned.get("model");
-    let path = model
-        .get("path")
-        .as_str()
-        .ok_or("model.path is not known")?;
+/// The router config for an endpoint's settings ([`effective`]): what it serves, its batching,
+/// bounds, residency, policy and pools. An error names what is not known yet.
+fn fabric_config(ctx: &Ctx, settings: &Model, p: &Placement) -> Result<FabricConfig, String> {
+    let known = |what: &str| format!("{what} is not known");
+    let model = settings.model.known().ok_or_else(|| known("model"))?;
+    let path = model.path.as_str().ok_or_else(|| known("model.path"))?;
     let path = std::path::absolute(path).map_err(|e| format!("model.path {path}: {e}"))?;
-    let name = planned.get("name").as_str().ok_or("name is not known")?;
-    let batching = planned.get("batching");
-    let listen = planned.get("listen");
-    let int = |v: &Value, dflt: i64| v.as_i64().unwrap_or(dflt);
-    // An absent block has the runtime's defaults (which the schema's defaults match).
-    let d = BatchingSection::default();
-    let setting = |k: &str, default: u64| batching.get(k).as_i64().map_or(default, |v| v as u64);
-    let b = BatchingSection {
-        max_batch_size: setting("max_batch_size", d.max_batch_size as u64) as usize,
-        max_queue_delay_us: setting("max_queue_delay_us", d.max_queue_delay_us),
-        queue_capacity: setting("queue_capacity", d.queue_capacity as u64) as usize,
-        request_timeout_ms: setting("request_timeout_ms", d.request_timeout_ms),
+    let name = settings.name.as_str().ok_or_else(|| known("name"))?;
+    let batching = settings.batching.known().ok_or_else(|| known("batching"))?;
+    let count = |a: &Attr<i64>, what: &str| -> Result<u64, String> {
+        a.get()
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| known(what))
     };
-    let (min, max) = replica_bounds(planned);
+    let listen = settings.listen.known().ok_or_else(|| known("listen"))?;
+    let (min, max) = match replica_bounds(settings) {
+        (Some(min), Some(max)) => (min, max),
+        _ => return Err(known("replicas")),
+    };
     // The placement, resolved here once: pools in spill order with their roles.
     let roles = p
         .base
@@ -777,24 +672,33 @@ fn fabric_config(ctx: &Ctx, planned: &Value, p: &Placement) -> Result<FabricConf
                 .ok_or_else(|| format!("pool {:?} has no driver the fabric can use", pool.name))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let residency = residency(planned);
+    let residency = residency(settings);
     Ok(FabricConfig {
         endpoint: EndpointSection::new(
             name,
             format!(
                 "{}:{}",
-                listen.get("host").as_str().unwrap_or("127.0.0.1"),
-                int(listen.get("port"), 0)
+                listen.host.as_str().ok_or_else(|| known("listen.host"))?,
+                count(&listen.port, "listen.port")?
             ),
         ),
         model: ModelSection {
             path,
-            version: model.get("version").as_str().unwrap_or("1").to_string(),
+            version: model
+                .version
+                .as_str()
+                .ok_or_else(|| known("model.version"))?
+                .to_string(),
         },
-        batching: b,
+        batching: BatchingSection {
+            max_batch_size: count(&batching.max_batch_size, "batching.max_batch_size")? as usize,
+            max_queue_delay_us: count(&batching.max_queue_delay_us, "batching.max_queue_delay_us")?,
+            queue_capacity: count(&batching.queue_capacity, "batching.queue_capacity")? as usize,
+            request_timeout_ms: count(&batching.request_timeout_ms, "batching.request_timeout_ms")?,
+        },
         replicas: ReplicasSection {
-            min: min.unwrap_or(1).max(0) as usize,
-            max: max.unwrap_or(1).max(1) as usize,
+            min: min.max(0) as usize,
+            max: max.max(1) as usize,
         },
         residency: ResidencySection {
             allowed_jurisdictions: residency.allowed_jurisdictions,
