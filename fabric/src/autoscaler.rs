@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CapacityType;
+use crate::capacity::CapacityType;
 use crate::predict::LoadShape;
 
 /// A signal is low again only below this fraction of its threshold...

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::autoscaler::{Budget, ScalingPolicy};
+pub use crate::capacity::CapacityType;
 
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -356,56 +357,6 @@ fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: key.into(),
         message: message.into(),
-    }
-}
-
-/// Capacity types, in the order the pool resource lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CapacityType {
-    /// Owned hardware.
-    OnPrem,
-    /// Committed cloud capacity.
-    Reserved,
-    /// Cloud capacity by the hour.
-    OnDemand,
-    /// Interruptible cloud capacity.
-    Spot,
-}
-
-impl CapacityType {
-    /// Reads the configuration spelling.
-    pub fn parse(s: &str) -> Option<CapacityType> {
-        Some(match s {
-            "on_prem" => CapacityType::OnPrem,
-            "reserved" => CapacityType::Reserved,
-            "on_demand" => CapacityType::OnDemand,
-            "spot" => CapacityType::Spot,
-            _ => return None,
-        })
-    }
-
-    /// How long a replica typically takes to start on this kind of capacity, before the first
-    /// start has been measured: the defaults `simulate` uses and documents with their sources
-    /// (docs/fabric/simulate.md). Owned hardware only starts a process and loads the model;
-    /// cloud capacity first launches and boots an instance.
-    pub fn typical_cold_start(self) -> Duration {
-        Duration::from_secs(match self {
-            CapacityType::OnPrem => 30,
-            CapacityType::Reserved => 90,
-            CapacityType::OnDemand => 120,
-            CapacityType::Spot => 150,
-        })
-    }
-
-    /// As written in configurations.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CapacityType::OnPrem => "on_prem",
-            CapacityType::Reserved => "reserved",
-            CapacityType::OnDemand => "on_demand",
-            CapacityType::Spot => "spot",
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: the router's config file, validated, holding the placement the provider resolved;
 //! - [`autoscaler`]: the pure decision function (state, signals, policy, time in; actions out);
+//!   [`capacity`]: the kinds of capacity a pool offers;
 //! - [`fleet`]: the replica table the router takes request slots from;
 //! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;
 //! - [`controller`]: the control loop that measures, decides and acts through drivers;
@@ -18,6 +19,7 @@
 //!   router, for the provider; [`process`] and [`store`]: detached processes and atomic records.
 
 pub mod autoscaler;
+pub mod capacity;
 pub mod config;
 pub mod controller;
 pub mod deploy;
