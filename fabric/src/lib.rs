@@ -15,7 +15,7 @@
 //! - [`signals`], [`metrics`], [`status`]: what is measured and reported; [`record`]: the
 //!   decision log of every control round;
 //! - [`simulate`]: `gpucap-fabric simulate`, the same control loop in virtual time on a trace;
-//! - [`serve`]: wiring for `gpucap-fabric serve`; [`deploy`]: starting, reloading and stopping a
+//! - [`deploy`]: starting, reloading and stopping a
 //!   router, for the provider; [`process`] and [`store`]: detached processes and atomic records.
 
 pub mod autoscaler;
@@ -30,7 +30,6 @@ pub mod predict;
 pub mod process;
 pub mod record;
 pub mod router;
-pub mod serve;
 pub mod signals;
 pub mod simulate;
 pub mod status;

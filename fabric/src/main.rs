@@ -1,6 +1,8 @@
 //! The `gpucap-fabric` command line: `serve` an endpoint's router, print a router's `status`,
 //! `simulate` a burst policy on a trace, generate a `trace`.
 
+mod cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,10 +81,10 @@ fn main() -> ExitCode {
             ..
         } => {
             init_logging(log_format);
-            let result = runtime.block_on(gpucap_fabric::serve::serve(
+            let result = runtime.block_on(cmd::serve::serve(
                 config,
                 record_decisions,
-                gpucap_fabric::serve::termination_signal(),
+                cmd::serve::termination_signal(),
             ));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

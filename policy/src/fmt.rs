@@ -2,15 +2,30 @@
 //! two-space indentation by nesting, `=` aligned across consecutive attributes, no trailing
 //! whitespace, at most one blank line in a row. Comments and heredocs are kept as written.
 
+/// Why a policy file cannot be formatted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormatError {
+    /// It is not valid HCL.
+    #[error("{line}:{column}: HCL syntax error: {message}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser says.
+        message: String,
+    },
+    /// The formatter's output would not parse: a bug in the formatter, caught before writing.
+    #[error("formatting would break the file ({0}); please report it")]
+    WouldBreak(String),
+}
+
 /// Formats `text`; an error when it is not valid HCL (nothing is rewritten then).
-pub fn format(text: &str) -> Result<String, String> {
-    hcl_edit::parser::parse_body(text).map_err(|e| {
-        format!(
-            "{}:{}: HCL syntax error: {}",
-            e.location().line(),
-            e.location().column(),
-            e.message()
-        )
+pub fn format(text: &str) -> Result<String, FormatError> {
+    hcl_edit::parser::parse_body(text).map_err(|e| FormatError::Syntax {
+        line: e.location().line(),
+        column: e.location().column(),
+        message: e.message().to_string(),
     })?;
     let mut lines: Vec<Line> = Vec::new();
     let mut depth: usize = 0;
@@ -65,12 +80,8 @@ pub fn format(text: &str) -> Result<String, String> {
     if out.is_empty() {
         return Ok(out);
     }
-    hcl_edit::parser::parse_body(&out).map_err(|e| {
-        format!(
-            "formatting would break the file ({}); please report it",
-            e.message()
-        )
-    })?;
+    hcl_edit::parser::parse_body(&out)
+        .map_err(|e| FormatError::WouldBreak(e.message().to_string()))?;
     Ok(out)
 }
 
@@ -208,10 +219,18 @@ mod tests {
 
     #[test]
     fn invalid_files_are_not_rewritten() {
+        let err = format("rule \"a\" {\n").unwrap_err();
         assert!(
-            format("rule \"a\" {\n")
-                .unwrap_err()
-                .contains("HCL syntax error")
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 1,
+                    column: 12,
+                    ..
+                }
+            ),
+            "{err}"
         );
+        assert!(err.to_string().contains("HCL syntax error"), "{err}");
     }
 }

@@ -37,16 +37,47 @@ pub enum Scalar {
     Bool,
 }
 
+/// Why a provider schema document could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    /// Not JSON, or not in the form of `terraform providers schema -json`.
+    #[error("not a provider schema document: {0}")]
+    NotADocument(String),
+    /// A type cty does not have.
+    #[error("unknown type {0}")]
+    UnknownType(String),
+    /// An attribute without a type.
+    #[error("attribute {0} has no type")]
+    Untyped(String),
+    /// A problem inside a resource, block or attribute.
+    #[error("{at}: {source}")]
+    Within {
+        /// Where.
+        at: String,
+        /// What.
+        source: Box<SchemaError>,
+    },
+}
+
+impl SchemaError {
+    fn within(self, at: String) -> SchemaError {
+        SchemaError::Within {
+            at,
+            source: Box::new(self),
+        }
+    }
+}
+
 impl Shape {
     /// The shape of a cty type in its JSON form (`"string"`, `["list","string"]`, …).
-    pub fn from_cty_json(ty: &Json) -> Result<Shape, String> {
+    pub fn from_cty_json(ty: &Json) -> Result<Shape, SchemaError> {
         match ty {
             Json::String(s) => match s.as_str() {
                 "string" => Ok(Shape::Scalar(Scalar::String)),
                 "number" => Ok(Shape::Scalar(Scalar::Number)),
                 "bool" => Ok(Shape::Scalar(Scalar::Bool)),
                 "dynamic" => Ok(Shape::Any),
-                other => Err(format!("unknown type {other:?}")),
+                other => Err(SchemaError::UnknownType(format!("{other:?}"))),
             },
             Json::Array(parts) => match (parts.first().and_then(Json::as_str), parts.get(1)) {
                 (Some("list" | "set"), Some(inner)) => {
@@ -59,35 +90,36 @@ impl Shape {
                     attrs
                         .iter()
                         .map(|(k, t)| Ok((k.clone(), Shape::from_cty_json(t)?)))
-                        .collect::<Result<_, String>>()?,
+                        .collect::<Result<_, SchemaError>>()?,
                 ))),
                 // A tuple's elements may differ; rules read them without checks.
                 (Some("tuple"), Some(_)) => Ok(Shape::List(Box::new(Shape::Any))),
-                _ => Err(format!("unknown type {ty}")),
+                _ => Err(SchemaError::UnknownType(ty.to_string())),
             },
-            _ => Err(format!("unknown type {ty}")),
+            _ => Err(SchemaError::UnknownType(ty.to_string())),
         }
     }
 
     /// The shape of a schema block (`{"attributes": …, "block_types": …}`): attributes by their
     /// types; single nested blocks as objects; list and set blocks as lists of objects.
-    pub fn from_block_json(block: &Json) -> Result<Shape, String> {
+    pub fn from_block_json(block: &Json) -> Result<Shape, SchemaError> {
         let mut fields = BTreeMap::new();
         if let Some(attrs) = block.get("attributes").and_then(Json::as_object) {
             for (name, attr) in attrs {
                 let ty = attr
                     .get("type")
-                    .ok_or_else(|| format!("attribute {name} has no type"))?;
+                    .ok_or_else(|| SchemaError::Untyped(name.clone()))?;
+                let shape = Shape::from_cty_json(ty);
                 fields.insert(
                     name.clone(),
-                    Shape::from_cty_json(ty).map_err(|e| format!("attribute {name}: {e}"))?,
+                    shape.map_err(|e| e.within(format!("attribute {name}")))?,
                 );
             }
         }
         if let Some(blocks) = block.get("block_types").and_then(Json::as_object) {
             for (name, nested) in blocks {
                 let inner = Shape::from_block_json(nested.get("block").unwrap_or(&Json::Null))
-                    .map_err(|e| format!("block {name}: {e}"))?;
+                    .map_err(|e| e.within(format!("block {name}")))?;
                 let shape = match nested.get("nesting_mode").and_then(Json::as_str) {
                     Some("single" | "group") => inner,
                     Some("map") => Shape::Map(Box::new(inner)),
@@ -151,13 +183,18 @@ impl Schemas {
     }
 
     /// Reads `terraform providers schema -json` output; every provider's resources are included.
-    pub fn from_providers_json(text: &str) -> Result<Schemas, String> {
-        let json: Json = serde_json::from_str(text)
-            .map_err(|e| format!("not a provider schema document: {e}"))?;
+    pub fn from_providers_json(text: &str) -> Result<Schemas, SchemaError> {
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| SchemaError::NotADocument(e.to_string()))?;
         let providers = json
             .get("provider_schemas")
             .and_then(Json::as_object)
-            .ok_or("not a provider schema document: no \"provider_schemas\" object (write it with `terraform providers schema -json`)")?;
+            .ok_or_else(|| {
+                SchemaError::NotADocument(
+                    "no \"provider_schemas\" object (write it with `terraform providers schema -json`)"
+                        .into(),
+                )
+            })?;
         let mut resources = BTreeMap::new();
         for (provider, schema) in providers {
             let Some(types) = schema.get("resource_schemas").and_then(Json::as_object) else {
@@ -166,7 +203,7 @@ impl Schemas {
             for (type_name, resource) in types {
                 let block = resource.get("block").unwrap_or(&Json::Null);
                 let shape = Shape::from_block_json(block)
-                    .map_err(|e| format!("{provider} {type_name}: {e}"))?;
+                    .map_err(|e| e.within(format!("{provider} {type_name}")))?;
                 resources.insert(type_name.clone(), shape);
             }
         }
@@ -242,7 +279,7 @@ mod tests {
         assert!(Schemas::from_providers_json("{}").is_err());
         let bad = r#"{"provider_schemas": {"p": {"resource_schemas": {"t": {"block": {"attributes": {"a": {"type": "strin"}}}}}}}}"#;
         assert_eq!(
-            Schemas::from_providers_json(bad).unwrap_err(),
+            Schemas::from_providers_json(bad).unwrap_err().to_string(),
             "p t: attribute a: unknown type \"strin\""
         );
     }

@@ -4,7 +4,7 @@
 //! prefix).
 //!
 //! [`render`] is pure: schemas and example texts in, pages out. [`read_examples`], [`stale`] and
-//! [`write`] do the file work for the `gpucap-docgen` binary, which writes the pages or, with
+//! [`write()`] do the file work for the `gpucap-docgen` binary, which writes the pages or, with
 //! `--check`, tells which committed pages no longer match.
 
 use std::collections::BTreeMap;

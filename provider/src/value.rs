@@ -53,7 +53,7 @@ impl Type {
     }
 
     /// Parses cty's JSON type form, as found inside dynamic values.
-    pub fn from_json(v: &serde_json::Value) -> Result<Type, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<Type, ValueError> {
         use serde_json::Value as J;
         match v {
             J::String(s) => match s.as_str() {
@@ -61,7 +61,9 @@ impl Type {
                 "number" => Ok(Type::Number),
                 "bool" => Ok(Type::Bool),
                 "dynamic" => Ok(Type::Dynamic),
-                other => Err(format!("unknown primitive type {other:?}")),
+                other => Err(ValueError::NotAType(format!(
+                    "unknown primitive type {other:?}"
+                ))),
             },
             J::Array(parts) if parts.len() == 2 => {
                 let kind = parts[0].as_str().unwrap_or_default();
@@ -70,17 +72,19 @@ impl Type {
                     "set" => Ok(Type::Set(Box::new(Type::from_json(&parts[1])?))),
                     "map" => Ok(Type::Map(Box::new(Type::from_json(&parts[1])?))),
                     "object" => {
-                        let attrs = parts[1]
-                            .as_object()
-                            .ok_or("object type without attributes")?;
+                        let attrs = parts[1].as_object().ok_or_else(|| {
+                            ValueError::NotAType("object type without attributes".into())
+                        })?;
                         let attrs = attrs
                             .iter()
                             .map(|(k, t)| Ok((k.clone(), Type::from_json(t)?)))
-                            .collect::<Result<_, String>>()?;
+                            .collect::<Result<_, ValueError>>()?;
                         Ok(Type::Object(attrs))
                     }
                     "tuple" => {
-                        let elems = parts[1].as_array().ok_or("tuple type without elements")?;
+                        let elems = parts[1].as_array().ok_or_else(|| {
+                            ValueError::NotAType("tuple type without elements".into())
+                        })?;
                         Ok(Type::Tuple(
                             elems
                                 .iter()
@@ -88,16 +92,48 @@ impl Type {
                                 .collect::<Result<_, _>>()?,
                         ))
                     }
-                    other => Err(format!("unknown type constructor {other:?}")),
+                    other => Err(ValueError::NotAType(format!(
+                        "unknown type constructor {other:?}"
+                    ))),
                 }
             }
             // `["object", {...}, ["optional", ...]]` carries optional-attribute markers we can ignore.
             J::Array(parts) if parts.len() == 3 && parts[0] == "object" => {
                 Type::from_json(&J::Array(parts[..2].to_vec()))
             }
-            other => Err(format!("not a type: {other}")),
+            other => Err(ValueError::NotAType(format!("not a type: {other}"))),
         }
     }
+}
+
+/// Why JSON is not a type, or not a value of the type asked for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// Not cty's JSON form of a type.
+    #[error("{0}")]
+    NotAType(String),
+    /// An object has an attribute its type lacks.
+    #[error("unsupported attribute \"{0}\"")]
+    UnsupportedAttribute(String),
+    /// A value of another type.
+    #[error("expected {expected}, found {found}")]
+    Mismatch {
+        /// The type, in cty's JSON form.
+        expected: String,
+        /// The JSON found.
+        found: String,
+    },
+    /// A string that should be a number.
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    /// A problem inside an attribute.
+    #[error("{path}: {source}")]
+    At {
+        /// The attribute.
+        path: String,
+        /// What is wrong in it.
+        source: Box<ValueError>,
+    },
 }
 
 /// A Terraform value. `Unknown` stands for "known after apply" anywhere in the tree.
@@ -232,12 +268,12 @@ impl Value {
 
     /// Builds a value of type `ty` from JSON: objects get every attribute of the type (absent ones
     /// null), numbers become `Int` where whole, lists and sets follow the type.
-    pub fn from_json(j: &serde_json::Value, ty: &Type) -> Result<Value, String> {
+    pub fn from_json(j: &serde_json::Value, ty: &Type) -> Result<Value, ValueError> {
         Value::from_json_with(j, ty, Marks::None)
     }
 
     /// Converts to JSON with each unknown as [`UNKNOWN_MARK`], for typed models
-    /// ([`crate::model`]) that keep unknowns; whole numbers are JSON integers so they decode into
+    /// ([`crate::models`]) that keep unknowns; whole numbers are JSON integers so they decode into
     /// integer and float fields alike.
     pub fn to_marked_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
@@ -261,11 +297,11 @@ impl Value {
     }
 
     /// The inverse of [`Value::to_marked_json`]: [`UNKNOWN_MARK`] becomes `Unknown`.
-    pub fn from_marked_json(j: &serde_json::Value, ty: &Type) -> Result<Value, String> {
+    pub fn from_marked_json(j: &serde_json::Value, ty: &Type) -> Result<Value, ValueError> {
         Value::from_json_with(j, ty, Marks::Unknowns)
     }
 
-    fn from_json_with(j: &serde_json::Value, ty: &Type, marks: Marks) -> Result<Value, String> {
+    fn from_json_with(j: &serde_json::Value, ty: &Type, marks: Marks) -> Result<Value, ValueError> {
         use serde_json::Value as J;
         Ok(match (ty, j) {
             (_, J::Null) => Value::Null,
@@ -297,11 +333,11 @@ impl Value {
             (Type::Map(t), J::Object(o)) => Value::Map(
                 o.iter()
                     .map(|(k, v)| Ok((k.clone(), Value::from_json_with(v, t, marks)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ValueError>>()?,
             ),
             (Type::Object(attrs), J::Object(o)) => {
                 if let Some(extra) = o.keys().find(|k| !attrs.contains_key(*k)) {
-                    return Err(format!("unsupported attribute \"{extra}\""));
+                    return Err(ValueError::UnsupportedAttribute(extra.clone()));
                 }
                 Value::Map(
                     attrs
@@ -310,14 +346,21 @@ impl Value {
                             let v = o.get(k).unwrap_or(&J::Null);
                             Ok((
                                 k.clone(),
-                                Value::from_json_with(v, t, marks)
-                                    .map_err(|e| format!("{k}: {e}"))?,
+                                Value::from_json_with(v, t, marks).map_err(|e| ValueError::At {
+                                    path: k.clone(),
+                                    source: Box::new(e),
+                                })?,
                             ))
                         })
-                        .collect::<Result<_, String>>()?,
+                        .collect::<Result<_, ValueError>>()?,
                 )
             }
-            (ty, j) => return Err(format!("expected {}, found {j}", ty.to_json())),
+            (ty, j) => {
+                return Err(ValueError::Mismatch {
+                    expected: ty.to_json().to_string(),
+                    found: j.to_string(),
+                });
+            }
         })
     }
 
@@ -371,13 +414,13 @@ fn number_from_json(n: &serde_json::Number) -> Value {
 
 /// Parses a number written as a decimal string (cty sends numbers too large for msgpack's ints this
 /// way).
-pub fn parse_number(s: &str) -> Result<Value, String> {
+pub fn parse_number(s: &str) -> Result<Value, ValueError> {
     if let Ok(i) = s.trim().parse::<i64>() {
         return Ok(Value::Int(i));
     }
     match s.trim().parse::<f64>() {
         Ok(f) if f.is_finite() => Ok(Value::Float(f)),
-        _ => Err(format!("{s:?} is not a number")),
+        _ => Err(ValueError::NotANumber(s.to_string())),
     }
 }
 
@@ -415,8 +458,8 @@ mod tests {
         assert_eq!(v.get("count").as_i64(), Some(2));
         assert!(v.get("tags").is_null());
         let err = Value::from_json(&json!({"nope": 1}), &obj_type()).unwrap_err();
-        assert!(err.contains("nope"), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
         let err = Value::from_json(&json!({"count": "x"}), &obj_type()).unwrap_err();
-        assert!(err.starts_with("count:"), "{err}");
+        assert!(err.to_string().starts_with("count:"), "{err}");
     }
 }

@@ -5,16 +5,15 @@
 //! [`backend`] runs batches of rows through it, on the CPU or on CUDA GPUs behind one trait;
 //! [`batcher`] queues requests and closes batches by size or delay;
 //! [`protocol`] decodes and encodes Open Inference Protocol v2 messages;
-//! [`server`] is the HTTP front door and [`serve`] wires the parts together and drains on
-//! shutdown; [`metrics`] is the Prometheus registry, and [`config`] the settings shared by the CLI
-//! and the config file the fabric writes for each replica; [`bench`] is the load generator and
-//! [`forward_bench`] measures the backends' forward pass; [`devices`] discovers what this host can
+//! [`server`] is the HTTP front door and [`shutdown`] the signal a server drains on (the binary's
+//! `serve` command wires the parts together); [`metrics`] is the Prometheus registry, and
+//! [`config`] the settings shared by the CLI and the config file the fabric writes for each
+//! replica; [`forward_bench`] measures the backends' forward pass; [`devices`] discovers what this host can
 //! compute on, and [`cuda`] asks the CUDA driver, loaded at run time, for its GPUs. The crate knows
 //! nothing of Terraform.
 
 pub mod backend;
 pub mod batcher;
-pub mod bench;
 pub mod config;
 pub mod cuda;
 pub mod devices;
@@ -22,5 +21,5 @@ pub mod forward_bench;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
-pub mod serve;
 pub mod server;
+pub mod shutdown;

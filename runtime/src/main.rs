@@ -1,5 +1,7 @@
 //! The `gpucap-runtime` command line: `serve`, `bench`, `forward-bench` and `inspect`.
 
+mod cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -231,7 +233,7 @@ fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
-    let opts = gpucap_runtime::bench::BenchOptions {
+    let opts = cmd::bench::BenchOptions {
         url: args.url,
         model: args.model,
         concurrency: args.concurrency,
@@ -243,7 +245,7 @@ fn bench(args: BenchArgs) -> ExitCode {
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(gpucap_runtime::bench::run(opts)));
+        .and_then(|rt| rt.block_on(cmd::bench::run(opts)));
     print_report(result, args.json)
 }
 
@@ -294,9 +296,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gpucap_runtime::serve::serve(
+    match runtime.block_on(cmd::serve::serve(
         valid,
-        gpucap_runtime::serve::termination_signal(),
+        gpucap_runtime::shutdown::termination_signal(),
     )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

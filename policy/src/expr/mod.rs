@@ -9,9 +9,9 @@
 //! that stops evaluation past the budget; and all parsing and evaluation runs on threads with a
 //! large stack ([`on_large_stack`]).
 //!
-//! The code is split by job: [`syntax`] walks the tree, [`check`] checks what an expression reads,
-//! [`compile`] bounds, checks and rewrites it, [`eval`] evaluates it within its budget, [`hoist`]
-//! cuts out the parts that depend only on placement, [`stack`] runs work on large stacks, and [`worker`] keeps such threads for evaluations one at a time.
+//! The code is split by job: `syntax` walks the tree, `check` checks what an expression reads,
+//! `compile` bounds, checks and rewrites it, `eval` evaluates it within its budget, `hoist`
+//! cuts out the parts that depend only on placement, `stack` runs work on large stacks, and `worker` keeps such threads for evaluations one at a time.
 
 mod check;
 mod compile;

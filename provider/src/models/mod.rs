@@ -158,7 +158,7 @@ pub fn decode_effective<T: DeserializeOwned>(block: &Block, v: &Value) -> Result
 /// Encodes a model as a value of the resource's type.
 pub fn encode<T: Serialize>(model: &T, ty: &Type) -> Result<Value, Diagnostics> {
     let json = serde_json::to_value(model).map_err(|e| model_mismatch(e.to_string()))?;
-    Value::from_marked_json(&json, ty).map_err(model_mismatch)
+    Value::from_marked_json(&json, ty).map_err(|e| model_mismatch(e.to_string()))
 }
 
 fn model_mismatch(detail: String) -> Diagnostics {

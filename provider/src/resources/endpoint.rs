@@ -313,7 +313,7 @@ impl Resource for InferenceEndpoint {
         let state = Value::from_json(&json, self.state_type()).map_err(|e| {
             Diagnostics::from(Diagnostic::error(
                 "The endpoint's record does not match the schema",
-                e,
+                e.to_string(),
             ))
         })?;
         self.read(ctx, state).await

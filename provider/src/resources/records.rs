@@ -100,6 +100,7 @@ pub fn import(
         )
         .into());
     };
-    Value::from_json(&json, ty)
-        .map_err(|e| Diagnostic::error("The record does not match the schema", e).into())
+    Value::from_json(&json, ty).map_err(|e| {
+        Diagnostic::error("The record does not match the schema", e.to_string()).into()
+    })
 }

@@ -77,9 +77,8 @@ fn from_msgpack(mp: &Mp, ty: &Type, path: &str) -> Result<Value, CodecError> {
             },
             Mp::F32(f) => Value::Float(f64::from(*f)),
             Mp::F64(f) => Value::Float(*f),
-            Mp::String(s) => {
-                parse_number(s.as_str().unwrap_or_default()).map_err(|e| fail(path, e))?
-            }
+            Mp::String(s) => parse_number(s.as_str().unwrap_or_default())
+                .map_err(|e| fail(path, e.to_string()))?,
             other => return Err(fail(path, format!("expected a number, found {other}"))),
         },
         Type::List(t) | Type::Set(t) => {
@@ -163,7 +162,7 @@ fn from_msgpack(mp: &Mp, ty: &Type, path: &str) -> Result<Value, CodecError> {
             };
             let type_value: serde_json::Value = serde_json::from_slice(raw)
                 .map_err(|e| fail(path, format!("dynamic value type is not JSON: {e}")))?;
-            let inner_ty = Type::from_json(&type_value).map_err(|e| fail(path, e))?;
+            let inner_ty = Type::from_json(&type_value).map_err(|e| fail(path, e.to_string()))?;
             if inner_ty == Type::Dynamic {
                 return Err(fail(path, "a dynamic value cannot have the dynamic type"));
             }
@@ -281,7 +280,7 @@ fn infer_type(v: &Value) -> Type {
 pub fn decode_json(bytes: &[u8], ty: &Type) -> Result<Value, CodecError> {
     let json: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| fail("", format!("malformed JSON: {e}")))?;
-    Value::from_json(&json, ty).map_err(|e| fail("", e))
+    Value::from_json(&json, ty).map_err(|e| fail("", e.to_string()))
 }
 
 #[cfg(test)]

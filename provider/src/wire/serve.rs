@@ -36,8 +36,22 @@ pub const PROVIDER_ADDRESS: &str = "registry.terraform.io/gpucap/gpucap";
 /// Largest message accepted: plans of big configurations can be large.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// Why the plugin server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket, its directory, signals or stdout failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// AutoMTLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
 /// Serves until Terraform calls `GRPCController.Shutdown` (or Ctrl-C in debug mode).
-pub async fn run(provider: Arc<Provider>, mode: Mode) -> anyhow::Result<()> {
+pub async fn run(provider: Arc<Provider>, mode: Mode) -> Result<(), ServeError> {
     let socket_dir = match std::env::var_os("PLUGIN_UNIX_SOCKET_DIR") {
         Some(dir) => tempfile::Builder::new().prefix("plugin").tempdir_in(dir)?,
         None => tempfile::Builder::new().prefix("plugin").tempdir()?,
@@ -131,7 +145,7 @@ fn ignore_interrupts(mut sigint: tokio::signal::unix::Signal) {
 async fn finish(
     serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     tokio::pin!(serve);
     tokio::select! {
         result = &mut serve => result.map_err(Into::into),

@@ -1,4 +1,4 @@
-//! The `tfplugin5.Provider` gRPC service. Every RPC takes one path ([`ProviderService::handle`]):
+//! The `tfplugin5.Provider` gRPC service. Every RPC takes one path (`ProviderService::handle`):
 //! decode the request's values with the type's schema, call the protocol-free core
 //! ([`Provider`]), encode the answer. The core call runs as its own task, so a panic in resource
 //! code becomes an error diagnostic for that one call instead of killing the provider.

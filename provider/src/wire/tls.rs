@@ -22,10 +22,24 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
 }
 
+/// Why AutoMTLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Terraform's announced certificate does not parse.
+    #[error("PLUGIN_CLIENT_CERT is not a PEM certificate: {0}")]
+    ClientCert(rustls::pki_types::pem::Error),
+    /// The server certificate could not be made.
+    #[error("cannot create the server certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("cannot configure TLS: {0}")]
+    Config(#[from] rustls::Error),
+}
+
 /// Creates a server certificate and a TLS configuration that pins `client_cert_pem`.
-pub fn server_tls(client_cert_pem: &str) -> anyhow::Result<ServerTls> {
-    let client = CertificateDer::from_pem_slice(client_cert_pem.as_bytes())
-        .map_err(|e| anyhow::anyhow!("PLUGIN_CLIENT_CERT is not a PEM certificate: {e}"))?;
+pub fn server_tls(client_cert_pem: &str) -> Result<ServerTls, TlsError> {
+    let client =
+        CertificateDer::from_pem_slice(client_cert_pem.as_bytes()).map_err(TlsError::ClientCert)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 
     // go-plugin's client trusts exactly this certificate and checks the name "localhost".

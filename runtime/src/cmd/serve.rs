@@ -9,12 +9,12 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::backend::{BackendOptions, create_backends};
-use crate::batcher::Batcher;
-use crate::config::ValidConfig;
-use crate::metrics::Metrics;
-use crate::model::load_model;
-use crate::server::{AppState, router};
+use gpucap_runtime::backend::{BackendOptions, create_backends};
+use gpucap_runtime::batcher::Batcher;
+use gpucap_runtime::config::ValidConfig;
+use gpucap_runtime::metrics::Metrics;
+use gpucap_runtime::model::load_model;
+use gpucap_runtime::server::{AppState, router};
 
 /// Serves until `shutdown` completes, then drains and returns.
 pub async fn serve(
@@ -90,25 +90,6 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || workers.join()).await?;
     tracing::info!("drained; exiting");
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees a half-written file.

@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use gpucap_runtime::protocol::ModelSignature;
 
-use crate::config::{Fabric, FabricConfig};
-use crate::controller::{Controller, Shared};
-use crate::fleet::Fleet;
-use crate::metrics::FabricMetrics;
-use crate::router::{RouterState, Settings, router};
-use crate::signals::LatencyWindow;
+use gpucap_fabric::config::{Fabric, FabricConfig};
+use gpucap_fabric::controller::{Controller, Shared};
+use gpucap_fabric::fleet::Fleet;
+use gpucap_fabric::metrics::FabricMetrics;
+use gpucap_fabric::router::{RouterState, Settings, router};
+use gpucap_fabric::signals::LatencyWindow;
 
 /// A config file read, checked and ready to run.
 pub struct Loaded {
@@ -73,7 +73,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let recorder = record
-        .map(|p| crate::record::Recorder::create(&p))
+        .map(|p| gpucap_fabric::record::Recorder::create(&p))
         .transpose()?;
     let Loaded {
         fabric,
@@ -144,7 +144,7 @@ pub async fn serve(
     // The address is published once the control loop runs, so whoever waits on it can ask for
     // status at once.
     if let Some(file) = &address_file {
-        crate::process::write_atomically(file, &address)
+        gpucap_fabric::process::write_atomically(file, &address)
             .with_context(|| format!("cannot write the address file {}", file.display()))?;
     }
     let draining = state.clone();
@@ -168,5 +168,5 @@ pub async fn serve(
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn termination_signal() {
-    gpucap_runtime::serve::termination_signal().await;
+    gpucap_runtime::shutdown::termination_signal().await;
 }
