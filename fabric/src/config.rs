@@ -432,17 +432,21 @@ pub struct Fabric {
 
 impl FabricConfig {
     /// Reads and parses `path`; errors carry the file name, line and column.
-    pub fn from_file(path: &Path) -> Result<(FabricConfig, String), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config =
-            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<(FabricConfig, String), ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok((config, digest(&text)))
     }
 
     /// This config as the file text the router reads, and that text's digest.
-    pub fn to_file_text(&self) -> Result<(String, String), String> {
-        let text = toml::to_string(self).map_err(|e| format!("cannot write the config: {e}"))?;
+    pub fn to_file_text(&self) -> Result<(String, String), ConfigFileError> {
+        let text = toml::to_string(self)?;
         let d = digest(&text);
         Ok((text, d))
     }
@@ -585,7 +589,7 @@ impl FabricConfig {
                     local
                         .devices
                         .parse::<gpucap_runtime::backend::DeviceSpec>()
-                        .map_err(|e| bad(key("local.devices"), e))?;
+                        .map_err(|e| bad(key("local.devices"), e.to_string()))?;
                     Some(DriverConfig::Local {
                         devices: local.devices.clone(),
                         runtime_path: local
@@ -702,11 +706,33 @@ impl FabricConfig {
     }
 }
 
+/// Why a config file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config; the error has the line and column.
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// The config cannot be written as TOML.
+    #[error("cannot write the config: {0}")]
+    Write(#[from] toml::ser::Error),
+}
+
 /// Checks that `bytes` are a model file the runtime serves; the error says what is wrong.
-pub fn check_model(bytes: &[u8]) -> Result<(), String> {
-    gpucap_runtime::model::parse_model(bytes)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+pub fn check_model(bytes: &[u8]) -> Result<(), gpucap_runtime::model::ModelError> {
+    gpucap_runtime::model::parse_model(bytes).map(|_| ())
 }
 
 /// SHA-256 of a config file's text, hex.

@@ -10,11 +10,11 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::FabricConfig;
+use crate::config::{ConfigFileError, FabricConfig};
 use crate::driver::local;
-use crate::process::{self, ProcessRecord};
+use crate::process::{self, ProcessError, ProcessRecord};
 use crate::status::Status;
-use crate::store;
+use crate::store::{self, StoreError};
 
 /// How long a router may take to come up with its minimum replicas ready, or to finish a reload.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -52,7 +52,7 @@ impl EndpointDir {
     }
 
     /// The recorded router, if any.
-    pub fn read_record(&self) -> Result<Option<RouterRecord>, String> {
+    pub fn read_record(&self) -> Result<Option<RouterRecord>, StoreError> {
         store::read_json(&self.record())
     }
 
@@ -94,8 +94,100 @@ fn http() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Why a router could not be started, reloaded, asked for its status or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// A record in the endpoint's directory cannot be read.
+    #[error(transparent)]
+    Record(#[from] StoreError),
+    /// The router does not answer.
+    #[error("cannot reach the router at {base}: {source}")]
+    Unreachable {
+        /// Its base URL.
+        base: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The router answered its status with an error.
+    #[error("{base}/fabric/status answered {status}")]
+    Status {
+        /// Its base URL.
+        base: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+    },
+    /// What answered is not a gpucap-fabric router.
+    #[error("{base}/fabric/status is not a gpucap-fabric status: {source}")]
+    NotAStatus {
+        /// Its base URL.
+        base: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// A file of the endpoint's directory cannot be written.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Write {
+        /// `create` or `write`.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config cannot be written.
+    #[error(transparent)]
+    Config(#[from] ConfigFileError),
+    /// The router process cannot be started.
+    #[error("{0}; set fabric_path in the provider block to the gpucap-fabric binary")]
+    Spawn(ProcessError),
+    /// The router process cannot be signalled or stopped.
+    #[error("{what}{source}")]
+    Process {
+        /// What was being done, as a prefix of the message.
+        what: &'static str,
+        /// Why it failed.
+        source: ProcessError,
+    },
+    /// The router exited before it converged.
+    #[error("the router exited")]
+    Exited,
+    /// Terraform cancelled the operation.
+    #[error("the operation was cancelled")]
+    Cancelled,
+    /// The router did not reach the state asked for in time.
+    #[error("it did not converge within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The router refused the new config.
+    #[error("the router refused the new config: {0}")]
+    Refused(String),
+    /// Replicas outlived the stop.
+    #[error("replicas still running: {}", .0.join(", "))]
+    ReplicasLeft(Vec<String>),
+    /// The router record cannot be removed.
+    #[error("{0}")]
+    Forget(std::io::Error),
+    /// A failure, with the end of the router's log that explains it.
+    #[error("{cause}:\n{log}")]
+    WithLog {
+        /// What failed.
+        cause: Box<DeployError>,
+        /// The last lines of the router's log.
+        log: String,
+    },
+}
+
+impl DeployError {
+    /// The error with the end of the router's log appended.
+    fn with_log(self, dir: &EndpointDir) -> DeployError {
+        DeployError::WithLog {
+            cause: Box::new(self),
+            log: process::log_tail(&dir.log()),
+        }
+    }
+}
+
 /// The status document of the router at `url` (its base URL or any URL on it).
-pub async fn fetch_status(url: &str) -> Result<Status, String> {
+pub async fn fetch_status(url: &str) -> Result<Status, DeployError> {
     let base = match url.find("/v2") {
         Some(i) => &url[..i],
         None => url.trim_end_matches('/'),
@@ -109,13 +201,19 @@ pub async fn fetch_status(url: &str) -> Result<Status, String> {
         .get(format!("{base}/fabric/status"))
         .send()
         .await
-        .map_err(|e| format!("cannot reach the router at {base}: {e}"))?;
+        .map_err(|source| DeployError::Unreachable {
+            base: base.clone(),
+            source,
+        })?;
     if !resp.status().is_success() {
-        return Err(format!("{base}/fabric/status answered {}", resp.status()));
+        return Err(DeployError::Status {
+            base,
+            status: resp.status(),
+        });
     }
     resp.json()
         .await
-        .map_err(|e| format!("{base}/fabric/status is not a gpucap-fabric status: {e}"))
+        .map_err(|source| DeployError::NotAStatus { base, source })
 }
 
 /// Checks the recorded router's process and status.
@@ -131,14 +229,20 @@ pub async fn health(record: &RouterRecord) -> RouterHealth {
 
 /// Writes `config` as the endpoint's router config, with its state and address files in `dir`;
 /// returns the file's digest.
-fn write_config(dir: &EndpointDir, mut config: FabricConfig) -> Result<String, String> {
-    std::fs::create_dir_all(&dir.0)
-        .map_err(|e| format!("cannot create {}: {e}", dir.0.display()))?;
+fn write_config(dir: &EndpointDir, mut config: FabricConfig) -> Result<String, DeployError> {
+    std::fs::create_dir_all(&dir.0).map_err(|source| DeployError::Write {
+        what: "create",
+        path: dir.0.clone(),
+        source,
+    })?;
     config.endpoint.address_file = Some(dir.address());
     config.state.dir = dir.0.clone();
     let (text, digest) = config.to_file_text()?;
-    process::write_atomically(&dir.config(), &text)
-        .map_err(|e| format!("cannot write {}: {e}", dir.config().display()))?;
+    process::write_atomically(&dir.config(), &text).map_err(|source| DeployError::Write {
+        what: "write",
+        path: dir.config(),
+        source,
+    })?;
     Ok(digest)
 }
 
@@ -150,7 +254,7 @@ pub async fn start(
     config: FabricConfig,
     min_ready: usize,
     cancel: &CancellationToken,
-) -> Result<RouterRecord, String> {
+) -> Result<RouterRecord, DeployError> {
     let digest = write_config(dir, config)?;
     let _ = std::fs::remove_file(dir.address());
     let config_path = dir.config();
@@ -165,9 +269,7 @@ pub async fn start(
         ],
         &dir.log(),
     )
-    .map_err(|e| {
-        format!("{e}; set fabric_path in the provider block to the gpucap-fabric binary")
-    })?;
+    .map_err(DeployError::Spawn)?;
     let record = ProcessRecord::of(&child);
     let ready = converge(dir, &record, cancel, |status| {
         (status.router.config_digest == digest && status.ready() >= min_ready).then_some(Ok(()))
@@ -183,7 +285,11 @@ pub async fn start(
             };
             match store::write_json(&dir.record(), &router) {
                 Ok(()) => return Ok(router),
-                Err(e) => format!("cannot record the router in {}: {e}", dir.0.display()),
+                Err(source) => DeployError::Write {
+                    what: "record the router in",
+                    path: dir.0.clone(),
+                    source,
+                },
             }
         }
         Err(e) => e,
@@ -192,7 +298,7 @@ pub async fn start(
     let _ = record.stop(Duration::from_secs(10)).await;
     let _ = child.wait();
     stop_replicas(dir, Duration::from_secs(5)).await;
-    Err(format!("{failure}:\n{}", process::log_tail(&dir.log())))
+    Err(failure.with_log(dir))
 }
 
 /// Applies `config` to the running router without a restart (SIGHUP; replicas roll when what
@@ -204,7 +310,7 @@ pub async fn reload(
     config: FabricConfig,
     min_ready: usize,
     cancel: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), DeployError> {
     // Reloads the router counted before this one: a refusal must be this reload's, not an
     // earlier one still shown in status.
     let before = fetch_status(&router.address).await?.router.reloads;
@@ -212,7 +318,7 @@ pub async fn reload(
     router
         .process
         .signal(Signal::SIGHUP)
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| DeployError::Process { what: "", source })?;
     converge(dir, &router.process, cancel, |status| {
         let r = &status.router;
         if r.reloads <= before {
@@ -223,14 +329,14 @@ pub async fn reload(
         } else if r.config_digest != digest {
             r.reload_error
                 .as_ref()
-                .map(|e| Err(format!("the router refused the new config: {e}")))
+                .map(|e| Err(DeployError::Refused(e.clone())))
         } else {
             None
         }
     })
     .await
     .map(|_| ())
-    .map_err(|e| format!("{e}:\n{}", process::log_tail(&dir.log())))
+    .map_err(|e| e.with_log(dir))
 }
 
 /// Polls the router's status until `verdict` decides, the router exits, the operation is
@@ -239,21 +345,18 @@ async fn converge(
     dir: &EndpointDir,
     router: &ProcessRecord,
     cancel: &CancellationToken,
-    mut verdict: impl FnMut(&Status) -> Option<Result<(), String>>,
-) -> Result<String, String> {
+    mut verdict: impl FnMut(&Status) -> Option<Result<(), DeployError>>,
+) -> Result<String, DeployError> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
         if !router.alive() {
-            return Err("the router exited".into());
+            return Err(DeployError::Exited);
         }
         if cancel.is_cancelled() {
-            return Err("the operation was cancelled".into());
+            return Err(DeployError::Cancelled);
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "it did not converge within {}",
-                humantime::format_duration(CONVERGE_TIMEOUT)
-            ));
+            return Err(DeployError::Timeout(CONVERGE_TIMEOUT));
         }
         if let Ok(address) = std::fs::read_to_string(dir.address())
             && let Ok(status) = fetch_status(&address).await
@@ -267,7 +370,7 @@ async fn converge(
 
 /// Stops the router (it drains: answers what it accepted, then drains and stops its replicas),
 /// then anything it left behind, and forgets it.
-pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), String> {
+pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), DeployError> {
     if let Some(router) = dir.read_record()? {
         // Its own drain of requests, then of every replica, each up to `drain`.
         router
@@ -278,7 +381,10 @@ pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), String> {
                     .saturating_add(Duration::from_secs(10)),
             )
             .await
-            .map_err(|e| format!("cannot stop the router: {e}"))?;
+            .map_err(|source| DeployError::Process {
+                what: "cannot stop the router: ",
+                source,
+            })?;
     }
     stop_replicas(dir, drain).await;
     let left: Vec<String> = local::records(&dir.replicas())
@@ -288,9 +394,9 @@ pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), String> {
         .map(|r| r.id)
         .collect();
     if !left.is_empty() {
-        return Err(format!("replicas still running: {}", left.join(", ")));
+        return Err(DeployError::ReplicasLeft(left));
     }
-    store::remove(&dir.record()).map_err(|e| e.to_string())
+    store::remove(&dir.record()).map_err(DeployError::Forget)
 }
 
 /// Stops every replica recorded for the endpoint (a router that died leaves them running).

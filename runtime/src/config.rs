@@ -256,8 +256,8 @@ impl RuntimeConfig {
         let device = self
             .compute
             .device
-            .parse()
-            .map_err(|e| invalid("compute.device", e))?;
+            .parse::<DeviceSpec>()
+            .map_err(|e| invalid("compute.device", e.to_string()))?;
         let precision = self
             .compute
             .precision

@@ -33,7 +33,7 @@ pub struct Loaded {
 
 /// Reads `path`, validates it, and reads the model's signature.
 pub fn load(path: &Path) -> Result<Loaded, String> {
-    let (config, digest) = FabricConfig::from_file(path)?;
+    let (config, digest) = FabricConfig::from_file(path).map_err(|e| e.to_string())?;
     let fabric = config
         .validate(&digest)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;

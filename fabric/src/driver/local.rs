@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use gpucap_runtime::backend::DeviceSpec;
+use gpucap_runtime::backend::{DeviceSpec, DeviceSpecError};
 use gpucap_runtime::config::{LogFormat, RuntimeConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -26,12 +26,28 @@ pub fn discover() -> Vec<DeviceInfo> {
 }
 
 /// Checks a `devices` setting's syntax (without looking at the host).
-pub fn check_devices(spec: &str) -> Result<(), String> {
+pub fn check_devices(spec: &str) -> Result<(), DeviceSpecError> {
     spec.parse::<DeviceSpec>().map(|_| ())
 }
 
+/// Why a pool's `devices` setting names no device of this host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DevicesError {
+    /// The setting does not parse.
+    #[error(transparent)]
+    Spec(#[from] DeviceSpecError),
+    /// A GPU this host does not have.
+    #[error("{id} is not on this host; it has: {available}")]
+    NotOnHost {
+        /// The device asked for.
+        id: String,
+        /// The devices this host has.
+        available: String,
+    },
+}
+
 /// The device ids a pool's `devices` setting resolves to on this host, or why it cannot.
-pub fn devices_for(spec: &str) -> Result<Vec<String>, String> {
+pub fn devices_for(spec: &str) -> Result<Vec<String>, DevicesError> {
     let spec: DeviceSpec = spec.parse()?;
     // Hardware does not change while a process runs; every pool asks, so ask once.
     static FOUND: std::sync::OnceLock<Vec<DeviceInfo>> = std::sync::OnceLock::new();
@@ -53,10 +69,10 @@ pub fn devices_for(spec: &str) -> Result<Vec<String>, String> {
                     Ok(id)
                 } else {
                     let all: Vec<&str> = found.iter().map(|d| d.id.as_str()).collect();
-                    Err(format!(
-                        "{id} is not on this host; it has: {}",
-                        all.join(", ")
-                    ))
+                    Err(DevicesError::NotOnHost {
+                        id,
+                        available: all.join(", "),
+                    })
                 }
             })
             .collect(),
@@ -133,11 +149,11 @@ fn replica_dir(replicas_dir: &Path, id: &str) -> PathBuf {
 }
 
 /// Every replica record under `replicas_dir`, of any pool; unreadable ones are reported.
-pub fn records(replicas_dir: &Path) -> Vec<Result<ReplicaRecord, String>> {
+pub fn records(replicas_dir: &Path) -> Vec<Result<ReplicaRecord, store::StoreError>> {
     let Ok(entries) = std::fs::read_dir(replicas_dir) else {
         return Vec::new();
     };
-    let mut out: Vec<Result<ReplicaRecord, String>> = entries
+    let mut out: Vec<Result<ReplicaRecord, store::StoreError>> = entries
         .flatten()
         .filter_map(|e| store::read_json(&e.path().join("replica.json")).transpose())
         .collect();
@@ -347,7 +363,12 @@ mod tests {
     fn device_lists_resolve_against_this_host() {
         assert_eq!(devices_for("cpu").unwrap(), ["cpu"]);
         assert!(!devices_for("auto").unwrap().is_empty());
-        assert!(devices_for("tpu").unwrap_err().contains("invalid device"));
+        assert!(
+            devices_for("tpu")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid device")
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn from_config(path: &Path) -> Result<Fabric, SourceError> {
         file: path.to_path_buf(),
         message,
     };
-    let (config, _) = FabricConfig::from_file(path).map_err(error)?;
+    let (config, _) = FabricConfig::from_file(path).map_err(|e| error(e.to_string()))?;
     config
         .validate_for_simulation()
         .map_err(|e| error(e.to_string()))

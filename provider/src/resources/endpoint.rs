@@ -275,11 +275,11 @@ impl Resource for InferenceEndpoint {
         let mut m: Model = models::decode(&state)?;
         let name = m.name.as_str().unwrap_or_default().to_string();
         let dir = EndpointDir::new(&ctx.config.state_dir, &name);
-        let router = dir
-            .read_record()
-            .map_err(|e| Diagnostic::error("Cannot read the endpoint's router record", e))?;
+        let router = dir.read_record().map_err(|e| {
+            Diagnostic::error("Cannot read the endpoint's router record", e.to_string())
+        })?;
         let recorded: Option<serde_json::Value> = store::read_json(&dir.state())
-            .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e))?;
+            .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e.to_string()))?;
         match (&router, recorded) {
             (None, None) => return Ok(Value::Null),
             (None, Some(_)) => {
@@ -299,7 +299,7 @@ impl Resource for InferenceEndpoint {
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
         let dir = EndpointDir::new(&ctx.config.state_dir, name);
         let recorded: Option<serde_json::Value> = store::read_json(&dir.state())
-            .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e))?;
+            .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e.to_string()))?;
         let Some(json) = recorded else {
             return Err(Diagnostic::error(
                 "Nothing to import",
@@ -335,10 +335,10 @@ fn router_down(router: &deploy::RouterRecord, health: &RouterHealth) -> String {
     }
 }
 
-fn failed(state: Value, summary: &str, detail: impl Into<String>) -> Applied {
+fn failed(state: Value, summary: &str, detail: impl std::fmt::Display) -> Applied {
     Applied {
         state,
-        diagnostics: Diagnostic::error(summary, detail).into(),
+        diagnostics: Diagnostic::error(summary, detail.to_string()).into(),
     }
 }
 

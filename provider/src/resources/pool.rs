@@ -66,7 +66,7 @@ impl Resource for GpuPool {
             d.push(Diagnostic::attr_error(
                 "local.devices",
                 "Invalid device list",
-                e,
+                e.to_string(),
             ));
         }
         // Exactly one driver block; `local` is the only driver in this release.
@@ -95,7 +95,7 @@ impl Resource for GpuPool {
                 Some(Err(e)) => d.push(Diagnostic::attr_error(
                     "local.devices",
                     "Devices not available on this host",
-                    e,
+                    e.to_string(),
                 )),
                 None => m.devices = Attr::Unknown,
             }

@@ -70,8 +70,10 @@ pub fn apply(ctx: &Ctx, kind: &str, what: &str, prior: Value, planned: Value) ->
 /// The state if the record still exists, null (gone, so the next plan recreates it) if not.
 pub fn read(ctx: &Ctx, kind: &str, what: &str, state: Value) -> Result<Value, Diagnostics> {
     let name = state.get("name").as_str().unwrap_or_default();
-    let recorded: Option<serde_json::Value> = store::read_json(&path(ctx, kind, name))
-        .map_err(|e| Diagnostic::error(format!("Cannot read the {what}'s record"), e))?;
+    let recorded: Option<serde_json::Value> =
+        store::read_json(&path(ctx, kind, name)).map_err(|e| {
+            Diagnostic::error(format!("Cannot read the {what}'s record"), e.to_string())
+        })?;
     Ok(if recorded.is_some() {
         state
     } else {
@@ -88,7 +90,7 @@ pub fn import(
     ty: &Type,
 ) -> Result<Value, Diagnostics> {
     let recorded: Option<serde_json::Value> = store::read_json(&path(ctx, kind, name))
-        .map_err(|e| Diagnostic::error("Cannot read the record", e))?;
+        .map_err(|e| Diagnostic::error("Cannot read the record", e.to_string()))?;
     let Some(json) = recorded else {
         return Err(Diagnostic::error(
             "Nothing to import",

@@ -111,8 +111,21 @@ pub enum DeviceSpec {
     Cuda(Vec<usize>),
 }
 
+/// Why a `--device` value names no hardware.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceSpecError {
+    /// Not `auto`, `cpu` or `cuda:N`.
+    #[error(
+        "invalid device '{0}'; valid: auto, cpu, cuda:N or a comma-separated list cuda:0,cuda:1"
+    )]
+    Invalid(String),
+    /// A GPU named twice.
+    #[error("cuda:{0} is listed twice; list each GPU once (one worker serves each)")]
+    Twice(usize),
+}
+
 impl FromStr for DeviceSpec {
-    type Err = String;
+    type Err = DeviceSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
@@ -125,9 +138,7 @@ impl FromStr for DeviceSpec {
                         d.trim()
                             .strip_prefix("cuda:")
                             .and_then(|n| n.parse().ok())
-                            .ok_or_else(|| {
-                                format!("invalid device '{d}'; valid: auto, cpu, cuda:N or a comma-separated list cuda:0,cuda:1")
-                            })
+                            .ok_or_else(|| DeviceSpecError::Invalid(d.to_string()))
                     })
                     .collect::<Result<Vec<usize>, _>>()?;
                 if let Some(twice) = ordinals
@@ -135,9 +146,7 @@ impl FromStr for DeviceSpec {
                     .enumerate()
                     .find_map(|(i, o)| ordinals[..i].contains(o).then_some(o))
                 {
-                    return Err(format!(
-                        "cuda:{twice} is listed twice; list each GPU once (one worker serves each)"
-                    ));
+                    return Err(DeviceSpecError::Twice(*twice));
                 }
                 Ok(DeviceSpec::Cuda(ordinals))
             }
@@ -285,10 +294,10 @@ mod tests {
             "cuda:0,cuda:1"
         );
         let e = "gpu".parse::<DeviceSpec>().unwrap_err();
-        assert!(e.contains("invalid device 'gpu'"), "{e}");
+        assert!(e.to_string().contains("invalid device 'gpu'"), "{e}");
         let e = "cuda:1,cuda:0,cuda:1".parse::<DeviceSpec>().unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "cuda:1 is listed twice; list each GPU once (one worker serves each)"
         );
     }
