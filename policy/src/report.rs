@@ -3,6 +3,8 @@
 
 use std::io::{self, Write};
 
+use quick_xml::Writer as XmlWriter;
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Value as Json, json};
 
@@ -219,55 +221,87 @@ impl Review<'_> {
         let rules = &self.policies.rules;
         let total: usize = rules.iter().map(tests_of).sum();
         let total_failed = self.findings.iter().filter(|f| f.fails()).count();
-        write!(
-            out,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"gpucap-policy\" tests=\"{total}\" failures=\"{total_failed}\">\n"
-        )?;
+        // Written as it goes (a review of many resources is never held whole), by an XML writer
+        // that escapes every text and attribute; one line per test case, as CI tools show them.
+        let mut w = XmlWriter::new(io::BufWriter::new(out));
+        let line = |w: &mut XmlWriter<_>, indent: &str| {
+            w.write_event(Event::Text(BytesText::from_escaped(format!("\n{indent}"))))
+        };
+        w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+        line(&mut w, "")?;
+        let (total, total_failed) = (total.to_string(), total_failed.to_string());
+        w.write_event(Event::Start(BytesStart::new("testsuites").with_attributes(
+            [
+                ("name", "gpucap-policy"),
+                ("tests", total.as_str()),
+                ("failures", total_failed.as_str()),
+            ],
+        )))?;
         for rule in rules {
-            writeln!(
-                out,
-                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">",
-                xml(&rule.name),
-                tests_of(rule),
-                failures.get(rule.name.as_str()).copied().unwrap_or(0)
-            )?;
+            let tests = tests_of(rule).to_string();
+            let failed = failures
+                .get(rule.name.as_str())
+                .copied()
+                .unwrap_or(0)
+                .to_string();
+            let rule_name = printable(&rule.name);
+            line(&mut w, "  ")?;
+            w.write_event(Event::Start(BytesStart::new("testsuite").with_attributes(
+                [
+                    ("name", rule_name.as_str()),
+                    ("tests", tests.as_str()),
+                    ("failures", failed.as_str()),
+                    ("errors", "0"),
+                    ("skipped", "0"),
+                ],
+            )))?;
             for s in self
                 .subjects
                 .iter()
                 .filter(|s| rule.applies(&s.type_name, &s.action))
             {
-                let name = s.terraform_address.clone().unwrap_or_else(|| s.address());
+                let name = printable(&s.terraform_address.clone().unwrap_or_else(|| s.address()));
                 let address = s.address();
                 let key = (
                     rule.name.as_str(),
                     address.as_str(),
                     s.terraform_address.as_deref(),
                 );
-                let body = match by_case.get(&key) {
-                    None => String::new(),
-                    Some(f) if f.fails() => {
-                        format!(
-                            "<failure message=\"{}\" type=\"{}\">{}</failure>",
-                            xml(&f.message),
-                            f.enforcement,
-                            xml(&f.detail())
-                        )
+                line(&mut w, "    ")?;
+                w.write_event(Event::Start(BytesStart::new("testcase").with_attributes([
+                    ("classname", rule_name.as_str()),
+                    ("name", name.as_str()),
+                ])))?;
+                if let Some(f) = by_case.get(&key) {
+                    let detail = printable(&f.detail());
+                    if f.fails() {
+                        let message = printable(&f.message);
+                        w.write_event(Event::Start(BytesStart::new("failure").with_attributes([
+                            ("message", message.as_str()),
+                            ("type", f.enforcement),
+                        ])))?;
+                        w.write_event(Event::Text(BytesText::new(&detail)))?;
+                        w.write_event(Event::End(BytesEnd::new("failure")))?;
+                    } else if f.status == Status::Waived {
+                        w.write_event(Event::Empty(
+                            BytesStart::new("skipped")
+                                .with_attributes([("message", detail.as_str())]),
+                        ))?;
+                    } else {
+                        w.write_event(Event::Start(BytesStart::new("system-out")))?;
+                        w.write_event(Event::Text(BytesText::new(&detail)))?;
+                        w.write_event(Event::End(BytesEnd::new("system-out")))?;
                     }
-                    Some(f) if f.status == Status::Waived => {
-                        format!("<skipped message=\"{}\"/>", xml(&f.detail()))
-                    }
-                    Some(f) => format!("<system-out>{}</system-out>", xml(&f.detail())),
-                };
-                writeln!(
-                    out,
-                    "    <testcase classname=\"{}\" name=\"{}\">{body}</testcase>",
-                    xml(&rule.name),
-                    xml(&name)
-                )?;
+                }
+                w.write_event(Event::End(BytesEnd::new("testcase")))?;
             }
-            writeln!(out, "  </testsuite>")?;
+            line(&mut w, "  ")?;
+            w.write_event(Event::End(BytesEnd::new("testsuite")))?;
         }
-        writeln!(out, "</testsuites>")
+        line(&mut w, "")?;
+        w.write_event(Event::End(BytesEnd::new("testsuites")))?;
+        line(&mut w, "")?;
+        w.into_inner().flush()
     }
 }
 
@@ -302,18 +336,9 @@ fn split_location(loc: &str) -> (String, u64, u64) {
     (parts.next().unwrap_or(loc).to_string(), line, column)
 }
 
-fn xml(s: &str) -> String {
+/// The text without the control characters XML 1.0 cannot carry (tabs and newlines stay).
+fn printable(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .fold(String::new(), |mut out, c| {
-            match c {
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '"' => out.push_str("&quot;"),
-                '\'' => out.push_str("&apos;"),
-                c => out.push(c),
-            }
-            out
-        })
+        .collect()
 }
