@@ -351,7 +351,7 @@ impl Default for ScaleDownSection {
 /// A setting that cannot be used, named by its key (`field`, e.g. `policy.scale_up.for` or
 /// `pools[1]`) with what is wrong and what would be valid: the runtime's config error, so both
 /// files report alike.
-pub use gpucap_runtime::config::ConfigError;
+pub use gpucap_runtime::config::{ConfigError, ConfigFileError};
 
 fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -704,30 +704,6 @@ impl FabricConfig {
             predictive: p.predictive,
         })
     }
-}
-
-/// Why a config file could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigFileError {
-    /// The file cannot be read.
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not a valid config; the error has the line and column.
-    #[error("config file {}: {source}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: toml::de::Error,
-    },
-    /// The config cannot be written as TOML.
-    #[error("cannot write the config: {0}")]
-    Write(#[from] toml::ser::Error),
 }
 
 /// Checks that `bytes` are a model file the runtime serves; the error says what is wrong.

@@ -130,9 +130,10 @@ async fn server_ready(State(s): AppState) -> StatusCode {
     }
 }
 
-/// `Err(404 message)` unless the request names the served model (and version).
+/// `Err` (a 404) unless the request names the served model (and version).
 fn check_model(settings: &Settings, path: &ModelPath) -> Result<(), String> {
     path.check(&settings.name, &settings.version, "endpoint")
+        .map_err(|e| e.to_string())
 }
 
 async fn model_metadata(State(s): AppState, Path(path): Path<ModelPath>) -> Response {

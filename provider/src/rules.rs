@@ -157,42 +157,45 @@ mod tests {
         (h, dir)
     }
 
-    const BUDGET_RULE: &str = r#"
-rule "budget_capped" {
-  resources   = ["gpucap_burst_policy"]
-  enforcement = "soft"
-  condition   = "resource.budget != null && double(resource.budget.max_hourly_usd) <= 200.0"
-  message     = "burst spend must be capped at 200 USD/h"
-  attribute   = "budget"
-}
-"#;
+    /// The starter pack's spend rule: a soft cap of 200 USD/h on burst spend.
+    fn budget_rule() -> String {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies/spend.hcl");
+        std::fs::read_to_string(path).expect("the starter pack's spend.hcl")
+    }
 
     fn plan_policy(
         h: &Harness,
         budget: f64,
     ) -> Result<crate::api::Planned, crate::diag::Diagnostics> {
-        h.plan_create(
-            "gpucap_gpu_pool",
-            json!({"name": "rack", "region": "eu-central-1", "gpu": {"model": "cpu"},
-                   "nodes": {"max": 1}, "local": {}}),
-        )
-        .expect("pool");
+        for name in ["rack", "cloud"] {
+            h.plan_create(
+                "gpucap_gpu_pool",
+                json!({"name": name, "region": "eu-central-1", "gpu": {"model": "cpu"},
+                       "nodes": {"max": 1}, "local": {}}),
+            )
+            .expect("pool");
+        }
         h.plan_create(
             "gpucap_burst_policy",
-            json!({"name": "spill", "base_pools": ["rack"], "budget": {"max_hourly_usd": budget}}),
+            json!({"name": "spill", "base_pools": ["rack"], "burst_pools": ["cloud"],
+                   "budget": {"max_hourly_usd": budget}}),
         )
     }
 
     #[test]
     fn a_failing_rule_fails_the_plan_at_the_rules_attribute() {
-        let (h, _rules) = with_rules(BUDGET_RULE, &[]);
+        let (h, _rules) = with_rules(&budget_rule(), &[]);
         let d = plan_policy(&h, 500.0).expect_err("over the cap");
         let text = errors(&d);
         assert!(
-            text.contains("Policy violation: budget_capped (soft)"),
+            text.contains("Policy violation: burst_spend_capped (soft)"),
             "{text}"
         );
-        assert!(text.contains("capped at 200 USD/h"), "{text}");
+        assert!(
+            text.contains("spill may spend 500 USD/h on burst capacity; the cap is 200"),
+            "{text}"
+        );
         assert_eq!(
             d.0[0].path.as_ref().map(ToString::to_string).as_deref(),
             Some("budget")
@@ -202,7 +205,7 @@ rule "budget_capped" {
 
     #[test]
     fn an_overridden_soft_rule_warns_instead() {
-        let (h, _rules) = with_rules(BUDGET_RULE, &["budget_capped"]);
+        let (h, _rules) = with_rules(&budget_rule(), &["burst_spend_capped"]);
         let planned = plan_policy(&h, 500.0).expect("overridden");
         assert!(
             planned

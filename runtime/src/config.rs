@@ -219,12 +219,41 @@ impl BatchingSection {
     }
 }
 
+/// Why a config file (the runtime's or the fabric's) could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config; the error has the line and column.
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// The config cannot be written as TOML.
+    #[error("cannot write the config: {0}")]
+    Write(#[from] toml::ser::Error),
+}
+
 impl RuntimeConfig {
     /// Reads a TOML config file; errors carry the file name and the line and column.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Checks every setting and resolves defaults.

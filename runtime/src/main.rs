@@ -148,7 +148,7 @@ struct ServeArgs {
 impl ServeArgs {
     fn into_config(self) -> Result<RuntimeConfig, String> {
         let mut c = match &self.config {
-            Some(path) => RuntimeConfig::from_file(path)?,
+            Some(path) => RuntimeConfig::from_file(path).map_err(|e| e.to_string())?,
             None => RuntimeConfig::default(),
         };
         fn set<T>(slot: &mut T, v: Option<T>) {

@@ -178,7 +178,7 @@ async fn server_ready(State(s): Shared) -> StatusCode {
 
 fn check_model(s: &AppState, path: &ModelPath) -> Result<(), ApiError> {
     path.check(&s.model_name, &s.model_version, "server")
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
 }
 
 async fn model_metadata(

@@ -29,20 +29,48 @@ pub struct ModelPath {
     pub version: Option<String>,
 }
 
+/// A request for a model or version this server does not serve (a 404).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownModel {
+    /// Another model.
+    #[error("unknown model '{asked}'; this {served_by} serves '{served}'")]
+    Name {
+        /// The model asked for.
+        asked: String,
+        /// The model served.
+        served: String,
+        /// `server` or `endpoint`.
+        served_by: String,
+    },
+    /// Another version of the model.
+    #[error("unknown version '{asked}' of model '{name}'; the version served is '{served}'")]
+    Version {
+        /// The version asked for.
+        asked: String,
+        /// The model.
+        name: String,
+        /// The version served.
+        served: String,
+    },
+}
+
 impl ModelPath {
     /// `Err` with the 404 message unless the URL names the model `name` (and, when it names a
     /// version, `version`); `served_by` says who answers (`server`, `endpoint`).
-    pub fn check(&self, name: &str, version: &str, served_by: &str) -> Result<(), String> {
+    pub fn check(&self, name: &str, version: &str, served_by: &str) -> Result<(), UnknownModel> {
         if self.name != name {
-            return Err(format!(
-                "unknown model '{}'; this {served_by} serves '{name}'",
-                self.name
-            ));
+            return Err(UnknownModel::Name {
+                asked: self.name.clone(),
+                served: name.to_string(),
+                served_by: served_by.to_string(),
+            });
         }
         match &self.version {
-            Some(v) if v != version => Err(format!(
-                "unknown version '{v}' of model '{name}'; the version served is '{version}'"
-            )),
+            Some(v) if v != version => Err(UnknownModel::Version {
+                asked: v.clone(),
+                name: name.to_string(),
+                served: version.to_string(),
+            }),
             _ => Ok(()),
         }
     }
