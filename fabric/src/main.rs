@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use gpucap_fabric::simulate::cli::{self, SimulateArgs, TraceArgs};
+use cmd::simulate::{self as cli, SimulateArgs, TraceArgs};
 
 /// gpucap's fabric: one URL per endpoint that spills load from base to burst pools, scales to
 /// zero and drains back, within budget and residency.

@@ -1,5 +1,7 @@
-//! The `gpucap-fabric` binary's long-running command: `serve` wires the library's router,
-//! controller and drivers into one process per endpoint. Being the binary's own code, it reports
-//! errors with `anyhow`; the library keeps typed errors.
+//! The `gpucap-fabric` binary's commands: `serve` wires the library's router, controller and
+//! drivers into one process per endpoint; `simulate` and `trace` read their arguments and files,
+//! run the library's simulator or trace generator and format what it found. Being the binary's
+//! own code, they report errors as text; the library keeps typed errors.
 
 pub mod serve;
+pub mod simulate;

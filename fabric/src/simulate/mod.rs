@@ -8,7 +8,6 @@
 //! - [`source`]: the endpoint from a plan, a state or the router's config file;
 //! - [`engine`]: the simulation; [`plot`]: the chart; [`report`]: tables and JSON.
 
-pub mod cli;
 pub mod engine;
 pub mod plot;
 pub mod report;

@@ -12,14 +12,20 @@ use super::engine::Sample;
 
 type Panel<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+/// Why the chart could not be drawn: plotters' own error (a font, the file), with the chart or
+/// panel it happened in.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlotError(String);
+
 /// One panel: its caption, hours on x up to `end`, `0..top` on y, the mesh drawn.
 fn panel<'a>(
     area: &DrawingArea<BitMapBackend<'a>, Shift>,
     caption: &str,
     end: f64,
     top: f64,
-) -> Result<Panel<'a>, String> {
-    let fail = |e: &dyn std::fmt::Display| format!("chart panel {caption}: {e}");
+) -> Result<Panel<'a>, PlotError> {
+    let fail = |e: &dyn std::fmt::Display| PlotError(format!("chart panel {caption}: {e}"));
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(30)
@@ -45,8 +51,13 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 /// Draws `timeline` of the endpoint `title` to a PNG at `path`.
-pub fn draw(path: &Path, title: &str, pools: &[String], timeline: &[Sample]) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("chart {}: {e}", path.display());
+pub fn draw(
+    path: &Path,
+    title: &str,
+    pools: &[String],
+    timeline: &[Sample],
+) -> Result<(), PlotError> {
+    let fail = |e: &dyn std::fmt::Display| PlotError(format!("chart {}: {e}", path.display()));
     let hours: Vec<f64> = timeline.iter().map(|s| s.second / 3600.0).collect();
     let end = hours.last().copied().unwrap_or(1.0).max(1e-3);
     let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();

@@ -5,6 +5,37 @@ use std::path::Path;
 
 pub use gpucap_runtime::forward_bench::{ServiceModelFile, ServicePoint};
 
+/// Why a service model cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceModelError {
+    /// A flat rate that is not a rate.
+    #[error("--replica-rps {0} is not a rate above 0")]
+    Rate(f64),
+    /// The file has no points.
+    #[error("`points` is empty; measure at least one batch size")]
+    Empty,
+    /// A point that is not a measurement.
+    #[error(
+        "points[{index}]: batch {batch} at {rows_per_second} rows/s; batch must be ≥ 1 and the rate above 0"
+    )]
+    Point {
+        /// Its index in `points`.
+        index: usize,
+        /// Its batch size.
+        batch: usize,
+        /// Its rate.
+        rows_per_second: f64,
+    },
+    /// The file cannot be read or is not a service model.
+    #[error("service model {}: {message}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
 /// Rows per second by batch size, interpolated between measured points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceModel {
@@ -15,11 +46,9 @@ pub struct ServiceModel {
 
 impl ServiceModel {
     /// Every batch size at `rows_per_second`: batching buys nothing.
-    pub fn flat(rows_per_second: f64) -> Result<ServiceModel, String> {
+    pub fn flat(rows_per_second: f64) -> Result<ServiceModel, ServiceModelError> {
         if !(rows_per_second.is_finite() && rows_per_second > 0.0) {
-            return Err(format!(
-                "--replica-rps {rows_per_second} is not a rate above 0"
-            ));
+            return Err(ServiceModelError::Rate(rows_per_second));
         }
         Ok(ServiceModel {
             source: format!("flat {rows_per_second} rows/s per replica (--replica-rps)"),
@@ -31,26 +60,30 @@ impl ServiceModel {
     }
 
     /// Reads a service model file.
-    pub fn read(path: &Path) -> Result<ServiceModel, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("service model {}: {e}", path.display()))?;
-        let file: ServiceModelFile = serde_json::from_str(&text)
-            .map_err(|e| format!("service model {}: {e}", path.display()))?;
-        ServiceModel::from_file(file).map_err(|e| format!("service model {}: {e}", path.display()))
+    pub fn read(path: &Path) -> Result<ServiceModel, ServiceModelError> {
+        let in_file = |message: String| ServiceModelError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| in_file(e.to_string()))?;
+        let file: ServiceModelFile =
+            serde_json::from_str(&text).map_err(|e| in_file(e.to_string()))?;
+        ServiceModel::from_file(file).map_err(|e| in_file(e.to_string()))
     }
 
     /// Checks a parsed file.
-    pub fn from_file(file: ServiceModelFile) -> Result<ServiceModel, String> {
+    pub fn from_file(file: ServiceModelFile) -> Result<ServiceModel, ServiceModelError> {
         let mut points = file.points;
         if points.is_empty() {
-            return Err("`points` is empty; measure at least one batch size".into());
+            return Err(ServiceModelError::Empty);
         }
-        for (i, p) in points.iter().enumerate() {
+        for (index, p) in points.iter().enumerate() {
             if p.batch == 0 || !(p.rows_per_second.is_finite() && p.rows_per_second > 0.0) {
-                return Err(format!(
-                    "points[{i}]: batch {} at {} rows/s; batch must be ≥ 1 and the rate above 0",
-                    p.batch, p.rows_per_second
-                ));
+                return Err(ServiceModelError::Point {
+                    index,
+                    batch: p.batch,
+                    rows_per_second: p.rows_per_second,
+                });
             }
         }
         points.sort_by_key(|p| p.batch);
@@ -145,6 +178,6 @@ mod tests {
                 rows_per_second: 1.0,
             }],
         });
-        assert!(bad.unwrap_err().contains("points[0]"));
+        assert!(bad.unwrap_err().to_string().contains("points[0]"));
     }
 }

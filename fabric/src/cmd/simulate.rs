@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::report::Sweep;
-use super::service::ServiceModel;
-use super::trace::{self, Shape, Trace};
-use super::{CompareOptions, DEFAULT_START_WALL, SPOT_RECLAIMS_PER_HOUR, Scenario, source};
-use crate::config::CapacityType;
-use crate::record::Recorder;
+use gpucap_fabric::config::CapacityType;
+use gpucap_fabric::record::Recorder;
+use gpucap_fabric::simulate::report::Sweep;
+use gpucap_fabric::simulate::service::ServiceModel;
+use gpucap_fabric::simulate::trace::{self, Shape, Trace};
+use gpucap_fabric::simulate::{
+    CompareOptions, DEFAULT_START_WALL, SPOT_RECLAIMS_PER_HOUR, Scenario, source,
+};
 
 /// `gpucap-fabric simulate`.
 #[derive(Debug, Args)]
@@ -169,8 +171,8 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
     }
     let trace = Trace::read(&args.trace).map_err(|e| e.to_string())?;
     let service = match (&args.service_model, args.replica_rps) {
-        (Some(path), _) => ServiceModel::read(path)?,
-        (None, Some(rps)) => ServiceModel::flat(rps)?,
+        (Some(path), _) => ServiceModel::read(path).map_err(|e| e.to_string())?,
+        (None, Some(rps)) => ServiceModel::flat(rps).map_err(|e| e.to_string())?,
         (None, None) => return Err("give --service-model FILE or --replica-rps N".into()),
     };
     if !(0.0..=1.0).contains(&args.slo_target) {
@@ -207,7 +209,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
         start_wall: start,
     };
     if args.sweep {
-        let points = super::sweep(&scenario, &trace);
+        let points = gpucap_fabric::simulate::sweep(&scenario, &trace);
         return Ok(match args.format {
             Format::Json => serde_json::to_string_pretty(&points).map_err(|e| e.to_string())?,
             Format::Text => Sweep(&points).to_string(),
@@ -219,7 +221,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
         .map(Recorder::create)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let comparison = super::compare(
+    let comparison = gpucap_fabric::simulate::compare(
         &scenario,
         &trace,
         CompareOptions {
@@ -243,7 +245,8 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
             .first()
             .map(|r| r.pools.iter().map(|p| p.name.clone()).collect())
             .unwrap_or_default();
-        super::plot::draw(path, &title, &pools, &comparison.timeline)?;
+        gpucap_fabric::simulate::plot::draw(path, &title, &pools, &comparison.timeline)
+            .map_err(|e| e.to_string())?;
     }
     match args.format {
         Format::Json => serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string()),
