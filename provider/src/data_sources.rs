@@ -102,3 +102,67 @@ impl DataSource for LocalDevices {
         models::encode(&m, self.state_type())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::testing::Harness;
+    use crate::value::Value;
+
+    fn read(h: &Harness, type_name: &str, config: serde_json::Value) -> Value {
+        let ty = h.provider.data_source_type(type_name).unwrap();
+        let config = Value::from_json(&config, ty).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(h.provider.read_data_source(type_name, config))
+            .unwrap()
+    }
+
+    #[test]
+    fn regions_filter_by_cloud_and_jurisdiction() {
+        let h = Harness::new();
+        let state = read(
+            &h,
+            "gpucap_regions",
+            json!({"cloud": "aws", "jurisdiction": "EU"}),
+        );
+        assert_eq!(state.get("id").as_str(), Some("aws/EU"));
+        let names: Vec<&str> = state
+            .get("names")
+            .as_list()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(names.contains(&"eu-central-1"), "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("eu-")), "{names:?}");
+        let rows = state.get("regions").as_list().unwrap();
+        assert_eq!(rows.len(), names.len());
+        assert!(
+            rows.iter()
+                .all(|r| r.get("jurisdiction").as_str() == Some("EU"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_jurisdiction_is_refused_with_the_known_ones() {
+        let h = Harness::new();
+        let ty = h.provider.data_source_type("gpucap_regions").unwrap();
+        let config = Value::from_json(&json!({"jurisdiction": "XX"}), ty).unwrap();
+        let d = h.provider.validate_data_source("gpucap_regions", &config);
+        let text = crate::testing::errors(&d);
+        assert!(text.contains("\"XX\" is not valid; use one of:"), "{text}");
+        assert!(text.contains("EU"), "{text}");
+    }
+
+    #[test]
+    fn local_devices_list_at_least_the_cpu() {
+        let h = Harness::new();
+        let state = read(&h, "gpucap_local_devices", json!({}));
+        assert_eq!(state.get("id").as_str(), Some("local"));
+        let devices = state.get("devices").as_list().unwrap();
+        assert!(devices.iter().any(|d| d.get("id").as_str() == Some("cpu")));
+    }
+}

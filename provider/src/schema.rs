@@ -330,3 +330,57 @@ pub fn list_of_strings() -> Type {
 pub fn map_of_strings() -> Type {
     Type::Map(Box::new(Type::String))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn block() -> Block {
+        Block::new("")
+            .attr("name", Type::String, Mode::Required, "")
+            .attr("mode", Type::String, Mode::OptionalComputed, "How.")
+            .check("mode", Check::OneOf(&[("a", "first"), ("b", "")]))
+            .default_value("mode", json!("a"))
+            .single(
+                "tuning",
+                false,
+                Block::new("")
+                    .attr("size", Type::Number, Mode::OptionalComputed, "")
+                    .default_value("size", json!(3)),
+            )
+            .absent_means_defaults("tuning")
+            .single(
+                "budget",
+                false,
+                Block::new("").attr("max", Type::Number, Mode::Required, ""),
+            )
+    }
+
+    #[test]
+    fn effective_settings_take_defaults_and_keep_absent_optional_blocks_absent() {
+        let b = block();
+        let v = Value::from_json(&json!({"name": "x"}), &b.implied_type()).unwrap();
+        let e = b.effective(&v);
+        assert_eq!(e.get("mode").as_str(), Some("a"));
+        assert_eq!(e.get("tuning").get("size").as_i64(), Some(3));
+        assert!(e.get("budget").is_null(), "an absent budget is no budget");
+        let set = Value::from_json(
+            &json!({"name": "x", "mode": "b", "tuning": {"size": 9}}),
+            &b.implied_type(),
+        )
+        .unwrap();
+        let e = b.effective(&set);
+        assert_eq!(e.get("mode").as_str(), Some("b"));
+        assert_eq!(e.get("tuning").get("size").as_i64(), Some(9));
+    }
+
+    #[test]
+    fn the_full_description_adds_what_is_valid_and_the_default() {
+        let b = block();
+        assert_eq!(
+            b.attributes["mode"].full_description(),
+            "How. Either `a` (first) or `b`. Default: `a`."
+        );
+    }
+}
