@@ -117,8 +117,30 @@ impl ForwardReport {
     }
 }
 
+/// Why a forward-pass measurement could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardBenchError {
+    /// A device name that is not `cpu` or `cuda:N`.
+    #[error("invalid device '{0}'; valid: cpu or cuda:N")]
+    InvalidDevice(String),
+    /// The GPU backend could not be set up (library, device, memory or kernels).
+    #[error("{device}: {message}")]
+    Setup {
+        /// The device.
+        device: String,
+        /// Why.
+        message: String,
+    },
+    /// A forward pass failed.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+}
+
 /// Runs every measurement in `options` on `model`.
-pub fn run(model: Arc<Model>, options: &ForwardOptions) -> Result<ForwardReport, String> {
+pub fn run(
+    model: Arc<Model>,
+    options: &ForwardOptions,
+) -> Result<ForwardReport, ForwardBenchError> {
     let largest = options.batches.iter().copied().max().unwrap_or(1).max(1);
     let flops_per_row: f64 = model
         .layers
@@ -148,14 +170,10 @@ pub fn run(model: Arc<Model>, options: &ForwardOptions) -> Result<ForwardReport,
                         backend.forward(&input, rows)?;
                         Ok(t.elapsed())
                     })
-                    .collect::<Result<Vec<_>, crate::backend::BackendError>>()
-                    .map_err(|e| e.to_string())?;
+                    .collect::<Result<Vec<_>, crate::backend::BackendError>>()?;
                 let whole = median(&times[1..]);
                 let cublas = match &mut backend {
-                    Built::Cuda(gpu) => Some(median(
-                        &gpu.time_products(rows, options.iterations)
-                            .map_err(|e| e.to_string())?,
-                    )),
+                    Built::Cuda(gpu) => Some(median(&gpu.time_products(rows, options.iterations)?)),
                     Built::Cpu(_) => None,
                 };
                 let seconds = whole.as_secs_f64();
@@ -207,7 +225,11 @@ impl Built {
     }
 }
 
-fn build(device: &str, model: &Arc<Model>, options: &BackendOptions) -> Result<Built, String> {
+fn build(
+    device: &str,
+    model: &Arc<Model>,
+    options: &BackendOptions,
+) -> Result<Built, ForwardBenchError> {
     if device == "cpu" {
         return Ok(Built::Cpu(CpuBackend::new(
             model.clone(),
@@ -218,10 +240,13 @@ fn build(device: &str, model: &Arc<Model>, options: &BackendOptions) -> Result<B
     let ordinal = device
         .strip_prefix("cuda:")
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("invalid device '{device}'; valid: cpu or cuda:N"))?;
+        .ok_or_else(|| ForwardBenchError::InvalidDevice(device.to_string()))?;
     CudaBackend::new(model.clone(), ordinal, options)
         .map(|b| Built::Cuda(Box::new(b)))
-        .map_err(|e| format!("{device}: {e}"))
+        .map_err(|message| ForwardBenchError::Setup {
+            device: device.to_string(),
+            message,
+        })
 }
 
 /// FP16/BF16 outputs against FP32 outputs for the same random rows: on `gpu` when given (what
@@ -231,10 +256,9 @@ fn accuracy(
     precision: Precision,
     gpu: Option<&str>,
     rows: usize,
-) -> Result<AccuracyPoint, String> {
+) -> Result<AccuracyPoint, ForwardBenchError> {
     let input = random_values(rows * model.input_width(), 7);
-    let exact =
-        forward_at_precision(model, Precision::Fp32, &input, rows).map_err(|e| e.to_string())?;
+    let exact = forward_at_precision(model, Precision::Fp32, &input, rows)?;
     let (reduced, computed_on) = match gpu {
         Some(device) => {
             let options = BackendOptions {
@@ -243,14 +267,11 @@ fn accuracy(
                 precision,
             };
             let mut backend = build(device, model, &options)?;
-            let out = backend
-                .forward(&input, rows)
-                .map_err(|e| e.to_string())?
-                .to_vec();
+            let out = backend.forward(&input, rows)?.to_vec();
             (out, backend.describe())
         }
         None => (
-            forward_at_precision(model, precision, &input, rows).map_err(|e| e.to_string())?,
+            forward_at_precision(model, precision, &input, rows)?,
             "cpu, emulating the GPU's rounding".to_string(),
         ),
     };

@@ -217,7 +217,8 @@ fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
             iterations: args.iterations,
             threads: args.threads,
         };
-        let report = gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)?;
+        let report = gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)
+            .map_err(|e| e.to_string())?;
         if let Some(path) = &args.service_model {
             let source = format!("forward-bench of {}", args.model.display());
             let file = report

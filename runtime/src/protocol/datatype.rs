@@ -52,6 +52,43 @@ impl FromStr for DataType {
     }
 }
 
+/// Why an input value cannot be converted to FP32 without changing it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConversionError {
+    /// JSON that is not a number.
+    #[error("not a number")]
+    NotANumber,
+    /// Beyond FP32's range.
+    #[error("{0} is outside the FP32 range")]
+    OutsideFp32(f64),
+    /// A fraction where the datatype is an integer type.
+    #[error("{0} is not an integer, as {1:?} requires")]
+    NotAnInteger(String, DataType),
+    /// A binary element shorter than its datatype.
+    #[error("short")]
+    Short,
+    /// A datatype that holds no numbers.
+    #[error("{0:?} is not numeric")]
+    NotNumeric(DataType),
+    /// A value FP32 would round.
+    #[error("{0} cannot be represented exactly as FP32; send FP32 data instead")]
+    Inexact(f64),
+    /// An integer outside what the datatype holds or FP32 represents exactly.
+    #[error(
+        "{value} is outside the range {lo}..={hi} that {datatype:?} input converts exactly to FP32"
+    )]
+    OutsideRange {
+        /// The value.
+        value: f64,
+        /// The least allowed.
+        lo: f64,
+        /// The most allowed.
+        hi: f64,
+        /// Its datatype.
+        datatype: DataType,
+    },
+}
+
 impl DataType {
     /// Bytes per element in the binary extension, for numeric types.
     pub fn size(self) -> Option<usize> {
@@ -67,26 +104,26 @@ impl DataType {
 
     /// Converts one JSON number of this datatype to FP32, refusing values the datatype cannot hold
     /// or that FP32 cannot represent exactly (for types other than FP32 itself).
-    pub fn json_to_f32(self, n: &serde_json::Number) -> Result<f32, String> {
+    pub fn json_to_f32(self, n: &serde_json::Number) -> Result<f32, ConversionError> {
         use DataType::*;
         match self {
             Fp32 => {
-                let v = n.as_f64().ok_or("not a number")?;
+                let v = n.as_f64().ok_or(ConversionError::NotANumber)?;
                 let f = v as f32;
                 if f.is_finite() {
                     Ok(f)
                 } else {
-                    Err(format!("{v} is outside the FP32 range"))
+                    Err(ConversionError::OutsideFp32(v))
                 }
             }
-            Fp64 | Fp16 | Bf16 => self.float_to_f32(n.as_f64().ok_or("not a number")?),
+            Fp64 | Fp16 | Bf16 => self.float_to_f32(n.as_f64().ok_or(ConversionError::NotANumber)?),
             _ => {
                 let v = if let Some(i) = n.as_i64() {
                     i as f64
                 } else if let Some(u) = n.as_u64() {
                     u as f64
                 } else {
-                    return Err(format!("{n} is not an integer, as {self:?} requires"));
+                    return Err(ConversionError::NotAnInteger(n.to_string(), self));
                 };
                 self.int_to_f32(v)
             }
@@ -94,28 +131,32 @@ impl DataType {
     }
 
     /// Converts one little-endian element of the binary extension to FP32.
-    pub fn bytes_to_f32(self, b: &[u8]) -> Result<f32, String> {
+    pub fn bytes_to_f32(self, b: &[u8]) -> Result<f32, ConversionError> {
         use DataType::*;
         match self {
             Fp32 => Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             Fp16 => Ok(f16::from_le_bytes([b[0], b[1]]).to_f32()),
             Bf16 => Ok(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            Fp64 => self.float_to_f32(f64::from_le_bytes(b.try_into().map_err(|_| "short")?)),
+            Fp64 => self.float_to_f32(f64::from_le_bytes(
+                b.try_into().map_err(|_| ConversionError::Short)?,
+            )),
             Uint8 => Ok(f32::from(b[0])),
             Int8 => Ok(f32::from(b[0] as i8)),
             Uint16 => Ok(f32::from(u16::from_le_bytes([b[0], b[1]]))),
             Int16 => Ok(f32::from(i16::from_le_bytes([b[0], b[1]]))),
             Uint32 => self.int_to_f32(f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
             Int32 => self.int_to_f32(f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-            Uint64 => {
-                self.int_to_f32(u64::from_le_bytes(b.try_into().map_err(|_| "short")?) as f64)
-            }
-            Int64 => self.int_to_f32(i64::from_le_bytes(b.try_into().map_err(|_| "short")?) as f64),
-            Bool | Bytes => Err(format!("{self:?} is not numeric")),
+            Uint64 => self.int_to_f32(u64::from_le_bytes(
+                b.try_into().map_err(|_| ConversionError::Short)?,
+            ) as f64),
+            Int64 => self.int_to_f32(i64::from_le_bytes(
+                b.try_into().map_err(|_| ConversionError::Short)?,
+            ) as f64),
+            Bool | Bytes => Err(ConversionError::NotNumeric(self)),
         }
     }
 
-    fn float_to_f32(self, v: f64) -> Result<f32, String> {
+    fn float_to_f32(self, v: f64) -> Result<f32, ConversionError> {
         let f = v as f32;
         let exact = match self {
             DataType::Fp16 => f64::from(f16::from_f64(v).to_f32()) == v,
@@ -125,13 +166,11 @@ impl DataType {
         if v.is_nan() || exact {
             Ok(f)
         } else {
-            Err(format!(
-                "{v} cannot be represented exactly as FP32; send FP32 data instead"
-            ))
+            Err(ConversionError::Inexact(v))
         }
     }
 
-    fn int_to_f32(self, v: f64) -> Result<f32, String> {
+    fn int_to_f32(self, v: f64) -> Result<f32, ConversionError> {
         let (lo, hi) = match self {
             DataType::Uint8 => (0.0, 255.0),
             DataType::Uint16 => (0.0, 65_535.0),
@@ -141,9 +180,12 @@ impl DataType {
             _ => (-F32_EXACT_INT, F32_EXACT_INT),
         };
         if v < lo || v > hi {
-            return Err(format!(
-                "{v} is outside the range {lo}..={hi} that {self:?} input converts exactly to FP32"
-            ));
+            return Err(ConversionError::OutsideRange {
+                value: v,
+                lo,
+                hi,
+                datatype: self,
+            });
         }
         Ok(v as f32)
     }
@@ -186,6 +228,7 @@ mod tests {
             DataType::Fp64
                 .json_to_f32(&num("0.1"))
                 .unwrap_err()
+                .to_string()
                 .contains("exactly")
         );
         assert!(DataType::Int32.json_to_f32(&num("16777217")).is_err());
@@ -193,6 +236,7 @@ mod tests {
             DataType::Int32
                 .json_to_f32(&num("1.5"))
                 .unwrap_err()
+                .to_string()
                 .contains("not an integer")
         );
         assert!(DataType::Uint8.json_to_f32(&num("256")).is_err());
@@ -200,6 +244,7 @@ mod tests {
             DataType::Fp32
                 .json_to_f32(&num("1e300"))
                 .unwrap_err()
+                .to_string()
                 .contains("FP32 range")
         );
         assert!(
