@@ -87,7 +87,7 @@ pub trait Resource: Send + Sync {
     /// Checks the configuration alone (unknown values are skipped).
     fn validate(&self, config: &Value) -> Diagnostics;
     /// Plans a create, update or destroy.
-    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics>;
+    fn plan(&self, ctx: &Ctx, req: &PlanRequest) -> Result<Planned, Diagnostics>;
     /// Makes reality match the planned state (`planned` null = destroy).
     async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied;
     /// Refreshes the state from reality; null when the object is gone.

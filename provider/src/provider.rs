@@ -180,12 +180,11 @@ impl Provider {
     pub fn plan_resource(&self, type_name: &str, req: PlanRequest) -> Result<Planned, Diagnostics> {
         let resource = self.resource_named(type_name)?;
         let ctx = self.ctx()?;
-        let prior = req.prior.clone();
-        let mut planned = resource.plan(&ctx, req)?;
+        let mut planned = resource.plan(&ctx, &req)?;
         let findings = crate::rules::evaluate(
             &ctx,
             type_name,
-            &prior,
+            &req.prior,
             &planned.state,
             !planned.requires_replace.is_empty(),
         );

@@ -136,7 +136,7 @@ fn or_list(items: &[String]) -> String {
 }
 
 /// A default as descriptions show it: strings and bools as code, numbers as they are.
-pub fn show_default(v: &serde_json::Value) -> String {
+fn show_default(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Number(n) => n.to_string(),
         serde_json::Value::String(s) => format!("`{s}`"),

@@ -3,9 +3,29 @@
 //! attribute's path and what would be valid. Checks across attributes ([`min_le_max`]) and those
 //! whose valid values are only known at run time ([`one_of`]) are called by the resource.
 
+use serde::de::DeserializeOwned;
+
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::models;
 use crate::schema::{Block, Check, Nesting};
 use crate::value::Value;
+
+/// Validates a resource's configuration: the checks `block` declares, then `checks` across
+/// attributes on the configuration decoded into the resource's model `M`. A value the model cannot
+/// hold (a fractional count) has failed a declared check already, so `checks` is skipped then.
+pub fn typed<M: DeserializeOwned>(
+    block: &Block,
+    config: &Value,
+    checks: impl FnOnce(&M, &mut Diagnostics),
+) -> Diagnostics {
+    let mut d = schema(block, config);
+    match models::decode::<M>(config) {
+        Ok(m) => checks(&m, &mut d),
+        Err(e) if !d.has_errors() => return e,
+        Err(_) => {}
+    }
+    d
+}
 
 /// Runs the checks `block` declares on `config`, nested blocks included.
 pub fn schema(block: &Block, config: &Value) -> Diagnostics {

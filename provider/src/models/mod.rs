@@ -61,24 +61,6 @@ impl<T> Attr<T> {
     pub fn is_null(&self) -> bool {
         matches!(self, Attr::Null)
     }
-
-    /// Maps a known value, keeping unknown and null.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Attr<U> {
-        match self {
-            Attr::Unknown => Attr::Unknown,
-            Attr::Null => Attr::Null,
-            Attr::Known(v) => Attr::Known(f(v)),
-        }
-    }
-
-    /// A reference to the value, keeping unknown and null.
-    pub fn as_ref(&self) -> Attr<&T> {
-        match self {
-            Attr::Unknown => Attr::Unknown,
-            Attr::Null => Attr::Null,
-            Attr::Known(v) => Attr::Known(v),
-        }
-    }
 }
 
 impl Attr<String> {

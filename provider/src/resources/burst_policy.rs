@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::models::burst_policy::{self as model, BurstPolicy as Model};
-use crate::models::{self, Attr, Names};
+use crate::models::{Attr, Names};
 use crate::plan;
 use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::records;
@@ -28,39 +28,33 @@ impl Resource for BurstPolicy {
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = validate::schema(&model::schema().block, c);
-        let m: Model = match models::decode(c) {
-            Ok(m) => m,
-            // A value the model cannot hold (a fractional count) failed a check already.
-            Err(_) if d.has_errors() => return d,
-            Err(e) => return e,
-        };
-        let base = m.base_pools.known();
-        if base.is_some_and(Vec::is_empty) {
-            d.push(Diagnostic::attr_error(
-                "base_pools",
-                "No base pools",
-                "list at least one pool that carries the baseline",
-            ));
-        }
-        if let (Some(base), Some(burst)) = (base, m.burst_pools.known()) {
-            for (i, pool) in burst.iter().enumerate() {
-                if let Some(name) = pool.as_str()
-                    && base.contains(pool)
-                {
-                    d.push(Diagnostic::attr_error(
-                        &format!("burst_pools[{i}]"),
-                        "Pool is both base and burst",
-                        format!("{name:?} is already in base_pools; a pool is either baseline or burst capacity"),
-                    ));
+        validate::typed(&model::schema().block, c, |m: &Model, d| {
+            let base = m.base_pools.known();
+            if base.is_some_and(Vec::is_empty) {
+                d.push(Diagnostic::attr_error(
+                    "base_pools",
+                    "No base pools",
+                    "list at least one pool that carries the baseline",
+                ));
+            }
+            if let (Some(base), Some(burst)) = (base, m.burst_pools.known()) {
+                for (i, pool) in burst.iter().enumerate() {
+                    if let Some(name) = pool.as_str()
+                        && base.contains(pool)
+                    {
+                        d.push(Diagnostic::attr_error(
+                            &format!("burst_pools[{i}]"),
+                            "Pool is both base and burst",
+                            format!("{name:?} is already in base_pools; a pool is either baseline or burst capacity"),
+                        ));
+                    }
                 }
             }
-        }
-        d
+        })
     }
 
-    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
-        let planned = plan::typed(model::schema(), self.state_type(), &req, |m: &mut Model| {
+    fn plan(&self, ctx: &Ctx, req: &PlanRequest) -> Result<Planned, Diagnostics> {
+        let planned = plan::typed(model::schema(), self.state_type(), req, |m: &mut Model| {
             let mut d = Diagnostics::default();
             let base = resolve_pools(ctx, &m.base_pools, "base_pools", &mut d);
             let burst = resolve_pools(ctx, &m.burst_pools, "burst_pools", &mut d);

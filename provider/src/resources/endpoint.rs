@@ -44,46 +44,41 @@ impl Resource for InferenceEndpoint {
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = validate::schema(&model::schema().block, c);
-        validate::min_le_max(&mut d, c, "replicas");
-        let m: Model = match models::decode(c) {
-            Ok(m) => m,
-            // A value the model cannot hold (a fractional count) failed a check already.
-            Err(_) if d.has_errors() => return d,
-            Err(e) => return e,
-        };
-        let model_block = m.model.known();
-        if let Some(v) = model_block.and_then(|b| b.version.as_str())
-            && !validate::is_valid_name(&v.to_ascii_lowercase())
-        {
-            d.push(Diagnostic::attr_error(
-                "model.version",
-                "Invalid model.version",
-                format!("{v:?} is not valid; use letters, digits, '-', '_' or '.'"),
-            ));
-        }
-        if let Some(p) = model_block.and_then(|b| b.path.as_str())
-            && p.trim().is_empty()
-        {
-            d.push(Diagnostic::attr_error(
-                "model.path",
-                "Empty model.path",
-                "name the model's .safetensors file",
-            ));
-        }
-        if !m.burst_policy.is_unknown() && !m.pools.is_unknown() {
-            match (m.burst_policy.is_null(), m.pools.is_null()) {
-                (false, false) => d.push(Diagnostic::attr_error("pools", "Conflicting placement", "set either burst_policy or pools, not both")),
-                (true, true) => d.push(Diagnostic::attr_error("pools", "No placement", "set burst_policy (a gpucap_burst_policy's name) or pools (a list of gpucap_gpu_pool names)")),
-                _ => {}
+        let mut d = validate::typed(&model::schema().block, c, |m: &Model, d| {
+            let model_block = m.model.known();
+            if let Some(v) = model_block.and_then(|b| b.version.as_str())
+                && !validate::is_valid_name(&v.to_ascii_lowercase())
+            {
+                d.push(Diagnostic::attr_error(
+                    "model.version",
+                    "Invalid model.version",
+                    format!("{v:?} is not valid; use letters, digits, '-', '_' or '.'"),
+                ));
             }
-        }
+            if let Some(p) = model_block.and_then(|b| b.path.as_str())
+                && p.trim().is_empty()
+            {
+                d.push(Diagnostic::attr_error(
+                    "model.path",
+                    "Empty model.path",
+                    "name the model's .safetensors file",
+                ));
+            }
+            if !m.burst_policy.is_unknown() && !m.pools.is_unknown() {
+                match (m.burst_policy.is_null(), m.pools.is_null()) {
+                    (false, false) => d.push(Diagnostic::attr_error("pools", "Conflicting placement", "set either burst_policy or pools, not both")),
+                    (true, true) => d.push(Diagnostic::attr_error("pools", "No placement", "set burst_policy (a gpucap_burst_policy's name) or pools (a list of gpucap_gpu_pool names)")),
+                    _ => {}
+                }
+            }
+        });
+        validate::min_le_max(&mut d, c, "replicas");
         d
     }
 
-    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
+    fn plan(&self, ctx: &Ctx, req: &PlanRequest) -> Result<Planned, Diagnostics> {
         let prior: Option<Model> = models::decode_object(&req.prior)?;
-        plan::typed(model::schema(), self.state_type(), &req, |m: &mut Model| {
+        plan::typed(model::schema(), self.state_type(), req, |m: &mut Model| {
             let mut d = Diagnostics::default();
             plan_model(m, &mut d);
             let settings = effective(m)?;

@@ -31,57 +31,52 @@ impl Resource for GpuPool {
     }
 
     fn validate(&self, c: &Value) -> Diagnostics {
-        let mut d = validate::schema(&model::schema().block, c);
+        let mut d = validate::typed(&model::schema().block, c, |m: &Model, d| {
+            if let Some(r) = m.region.as_str()
+                && r.trim().is_empty()
+            {
+                d.push(Diagnostic::attr_error(
+                    "region",
+                    "Empty region",
+                    "name the region or on-prem site the capacity is in",
+                ));
+            }
+            if let Some(j) = m.jurisdiction.as_str()
+                && (j.is_empty() || !j.chars().all(|ch| ch.is_ascii_uppercase()))
+            {
+                d.push(Diagnostic::attr_error(
+                    "jurisdiction",
+                    "Invalid jurisdiction",
+                    format!(
+                        "{j:?} is not a jurisdiction code; use uppercase letters such as {}",
+                        regions::jurisdictions().join(", ")
+                    ),
+                ));
+            }
+            if let Some(spec) = m.local.known().and_then(|l| l.devices.as_str())
+                && let Err(e) = local::check_devices(spec)
+            {
+                d.push(Diagnostic::attr_error(
+                    "local.devices",
+                    "Invalid device list",
+                    e.to_string(),
+                ));
+            }
+            // Exactly one driver block; `local` is the only driver in this release.
+            if m.local.is_null() {
+                d.push(Diagnostic::error(
+                    "No driver for the pool",
+                    "a gpucap_gpu_pool needs exactly one driver block; add `local {}` to use this host's devices",
+                ));
+            }
+        });
         validate::min_le_max(&mut d, c, "nodes");
-        let m: Model = match models::decode(c) {
-            Ok(m) => m,
-            // A value the model cannot hold (a fractional count) failed a check already.
-            Err(_) if d.has_errors() => return d,
-            Err(e) => return e,
-        };
-        if let Some(r) = m.region.as_str()
-            && r.trim().is_empty()
-        {
-            d.push(Diagnostic::attr_error(
-                "region",
-                "Empty region",
-                "name the region or on-prem site the capacity is in",
-            ));
-        }
-        if let Some(j) = m.jurisdiction.as_str()
-            && (j.is_empty() || !j.chars().all(|ch| ch.is_ascii_uppercase()))
-        {
-            d.push(Diagnostic::attr_error(
-                "jurisdiction",
-                "Invalid jurisdiction",
-                format!(
-                    "{j:?} is not a jurisdiction code; use uppercase letters such as {}",
-                    regions::jurisdictions().join(", ")
-                ),
-            ));
-        }
-        if let Some(spec) = m.local.known().and_then(|l| l.devices.as_str())
-            && let Err(e) = local::check_devices(spec)
-        {
-            d.push(Diagnostic::attr_error(
-                "local.devices",
-                "Invalid device list",
-                e.to_string(),
-            ));
-        }
-        // Exactly one driver block; `local` is the only driver in this release.
-        if m.local.is_null() {
-            d.push(Diagnostic::error(
-                "No driver for the pool",
-                "a gpucap_gpu_pool needs exactly one driver block; add `local {}` to use this host's devices",
-            ));
-        }
         d
     }
 
-    fn plan(&self, ctx: &Ctx, req: PlanRequest) -> Result<Planned, Diagnostics> {
+    fn plan(&self, ctx: &Ctx, req: &PlanRequest) -> Result<Planned, Diagnostics> {
         let stated = models::decode_object::<Model>(&req.config)?.unwrap_or_default();
-        let planned = plan::typed(model::schema(), self.state_type(), &req, |m: &mut Model| {
+        let planned = plan::typed(model::schema(), self.state_type(), req, |m: &mut Model| {
             let mut d = Diagnostics::default();
             resolve_jurisdiction(m, &stated.jurisdiction, &mut d);
             derive_capacity(m, &ctx.config.catalog);

@@ -25,30 +25,33 @@ impl ProviderService {
         ProviderService { provider }
     }
 
-    /// The one path of every RPC: `call` (decode, core call, encode) runs as a task on a copy of
-    /// the request; `respond` builds the answer from the request and the call's result, a panic
+    /// The one path of every RPC: `call` (decode, core call, encode) runs as a task sharing the
+    /// request; `respond` builds the answer from the request and the call's result, a panic
     /// being an error result. Each call's time is logged at debug level (`TF_LOG_PROVIDER=debug`).
     async fn handle<Req, Resp, Out, Fut>(
         &self,
         rpc: &'static str,
         req: Request<Req>,
-        call: impl FnOnce(Arc<Provider>, Req) -> Fut,
+        call: impl FnOnce(Arc<Provider>, Arc<Req>) -> Fut,
         respond: impl FnOnce(Req, Result<Out, Diagnostics>) -> Resp,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: Clone + Send + 'static,
+        Req: Clone + Send + Sync + 'static,
         Out: Send + 'static,
         Fut: Future<Output = Result<Out, Diagnostics>> + Send + 'static,
     {
-        let req = req.into_inner();
+        let req = Arc::new(req.into_inner());
         let started = std::time::Instant::now();
-        let result = tokio::spawn(call(self.provider.clone(), req.clone())).await;
+        let result = tokio::spawn(call(self.provider.clone(), Arc::clone(&req))).await;
         tracing::debug!(
             rpc,
             elapsed_us = started.elapsed().as_micros() as u64,
             "handled"
         );
         let result = result.unwrap_or_else(|e| Err(internal_error(rpc, e)));
+        // The task has ended (returned or unwound), so its share is gone: the request is moved
+        // back out, not copied, unless something unexpectedly still holds it.
+        let req = Arc::try_unwrap(req).unwrap_or_else(|shared| (*shared).clone());
         Ok(Response::new(respond(req, result)))
     }
 }
@@ -194,8 +197,8 @@ impl pb::provider_server::Provider for ProviderService {
             "upgrade_resource_state",
             req,
             |p, req| async move {
-                let raw = req.raw_state.map(|s| s.json).unwrap_or_default();
-                let state = p.upgrade_resource_state(&req.type_name, req.version, &raw)?;
+                let raw = req.raw_state.as_ref().map_or(&[][..], |s| &s.json[..]);
+                let state = p.upgrade_resource_state(&req.type_name, req.version, raw)?;
                 encode(&state, p.resource_type(&req.type_name)?)
             },
             |_, result| match result {
