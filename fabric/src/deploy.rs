@@ -140,14 +140,12 @@ pub enum DeployError {
     /// The router process cannot be started.
     #[error("{0}; set fabric_path in the provider block to the gpucap-fabric binary")]
     Spawn(ProcessError),
-    /// The router process cannot be signalled or stopped.
-    #[error("{what}{source}")]
-    Process {
-        /// What was being done, as a prefix of the message.
-        what: &'static str,
-        /// Why it failed.
-        source: ProcessError,
-    },
+    /// The router process cannot be signalled to reload.
+    #[error("{0}")]
+    Signal(ProcessError),
+    /// The router process cannot be stopped.
+    #[error("cannot stop the router: {0}")]
+    Stop(ProcessError),
     /// The router exited before it converged.
     #[error("the router exited")]
     Exited,
@@ -318,7 +316,7 @@ pub async fn reload(
     router
         .process
         .signal(Signal::SIGHUP)
-        .map_err(|source| DeployError::Process { what: "", source })?;
+        .map_err(DeployError::Signal)?;
     converge(dir, &router.process, cancel, |status| {
         let r = &status.router;
         if r.reloads <= before {
@@ -381,10 +379,7 @@ pub async fn stop(dir: &EndpointDir, drain: Duration) -> Result<(), DeployError>
                     .saturating_add(Duration::from_secs(10)),
             )
             .await
-            .map_err(|source| DeployError::Process {
-                what: "cannot stop the router: ",
-                source,
-            })?;
+            .map_err(DeployError::Stop)?;
     }
     stop_replicas(dir, drain).await;
     let left: Vec<String> = local::records(&dir.replicas())

@@ -260,8 +260,8 @@ impl Review<'_> {
                 .iter()
                 .filter(|s| rule.applies(&s.type_name, &s.action))
             {
-                let name = printable(&s.terraform_address.clone().unwrap_or_else(|| s.address()));
                 let address = s.address();
+                let name = printable(s.terraform_address.as_deref().unwrap_or(&address));
                 let key = (
                     rule.name.as_str(),
                     address.as_str(),

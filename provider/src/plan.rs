@@ -11,7 +11,7 @@ use crate::schema::{Block, Mode, Schema};
 use crate::value::{Type, Value};
 
 /// Plans a create, update or destroy the way every resource does. A destroy plans null.
-/// Otherwise the proposal, with defaults filled in ([`start`]) and the id set to the name (every
+/// Otherwise the proposal, with defaults filled in (`start`) and the id set to the name (every
 /// gpucap object is known by its name), is decoded into the resource's model `M`; `compute` fills
 /// in what the resource derives and returns its warnings, or the errors that fail the plan; and
 /// the attributes whose change replaces the object are found.
@@ -46,7 +46,7 @@ pub fn typed<M: Serialize + DeserializeOwned>(
 
 /// Starts a plan from Terraform's proposal: defaults filled in where the configuration leaves an
 /// attribute unset, and — on create — every computed attribute without a default unknown.
-pub fn start(block: &Block, proposed: &Value, config: &Value, creating: bool) -> Value {
+fn start(block: &Block, proposed: &Value, config: &Value, creating: bool) -> Value {
     let mut state = proposed.clone();
     fill(block, &mut state, config, creating);
     state
@@ -76,7 +76,7 @@ fn fill(block: &Block, state: &mut Value, config: &Value, creating: bool) {
 }
 
 /// Paths of replace-on-change attributes that differ between prior state and the plan.
-pub fn requires_replace(block: &Block, prior: &Value, planned: &Value) -> Vec<AttrPath> {
+fn requires_replace(block: &Block, prior: &Value, planned: &Value) -> Vec<AttrPath> {
     let mut out = Vec::new();
     collect_replace(block, prior, planned, &mut Vec::new(), &mut out);
     out

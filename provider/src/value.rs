@@ -248,22 +248,7 @@ impl Value {
     /// Converts to JSON with unknown values as null: how plan JSON shows what apply will decide,
     /// and so how policy rules see a planned object.
     pub fn to_json_unknown_as_null(&self) -> serde_json::Value {
-        use serde_json::Value as J;
-        match self {
-            Value::Unknown | Value::Null => J::Null,
-            Value::Bool(b) => J::Bool(*b),
-            Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::String(s) => J::String(s.clone()),
-            Value::List(v) | Value::Set(v) => {
-                J::Array(v.iter().map(Value::to_json_unknown_as_null).collect())
-            }
-            Value::Map(m) => J::Object(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.to_json_unknown_as_null()))
-                    .collect(),
-            ),
-        }
+        self.to_json_with(Marks::None)
     }
 
     /// Builds a value of type `ty` from JSON: objects get every attribute of the type (absent ones
@@ -276,21 +261,27 @@ impl Value {
     /// ([`crate::models`]) that keep unknowns; whole numbers are JSON integers so they decode into
     /// integer and float fields alike.
     pub fn to_marked_json(&self) -> serde_json::Value {
+        self.to_json_with(Marks::Unknowns)
+    }
+
+    fn to_json_with(&self, marks: Marks) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
-            Value::Unknown => unknown_mark(),
-            Value::Null => J::Null,
+            Value::Unknown if marks == Marks::Unknowns => unknown_mark(),
+            Value::Unknown | Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => J::from(*f as i64),
+            Value::Float(f) if marks == Marks::Unknowns && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                J::from(*f as i64)
+            }
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::String(s) => J::String(s.clone()),
             Value::List(v) | Value::Set(v) => {
-                J::Array(v.iter().map(Value::to_marked_json).collect())
+                J::Array(v.iter().map(|e| e.to_json_with(marks)).collect())
             }
             Value::Map(m) => J::Object(
                 m.iter()
-                    .map(|(k, v)| (k.clone(), v.to_marked_json()))
+                    .map(|(k, v)| (k.clone(), v.to_json_with(marks)))
                     .collect(),
             ),
         }
@@ -384,9 +375,10 @@ impl Value {
 /// How JSON may stand for an unknown value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Marks {
-    /// It cannot: JSON from users and files has no unknowns.
+    /// It cannot: JSON from users and files has no unknowns, and JSON for plans and rules shows
+    /// them as null.
     None,
-    /// As [`UNKNOWN_MARK`], in JSON made by [`Value::to_marked_json`].
+    /// As [`UNKNOWN_MARK`], in JSON made by [`Value::to_marked_json`] for typed models.
     Unknowns,
 }
 

@@ -317,9 +317,8 @@ impl Resource for InferenceEndpoint {
 
 /// The settings a model stands for, with the schema's defaults for what it leaves unset.
 fn effective(m: &Model) -> Result<Model, Diagnostics> {
-    let schema = model::schema();
-    let value = models::encode(m, &schema.block.implied_type())?;
-    models::decode_effective(&schema.block, &value)
+    let value = models::encode(m, InferenceEndpoint.state_type())?;
+    models::decode_effective(&model::schema().block, &value)
 }
 
 /// `replicas_status` for a router that is not serving.
