@@ -231,11 +231,8 @@ fn build(
     options: &BackendOptions,
 ) -> Result<Built, ForwardBenchError> {
     if device == "cpu" {
-        return Ok(Built::Cpu(CpuBackend::new(
-            model.clone(),
-            options.max_batch_rows,
-            options.threads,
-        )));
+        let backend = CpuBackend::new(model.clone(), options.max_batch_rows, options.threads)?;
+        return Ok(Built::Cpu(backend));
     }
     let ordinal = device
         .strip_prefix("cuda:")

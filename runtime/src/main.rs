@@ -125,7 +125,8 @@ struct ServeArgs {
     /// Rows per batch at most [default: 64].
     #[arg(long)]
     max_batch_size: Option<usize>,
-    /// Microseconds a batch waits to fill [default: 2000].
+    /// The longest, in microseconds, a request is held for a batch to fill; an idle backend
+    /// starts at once when more requests are unlikely to come soon enough [default: 2000].
     #[arg(long)]
     max_queue_delay_us: Option<u64>,
     /// Requests that may wait; more get 429 [default: 256].

@@ -13,6 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
+use gpucap_runtime::batcher::pace::Pace;
 use serde::Serialize;
 
 use super::Scenario;
@@ -242,8 +243,10 @@ struct Replica {
     running: Vec<Request>,
     busy_from: Option<u64>,
     busy_ns: u64,
-    /// When the batch window of its oldest queued request closes, while one is pending.
+    /// When the forming batch closes, while an idle backend holds one open.
     close_at: Option<u64>,
+    /// The runtime batcher's view of the load: arrival gaps and pass times.
+    pace: Pace,
     alive: bool,
     billed_from: u64,
 }
@@ -504,13 +507,16 @@ impl Sim<'_> {
     fn dispatch(&mut self, now: u64, r: usize, mut request: Request) {
         request.at_replica = now;
         let rep = &mut self.replicas[r];
+        rep.pace.arrived(Duration::from_nanos(now));
         rep.outstanding += 1;
         rep.queue.push_back(request);
         self.kick(now, r);
     }
 
-    /// The runtime's batcher: an idle backend takes a batch once `max_batch_size` rows wait or
-    /// the oldest has waited `max_queue_delay`.
+    /// The runtime's batcher: an idle backend starts a batch with what is queued unless its
+    /// [`Pace`] says one more request is worth waiting for, and then at the latest when the oldest
+    /// has waited `max_queue_delay` (or `max_batch_size` rows wait). Each arrival re-decides; a
+    /// superseded close event is ignored when it fires.
     fn kick(&mut self, now: u64, r: usize) {
         let max_batch = self.fabric.batching.max_batch_size;
         let delay = self.delay;
@@ -518,10 +524,14 @@ impl Sim<'_> {
         if rep.busy_from.is_some() || rep.queue.is_empty() {
             return;
         }
-        let close_at = rep.queue.front().map_or(now, |q| q.at_replica + delay);
+        let latest = rep.queue.front().map_or(now, |q| q.at_replica + delay);
+        let close_at = match rep.pace.wait_for_next(rep.queue.len()) {
+            Some(worth) => (now + ns(worth.as_secs_f64())).min(latest),
+            None => now,
+        };
         if rep.queue.len() >= max_batch || close_at <= now {
             self.start_batch(now, r);
-        } else if rep.close_at.is_none() {
+        } else {
             rep.close_at = Some(close_at);
             self.schedule(close_at, Event::BatchClose(r));
         }
@@ -596,6 +606,7 @@ impl Sim<'_> {
         rep.outstanding -= done.len();
         if let Some(from) = rep.busy_from.take() {
             rep.busy_ns += now - from;
+            rep.pace.computed(Duration::from_nanos(now - from));
         }
         if rep.outstanding == 0 {
             rep.idle_since = now;
@@ -800,6 +811,7 @@ impl Sim<'_> {
                     busy_from: None,
                     busy_ns: 0,
                     close_at: None,
+                    pace: Pace::default(),
                     alive: true,
                     billed_from: now,
                 });
@@ -1042,6 +1054,18 @@ dir = "s"
             (hours - 4.0 * r.duration_s / 3600.0).abs() < 0.01,
             "{hours}"
         );
+    }
+
+    #[test]
+    fn a_sparse_request_is_not_held_for_the_batch_window() {
+        // Two requests a second, each pass 10 ms: the runtime's batcher starts each at once
+        // rather than holding it for max_queue_delay (1 ms here), so the median is one pass.
+        let s = scenario(POLICY).static_fleet(1);
+        let trace = Trace::parse("second,requests_per_second\n0,2\n600,2\n").unwrap();
+        let r = run(&s, &trace, None);
+        assert!(r.served > 1000, "{}", r.served);
+        let p50 = r.latency.quantile(0.5).unwrap();
+        assert!((9.9..10.3).contains(&p50), "median latency {p50} ms");
     }
 
     #[test]

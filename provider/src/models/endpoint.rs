@@ -80,7 +80,7 @@ pub struct Model {
 pub struct Batching {
     /// Rows per batch at most.
     pub max_batch_size: Attr<i64>,
-    /// Microseconds a batch waits to fill.
+    /// The longest, in microseconds, an idle backend holds a batch open for more requests.
     pub max_queue_delay_us: Attr<i64>,
     /// Requests that may wait.
     pub queue_capacity: Attr<i64>,
@@ -163,7 +163,7 @@ fn build_schema() -> Schema {
                     .attr("max_batch_size", Type::Number, Mode::OptionalComputed, "Rows per batch at most; also the requests a replica takes at once before the router counts it saturated.")
                     .check("max_batch_size", Check::IntIn(1, 65_536))
                     .default_value("max_batch_size", json!(64))
-                    .attr("max_queue_delay_us", Type::Number, Mode::OptionalComputed, "Microseconds a batch waits to fill.")
+                    .attr("max_queue_delay_us", Type::Number, Mode::OptionalComputed, "The longest, in microseconds, an idle backend holds a batch open for more requests; it starts at once when more are unlikely to come soon enough.")
                     .check("max_queue_delay_us", Check::IntIn(0, 10_000_000))
                     .default_value("max_queue_delay_us", json!(2000))
                     .attr("queue_capacity", Type::Number, Mode::OptionalComputed, "Requests that may wait in a replica, and in the router while no replica has room; more get 429.")

@@ -1,9 +1,9 @@
-//! The CPU backend: multithreaded GEMM from the `gemm` crate, then a fused bias + activation pass.
+//! The CPU backend: each layer's weights packed once for the kernels in [`super::gemm`], a thread
+//! pool kept for the backend's lifetime, and buffers sized for the largest batch.
 
 use std::sync::Arc;
 
-use gemm::Parallelism;
-
+use super::gemm::{Dense, Isa, PackedWeights, Threads, dense};
 use super::{Backend, BackendError, Precision};
 use crate::model::Model;
 
@@ -12,8 +12,10 @@ use crate::model::Model;
 /// flight at a time and it runs in [`Backend::finish`].
 pub struct CpuBackend {
     model: Arc<Model>,
+    packed: Vec<PackedWeights>,
+    isa: Isa,
+    threads: Threads,
     capacity_rows: usize,
-    threads: usize,
     input: Vec<f32>,
     started_rows: Option<usize>,
     front: Vec<f32>,
@@ -21,30 +23,58 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// A backend for batches of up to `capacity_rows` rows using `threads` threads (0 = all cores).
-    pub fn new(model: Arc<Model>, capacity_rows: usize, threads: usize) -> Self {
+    /// A backend for batches of up to `capacity_rows` rows using `threads` threads (0 = all
+    /// cores), on the fastest kernels this CPU runs.
+    pub fn new(
+        model: Arc<Model>,
+        capacity_rows: usize,
+        threads: usize,
+    ) -> Result<Self, BackendError> {
+        CpuBackend::with_isa(model, capacity_rows, threads, Isa::detect())
+    }
+
+    /// As [`CpuBackend::new`], on the kernels for `isa` (one of [`Isa::supported`]).
+    pub fn with_isa(
+        model: Arc<Model>,
+        capacity_rows: usize,
+        threads: usize,
+        isa: Isa,
+    ) -> Result<Self, BackendError> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
             threads
         };
+        let threads =
+            Threads::new(threads).map_err(|source| BackendError::Threads { threads, source })?;
+        let packed = model
+            .layers
+            .iter()
+            .map(|l| PackedWeights::pack(&l.weight, l.in_features, l.out_features))
+            .collect();
         let scratch = capacity_rows * model.widest_layer();
         let input = vec![0.0; capacity_rows * model.input_width()];
-        CpuBackend {
+        Ok(CpuBackend {
             model,
-            capacity_rows,
+            packed,
+            isa,
             threads,
+            capacity_rows,
             input,
             started_rows: None,
             front: vec![0.0; scratch],
             back: vec![0.0; scratch],
-        }
+        })
     }
 }
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        format!(
+            "cpu ({} threads, {})",
+            self.threads.count(),
+            self.isa.name()
+        )
     }
 
     fn input_width(&self) -> usize {
@@ -72,31 +102,19 @@ impl Backend for CpuBackend {
         let rows = self.started_rows.take().ok_or(BackendError::Protocol(
             "finish called with no batch started",
         ))?;
-        // Tiny products lose more to thread hand-off than they gain; gemm's own heuristics also
-        // apply, this only keeps single-row requests on one thread.
-        let parallelism = if self.threads > 1 && rows * self.model.widest_layer() >= 4096 {
-            Parallelism::Rayon(self.threads)
-        } else {
-            Parallelism::None
-        };
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let out_len = rows * layer.out_features;
+        for (i, (layer, weights)) in self.model.layers.iter().zip(&self.packed).enumerate() {
             let src: &[f32] = if i == 0 {
                 &self.input[..rows * layer.in_features]
             } else {
                 &self.front[..rows * layer.in_features]
             };
-            let dst = &mut self.back[..out_len];
-            matmul(
-                src,
-                &layer.weight,
-                dst,
-                rows,
-                layer.in_features,
-                layer.out_features,
-                parallelism,
-            );
-            layer.activation.apply_with_bias(dst, &layer.bias);
+            let dense_layer = Dense {
+                weights,
+                bias: &layer.bias,
+                activation: layer.activation,
+            };
+            let dst = &mut self.back[..rows * layer.out_features];
+            dense(self.isa, &self.threads, &dense_layer, src, rows, dst);
             std::mem::swap(&mut self.front, &mut self.back);
         }
         Ok(&self.front[..rows * self.model.output_width()])
@@ -126,7 +144,7 @@ pub fn forward_at_precision(
             description: None,
             layers: vec![stored],
         });
-        let mut cpu = CpuBackend::new(single, rows, 0);
+        let mut cpu = CpuBackend::new(single, rows, 0)?;
         let y = cpu.forward(&x, rows)?;
         x = if i == last {
             y.to_vec()
@@ -135,50 +153,6 @@ pub fn forward_at_precision(
         };
     }
     Ok(x)
-}
-
-/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major.
-#[allow(unsafe_code)]
-fn matmul(
-    lhs: &[f32],
-    rhs: &[f32],
-    dst: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    parallelism: Parallelism,
-) {
-    assert!(lhs.len() == m * k && rhs.len() == k * n && dst.len() == m * n);
-    if m == 0 {
-        return;
-    }
-    // SAFETY: the assert above proves each pointer covers exactly the rows and columns that the
-    // strides below describe (row-major: row stride = width, column stride = 1), `dst` is a
-    // unique borrow not aliased by the inputs, and `read_dst = false` means the uninitialised
-    // meaning of `dst` is never read.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
 }
 
 #[cfg(test)]
@@ -203,9 +177,11 @@ mod tests {
             }
             for row in y.chunks_exact_mut(layer.out_features) {
                 // Bias is already added above, so apply with a zero bias.
-                layer
-                    .activation
-                    .apply_with_bias(row, &vec![0.0; layer.out_features]);
+                let zeros = vec![0.0; layer.out_features];
+                layer.activation.apply_elementwise_with_bias(row, &zeros);
+                if layer.activation == Activation::Softmax {
+                    crate::model::softmax_in_place(row);
+                }
             }
             x = y;
         }
@@ -242,16 +218,18 @@ mod tests {
         use Activation::*;
         let acts = [Relu, Gelu, GeluTanh, Tanh, Sigmoid, Identity, Softmax];
         let m = Arc::new(model(&[37, 129, 65, 33, 17, 9, 5, 3], &acts));
-        for rows in [1, 2, 7, 64, 133] {
-            let input = values(rows * 37, rows as u64);
-            let mut backend = CpuBackend::new(m.clone(), 256, 2);
-            let got = backend.forward(&input, rows).unwrap().to_vec();
-            let want = reference_forward(&m, &input, rows);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
-                    "rows={rows} [{i}]: {g} vs {w}"
-                );
+        for isa in Isa::supported() {
+            let mut backend = CpuBackend::with_isa(m.clone(), 256, 2, isa).unwrap();
+            for rows in [1, 2, 7, 64, 133] {
+                let input = values(rows * 37, rows as u64);
+                let got = backend.forward(&input, rows).unwrap().to_vec();
+                let want = reference_forward(&m, &input, rows);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+                        "{isa:?} rows={rows} [{i}]: {g} vs {w}"
+                    );
+                }
             }
         }
     }
@@ -259,7 +237,7 @@ mod tests {
     #[test]
     fn reuses_buffers_across_batches_of_different_sizes() {
         let m = Arc::new(model(&[8, 16, 4], &[Activation::Relu, Activation::Softmax]));
-        let mut backend = CpuBackend::new(m.clone(), 10, 1);
+        let mut backend = CpuBackend::new(m.clone(), 10, 1).unwrap();
         let big = values(10 * 8, 3);
         let first = backend.forward(&big[..8], 1).unwrap().to_vec();
         backend.forward(&big, 10).unwrap();
@@ -270,7 +248,7 @@ mod tests {
     #[test]
     fn rejects_wrong_lengths_and_oversized_batches() {
         let m = Arc::new(model(&[4, 2], &[Activation::Identity]));
-        let mut backend = CpuBackend::new(m, 2, 1);
+        let mut backend = CpuBackend::new(m, 2, 1).unwrap();
         assert!(matches!(
             backend.forward(&[0.0; 3], 1),
             Err(BackendError::InputLength { .. })
@@ -284,7 +262,7 @@ mod tests {
     #[test]
     fn one_batch_at_a_time() {
         let m = Arc::new(model(&[2, 2], &[Activation::Identity]));
-        let mut backend = CpuBackend::new(m, 2, 1);
+        let mut backend = CpuBackend::new(m, 2, 1).unwrap();
         assert!(matches!(backend.finish(), Err(BackendError::Protocol(_))));
         backend.start(1, &mut |b| b.fill(1.0)).unwrap();
         assert!(matches!(

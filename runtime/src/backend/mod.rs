@@ -3,6 +3,7 @@
 
 mod cpu;
 pub mod cuda;
+mod gemm;
 mod precision;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 pub use cpu::{CpuBackend, forward_at_precision};
 pub use cuda::CudaBackend;
+pub use gemm::Isa;
 pub use precision::Precision;
 
 use crate::model::Model;
@@ -90,6 +92,14 @@ pub enum BackendError {
     /// accepts, or a finish with nothing started. A bug in the caller.
     #[error("{0}")]
     Protocol(&'static str),
+    /// The CPU backend's compute threads could not be started.
+    #[error("could not start {threads} CPU compute threads: {source}")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// Why the pool could not be built.
+        source: rayon::ThreadPoolBuildError,
+    },
     /// The device failed: a CUDA or cuBLAS error while uploading, computing or reading back.
     #[error("{device}: {message}")]
     Device {
@@ -197,7 +207,7 @@ pub fn create_backends(
                     options.precision
                 ));
             }
-            Ok(vec![cpu_backend(model, options)])
+            Ok(vec![cpu_backend(model, options)?])
         }
         DeviceSpec::Cuda(ordinals) => {
             let gpus = usable_gpus().map_err(|why| refuse_cuda(device, &why))?;
@@ -218,7 +228,7 @@ pub fn create_backends(
                 Ok(gpus) => gpus,
                 Err(why) => {
                     tracing::info!(%why, "device auto: no usable GPU; serving on the CPU");
-                    return Ok(vec![cpu_backend(model, options)]);
+                    return Ok(vec![cpu_backend(model, options)?]);
                 }
             };
             let built: Result<Vec<Box<dyn Backend>>, String> = gpus
@@ -236,22 +246,20 @@ pub fn create_backends(
                 }
                 Err(why) => {
                     tracing::warn!(%why, "device auto: a GPU could not be used; serving on the CPU");
-                    Ok(vec![cpu_backend(model, options)])
+                    Ok(vec![cpu_backend(model, options)?])
                 }
             }
         }
     }
 }
 
-fn cpu_backend(model: Arc<Model>, options: &BackendOptions) -> Box<dyn Backend> {
+fn cpu_backend(model: Arc<Model>, options: &BackendOptions) -> Result<Box<dyn Backend>, String> {
     if options.precision != Precision::Fp32 {
         tracing::warn!(precision = %options.precision, "precision applies to CUDA only; the CPU backend computes in fp32");
     }
-    Box::new(CpuBackend::new(
-        model,
-        options.max_batch_rows,
-        options.threads,
-    ))
+    let backend = CpuBackend::new(model, options.max_batch_rows, options.threads)
+        .map_err(|e| format!("cannot serve on the CPU: {e}"))?;
+    Ok(Box::new(backend))
 }
 
 /// The GPUs when the driver and every library a CUDA backend needs are present.

@@ -1,4 +1,5 @@
-//! Activation functions, and the fused bias + activation pass the CPU backend runs after each product.
+//! Activation functions, and the fused bias + activation pass the CPU backend runs on each block
+//! of a product.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,20 +27,12 @@ impl Activation {
     /// Every accepted spelling, for error messages.
     pub const NAMES: &'static str = "identity, relu, gelu, gelu_tanh, tanh, sigmoid, softmax";
 
-    /// Adds `bias` to every row of `rows` (row-major, `bias.len()` columns) and applies the
-    /// activation in the same pass, so the data is read and written once.
-    pub fn apply_with_bias(self, rows: &mut [f32], bias: &[f32]) {
-        let width = bias.len();
-        if width == 0 {
-            return;
-        }
-        for row in rows.chunks_exact_mut(width) {
-            for (x, b) in row.iter_mut().zip(bias) {
-                *x = self.scalar(*x + b);
-            }
-            if self == Activation::Softmax {
-                softmax_in_place(row);
-            }
+    /// Adds `bias` to `values` (one per column) and applies the element-wise part of the
+    /// activation in the same pass, so the data is read and written once. Softmax is row-wise:
+    /// here it only adds the bias, and the caller runs [`softmax_in_place`] over each whole row.
+    pub fn apply_elementwise_with_bias(self, values: &mut [f32], bias: &[f32]) {
+        for (x, b) in values.iter_mut().zip(bias) {
+            *x = self.scalar(*x + b);
         }
     }
 
@@ -141,9 +134,9 @@ mod tests {
 
     #[test]
     fn bias_is_added_per_column() {
-        let mut rows = [0.0, 0.0, 1.0, -1.0];
-        Activation::Relu.apply_with_bias(&mut rows, &[1.0, -2.0]);
-        assert_eq!(rows, [1.0, 0.0, 2.0, 0.0]);
+        let mut row = [0.0, 1.0];
+        Activation::Relu.apply_elementwise_with_bias(&mut row, &[1.0, -2.0]);
+        assert_eq!(row, [1.0, 0.0]);
     }
 
     #[test]

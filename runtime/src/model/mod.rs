@@ -3,7 +3,7 @@
 mod activation;
 mod loader;
 
-pub use activation::Activation;
+pub use activation::{Activation, softmax_in_place};
 pub use loader::{FORMAT_NAME, ModelError, load_model, parse_model};
 
 /// One dense layer: `y = activation(x · weight + bias)`.

@@ -1,8 +1,13 @@
 //! The dynamic batcher: requests queue in a bounded channel; a worker thread per backend (one per
-//! GPU, or one for the CPU) closes a batch when it holds `max_batch_size` rows or when its oldest
-//! request has waited `max_queue_delay`, runs all the rows as one forward pass, and splits the
+//! GPU, or one for the CPU) forms a batch, runs all its rows as one forward pass, and splits the
 //! results back in order. Workers pull from the one shared queue, so a free GPU takes the next
 //! batch.
+//!
+//! A batch never waits in vain. Everything already queued joins at once; while the backend
+//! computes, new requests queue and the next batch takes them. An idle backend holds a batch open
+//! for more requests only as long as the recent arrival rate says one is coming soon enough to be
+//! worth it ([`pace`]), and never past `max_queue_delay` after the oldest request arrived. So a
+//! lone client is served without any window, and a burst still fills batches.
 //!
 //! A backend that computes asynchronously is handed the next batch (already queued requests only,
 //! never waiting for more) before the current one is collected, so its upload overlaps the
@@ -23,6 +28,10 @@ use tokio::sync::oneshot;
 use crate::backend::{Backend, BackendError};
 use crate::metrics::Metrics;
 
+pub mod pace;
+
+use pace::Pace;
+
 /// How often a worker whose device failed, and which is the last one left, tries to rebuild it.
 const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
@@ -31,7 +40,9 @@ const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 pub struct BatchSettings {
     /// A batch closes once it holds this many rows; a single request may carry at most this many.
     pub max_batch_size: usize,
-    /// A batch closes once its oldest request has waited this long, full or not.
+    /// The longest an idle backend holds a batch open for more requests, counted from its oldest
+    /// request's arrival. It waits less (usually not at all) when more requests are unlikely to
+    /// come soon enough; see [`pace`].
     pub max_queue_delay: Duration,
     /// Requests that may wait in the queue; more are refused.
     pub queue_capacity: usize,
@@ -154,6 +165,8 @@ impl Batcher {
                     health: health.clone(),
                     output_width,
                     last_finished: Instant::now(),
+                    pace: Pace::default(),
+                    epoch: Instant::now(),
                 };
                 std::thread::Builder::new()
                     .name(format!("gpucap-batcher-{i}"))
@@ -254,6 +267,10 @@ struct Worker {
     /// When the backend last handed back a batch: with batches overlapping, a batch's busy time
     /// starts here, not when it was started.
     last_finished: Instant,
+    /// Recent arrival gaps and compute times, which decide how long an idle batch stays open.
+    pace: Pace,
+    /// What [`Pace`]'s times count from.
+    epoch: Instant,
 }
 
 /// A batch handed to the backend and not yet collected.
@@ -310,7 +327,9 @@ impl Worker {
         }
     }
 
-    /// Forms the next batch, waiting up to `max_queue_delay` for it to fill only when `wait`.
+    /// Forms the next batch. With `wait` (the backend is idle) it blocks for a first request and
+    /// then holds the batch open as long as [`Pace`] says more are worth waiting for, at most
+    /// until the oldest has waited `max_queue_delay`; otherwise it takes only what is queued.
     fn next_batch(&mut self, carried: &mut Option<Job>, wait: bool) -> Next {
         let first = match carried.take() {
             Some(job) => job,
@@ -327,7 +346,7 @@ impl Worker {
         let Some(first) = self.admit(first) else {
             return Next::Nothing;
         };
-        let close_at = first.enqueued + self.settings.max_queue_delay;
+        let latest_close = first.enqueued + self.settings.max_queue_delay;
         let mut rows = first.rows;
         let mut batch = vec![first];
         while rows < self.settings.max_batch_size {
@@ -337,10 +356,16 @@ impl Worker {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) if !wait => break,
-                Err(TryRecvError::Empty) => match self.jobs.recv_deadline(close_at) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                },
+                Err(TryRecvError::Empty) => {
+                    let Some(worth) = self.pace.wait_for_next(batch.len()) else {
+                        break;
+                    };
+                    let until = (Instant::now() + worth).min(latest_close);
+                    match self.jobs.recv_deadline(until) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
             };
             let next = self.take(next);
             let Some(job) = self.admit(next) else {
@@ -357,8 +382,10 @@ impl Worker {
     }
 
     /// Bookkeeping for a job leaving the queue.
-    fn take(&self, job: Job) -> Job {
+    fn take(&mut self, job: Job) -> Job {
         self.metrics.queue_depth.dec();
+        self.pace
+            .arrived(job.enqueued.saturating_duration_since(self.epoch));
         job
     }
 
@@ -410,9 +437,9 @@ impl Worker {
     fn complete(&mut self, batch: InFlight) -> bool {
         let result = self.backend.finish();
         let now = Instant::now();
-        self.metrics
-            .compute_seconds
-            .observe(now.duration_since(batch.started).as_secs_f64());
+        let took = now.duration_since(batch.started);
+        self.pace.computed(took);
+        self.metrics.compute_seconds.observe(took.as_secs_f64());
         let busy_since = batch.started.max(self.last_finished);
         self.metrics
             .backend_busy_seconds
@@ -686,6 +713,43 @@ mod tests {
             r.unwrap();
         }
         assert!(served_a.lock().unwrap().len() > served_b.lock().unwrap().len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_client_is_never_held_for_the_window() {
+        // A window of a whole second: the old fixed window made each of these wait for it.
+        let (b, _w, batches) = start(settings(64, 1_000, 100), Duration::from_millis(2));
+        let t = Instant::now();
+        for i in 0..20 {
+            let out = b.infer(vec![i as f32, 1.0], 1).await.unwrap();
+            assert_eq!(out, vec![2.0 * i as f32, 2.0]);
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "20 sequential requests took {:?}",
+            t.elapsed()
+        );
+        assert!(batches.lock().unwrap().iter().all(|&rows| rows == 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn bursts_after_the_first_fill_their_batches() {
+        // Closed-loop clients: each burst arrives while the backend is idle. Once the batcher has
+        // seen the arrival gaps and compute time, it holds the batch open for the rest of the
+        // burst instead of starting with the first request alone.
+        let (b, _w, batches) = start(settings(16, 1_000, 100), Duration::from_millis(20));
+        for _ in 0..4 {
+            for r in send_all(&b, 16).await {
+                r.unwrap();
+            }
+        }
+        let batches = batches.lock().unwrap();
+        assert_eq!(batches.iter().sum::<usize>(), 64);
+        assert_eq!(
+            batches.last(),
+            Some(&16),
+            "the last burst was split: {batches:?}"
+        );
     }
 
     fn settings(max_batch_size: usize, delay_ms: u64, capacity: usize) -> BatchSettings {

@@ -1,0 +1,405 @@
+//! The CPU backend's dense layer, `Y = activation(X · W + b)`, for weights that never change.
+//!
+//! `W` is packed once, when the backend is built, into panels of [`kernel::NR`] columns stored
+//! depth-major — the order the kernel reads them — so a batch streams each weight from memory
+//! exactly once per row block and never re-packs. A general GEMM packs its right-hand side on
+//! every call; at serving batch sizes (1–64 rows) that packing costs as much as the product.
+//!
+//! Work is split into tasks of (row block, run of panels) that write disjoint parts of `Y`; a
+//! thread pool that lives as long as the backend runs them, so its threads are warm between the
+//! layers of a pass and between batches. Bias and the element-wise activation are applied to each
+//! task's block right after its last depth slice, while it is still in cache.
+
+mod kernel;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+pub use kernel::Isa;
+use kernel::{MR, NR, Tile};
+
+use crate::model::Activation;
+
+/// Depth of one kernel call: a `KC × NR` panel slice is 32 KiB, which stays in L1 while every row
+/// block of a task passes over it.
+const KC: usize = 256;
+
+/// The most rows one task covers: its input block (`MC × KC` floats, 192 KiB) stays in L2.
+const MC: usize = 16 * MR;
+
+/// Tasks per thread, so a thread that finishes early takes over work and none idles at the end.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Below this many multiply-adds a layer runs on the calling thread: handing it to the pool would
+/// cost more than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// 16 floats on a 64-byte boundary: the packed weights' storage unit, so every vector load of a
+/// panel is aligned and no load straddles two cache lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct CacheLine([f32; 16]);
+
+/// A `k × n` weight matrix packed into `⌈n / NR⌉` panels. Panel `p` holds columns
+/// `p·NR .. p·NR + NR` as `k` consecutive rows of `NR` floats, zero past column `n`.
+pub struct PackedWeights {
+    k: usize,
+    n: usize,
+    lines: Vec<CacheLine>,
+}
+
+impl PackedWeights {
+    /// Packs row-major `weights` (`k` rows of `n` columns).
+    pub fn pack(weights: &[f32], k: usize, n: usize) -> PackedWeights {
+        assert_eq!(weights.len(), k * n, "weights are not {k} × {n}");
+        let panels = n.div_ceil(NR);
+        let lines_per_row = NR / 16;
+        let mut lines = vec![CacheLine([0.0; 16]); panels * k * lines_per_row];
+        for (depth, row) in weights.chunks_exact(n.max(1)).enumerate() {
+            for (panel, columns) in row.chunks(NR).enumerate() {
+                let first = (panel * k + depth) * lines_per_row;
+                for (line, values) in lines[first..first + lines_per_row]
+                    .iter_mut()
+                    .zip(columns.chunks(16))
+                {
+                    line.0[..values.len()].copy_from_slice(values);
+                }
+            }
+        }
+        PackedWeights { k, n, lines }
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    /// The first weight of panel `p` at depth `depth`.
+    fn panel_at(&self, p: usize, depth: usize) -> *const f32 {
+        self.lines[(p * self.k + depth) * (NR / 16)..]
+            .as_ptr()
+            .cast()
+    }
+}
+
+/// The threads a backend computes on, kept for its lifetime.
+pub struct Threads {
+    pool: Option<rayon::ThreadPool>,
+    count: usize,
+}
+
+impl Threads {
+    /// `count` compute threads; with one, everything runs on the calling thread.
+    pub fn new(count: usize) -> Result<Threads, rayon::ThreadPoolBuildError> {
+        let pool = if count > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(count)
+                    .thread_name(|i| format!("gpucap-cpu-{i}"))
+                    .build()?,
+            )
+        } else {
+            None
+        };
+        Ok(Threads { pool, count })
+    }
+
+    /// How many threads compute.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// One layer's operands.
+pub struct Dense<'a> {
+    /// The packed weights.
+    pub weights: &'a PackedWeights,
+    /// One bias per output column.
+    pub bias: &'a [f32],
+    /// Applied after the bias.
+    pub activation: Activation,
+}
+
+/// A part of the output one thread computes on its own.
+#[derive(Debug, Clone, PartialEq)]
+struct Task {
+    rows: Range<usize>,
+    panels: Range<usize>,
+}
+
+/// The output buffer, shared by the tasks that each write their own disjoint blocks of it.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+
+// SAFETY: tasks write disjoint (row, column) blocks of the buffer (see `tasks`), and the buffer
+// outlives the parallel section that uses it.
+#[allow(unsafe_code)]
+unsafe impl Send for Output {}
+// SAFETY: as for `Send`.
+#[allow(unsafe_code)]
+unsafe impl Sync for Output {}
+
+/// `output[m × n] = activation(input[m × k] · W + bias)`, all row-major.
+pub fn dense(
+    isa: Isa,
+    threads: &Threads,
+    layer: &Dense<'_>,
+    input: &[f32],
+    m: usize,
+    output: &mut [f32],
+) {
+    let (k, n) = (layer.weights.k, layer.weights.n);
+    assert!(
+        input.len() == m * k && output.len() == m * n && layer.bias.len() == n,
+        "dense layer operands do not match {m} × {k} · {k} × {n}"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let out = Output(output.as_mut_ptr());
+    let run = |task: &Task| run_task(isa, layer, input, out, task);
+    match &threads.pool {
+        Some(pool) if m * k * n >= PARALLEL_MIN_MACS => {
+            let tasks = tasks(m, layer.weights.panels(), threads.count);
+            pool.install(|| tasks.par_iter().for_each(run));
+        }
+        _ => run(&Task {
+            rows: 0..m,
+            panels: 0..layer.weights.panels(),
+        }),
+    }
+    if layer.activation == Activation::Softmax {
+        for row in output.chunks_exact_mut(n) {
+            crate::model::softmax_in_place(row);
+        }
+    }
+}
+
+/// Splits `m` rows × `panels` panels into about [`TASKS_PER_THREAD`] tasks per thread: rows
+/// in blocks of at most [`MC`] (whole kernel blocks), then panels in even runs.
+fn tasks(m: usize, panels: usize, threads: usize) -> Vec<Task> {
+    let row_groups = m.div_ceil(MC);
+    let rows_per_group = m.div_ceil(row_groups).next_multiple_of(MR);
+    let wanted = threads * TASKS_PER_THREAD;
+    let panel_groups = wanted.div_ceil(row_groups).clamp(1, panels);
+    let panels_per_group = panels.div_ceil(panel_groups);
+    let mut tasks = Vec::new();
+    for first_row in (0..m).step_by(rows_per_group) {
+        for first_panel in (0..panels).step_by(panels_per_group) {
+            tasks.push(Task {
+                rows: first_row..(first_row + rows_per_group).min(m),
+                panels: first_panel..(first_panel + panels_per_group).min(panels),
+            });
+        }
+    }
+    tasks
+}
+
+/// Splits `rows` into blocks of at most [`MR`] rows, as even as possible: 64 rows run as
+/// 11+11+11+11+10+10 rather than 5×12+4, because a short block keeps too few accumulators busy to
+/// hide the multiply-add latency.
+fn row_blocks(rows: Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = rows.len().div_ceil(MR);
+    let (base, longer) = (rows.len() / blocks.max(1), rows.len() % blocks.max(1));
+    (0..blocks).scan(rows.start, move |next, i| {
+        let len = base + usize::from(i < longer);
+        let block = (*next, len);
+        *next += len;
+        Some(block)
+    })
+}
+
+/// Computes one task's block: for each panel, every depth slice over every row block, then bias
+/// and activation while the block is in cache.
+fn run_task(isa: Isa, layer: &Dense<'_>, input: &[f32], out: Output, task: &Task) {
+    let weights = layer.weights;
+    let (k, n) = (weights.k, weights.n);
+    for panel in task.panels.clone() {
+        let first_col = panel * NR;
+        let cols = NR.min(n - first_col);
+        let mut depth = 0;
+        // At least one slice, so a zero-depth layer still writes its (zero) products.
+        loop {
+            let kc = KC.min(k - depth);
+            for (row, rows) in row_blocks(task.rows.clone()) {
+                let tile = Tile {
+                    a: input[row * k + depth..].as_ptr(),
+                    lda: k,
+                    b: weights.panel_at(panel, depth),
+                    // SAFETY: `row < m` and `first_col < n`, so the offset is inside `output`.
+                    #[allow(unsafe_code)]
+                    c: unsafe { out.0.add(row * n + first_col) },
+                    ldc: n,
+                    kc,
+                    cols,
+                    accumulate: depth > 0,
+                };
+                // SAFETY: `rows` is 1..=MR; `isa` came from `Isa::supported`; the input rows
+                // `row..row + rows` have `kc` values from `depth`; the panel slice holds `kc · NR`
+                // aligned floats; the output block (`rows` rows of `cols` columns) lies inside
+                // `output` and belongs to this task alone.
+                #[allow(unsafe_code)]
+                unsafe {
+                    kernel::multiply(isa, rows, &tile)
+                };
+            }
+            depth += kc;
+            if depth >= k {
+                break;
+            }
+        }
+        let bias = &layer.bias[first_col..first_col + cols];
+        for row in task.rows.clone() {
+            // SAFETY: this task's own block of `output`, as above, and no other reference to it
+            // exists while this one lives.
+            #[allow(unsafe_code)]
+            let values =
+                unsafe { std::slice::from_raw_parts_mut(out.0.add(row * n + first_col), cols) };
+            layer.activation.apply_elementwise_with_bias(values, bias);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward_bench::random_values;
+
+    /// The textbook product in f64, bias and activation applied.
+    fn reference(input: &[f32], weights: &[f32], bias: &[f32], m: usize, k: usize) -> Vec<f32> {
+        let n = bias.len();
+        let mut y = vec![0.0; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let mut sum = f64::from(bias[c]);
+                for d in 0..k {
+                    sum += f64::from(input[r * k + d]) * f64::from(weights[d * n + c]);
+                }
+                y[r * n + c] = sum as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_kernel_matches_the_reference_at_ragged_sizes() {
+        // Row counts cover every kernel height and several row groups; depths cover partial and
+        // several depth slices; widths partial, single and many panels.
+        for isa in Isa::supported() {
+            for threads in [1, 3] {
+                let pool = Threads::new(threads).unwrap();
+                for (m, k, n) in [
+                    (1, 1, 1),
+                    (1, 300, 33),
+                    (5, 17, 64),
+                    (12, 256, 31),
+                    (13, 513, 97),
+                    (200, 64, 40),
+                    (400, 40, 70),
+                ] {
+                    let input = random_values(m * k, 1);
+                    let weights = random_values(k * n, 2);
+                    let bias = random_values(n, 3);
+                    let packed = PackedWeights::pack(&weights, k, n);
+                    let mut got = vec![f32::NAN; m * n];
+                    let layer = Dense {
+                        weights: &packed,
+                        bias: &bias,
+                        activation: Activation::Identity,
+                    };
+                    dense(isa, &pool, &layer, &input, m, &mut got);
+                    let want = reference(&input, &weights, &bias, m, k);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
+                            "{isa:?}, {threads} threads, {m}×{k}·{k}×{n} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_depth_gives_the_bias() {
+        for isa in Isa::supported() {
+            let packed = PackedWeights::pack(&[], 0, 3);
+            let mut out = vec![f32::NAN; 6];
+            let layer = Dense {
+                weights: &packed,
+                bias: &[1.0, -2.0, 3.0],
+                activation: Activation::Relu,
+            };
+            dense(isa, &Threads::new(1).unwrap(), &layer, &[], 2, &mut out);
+            assert_eq!(out, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_across_panels() {
+        let (m, k, n) = (3, 8, 70);
+        let packed = PackedWeights::pack(&random_values(k * n, 5), k, n);
+        let bias = random_values(n, 6);
+        let mut out = vec![0.0; m * n];
+        let layer = Dense {
+            weights: &packed,
+            bias: &bias,
+            activation: Activation::Softmax,
+        };
+        dense(
+            Isa::detect(),
+            &Threads::new(2).unwrap(),
+            &layer,
+            &random_values(m * k, 7),
+            m,
+            &mut out,
+        );
+        for row in out.chunks(n) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn tasks_cover_the_output_once() {
+        for (m, panels, threads) in [
+            (1, 1, 2),
+            (1, 128, 2),
+            (64, 32, 2),
+            (1024, 128, 2),
+            (7, 3, 16),
+        ] {
+            let mut covered = vec![0u8; m * panels];
+            for task in tasks(m, panels, threads) {
+                assert!(task.rows.len() % MR == 0 || task.rows.end == m, "{task:?}");
+                for r in task.rows.clone() {
+                    for p in task.panels.clone() {
+                        covered[r * panels + p] += 1;
+                    }
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{m} {panels} {threads}");
+        }
+    }
+
+    #[test]
+    fn row_blocks_are_even_and_cover_the_rows() {
+        let sizes = |r: Range<usize>| row_blocks(r).map(|(_, n)| n).collect::<Vec<_>>();
+        assert_eq!(sizes(0..64), [11, 11, 11, 11, 10, 10]);
+        assert_eq!(sizes(5..17), [12]);
+        assert_eq!(sizes(0..1), [1]);
+        assert!(sizes(3..3).is_empty());
+        assert_eq!(
+            row_blocks(7..20).map(|(s, _)| s).collect::<Vec<_>>(),
+            [7, 14]
+        );
+    }
+
+    #[test]
+    fn packing_pads_the_last_panel_with_zeros() {
+        let packed = PackedWeights::pack(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+        let floats: Vec<f32> = packed.lines.iter().flat_map(|l| l.0).collect();
+        assert_eq!(floats.len(), 2 * NR);
+        assert_eq!(&floats[..4], &[1.0, 2.0, 3.0, 0.0]);
+        assert_eq!(&floats[NR..NR + 4], &[4.0, 5.0, 6.0, 0.0]);
+    }
+}

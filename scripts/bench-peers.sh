@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# gpucap-runtime side by side with its peers, on one model whose weights are identical in both
+# formats (the outputs are checked to agree first):
+#   1. raw forward pass: `gpucap-runtime forward-bench` against ONNX Runtime in-process, same
+#      threads, batches of 1, 64 and 1024 rows;
+#   2. served: `gpucap-runtime serve` against Seldon MLServer hosting the same graph in ONNX
+#      Runtime with adaptive batching, one wrk load generator for both, 1/16/64 connections,
+#      one row per request. MLServer runs with each of MLSERVER_WORKERS parallel workers and its
+#      best is reported.
+# Usage: scripts/bench-peers.sh [SECONDS_PER_POINT]   (default 10)
+# Environment: MODEL (a gpucap-ffn .safetensors; default the 25 M-parameter benchmark model),
+#              THREADS (default: every core), MLSERVER_WORKERS (default "0 1 2"), ROUNDS of the
+#              forward comparison (default 5),
+#              SKIP_FORWARD=1 to measure only the served comparison.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+threads=${THREADS:-$(nproc)}
+cargo build --release -q -p gpucap-runtime
+bin=$PWD/target/release/gpucap-runtime
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt -r scripts/requirements-peers.txt
+py=$PWD/.venv/bin/python
+mlserver=$PWD/.venv/bin/mlserver
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else
+    echo "wrk is missing: install Debian's package wrk" >&2; exit 1; fi
+fi
+model=${MODEL:-examples/bench/bench-ffn.safetensors}
+[ -f "$model" ] || "$py" examples/bench/make_bench_model.py "$model"
+model=$(realpath "$model")
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null; rm -rf "$work"
+}
+trap cleanup EXIT
+"$py" scripts/peers/to_onnx.py "$model" "$work/model.onnx"
+"$py" scripts/peers/body.py "$model" 1 "$work/body.json"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads"
+
+if [ -z "${SKIP_FORWARD:-}" ]; then
+  # Alternating rounds, each engine's best round median reported: a shared machine's noise only
+  # ever adds time, and alternating spreads it over both engines alike.
+  rounds=${ROUNDS:-5}
+  echo "== 1. raw forward pass: $rounds alternating rounds of 10 passes per batch size"
+  for round in $(seq "$rounds"); do
+    "$bin" forward-bench --model "$model" --threads "$threads" --batches 1,64,1024 --iterations 10 \
+      --json >"$work/gpucap-forward-$round.json"
+    "$py" scripts/peers/ort_forward.py "$work/model.onnx" --threads "$threads" --batches 1,64,1024 \
+      --iterations 10 >"$work/ort-forward-$round.json"
+  done
+fi
+
+wait_ready() { # wait_ready URL LOG: polls the server's readiness for up to 60 s
+  for _ in $(seq 600); do curl -sf "$1/v2/health/ready" >/dev/null && return 0; sleep 0.1; done
+  cat "$2" >&2; echo "server at $1 did not become ready" >&2; exit 1
+}
+load() { # load NAME URL: wrk at 1, 16 and 64 connections after a short warm-up
+  wrk -t1 -c4 -d2s -s scripts/peers/wrk_oip.lua "$2/v2/models/bench/infer" >/dev/null
+  for c in 1 16 64; do
+    GPUCAP_BODY=$work/body.json wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${secs}s" --latency \
+      -s scripts/peers/wrk_oip.lua "$2/v2/models/bench/infer" >"$work/$1-c$c.wrk"
+  done
+}
+stop_last() { # TERM the last server's process group; KILL what is left after 15 s (MLServer 1.7
+  # can hang in shutdown waiting for a worker it has not reaped)
+  local p=${pids[-1]}
+  kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p"
+  for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  unset 'pids[-1]'
+}
+export GPUCAP_BODY=$work/body.json
+
+echo "== 2. served: gpucap-runtime (max_batch_size 64) vs MLServer (adaptive batching, max_batch_size 64)"
+"$bin" serve --model "$model" --name bench --listen 127.0.0.1:0 --address-file "$work/addr" \
+  --threads "$threads" --max-batch-size 64 --log-level warn 2>"$work/gpucap.log" &
+pids+=($!)
+for _ in $(seq 300); do [ -s "$work/addr" ] && break; sleep 0.1; done
+gpucap_url="http://$(cat "$work/addr")"
+wait_ready "$gpucap_url" "$work/gpucap.log"
+
+for workers in ${MLSERVER_WORKERS:-0 1 2}; do
+  dir=$work/mlserver-w$workers
+  mkdir -p "$dir/bench"
+  cp scripts/peers/mlserver_runtime.py "$dir/"
+  cat >"$dir/settings.json" <<JSON
+{"parallel_workers": $workers, "http_port": 18480, "grpc_port": 18481, "metrics_port": 18482,
+ "debug": false, "load_models_at_startup": true}
+JSON
+  cat >"$dir/bench/model-settings.json" <<JSON
+{"name": "bench", "implementation": "mlserver_runtime.OnnxRuntimeModel",
+ "max_batch_size": 64, "max_batch_time": 0.002,
+ "parameters": {"uri": "$work/model.onnx"}}
+JSON
+  per_worker=$(( workers > 0 ? (threads + workers - 1) / workers : threads ))
+  # Its own process group, so stopping it reaches its worker processes too.
+  (cd "$dir" && GPUCAP_PEER_THREADS=$per_worker exec setsid "$mlserver" start . >"$dir/log" 2>&1) &
+  pids+=($!)
+  wait_ready http://127.0.0.1:18480 "$dir/log"
+  if [ ! -f "$work/agreed" ]; then
+    echo "outputs of the same 8 rows against a float64 NumPy forward pass:"
+    "$py" scripts/peers/agree.py "$model" "$work/model.onnx" \
+      --server "gpucap=$gpucap_url" --server "mlserver=http://127.0.0.1:18480"
+    touch "$work/agreed"
+  fi
+  load "mlserver-w$workers" http://127.0.0.1:18480
+  stop_last
+done
+load gpucap "$gpucap_url"
+"$py" scripts/peers/report.py "$work"

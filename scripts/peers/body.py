@@ -1,0 +1,20 @@
+"""Write one Open Inference Protocol v2 request body with ROWS random rows for a gpucap-ffn model.
+
+    python scripts/peers/body.py MODEL.safetensors ROWS OUT.json
+"""
+
+import json
+import sys
+
+import numpy as np
+from safetensors import safe_open
+
+path, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with safe_open(path, "np") as f:
+    meta = f.metadata()
+    first = meta["gpucap.layers"].split(",")[0]
+    width = f.get_slice(f"{first}.weight").get_shape()[0]
+x = np.random.default_rng(1).random((rows, width), dtype=np.float32)
+body = {"inputs": [{"name": meta["gpucap.input"], "shape": [rows, width], "datatype": "FP32", "data": x.ravel().tolist()}]}
+with open(out, "w") as f:
+    json.dump(body, f)
