@@ -17,6 +17,8 @@ pub struct CpuBackend {
     threads: Threads,
     capacity_rows: usize,
     input: Vec<f32>,
+    /// Each layer's input repacked for the kernels.
+    packed_input: Vec<f32>,
     started_rows: Option<usize>,
     front: Vec<f32>,
     back: Vec<f32>,
@@ -54,6 +56,8 @@ impl CpuBackend {
             .collect();
         let scratch = capacity_rows * model.widest_layer();
         let input = vec![0.0; capacity_rows * model.input_width()];
+        let widest_input = model.layers.iter().map(|l| l.in_features).max();
+        let packed_input = vec![0.0; capacity_rows * widest_input.unwrap_or(0)];
         Ok(CpuBackend {
             model,
             packed,
@@ -61,6 +65,7 @@ impl CpuBackend {
             threads,
             capacity_rows,
             input,
+            packed_input,
             started_rows: None,
             front: vec![0.0; scratch],
             back: vec![0.0; scratch],
@@ -114,7 +119,16 @@ impl Backend for CpuBackend {
                 activation: layer.activation,
             };
             let dst = &mut self.back[..rows * layer.out_features];
-            dense(self.isa, &self.threads, &dense_layer, src, rows, dst);
+            let scratch = &mut self.packed_input;
+            dense(
+                self.isa,
+                &self.threads,
+                &dense_layer,
+                src,
+                rows,
+                scratch,
+                dst,
+            );
             std::mem::swap(&mut self.front, &mut self.back);
         }
         Ok(&self.front[..rows * self.model.output_width()])

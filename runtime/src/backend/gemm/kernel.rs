@@ -52,14 +52,12 @@ impl Isa {
 
 /// One kernel call's operands.
 ///
-/// `a` points at the first of `rows` input rows (row stride `lda`), already offset to the slice's
-/// depth; `b` at `kc × NR` packed weights; `c` at the output block's first element (row stride
+/// `a` points at the input block's values for the slice's first depth, packed depth-major (the
+/// `rows` values of one depth, then the next depth's); `b` at `kc × NR` packed weights; `c` at the output block's first element (row stride
 /// `ldc`), of which the first `cols` columns exist.
 pub struct Tile {
-    /// The input rows' first value at this depth.
+    /// The packed input block at this depth: `kc` runs of `rows` values.
     pub a: *const f32,
-    /// Distance between input rows, in floats.
-    pub lda: usize,
     /// The panel slice: `kc` rows of `NR` weights, 64-byte aligned.
     pub b: *const f32,
     /// The output block's first element.
@@ -72,13 +70,16 @@ pub struct Tile {
     pub cols: usize,
     /// Add into the output block (a later depth slice) instead of overwriting it.
     pub accumulate: bool,
+    /// Weights to fetch into cache while this call computes, `NR` floats per depth step (the next
+    /// slice, for the first row block over a slice); null for none. Only a hint: never read.
+    pub prefetch: *const f32,
 }
 
 /// Multiplies `rows` input rows by the tile's panel slice.
 ///
 /// # Safety
-/// `1 <= rows <= MR`; `isa` is one [`Isa::supported`] returned; `a` is readable for `kc` floats
-/// in each of `rows` rows `lda` apart; `b` is readable for `kc · NR` floats and 64-byte aligned;
+/// `1 <= rows <= MR`; `isa` is one [`Isa::supported`] returned; `a` is readable for
+/// `kc · rows` floats; `b` is readable for `kc · NR` floats and 64-byte aligned;
 /// `c` is readable and writable for `cols` floats in each of `rows` rows `ldc` apart, and no other
 /// thread touches those floats during the call.
 pub unsafe fn multiply(isa: Isa, rows: usize, tile: &Tile) {
@@ -127,7 +128,7 @@ unsafe fn portable<const R: usize>(t: &Tile) {
         for depth in 0..t.kc {
             let weights = &*t.b.add(depth * NR).cast::<[f32; NR]>();
             for (r, row) in acc.iter_mut().enumerate() {
-                let x = *t.a.add(r * t.lda + depth);
+                let x = *t.a.add(depth * R + r);
                 for (sum, w) in row.iter_mut().zip(weights) {
                     *sum += x * w;
                 }
@@ -143,8 +144,8 @@ unsafe fn portable<const R: usize>(t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
-        __m512, __mmask16, _mm512_fmadd_ps, _mm512_load_ps, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        __m512, __mmask16, _MM_HINT_T1, _mm_prefetch, _mm512_fmadd_ps, _mm512_load_ps,
+        _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
     };
 
     use super::{MR, NR, Tile};
@@ -187,15 +188,23 @@ mod avx512 {
             }
             let mut a = t.a;
             let mut b = t.b;
+            let mut ahead = t.prefetch;
             for _ in 0..t.kc {
+                if !ahead.is_null() {
+                    // Into L2: the next slice is needed after this call and the other row blocks
+                    // over this slice, which would evict it from L1 first.
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(16).cast());
+                    ahead = ahead.wrapping_add(NR);
+                }
                 let w0 = _mm512_load_ps(b);
                 let w1 = _mm512_load_ps(b.add(16));
                 for (r, sums) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*a.add(r * t.lda));
+                    let x = _mm512_set1_ps(*a.add(r));
                     sums[0] = _mm512_fmadd_ps(x, w0, sums[0]);
                     sums[1] = _mm512_fmadd_ps(x, w1, sums[1]);
                 }
-                a = a.add(1);
+                a = a.add(R);
                 b = b.add(NR);
             }
             for (r, sums) in acc.iter().enumerate() {

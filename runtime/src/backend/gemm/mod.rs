@@ -139,34 +139,58 @@ unsafe impl Send for Output {}
 #[allow(unsafe_code)]
 unsafe impl Sync for Output {}
 
-/// `output[m × n] = activation(input[m × k] · W + bias)`, all row-major.
+/// `output[m × n] = activation(input[m × k] · W + bias)`, all row-major. `packed_input` is scratch
+/// for at least `m × k` floats.
 pub fn dense(
     isa: Isa,
     threads: &Threads,
     layer: &Dense<'_>,
     input: &[f32],
     m: usize,
+    packed_input: &mut [f32],
     output: &mut [f32],
 ) {
     let (k, n) = (layer.weights.k, layer.weights.n);
     assert!(
-        input.len() == m * k && output.len() == m * n && layer.bias.len() == n,
+        input.len() == m * k
+            && output.len() == m * n
+            && layer.bias.len() == n
+            && packed_input.len() >= m * k,
         "dense layer operands do not match {m} × {k} · {k} × {n}"
     );
     if m == 0 || n == 0 {
         return;
     }
+    let rows_per_group = rows_per_group(m);
+    let packed = &mut packed_input[..m * k];
     let out = Output(output.as_mut_ptr());
-    let run = |task: &Task| run_task(isa, layer, input, out, task);
+    let panels = layer.weights.panels();
     match &threads.pool {
-        Some(pool) if m * k * n >= PARALLEL_MIN_MACS => {
-            let tasks = tasks(m, layer.weights.panels(), threads.count);
-            pool.install(|| tasks.par_iter().for_each(run));
-        }
-        _ => run(&Task {
-            rows: 0..m,
-            panels: 0..layer.weights.panels(),
+        Some(pool) if m * k * n >= PARALLEL_MIN_MACS => pool.install(|| {
+            packed
+                .par_chunks_mut(rows_per_group * k.max(1))
+                .zip(input.par_chunks(rows_per_group * k.max(1)))
+                .for_each(|(to, from)| pack_rows(from, k, to));
+            let packed: &[f32] = packed;
+            tasks(m, panels, threads.count)
+                .par_iter()
+                .for_each(|task| run_task(isa, layer, packed, out, task));
         }),
+        _ => {
+            for (to, from) in packed
+                .chunks_mut(rows_per_group * k.max(1))
+                .zip(input.chunks(rows_per_group * k.max(1)))
+            {
+                pack_rows(from, k, to);
+            }
+            for first_row in (0..m).step_by(rows_per_group) {
+                let task = Task {
+                    rows: first_row..(first_row + rows_per_group).min(m),
+                    panels: 0..panels,
+                };
+                run_task(isa, layer, packed, out, &task);
+            }
+        }
     }
     if layer.activation == Activation::Softmax {
         for row in output.chunks_exact_mut(n) {
@@ -175,11 +199,33 @@ pub fn dense(
     }
 }
 
-/// Splits `m` rows × `panels` panels into about [`TASKS_PER_THREAD`] tasks per thread: rows
-/// in blocks of at most [`MC`] (whole kernel blocks), then panels in even runs.
+/// Rows per group: at most [`MC`], whole kernel blocks, groups as even as possible.
+fn rows_per_group(m: usize) -> usize {
+    m.div_ceil(m.div_ceil(MC)).next_multiple_of(MR)
+}
+
+/// Packs one row group of the input for the kernel: each of its [`row_blocks`] (`R` rows
+/// starting at row `s` of the group) becomes `k` consecutive runs of `R` values, at `s · k`. The
+/// kernel then reads its rows' values for one depth from one place, instead of from `R` rows a
+/// whole row apart, which for power-of-two widths all land in the same L1 cache set.
+fn pack_rows(rows: &[f32], k: usize, to: &mut [f32]) {
+    let count = rows.len() / k.max(1);
+    for (start, len) in row_blocks(0..count) {
+        let block = &mut to[start * k..(start + len) * k];
+        for r in 0..len {
+            let row = &rows[(start + r) * k..(start + r + 1) * k];
+            for (depth, value) in row.iter().enumerate() {
+                block[depth * len + r] = *value;
+            }
+        }
+    }
+}
+
+/// Splits `m` rows × `panels` panels into about [`TASKS_PER_THREAD`] tasks per thread: rows in
+/// the groups of [`rows_per_group`], then panels in even runs.
 fn tasks(m: usize, panels: usize, threads: usize) -> Vec<Task> {
-    let row_groups = m.div_ceil(MC);
-    let rows_per_group = m.div_ceil(row_groups).next_multiple_of(MR);
+    let rows_per_group = rows_per_group(m);
+    let row_groups = m.div_ceil(rows_per_group);
     let wanted = threads * TASKS_PER_THREAD;
     let panel_groups = wanted.div_ceil(row_groups).clamp(1, panels);
     let panels_per_group = panels.div_ceil(panel_groups);
@@ -211,7 +257,7 @@ fn row_blocks(rows: Range<usize>) -> impl Iterator<Item = (usize, usize)> {
 
 /// Computes one task's block: for each panel, every depth slice over every row block, then bias
 /// and activation while the block is in cache.
-fn run_task(isa: Isa, layer: &Dense<'_>, input: &[f32], out: Output, task: &Task) {
+fn run_task(isa: Isa, layer: &Dense<'_>, packed: &[f32], out: Output, task: &Task) {
     let weights = layer.weights;
     let (k, n) = (weights.k, weights.n);
     for panel in task.panels.clone() {
@@ -221,10 +267,11 @@ fn run_task(isa: Isa, layer: &Dense<'_>, input: &[f32], out: Output, task: &Task
         // At least one slice, so a zero-depth layer still writes its (zero) products.
         loop {
             let kc = KC.min(k - depth);
-            for (row, rows) in row_blocks(task.rows.clone()) {
+            for (i, (row, rows)) in row_blocks(task.rows.clone()).enumerate() {
                 let tile = Tile {
-                    a: input[row * k + depth..].as_ptr(),
-                    lda: k,
+                    // The block's packed values start at `row · k`; its depth slice `depth` rows
+                    // of `rows` values in.
+                    a: packed[row * k + depth * rows..].as_ptr(),
                     b: weights.panel_at(panel, depth),
                     // SAFETY: `row < m` and `first_col < n`, so the offset is inside `output`.
                     #[allow(unsafe_code)]
@@ -233,9 +280,17 @@ fn run_task(isa: Isa, layer: &Dense<'_>, input: &[f32], out: Output, task: &Task
                     kc,
                     cols,
                     accumulate: depth > 0,
+                    // The weights after this slice (the next slice, or the next panel's first)
+                    // follow it in memory; the first row block streams them towards the cache
+                    // so no later call waits on memory.
+                    prefetch: if i == 0 {
+                        weights.panel_at(panel, depth).wrapping_add(kc * NR)
+                    } else {
+                        std::ptr::null()
+                    },
                 };
-                // SAFETY: `rows` is 1..=MR; `isa` came from `Isa::supported`; the input rows
-                // `row..row + rows` have `kc` values from `depth`; the panel slice holds `kc · NR`
+                // SAFETY: `rows` is 1..=MR; `isa` came from `Isa::supported`; the packed block
+                // holds `kc · rows` values from its depth `depth`; the panel slice holds `kc · NR`
                 // aligned floats; the output block (`rows` rows of `cols` columns) lies inside
                 // `output` and belongs to this task alone.
                 #[allow(unsafe_code)]
@@ -307,7 +362,8 @@ mod tests {
                         bias: &bias,
                         activation: Activation::Identity,
                     };
-                    dense(isa, &pool, &layer, &input, m, &mut got);
+                    let mut scratch = vec![f32::NAN; m * k];
+                    dense(isa, &pool, &layer, &input, m, &mut scratch, &mut got);
                     let want = reference(&input, &weights, &bias, m, k);
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
@@ -330,7 +386,8 @@ mod tests {
                 bias: &[1.0, -2.0, 3.0],
                 activation: Activation::Relu,
             };
-            dense(isa, &Threads::new(1).unwrap(), &layer, &[], 2, &mut out);
+            let threads = Threads::new(1).unwrap();
+            dense(isa, &threads, &layer, &[], 2, &mut [], &mut out);
             assert_eq!(out, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
         }
     }
@@ -352,6 +409,7 @@ mod tests {
             &layer,
             &random_values(m * k, 7),
             m,
+            &mut vec![0.0; m * k],
             &mut out,
         );
         for row in out.chunks(n) {
@@ -392,6 +450,17 @@ mod tests {
             row_blocks(7..20).map(|(s, _)| s).collect::<Vec<_>>(),
             [7, 14]
         );
+    }
+
+    #[test]
+    fn packed_rows_are_depth_major_within_each_block() {
+        // 14 rows of width 2 form blocks of 7 and 7.
+        let rows: Vec<f32> = (0..28).map(|v| v as f32).collect();
+        let mut to = vec![0.0; 28];
+        pack_rows(&rows, 2, &mut to);
+        assert_eq!(&to[..7], &[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        assert_eq!(&to[7..14], &[1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0]);
+        assert_eq!(to[14], 14.0);
     }
 
     #[test]
