@@ -11,7 +11,7 @@
 # Environment: MODEL (a gpucap-ffn .safetensors; default the 25 M-parameter benchmark model),
 #              THREADS (default: every core), MLSERVER_WORKERS (default "0 1 2"), ROUNDS of the
 #              forward comparison (default 5),
-#              SKIP_FORWARD=1 to measure only the served comparison.
+#              SKIP_FORWARD=1 or SKIP_SERVED=1 to measure only the other comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -76,6 +76,7 @@ stop_last() { # TERM the last server's process group; KILL what is left after 15
 }
 export GPUCAP_BODY=$work/body.json
 
+if [ -n "${SKIP_SERVED:-}" ]; then "$py" scripts/peers/report.py "$work"; exit 0; fi
 echo "== 2. served: gpucap-runtime (max_batch_size 64) vs MLServer (adaptive batching, max_batch_size 64)"
 "$bin" serve --model "$model" --name bench --listen 127.0.0.1:0 --address-file "$work/addr" \
   --threads "$threads" --max-batch-size 64 --log-level warn 2>"$work/gpucap.log" &

@@ -231,7 +231,7 @@ fn build(
     options: &BackendOptions,
 ) -> Result<Built, ForwardBenchError> {
     if device == "cpu" {
-        let backend = CpuBackend::new(model.clone(), options.max_batch_rows, options.threads)?;
+        let backend = CpuBackend::new(model, options.max_batch_rows, options.threads)?;
         return Ok(Built::Cpu(backend));
     }
     let ordinal = device

@@ -1,18 +1,20 @@
 //! The CPU backend: each layer's weights packed once for the kernels in [`super::gemm`], a thread
 //! pool kept for the backend's lifetime, and buffers sized for the largest batch.
 
-use std::sync::Arc;
-
 use super::gemm::{Dense, Isa, PackedWeights, Threads, dense};
 use super::{Backend, BackendError, Precision};
-use crate::model::Model;
+use crate::model::{Activation, Model};
 
 /// Runs the model on the CPU with an input buffer and two ping-pong scratch buffers sized for the
 /// largest batch, so a batch allocates nothing. Computing is synchronous, so one batch is in
 /// flight at a time and it runs in [`Backend::finish`].
+///
+/// It keeps only its packed copy of the weights, not the model, so a server that serves on the
+/// CPU holds the weights in memory once.
 pub struct CpuBackend {
-    model: Arc<Model>,
-    packed: Vec<PackedWeights>,
+    layers: Vec<CpuLayer>,
+    input_width: usize,
+    output_width: usize,
     isa: Isa,
     threads: Threads,
     capacity_rows: usize,
@@ -24,20 +26,25 @@ pub struct CpuBackend {
     back: Vec<f32>,
 }
 
+/// One layer as the kernels take it.
+struct CpuLayer {
+    weights: PackedWeights,
+    bias: Vec<f32>,
+    activation: Activation,
+    in_features: usize,
+    out_features: usize,
+}
+
 impl CpuBackend {
     /// A backend for batches of up to `capacity_rows` rows using `threads` threads (0 = all
     /// cores), on the fastest kernels this CPU runs.
-    pub fn new(
-        model: Arc<Model>,
-        capacity_rows: usize,
-        threads: usize,
-    ) -> Result<Self, BackendError> {
+    pub fn new(model: &Model, capacity_rows: usize, threads: usize) -> Result<Self, BackendError> {
         CpuBackend::with_isa(model, capacity_rows, threads, Isa::detect())
     }
 
     /// As [`CpuBackend::new`], on the kernels for `isa` (one of [`Isa::supported`]).
     pub fn with_isa(
-        model: Arc<Model>,
+        model: &Model,
         capacity_rows: usize,
         threads: usize,
         isa: Isa,
@@ -49,18 +56,25 @@ impl CpuBackend {
         };
         let threads =
             Threads::new(threads).map_err(|source| BackendError::Threads { threads, source })?;
-        let packed = model
+        let layers = model
             .layers
             .iter()
-            .map(|l| PackedWeights::pack(&l.weight, l.in_features, l.out_features))
+            .map(|l| CpuLayer {
+                weights: PackedWeights::pack(&l.weight, l.in_features, l.out_features),
+                bias: l.bias.clone(),
+                activation: l.activation,
+                in_features: l.in_features,
+                out_features: l.out_features,
+            })
             .collect();
         let scratch = capacity_rows * model.widest_layer();
         let input = vec![0.0; capacity_rows * model.input_width()];
         let widest_input = model.layers.iter().map(|l| l.in_features).max();
         let packed_input = vec![0.0; capacity_rows * widest_input.unwrap_or(0)];
         Ok(CpuBackend {
-            model,
-            packed,
+            layers,
+            input_width: model.input_width(),
+            output_width: model.output_width(),
             isa,
             threads,
             capacity_rows,
@@ -83,7 +97,7 @@ impl Backend for CpuBackend {
     }
 
     fn input_width(&self) -> usize {
-        self.model.input_width()
+        self.input_width
     }
 
     fn start(&mut self, rows: usize, fill: &mut dyn FnMut(&mut [f32])) -> Result<(), BackendError> {
@@ -98,7 +112,7 @@ impl Backend for CpuBackend {
                 capacity: self.capacity_rows,
             });
         }
-        fill(&mut self.input[..rows * self.model.input_width()]);
+        fill(&mut self.input[..rows * self.input_width]);
         self.started_rows = Some(rows);
         Ok(())
     }
@@ -107,14 +121,14 @@ impl Backend for CpuBackend {
         let rows = self.started_rows.take().ok_or(BackendError::Protocol(
             "finish called with no batch started",
         ))?;
-        for (i, (layer, weights)) in self.model.layers.iter().zip(&self.packed).enumerate() {
+        for (i, layer) in self.layers.iter().enumerate() {
             let src: &[f32] = if i == 0 {
                 &self.input[..rows * layer.in_features]
             } else {
                 &self.front[..rows * layer.in_features]
             };
             let dense_layer = Dense {
-                weights,
+                weights: &layer.weights,
                 bias: &layer.bias,
                 activation: layer.activation,
             };
@@ -131,7 +145,7 @@ impl Backend for CpuBackend {
             );
             std::mem::swap(&mut self.front, &mut self.back);
         }
-        Ok(&self.front[..rows * self.model.output_width()])
+        Ok(&self.front[..rows * self.output_width])
     }
 }
 
@@ -151,14 +165,14 @@ pub fn forward_at_precision(
         for w in &mut stored.weight {
             *w = precision.round(*w);
         }
-        let single = Arc::new(Model {
+        let single = Model {
             input_name: model.input_name.clone(),
             output_name: model.output_name.clone(),
             labels: None,
             description: None,
             layers: vec![stored],
-        });
-        let mut cpu = CpuBackend::new(single, rows, 0)?;
+        };
+        let mut cpu = CpuBackend::new(&single, rows, 0)?;
         let y = cpu.forward(&x, rows)?;
         x = if i == last {
             y.to_vec()
@@ -231,9 +245,9 @@ mod tests {
     fn matches_reference_for_every_activation_and_odd_sizes() {
         use Activation::*;
         let acts = [Relu, Gelu, GeluTanh, Tanh, Sigmoid, Identity, Softmax];
-        let m = Arc::new(model(&[37, 129, 65, 33, 17, 9, 5, 3], &acts));
+        let m = model(&[37, 129, 65, 33, 17, 9, 5, 3], &acts);
         for isa in Isa::supported() {
-            let mut backend = CpuBackend::with_isa(m.clone(), 256, 2, isa).unwrap();
+            let mut backend = CpuBackend::with_isa(&m, 256, 2, isa).unwrap();
             for rows in [1, 2, 7, 64, 133] {
                 let input = values(rows * 37, rows as u64);
                 let got = backend.forward(&input, rows).unwrap().to_vec();
@@ -250,8 +264,8 @@ mod tests {
 
     #[test]
     fn reuses_buffers_across_batches_of_different_sizes() {
-        let m = Arc::new(model(&[8, 16, 4], &[Activation::Relu, Activation::Softmax]));
-        let mut backend = CpuBackend::new(m.clone(), 10, 1).unwrap();
+        let m = model(&[8, 16, 4], &[Activation::Relu, Activation::Softmax]);
+        let mut backend = CpuBackend::new(&m, 10, 1).unwrap();
         let big = values(10 * 8, 3);
         let first = backend.forward(&big[..8], 1).unwrap().to_vec();
         backend.forward(&big, 10).unwrap();
@@ -261,8 +275,8 @@ mod tests {
 
     #[test]
     fn rejects_wrong_lengths_and_oversized_batches() {
-        let m = Arc::new(model(&[4, 2], &[Activation::Identity]));
-        let mut backend = CpuBackend::new(m, 2, 1).unwrap();
+        let m = model(&[4, 2], &[Activation::Identity]);
+        let mut backend = CpuBackend::new(&m, 2, 1).unwrap();
         assert!(matches!(
             backend.forward(&[0.0; 3], 1),
             Err(BackendError::InputLength { .. })
@@ -275,8 +289,8 @@ mod tests {
 
     #[test]
     fn one_batch_at_a_time() {
-        let m = Arc::new(model(&[2, 2], &[Activation::Identity]));
-        let mut backend = CpuBackend::new(m, 2, 1).unwrap();
+        let m = model(&[2, 2], &[Activation::Identity]);
+        let mut backend = CpuBackend::new(&m, 2, 1).unwrap();
         assert!(matches!(backend.finish(), Err(BackendError::Protocol(_))));
         backend.start(1, &mut |b| b.fill(1.0)).unwrap();
         assert!(matches!(

@@ -257,7 +257,7 @@ fn cpu_backend(model: Arc<Model>, options: &BackendOptions) -> Result<Box<dyn Ba
     if options.precision != Precision::Fp32 {
         tracing::warn!(precision = %options.precision, "precision applies to CUDA only; the CPU backend computes in fp32");
     }
-    let backend = CpuBackend::new(model, options.max_batch_rows, options.threads)
+    let backend = CpuBackend::new(&model, options.max_batch_rows, options.threads)
         .map_err(|e| format!("cannot serve on the CPU: {e}"))?;
     Ok(Box::new(backend))
 }

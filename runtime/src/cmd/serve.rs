@@ -74,6 +74,9 @@ pub async fn serve(
         metrics,
         cfg.max_body_bytes,
     ));
+    // The backends hold what they compute with (the CPU backend its packed copy); the row-major
+    // weights are freed here unless a GPU backend keeps them to rebuild its device state.
+    drop(model);
     tracing::info!(%address, backend = %backend_name, batch = ?cfg.batch, "serving");
 
     let draining = state.clone();

@@ -29,7 +29,7 @@ const KC: usize = 256;
 const MC: usize = 16 * MR;
 
 /// Tasks per thread, so a thread that finishes early takes over work and none idles at the end.
-const TASKS_PER_THREAD: usize = 4;
+const TASKS_PER_THREAD: usize = 16;
 
 /// Below this many multiply-adds a layer runs on the calling thread: handing it to the pool would
 /// cost more than it saves.
