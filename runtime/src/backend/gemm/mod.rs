@@ -28,6 +28,9 @@ const KC: usize = 256;
 /// The most rows one task covers: its input block (`MC × KC` floats, 192 KiB) stays in L2.
 const MC: usize = 16 * MR;
 
+/// The largest task input (rows × depth, in bytes) still walked panel by panel; see `run_task`.
+const PANELS_OUTER_MAX_INPUT: usize = 1 << 20;
+
 /// Tasks per thread, so a thread that finishes early takes over work and none idles at the end.
 const TASKS_PER_THREAD: usize = 16;
 
@@ -255,63 +258,114 @@ fn row_blocks(rows: Range<usize>) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Computes one task's block: for each panel, every depth slice over every row block, then bias
-/// and activation while the block is in cache.
+/// Computes one task's block, then applies bias and activation to it.
+///
+/// The loop order depends on whether the task's input (`rows × k`) fits in half of L2. If it does
+/// (serving batches), panels go outermost and each panel's slices follow one another in memory,
+/// one stream the prefetcher follows. If not (large batches), depth slices go outermost, so the
+/// task's input slice (`rows × KC`, at most 192 KiB) stays in L2 while the panels pass; panels
+/// outermost would read the whole input once per panel, from L3.
 fn run_task(isa: Isa, layer: &Dense<'_>, packed: &[f32], out: Output, task: &Task) {
     let weights = layer.weights;
     let (k, n) = (weights.k, weights.n);
+    // At least one slice, so a zero-depth layer still writes its (zero) products.
+    let slices: Vec<(usize, usize)> = (0..k.max(1))
+        .step_by(KC)
+        .map(|depth| (depth, KC.min(k - depth)))
+        .collect();
+    let run = |panel: usize, (depth, kc): (usize, usize), next: *const f32| {
+        block(
+            isa,
+            layer,
+            packed,
+            out,
+            task.rows.clone(),
+            panel,
+            depth,
+            kc,
+            next,
+        );
+    };
+    if task.rows.len() * k * size_of::<f32>() <= PANELS_OUTER_MAX_INPUT {
+        for panel in task.panels.clone() {
+            for (j, &slice) in slices.iter().enumerate() {
+                let next = match slices.get(j + 1) {
+                    Some(&(depth, _)) => weights.panel_at(panel, depth),
+                    None if panel + 1 < task.panels.end => weights.panel_at(panel + 1, 0),
+                    None => std::ptr::null(),
+                };
+                run(panel, slice, next);
+            }
+        }
+    } else {
+        for (j, &slice) in slices.iter().enumerate() {
+            for panel in task.panels.clone() {
+                let next = if panel + 1 < task.panels.end {
+                    weights.panel_at(panel + 1, slice.0)
+                } else {
+                    slices.get(j + 1).map_or(std::ptr::null(), |&(depth, _)| {
+                        weights.panel_at(task.panels.start, depth)
+                    })
+                };
+                run(panel, slice, next);
+            }
+        }
+    }
     for panel in task.panels.clone() {
         let first_col = panel * NR;
         let cols = NR.min(n - first_col);
-        let mut depth = 0;
-        // At least one slice, so a zero-depth layer still writes its (zero) products.
-        loop {
-            let kc = KC.min(k - depth);
-            for (i, (row, rows)) in row_blocks(task.rows.clone()).enumerate() {
-                let tile = Tile {
-                    // The block's packed values start at `row · k`; its depth slice `depth` rows
-                    // of `rows` values in.
-                    a: packed[row * k + depth * rows..].as_ptr(),
-                    b: weights.panel_at(panel, depth),
-                    // SAFETY: `row < m` and `first_col < n`, so the offset is inside `output`.
-                    #[allow(unsafe_code)]
-                    c: unsafe { out.0.add(row * n + first_col) },
-                    ldc: n,
-                    kc,
-                    cols,
-                    accumulate: depth > 0,
-                    // The weights after this slice (the next slice, or the next panel's first)
-                    // follow it in memory; the first row block streams them towards the cache
-                    // so no later call waits on memory.
-                    prefetch: if i == 0 {
-                        weights.panel_at(panel, depth).wrapping_add(kc * NR)
-                    } else {
-                        std::ptr::null()
-                    },
-                };
-                // SAFETY: `rows` is 1..=MR; `isa` came from `Isa::supported`; the packed block
-                // holds `kc · rows` values from its depth `depth`; the panel slice holds `kc · NR`
-                // aligned floats; the output block (`rows` rows of `cols` columns) lies inside
-                // `output` and belongs to this task alone.
-                #[allow(unsafe_code)]
-                unsafe {
-                    kernel::multiply(isa, rows, &tile)
-                };
-            }
-            depth += kc;
-            if depth >= k {
-                break;
-            }
-        }
         let bias = &layer.bias[first_col..first_col + cols];
         for row in task.rows.clone() {
-            // SAFETY: this task's own block of `output`, as above, and no other reference to it
-            // exists while this one lives.
+            // SAFETY: this task's own block of `output` (see `Output`), and no other reference
+            // to it exists while this one lives.
             #[allow(unsafe_code)]
             let values =
                 unsafe { std::slice::from_raw_parts_mut(out.0.add(row * n + first_col), cols) };
             layer.activation.apply_elementwise_with_bias(values, bias);
         }
+    }
+}
+
+/// One panel's depth slice over every row block of `rows`. `next` is the weights the task reads
+/// after this slice: the first row block fetches them towards the cache while it computes, so no
+/// later call waits on memory.
+#[allow(clippy::too_many_arguments)]
+fn block(
+    isa: Isa,
+    layer: &Dense<'_>,
+    packed: &[f32],
+    out: Output,
+    rows: Range<usize>,
+    panel: usize,
+    depth: usize,
+    kc: usize,
+    next: *const f32,
+) {
+    let (k, n) = (layer.weights.k, layer.weights.n);
+    let first_col = panel * NR;
+    for (i, (row, count)) in row_blocks(rows).enumerate() {
+        let tile = Tile {
+            // The block's packed values start at `row · k`; its depth slice `depth` runs of
+            // `count` values in.
+            a: packed[row * k + depth * count..].as_ptr(),
+            b: layer.weights.panel_at(panel, depth),
+            // SAFETY: `row < m` and `first_col < n`, so the offset is inside `output`.
+            #[allow(unsafe_code)]
+            c: unsafe { out.0.add(row * n + first_col) },
+            ldc: n,
+            kc,
+            cols: NR.min(n - first_col),
+            accumulate: depth > 0,
+            prefetch: if i == 0 { next } else { std::ptr::null() },
+        };
+        // SAFETY: `count` is 1..=MR; `isa` came from `Isa::supported`; the packed block holds
+        // `kc · count` values from its depth `depth`; the panel slice holds `kc · NR` aligned
+        // floats; the output block (`count` rows of `cols` columns) lies inside `output` and
+        // belongs to this task alone.
+        #[allow(unsafe_code)]
+        unsafe {
+            kernel::multiply(isa, count, &tile)
+        };
     }
 }
 
