@@ -7,14 +7,12 @@ import json
 import sys
 
 import numpy as np
-from safetensors import safe_open
+
+from agree import input_of
 
 path, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with safe_open(path, "np") as f:
-    meta = f.metadata()
-    first = meta["gpucap.layers"].split(",")[0]
-    width = f.get_slice(f"{first}.weight").get_shape()[0]
+name, width = input_of(path)
 x = np.random.default_rng(1).random((rows, width), dtype=np.float32)
-body = {"inputs": [{"name": meta["gpucap.input"], "shape": [rows, width], "datatype": "FP32", "data": x.ravel().tolist()}]}
+body = {"inputs": [{"name": name, "shape": [rows, width], "datatype": "FP32", "data": x.ravel().tolist()}]}
 with open(out, "w") as f:
     json.dump(body, f)

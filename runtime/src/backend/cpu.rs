@@ -13,8 +13,6 @@ use crate::model::{Activation, Model};
 /// CPU holds the weights in memory once.
 pub struct CpuBackend {
     layers: Vec<CpuLayer>,
-    input_width: usize,
-    output_width: usize,
     isa: Isa,
     threads: Threads,
     capacity_rows: usize,
@@ -31,8 +29,6 @@ struct CpuLayer {
     weights: PackedWeights,
     bias: Vec<f32>,
     activation: Activation,
-    in_features: usize,
-    out_features: usize,
 }
 
 impl CpuBackend {
@@ -56,25 +52,37 @@ impl CpuBackend {
         };
         let threads =
             Threads::new(threads).map_err(|source| BackendError::Threads { threads, source })?;
-        let layers = model
-            .layers
-            .iter()
-            .map(|l| CpuLayer {
+        let mut width = model.input_width();
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for l in &model.layers {
+            // The loader guarantees these; a model built in code is checked here rather than
+            // trusted, since a wrong length would otherwise stop the process mid-batch.
+            if l.in_features != width
+                || l.weight.len() != l.in_features * l.out_features
+                || l.bias.len() != l.out_features
+            {
+                return Err(BackendError::LayerShape {
+                    layer: l.name.clone(),
+                    width,
+                    in_features: l.in_features,
+                    out_features: l.out_features,
+                    weights: l.weight.len(),
+                    biases: l.bias.len(),
+                });
+            }
+            width = l.out_features;
+            layers.push(CpuLayer {
                 weights: PackedWeights::pack(&l.weight, l.in_features, l.out_features),
                 bias: l.bias.clone(),
                 activation: l.activation,
-                in_features: l.in_features,
-                out_features: l.out_features,
-            })
-            .collect();
+            });
+        }
         let scratch = capacity_rows * model.widest_layer();
         let input = vec![0.0; capacity_rows * model.input_width()];
         let widest_input = model.layers.iter().map(|l| l.in_features).max();
         let packed_input = vec![0.0; capacity_rows * widest_input.unwrap_or(0)];
         Ok(CpuBackend {
             layers,
-            input_width: model.input_width(),
-            output_width: model.output_width(),
             isa,
             threads,
             capacity_rows,
@@ -97,7 +105,7 @@ impl Backend for CpuBackend {
     }
 
     fn input_width(&self) -> usize {
-        self.input_width
+        self.layers.first().map_or(0, |l| l.weights.rows())
     }
 
     fn start(&mut self, rows: usize, fill: &mut dyn FnMut(&mut [f32])) -> Result<(), BackendError> {
@@ -112,7 +120,8 @@ impl Backend for CpuBackend {
                 capacity: self.capacity_rows,
             });
         }
-        fill(&mut self.input[..rows * self.input_width]);
+        let values = rows * self.input_width();
+        fill(&mut self.input[..values]);
         self.started_rows = Some(rows);
         Ok(())
     }
@@ -122,17 +131,18 @@ impl Backend for CpuBackend {
             "finish called with no batch started",
         ))?;
         for (i, layer) in self.layers.iter().enumerate() {
+            let (in_features, out_features) = (layer.weights.rows(), layer.weights.columns());
             let src: &[f32] = if i == 0 {
-                &self.input[..rows * layer.in_features]
+                &self.input[..rows * in_features]
             } else {
-                &self.front[..rows * layer.in_features]
+                &self.front[..rows * in_features]
             };
             let dense_layer = Dense {
                 weights: &layer.weights,
                 bias: &layer.bias,
                 activation: layer.activation,
             };
-            let dst = &mut self.back[..rows * layer.out_features];
+            let dst = &mut self.back[..rows * out_features];
             let scratch = &mut self.packed_input;
             dense(
                 self.isa,
@@ -145,7 +155,8 @@ impl Backend for CpuBackend {
             );
             std::mem::swap(&mut self.front, &mut self.back);
         }
-        Ok(&self.front[..rows * self.output_width])
+        let output_width = self.layers.last().map_or(0, |l| l.weights.columns());
+        Ok(&self.front[..rows * output_width])
     }
 }
 
@@ -285,6 +296,17 @@ mod tests {
             backend.forward(&[0.0; 12], 3),
             Err(BackendError::TooManyRows { .. })
         ));
+    }
+
+    #[test]
+    fn a_layer_of_the_wrong_shape_is_an_error() {
+        let mut m = model(&[4, 3, 2], &[Activation::Relu, Activation::Identity]);
+        m.layers[1].bias.pop();
+        let err = CpuBackend::new(&m, 2, 1).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "layer 'l1' does not fit: it takes rows of width 3 (the previous layer gives 3) to 2 columns, but holds 6 weights and 1 biases"
+        );
     }
 
     #[test]

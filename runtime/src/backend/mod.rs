@@ -92,6 +92,25 @@ pub enum BackendError {
     /// accepts, or a finish with nothing started. A bug in the caller.
     #[error("{0}")]
     Protocol(&'static str),
+    /// A layer's weights or biases do not match its widths, or its input width does not match the
+    /// previous layer's output (a model built in code; the loader refuses such files).
+    #[error(
+        "layer '{layer}' does not fit: it takes rows of width {in_features} (the previous layer gives {width}) to {out_features} columns, but holds {weights} weights and {biases} biases"
+    )]
+    LayerShape {
+        /// The layer's name.
+        layer: String,
+        /// The width of the rows the previous layer produces (the model's input for the first).
+        width: usize,
+        /// The layer's declared input width.
+        in_features: usize,
+        /// The layer's declared output width.
+        out_features: usize,
+        /// Weights it holds (`in_features × out_features` expected).
+        weights: usize,
+        /// Biases it holds (`out_features` expected).
+        biases: usize,
+    },
     /// The CPU backend's compute threads could not be started.
     #[error("could not start {threads} CPU compute threads: {source}")]
     Threads {

@@ -73,6 +73,16 @@ impl PackedWeights {
         PackedWeights { k, n, lines }
     }
 
+    /// Input width: the depth of the product.
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+
+    /// Output width.
+    pub fn columns(&self) -> usize {
+        self.n
+    }
+
     fn panels(&self) -> usize {
         self.n.div_ceil(NR)
     }
@@ -164,35 +174,39 @@ pub fn dense(
     if m == 0 || n == 0 {
         return;
     }
-    let rows_per_group = rows_per_group(m);
+    // Each row group's input packs into its own chunk of the scratch.
+    let chunk = rows_per_group(m) * k.max(1);
     let packed = &mut packed_input[..m * k];
     let out = Output(output.as_mut_ptr());
-    let panels = layer.weights.panels();
     match &threads.pool {
         Some(pool) if m * k * n >= PARALLEL_MIN_MACS => pool.install(|| {
             packed
-                .par_chunks_mut(rows_per_group * k.max(1))
-                .zip(input.par_chunks(rows_per_group * k.max(1)))
+                .par_chunks_mut(chunk)
+                .zip(input.par_chunks(chunk))
                 .for_each(|(to, from)| pack_rows(from, k, to));
-            let packed: &[f32] = packed;
-            tasks(m, panels, threads.count)
+            let pass = Pass {
+                isa,
+                layer,
+                packed,
+                out,
+            };
+            tasks(m, layer.weights.panels(), threads.count)
                 .par_iter()
-                .for_each(|task| run_task(isa, layer, packed, out, task));
+                .for_each(|task| pass.run(task));
         }),
         _ => {
-            for (to, from) in packed
-                .chunks_mut(rows_per_group * k.max(1))
-                .zip(input.chunks(rows_per_group * k.max(1)))
-            {
+            for (to, from) in packed.chunks_mut(chunk).zip(input.chunks(chunk)) {
                 pack_rows(from, k, to);
             }
-            for first_row in (0..m).step_by(rows_per_group) {
-                let task = Task {
-                    rows: first_row..(first_row + rows_per_group).min(m),
-                    panels: 0..panels,
-                };
-                run_task(isa, layer, packed, out, &task);
-            }
+            let pass = Pass {
+                isa,
+                layer,
+                packed,
+                out,
+            };
+            tasks(m, layer.weights.panels(), 1)
+                .iter()
+                .for_each(|task| pass.run(task));
         }
     }
     if layer.activation == Activation::Softmax {
@@ -225,12 +239,18 @@ fn pack_rows(rows: &[f32], k: usize, to: &mut [f32]) {
 }
 
 /// Splits `m` rows × `panels` panels into about [`TASKS_PER_THREAD`] tasks per thread: rows in
-/// the groups of [`rows_per_group`], then panels in even runs.
+/// the groups of [`rows_per_group`], then panels in even runs. With one thread, one task per row
+/// group covers every panel.
 fn tasks(m: usize, panels: usize, threads: usize) -> Vec<Task> {
     let rows_per_group = rows_per_group(m);
     let row_groups = m.div_ceil(rows_per_group);
-    let wanted = threads * TASKS_PER_THREAD;
-    let panel_groups = wanted.div_ceil(row_groups).clamp(1, panels);
+    let panel_groups = if threads > 1 {
+        (threads * TASKS_PER_THREAD)
+            .div_ceil(row_groups)
+            .clamp(1, panels)
+    } else {
+        1
+    };
     let panels_per_group = panels.div_ceil(panel_groups);
     let mut tasks = Vec::new();
     for first_row in (0..m).step_by(rows_per_group) {
@@ -258,114 +278,110 @@ fn row_blocks(rows: Range<usize>) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Computes one task's block, then applies bias and activation to it.
-///
-/// The loop order depends on whether the task's input (`rows × k`) fits in half of L2. If it does
-/// (serving batches), panels go outermost and each panel's slices follow one another in memory,
-/// one stream the prefetcher follows. If not (large batches), depth slices go outermost, so the
-/// task's input slice (`rows × KC`, at most 192 KiB) stays in L2 while the panels pass; panels
-/// outermost would read the whole input once per panel, from L3.
-fn run_task(isa: Isa, layer: &Dense<'_>, packed: &[f32], out: Output, task: &Task) {
-    let weights = layer.weights;
-    let (k, n) = (weights.k, weights.n);
-    // At least one slice, so a zero-depth layer still writes its (zero) products.
-    let slices: Vec<(usize, usize)> = (0..k.max(1))
-        .step_by(KC)
-        .map(|depth| (depth, KC.min(k - depth)))
-        .collect();
-    let run = |panel: usize, (depth, kc): (usize, usize), next: *const f32| {
-        block(
-            isa,
-            layer,
-            packed,
-            out,
-            task.rows.clone(),
-            panel,
-            depth,
-            kc,
-            next,
-        );
-    };
-    if task.rows.len() * k * size_of::<f32>() <= PANELS_OUTER_MAX_INPUT {
-        for panel in task.panels.clone() {
-            for (j, &slice) in slices.iter().enumerate() {
-                let next = match slices.get(j + 1) {
-                    Some(&(depth, _)) => weights.panel_at(panel, depth),
-                    None if panel + 1 < task.panels.end => weights.panel_at(panel + 1, 0),
-                    None => std::ptr::null(),
-                };
-                run(panel, slice, next);
-            }
-        }
-    } else {
-        for (j, &slice) in slices.iter().enumerate() {
-            for panel in task.panels.clone() {
-                let next = if panel + 1 < task.panels.end {
-                    weights.panel_at(panel + 1, slice.0)
-                } else {
-                    slices.get(j + 1).map_or(std::ptr::null(), |&(depth, _)| {
-                        weights.panel_at(task.panels.start, depth)
-                    })
-                };
-                run(panel, slice, next);
-            }
-        }
-    }
-    for panel in task.panels.clone() {
-        let first_col = panel * NR;
-        let cols = NR.min(n - first_col);
-        let bias = &layer.bias[first_col..first_col + cols];
-        for row in task.rows.clone() {
-            // SAFETY: this task's own block of `output` (see `Output`), and no other reference
-            // to it exists while this one lives.
-            #[allow(unsafe_code)]
-            let values =
-                unsafe { std::slice::from_raw_parts_mut(out.0.add(row * n + first_col), cols) };
-            layer.activation.apply_elementwise_with_bias(values, bias);
-        }
-    }
+/// What every task of one layer's product shares.
+struct Pass<'a, 'b> {
+    isa: Isa,
+    layer: &'a Dense<'b>,
+    /// The input, packed by [`pack_rows`].
+    packed: &'a [f32],
+    out: Output,
 }
 
-/// One panel's depth slice over every row block of `rows`. `next` is the weights the task reads
-/// after this slice: the first row block fetches them towards the cache while it computes, so no
-/// later call waits on memory.
-#[allow(clippy::too_many_arguments)]
-fn block(
-    isa: Isa,
-    layer: &Dense<'_>,
-    packed: &[f32],
-    out: Output,
-    rows: Range<usize>,
-    panel: usize,
-    depth: usize,
-    kc: usize,
-    next: *const f32,
-) {
-    let (k, n) = (layer.weights.k, layer.weights.n);
-    let first_col = panel * NR;
-    for (i, (row, count)) in row_blocks(rows).enumerate() {
-        let tile = Tile {
-            // The block's packed values start at `row · k`; its depth slice `depth` runs of
-            // `count` values in.
-            a: packed[row * k + depth * count..].as_ptr(),
-            b: layer.weights.panel_at(panel, depth),
-            // SAFETY: `row < m` and `first_col < n`, so the offset is inside `output`.
+impl Pass<'_, '_> {
+    /// Computes one task's block, then applies bias and activation to it.
+    ///
+    /// The loop order depends on whether the task's input (`rows × k`) fits in half of L2. If it
+    /// does (serving batches), panels go outermost and each panel's slices follow one another in
+    /// memory, one stream the prefetcher follows. If not (large batches), depth slices go
+    /// outermost, so the task's input slice (`rows × KC`, at most 192 KiB) stays in L2 while the
+    /// panels pass; panels outermost would read the whole input once per panel, from L3.
+    fn run(&self, task: &Task) {
+        let weights = self.layer.weights;
+        let k = weights.k;
+        // Depth slices start every KC; at least one, so a zero-depth layer still writes its
+        // (zero) products.
+        let slices = (0..k.max(1)).step_by(KC);
+        let next_slice = |depth: usize| Some(depth + KC).filter(|&next| next < k);
+        let panels = task.panels.clone();
+        if task.rows.len() * k * size_of::<f32>() <= PANELS_OUTER_MAX_INPUT {
+            for panel in panels.clone() {
+                for depth in slices.clone() {
+                    let next = match next_slice(depth) {
+                        Some(next) => weights.panel_at(panel, next),
+                        None if panel + 1 < panels.end => weights.panel_at(panel + 1, 0),
+                        None => std::ptr::null(),
+                    };
+                    self.block(&task.rows, panel, depth, next);
+                }
+            }
+        } else {
+            for depth in slices {
+                for panel in panels.clone() {
+                    let next = if panel + 1 < panels.end {
+                        weights.panel_at(panel + 1, depth)
+                    } else {
+                        next_slice(depth).map_or(std::ptr::null(), |next| {
+                            weights.panel_at(panels.start, next)
+                        })
+                    };
+                    self.block(&task.rows, panel, depth, next);
+                }
+            }
+        }
+        self.finish(task);
+    }
+
+    /// One panel's depth slice (from `depth`, [`KC`] deep or to the end) over every row block of
+    /// `rows`. `next` is the weights the task reads after this slice: the first row block fetches
+    /// them towards the cache while it computes, so no later call waits on memory.
+    fn block(&self, rows: &Range<usize>, panel: usize, depth: usize, next: *const f32) {
+        let (k, n) = (self.layer.weights.k, self.layer.weights.n);
+        let first_col = panel * NR;
+        for (i, (row, count)) in row_blocks(rows.clone()).enumerate() {
+            let tile = Tile {
+                // The block's packed values start at `row · k`; its depth slice `depth` runs of
+                // `count` values in.
+                a: self.packed[row * k + depth * count..].as_ptr(),
+                b: self.layer.weights.panel_at(panel, depth),
+                // SAFETY: `row < m` and `first_col < n`, so the offset is inside `output`.
+                #[allow(unsafe_code)]
+                c: unsafe { self.out.0.add(row * n + first_col) },
+                ldc: n,
+                kc: KC.min(k - depth),
+                cols: NR.min(n - first_col),
+                accumulate: depth > 0,
+                prefetch: if i == 0 { next } else { std::ptr::null() },
+            };
+            // SAFETY: `count` is 1..=MR; `isa` came from `Isa::supported`; the packed block
+            // holds `kc · count` values from its depth `depth`; the panel slice holds `kc · NR`
+            // aligned floats; the output block (`count` rows of `cols` columns) lies inside
+            // `output` and belongs to this task alone.
             #[allow(unsafe_code)]
-            c: unsafe { out.0.add(row * n + first_col) },
-            ldc: n,
-            kc,
-            cols: NR.min(n - first_col),
-            accumulate: depth > 0,
-            prefetch: if i == 0 { next } else { std::ptr::null() },
-        };
-        // SAFETY: `count` is 1..=MR; `isa` came from `Isa::supported`; the packed block holds
-        // `kc · count` values from its depth `depth`; the panel slice holds `kc · NR` aligned
-        // floats; the output block (`count` rows of `cols` columns) lies inside `output` and
-        // belongs to this task alone.
-        #[allow(unsafe_code)]
-        unsafe {
-            kernel::multiply(isa, count, &tile)
-        };
+            unsafe {
+                kernel::multiply(self.isa, count, &tile)
+            };
+        }
+    }
+
+    /// Bias and the element-wise activation over the task's block, while it is in cache.
+    fn finish(&self, task: &Task) {
+        let n = self.layer.weights.n;
+        for panel in task.panels.clone() {
+            let first_col = panel * NR;
+            let cols = NR.min(n - first_col);
+            let bias = &self.layer.bias[first_col..first_col + cols];
+            for row in task.rows.clone() {
+                // SAFETY: this task's own block of `output` (see `Output`), and no other
+                // reference to it exists while this one lives.
+                #[allow(unsafe_code)]
+                let values = unsafe {
+                    std::slice::from_raw_parts_mut(self.out.0.add(row * n + first_col), cols)
+                };
+                self.layer
+                    .activation
+                    .apply_elementwise_with_bias(values, bias);
+            }
+        }
     }
 }
 
