@@ -51,6 +51,19 @@ pub struct Scope {
 
 /// Namespaces of the extension functions (`math.greatest`, `strings.quote`, …).
 const NAMESPACES: &[&str] = &["math", "strings", "lists", "optional", "base64"];
+/// The type names CEL defines as values, for comparing with `type(x)`.
+const TYPE_DENOTATIONS: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+];
 /// Functions rules may not call: `lists.range(n)` builds a list of any size in one step.
 const DENIED: &[(&str, &str)] = &[(
     "lists.range",
@@ -75,6 +88,8 @@ impl Checker<'_> {
         match &expr.expr {
             Expr::Ident(name) => match vars.iter().rev().find(|(n, _)| n == name) {
                 Some((_, shape)) => shape.clone(),
+                // `type(x) == int`: the standard types are values too (the environment has them).
+                None if TYPE_DENOTATIONS.contains(&name.as_str()) => Shape::Any,
                 None => {
                     let (s, e) = (self.span)(expr.id);
                     let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();

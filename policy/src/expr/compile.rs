@@ -161,19 +161,22 @@ fn selects_as_index(expr: &mut IdedExpr, next_id: &mut u64) {
     });
 }
 
-/// Wraps every comprehension's step in the counting function.
+/// Wraps every comprehension's loop condition in the counting function. The condition is
+/// evaluated before every element and its error ends the loop at once; the step is left as the
+/// macro wrote it, because the interpreter recognises `accu && p` and `accu || p` there and, as
+/// the specification says, lets a later `false` (`all`) or `true` (`exists`) override an error.
 fn count_steps(expr: &mut IdedExpr, next_id: &mut u64) {
     for child in children_mut(expr) {
         count_steps(child, next_id);
     }
     if let Expr::Comprehension(c) = &mut expr.expr {
         *next_id += 1;
-        c.loop_step = IdedExpr {
+        c.loop_cond = IdedExpr {
             id: *next_id,
             expr: Expr::Call(CallExpr {
                 func_name: STEP_FUNCTION.into(),
                 target: None,
-                args: vec![std::mem::take(&mut c.loop_step)],
+                args: vec![std::mem::take(&mut c.loop_cond)],
             }),
         };
     }

@@ -29,4 +29,6 @@ pub(crate) use stack::{STACK_SIZE, panic_message};
 pub use stack::{StackError, join_large_stack, on_large_stack, spawn_large_stack};
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use crate::schema::{Scalar, Shape};
 use cel::Context;
 use serde_json::{Value as Json, json};
 
-fn scope() -> Scope {
+pub(super) fn scope() -> Scope {
     let endpoint = crate::schema::Schemas::gpucap()
         .resource("gpucap_inference_endpoint")
         .unwrap()
@@ -62,8 +62,15 @@ fn field_selection_reads_maps_and_explains_what_is_not_one() {
 }
 
 fn eval(src: &str, vars: &[(&str, Json)]) -> Result<Json, EvalError> {
+    let c = on_large_stack(|| compile(src, &scope(), &Limits::default()))
+        .unwrap()
+        .unwrap();
+    eval_in(&c, vars)
+}
+
+/// Evaluates `c` with `vars`, on a large stack, with a budget of 1000 steps.
+pub(super) fn eval_in(c: &Compiled, vars: &[(&str, Json)]) -> Result<Json, EvalError> {
     on_large_stack(|| {
-        let c = compile(src, &scope(), &Limits::default()).unwrap();
         let mut ctx = Context::with_env(env());
         for (k, v) in vars {
             ctx.add_variable_as_val(*k, crate::value::from_json(v));
@@ -159,6 +166,15 @@ fn comprehensions_run_within_the_budget() {
     assert_eq!(
         eval("pools.all(p, pools.all(q, q.region != ''))", &vars),
         Err(EvalError::Budget(1000))
+    );
+    // `exists` lets a later `true` override an error, so an erring predicate must still count.
+    assert_eq!(
+        eval("pools.exists(p, pools.exists(q, 1 / 0 == 1))", &vars),
+        Err(EvalError::Budget(1000))
+    );
+    assert_eq!(
+        eval("pools.exists(p, p.region.size() / (p.region == 'r0' ? 0 : 1) > 1)", &vars),
+        Ok(json!(true))
     );
 }
 
