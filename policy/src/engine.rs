@@ -95,7 +95,24 @@ impl Subject {
         prior: &Json,
         placement: Arc<Placement>,
     ) -> Subject {
-        let resource = schemas.normalize(type_name, resource);
+        Subject::normalized(
+            type_name,
+            action,
+            schemas.normalize(type_name, resource),
+            schemas.normalize(type_name, prior),
+            placement,
+        )
+    }
+
+    /// A subject from objects already normalized to the type's shape
+    /// ([`Schemas::normalize_owned`]).
+    pub fn normalized(
+        type_name: &str,
+        action: &str,
+        resource: Json,
+        prior: Json,
+        placement: Arc<Placement>,
+    ) -> Subject {
         let name = resource
             .get("name")
             .and_then(Json::as_str)
@@ -106,7 +123,7 @@ impl Subject {
             name,
             terraform_address: None,
             action: action.to_string(),
-            prior: schemas.normalize(type_name, prior),
+            prior,
             placement,
             resource,
         }

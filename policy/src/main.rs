@@ -8,6 +8,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,29 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Evaluate the rules over a plan (`terraform show -json PLANFILE > plan.json`).
-    Check {
-        /// The plan as JSON.
-        #[arg(long, value_name = "FILE")]
-        plan: PathBuf,
-        /// Directories of rule files (`*.hcl`); repeat or list several.
-        #[arg(long = "policies", value_name = "DIR", num_args = 1.., required = true)]
-        policies: Vec<PathBuf>,
-        /// Report format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-        /// Write the report here instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Soft rules to override for this run (also GPUCAP_POLICY_OVERRIDE, comma-separated).
-        #[arg(long = "override", value_name = "RULE")]
-        overrides: Vec<String>,
-        /// More resource schemas (`terraform providers schema -json`), for rules on other providers' resources.
-        #[arg(long, value_name = "FILE")]
-        schema: Option<PathBuf>,
-        /// Evaluate as of this time (RFC 3339) instead of now.
-        #[arg(long, value_name = "TIME")]
-        now: Option<String>,
-    },
+    Check(CheckArgs),
     /// Run the rule tests in DIR/tests/*.hcl against the rules in DIR.
     Test {
         /// Policy directories.
@@ -109,6 +88,39 @@ enum Command {
     },
 }
 
+/// `check`'s arguments.
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The plan as JSON.
+    #[arg(long, value_name = "FILE")]
+    plan: PathBuf,
+    /// Directories of rule files (`*.hcl`); repeat or list several.
+    #[arg(long = "policies", value_name = "DIR", num_args = 1.., required = true)]
+    policies: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Soft rules to override for this run (also GPUCAP_POLICY_OVERRIDE, comma-separated).
+    #[arg(long = "override", value_name = "RULE")]
+    overrides: Vec<String>,
+    /// More resource schemas (`terraform providers schema -json`), for rules on other providers' resources.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Evaluate as of this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Threads for reading the plan, evaluating and writing the report (default: every core).
+    /// The report is the same whatever the number.
+    #[arg(long, value_name = "N")]
+    jobs: Option<std::num::NonZeroUsize>,
+    /// Print how long each phase took on standard error.
+    #[arg(long)]
+    timings: bool,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -133,23 +145,7 @@ fn render(problems: &[Problem]) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check {
-            plan,
-            policies,
-            format,
-            output,
-            overrides,
-            schema,
-            now,
-        } => check(
-            &plan,
-            &policies,
-            format,
-            output.as_deref(),
-            overrides,
-            schema.as_deref(),
-            now.as_deref(),
-        ),
+        Command::Check(args) => check(&args),
         Command::Test { dirs } => test(&dirs),
         Command::Eval {
             expression,
@@ -208,17 +204,14 @@ fn load_policies(paths: &[PathBuf], schemas: &Schemas) -> Result<PolicySet, Fail
     Ok(set)
 }
 
-fn check(
-    plan: &Path,
-    policies: &[PathBuf],
-    format: Format,
-    output: Option<&Path>,
-    overrides: Vec<String>,
-    schema: Option<&Path>,
-    now: Option<&str>,
-) -> Result<u8, Failure> {
+fn check(args: &CheckArgs) -> Result<u8, Failure> {
+    let mut timings = Timings::new(args.timings);
+    let threads = args
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, std::num::NonZeroUsize::get);
     let mut schemas = Schemas::gpucap().clone();
-    if let Some(path) = schema {
+    if let Some(path) = &args.schema {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
         schemas.extend(
@@ -226,38 +219,47 @@ fn check(
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?,
         );
     }
-    let set = load_policies(policies, &schemas)?;
-    let mut options = Options::from_env(overrides);
-    options.now = parse_now(now)?;
+    let set = load_policies(&args.policies, &schemas)?;
+    let mut options = Options::from_env(args.overrides.clone());
+    options.now = parse_now(args.now.as_deref())?;
     eprint!("{}", render(&set.check_overrides(&options.overrides)));
-    let text = std::fs::read_to_string(plan)
+    timings.phase("load rules");
+    let plan = &args.plan;
+    let text = std::fs::read(plan)
         .map_err(|e| usage(format!("cannot read plan {}: {e}", plan.display())))?;
-    let subjects = plan_json::subjects(&text, &plan.display().to_string(), &schemas, &|t| {
-        t.starts_with("gpucap_") || set.applies_to(t)
-    })
+    timings.phase("read plan");
+    let subjects = plan_json::subjects(
+        &text,
+        &plan.display().to_string(),
+        &schemas,
+        &|t| t.starts_with("gpucap_") || set.applies_to(t),
+        threads,
+    )
     .map_err(|e| usage(e.to_string()))?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    drop(text);
+    timings.phase("parse plan");
     let evaluator = Evaluator::new(set);
     let findings = evaluator
         .evaluate(&subjects, &options, threads)
         .map_err(|e| usage(e.to_string()))?;
+    timings.phase("evaluate");
     let review = Review {
         policies: evaluator.policies(),
         subjects: &subjects,
         findings: &findings,
+        threads,
     };
+    let format = args.format;
+    let colour = args.output.is_none()
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none();
     let write = |out: &mut dyn Write| match format {
-        Format::Text => review.write_text(
-            out,
-            output.is_none()
-                && std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none(),
-        ),
+        Format::Text => review.write_text(out, colour),
         Format::Json => review.write_json(out),
         Format::Sarif => review.write_sarif(out),
         Format::Junit => review.write_junit(out),
     };
-    match output {
+    match &args.output {
         Some(path) => std::fs::File::create(path)
             .map(BufWriter::new)
             .and_then(|mut file| {
@@ -273,11 +275,52 @@ fn check(
                 .map_err(|e| usage(format!("cannot write the report: {e}")))?
         }
     }
+    timings.phase("write report");
+    timings.report(subjects.len(), findings.len(), threads);
     Ok(if findings.iter().any(|f| f.fails()) {
         1
     } else {
         0
     })
+}
+
+/// How long each phase of `check` took, printed on standard error with `--timings`.
+struct Timings {
+    enabled: bool,
+    started: Instant,
+    last: Instant,
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl Timings {
+    fn new(enabled: bool) -> Timings {
+        let now = Instant::now();
+        Timings {
+            enabled,
+            started: now,
+            last: now,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Ends the phase called `name`.
+    fn phase(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.phases.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn report(&self, subjects: usize, findings: usize, threads: usize) {
+        if !self.enabled {
+            return;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        eprintln!("timings ({subjects} resources, {findings} findings, {threads} threads):");
+        for (name, took) in &self.phases {
+            eprintln!("  {name:<13}{:>10.1} ms", ms(*took));
+        }
+        eprintln!("  {:<13}{:>10.1} ms", "total", ms(self.started.elapsed()));
+    }
 }
 
 fn test(dirs: &[PathBuf]) -> Result<u8, Failure> {

@@ -5,10 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 use crate::engine::{Placement, Subject};
-use crate::gpucap::placement_of;
+use crate::gpucap::{self, placement_of};
+use crate::parallel;
 use crate::schema::Schemas;
 
 /// Why a plan cannot be read.
@@ -38,145 +42,237 @@ pub enum PlanError {
     },
 }
 
-/// Reads the resources of a plan. `wanted` says which resource types to keep: the others (other
-/// providers' resources no rule names) are skipped.
+/// The parts of a plan a review reads. Everything else (`planned_values`, `configuration`,
+/// `prior_state`, …) is skipped by the parser without being built.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    format_version: Option<IgnoredAny>,
+    #[serde(borrow)]
+    resource_changes: Option<&'a RawValue>,
+}
+
+/// One entry of `resource_changes`, its `change` still unparsed until its type is wanted.
+#[derive(Deserialize)]
+struct RawChange<'a> {
+    #[serde(borrow)]
+    mode: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    type_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    address: Option<&'a RawValue>,
+    #[serde(borrow)]
+    change: Option<&'a RawValue>,
+}
+
+/// What a review needs of a `change`: the rest (`after_unknown`, the sensitivity masks, …) is
+/// skipped.
+#[derive(Deserialize)]
+struct ChangeBody {
+    actions: Option<Json>,
+    #[serde(default)]
+    before: Json,
+    #[serde(default)]
+    after: Json,
+}
+
+/// A resource change as rules judge it, its object and prior normalized to its type's shape.
+struct Change {
+    address: String,
+    type_name: String,
+    action: &'static str,
+    object: Json,
+    prior: Json,
+    placement_key: String,
+}
+
+/// Reads the resources of a plan, on up to `threads` threads. `wanted` says which resource types
+/// to keep: the others (other providers' resources no rule names) are skipped. The result and
+/// any error are the same whatever the number of threads.
 pub fn subjects(
-    text: &str,
+    text: &[u8],
     file: &str,
     schemas: &Schemas,
-    wanted: &dyn Fn(&str) -> bool,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    threads: usize,
 ) -> Result<Vec<Subject>, PlanError> {
-    let doc: Json = serde_json::from_str(text).map_err(|e| PlanError::Json {
-        file: file.to_string(),
-        line: e.line(),
-        column: e.column(),
-        reason: e.to_string(),
-    })?;
+    // An error in a part of the text (at `offset`) is located in the whole of it.
+    let json_error = |offset: usize, e: serde_json::Error| {
+        let before = &text[..offset.min(text.len())];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let lines_before = before.iter().filter(|&&b| b == b'\n').count();
+        let column = if e.line() == 1 {
+            offset - line_start + e.column()
+        } else {
+            e.column()
+        };
+        PlanError::Json {
+            file: file.to_string(),
+            line: lines_before + e.line(),
+            column,
+            reason: e.to_string(),
+        }
+    };
     let shape = |path: &str, reason: &str| PlanError::Shape {
         file: file.to_string(),
         path: path.to_string(),
         reason: reason.to_string(),
     };
-    if doc.get("format_version").is_none() {
+    // One pass checks the whole document and finds the changes without building them.
+    let doc: Envelope = serde_json::from_slice(text).map_err(|e| json_error(0, e))?;
+    if doc.format_version.is_none() {
         return Err(shape(
             "$",
             "not a Terraform plan: no \"format_version\"; write the plan with `terraform show -json PLANFILE`",
         ));
     }
-    let changes = match doc.get("resource_changes") {
-        None | Some(Json::Null) => return Ok(Vec::new()),
-        Some(Json::Array(a)) => a,
-        Some(_) => return Err(shape("$.resource_changes", "expected a list")),
+    let raw: Vec<&RawValue> = match doc.resource_changes {
+        None => return Ok(Vec::new()),
+        Some(r) if r.get() == "null" => return Ok(Vec::new()),
+        Some(r) => serde_json::from_str(r.get())
+            .map_err(|_| shape("$.resource_changes", "expected a list"))?,
     };
-    struct Change<'a> {
-        address: &'a str,
-        type_name: &'a str,
-        action: &'static str,
-        object: &'a Json,
-        prior: &'a Json,
-    }
+    // Where a part the first pass found starts in the text: parts borrow from it.
+    let offset_in = |part: &str| (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let indexed: Vec<(usize, &RawValue)> = raw.into_iter().enumerate().collect();
+    let read = |&(i, rc): &(usize, &RawValue)| {
+        read_change(i, rc, schemas, wanted, &shape, &json_error, &offset_in)
+    };
     let mut kept = Vec::new();
-    for (i, rc) in changes.iter().enumerate() {
-        let at = |k: &str| format!("$.resource_changes[{i}]{k}");
-        let str_field = |k: &str| -> Result<&str, PlanError> {
-            rc.get(k)
-                .and_then(Json::as_str)
-                .ok_or_else(|| shape(&at(&format!(".{k}")), "expected a string"))
-        };
-        if rc.get("mode").and_then(Json::as_str) != Some("managed") {
-            continue;
-        }
-        let type_name = str_field("type")?;
-        if !wanted(type_name) {
-            continue;
-        }
-        let address = str_field("address")?;
-        let change = rc
-            .get("change")
-            .filter(|c| c.is_object())
-            .ok_or_else(|| shape(&at(".change"), "expected an object"))?;
-        let actions: Vec<&str> = change
-            .get("actions")
-            .and_then(Json::as_array)
-            .and_then(|a| a.iter().map(Json::as_str).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| shape(&at(".change.actions"), "expected a list of strings"))?;
-        let action = match actions.as_slice() {
-            ["no-op"] => "no-op",
-            ["create"] => "create",
-            ["update"] => "update",
-            ["delete"] => "delete",
-            ["delete", "create"] | ["create", "delete"] => "replace",
-            // Reads of data sources and `forget` change nothing rules judge.
-            ["read"] | ["forget"] => continue,
-            other => {
-                return Err(shape(
-                    &at(".change.actions"),
-                    &format!("unknown actions {other:?}"),
-                ));
-            }
-        };
-        let before = change.get("before").unwrap_or(&Json::Null);
-        let after = change.get("after").unwrap_or(&Json::Null);
-        let object = if action == "delete" { before } else { after };
-        if !object.is_object() {
-            return Err(shape(
-                &at(if action == "delete" {
-                    ".change.before"
-                } else {
-                    ".change.after"
-                }),
-                "expected an object",
-            ));
-        }
-        kept.push(Change {
-            address,
-            type_name,
-            action,
-            object,
-            prior: before,
-        });
+    for change in parallel::map(&indexed, threads, read) {
+        kept.extend(change?);
     }
     // Pools and policies by name, as planned (a pool being deleted is not there to run on).
-    let by_name = |t: &str| -> BTreeMap<String, Json> {
+    let by_name = |t: &str| -> BTreeMap<&str, &Json> {
         kept.iter()
             .filter(|c| c.type_name == t && c.action != "delete")
-            .filter_map(|c| {
-                let name = c.object.get("name")?.as_str()?.to_string();
-                Some((name, c.object.clone()))
-            })
+            .filter_map(|c| Some((c.object.get("name")?.as_str()?, &c.object)))
             .collect()
     };
-    let pools = by_name("gpucap_gpu_pool");
-    let policies = by_name("gpucap_burst_policy");
+    let pools = by_name(gpucap::POOL);
+    let policies = by_name(gpucap::BURST_POLICY);
     // Endpoints on the same burst policy share one placement, so its pools are looked up and
     // converted for rules once rather than once per endpoint.
-    let mut placements: HashMap<String, Arc<Placement>> = HashMap::new();
-    Ok(kept
+    let mut placements: HashMap<&str, Arc<Placement>> = HashMap::new();
+    for c in &kept {
+        placements
+            .entry(c.placement_key.as_str())
+            .or_insert_with(|| {
+                let (p, policy) = placement_of(
+                    &c.type_name,
+                    &c.object,
+                    &|n| pools.get(n).map(|&p| p.clone()),
+                    &|n| policies.get(n).map(|&p| p.clone()),
+                );
+                Placement::new(schemas, p, policy)
+            });
+    }
+    let placement_of_change: Vec<Arc<Placement>> = kept
         .iter()
-        .map(|c| {
-            let placement = placements
-                .entry(placement_key(c.type_name, c.address, c.object))
-                .or_insert_with(|| {
-                    let (p, policy) =
-                        placement_of(c.type_name, c.object, &|n| pools.get(n).cloned(), &|n| {
-                            policies.get(n).cloned()
-                        });
-                    Placement::new(schemas, p, policy)
-                })
-                .clone();
-            let mut s = Subject::new(schemas, c.type_name, c.action, c.object, c.prior, placement);
-            s.terraform_address = Some(c.address.to_string());
+        .map(|c| Arc::clone(&placements[c.placement_key.as_str()]))
+        .collect();
+    drop(placements);
+    Ok(kept
+        .into_iter()
+        .zip(placement_of_change)
+        .map(|(c, placement)| {
+            let mut s = Subject::normalized(&c.type_name, c.action, c.object, c.prior, placement);
             if s.name.is_empty() {
                 s.name = c
                     .address
                     .rsplit('.')
                     .next()
-                    .unwrap_or(c.address)
+                    .unwrap_or(&c.address)
                     .to_string();
             }
+            s.terraform_address = Some(c.address);
             s
         })
         .collect())
+}
+
+/// Reads entry `i` of `resource_changes`: `None` when rules do not judge it (another mode, an
+/// unwanted type, a read).
+fn read_change(
+    i: usize,
+    rc: &RawValue,
+    schemas: &Schemas,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    shape: &dyn Fn(&str, &str) -> PlanError,
+    json_error: &dyn Fn(usize, serde_json::Error) -> PlanError,
+    offset_in: &dyn Fn(&str) -> usize,
+) -> Result<Option<Change>, PlanError> {
+    let at = |k: &str| format!("$.resource_changes[{i}]{k}");
+    // Entries that are not objects have no mode, so none is a managed resource.
+    if !rc.get().starts_with('{') {
+        return Ok(None);
+    }
+    let rc: RawChange =
+        serde_json::from_str(rc.get()).map_err(|_| shape(&at(""), "expected an object"))?;
+    let string =
+        |v: Option<&RawValue>| v.and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+    if string(rc.mode).as_deref() != Some("managed") {
+        return Ok(None);
+    }
+    let type_name = string(rc.type_name).ok_or_else(|| shape(&at(".type"), "expected a string"))?;
+    if !wanted(&type_name) {
+        return Ok(None);
+    }
+    let address = string(rc.address).ok_or_else(|| shape(&at(".address"), "expected a string"))?;
+    let change = rc
+        .change
+        .filter(|c| c.get().starts_with('{'))
+        .ok_or_else(|| shape(&at(".change"), "expected an object"))?;
+    let change: ChangeBody = serde_json::from_str(change.get()).map_err(|e| {
+        if e.is_data() {
+            shape(&at(".change"), &e.to_string())
+        } else {
+            // Valid JSON the first pass skipped can still nest deeper than a parser may recurse.
+            json_error(offset_in(change.get()), e)
+        }
+    })?;
+    let actions: Vec<&str> = change
+        .actions
+        .as_ref()
+        .and_then(Json::as_array)
+        .and_then(|a| a.iter().map(Json::as_str).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| shape(&at(".change.actions"), "expected a list of strings"))?;
+    let action = match actions.as_slice() {
+        ["no-op"] => "no-op",
+        ["create"] => "create",
+        ["update"] => "update",
+        ["delete"] => "delete",
+        ["delete", "create"] | ["create", "delete"] => "replace",
+        // Reads of data sources and `forget` change nothing rules judge.
+        ["read"] | ["forget"] => return Ok(None),
+        other => {
+            return Err(shape(
+                &at(".change.actions"),
+                &format!("unknown actions {other:?}"),
+            ));
+        }
+    };
+    let ChangeBody { before, after, .. } = change;
+    let (object, path) = if action == "delete" {
+        (before.clone(), ".change.before")
+    } else {
+        (after, ".change.after")
+    };
+    if !object.is_object() {
+        return Err(shape(&at(path), "expected an object"));
+    }
+    let object = schemas.normalize_owned(&type_name, object);
+    let prior = schemas.normalize_owned(&type_name, before);
+    Ok(Some(Change {
+        placement_key: placement_key(&type_name, &address, &object),
+        address,
+        type_name,
+        action,
+        object,
+        prior,
+    }))
 }
 
 /// What a resource's placement depends on: resources with the same key have the same placement.
@@ -199,7 +295,7 @@ mod tests {
     use serde_json::json;
 
     fn read(doc: &str) -> Result<Vec<Subject>, PlanError> {
-        subjects(doc, "plan.json", Schemas::gpucap(), &|_| true)
+        subjects(doc.as_bytes(), "plan.json", Schemas::gpucap(), &|_| true, 2)
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Reports of a review: human text (coloured on a terminal), JSON, SARIF 2.1.0 for code scanning
 //! and JUnit XML for CI test reports.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use quick_xml::Writer as XmlWriter;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-use serde::ser::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::engine::{Finding, Status, Subject};
+use crate::parallel;
 use crate::rules::PolicySet;
 
 /// What a review looked at and found.
@@ -19,6 +21,8 @@ pub struct Review<'a> {
     pub subjects: &'a [Subject],
     /// The findings.
     pub findings: &'a [Finding],
+    /// Threads to render the report on; the bytes are the same whatever the number.
+    pub threads: usize,
 }
 
 impl Review<'_> {
@@ -35,52 +39,13 @@ impl Review<'_> {
 
     /// Human text; `color` adds ANSI colours.
     pub fn write_text(&self, out: &mut dyn Write, color: bool) -> io::Result<()> {
-        let paint = |code: &str, s: &str| {
-            if color {
-                format!("\x1b[{code}m{s}\x1b[0m")
-            } else {
-                s.to_string()
+        let paint = |code: &str, s: &str| paint(color, code, s);
+        write_in_parts(out, self.findings, self.threads, |part, buf| {
+            for f in part {
+                write_text_finding(buf, f, color)?;
             }
-        };
-        for f in self.findings {
-            let (label, code) = match f.status {
-                Status::Failed => ("FAIL", "1;31"),
-                Status::Advisory => ("WARN", "1;33"),
-                Status::Overridden => ("OVERRIDDEN", "1;33"),
-                Status::Waived => ("WAIVED", "1;36"),
-            };
-            let at = match &f.terraform_address {
-                Some(a) if *a != f.address => format!("{} ({a})", f.address),
-                _ => f.address.to_string(),
-            };
-            writeln!(
-                out,
-                "{} {} [{}] {at}",
-                paint(code, label),
-                paint("1", &f.rule),
-                f.enforcement
-            )?;
-            writeln!(out, "  {}", f.message)?;
-            if let Some(e) = &f.evaluation_error {
-                writeln!(out, "  evaluation error (counts as a violation): {e}")?;
-            }
-            if let Some(w) = &f.waiver {
-                writeln!(
-                    out,
-                    "  waived by \"{}\" until {} ({} days left): {}",
-                    w.name, w.expires, w.days_left, w.reason
-                )?;
-            }
-            if f.status == Status::Overridden {
-                writeln!(out, "  soft rule overridden for this run")?;
-            }
-            let attribute = if f.attribute.is_empty() {
-                String::new()
-            } else {
-                format!("attribute {} · ", f.attribute)
-            };
-            writeln!(out, "  {attribute}rule at {}\n", f.rule_location)?;
-        }
+            Ok(())
+        })?;
         let (failed, warned, waived) = self.counts();
         let summary = format!(
             "{} resources, {} rules: {failed} failed, {warned} warnings, {waived} waived",
@@ -102,23 +67,19 @@ impl Review<'_> {
     pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
         let (failed, warned, waived) = self.counts();
         let doc = json!({
-            "resources": self.subjects.len(),
-            "rules": self.policies.rules.len(),
-            "failed": failed,
-            "warnings": warned,
-            "waived": waived,
-            "passed": failed == 0,
+            "findings": ITEMS,
+            "summary": {
+                "resources": self.subjects.len(),
+                "rules": self.policies.rules.len(),
+                "failed": failed,
+                "warnings": warned,
+                "waived": waived,
+                "passed": failed == 0,
+            },
         });
-        #[derive(serde::Serialize)]
-        struct Report<'a> {
-            findings: &'a [Finding],
-            summary: Json,
-        }
-        let report = Report {
-            findings: self.findings,
-            summary: doc,
-        };
-        write_pretty(out, &report)
+        write_pretty_with_items(out, &doc, self.findings, self.threads, |f, w| {
+            serde_json::to_writer_pretty(w, f)
+        })
     }
 
     /// SARIF 2.1.0: one result per finding, located at the rule and naming the resource.
@@ -139,49 +100,17 @@ impl Review<'_> {
                 })
             })
             .collect();
-        let results = Streamed(|| {
-            self.findings.iter().map(|f| {
-                let (file, line, column) = split_location(&f.rule_location);
-                let mut result = json!({
-                    "ruleId": f.rule,
-                    "level": match f.status {
-                        Status::Failed => "error",
-                        Status::Advisory | Status::Overridden => "warning",
-                        Status::Waived => "note",
-                    },
-                    "message": {"text": f.detail()},
-                    "locations": [{
-                        "physicalLocation": {
-                            "artifactLocation": {"uri": file},
-                            "region": {"startLine": line, "startColumn": column},
-                        },
-                        "logicalLocations": [{
-                            "fullyQualifiedName": f.terraform_address.as_deref().unwrap_or(&f.address),
-                            "kind": "resource",
-                        }],
-                    }],
-                    "properties": {"address": f.address, "attribute": f.attribute, "enforcement": f.enforcement},
-                });
-                if let Some(w) = &f.waiver {
-                    result["suppressions"] = json!([{
-                        "kind": "external",
-                        "justification": format!("{} (waiver \"{}\", until {})", w.reason, w.name, w.expires),
-                    }]);
-                }
-                result
-            })
-        });
         #[derive(serde::Serialize)]
-        struct Log<R> {
+        struct Log {
             #[serde(rename = "$schema")]
             schema: &'static str,
             version: &'static str,
-            runs: [Run<R>; 1],
+            runs: [Run; 1],
         }
         #[derive(serde::Serialize)]
-        struct Run<R> {
+        struct Run {
             tool: Json,
-            results: R,
+            results: &'static str,
         }
         let log = Log {
             schema: "https://json.schemastore.org/sarif-2.1.0.json",
@@ -193,22 +122,24 @@ impl Review<'_> {
                     "informationUri": "https://github.com/gpucap/gpucap",
                     "rules": rules,
                 }}),
-                results,
+                results: ITEMS,
             }],
         };
-        write_pretty(out, &log)
+        write_pretty_with_items(out, &log, self.findings, self.threads, |f, w| {
+            serde_json::to_writer_pretty(w, &SarifResult::of(f))
+        })
     }
 
     /// JUnit XML: a suite per rule, a test case per resource it applies to.
     pub fn write_junit(&self, out: &mut dyn Write) -> io::Result<()> {
         // Indexed once: a linear search per (rule, resource) pair is quadratic on large plans.
-        let by_case: std::collections::HashMap<(&str, &str, Option<&str>), &Finding> = self
+        let by_case: HashMap<(&str, &str, Option<&str>), &Finding> = self
             .findings
             .iter()
             .map(|f| ((&*f.rule, &*f.address, f.terraform_address.as_deref()), f))
             .collect();
         // Counts come first in the XML, so they are taken before the cases are written.
-        let mut failures: std::collections::HashMap<&str, usize> = Default::default();
+        let mut failures: HashMap<&str, usize> = HashMap::new();
         for f in self.findings.iter().filter(|f| f.fails()) {
             *failures.entry(&*f.rule).or_default() += 1;
         }
@@ -255,46 +186,18 @@ impl Review<'_> {
                     ("skipped", "0"),
                 ],
             )))?;
-            for s in self
+            let cases: Vec<&Subject> = self
                 .subjects
                 .iter()
                 .filter(|s| rule.applies(&s.type_name, &s.action))
-            {
-                let address = s.address();
-                let name = printable(s.terraform_address.as_deref().unwrap_or(&address));
-                let key = (
-                    rule.name.as_str(),
-                    address.as_str(),
-                    s.terraform_address.as_deref(),
-                );
-                line(&mut w, "    ")?;
-                w.write_event(Event::Start(BytesStart::new("testcase").with_attributes([
-                    ("classname", rule_name.as_str()),
-                    ("name", name.as_str()),
-                ])))?;
-                if let Some(f) = by_case.get(&key) {
-                    let detail = printable(&f.detail());
-                    if f.fails() {
-                        let message = printable(&f.message);
-                        w.write_event(Event::Start(BytesStart::new("failure").with_attributes([
-                            ("message", message.as_str()),
-                            ("type", f.enforcement),
-                        ])))?;
-                        w.write_event(Event::Text(BytesText::new(&detail)))?;
-                        w.write_event(Event::End(BytesEnd::new("failure")))?;
-                    } else if f.status == Status::Waived {
-                        w.write_event(Event::Empty(
-                            BytesStart::new("skipped")
-                                .with_attributes([("message", detail.as_str())]),
-                        ))?;
-                    } else {
-                        w.write_event(Event::Start(BytesStart::new("system-out")))?;
-                        w.write_event(Event::Text(BytesText::new(&detail)))?;
-                        w.write_event(Event::End(BytesEnd::new("system-out")))?;
-                    }
+                .collect();
+            write_in_parts(w.get_mut(), &cases, self.threads, |part, buf| {
+                let mut w = XmlWriter::new(buf);
+                for s in part {
+                    write_junit_case(&mut w, s, (&rule.name, &rule_name), &by_case)?;
                 }
-                w.write_event(Event::End(BytesEnd::new("testcase")))?;
-            }
+                Ok(())
+            })?;
             line(&mut w, "  ")?;
             w.write_event(Event::End(BytesEnd::new("testsuite")))?;
         }
@@ -305,27 +208,301 @@ impl Review<'_> {
     }
 }
 
-/// Pretty JSON and a newline. The serializer writes a few bytes at a time: a buffer of a concrete
-/// type in front of `out` keeps those writes from each being a dynamic call.
-fn write_pretty(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
-    let mut buffered = io::BufWriter::with_capacity(1 << 16, out);
-    serde_json::to_writer_pretty(&mut buffered, value)?;
-    writeln!(buffered)?;
-    buffered.flush()
+/// A test case of a JUnit suite: the resource, and what the rule found on it.
+fn write_junit_case<W: Write>(
+    w: &mut XmlWriter<W>,
+    s: &Subject,
+    (rule, rule_name): (&str, &str),
+    by_case: &HashMap<(&str, &str, Option<&str>), &Finding>,
+) -> io::Result<()> {
+    let address = s.address();
+    let name = printable(s.terraform_address.as_deref().unwrap_or(&address));
+    let key = (rule, address.as_str(), s.terraform_address.as_deref());
+    w.write_event(Event::Text(BytesText::from_escaped("\n    ")))?;
+    w.write_event(Event::Start(
+        BytesStart::new("testcase")
+            .with_attributes([("classname", rule_name), ("name", name.as_str())]),
+    ))?;
+    if let Some(f) = by_case.get(&key) {
+        let detail = printable(&f.detail());
+        if f.fails() {
+            let message = printable(&f.message);
+            w.write_event(Event::Start(BytesStart::new("failure").with_attributes([
+                ("message", message.as_str()),
+                ("type", f.enforcement),
+            ])))?;
+            w.write_event(Event::Text(BytesText::new(&detail)))?;
+            w.write_event(Event::End(BytesEnd::new("failure")))?;
+        } else if f.status == Status::Waived {
+            w.write_event(Event::Empty(
+                BytesStart::new("skipped").with_attributes([("message", detail.as_str())]),
+            ))?;
+        } else {
+            w.write_event(Event::Start(BytesStart::new("system-out")))?;
+            w.write_event(Event::Text(BytesText::new(&detail)))?;
+            w.write_event(Event::End(BytesEnd::new("system-out")))?;
+        }
+    }
+    w.write_event(Event::End(BytesEnd::new("testcase")))
 }
 
-/// A sequence serialized as it is produced, so that a report of many findings is never held whole
-/// in memory.
-struct Streamed<F>(F);
+/// One finding as human text.
+fn write_text_finding(out: &mut dyn Write, f: &Finding, color: bool) -> io::Result<()> {
+    let (label, code) = match f.status {
+        Status::Failed => ("FAIL", "1;31"),
+        Status::Advisory => ("WARN", "1;33"),
+        Status::Overridden => ("OVERRIDDEN", "1;33"),
+        Status::Waived => ("WAIVED", "1;36"),
+    };
+    let at = match &f.terraform_address {
+        Some(a) if *a != f.address => format!("{} ({a})", f.address),
+        _ => f.address.to_string(),
+    };
+    writeln!(
+        out,
+        "{} {} [{}] {at}",
+        paint(color, code, label),
+        paint(color, "1", &f.rule),
+        f.enforcement
+    )?;
+    writeln!(out, "  {}", f.message)?;
+    if let Some(e) = &f.evaluation_error {
+        writeln!(out, "  evaluation error (counts as a violation): {e}")?;
+    }
+    if let Some(w) = &f.waiver {
+        writeln!(
+            out,
+            "  waived by \"{}\" until {} ({} days left): {}",
+            w.name, w.expires, w.days_left, w.reason
+        )?;
+    }
+    if f.status == Status::Overridden {
+        writeln!(out, "  soft rule overridden for this run")?;
+    }
+    let attribute = if f.attribute.is_empty() {
+        String::new()
+    } else {
+        format!("attribute {} · ", f.attribute)
+    };
+    writeln!(out, "  {attribute}rule at {}\n", f.rule_location)
+}
 
-impl<F, I> Serialize for Streamed<F>
-where
-    F: Fn() -> I,
-    I: Iterator,
-    I::Item: Serialize,
-{
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq((self.0)())
+/// `s` in the ANSI colour `code` when `color` is on.
+fn paint(color: bool, code: &str, s: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Items rendered per task: large enough that a task outweighs its thread, small enough that
+/// a window of them (one per thread) is a bounded amount of memory.
+const PART: usize = 2048;
+
+/// Writes `items` as `render` writes each part of them, rendering up to `threads` parts at a
+/// time in parallel and writing them in order: a report is never held whole, and its bytes do
+/// not depend on the number of threads.
+fn write_in_parts<T: Sync>(
+    out: &mut dyn Write,
+    items: &[T],
+    threads: usize,
+    render: impl Fn(&[T], &mut Vec<u8>) -> io::Result<()> + Sync,
+) -> io::Result<()> {
+    let threads = threads.max(1);
+    for window in items.chunks(PART * threads) {
+        let parts: Vec<&[T]> = window.chunks(PART).collect();
+        for rendered in parallel::map(&parts, threads, |part| {
+            let mut buf = Vec::new();
+            render(part, &mut buf).map(|()| buf)
+        }) {
+            out.write_all(&rendered?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stands in a report's document for its long array: serialized as a string, then replaced by
+/// the array's elements rendered in parallel.
+const ITEMS: &str = "\u{1}gpucap-items\u{1}";
+
+/// Pretty JSON of `doc` and a newline, with the string [`ITEMS`] in it replaced by the array of
+/// every one of `items` as `item` prints it pretty. The bytes are those serde's pretty printer gives for
+/// the whole document (a test holds it): each element is printed alone and indented to its
+/// depth, which is exact because JSON strings cannot hold a raw newline.
+fn write_pretty_with_items<T: Sync>(
+    out: &mut dyn Write,
+    doc: &impl Serialize,
+    items: &[T],
+    threads: usize,
+    item: impl Fn(&T, &mut Indented) -> serde_json::Result<()> + Sync,
+) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(doc)?;
+    let marker = serde_json::to_string(ITEMS)?;
+    let Some(at) = text.find(&marker) else {
+        return Err(io::Error::other("report template without its items"));
+    };
+    let (head, tail) = (&text[..at], &text[at + marker.len()..]);
+    let indent = head
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.len() - line.trim_start_matches(' ').len());
+    let inner = format!("\n{}", " ".repeat(indent + 2));
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    out.write_all(head.as_bytes())?;
+    if items.is_empty() {
+        out.write_all(b"[]")?;
+    } else {
+        out.write_all(b"[")?;
+        let first = &items[0];
+        write_in_parts(&mut out, items, threads, |part, buf| {
+            for element in part {
+                if !std::ptr::eq(element, first) {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(inner.as_bytes());
+                let mut indented = Indented {
+                    buf: &mut *buf,
+                    newline: inner.as_bytes(),
+                };
+                item(element, &mut indented)?;
+            }
+            Ok(())
+        })?;
+        write!(out, "\n{}]", " ".repeat(indent))?;
+    }
+    out.write_all(tail.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// A buffer that writes `newline` (a newline and an indent) for every newline written to it.
+struct Indented<'a> {
+    buf: &'a mut Vec<u8>,
+    newline: &'a [u8],
+}
+
+impl Write for Indented<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut lines = bytes.split(|&b| b == b'\n');
+        if let Some(first) = lines.next() {
+            self.buf.extend_from_slice(first);
+        }
+        for line in lines {
+            self.buf.extend_from_slice(self.newline);
+            self.buf.extend_from_slice(line);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A SARIF result: one finding, located at its rule and naming its resource. Fields are in
+/// alphabetical order, as the report has always printed them.
+#[derive(Serialize)]
+struct SarifResult<'a> {
+    level: &'static str,
+    locations: [SarifLocation<'a>; 1],
+    message: SarifText,
+    properties: SarifProperties<'a>,
+    #[serde(rename = "ruleId")]
+    rule_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressions: Option<[SarifSuppression; 1]>,
+}
+
+#[derive(Serialize)]
+struct SarifLocation<'a> {
+    #[serde(rename = "logicalLocations")]
+    logical: [SarifLogical<'a>; 1],
+    #[serde(rename = "physicalLocation")]
+    physical: SarifPhysical,
+}
+
+#[derive(Serialize)]
+struct SarifLogical<'a> {
+    #[serde(rename = "fullyQualifiedName")]
+    name: &'a str,
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct SarifPhysical {
+    #[serde(rename = "artifactLocation")]
+    artifact: SarifUri,
+    region: SarifRegion,
+}
+
+#[derive(Serialize)]
+struct SarifUri {
+    uri: String,
+}
+
+#[derive(Serialize)]
+struct SarifRegion {
+    #[serde(rename = "startColumn")]
+    column: u64,
+    #[serde(rename = "startLine")]
+    line: u64,
+}
+
+#[derive(Serialize)]
+struct SarifText {
+    text: String,
+}
+
+#[derive(Serialize)]
+struct SarifProperties<'a> {
+    address: &'a str,
+    attribute: &'a str,
+    enforcement: &'static str,
+}
+
+#[derive(Serialize)]
+struct SarifSuppression {
+    justification: String,
+    kind: &'static str,
+}
+
+impl SarifResult<'_> {
+    fn of(f: &Finding) -> SarifResult<'_> {
+        let (file, line, column) = split_location(&f.rule_location);
+        SarifResult {
+            level: match f.status {
+                Status::Failed => "error",
+                Status::Advisory | Status::Overridden => "warning",
+                Status::Waived => "note",
+            },
+            locations: [SarifLocation {
+                logical: [SarifLogical {
+                    name: f.terraform_address.as_deref().unwrap_or(&f.address),
+                    kind: "resource",
+                }],
+                physical: SarifPhysical {
+                    artifact: SarifUri { uri: file },
+                    region: SarifRegion { column, line },
+                },
+            }],
+            message: SarifText { text: f.detail() },
+            properties: SarifProperties {
+                address: &f.address,
+                attribute: &f.attribute,
+                enforcement: f.enforcement,
+            },
+            rule_id: &f.rule,
+            suppressions: f.waiver.as_ref().map(|w| {
+                [SarifSuppression {
+                    justification: format!(
+                        "{} (waiver \"{}\", until {})",
+                        w.reason, w.name, w.expires
+                    ),
+                    kind: "external",
+                }]
+            }),
+        }
     }
 }
 
@@ -341,4 +518,150 @@ fn printable(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Evaluator, Options};
+    use crate::schema::Schemas;
+
+    /// A plan with `n` endpoints on pools in and out of the EU, some of them PII.
+    pub(crate) fn plan(n: usize) -> String {
+        let mut changes = vec![
+            json!({"address": "gpucap_gpu_pool.eu", "mode": "managed", "type": "gpucap_gpu_pool",
+                "change": {"actions": ["create"], "before": null, "after": {"name": "eu", "region": "eu-central-1", "jurisdiction": "EU", "tenancy": "dedicated", "capacity_type": "on_demand"}}}),
+            json!({"address": "gpucap_gpu_pool.us", "mode": "managed", "type": "gpucap_gpu_pool",
+                "change": {"actions": ["create"], "before": null, "after": {"name": "us", "region": "us-east-1", "jurisdiction": "US", "tenancy": "shared", "capacity_type": "spot"}}}),
+        ];
+        for i in 0..n {
+            let class = ["pii", "public", "confidential"][i % 3];
+            let pool = ["eu", "us"][i % 2];
+            changes.push(
+                json!({"address": format!("gpucap_inference_endpoint.e{i}"), "mode": "managed",
+                "type": "gpucap_inference_endpoint",
+                "change": {"actions": ["create"], "before": null, "after": {"name": format!("e{i}"),
+                    "pools": [pool], "data_residency": {"classification": class},
+                    "labels": {"note": "tab\there, quote \" and <xml> & ctrl \u{7}"}}}}),
+            );
+        }
+        json!({"format_version": "1.2", "resource_changes": changes}).to_string()
+    }
+
+    /// Runs `f` on the review of the starter pack over `plan(n)`, done on `threads` threads.
+    fn with_review<R>(n: usize, threads: usize, f: impl FnOnce(&Review) -> R) -> R {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+        let set = crate::rules::load(&[dir], Schemas::gpucap()).unwrap();
+        let subjects = crate::plan_json::subjects(
+            plan(n).as_bytes(),
+            "plan.json",
+            Schemas::gpucap(),
+            &|t| t.starts_with("gpucap_"),
+            threads,
+        )
+        .unwrap();
+        let mut options = Options::from_env(Vec::new());
+        options.now = "2026-11-30T00:00:00Z".parse().unwrap();
+        let evaluator = Evaluator::new(set);
+        let findings = evaluator.evaluate(&subjects, &options, threads).unwrap();
+        assert!(findings.len() > 2 * PART, "{} findings", findings.len());
+        f(&Review {
+            policies: evaluator.policies(),
+            subjects: &subjects,
+            findings: &findings,
+            threads,
+        })
+    }
+
+    fn printed(review: &Review, format: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        match format {
+            "text" => review.write_text(&mut out, true),
+            "json" => review.write_json(&mut out),
+            "sarif" => review.write_sarif(&mut out),
+            _ => review.write_junit(&mut out),
+        }
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn reports_are_the_same_bytes_whatever_the_threads() {
+        let formats = ["text", "json", "sarif", "junit"];
+        let all = |r: &Review| formats.map(|f| printed(r, f));
+        let one = with_review(10_000, 1, all);
+        for threads in [2, 5] {
+            let many = with_review(10_000, threads, all);
+            for (format, (a, b)) in formats.iter().zip(one.iter().zip(&many)) {
+                assert!(
+                    a == b,
+                    "{format} on {threads} threads differs from one thread"
+                );
+            }
+        }
+    }
+
+    /// The JSON reports are printed in parts; together they must be what serde prints for the
+    /// whole document.
+    #[test]
+    fn json_reports_are_what_serde_prints_whole() {
+        with_review(10_000, 3, |review| {
+            let (failed, warned, waived) = review.counts();
+            #[derive(Serialize)]
+            struct Whole<'a> {
+                findings: &'a [Finding],
+                summary: Json,
+            }
+            let whole = Whole {
+                findings: review.findings,
+                summary: json!({
+                    "resources": review.subjects.len(),
+                    "rules": review.policies.rules.len(),
+                    "failed": failed,
+                    "warnings": warned,
+                    "waived": waived,
+                    "passed": failed == 0,
+                }),
+            };
+            let mut want = serde_json::to_vec_pretty(&whole).unwrap();
+            want.push(b'\n');
+            assert!(
+                printed(review, "json") == want,
+                "JSON differs from serde's whole document"
+            );
+            let sarif: Json = serde_json::from_slice(&printed(review, "sarif")).unwrap();
+            let results = sarif["runs"][0]["results"].as_array().unwrap();
+            assert_eq!(results.len(), review.findings.len());
+            let last = review.findings.last().unwrap();
+            assert_eq!(
+                results.last().unwrap(),
+                &serde_json::to_value(SarifResult::of(last)).unwrap()
+            );
+        });
+    }
+
+    #[test]
+    fn empty_arrays_print_as_serde_prints_them() {
+        let doc = json!({"a": ITEMS, "b": {"c": [ITEMS]}});
+        let mut out = Vec::new();
+        write_pretty_with_items(&mut out, &doc, &[] as &[u8], 2, |v, w| {
+            serde_json::to_writer_pretty(w, v)
+        })
+        .unwrap();
+        let want = serde_json::to_string_pretty(&json!({"a": [], "b": {"c": [ITEMS]}})).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), want + "\n");
+        let items = [json!({"x": [1, {"y": "a\nb"}]}), json!([])];
+        let mut out = Vec::new();
+        let doc = json!({"b": {"c": ITEMS}});
+        write_pretty_with_items(&mut out, &doc, &items, 2, |v, w| {
+            serde_json::to_writer_pretty(w, v)
+        })
+        .unwrap();
+        let want = serde_json::to_string_pretty(&json!({"b": {"c": items}})).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), want + "\n");
+    }
 }

@@ -165,6 +165,38 @@ impl Shape {
             _ => value.clone(),
         }
     }
+
+    /// [`Shape::normalize`] of a value it may take apart: attributes are moved, not copied, and
+    /// only absent ones get a new key.
+    pub fn normalize_owned(&self, value: Json) -> Json {
+        match (self, value) {
+            (Shape::Object(fields), Json::Object(mut map)) => {
+                map.retain(|k, _| fields.contains_key(k));
+                for (k, shape) in fields.iter() {
+                    match map.get_mut(k) {
+                        Some(v) => *v = shape.normalize_owned(std::mem::take(v)),
+                        None => {
+                            map.insert(k.clone(), Json::Null);
+                        }
+                    }
+                }
+                Json::Object(map)
+            }
+            (Shape::List(inner), Json::Array(items)) => Json::Array(
+                items
+                    .into_iter()
+                    .map(|v| inner.normalize_owned(v))
+                    .collect(),
+            ),
+            (Shape::Map(inner), Json::Object(mut map)) => {
+                for v in map.values_mut() {
+                    *v = inner.normalize_owned(std::mem::take(v));
+                }
+                Json::Object(map)
+            }
+            (_, value) => value,
+        }
+    }
 }
 
 /// The shapes of every resource type rules may name.
@@ -229,6 +261,14 @@ impl Schemas {
         }
     }
 
+    /// [`Schemas::normalize`] of a value it may take apart.
+    pub fn normalize_owned(&self, type_name: &str, value: Json) -> Json {
+        match self.resource(type_name) {
+            Some(shape) if !value.is_null() => shape.normalize_owned(value),
+            _ => value,
+        }
+    }
+
     /// Every known resource type.
     pub fn type_names(&self) -> impl Iterator<Item = &str> {
         self.resources.keys().map(String::as_str)
@@ -271,6 +311,19 @@ mod tests {
             shape.normalize(&json!({"a": "x", "c": {}})),
             json!({"a": "x", "b": null, "c": {"d": null}})
         );
+        for value in [
+            json!({"a": "x", "c": {}, "extra": 1}),
+            json!({"b": [1, 2], "c": [{"d": true}]}),
+            json!({"c": null}),
+            json!([1]),
+            json!("s"),
+        ] {
+            assert_eq!(
+                shape.normalize_owned(value.clone()),
+                shape.normalize(&value),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -278,3 +278,69 @@ fn help_is_stable() {
     let out = run(&["--help"], &repo());
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn check_gives_the_same_report_on_any_number_of_threads_and_times_its_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut changes = vec![serde_json::json!({
+        "address": "gpucap_gpu_pool.us", "mode": "managed", "type": "gpucap_gpu_pool",
+        "change": {"actions": ["create"], "before": null, "after": {"name": "us", "region": "us-east-1", "jurisdiction": "US", "tenancy": "shared", "capacity_type": "spot"}}
+    })];
+    for i in 0..5000 {
+        let class = ["pii", "public"][i % 2];
+        changes.push(serde_json::json!({
+            "address": format!("module.m[{i}].gpucap_inference_endpoint.e"), "mode": "managed",
+            "type": "gpucap_inference_endpoint",
+            "change": {"actions": ["create"], "before": null, "after_unknown": {"url": true},
+                "after": {"name": format!("e{i}"), "pools": ["us"],
+                    "data_residency": {"classification": class}}}
+        }));
+    }
+    let plan = serde_json::json!({"format_version": "1.2", "resource_changes": changes,
+        "planned_values": {"root_module": {}}});
+    std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
+    let policies = repo().join("examples/policies");
+    let check = |format: &str, jobs: &str| {
+        run(
+            &[
+                "check",
+                "--plan",
+                "plan.json",
+                "--format",
+                format,
+                "--jobs",
+                jobs,
+                "--timings",
+                "--policies",
+                policies.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+    };
+    for format in ["text", "json", "sarif", "junit"] {
+        let one = check(format, "1");
+        assert_eq!(one.status.code(), Some(1), "{format}");
+        assert!(one.stdout.len() > 100_000, "{format}");
+        let three = check(format, "3");
+        assert!(
+            one.stdout == three.stdout,
+            "{format}: --jobs 3 differs from --jobs 1"
+        );
+        let timings = String::from_utf8_lossy(&three.stderr);
+        for phase in [
+            "load rules",
+            "read plan",
+            "parse plan",
+            "evaluate",
+            "write report",
+            "total",
+        ] {
+            assert!(timings.contains(phase), "{timings}");
+        }
+        assert!(timings.contains("5001 resources"), "{timings}");
+        assert!(timings.contains("3 threads"), "{timings}");
+    }
+    let zero = check("text", "0");
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--jobs"));
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gpucap_policy::engine::{Evaluator, Finding, Options};
+use gpucap_policy::engine::{Evaluator, Finding, Options, Subject};
 use gpucap_policy::expr::StackError;
 use gpucap_policy::plan_json::{self, PlanError};
 use gpucap_policy::rules::{PolicySet, load_sources, read_files};
@@ -61,7 +61,33 @@ fn load(files: Vec<SourceFile>) -> Result<PolicySet, Vec<String>> {
 /// The batch and one resource at a time (both evaluating the rules' placement-only parts once per
 /// placement) must agree with every expression evaluated whole.
 fn review(set: &Arc<Evaluator>, plan: &str) -> Result<usize, PlanError> {
-    let subjects = plan_json::subjects(plan, "plan.json", Schemas::gpucap(), &|_| true)?;
+    let read = |threads| {
+        plan_json::subjects(
+            plan.as_bytes(),
+            "plan.json",
+            Schemas::gpucap(),
+            &|_| true,
+            threads,
+        )
+    };
+    // Reading on several threads gives what reading on one does, errors included.
+    let seen = |r: &Result<Vec<Subject>, PlanError>| match r {
+        Ok(subjects) => Ok(subjects
+            .iter()
+            .map(|s| {
+                (
+                    s.address(),
+                    s.action.clone(),
+                    s.resource.clone(),
+                    s.prior.clone(),
+                )
+            })
+            .collect::<Vec<_>>()),
+        Err(e) => Err(e.clone()),
+    };
+    let (one, three) = (read(1), read(3));
+    assert_eq!(seen(&one), seen(&three));
+    let subjects = three?;
     let options = Options::from_env(Vec::new());
     let batch = match set.evaluate(&subjects, &options, 2) {
         Ok(findings) => findings,
@@ -288,7 +314,20 @@ fn deeply_nested_plans_are_errors_not_stack_overflows() {
         r#"{{"format_version": "1.2", "resource_changes": [{{"mode": "managed", "type": "gpucap_inference_endpoint", "address": "a.b", "change": {{"actions": ["create"], "after": {deep}"#
     );
     match review(&set, &text) {
-        Err(PlanError::Json { reason, .. }) => assert!(reason.contains("recursion"), "{reason}"),
+        Err(PlanError::Json { reason, .. }) => assert!(reason.contains("EOF"), "{reason}"),
+        other => panic!("expected a JSON error, got {other:?}"),
+    }
+    // Closed, it is valid JSON nested deeper than the parser recurses: an error located on the
+    // line it is on.
+    let text = format!(
+        "{{\"format_version\": \"1.2\",\n\"resource_changes\": [{{\"mode\": \"managed\", \"type\": \"gpucap_inference_endpoint\", \"address\": \"a.b\", \"change\": {{\"actions\": [\"create\"], \"after\": {deep}{}}}}}]}}",
+        "]".repeat(100_000)
+    );
+    match review(&set, &text) {
+        Err(PlanError::Json { reason, line, .. }) => {
+            assert!(reason.contains("recursion"), "{reason}");
+            assert_eq!(line, 2);
+        }
         other => panic!("expected a JSON error, got {other:?}"),
     }
 }

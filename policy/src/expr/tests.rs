@@ -173,7 +173,10 @@ fn comprehensions_run_within_the_budget() {
         Err(EvalError::Budget(1000))
     );
     assert_eq!(
-        eval("pools.exists(p, p.region.size() / (p.region == 'r0' ? 0 : 1) > 1)", &vars),
+        eval(
+            "pools.exists(p, p.region.size() / (p.region == 'r0' ? 0 : 1) > 1)",
+            &vars
+        ),
         Ok(json!(true))
     );
 }
