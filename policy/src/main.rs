@@ -23,6 +23,11 @@ use gpucap_policy::schema::Schemas;
 use gpucap_policy::source::{Problem, SourceFile};
 use gpucap_policy::{fmt, plan_json, testing};
 
+// Reading a plan and evaluating rules allocate many small objects, on several threads at once;
+// mimalloc's thread-local free lists make that markedly cheaper than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gpucap-policy",

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use cel::IdedExpr;
 use cel::common::ast::{CallExpr, Expr};
 
-use super::eval::STEP_FUNCTION;
 use super::syntax::children;
 use crate::schema::{Scalar, Shape};
 use crate::source::did_you_mean;
@@ -51,6 +50,8 @@ pub struct Scope {
 
 /// Namespaces of the extension functions (`math.greatest`, `strings.quote`, …).
 const NAMESPACES: &[&str] = &["math", "strings", "lists", "optional", "base64"];
+/// Functions gpucap adds for its own rewrites start with this; rules may not call them.
+const RESERVED_PREFIX: &str = "__gpucap_";
 /// The type names CEL defines as values, for comparing with `type(x)`.
 const TYPE_DENOTATIONS: &[&str] = &[
     "int",
@@ -185,12 +186,12 @@ impl Checker<'_> {
                 format!("`{qualified}` is not available in gpucap rules: {why}"),
             ));
         }
-        if call.func_name == STEP_FUNCTION {
+        if call.func_name.starts_with(RESERVED_PREFIX) {
             let (s, e) = (self.span)(expr.id);
             self.problems.push(ExprProblem::new(
                 s,
                 e,
-                format!("`{STEP_FUNCTION}` is reserved"),
+                format!("`{}` is reserved", call.func_name),
             ));
         }
         // A method's receiver is checked like any operand; a namespace (`math.`) is no value.

@@ -7,8 +7,8 @@ use cel::common::ast::{CallExpr, Expr};
 
 use super::check::{Checker, ExprProblem, Scope};
 use super::eval::{Compiled, STEP_FUNCTION, env};
-use super::hoist;
 use super::syntax::{children_mut, depth, max_id};
+use super::{hoist, matches};
 use crate::schema::Shape;
 
 /// Bounds on rules' expressions.
@@ -104,6 +104,7 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
     let resource_paths = checker.resource_paths;
     let mut next_id = max_id(&expr) + 1;
     count_steps(&mut expr, &mut next_id);
+    matches::rewrite(&mut expr);
     selects_as_index(&mut expr, &mut next_id);
     let mut rewritten = expr.clone();
     let hoisted = hoist::hoist(&mut rewritten, &mut next_id);

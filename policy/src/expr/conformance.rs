@@ -158,7 +158,9 @@ const STRINGS: &[(&str, Want)] = &[
     ("'a-b-c'.replace('-', '+') == 'a+b+c'", T),
     ("['a', 'b'].join('/') == 'a/b'", T),
     ("'hello'.substring(4, 9)", Error("")),
-    ("'x'.matches('(')", Error("")),
+    ("'x'.matches('(')", Error("not a valid regex")),
+    ("matches('abc', 'b') && !'abc'.matches('^b')", T),
+    ("['a1', 'b2'].all(s, s.matches('[a-z][0-9]'))", T),
 ];
 
 /// Lists: size, concatenation, membership, indexing, the macros and the lists extension.

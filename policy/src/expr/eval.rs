@@ -37,6 +37,12 @@ pub fn env() -> Arc<Env> {
         let _ = env.add_extension(cel::extensions::math);
         let _ = env.add_extension(cel::extensions::encoders);
         let _ = env.add_overload(
+            super::matches::MATCHES_FUNCTION,
+            "gpucap_matches_dyn_dyn",
+            vec![cel::common::types::DYN_TYPE, cel::common::types::DYN_TYPE],
+            super::matches::matches,
+        );
+        let _ = env.add_overload(
             STEP_FUNCTION,
             "gpucap_step_dyn",
             vec![cel::common::types::DYN_TYPE],

@@ -17,6 +17,7 @@ mod check;
 mod compile;
 mod eval;
 mod hoist;
+mod matches;
 mod stack;
 mod syntax;
 pub(crate) mod worker;

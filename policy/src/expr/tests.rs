@@ -183,6 +183,8 @@ fn comprehensions_run_within_the_budget() {
 
 #[test]
 fn denied_functions_are_refused_at_load() {
+    let p = compile_err("__gpucap_matches('a', 'a')");
+    assert_eq!(p[0].message, "`__gpucap_matches` is reserved");
     let p = compile_err("lists.range(1000000000).size() > 0");
     assert!(
         p[0].message.contains("`lists.range` is not available"),
