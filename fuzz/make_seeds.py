@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (fuzz/seeds/TARGET/) from the project's fixtures: the
+starter rule pack, the example model, configs and traces, and requests and values shaped as the
+tests send them. Only the standard library: the msgpack and protobuf encodings are written here.
+
+Run from the repository root: python3 fuzz/make_seeds.py
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = os.path.join(ROOT, "fuzz", "seeds")
+
+
+def put(target, name, data):
+    d = os.path.join(SEEDS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def mp(v):
+    """msgpack, as Terraform writes DynamicValues (unknown values are extension type 0)."""
+    if v is None:
+        return b"\xc0"
+    if v is True:
+        return b"\xc3"
+    if v is False:
+        return b"\xc2"
+    if isinstance(v, Unknown):
+        return b"\xd4\x00\x00"
+    if isinstance(v, int):
+        if 0 <= v < 128:
+            return bytes([v])
+        return b"\xd3" + struct.pack(">q", v)
+    if isinstance(v, float):
+        return b"\xcb" + struct.pack(">d", v)
+    if isinstance(v, str):
+        b = v.encode()
+        return (bytes([0xA0 | len(b)]) if len(b) < 32 else b"\xd9" + bytes([len(b)])) + b
+    if isinstance(v, list):
+        return bytes([0x90 | len(v)]) + b"".join(mp(x) for x in v)
+    if isinstance(v, dict):
+        return bytes([0x80 | len(v)]) + b"".join(mp(k) + mp(x) for k, x in v.items())
+    raise TypeError(v)
+
+
+class Unknown:
+    pass
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def field(number, payload):
+    """A protobuf length-delimited field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def dynamic(value):
+    return mp(value)
+
+
+POOL = {"name": "eu", "region": "eu-central-1", "jurisdiction": "EU", "capacity_type": "on_prem",
+        "tenancy": "dedicated", "gpu": {"model": "H100", "per_node": 8}, "nodes": {"min": 1, "max": 2},
+        "driver": "local", "labels": {"team": "ml"}, "price_per_gpu_hour": 2.5}
+POLICY = {"name": "burst", "base_pools": ["eu"], "burst_pools": ["spot"], "placement": "ordered",
+          "budget": {"max_hourly_usd": 120.0}, "scale_down": {"min_warm_replicas": 1}}
+ENDPOINT = {"name": "fraud", "burst_policy": "burst", "model": {"path": "model.safetensors", "version": "1"},
+            "replicas": {"min": 1, "max": 4}, "labels": {"latency": "critical"},
+            "data_residency": {"classification": "pii"}, "url": Unknown()}
+
+
+def main():
+    shutil.rmtree(SEEDS, ignore_errors=True)
+    # msgpack_dynamic_value: the first byte picks the type (resources, data sources, provider).
+    for pick, value in enumerate([POLICY, ENDPOINT, POOL, {"regions": None}, {"devices": None},
+                                  {"state_dir": "/tmp/s", "policy_paths": ["p"]}, [1, "a", None]]):
+        put("msgpack_dynamic_value", f"value-{pick}", bytes([pick]) + mp(value))
+    # tfplugin5_request: the first byte picks the RPC; type_name is field 1, values follow.
+    for pick, name, value in [(0, "gpucap_gpu_pool", POOL), (1, "gpucap_burst_policy", POLICY),
+                              (2, "gpucap_inference_endpoint", ENDPOINT), (3, "gpucap_gpu_pool", POOL),
+                              (4, "gpucap_regions", {"jurisdiction": "EU"}),
+                              (7, "gpucap_local_devices", {})]:
+        body = field(1, name.encode()) + field(2, field(1, dynamic(value)))
+        put("tfplugin5_request", f"rpc-{pick}", bytes([pick]) + body)
+    for pick in (5, 6):
+        put("tfplugin5_request", f"rpc-{pick}", bytes([pick]) + field(2 if pick == 5 else 1, field(1, dynamic({"state_dir": "/tmp/x"}))))
+    raw = json.dumps({"name": "eu", "region": "eu-central-1"}).encode()
+    put("tfplugin5_request", "rpc-upgrade", bytes([8]) + field(1, b"gpucap_gpu_pool") + field(3, field(1, raw)))
+    # oip_json and oip_binary: requests as the inference clients send them.
+    row = [round(i * 0.1, 1) for i in range(64)]
+    put("oip_json", "one-row", json.dumps({"id": "1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}))
+    put("oip_json", "two-rows-nested", json.dumps({"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP64", "data": [row, row]}],
+                                                   "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}))
+    put("oip_json", "int-types", json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "INT8", "data": [1] * 64}], "parameters": {"binary_data_output": False}}))
+    header = json.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}]}).encode()
+    put("oip_binary", "binary-fp32", struct.pack("<H", len(header)) + header + struct.pack("<8f", *range(8)))
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP16", "parameters": {"binary_data_size": 8}}]}).encode()
+    put("oip_binary", "binary-fp16", struct.pack("<H", len(header)) + header + struct.pack("<4e", 1, 2, 3, 4))
+    # safetensors_model: the example model.
+    with open(os.path.join(ROOT, "examples/models/digits-mlp.safetensors"), "rb") as f:
+        put("safetensors_model", "digits-mlp", f.read())
+    # policy_rules: the starter pack, the benchmark's rules and the rule tests.
+    for d in ["examples/policies", "examples/policies/tests", "scripts/peers/policy/gpucap"]:
+        for name in sorted(os.listdir(os.path.join(ROOT, d))):
+            if name.endswith(".hcl"):
+                with open(os.path.join(ROOT, d, name)) as f:
+                    put("policy_rules", d.replace("/", "-") + "-" + name, f.read())
+    # plan_json: small plans in the shape `terraform show -json` writes.
+    for n in (1, 3):
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts/peers/policy_plan.py"), "--endpoints", str(n),
+                        "--output", os.path.join(SEEDS, f"plan-{n}.json")], check=True)
+        os.makedirs(os.path.join(SEEDS, "plan_json"), exist_ok=True)
+        os.replace(os.path.join(SEEDS, f"plan-{n}.json"), os.path.join(SEEDS, "plan_json", f"plan-{n}.json"))
+    put("plan_json", "delete-and-data", json.dumps({"format_version": "1.2", "resource_changes": [
+        {"address": "gpucap_gpu_pool.a", "mode": "managed", "type": "gpucap_gpu_pool",
+         "change": {"actions": ["delete"], "before": POOL, "after": None}},
+        {"address": "data.gpucap_regions.r", "mode": "data", "type": "gpucap_regions", "change": {"actions": ["read"]}},
+        {"address": "gpucap_inference_endpoint.e", "mode": "managed", "type": "gpucap_inference_endpoint",
+         "change": {"actions": ["delete", "create"], "before": {"name": "e"}, "after": dict(ENDPOINT, url=None)}}]}))
+    # fabric_config: the simulator's example config.
+    with open(os.path.join(ROOT, "examples/simulate/fabric.toml")) as f:
+        put("fabric_config", "simulate-example", f.read())
+    # replica_metrics: what a runtime's /metrics says.
+    put("replica_metrics", "runtime", "# HELP gpucap_queue_depth Requests waiting.\n# TYPE gpucap_queue_depth gauge\n"
+        "gpucap_queue_depth{model=\"m\"} 3\ngpucap_backend_busy_seconds_total{backend=\"cpu\"} 12.5\n"
+        "gpucap_backend_busy_seconds_total{backend=\"cuda:0\"} 1e2\ngpucap_healthy_backends 2\n")
+    # simulate_trace: the head of the example trace, and a trace with comments and blank lines.
+    with open(os.path.join(ROOT, "examples/traces/diurnal-week.csv")) as f:
+        put("simulate_trace", "diurnal-head", "".join(f.readlines()[:50]))
+    put("simulate_trace", "small", "# a comment\nsecond,requests_per_second\n0,10\n\n60,12.5\n120,0\n")
+
+
+if __name__ == "__main__":
+    main()
