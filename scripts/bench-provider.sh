@@ -80,6 +80,42 @@ wide=$(median_plan "$work/data-wide")
 echo "== 1. terraform plan, $n resources (median of 5)"
 python3 -c "print(f'gpucap_gpu_pool: {float(\"$pools\"):.2f} s   terraform_data: {float(\"$data\"):.2f} s   ratio {float(\"$pools\") / float(\"$data\"):.2f}x   (terraform_data with a pool-sized object: {float(\"$wide\"):.2f} s)')"
 
+echo "== 1b. where a plan of $n pools spends its time"
+# The provider under /usr/bin/time (its CPU per process) and with its debug timings on (the time each
+# RPC spends in the provider: decoding, resource logic and policy, encoding), against the CPU of
+# the whole plan (Terraform and every provider process it started).
+mkdir -p "$work/wrapped"
+cat >"$work/wrapped/terraform-provider-gpucap" <<SH
+#!/bin/sh
+exec /usr/bin/time -a -o "$work/provider-cpu" -f "%U %S" "$PWD/target/release/terraform-provider-gpucap" "\$@"
+SH
+chmod +x "$work/wrapped/terraform-provider-gpucap"
+scripts/dev-tfrc.sh "$work/wrapped.tfrc" "$work/wrapped"
+: >"$work/provider-cpu"
+TF_CLI_CONFIG_FILE="$work/wrapped.tfrc" TF_LOG_PROVIDER=debug TF_LOG_PATH="$work/provider.log" \
+  /usr/bin/time -o "$work/plan-cpu" -f "%e %U %S" \
+  terraform -chdir="$work/pools" plan -input=false -refresh=false >/dev/null
+python3 - "$work" <<'PY'
+import re, sys, collections
+work = sys.argv[1]
+wall, user, sys_ = map(float, open(f"{work}/plan-cpu").read().split()[-3:])
+procs = [tuple(map(float, l.split())) for l in open(f"{work}/provider-cpu") if re.match(r"^[0-9.]+ [0-9.]+$", l.strip())]
+provider_cpu = sum(u + s for u, s in procs)
+rpcs = collections.defaultdict(list)
+for line in open(f"{work}/provider.log"):
+    m = re.search(r"elapsed_us=(\d+).*?rpc=(\w+)|rpc=(\w+).*?elapsed_us=(\d+)", line)
+    if m:
+        rpc, us = (m.group(2), m.group(1)) if m.group(1) else (m.group(3), m.group(4))
+        rpcs[rpc].append(int(us))
+handled = sum(sum(v) for v in rpcs.values()) / 1e6
+total = user + sys_
+print(f"plan wall {wall:.2f} s; CPU {total:.2f} s in all: Terraform {total - provider_cpu:.2f} s, "
+      f"{len(procs)} provider processes {provider_cpu:.2f} s ({100 * provider_cpu / total:.0f} %), "
+      f"of which in RPC handlers {handled * 1000:.0f} ms")
+for rpc, v in sorted(rpcs.items(), key=lambda kv: -sum(kv[1])):
+    print(f"  {rpc:<32} {len(v):5d} calls  {sum(v) / 1000:7.1f} ms  {sum(v) / len(v):7.1f} us each")
+PY
+
 echo "== 2. provider start to handshake line (median of 20)"
 python3 - "$PWD/target/release/terraform-provider-gpucap" <<'PY'
 import os, subprocess, sys, time, statistics

@@ -78,7 +78,7 @@ impl Review<'_> {
             },
         });
         write_pretty_with_items(out, &doc, self.findings, self.threads, |f, w| {
-            serde_json::to_writer_pretty(w, f)
+            f.serialize(w)
         })
     }
 
@@ -126,7 +126,7 @@ impl Review<'_> {
             }],
         };
         write_pretty_with_items(out, &log, self.findings, self.threads, |f, w| {
-            serde_json::to_writer_pretty(w, &SarifResult::of(f))
+            SarifResult::of(f).serialize(w)
         })
     }
 
@@ -335,7 +335,8 @@ fn write_pretty_with_items<T: Sync>(
     doc: &impl Serialize,
     items: &[T],
     threads: usize,
-    item: impl Fn(&T, &mut Indented) -> serde_json::Result<()> + Sync,
+    item: impl Fn(&T, &mut serde_json::Serializer<&mut Vec<u8>, Nested>) -> serde_json::Result<()>
+    + Sync,
 ) -> io::Result<()> {
     let text = serde_json::to_string_pretty(doc)?;
     let marker = serde_json::to_string(ITEMS)?;
@@ -361,11 +362,14 @@ fn write_pretty_with_items<T: Sync>(
                     buf.push(b',');
                 }
                 buf.extend_from_slice(inner.as_bytes());
-                let mut indented = Indented {
-                    buf: &mut *buf,
-                    newline: inner.as_bytes(),
+                let nested = Nested {
+                    depth: indent / 2 + 1,
+                    has_value: false,
                 };
-                item(element, &mut indented)?;
+                item(
+                    element,
+                    &mut serde_json::Serializer::with_formatter(&mut *buf, nested),
+                )?;
             }
             Ok(())
         })?;
@@ -376,26 +380,81 @@ fn write_pretty_with_items<T: Sync>(
     out.flush()
 }
 
-/// A buffer that writes `newline` (a newline and an indent) for every newline written to it.
-struct Indented<'a> {
-    buf: &'a mut Vec<u8>,
-    newline: &'a [u8],
+/// Pretty JSON that starts `depth` levels deep: what serde's pretty printer writes for a value at
+/// that depth of a larger document (two spaces a level), so a value printed alone can be spliced
+/// into it.
+struct Nested {
+    depth: usize,
+    has_value: bool,
 }
 
-impl Write for Indented<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut lines = bytes.split(|&b| b == b'\n');
-        if let Some(first) = lines.next() {
-            self.buf.extend_from_slice(first);
+impl Nested {
+    fn newline(&self, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
+        out.write_all(b"\n")?;
+        for _ in 0..self.depth {
+            out.write_all(b"  ")?;
         }
-        for line in lines {
-            self.buf.extend_from_slice(self.newline);
-            self.buf.extend_from_slice(line);
-        }
-        Ok(bytes.len())
+        Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn open(&mut self, out: &mut (impl Write + ?Sized), bracket: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        out.write_all(bracket)
+    }
+
+    fn close(&mut self, out: &mut (impl Write + ?Sized), bracket: &[u8]) -> io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            self.newline(out)?;
+        }
+        out.write_all(bracket)
+    }
+
+    fn item(&self, out: &mut (impl Write + ?Sized), first: bool) -> io::Result<()> {
+        if !first {
+            out.write_all(b",")?;
+        }
+        self.newline(out)
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.open(out, b"[")
+    }
+
+    fn end_array<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.close(out, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(&mut self, out: &mut W, first: bool) -> io::Result<()> {
+        self.item(out, first)
+    }
+
+    fn end_array_value<W: ?Sized + Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.open(out, b"{")
+    }
+
+    fn end_object<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.close(out, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, out: &mut W, first: bool) -> io::Result<()> {
+        self.item(out, first)
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        out.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.has_value = true;
         Ok(())
     }
 }
@@ -648,19 +707,13 @@ mod tests {
     fn empty_arrays_print_as_serde_prints_them() {
         let doc = json!({"a": ITEMS, "b": {"c": [ITEMS]}});
         let mut out = Vec::new();
-        write_pretty_with_items(&mut out, &doc, &[] as &[u8], 2, |v, w| {
-            serde_json::to_writer_pretty(w, v)
-        })
-        .unwrap();
+        write_pretty_with_items(&mut out, &doc, &[] as &[u8], 2, |v, w| v.serialize(w)).unwrap();
         let want = serde_json::to_string_pretty(&json!({"a": [], "b": {"c": [ITEMS]}})).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), want + "\n");
         let items = [json!({"x": [1, {"y": "a\nb"}]}), json!([])];
         let mut out = Vec::new();
         let doc = json!({"b": {"c": ITEMS}});
-        write_pretty_with_items(&mut out, &doc, &items, 2, |v, w| {
-            serde_json::to_writer_pretty(w, v)
-        })
-        .unwrap();
+        write_pretty_with_items(&mut out, &doc, &items, 2, |v, w| v.serialize(w)).unwrap();
         let want = serde_json::to_string_pretty(&json!({"b": {"c": items}})).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), want + "\n");
     }
