@@ -202,7 +202,7 @@ pub struct Finding {
     pub rule_location: Arc<str>,
     /// The waiver that lifts it, when one does.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiver: Option<WaiverUse>,
+    pub waiver: Option<Box<WaiverUse>>,
 }
 
 /// A waiver applied to a finding.
@@ -361,7 +361,12 @@ impl Evaluator {
                 .map(expr::join_large_stack)
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        Ok(results.into_iter().flatten().collect())
+        // One allocation of the final size: a review can have hundreds of thousands of findings.
+        let mut all = Vec::with_capacity(results.iter().map(Vec::len).sum());
+        for part in results {
+            all.extend(part);
+        }
+        Ok(all)
     }
 
     /// Evaluates every rule on one subject on a long-lived evaluation thread: how the provider
@@ -467,7 +472,7 @@ impl Evaluator {
                 evaluation_error,
                 attribute: texts.attribute.clone(),
                 rule_location: texts.location.clone(),
-                waiver,
+                waiver: waiver.map(Box::new),
             });
         }
     }
