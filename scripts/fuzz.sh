@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every decoder that takes outside input:
-# fuzz/fuzz_targets/*.rs, seeded from fuzz/seeds/ (written from the project's fixtures by
-# fuzz/make_seeds.py). Runs on the stable toolchain: no sanitizer (`-s none`), which needs no
+# fuzz/fuzz_targets/*.rs, seeded from fuzz/seeds/, which fuzz/make_seeds.py writes afresh from the
+# project's fixtures on every run (so seeds follow the fixtures and are not committed copies). Runs on the stable toolchain: no sanitizer (`-s none`), which needs no
 # nightly; Rust's own checks (bounds, overflow in debug assertions, UTF-8) still turn a bug into a
 # crash the fuzzer reports.
 #
@@ -24,6 +24,7 @@ cargo_fuzz_version=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$cargo_fuzz_version"; then
   cargo install --quiet --locked cargo-fuzz --version "$cargo_fuzz_version"
 fi
+python3 fuzz/make_seeds.py
 cargo fuzz build -s none
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 logs="$(mktemp -d)"
