@@ -2,8 +2,9 @@
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every decoder that takes outside input:
 # fuzz/fuzz_targets/*.rs, seeded from fuzz/seeds/, which fuzz/make_seeds.py writes afresh from the
 # project's fixtures on every run (so seeds follow the fixtures and are not committed copies).
-# Runs on the stable toolchain: no sanitizer (`-s none`), which needs no nightly; Rust's own checks (bounds, overflow in debug assertions, UTF-8) still turn a bug into a
-# crash the fuzzer reports.
+# Runs on the stable toolchain: no sanitizer (`-s none`), which needs no nightly. cargo fuzz builds
+# optimised with debug assertions and overflow checks on, so Rust's own checks (bounds, arithmetic
+# overflow, UTF-8) still turn a bug into a crash the fuzzer reports.
 #
 # Usage: scripts/fuzz.sh [--runs N | --seconds S] [TARGET...]
 #   --seconds S  fuzz each target for S seconds (default 30)
