@@ -95,35 +95,16 @@ pub fn subjects(
     wanted: &(dyn Fn(&str) -> bool + Sync),
     threads: usize,
 ) -> Result<Vec<Subject>, PlanError> {
-    // An error in a part of the text (at `offset`) is located in the whole of it.
-    let json_error = |offset: usize, e: serde_json::Error| {
-        let before = &text[..offset.min(text.len())];
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let lines_before = before.iter().filter(|&&b| b == b'\n').count();
-        let column = if e.line() == 1 {
-            offset - line_start + e.column()
-        } else {
-            e.column()
-        };
-        PlanError::Json {
-            file: file.to_string(),
-            line: lines_before + e.line(),
-            column,
-            reason: e.to_string(),
-        }
-    };
-    let shape = |path: &str, reason: &str| PlanError::Shape {
-        file: file.to_string(),
-        path: path.to_string(),
-        reason: reason.to_string(),
+    let reader = Reader {
+        text,
+        file,
+        schemas,
+        wanted,
     };
     // One pass checks the whole document and finds the changes without building them.
-    let doc: Envelope = serde_json::from_slice(text).map_err(|e| json_error(0, e))?;
+    let doc: Envelope = serde_json::from_slice(text).map_err(|e| reader.json_error(0, e))?;
     if doc.format_version.is_none() {
-        return Err(shape(
+        return Err(reader.shape(
             "$",
             "not a Terraform plan: no \"format_version\"; write the plan with `terraform show -json PLANFILE`",
         ));
@@ -132,16 +113,11 @@ pub fn subjects(
         None => return Ok(Vec::new()),
         Some(r) if r.get() == "null" => return Ok(Vec::new()),
         Some(r) => serde_json::from_str(r.get())
-            .map_err(|_| shape("$.resource_changes", "expected a list"))?,
+            .map_err(|_| reader.shape("$.resource_changes", "expected a list"))?,
     };
-    // Where a part the first pass found starts in the text: parts borrow from it.
-    let offset_in = |part: &str| (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
     let indexed: Vec<(usize, &RawValue)> = raw.into_iter().enumerate().collect();
-    let read = |&(i, rc): &(usize, &RawValue)| {
-        read_change(i, rc, schemas, wanted, &shape, &json_error, &offset_in)
-    };
     let mut kept = Vec::new();
-    for change in parallel::map(&indexed, threads, read) {
+    for change in parallel::map(&indexed, threads, |&(i, rc)| reader.change(i, rc)) {
         kept.extend(change?);
     }
     // Pools and policies by name, as planned (a pool being deleted is not there to run on).
@@ -155,11 +131,11 @@ pub fn subjects(
     let policies = by_name(gpucap::BURST_POLICY);
     // Endpoints on the same burst policy share one placement, so its pools are looked up and
     // converted for rules once rather than once per endpoint.
-    let mut placements: HashMap<&str, Arc<Placement>> = HashMap::new();
-    for c in &kept {
-        placements
-            .entry(c.placement_key.as_str())
-            .or_insert_with(|| {
+    let mut by_key: HashMap<&str, Arc<Placement>> = HashMap::new();
+    let placements: Vec<Arc<Placement>> = kept
+        .iter()
+        .map(|c| {
+            let placement = by_key.entry(c.placement_key.as_str()).or_insert_with(|| {
                 let (p, policy) = placement_of(
                     &c.type_name,
                     &c.object,
@@ -168,15 +144,12 @@ pub fn subjects(
                 );
                 Placement::new(schemas, p, policy)
             });
-    }
-    let placement_of_change: Vec<Arc<Placement>> = kept
-        .iter()
-        .map(|c| Arc::clone(&placements[c.placement_key.as_str()]))
+            Arc::clone(placement)
+        })
         .collect();
-    drop(placements);
     Ok(kept
         .into_iter()
-        .zip(placement_of_change)
+        .zip(placements)
         .map(|(c, placement)| {
             let mut s = Subject::normalized(&c.type_name, c.action, c.object, c.prior, placement);
             if s.name.is_empty() {
@@ -193,86 +166,126 @@ pub fn subjects(
         .collect())
 }
 
-/// Reads entry `i` of `resource_changes`: `None` when rules do not judge it (another mode, an
-/// unwanted type, a read).
-fn read_change(
-    i: usize,
-    rc: &RawValue,
-    schemas: &Schemas,
-    wanted: &(dyn Fn(&str) -> bool + Sync),
-    shape: &dyn Fn(&str, &str) -> PlanError,
-    json_error: &dyn Fn(usize, serde_json::Error) -> PlanError,
-    offset_in: &dyn Fn(&str) -> usize,
-) -> Result<Option<Change>, PlanError> {
-    let at = |k: &str| format!("$.resource_changes[{i}]{k}");
-    // Entries that are not objects have no mode, so none is a managed resource.
-    if !rc.get().starts_with('{') {
-        return Ok(None);
+/// What reading one plan shares: its text (errors are located in it) and what to keep.
+struct Reader<'a> {
+    text: &'a [u8],
+    file: &'a str,
+    schemas: &'a Schemas,
+    wanted: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+impl Reader<'_> {
+    /// JSON, but not in the shape Terraform writes, at the JSON `path`.
+    fn shape(&self, path: &str, reason: &str) -> PlanError {
+        PlanError::Shape {
+            file: self.file.to_string(),
+            path: path.to_string(),
+            reason: reason.to_string(),
+        }
     }
-    let rc: RawChange =
-        serde_json::from_str(rc.get()).map_err(|_| shape(&at(""), "expected an object"))?;
-    let string =
-        |v: Option<&RawValue>| v.and_then(|v| serde_json::from_str::<String>(v.get()).ok());
-    if string(rc.mode).as_deref() != Some("managed") {
-        return Ok(None);
-    }
-    let type_name = string(rc.type_name).ok_or_else(|| shape(&at(".type"), "expected a string"))?;
-    if !wanted(&type_name) {
-        return Ok(None);
-    }
-    let address = string(rc.address).ok_or_else(|| shape(&at(".address"), "expected a string"))?;
-    let change = rc
-        .change
-        .filter(|c| c.get().starts_with('{'))
-        .ok_or_else(|| shape(&at(".change"), "expected an object"))?;
-    let change: ChangeBody = serde_json::from_str(change.get()).map_err(|e| {
-        if e.is_data() {
-            shape(&at(".change"), &e.to_string())
+
+    /// A parser's error in the part of the text that starts at `offset`, located in the whole.
+    fn json_error(&self, offset: usize, e: serde_json::Error) -> PlanError {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let lines_before = before.iter().filter(|&&b| b == b'\n').count();
+        let column = if e.line() == 1 {
+            offset - line_start + e.column()
         } else {
-            // Valid JSON the first pass skipped can still nest deeper than a parser may recurse.
-            json_error(offset_in(change.get()), e)
+            e.column()
+        };
+        PlanError::Json {
+            file: self.file.to_string(),
+            line: lines_before + e.line(),
+            column,
+            reason: e.to_string(),
         }
-    })?;
-    let actions: Vec<&str> = change
-        .actions
-        .as_ref()
-        .and_then(Json::as_array)
-        .and_then(|a| a.iter().map(Json::as_str).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| shape(&at(".change.actions"), "expected a list of strings"))?;
-    let action = match actions.as_slice() {
-        ["no-op"] => "no-op",
-        ["create"] => "create",
-        ["update"] => "update",
-        ["delete"] => "delete",
-        ["delete", "create"] | ["create", "delete"] => "replace",
-        // Reads of data sources and `forget` change nothing rules judge.
-        ["read"] | ["forget"] => return Ok(None),
-        other => {
-            return Err(shape(
-                &at(".change.actions"),
-                &format!("unknown actions {other:?}"),
-            ));
-        }
-    };
-    let ChangeBody { before, after, .. } = change;
-    let (object, path) = if action == "delete" {
-        (before.clone(), ".change.before")
-    } else {
-        (after, ".change.after")
-    };
-    if !object.is_object() {
-        return Err(shape(&at(path), "expected an object"));
     }
-    let object = schemas.normalize_owned(&type_name, object);
-    let prior = schemas.normalize_owned(&type_name, before);
-    Ok(Some(Change {
-        placement_key: placement_key(&type_name, &address, &object),
-        address,
-        type_name,
-        action,
-        object,
-        prior,
-    }))
+
+    /// Where `part`, borrowed from the text by the first pass, starts in it.
+    fn offset_of(&self, part: &str) -> usize {
+        (part.as_ptr() as usize).saturating_sub(self.text.as_ptr() as usize)
+    }
+
+    /// Reads entry `i` of `resource_changes`: `None` when rules do not judge it (another mode,
+    /// an unwanted type, a read).
+    fn change(&self, i: usize, rc: &RawValue) -> Result<Option<Change>, PlanError> {
+        let at = |k: &str| format!("$.resource_changes[{i}]{k}");
+        // Entries that are not objects have no mode, so none is a managed resource.
+        if !rc.get().starts_with('{') {
+            return Ok(None);
+        }
+        let rc: RawChange = serde_json::from_str(rc.get())
+            .map_err(|_| self.shape(&at(""), "expected an object"))?;
+        let string =
+            |v: Option<&RawValue>| v.and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+        if string(rc.mode).as_deref() != Some("managed") {
+            return Ok(None);
+        }
+        let type_name =
+            string(rc.type_name).ok_or_else(|| self.shape(&at(".type"), "expected a string"))?;
+        if !(self.wanted)(&type_name) {
+            return Ok(None);
+        }
+        let address =
+            string(rc.address).ok_or_else(|| self.shape(&at(".address"), "expected a string"))?;
+        let change = rc
+            .change
+            .filter(|c| c.get().starts_with('{'))
+            .ok_or_else(|| self.shape(&at(".change"), "expected an object"))?;
+        let change: ChangeBody = serde_json::from_str(change.get()).map_err(|e| {
+            if e.is_data() {
+                self.shape(&at(".change"), &e.to_string())
+            } else {
+                // Valid JSON the first pass skipped can still nest deeper than a parser may
+                // recurse.
+                self.json_error(self.offset_of(change.get()), e)
+            }
+        })?;
+        let actions: Vec<&str> = change
+            .actions
+            .as_ref()
+            .and_then(Json::as_array)
+            .and_then(|a| a.iter().map(Json::as_str).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| self.shape(&at(".change.actions"), "expected a list of strings"))?;
+        let action = match actions.as_slice() {
+            ["no-op"] => "no-op",
+            ["create"] => "create",
+            ["update"] => "update",
+            ["delete"] => "delete",
+            ["delete", "create"] | ["create", "delete"] => "replace",
+            // Reads of data sources and `forget` change nothing rules judge.
+            ["read"] | ["forget"] => return Ok(None),
+            other => {
+                return Err(self.shape(
+                    &at(".change.actions"),
+                    &format!("unknown actions {other:?}"),
+                ));
+            }
+        };
+        let ChangeBody { before, after, .. } = change;
+        let (object, path) = if action == "delete" {
+            (before.clone(), ".change.before")
+        } else {
+            (after, ".change.after")
+        };
+        if !object.is_object() {
+            return Err(self.shape(&at(path), "expected an object"));
+        }
+        let object = self.schemas.normalize_owned(&type_name, object);
+        let prior = self.schemas.normalize_owned(&type_name, before);
+        Ok(Some(Change {
+            placement_key: placement_key(&type_name, &address, &object),
+            address,
+            type_name,
+            action,
+            object,
+            prior,
+        }))
+    }
 }
 
 /// What a resource's placement depends on: resources with the same key have the same placement.

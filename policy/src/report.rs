@@ -169,7 +169,12 @@ impl Review<'_> {
             ],
         )))?;
         for rule in rules {
-            let tests = tests_of(rule).to_string();
+            let cases: Vec<&Subject> = self
+                .subjects
+                .iter()
+                .filter(|s| rule.applies(&s.type_name, &s.action))
+                .collect();
+            let tests = cases.len().to_string();
             let failed = failures
                 .get(rule.name.as_str())
                 .copied()
@@ -186,11 +191,6 @@ impl Review<'_> {
                     ("skipped", "0"),
                 ],
             )))?;
-            let cases: Vec<&Subject> = self
-                .subjects
-                .iter()
-                .filter(|s| rule.applies(&s.type_name, &s.action))
-                .collect();
             write_in_parts(w.get_mut(), &cases, self.threads, |part, buf| {
                 let mut w = XmlWriter::new(buf);
                 for s in part {
@@ -327,9 +327,9 @@ fn write_in_parts<T: Sync>(
 const ITEMS: &str = "\u{1}gpucap-items\u{1}";
 
 /// Pretty JSON of `doc` and a newline, with the string [`ITEMS`] in it replaced by the array of
-/// every one of `items` as `item` prints it pretty. The bytes are those serde's pretty printer gives for
-/// the whole document (a test holds it): each element is printed alone and indented to its
-/// depth, which is exact because JSON strings cannot hold a raw newline.
+/// every one of `items` as `item` prints it. Each element is printed alone by a [`Nested`]
+/// printer that starts at the array's depth, so the bytes are those serde's pretty printer gives
+/// for the whole document (a test holds it).
 fn write_pretty_with_items<T: Sync>(
     out: &mut dyn Write,
     doc: &impl Serialize,
@@ -344,37 +344,35 @@ fn write_pretty_with_items<T: Sync>(
         return Err(io::Error::other("report template without its items"));
     };
     let (head, tail) = (&text[..at], &text[at + marker.len()..]);
-    let indent = head
-        .rsplit('\n')
-        .next()
-        .map_or(0, |line| line.len() - line.trim_start_matches(' ').len());
-    let inner = format!("\n{}", " ".repeat(indent + 2));
+    // The array's key sits on the line the marker is on, two spaces a level.
+    let depth = head.rsplit('\n').next().map_or(0, |line| {
+        (line.len() - line.trim_start_matches(' ').len()) / 2
+    });
+    let mut array = Nested {
+        depth,
+        has_value: false,
+    };
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     out.write_all(head.as_bytes())?;
-    if items.is_empty() {
-        out.write_all(b"[]")?;
-    } else {
-        out.write_all(b"[")?;
-        let first = &items[0];
+    array.open(&mut out, b"[")?;
+    if let Some(first) = items.first() {
         write_in_parts(&mut out, items, threads, |part, buf| {
             for element in part {
-                if !std::ptr::eq(element, first) {
-                    buf.push(b',');
-                }
-                buf.extend_from_slice(inner.as_bytes());
-                let nested = Nested {
-                    depth: indent / 2 + 1,
+                array.item(buf, std::ptr::eq(element, first))?;
+                let printer = Nested {
+                    depth: array.depth,
                     has_value: false,
                 };
                 item(
                     element,
-                    &mut serde_json::Serializer::with_formatter(&mut *buf, nested),
+                    &mut serde_json::Serializer::with_formatter(&mut *buf, printer),
                 )?;
             }
             Ok(())
         })?;
-        write!(out, "\n{}]", " ".repeat(indent))?;
+        array.has_value = true;
     }
+    array.close(&mut out, b"]")?;
     out.write_all(tail.as_bytes())?;
     out.write_all(b"\n")?;
     out.flush()

@@ -142,28 +142,7 @@ impl Shape {
     /// `value` with every attribute of this shape present (null where absent) and numbers as the
     /// rule language sees them, so plan time and review read identical objects.
     pub fn normalize(&self, value: &Json) -> Json {
-        match (self, value) {
-            (Shape::Object(fields), Json::Object(map)) => Json::Object(
-                fields
-                    .iter()
-                    .map(|(k, shape)| {
-                        (
-                            k.clone(),
-                            shape.normalize(map.get(k).unwrap_or(&Json::Null)),
-                        )
-                    })
-                    .collect(),
-            ),
-            (Shape::List(inner), Json::Array(items)) => {
-                Json::Array(items.iter().map(|v| inner.normalize(v)).collect())
-            }
-            (Shape::Map(inner), Json::Object(map)) => Json::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), inner.normalize(v)))
-                    .collect(),
-            ),
-            _ => value.clone(),
-        }
+        self.normalize_owned(value.clone())
     }
 
     /// [`Shape::normalize`] of a value it may take apart: attributes are moved, not copied, and
@@ -255,10 +234,7 @@ impl Schemas {
     /// `value` as rules see a `type_name` object: every attribute of the type present (absent ones
     /// `null`). Null stays null; types without a schema are taken as they are.
     pub fn normalize(&self, type_name: &str, value: &Json) -> Json {
-        match self.resource(type_name) {
-            Some(shape) if !value.is_null() => shape.normalize(value),
-            _ => value.clone(),
-        }
+        self.normalize_owned(type_name, value.clone())
     }
 
     /// [`Schemas::normalize`] of a value it may take apart.
