@@ -16,6 +16,10 @@ use crate::rules::{Enforcement, PolicySet, Rule, Waiver};
 use crate::schema::Schemas;
 use crate::value::{self, CelVal};
 
+/// The most findings a [`Judge`] reserves room for at its start (about 170 MiB of address space):
+/// beyond, its findings grow as a vector does.
+const MAX_RESERVED_FINDINGS: usize = 1 << 20;
+
 /// Days before its expiry from which an applied waiver is reported.
 pub const WAIVER_WARNING_DAYS: i64 = 14;
 
@@ -129,6 +133,16 @@ impl Subject {
         }
     }
 
+    /// The subject as reports need it once judged: its names, action and placement, without the
+    /// objects rules read (which are most of its memory).
+    pub fn without_objects(self) -> Subject {
+        Subject {
+            resource: Json::Null,
+            prior: Json::Null,
+            ..self
+        }
+    }
+
     /// `TYPE.NAME`: how rules (`address`) and waivers name it, the same at plan time and in review.
     pub fn address(&self) -> String {
         format!("{}.{}", self.type_name, self.name)
@@ -136,26 +150,38 @@ impl Subject {
 
     /// The variables rules read, bound for evaluation.
     pub fn context(&self, now: DateTime<Utc>) -> Context<'static, 'static> {
+        self.context_reading(now, |_| true)
+    }
+
+    /// The variables for which `read` is true, bound for evaluation: a resource's objects are
+    /// converted for rules only when some rule reads them.
+    pub fn context_reading(
+        &self,
+        now: DateTime<Utc>,
+        read: impl Fn(&str) -> bool,
+    ) -> Context<'static, 'static> {
         let mut ctx = Context::with_env(expr::env());
-        let (pools, policy) = self.placement.cel();
-        for (name, val) in [
-            ("resource", value::from_json(&self.resource)),
-            ("prior", value::from_json(&self.prior)),
-            (
-                "action",
-                value::from_json(&Json::String(self.action.clone())),
-            ),
-            ("address", value::from_json(&Json::String(self.address()))),
-            ("pools", pools),
-            ("policy", policy),
-            (
-                "cost",
-                value::from_json(&gpucap::cost_figures(&self.resource)),
-            ),
-        ] {
-            ctx.add_variable_as_val(name, val);
+        let mut bind = |name: &str, value: &dyn Fn() -> CelVal| {
+            if read(name) {
+                ctx.add_variable_as_val(name, value());
+            }
+        };
+        bind("resource", &|| value::from_json(&self.resource));
+        bind("prior", &|| value::from_json(&self.prior));
+        bind("action", &|| {
+            value::from_json(&Json::String(self.action.clone()))
+        });
+        bind("address", &|| {
+            value::from_json(&Json::String(self.address()))
+        });
+        bind("pools", &|| self.placement.cel().0);
+        bind("policy", &|| self.placement.cel().1);
+        bind("cost", &|| {
+            value::from_json(&gpucap::cost_figures(&self.resource))
+        });
+        if read("now") {
+            ctx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
         }
-        ctx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
         ctx
     }
 }
@@ -299,12 +325,65 @@ impl Options {
 }
 
 /// Evaluates a [`PolicySet`]'s rules, keeping what evaluations share: the rules' texts as findings
-/// carry them, and the values of the rules' placement-only parts per placement.
+/// carry them, the values of the rules' placement-only parts per placement, and the truth of
+/// conditions several rules share.
 #[derive(Debug)]
 pub struct Evaluator {
     set: PolicySet,
     placement_cache: PlacementCache,
     rule_texts: Vec<RuleTexts>,
+    truths: Truths,
+    /// The variables some rule may read: the others are not bound.
+    reads: BTreeSet<String>,
+}
+
+/// Rules often share a guard (`when = "resource.data_residency != null"`) or a condition: each
+/// distinct one is evaluated once per resource. Expressions are alike when their sources are:
+/// the same source compiles to the same evaluation.
+#[derive(Debug)]
+struct Truths {
+    /// Per rule, the slots of its `when` and its `condition`.
+    slots: Vec<(Option<usize>, usize)>,
+    /// How many distinct expressions there are.
+    distinct: usize,
+}
+
+/// Every variable the rules of `set` may read.
+fn variables_read(set: &PolicySet) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for rule in &set.rules {
+        let expressions = [
+            rule.when.as_ref(),
+            Some(&rule.condition),
+            rule.message_expr.as_ref(),
+        ];
+        for c in expressions.into_iter().flatten() {
+            c.variables(&mut names);
+        }
+    }
+    names
+}
+
+impl Truths {
+    fn new(set: &PolicySet) -> Truths {
+        fn slot<'s>(by_source: &mut HashMap<&'s str, usize>, source: &'s str) -> usize {
+            let next = by_source.len();
+            *by_source.entry(source).or_insert(next)
+        }
+        let mut by_source = HashMap::new();
+        let slots = set
+            .rules
+            .iter()
+            .map(|r| {
+                let when = r.when.as_ref().map(|w| slot(&mut by_source, &w.source));
+                (when, slot(&mut by_source, &r.condition.source))
+            })
+            .collect();
+        Truths {
+            slots,
+            distinct: by_source.len(),
+        }
+    }
 }
 
 impl Evaluator {
@@ -313,6 +392,8 @@ impl Evaluator {
         Evaluator {
             rule_texts: set.rules.iter().map(RuleTexts::new).collect(),
             placement_cache: PlacementCache::default(),
+            truths: Truths::new(&set),
+            reads: variables_read(&set),
             set,
         }
     }
@@ -330,29 +411,21 @@ impl Evaluator {
         options: &Options,
         threads: usize,
     ) -> Result<Vec<Finding>, StackError> {
-        let texts = &self.rule_texts;
         let threads = threads.clamp(1, subjects.len().max(1));
         let chunk = subjects.len().div_ceil(threads).max(1);
         let results = std::thread::scope(|s| {
             let handles = subjects
                 .chunks(chunk)
-                .map(|part| {
+                .enumerate()
+                .map(|(i, part)| {
+                    // The first part's findings are grown into the whole run's: room for all.
+                    let room = if i == 0 { subjects.len() } else { part.len() };
                     expr::spawn_large_stack(s, move || {
-                        // Resources placed alike share the values of the rules' placement-only
-                        // parts: computed once per placement (and thread).
-                        let mut placed: HashMap<*const Placement, PlacementValues> = HashMap::new();
-                        let mut findings = Vec::new();
+                        let mut judge = self.judge(options, room);
                         for subject in part {
-                            let values = options.share_placement_values.then(|| {
-                                &*placed
-                                    .entry(Arc::as_ptr(&subject.placement))
-                                    .or_insert_with(|| {
-                                        self.placement_values(&subject.placement, options.now)
-                                    })
-                            });
-                            self.evaluate_one(subject, texts, options, values, &mut findings);
+                            judge.subject(subject);
                         }
-                        findings
+                        judge.into_findings()
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -361,12 +434,36 @@ impl Evaluator {
                 .map(expr::join_large_stack)
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        // One allocation of the final size: a review can have hundreds of thousands of findings.
-        let mut all = Vec::with_capacity(results.iter().map(Vec::len).sum());
+        let mut all = Vec::new();
         for part in results {
-            all.extend(part);
+            // The first part, which has room for all, is kept and the others added to it: a
+            // review can have hundreds of thousands of findings.
+            if all.is_empty() {
+                all = part;
+            } else {
+                all.extend(part);
+            }
         }
         Ok(all)
+    }
+
+    /// A judge of subjects one after another on the calling thread, which must have a large
+    /// stack ([`expr::spawn_large_stack`]). Room is reserved for the findings of `subjects`
+    /// subjects, so that they are not copied as they grow: reserved memory the findings do not
+    /// use is address space only, never touched.
+    pub fn judge<'e>(&'e self, options: &'e Options, subjects: usize) -> Judge<'e> {
+        let room = subjects
+            .saturating_mul(self.set.rules.len())
+            .min(MAX_RESERVED_FINDINGS);
+        Judge {
+            evaluator: self,
+            options,
+            // Texts of its own: findings made on different threads then never contend for the
+            // same reference counts.
+            texts: self.set.rules.iter().map(RuleTexts::new).collect(),
+            placed: HashMap::new(),
+            findings: reserved(room),
+        }
     }
 
     /// Evaluates every rule on one subject on a long-lived evaluation thread: how the provider
@@ -437,16 +534,18 @@ impl Evaluator {
         if rules.peek().is_none() {
             return;
         }
-        let ctx = subject.context(options.now);
+        let ctx = subject.context_reading(options.now, |v| self.reads.contains(v));
         let about = SubjectTexts {
             type_name: subject.type_name.as_str().into(),
             address: subject.address().into(),
             terraform_address: subject.terraform_address.as_deref().map(Arc::from),
         };
         let none = Default::default();
+        let mut known = vec![None; self.truths.distinct];
         for (i, (rule, texts)) in rules {
             let values = placed.and_then(|p| p.get(i)).unwrap_or(&none);
-            let Some((message, evaluation_error)) = self.judge(rule, &ctx, values) else {
+            let Some((message, evaluation_error)) = self.verdict(i, rule, &ctx, values, &mut known)
+            else {
                 continue;
             };
             let waiver = self.waiver_for(rule, subject, options.now.date_naive());
@@ -477,33 +576,42 @@ impl Evaluator {
         }
     }
 
-    /// Whether `rule` is violated in `ctx`: `None` when it holds (or does not apply); otherwise
-    /// the message when `message_expr` makes one, and the evaluation error when there was one.
-    fn judge(
+    /// Whether rule `i`, `rule`, is violated in `ctx`: `None` when it holds (or does not
+    /// apply); otherwise the message when `message_expr` makes one, and the evaluation error when
+    /// there was one. `known` holds the truths of the expressions evaluated so far in `ctx`.
+    fn verdict(
         &self,
+        i: usize,
         rule: &Rule,
         ctx: &Context,
         placed: &[Vec<Option<CelVal>>; 3],
+        known: &mut [Option<Result<bool, String>>],
     ) -> Option<(Option<Arc<str>>, Option<String>)> {
         let steps = self.set.limits.max_steps;
         let [when_values, condition_values, message_values] = placed;
-        let truth = |c: &Compiled, values: &[Option<CelVal>]| -> Result<bool, String> {
-            match c.eval_placed(ctx, steps, values) {
+        let (when_slot, condition_slot) = self.truths.slots[i];
+        let mut truth = |c: &Compiled, slot: usize, values: &[Option<CelVal>]| {
+            if let Some(known) = &known[slot] {
+                return known.clone();
+            }
+            let truth = match c.eval_placed(ctx, steps, values) {
                 Ok(Value::Bool(b)) => Ok(b),
                 Ok(other) => Err(format!(
                     "the expression gave {} where a bool is needed",
                     expr::to_json(&other)
                 )),
                 Err(e) => Err(e.to_string()),
-            }
+            };
+            known[slot] = Some(truth.clone());
+            truth
         };
-        let when = rule
-            .when
-            .as_ref()
-            .map_or(Ok(true), |w| truth(w, when_values));
+        let when = match (&rule.when, when_slot) {
+            (Some(w), Some(slot)) => truth(w, slot, when_values),
+            _ => Ok(true),
+        };
         let verdict = match when {
             Ok(false) => return None,
-            Ok(true) => truth(&rule.condition, condition_values),
+            Ok(true) => truth(&rule.condition, condition_slot, condition_values),
             Err(e) => Err(format!("in `when`: {e}")),
         };
         let evaluation_error = match verdict {
@@ -541,6 +649,53 @@ impl Evaluator {
                 })
             })
             .max_by_key(|w| w.days_left)
+    }
+}
+
+/// An empty vector with room for `room` findings where the system grants it (it may refuse the
+/// address space), else none.
+fn reserved(room: usize) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    // Refused, it grows as it fills, as any vector does.
+    let _ = findings.try_reserve_exact(room);
+    findings
+}
+
+/// Evaluates the rules on subjects one at a time on one thread ([`Evaluator::judge`]), keeping
+/// what they share: the values of the rules' placement-only parts per placement, and the rules'
+/// texts.
+pub struct Judge<'e> {
+    evaluator: &'e Evaluator,
+    options: &'e Options,
+    texts: Vec<RuleTexts>,
+    /// Keyed by the placement's address, and holding the placement so that the address is not
+    /// reused for another one while the judge lives.
+    placed: HashMap<*const Placement, (Arc<Placement>, PlacementValues)>,
+    findings: Vec<Finding>,
+}
+
+impl Judge<'_> {
+    /// Evaluates every rule that applies to `subject`, adding what they find.
+    pub fn subject(&mut self, subject: &Subject) {
+        let e = self.evaluator;
+        let options = self.options;
+        let values = options.share_placement_values.then(|| {
+            let placement = &subject.placement;
+            &self
+                .placed
+                .entry(Arc::as_ptr(placement))
+                .or_insert_with(|| {
+                    let values = e.placement_values(placement, options.now);
+                    (Arc::clone(placement), values)
+                })
+                .1
+        });
+        e.evaluate_one(subject, &self.texts, options, values, &mut self.findings);
+    }
+
+    /// The findings, in the order of the subjects judged, then rule order.
+    pub fn into_findings(self) -> Vec<Finding> {
+        self.findings
     }
 }
 
@@ -714,6 +869,116 @@ waiver "legacy" {
             .evaluate(&subjects[1..2], &options(&["budget_capped"]), 1)
             .unwrap();
         assert_eq!(overridden[0].status, Status::Overridden);
+    }
+
+    /// Rules that share a guard or a condition, one reading `prior`.
+    const SHARING: [&str; 4] = [
+        r#"rule "a" {
+  resources   = ["gpucap_burst_policy"]
+  enforcement = "hard"
+  when        = "resource.budget.max_hourly_usd > 0.0"
+  condition   = "double(resource.budget.max_hourly_usd) <= 200.0"
+  message     = "a"
+}"#,
+        r#"rule "b" {
+  resources   = ["gpucap_burst_policy"]
+  enforcement = "hard"
+  when        = "resource.budget.max_hourly_usd > 0.0"
+  condition   = "double(resource.budget.max_hourly_usd) <= 300.0"
+  message     = "b"
+}"#,
+        r#"rule "c" {
+  resources   = ["gpucap_burst_policy"]
+  enforcement = "hard"
+  condition   = "double(resource.budget.max_hourly_usd) <= 200.0"
+  message     = "c"
+}"#,
+        r#"rule "d" {
+  resources   = ["gpucap_burst_policy"]
+  enforcement = "hard"
+  when        = "prior != null"
+  condition   = "prior.name == resource.name"
+  message     = "d"
+}"#,
+    ];
+
+    fn evaluator_of(rules: &[&str]) -> Evaluator {
+        let file = SourceFile {
+            name: "rules.hcl".into(),
+            text: rules.join("\n\n"),
+        };
+        Evaluator::new(load_sources(vec![file], Schemas::gpucap(), Default::default()).unwrap())
+    }
+
+    #[test]
+    fn shared_guards_and_conditions_judge_as_each_rule_alone() {
+        let schemas = Schemas::gpucap();
+        let unbudgeted = json!({"name": "none", "base_pools": ["p"]});
+        let renamed_from = json!({"name": "before", "base_pools": ["p"]});
+        let placement = Placement::new(schemas, Vec::new(), unbudgeted.clone());
+        let subjects = [
+            policy("over", 250.0, "EU"),
+            policy("fine", 100.0, "EU"),
+            Subject::new(
+                schemas,
+                "gpucap_burst_policy",
+                "update",
+                &unbudgeted,
+                &renamed_from,
+                placement,
+            ),
+        ];
+        let together = evaluator_of(&SHARING)
+            .evaluate(&subjects, &options(&[]), 2)
+            .unwrap();
+        let mut alone = Vec::new();
+        for subject in &subjects {
+            for rule in SHARING {
+                alone.extend(
+                    evaluator_of(&[rule])
+                        .evaluate(std::slice::from_ref(subject), &options(&[]), 1)
+                        .unwrap(),
+                );
+            }
+        }
+        // Alike but for where each rule is written: alone, every rule is on line 1.
+        let unlocated = |findings: &[Finding]| -> Vec<Finding> {
+            findings
+                .iter()
+                .map(|f| Finding {
+                    rule_location: "".into(),
+                    ..f.clone()
+                })
+                .collect()
+        };
+        assert_eq!(unlocated(&together), unlocated(&alone));
+        let judged: Vec<(&str, &str, bool)> = together
+            .iter()
+            .map(|f| (&*f.rule, &*f.address, f.evaluation_error.is_some()))
+            .collect();
+        assert_eq!(
+            judged,
+            [
+                ("a", "gpucap_burst_policy.over", false),
+                ("c", "gpucap_burst_policy.over", false),
+                ("a", "gpucap_burst_policy.none", true),
+                ("b", "gpucap_burst_policy.none", true),
+                ("c", "gpucap_burst_policy.none", true),
+                ("d", "gpucap_burst_policy.none", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_variables_rules_read_are_bound() {
+        assert!(!evaluator().reads.contains("prior"));
+        assert!(evaluator_of(&SHARING).reads.contains("prior"));
+        let subject = policy("p", 1.0, "EU");
+        let now = options(&[]).now;
+        let ctx = subject.context_reading(now, |v| v == "resource");
+        assert!(ctx.get_variable("resource").is_some());
+        assert!(ctx.get_variable("prior").is_none());
+        assert!(subject.context(now).get_variable("prior").is_some());
     }
 
     #[test]

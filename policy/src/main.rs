@@ -121,7 +121,9 @@ struct CheckArgs {
     /// The report is the same whatever the number.
     #[arg(long, value_name = "N")]
     jobs: Option<std::num::NonZeroUsize>,
-    /// Print how long each phase took on standard error.
+    /// Print how long each phase took on standard error (read the plan file, index its
+    /// changes, read and evaluate each resource, write the report), with the memory in use
+    /// after it where the system tells it.
     #[arg(long)]
     timings: bool,
 }
@@ -233,19 +235,14 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let text = std::fs::read(plan)
         .map_err(|e| usage(format!("cannot read plan {}: {e}", plan.display())))?;
     timings.phase("read plan");
-    let subjects = plan_json::subjects(
-        &text,
-        &plan.display().to_string(),
-        &schemas,
-        &|t| t.starts_with("gpucap_") || set.applies_to(t),
-        threads,
-    )
-    .map_err(|e| usage(e.to_string()))?;
-    drop(text);
-    timings.phase("parse plan");
     let evaluator = Evaluator::new(set);
-    let findings = evaluator
-        .evaluate(&subjects, &options, threads)
+    let file = plan.display().to_string();
+    let wanted = |t: &str| t.starts_with("gpucap_") || evaluator.policies().applies_to(t);
+    let plan = plan_json::read(&text, &file, &schemas, &wanted, threads)
+        .map_err(|e| usage(e.to_string()))?;
+    timings.phase("index plan");
+    let (subjects, findings) = plan
+        .review(&evaluator, &options, threads)
         .map_err(|e| usage(e.to_string()))?;
     timings.phase("evaluate");
     let review = Review {
@@ -294,7 +291,7 @@ struct Timings {
     enabled: bool,
     started: Instant,
     last: Instant,
-    phases: Vec<(&'static str, Duration)>,
+    phases: Vec<(&'static str, Duration, Option<u64>)>,
 }
 
 impl Timings {
@@ -311,7 +308,8 @@ impl Timings {
     /// Ends the phase called `name`.
     fn phase(&mut self, name: &'static str) {
         let now = Instant::now();
-        self.phases.push((name, now - self.last));
+        let rss = self.enabled.then(resident_kib).flatten();
+        self.phases.push((name, now - self.last, rss));
         self.last = now;
     }
 
@@ -321,11 +319,25 @@ impl Timings {
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         eprintln!("timings ({subjects} resources, {findings} findings, {threads} threads):");
-        for (name, took) in &self.phases {
-            eprintln!("  {name:<13}{:>10.1} ms", ms(*took));
+        for (name, took, rss) in &self.phases {
+            match rss {
+                Some(kib) => eprintln!(
+                    "  {name:<13}{:>10.1} ms {:>8.1} MiB resident",
+                    ms(*took),
+                    *kib as f64 / 1024.0
+                ),
+                None => eprintln!("  {name:<13}{:>10.1} ms", ms(*took)),
+            }
         }
         eprintln!("  {:<13}{:>10.1} ms", "total", ms(self.started.elapsed()));
     }
+}
+
+/// The process's resident memory in KiB, where the system tells it (Linux's `/proc`).
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn test(dirs: &[PathBuf]) -> Result<u8, Failure> {

@@ -1,6 +1,7 @@
 //! Work split over threads with its order kept, so plan reading and report writing give the same
 //! result whatever the number of threads.
 
+use std::sync::mpsc;
 use std::thread;
 
 /// `f` of every item, in item order, computed on up to `threads` threads that each take a
@@ -34,6 +35,56 @@ pub fn map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + 
     })
 }
 
+/// `f` of every item, handed to `consume` in item order as soon as it and those before it are
+/// computed, on up to `threads` threads that take the items in turn (thread `w` of `n` takes items
+/// `w`, `w + n`, …) and each run at most two items ahead of `consume`. So results are consumed
+/// while later ones are computed, only a few are held at a time, and each thread keeps its own
+/// memory warm for the next item. Stops at the first error of `consume`. Where a thread cannot
+/// be started, its items are computed on the caller's.
+pub fn for_each_ordered<T: Sync, R: Send, E>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+    mut consume: impl FnMut(R) -> Result<(), E>,
+) -> Result<(), E> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter().try_for_each(|item| consume(f(item)));
+    }
+    let f = &f;
+    thread::scope(|s| {
+        let results: Vec<Option<mpsc::Receiver<R>>> = (0..threads)
+            .map(|w| {
+                let (sender, receiver) = mpsc::sync_channel(2);
+                let compute = move || {
+                    for item in items.iter().skip(w).step_by(threads) {
+                        // The caller stopped (an error): nothing more is wanted.
+                        if sender.send(f(item)).is_err() {
+                            return;
+                        }
+                    }
+                };
+                thread::Builder::new()
+                    .spawn_scoped(s, compute)
+                    .ok()
+                    .map(|_| receiver)
+            })
+            .collect();
+        for (i, item) in items.iter().enumerate() {
+            let result = match &results[i % threads] {
+                Some(receiver) => match receiver.recv() {
+                    Ok(result) => result,
+                    // Its thread panicked: the scope passes the panic on when it ends.
+                    Err(_) => break,
+                },
+                None => f(item),
+            };
+            consume(result)?;
+        }
+        Ok(())
+    })
+}
+
 /// A part of the items: on its thread, or already computed.
 enum Part<'s, R> {
     Running(thread::ScopedJoinHandle<'s, Vec<R>>),
@@ -50,5 +101,39 @@ mod tests {
             assert_eq!(super::map(&items, threads, |i| i * 3), want, "{threads}");
         }
         assert!(super::map(&[] as &[u32], 4, |i| *i).is_empty());
+    }
+
+    #[test]
+    fn ordered_consumption_whatever_the_threads_and_stops_at_an_error() {
+        let items: Vec<u32> = (0..1000).collect();
+        for threads in [1, 2, 3, 7, 64, 5000] {
+            let mut seen = Vec::new();
+            let done: Result<(), ()> = super::for_each_ordered(
+                &items,
+                threads,
+                |i| i * 3,
+                |r| {
+                    seen.push(r);
+                    Ok(())
+                },
+            );
+            assert_eq!(done, Ok(()));
+            assert_eq!(
+                seen,
+                items.iter().map(|i| i * 3).collect::<Vec<_>>(),
+                "{threads}"
+            );
+            let mut taken = 0;
+            let stopped = super::for_each_ordered(
+                &items,
+                threads,
+                |i| *i,
+                |r| {
+                    taken += 1;
+                    if r == 10 { Err(r) } else { Ok(()) }
+                },
+            );
+            assert_eq!((stopped, taken), (Err(10), 11), "{threads}");
+        }
     }
 }

@@ -300,26 +300,25 @@ fn paint(color: bool, code: &str, s: &str) -> String {
 /// a window of them (one per thread) is a bounded amount of memory.
 const PART: usize = 2048;
 
-/// Writes `items` as `render` writes each part of them, rendering up to `threads` parts at a
-/// time in parallel and writing them in order: a report is never held whole, and its bytes do
-/// not depend on the number of threads.
+/// Writes `items` as `render` writes each part of them, rendering parts on up to `threads`
+/// threads while earlier ones are written, in order: a report is never held whole, and its bytes
+/// do not depend on the number of threads.
 fn write_in_parts<T: Sync>(
     out: &mut dyn Write,
     items: &[T],
     threads: usize,
     render: impl Fn(&[T], &mut Vec<u8>) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
-    let threads = threads.max(1);
-    for window in items.chunks(PART * threads) {
-        let parts: Vec<&[T]> = window.chunks(PART).collect();
-        for rendered in parallel::map(&parts, threads, |part| {
+    let parts: Vec<&[T]> = items.chunks(PART).collect();
+    parallel::for_each_ordered(
+        &parts,
+        threads,
+        |part| {
             let mut buf = Vec::new();
             render(part, &mut buf).map(|()| buf)
-        }) {
-            out.write_all(&rendered?)?;
-        }
-    }
-    Ok(())
+        },
+        |rendered| out.write_all(&rendered?),
+    )
 }
 
 /// Stands in a report's document for its long array: serialized as a string, then replaced by

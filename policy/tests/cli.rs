@@ -330,7 +330,7 @@ fn check_gives_the_same_report_on_any_number_of_threads_and_times_its_phases() {
         for phase in [
             "load rules",
             "read plan",
-            "parse plan",
+            "index plan",
             "evaluate",
             "write report",
             "total",
@@ -339,6 +339,8 @@ fn check_gives_the_same_report_on_any_number_of_threads_and_times_its_phases() {
         }
         assert!(timings.contains("5001 resources"), "{timings}");
         assert!(timings.contains("3 threads"), "{timings}");
+        #[cfg(target_os = "linux")]
+        assert!(timings.contains("MiB resident"), "{timings}");
     }
     let zero = check("text", "0");
     assert_eq!(zero.status.code(), Some(2));

@@ -109,6 +109,7 @@ pub fn compile(source: &str, scope: &Scope, limits: &Limits) -> Result<Compiled,
     let mut rewritten = expr.clone();
     let hoisted = hoist::hoist(&mut rewritten, &mut next_id);
     Ok(Compiled {
+        source: source.to_string(),
         expr,
         placed: (!hoisted.is_empty()).then_some((rewritten, hoisted)),
         resource_paths,

@@ -2,6 +2,7 @@
 //! placement-only parts given.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use cel::common::value::CowVal;
@@ -16,6 +17,8 @@ pub(super) const STEP_FUNCTION: &str = "__gpucap_step";
 /// A checked, compiled expression, ready to evaluate any number of times.
 #[derive(Debug)]
 pub struct Compiled {
+    /// The source it was compiled from: two expressions with the same source evaluate alike.
+    pub source: String,
     /// The expression as written (with step counting).
     pub(super) expr: IdedExpr,
     /// The same with its placement-only parts replaced by variables, when it has such parts.
@@ -99,6 +102,11 @@ impl std::fmt::Display for EvalError {
 }
 
 impl Compiled {
+    /// Adds the variables it may read to `names` (with any names its comprehensions bind).
+    pub fn variables(&self, names: &mut BTreeSet<String>) {
+        super::syntax::identifiers(&self.expr, names);
+    }
+
     /// Evaluates against `ctx` with a budget of `max_steps` comprehension steps.
     pub fn eval(&self, ctx: &Context, max_steps: u64) -> Result<Value, EvalError> {
         run(&self.expr, ctx, max_steps)

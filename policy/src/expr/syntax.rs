@@ -1,5 +1,7 @@
 //! Walking CEL syntax trees: the children of a node, to read or to rewrite, and measures of a tree.
 
+use std::collections::BTreeSet;
+
 use cel::IdedExpr;
 use cel::common::ast::{EntryExpr, Expr};
 
@@ -61,6 +63,17 @@ fn entries(entries: &[cel::common::ast::IdedEntryExpr]) -> Vec<&IdedExpr> {
             EntryExpr::StructField(f) => vec![&f.value],
         })
         .collect()
+}
+
+/// Adds every identifier the tree names to `names`: the variables it reads, and the names its
+/// comprehensions bind.
+pub fn identifiers(expr: &IdedExpr, names: &mut BTreeSet<String>) {
+    if let Expr::Ident(name) = &expr.expr {
+        names.insert(name.clone());
+    }
+    for child in children(expr) {
+        identifiers(child, names);
+    }
 }
 
 /// How deep the tree is.
