@@ -15,7 +15,7 @@ pub mod expr;
 pub mod fmt;
 pub mod gpucap;
 mod hcl;
-mod parallel;
+pub mod parallel;
 pub mod plan_json;
 pub mod report;
 pub mod rules;

@@ -232,7 +232,7 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     eprint!("{}", render(&set.check_overrides(&options.overrides)));
     timings.phase("load rules");
     let plan = &args.plan;
-    let text = std::fs::read(plan)
+    let text = gpucap_policy::parallel::read_file(plan, threads)
         .map_err(|e| usage(format!("cannot read plan {}: {e}", plan.display())))?;
     timings.phase("read plan");
     let evaluator = Evaluator::new(set);
@@ -278,8 +278,8 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
         }
     }
     timings.phase("write report");
-    timings.report(subjects.len(), findings.len(), threads);
-    Ok(if findings.iter().any(|f| f.fails()) {
+    timings.report(subjects.len(), findings.iter().map(Vec::len).sum(), threads);
+    Ok(if findings.iter().flatten().any(|f| f.fails()) {
         1
     } else {
         0

@@ -1,6 +1,9 @@
 //! Work split over threads with its order kept, so plan reading and report writing give the same
 //! result whatever the number of threads.
 
+use std::fs::File;
+use std::io;
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
 
@@ -85,6 +88,40 @@ pub fn for_each_ordered<T: Sync, R: Send, E>(
     })
 }
 
+/// The whole of the file at `path`, read in up to `threads` parts at once where the system can
+/// read at an offset: copying a large plan into memory is then shared by the cores.
+pub fn read_file(path: &Path, threads: usize) -> io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+        // Zeroed memory comes from the system untouched: each part's thread touches its own.
+        let mut text = vec![0; len];
+        let part = len.div_ceil(threads.max(1)).max(1);
+        let read: io::Result<()> = thread::scope(|s| {
+            let handles: Vec<_> = text
+                .chunks_mut(part)
+                .zip((0u64..).step_by(part))
+                .map(|(chunk, at)| {
+                    let file = &file;
+                    s.spawn(move || file.read_exact_at(chunk, at))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        });
+        // A file that changed size while it was read is read again, whole.
+        let mut more = [0u8; 1];
+        if read.is_ok() && file.read_at(&mut more, len as u64)? == 0 {
+            return Ok(text);
+        }
+    }
+    std::fs::read(path)
+}
+
 /// A part of the items: on its thread, or already computed.
 enum Part<'s, R> {
     Running(thread::ScopedJoinHandle<'s, Vec<R>>),
@@ -101,6 +138,25 @@ mod tests {
             assert_eq!(super::map(&items, threads, |i| i * 3), want, "{threads}");
         }
         assert!(super::map(&[] as &[u32], 4, |i| *i).is_empty());
+    }
+
+    #[test]
+    fn files_read_in_parts_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 7, 100_003] {
+            let path = dir.path().join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            for threads in [1, 2, 3, 16] {
+                assert_eq!(
+                    super::read_file(&path, threads).unwrap(),
+                    bytes,
+                    "{len} {threads}"
+                );
+            }
+        }
+        let missing = super::read_file(&dir.path().join("missing"), 2).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

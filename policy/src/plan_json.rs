@@ -224,14 +224,15 @@ impl Plan<'_> {
     /// Judges every resource by `evaluator` as it is built, on up to `threads` threads with the
     /// large stacks evaluation needs: the resources (without their objects, which are dropped
     /// once judged: reports need only their names) in plan order, and the findings in that
-    /// order, then rule order, as [`Evaluator::evaluate`] gives them. Fails on the first entry
-    /// in the plan that cannot be read.
+    /// order, then rule order, as [`Evaluator::evaluate`] gives them, in one part per thread
+    /// ([`crate::report::Review::findings`]). Fails on the first entry in the plan that cannot
+    /// be read.
     pub fn review(
         &self,
         evaluator: &Evaluator,
         options: &Options,
         threads: usize,
-    ) -> Result<(Vec<Subject>, Vec<Finding>), ReviewError> {
+    ) -> Result<(Vec<Subject>, Vec<Vec<Finding>>), ReviewError> {
         let threads = threads.clamp(1, self.entries.len().max(1));
         let chunk = self.entries.len().div_ceil(threads).max(1);
         let parts = std::thread::scope(|s| {
@@ -265,15 +266,11 @@ impl Plan<'_> {
                 .collect::<Result<Vec<Result<_, PlanError>>, _>>()
         })?;
         let mut subjects = Vec::with_capacity(self.entries.len());
-        let mut findings = Vec::new();
+        let mut findings = Vec::with_capacity(parts.len());
         for part in parts {
             let (judged, found) = part?;
             subjects.extend(judged);
-            if findings.is_empty() {
-                findings = found;
-            } else {
-                findings.extend(found);
-            }
+            findings.push(found);
         }
         Ok((subjects, findings))
     }
@@ -587,7 +584,7 @@ mod tests {
         assert!(want.len() > 100, "{} findings", want.len());
         for threads in [1, 2, 3, 8] {
             let (judged, findings) = read(threads).review(&e, &options(), threads).unwrap();
-            assert_eq!(findings, want, "{threads} threads");
+            assert_eq!(findings.concat(), want, "{threads} threads");
             let names = |s: &[Subject]| -> Vec<(String, String, Option<String>)> {
                 s.iter()
                     .map(|s| (s.address(), s.action.clone(), s.terraform_address.clone()))

@@ -19,28 +19,35 @@ pub struct Review<'a> {
     pub policies: &'a PolicySet,
     /// The resources.
     pub subjects: &'a [Subject],
-    /// The findings.
-    pub findings: &'a [Finding],
+    /// The findings, in order, in the parts the evaluating threads found them in (copying them
+    /// into one would take a large review's memory twice).
+    pub findings: &'a [Vec<Finding>],
     /// Threads to render the report on; the bytes are the same whatever the number.
     pub threads: usize,
 }
 
 impl Review<'_> {
+    /// Every finding, in order.
+    fn all(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().flatten()
+    }
+
+    /// The findings' parts as slices.
+    fn parts(&self) -> Vec<&[Finding]> {
+        self.findings.iter().map(Vec::as_slice).collect()
+    }
+
     fn counts(&self) -> (usize, usize, usize) {
-        let failed = self.findings.iter().filter(|f| f.fails()).count();
-        let warned = self.findings.iter().filter(|f| f.warns()).count();
-        let waived = self
-            .findings
-            .iter()
-            .filter(|f| f.status == Status::Waived)
-            .count();
+        let failed = self.all().filter(|f| f.fails()).count();
+        let warned = self.all().filter(|f| f.warns()).count();
+        let waived = self.all().filter(|f| f.status == Status::Waived).count();
         (failed, warned, waived)
     }
 
     /// Human text; `color` adds ANSI colours.
     pub fn write_text(&self, out: &mut dyn Write, color: bool) -> io::Result<()> {
         let paint = |code: &str, s: &str| paint(color, code, s);
-        write_in_parts(out, self.findings, self.threads, |part, buf| {
+        write_in_parts(out, &self.parts(), self.threads, |part, buf| {
             for f in part {
                 write_text_finding(buf, f, color)?;
             }
@@ -77,7 +84,7 @@ impl Review<'_> {
                 "passed": failed == 0,
             },
         });
-        write_pretty_with_items(out, &doc, self.findings, self.threads, |f, w| {
+        write_pretty_with_items(out, &doc, &self.parts(), self.threads, |f, w| {
             f.serialize(w)
         })
     }
@@ -125,7 +132,7 @@ impl Review<'_> {
                 results: ITEMS,
             }],
         };
-        write_pretty_with_items(out, &log, self.findings, self.threads, |f, w| {
+        write_pretty_with_items(out, &log, &self.parts(), self.threads, |f, w| {
             SarifResult::of(f).serialize(w)
         })
     }
@@ -134,13 +141,12 @@ impl Review<'_> {
     pub fn write_junit(&self, out: &mut dyn Write) -> io::Result<()> {
         // Indexed once: a linear search per (rule, resource) pair is quadratic on large plans.
         let by_case: HashMap<(&str, &str, Option<&str>), &Finding> = self
-            .findings
-            .iter()
+            .all()
             .map(|f| ((&*f.rule, &*f.address, f.terraform_address.as_deref()), f))
             .collect();
         // Counts come first in the XML, so they are taken before the cases are written.
         let mut failures: HashMap<&str, usize> = HashMap::new();
-        for f in self.findings.iter().filter(|f| f.fails()) {
+        for f in self.all().filter(|f| f.fails()) {
             *failures.entry(&*f.rule).or_default() += 1;
         }
         let tests_of = |rule: &crate::rules::Rule| {
@@ -151,7 +157,7 @@ impl Review<'_> {
         };
         let rules = &self.policies.rules;
         let total: usize = rules.iter().map(tests_of).sum();
-        let total_failed = self.findings.iter().filter(|f| f.fails()).count();
+        let total_failed = self.all().filter(|f| f.fails()).count();
         // Written as it goes (a review of many resources is never held whole), by an XML writer
         // that escapes every text and attribute; one line per test case, as CI tools show them.
         let mut w = XmlWriter::new(io::BufWriter::new(out));
@@ -191,7 +197,7 @@ impl Review<'_> {
                     ("skipped", "0"),
                 ],
             )))?;
-            write_in_parts(w.get_mut(), &cases, self.threads, |part, buf| {
+            write_in_parts(w.get_mut(), &[&cases], self.threads, |part, buf| {
                 let mut w = XmlWriter::new(buf);
                 for s in part {
                     write_junit_case(&mut w, s, (&rule.name, &rule_name), &by_case)?;
@@ -300,16 +306,16 @@ fn paint(color: bool, code: &str, s: &str) -> String {
 /// a window of them (one per thread) is a bounded amount of memory.
 const PART: usize = 2048;
 
-/// Writes `items` as `render` writes each part of them, rendering parts on up to `threads`
-/// threads while earlier ones are written, in order: a report is never held whole, and its bytes
-/// do not depend on the number of threads.
+/// Writes `items` (given in any number of slices) as `render` writes each part of them,
+/// rendering parts on up to `threads` threads while earlier ones are written, in order: a report
+/// is never held whole, and its bytes do not depend on the number of threads.
 fn write_in_parts<T: Sync>(
     out: &mut dyn Write,
-    items: &[T],
+    items: &[&[T]],
     threads: usize,
     render: impl Fn(&[T], &mut Vec<u8>) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
-    let parts: Vec<&[T]> = items.chunks(PART).collect();
+    let parts: Vec<&[T]> = items.iter().flat_map(|i| i.chunks(PART)).collect();
     parallel::for_each_ordered(
         &parts,
         threads,
@@ -332,7 +338,7 @@ const ITEMS: &str = "\u{1}gpucap-items\u{1}";
 fn write_pretty_with_items<T: Sync>(
     out: &mut dyn Write,
     doc: &impl Serialize,
-    items: &[T],
+    items: &[&[T]],
     threads: usize,
     item: impl Fn(&T, &mut serde_json::Serializer<&mut Vec<u8>, Nested>) -> serde_json::Result<()>
     + Sync,
@@ -354,7 +360,7 @@ fn write_pretty_with_items<T: Sync>(
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     out.write_all(head.as_bytes())?;
     array.open(&mut out, b"[")?;
-    if let Some(first) = items.first() {
+    if let Some(first) = items.iter().find_map(|i| i.first()) {
         write_in_parts(&mut out, items, threads, |part, buf| {
             for element in part {
                 array.item(buf, std::ptr::eq(element, first))?;
@@ -612,19 +618,24 @@ mod tests {
     fn with_review<R>(n: usize, threads: usize, f: impl FnOnce(&Review) -> R) -> R {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
         let set = crate::rules::load(&[dir], Schemas::gpucap()).unwrap();
-        let subjects = crate::plan_json::subjects(
-            plan(n).as_bytes(),
+        let text = plan(n);
+        let wanted = |t: &str| t.starts_with("gpucap_");
+        let plan = crate::plan_json::read(
+            text.as_bytes(),
             "plan.json",
             Schemas::gpucap(),
-            &|t| t.starts_with("gpucap_"),
+            &wanted,
             threads,
         )
         .unwrap();
         let mut options = Options::from_env(Vec::new());
         options.now = "2026-11-30T00:00:00Z".parse().unwrap();
         let evaluator = Evaluator::new(set);
-        let findings = evaluator.evaluate(&subjects, &options, threads).unwrap();
-        assert!(findings.len() > 2 * PART, "{} findings", findings.len());
+        // In as many parts as threads: the reports must print them as one.
+        let (subjects, findings) = plan.review(&evaluator, &options, threads).unwrap();
+        assert_eq!(findings.len(), threads);
+        let count: usize = findings.iter().map(Vec::len).sum();
+        assert!(count > 2 * PART, "{count} findings");
         f(&Review {
             policies: evaluator.policies(),
             subjects: &subjects,
@@ -669,11 +680,11 @@ mod tests {
             let (failed, warned, waived) = review.counts();
             #[derive(Serialize)]
             struct Whole<'a> {
-                findings: &'a [Finding],
+                findings: Vec<&'a Finding>,
                 summary: Json,
             }
             let whole = Whole {
-                findings: review.findings,
+                findings: review.all().collect(),
                 summary: json!({
                     "resources": review.subjects.len(),
                     "rules": review.policies.rules.len(),
@@ -691,8 +702,8 @@ mod tests {
             );
             let sarif: Json = serde_json::from_slice(&printed(review, "sarif")).unwrap();
             let results = sarif["runs"][0]["results"].as_array().unwrap();
-            assert_eq!(results.len(), review.findings.len());
-            let last = review.findings.last().unwrap();
+            assert_eq!(results.len(), review.all().count());
+            let last = review.all().last().unwrap();
             assert_eq!(
                 results.last().unwrap(),
                 &serde_json::to_value(SarifResult::of(last)).unwrap()
@@ -704,14 +715,16 @@ mod tests {
     fn empty_arrays_print_as_serde_prints_them() {
         let doc = json!({"a": ITEMS, "b": {"c": [ITEMS]}});
         let mut out = Vec::new();
-        write_pretty_with_items(&mut out, &doc, &[] as &[u8], 2, |v, w| v.serialize(w)).unwrap();
+        write_pretty_with_items(&mut out, &doc, &[&[] as &[u8]], 2, |v, w| v.serialize(w)).unwrap();
         let want = serde_json::to_string_pretty(&json!({"a": [], "b": {"c": [ITEMS]}})).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), want + "\n");
         let items = [json!({"x": [1, {"y": "a\nb"}]}), json!([])];
-        let mut out = Vec::new();
         let doc = json!({"b": {"c": ITEMS}});
-        write_pretty_with_items(&mut out, &doc, &items, 2, |v, w| v.serialize(w)).unwrap();
         let want = serde_json::to_string_pretty(&json!({"b": {"c": items}})).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), want + "\n");
+        for parts in [&[&items[..]][..], &[&[], &items[..1], &[], &items[1..]]] {
+            let mut out = Vec::new();
+            write_pretty_with_items(&mut out, &doc, parts, 2, |v, w| v.serialize(w)).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want.clone() + "\n");
+        }
     }
 }
