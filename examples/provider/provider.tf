@@ -16,5 +16,5 @@ provider "gpucap" {
   # fabric_path   = "/usr/local/bin/gpucap-fabric"
   # runtime_path  = "/usr/local/bin/gpucap-runtime"
   # policy_paths  = ["${path.root}/policies"]
-  # price_catalog = "${path.root}/prices.toml" # your own prices; see docs/policy/cost-model.md
+  # price_catalog = "${path.root}/prices.toml" # your own prices; see docs/guides/policy-cost-model.md
 }

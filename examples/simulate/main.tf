@@ -1,4 +1,4 @@
-# The endpoint docs/fabric/simulate.md simulates: an on-prem base pool in Frankfurt, spot and
+# The endpoint docs/guides/fabric-simulate.md simulates: an on-prem base pool in Frankfurt, spot and
 # on-demand burst pools in eu-central-1, a burst policy with a budget, and an EU-only endpoint.
 # `terraform plan -out plan.bin && terraform show -json plan.bin > plan.json`, then
 # `gpucap-fabric simulate --plan plan.json --endpoint assistant --trace …` simulates it without

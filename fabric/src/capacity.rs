@@ -34,7 +34,7 @@ impl CapacityType {
 
     /// How long a replica typically takes to start on this kind of capacity, before the first
     /// start has been measured: the defaults `simulate` uses and documents with their sources
-    /// (docs/fabric/simulate.md). Owned hardware only starts a process and loads the model;
+    /// (docs/guides/fabric-simulate.md). Owned hardware only starts a process and loads the model;
     /// cloud capacity first launches and boots an instance.
     pub fn typical_cold_start(self) -> Duration {
         Duration::from_secs(match self {

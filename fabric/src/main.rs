@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run an endpoint's router and autoscaler from a config file (SIGHUP reloads it).
     Serve {
-        /// The router's TOML config (see docs/fabric/config.md).
+        /// The router's TOML config (see docs/guides/fabric-config.md).
         #[arg(long)]
         config: PathBuf,
         /// Log format on stderr.
@@ -36,7 +36,7 @@ enum Command {
         record_decisions: Option<PathBuf>,
     },
     /// What a burst policy would cost and how well it would serve on a traffic trace, beside a
-    /// static fleet sized for the peak and on-demand prices (see docs/fabric/simulate.md).
+    /// static fleet sized for the peak and on-demand prices (see docs/guides/fabric-simulate.md).
     Simulate(Box<SimulateArgs>),
     /// Generate a traffic trace (CSV on stdout) of a shape, from a seed.
     Trace(TraceArgs),

@@ -74,7 +74,7 @@ pub fn load_cases(dir: &Path, schemas: &Schemas) -> Result<Vec<Case>, Vec<Proble
                         Some(r.header()),
                         "test files hold `case \"NAME\" { … }` blocks",
                     )
-                    .hint("see docs/policy/cli.md for the format"),
+                    .hint("see docs/guides/policy-cli.md for the format"),
                 );
                 continue;
             }

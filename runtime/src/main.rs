@@ -95,7 +95,7 @@ struct BenchArgs {
 /// Flags override the config file, which overrides the defaults.
 #[derive(Args)]
 struct ServeArgs {
-    /// A TOML config file (see docs/runtime/serve.md).
+    /// A TOML config file (see docs/guides/runtime-serve.md).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The `.safetensors` model file.

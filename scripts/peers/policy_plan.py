@@ -16,7 +16,7 @@ same plan. The meaningful fields follow the patterns bench-policy.sh has always 
 jurisdictions, capacity types, tenancy, replicas, classifications, monthly costs, latency labels);
 the burst policies combine the pools so that residency, tenancy, spot and model rules each pass
 for some endpoints and fail for others. Cost attributes of pools and burst policies follow the cost
-model (docs/policy/cost-model.md) with the price catalog gpucap ships.
+model (docs/guides/policy-cost-model.md) with the price catalog gpucap ships.
 
     policy_plan.py [--endpoints N] --output plan.json [--generated-rules FILE]
 

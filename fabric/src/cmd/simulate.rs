@@ -47,7 +47,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.99)]
     pub slo_target: f64,
     /// Cold start per capacity type, e.g. `on_demand=3m` (repeatable; defaults in
-    /// docs/fabric/simulate.md).
+    /// docs/guides/fabric-simulate.md).
     #[arg(long = "cold-start", value_name = "TYPE=DURATION")]
     pub cold_start: Vec<String>,
     /// Spot reclaims per replica-hour.

@@ -1,4 +1,5 @@
-//! The model: a feed-forward network of dense layers, as described in `docs/runtime/model-format.md`.
+//! The model: a feed-forward network of dense layers, as described in
+//! `docs/guides/runtime-model-format.md`.
 
 mod activation;
 mod loader;
