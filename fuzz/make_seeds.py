@@ -113,7 +113,7 @@ def main():
     with open(os.path.join(ROOT, "examples/models/digits-mlp.safetensors"), "rb") as f:
         put("safetensors_model", "digits-mlp", f.read())
     # policy_rules: the starter pack, the benchmark's rules and the rule tests.
-    for d in ["examples/policies", "examples/policies/tests", "scripts/peers/policy/gpucap"]:
+    for d in ["modules/policy-pack/policies", "modules/policy-pack/policies/tests", "scripts/peers/policy/gpucap"]:
         for name in sorted(os.listdir(os.path.join(ROOT, d))):
             if name.endswith(".hcl"):
                 with open(os.path.join(ROOT, d, name)) as f:

@@ -47,7 +47,7 @@ python3 scripts/peers/policy_plan.py --endpoints "$n" --output "$work/plan.json"
   --generated-rules "$work/generated.hcl"
 # bench-policy.sh's rule set, for the 50-rule run.
 mkdir "$work/rules50"
-cp examples/policies/*.hcl "$work/generated.hcl" "$work/rules50/"
+cp modules/policy-pack/policies/*.hcl "$work/generated.hcl" "$work/rules50/"
 
 # --timings (phase times on stderr) is newer than some builds; use it where the binary has it.
 # (The help is read whole first: `grep -q` in a pipe would close it early and, under pipefail,

@@ -13,7 +13,7 @@ mkdir "$work/policies"
 # 45 generated rules come from the generator bench-policy-peers.sh shares, so both measure one plan.
 python3 scripts/peers/policy_plan.py --endpoints "$n" --output "$work/plan.json" \
   --generated-rules "$work/policies/generated.hcl"
-cp examples/policies/*.hcl "$work/policies/"
+cp modules/policy-pack/policies/*.hcl "$work/policies/"
 rules=$(grep -c '^rule ' "$work"/policies/*.hcl | awk -F: '{s+=$2} END {print s}')
 echo "plan: $n endpoints, 30 pools, 10 burst policies ($(du -h "$work/plan.json" | cut -f1)); $rules rules"
 /usr/bin/time -f "wall %e s, peak RSS %M KiB, CPU user %U s sys %S s" \

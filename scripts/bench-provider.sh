@@ -137,8 +137,10 @@ PY
 echo "== 3. quickstart terraform apply"
 cp -r examples/quickstart "$work/quickstart"
 rm -rf "$work/quickstart/.gpucap-state" "$work/quickstart/terraform.tfstate"*
-sed -i "s#\${path.module}/../models#$PWD/examples/models#" "$work/quickstart/main.tf"
+sed -i -e "s#\${path.module}/../models#$PWD/examples/models#" \
+  -e "s#\"../../modules/#\"$PWD/modules/#" "$work/quickstart/main.tf"
+terraform -chdir="$work/quickstart" get >/dev/null
 s=$(date +%s.%N)
 terraform -chdir="$work/quickstart" apply -auto-approve -input=false >/dev/null
 e=$(date +%s.%N)
-python3 -c "print(f'apply: {$e - $s:.2f} s (3 resources, runtime started and ready)')"
+python3 -c "print(f'apply: {$e - $s:.2f} s (4 resources, runtime started and ready)')"

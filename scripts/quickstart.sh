@@ -11,10 +11,14 @@ command -v terraform >/dev/null || { echo "terraform is not on PATH; install Ter
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
 cargo build --release -q -p gpucap-provider -p gpucap-fabric -p gpucap-runtime
 
-# Terraform loads the provider from the build instead of the registry; no `terraform init` needed.
+# Terraform loads the provider from the build instead of the registry: no `terraform init`
+# (tests/install.rs installs it from a release package instead, as users do).
 export TF_CLI_CONFIG_FILE="$PWD/examples/quickstart/.dev.tfrc"
 scripts/dev-tfrc.sh "$TF_CLI_CONFIG_FILE" "$PWD/target/release"
 tf() { terraform -chdir=examples/quickstart "$@"; }
+
+# The fabric is a local module: `get` installs it (the provider needs no install).
+tf get -no-color >/dev/null
 
 if [ "${1:-}" = destroy ]; then
   tf destroy -auto-approve -input=false

@@ -3,8 +3,8 @@
 # load and drains back when the load is gone, and an endpoint serving the example digits
 # classifier over the Open Inference Protocol v2 — one URL, served by the endpoint's router.
 #
-# Run it with scripts/quickstart.sh from the repository root; tear it down with
-# scripts/quickstart.sh destroy.
+# The fabric is the modules/hybrid-fabric module. Run it with scripts/quickstart.sh from the
+# repository root; tear it down with scripts/quickstart.sh destroy.
 
 terraform {
   required_providers {
@@ -17,67 +17,33 @@ provider "gpucap" {
   state_dir = "${path.module}/.gpucap-state"
 }
 
-resource "gpucap_gpu_pool" "this_host" {
-  name         = "this-host"
-  region       = "on-prem-lab"
-  jurisdiction = "EU" # an on-prem site: say where it is, the region table cannot know
+# This host as the base pool, and a burst pool that load spills to (with the local driver it is
+# this host again; its region is a label, so the quickstart runs anywhere — a cloud pool would
+# name a cloud region). The burst policy spills after a queue of 4 per replica held for 2 s, and
+# releases a burst replica idle for 30 s.
+module "fabric" {
+  source = "../../modules/hybrid-fabric"
 
-  capacity_type      = "on_prem"
-  price_per_gpu_hour = 0.40 # amortised hardware and power
-
-  gpu {
-    model = "cpu" # "auto" devices below use the GPUs when there are any
+  name      = "default"
+  gpu_model = "cpu" # local devices = "auto" uses this host's GPUs when there are any
+  base = {
+    region             = "on-prem-lab"
+    jurisdiction       = "EU" # an on-prem site: say where it is, the region table cannot know
+    price_per_gpu_hour = 0.40 # amortised hardware and power
   }
-  nodes {
-    max = 1
-  }
-  local {
-    devices = "auto"
-  }
-}
-
-# Burst capacity. With the local driver it is this host again (its region is a label), so the
-# quickstart runs anywhere; a cloud pool would name a cloud region and its own driver.
-resource "gpucap_gpu_pool" "burst" {
-  name          = "burst"
-  region        = "on-prem-lab-2"
-  jurisdiction  = "EU"
-  capacity_type = "on_demand"
-
-  price_per_gpu_hour = 2.50
-
-  gpu {
-    model = "cpu"
-  }
-  nodes {
-    max = 2
-  }
-  local {
-    devices = "auto"
-  }
-}
-
-resource "gpucap_burst_policy" "default" {
-  name        = "default"
-  base_pools  = [gpucap_gpu_pool.this_host.name]
-  burst_pools = [gpucap_gpu_pool.burst.name]
-
-  scale_up {
-    queue_depth = 4    # requests waiting per serving replica...
-    for         = "2s" # ...for this long adds burst replicas
-  }
-  scale_down {
-    idle_for      = "30s" # a burst replica with no requests this long drains and stops
-    drain_timeout = "10s"
-  }
-  budget {
-    max_hourly_usd = 5 # two burst replicas at $2.50/h
-  }
+  burst = [
+    { region = "on-prem-lab-2", jurisdiction = "EU", price_per_gpu_hour = 2.50, nodes = 2 },
+  ]
+  budget_hourly_usd    = 5 # two burst replicas at $2.50/h
+  scale_up_queue_depth = 4
+  scale_up_after       = "2s"
+  idle_for             = "30s"
+  drain_timeout        = "10s"
 }
 
 resource "gpucap_inference_endpoint" "digits" {
   name         = "digits"
-  burst_policy = gpucap_burst_policy.default.name
+  burst_policy = module.fabric.burst_policy
 
   model {
     path = "${path.module}/../models/digits-mlp.safetensors"

@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 fn evaluator() -> &'static Evaluator {
     static EVALUATOR: OnceLock<Evaluator> = OnceLock::new();
     EVALUATOR.get_or_init(|| {
-        let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+        let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../modules/policy-pack/policies");
         Evaluator::new(
             gpucap_policy::rules::load(&[pack], Schemas::gpucap()).expect("the starter pack loads"),
         )

@@ -20,7 +20,7 @@ const RESOURCES: usize = 2_000;
 
 fn main() {
     let schemas = Schemas::gpucap();
-    let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../modules/policy-pack/policies");
     let mut files = read_files(&[pack]).expect("the starter pack reads");
     files.push(SourceFile {
         name: "generated.hcl".into(),

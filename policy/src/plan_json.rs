@@ -555,7 +555,8 @@ mod tests {
     }
 
     fn starter_pack() -> Evaluator {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../modules/policy-pack/policies");
         Evaluator::new(crate::rules::load(&[dir], Schemas::gpucap()).unwrap())
     }
 

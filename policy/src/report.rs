@@ -616,7 +616,7 @@ mod tests {
 
     /// Runs `f` on the review of the starter pack over `plan(n)`, done on `threads` threads.
     fn with_review<R>(n: usize, threads: usize, f: impl FnOnce(&Review) -> R) -> R {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../modules/policy-pack/policies");
         let set = crate::rules::load(&[dir], Schemas::gpucap()).unwrap();
         let text = plan(n);
         let wanted = |t: &str| t.starts_with("gpucap_");

@@ -27,7 +27,7 @@ fn run_with_override(args: &[&str], dir: &Path, overrides: Option<&str>) -> Outp
 
 #[test]
 fn the_starter_rule_pack_passes_its_tests_and_is_formatted() {
-    let out = run(&["test", "examples/policies"], &repo());
+    let out = run(&["test", "modules/policy-pack/policies"], &repo());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("19 passed, 0 failed"), "{text}");
@@ -35,8 +35,8 @@ fn the_starter_rule_pack_passes_its_tests_and_is_formatted() {
         &[
             "fmt",
             "--check",
-            "examples/policies",
-            "examples/policies/tests",
+            "modules/policy-pack/policies",
+            "modules/policy-pack/policies/tests",
         ],
         &repo(),
     );
@@ -71,7 +71,7 @@ fn check_reads_plans_and_refuses_broken_ones() {
         "{\"format_version\": \"1.2\", \"resource_changes\": [",
     )
     .unwrap();
-    let policies = repo().join("examples/policies");
+    let policies = repo().join("modules/policy-pack/policies");
     let policies = policies.to_str().unwrap();
     let out = run(
         &["check", "--plan", "plan.json", "--policies", policies],
@@ -135,7 +135,7 @@ fn soft_rules_yield_to_overrides_and_reports_are_well_formed() {
         ]
     });
     std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
-    let policies = repo().join("examples/policies");
+    let policies = repo().join("modules/policy-pack/policies");
     let check = |format: &str, overrides: Option<&str>| {
         run_with_override(
             &[
@@ -299,7 +299,7 @@ fn check_gives_the_same_report_on_any_number_of_threads_and_times_its_phases() {
     let plan = serde_json::json!({"format_version": "1.2", "resource_changes": changes,
         "planned_values": {"root_module": {}}});
     std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
-    let policies = repo().join("examples/policies");
+    let policies = repo().join("modules/policy-pack/policies");
     let check = |format: &str, jobs: &str| {
         run(
             &[

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Value as Json, json};
 
 fn starter_pack() -> Vec<SourceFile> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../modules/policy-pack/policies");
     read_files(&[dir]).expect("the starter pack reads")
 }
 

@@ -101,6 +101,14 @@ pub enum DocsError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A module's files cannot be documented ([`crate::module_docs`]).
+    #[error("{}: {reason}", .path.display())]
+    Module {
+        /// The file, relative to the repository root.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The provider block's example, relative to the repository root.

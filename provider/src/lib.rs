@@ -9,7 +9,8 @@
 //! one module per type (schema, validation, plan, apply, read, import), built from the shared
 //! [`plan`] and [`validate`] pieces; [`registry`] resolves names at plan time; [`rules`] hands
 //! planned objects to the policy engine; [`regions`] is the region → country → jurisdiction table,
-//! [`schema_json`] and [`docs`] render the schemas for the policy engine and the registry, and
+//! [`schema_json`] and [`docs`] render the schemas for the policy engine and the registry,
+//! [`module_docs`] the modules' inputs and outputs for their READMEs, and
 //! [`logging`] writes logs Terraform understands. Everything that
 //! touches capacity — drivers, the router an endpoint is served by, its replicas — is in
 //! `gpucap-fabric`: the provider only translates Terraform's intent into fabric calls.
@@ -20,6 +21,7 @@ pub mod diag;
 pub mod docs;
 pub mod logging;
 pub mod models;
+pub mod module_docs;
 pub mod plan;
 pub mod provider;
 pub mod regions;

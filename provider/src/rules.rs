@@ -159,8 +159,8 @@ mod tests {
 
     /// The starter pack's spend rule: a soft cap of 200 USD/h on burst spend.
     fn budget_rule() -> String {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies/spend.hcl");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../modules/policy-pack/policies/spend.hcl");
         std::fs::read_to_string(path).expect("the starter pack's spend.hcl")
     }
 

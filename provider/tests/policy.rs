@@ -1,5 +1,5 @@
 //! Policy rules inside `terraform plan`, and the same findings from `gpucap-policy check` over the
-//! plan's JSON: the starter rule pack of `examples/policies` against a configuration that breaks
+//! plan's JSON: the starter rule pack of `modules/policy-pack/policies` against a configuration that breaks
 //! most of it.
 
 mod common;
@@ -53,7 +53,7 @@ fn provider_extra(with_policies: bool) -> String {
     if with_policies {
         extra += &format!(
             "  policy_paths     = [\"{}\"]\n",
-            repo_root().join("examples/policies").display()
+            repo_root().join("modules/policy-pack/policies").display()
         );
     }
     extra
@@ -155,7 +155,7 @@ fn plan_fails_on_violations_and_check_finds_the_same_over_plan_json() {
             "burst_spend_capped",
             "--policies",
         ])
-        .arg(repo_root().join("examples/policies"))
+        .arg(repo_root().join("modules/policy-pack/policies"))
         .current_dir(tf.path())
         .env_remove("GPUCAP_POLICY_OVERRIDE")
         .output()

@@ -1,19 +1,21 @@
 //! `gpucap-docgen`: writes the provider's Terraform Registry docs (`docs/index.md`,
 //! `docs/resources/*.md`, `docs/data-sources/*.md`) from its schemas and the examples under
-//! `examples/`, or with `--check` tells which of them are out of date without writing anything.
-//! The rendering is [`gpucap_provider::docs`].
+//! `examples/`, and the inputs and outputs tables of the modules' READMEs from their variables and
+//! outputs, or with `--check` tells which of them are out of date without writing anything. The
+//! rendering is [`gpucap_provider::docs`] and [`gpucap_provider::module_docs`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gpucap_provider::docs;
 use gpucap_provider::provider::Provider;
+use gpucap_provider::{docs, module_docs};
 
 const USAGE: &str = "\
 usage: gpucap-docgen [--check] [--root DIR]
 
 Renders the Terraform Registry docs of terraform-provider-gpucap from its schemas and the examples
-under examples/ into docs/ of the repository at DIR (default: the current directory).
+under examples/ into docs/ of the repository at DIR (default: the current directory), and the
+inputs and outputs tables of modules/*/README.md from each module's variables.tf and outputs.tf.
 
   --check     write nothing; exit 1 and list the pages that are out of date
   --root DIR  the repository root
@@ -80,7 +82,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let provider = Provider::new();
     let examples = docs::read_examples(root, &provider).map_err(|e| e.to_string())?;
-    let pages = docs::render(&provider, &examples).map_err(|e| e.to_string())?;
+    let mut pages = docs::render(&provider, &examples).map_err(|e| e.to_string())?;
+    pages.extend(module_docs::render(root).map_err(|e| e.to_string())?);
     let io =
         |e: std::io::Error| format!("cannot compare or write docs under {}: {e}", root.display());
     if args.check {
