@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up the Python side (the real Open Inference Protocol client and the
 # training tools for the example model) in .venv, builds the binaries the acceptance tests drive
-# (Terraform loads the provider, the provider starts the runtime), then runs every Rust test.
+# (Terraform loads the provider, the provider starts the runtime), then runs every Rust test —
+# tests/ among them, which packs those binaries as a release, installs the provider from a
+# filesystem mirror with `terraform init` and runs every module's `terraform test` files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The acceptance tests drive the real Terraform CLI; without it they must fail, not skip.
