@@ -801,11 +801,7 @@ waiver "legacy" {
 "#;
 
     fn evaluator() -> Evaluator {
-        let file = SourceFile {
-            name: "rules.hcl".into(),
-            text: RULES.into(),
-        };
-        Evaluator::new(load_sources(vec![file], Schemas::gpucap(), Default::default()).unwrap())
+        evaluator_of(&[RULES])
     }
 
     fn policy(name: &str, budget: f64, jurisdiction: &str) -> Subject {

@@ -173,8 +173,17 @@ impl Terraform {
         (text(&out), took)
     }
 
-    /// `terraform init`, from the mirror.
+    /// `terraform init`, from the mirror. A lock file a previous run left beside the configuration
+    /// pins the binaries of the previous build, so it goes first: each run locks its own package.
     pub fn init(&self) -> Duration {
+        let lock = self.dir.join(".terraform.lock.hcl");
+        if let Err(e) = std::fs::remove_file(&lock) {
+            assert!(
+                e.kind() == std::io::ErrorKind::NotFound,
+                "cannot remove {}: {e}",
+                lock.display()
+            );
+        }
         self.ok(&["init", "-input=false", "-no-color"]).1
     }
 }
