@@ -22,6 +22,17 @@ pub enum FormatError {
 
 /// Formats `text`; an error when it is not valid HCL (nothing is rewritten then).
 pub fn format(text: &str) -> Result<String, FormatError> {
+    crate::hcl::check_nesting(text).map_err(|offset| {
+        let before = &text[..offset];
+        FormatError::Syntax {
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            message: format!(
+                "brackets nest more than {} deep here; policy files never need as many",
+                crate::hcl::MAX_NESTING
+            ),
+        }
+    })?;
     hcl_edit::parser::parse_body(text).map_err(|e| FormatError::Syntax {
         line: e.location().line(),
         column: e.location().column(),
@@ -232,5 +243,20 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("HCL syntax error"), "{err}");
+        // Nesting the parser would take minutes over is refused first (hcl::check_nesting).
+        let deep = format!("r = \"x\"\nq = {}", "( a || b || ".repeat(30));
+        let err = format(&deep).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 2,
+                    column: 197,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than 16 deep"), "{err}");
     }
 }
