@@ -411,38 +411,17 @@ impl Evaluator {
         options: &Options,
         threads: usize,
     ) -> Result<Vec<Finding>, StackError> {
-        let threads = threads.clamp(1, subjects.len().max(1));
-        let chunk = subjects.len().div_ceil(threads).max(1);
-        let results = std::thread::scope(|s| {
-            let handles = subjects
-                .chunks(chunk)
-                .enumerate()
-                .map(|(i, part)| {
-                    // The first part's findings are grown into the whole run's: room for all.
-                    let room = if i == 0 { subjects.len() } else { part.len() };
-                    expr::spawn_large_stack(s, move || {
-                        let mut judge = self.judge(options, room);
-                        for subject in part {
-                            judge.subject(subject);
-                        }
-                        judge.into_findings()
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            handles
-                .into_iter()
-                .map(expr::join_large_stack)
-                .collect::<Result<Vec<_>, _>>()
-        })?;
-        let mut all = Vec::new();
-        for part in results {
-            // The first part, which has room for all, is kept and the others added to it: a
-            // review can have hundreds of thousands of findings.
-            if all.is_empty() {
-                all = part;
-            } else {
-                all.extend(part);
+        let parts = expr::in_parts_on_large_stacks(subjects, threads, |part| {
+            let mut judge = self.judge(options, part.len());
+            for subject in part {
+                judge.subject(subject);
             }
+            judge.into_findings()
+        })?;
+        // One allocation of the final size: a review can have hundreds of thousands of findings.
+        let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for part in parts {
+            all.extend(part);
         }
         Ok(all)
     }

@@ -23,14 +23,11 @@ pub enum FormatError {
 /// Formats `text`; an error when it is not valid HCL (nothing is rewritten then).
 pub fn format(text: &str) -> Result<String, FormatError> {
     crate::hcl::check_nesting(text).map_err(|offset| {
-        let before = &text[..offset];
+        let (line, column) = crate::source::line_col(text, offset);
         FormatError::Syntax {
-            line: before.matches('\n').count() + 1,
-            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-            message: format!(
-                "brackets nest more than {} deep here; policy files never need as many",
-                crate::hcl::MAX_NESTING
-            ),
+            line,
+            column,
+            message: crate::hcl::too_deep(),
         }
     })?;
     hcl_edit::parser::parse_body(text).map_err(|e| FormatError::Syntax {

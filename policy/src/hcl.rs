@@ -23,9 +23,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Body, Problem> {
     if let Err(offset) = check_nesting(&file.text) {
         return Err(Problem::error(
             Some(file.location(offset, offset + 1)),
-            format!(
-                "brackets nest more than {MAX_NESTING} deep here; policy files never need as many"
-            ),
+            too_deep(),
         ));
     }
     hcl_edit::parser::parse_body(&file.text).map_err(|e| {
@@ -38,6 +36,11 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Body, Problem> {
     })
 }
 
+/// What [`check_nesting`] refusing a file says.
+pub fn too_deep() -> String {
+    format!("brackets nest more than {MAX_NESTING} deep here; policy files never need as many")
+}
+
 /// Where, if anywhere, `text` nests brackets deeper than [`MAX_NESTING`]: the byte offset of the
 /// first bracket past the limit. Brackets inside string literals, heredocs and comments do not
 /// count; those of `${…}` and `%{…}` templates inside strings do, since the parser reads them.
@@ -48,6 +51,20 @@ pub fn check_nesting(text: &str) -> Result<(), usize> {
         Template,
         Quoted,
         Heredoc(String),
+    }
+    /// Enters a bracket or template opened at `at`, unless that is one level too deep.
+    fn open(
+        stack: &mut Vec<Frame>,
+        depth: &mut usize,
+        frame: Frame,
+        at: usize,
+    ) -> Result<(), usize> {
+        *depth += 1;
+        if *depth > MAX_NESTING {
+            return Err(at);
+        }
+        stack.push(frame);
+        Ok(())
     }
     let bytes = text.as_bytes();
     let mut stack: Vec<Frame> = Vec::new();
@@ -70,11 +87,7 @@ pub fn check_nesting(text: &str) -> Result<(), usize> {
                     stack.pop();
                 }
                 _ if opens_template => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(i);
-                    }
-                    stack.push(Frame::Template);
+                    open(&mut stack, &mut depth, Frame::Template, i)?;
                     i += 1;
                 }
                 _ => {}
@@ -85,11 +98,7 @@ pub fn check_nesting(text: &str) -> Result<(), usize> {
                     stack.pop();
                     i = line_end(i);
                 } else if opens_template {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(i);
-                    }
-                    stack.push(Frame::Template);
+                    open(&mut stack, &mut depth, Frame::Template, i)?;
                     i += 1;
                 }
             }
@@ -112,13 +121,7 @@ pub fn check_nesting(text: &str) -> Result<(), usize> {
                         i += 1;
                     }
                 }
-                b'(' | b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(i);
-                    }
-                    stack.push(Frame::Bracket);
-                }
+                b'(' | b'[' | b'{' => open(&mut stack, &mut depth, Frame::Bracket, i)?,
                 b')' | b']' | b'}' => {
                     if matches!(stack.last(), Some(Frame::Bracket | Frame::Template)) {
                         stack.pop();

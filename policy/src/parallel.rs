@@ -100,20 +100,22 @@ pub fn read_file(path: &Path, threads: usize) -> io::Result<Vec<u8>> {
         let mut text = vec![0; len];
         let part = len.div_ceil(threads.max(1)).max(1);
         let read: io::Result<()> = thread::scope(|s| {
-            let handles: Vec<_> = text
+            let parts: Vec<_> = text
                 .chunks_mut(part)
                 .zip((0u64..).step_by(part))
                 .map(|(chunk, at)| {
                     let file = &file;
-                    s.spawn(move || file.read_exact_at(chunk, at))
+                    thread::Builder::new().spawn_scoped(s, move || file.read_exact_at(chunk, at))
                 })
                 .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
+            parts.into_iter().try_for_each(|part| {
+                part?
+                    .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
         });
-        // A file that changed size while it was read is read again, whole.
+        // A file that changed size while it was read, or parts that found no thread, are read
+        // again, whole.
         let mut more = [0u8; 1];
         if read.is_ok() && file.read_at(&mut more, len as u64)? == 0 {
             return Ok(text);

@@ -233,37 +233,16 @@ impl Plan<'_> {
         options: &Options,
         threads: usize,
     ) -> Result<(Vec<Subject>, Vec<Vec<Finding>>), ReviewError> {
-        let threads = threads.clamp(1, self.entries.len().max(1));
-        let chunk = self.entries.len().div_ceil(threads).max(1);
-        let parts = std::thread::scope(|s| {
-            let handles = self
-                .entries
-                .chunks(chunk)
-                .enumerate()
-                .map(|(i, part)| {
-                    // The first part's findings are grown into the whole review's: room for all.
-                    let room = if i == 0 {
-                        self.entries.len()
-                    } else {
-                        part.len()
-                    };
-                    expr::spawn_large_stack(s, move || {
-                        let mut judge = evaluator.judge(options, room);
-                        let mut judged = Vec::with_capacity(part.len());
-                        for entry in part {
-                            if let Some(subject) = self.subject(entry)? {
-                                judge.subject(&subject);
-                                judged.push(subject.without_objects());
-                            }
-                        }
-                        Ok((judged, judge.into_findings()))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            handles
-                .into_iter()
-                .map(expr::join_large_stack)
-                .collect::<Result<Vec<Result<_, PlanError>>, _>>()
+        let parts = expr::in_parts_on_large_stacks(&self.entries, threads, |part| {
+            let mut judge = evaluator.judge(options, part.len());
+            let mut judged = Vec::with_capacity(part.len());
+            for entry in part {
+                if let Some(subject) = self.subject(entry)? {
+                    judge.subject(&subject);
+                    judged.push(subject.without_objects());
+                }
+            }
+            Ok::<_, PlanError>((judged, judge.into_findings()))
         })?;
         let mut subjects = Vec::with_capacity(self.entries.len());
         let mut findings = Vec::with_capacity(parts.len());
@@ -285,13 +264,15 @@ impl Plan<'_> {
                 type_name,
                 address,
                 change,
-            } => match self
-                .reader
-                .change(entry.index, type_name, address, change)?
-            {
-                Some(c) => c,
-                None => return Ok(None),
-            },
+            } => {
+                let Some(c) = self
+                    .reader
+                    .change(entry.index, type_name, address, change)?
+                else {
+                    return Ok(None);
+                };
+                c
+            }
         };
         let placement = self.placement(&change);
         let mut s = Subject::normalized(

@@ -16,11 +16,7 @@ pub struct SourceFile {
 impl SourceFile {
     /// The 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        (line, before[line_start..].chars().count() + 1)
+        line_col(&self.text, offset)
     }
 
     /// A location spanning `start..end` (byte offsets).
@@ -34,6 +30,15 @@ impl SourceFile {
             length: self.text[start.min(end)..end].chars().count().max(1),
         }
     }
+}
+
+/// The 1-based line and column (in characters) of byte offset `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = floor_char_boundary(text, offset.min(text.len()));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {

@@ -27,7 +27,9 @@ pub use check::{ExprProblem, Scope};
 pub use compile::{Limits, compile};
 pub use eval::{Compiled, EvalError, env};
 pub(crate) use stack::{STACK_SIZE, panic_message};
-pub use stack::{StackError, join_large_stack, on_large_stack, spawn_large_stack};
+pub use stack::{
+    StackError, in_parts_on_large_stacks, join_large_stack, on_large_stack, spawn_large_stack,
+};
 
 #[cfg(test)]
 mod conformance;

@@ -35,6 +35,25 @@ pub fn join_large_stack<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> Resu
         .map_err(|panic| StackError::Panicked(panic_message(panic.as_ref())))
 }
 
+/// `f` of each of up to `threads` contiguous parts of `items`, in order, each computed on a thread
+/// of its own with a large stack. Fails when a thread cannot be started, or one panics.
+pub fn in_parts_on_large_stacks<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&[T]) -> R + Sync,
+) -> Result<Vec<R>, StackError> {
+    let threads = threads.clamp(1, items.len().max(1));
+    let part = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles = items
+            .chunks(part)
+            .map(|chunk| spawn_large_stack(s, move || f(chunk)))
+            .collect::<Result<Vec<_>, _>>()?;
+        handles.into_iter().map(join_large_stack).collect()
+    })
+}
+
 /// What a panic said, when it said it as text.
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
