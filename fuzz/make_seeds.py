@@ -133,10 +133,15 @@ def main():
     # fabric_config: the simulator's example config.
     with open(os.path.join(ROOT, "examples/simulate/fabric.toml")) as f:
         put("fabric_config", "simulate-example", f.read())
-    # replica_metrics: what a runtime's /metrics says.
-    put("replica_metrics", "runtime", "# HELP gpucap_queue_depth Requests waiting.\n# TYPE gpucap_queue_depth gauge\n"
-        "gpucap_queue_depth{model=\"m\"} 3\ngpucap_backend_busy_seconds_total{backend=\"cpu\"} 12.5\n"
-        "gpucap_backend_busy_seconds_total{backend=\"cuda:0\"} 1e2\ngpucap_healthy_backends 2\n")
+    # replica_metrics: two scrapes of a runtime's /metrics, a 0xFF byte and the gap between them in
+    # tenths of a second (one byte) apart: busy, idle, and a restarted replica (its counter lower).
+    def scrape(queue, cpu, gpu):
+        return ("# HELP gpucap_queue_depth Requests waiting.\n# TYPE gpucap_queue_depth gauge\n"
+                f"gpucap_queue_depth{{model=\"m\"}} {queue}\ngpucap_backend_busy_seconds_total{{backend=\"cpu\"}} {cpu}\n"
+                f"gpucap_backend_busy_seconds_total{{backend=\"cuda:0\"}} {gpu}\ngpucap_healthy_backends 2\n").encode()
+    for name, gap, later in [("busy", 10, scrape(7, 13.1, "1.004e2")), ("idle", 20, scrape(0, 12.5, "1e2")),
+                             ("restarted", 5, scrape(1, 0.2, 0))]:
+        put("replica_metrics", name, scrape(3, 12.5, "1e2") + b"\xff" + bytes([gap]) + later)
     # simulate_trace: the head of the example trace, and a trace with comments and blank lines.
     with open(os.path.join(ROOT, "examples/traces/diurnal-week.csv")) as f:
         put("simulate_trace", "diurnal-head", "".join(f.readlines()[:50]))

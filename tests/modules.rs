@@ -9,7 +9,23 @@ use std::path::Path;
 
 use harness::{Terraform, fixture, modules, repo_root, text};
 
-/// Runs a module's `terraform test` files after installing the provider; prints the figures.
+/// The blocks starting with `keyword "` in the files of `dir` whose names end with `suffix`.
+fn blocks_in(dir: &Path, suffix: &str, keyword: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("a test file is readable");
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{keyword} \"")))
+                .count()
+        })
+        .sum()
+}
+
+/// Runs a module's `terraform test` files after installing the provider: every `run` block of
+/// every test file must have run and passed. Prints the figures.
 fn terraform_test(name: &str) {
     let dir = repo_root().join("modules").join(name);
     let tf = Terraform::new(&dir);
@@ -24,18 +40,15 @@ fn terraform_test(name: &str) {
                 dir.display()
             )
         });
-    assert!(summary.contains(" 0 failed"), "{summary}");
-    let assertions: usize = std::fs::read_dir(dir.join("tests"))
-        .expect("the module has tests/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".tftest.hcl"))
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("a test file is readable");
-            text.matches("assert {").count() + text.matches("expect_failures").count()
-        })
-        .sum();
+    let runs = blocks_in(&dir.join("tests"), ".tftest.hcl", "run");
+    assert!(runs > 0, "modules/{name}/tests has no run blocks");
+    assert_eq!(
+        summary,
+        format!("Success! {runs} passed, 0 failed."),
+        "every run block of modules/{name}/tests must run and pass:\n{out}"
+    );
     println!(
-        "modules/{name}: init {:.2} s, test {:.2} s; {summary} ({assertions} assertions and expected failures)",
+        "modules/{name}: init {:.2} s, test {:.2} s; {summary}",
         init.as_secs_f64(),
         took.as_secs_f64()
     );
@@ -83,9 +96,33 @@ fn modules_have_the_standard_layout_and_their_examples_plan() {
             );
         }
         let versions = std::fs::read_to_string(module.join("versions.tf")).unwrap();
-        assert!(
-            versions.contains("source  = \"gpucap/gpucap\"") && versions.contains("version"),
-            "{}/versions.tf does not pin gpucap/gpucap",
+        // The `gpucap = { ... }` entry of required_providers names the source and a version.
+        let gpucap = versions
+            .split("gpucap = {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}/versions.tf has no gpucap provider requirement",
+                    module.display()
+                )
+            });
+        let setting = |key: &str| {
+            gpucap.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        assert_eq!(
+            setting("source").as_deref(),
+            Some("gpucap/gpucap"),
+            "{}/versions.tf",
+            module.display()
+        );
+        assert_eq!(
+            setting("version").as_deref(),
+            Some(">= 0.1.0, < 1.0.0"),
+            "{}/versions.tf does not pin gpucap/gpucap to this major version",
             module.display()
         );
         let tf = Terraform::new(&module);
@@ -108,23 +145,44 @@ fn modules_have_the_standard_layout_and_their_examples_plan() {
     }
 }
 
-/// A bad input is refused by `terraform validate` with the message the module gives it.
+/// A bad input is refused by `terraform validate` with the message the module gives it, for
+/// the variable at fault (a module's `terraform test` can only say which variable failed).
 #[test]
 fn a_bad_module_variable_fails_validate_with_its_own_message() {
-    let tf = Terraform::new(fixture("bad-variable"));
-    tf.init();
-    let out = tf.run(&["validate", "-no-color"]);
-    let said = text(&out);
-    assert!(!out.status.success(), "validate passed:\n{said}");
-    assert!(
-        said.contains("Invalid value for variable")
-            && said.contains("base.capacity_type must be \"on_prem\" or \"reserved\""),
-        "{said}"
-    );
-    assert!(
-        said.contains("main.tf"),
-        "the error does not point at the file:\n{said}"
-    );
+    for (fixture_name, message) in [
+        (
+            "bad-variable",
+            "base.capacity_type must be \"on_prem\" or \"reserved\"",
+        ),
+        (
+            "bad-burst",
+            "every burst pool's capacity_type must be \"on_demand\" or \"spot\"",
+        ),
+    ] {
+        let tf = Terraform::new(fixture(fixture_name));
+        tf.init();
+        let out = tf.run(&["validate", "-no-color"]);
+        let said = text(&out);
+        assert!(
+            !out.status.success(),
+            "{fixture_name}: validate passed:\n{said}"
+        );
+        // Terraform wraps long messages; the words are what count.
+        let flat = said.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("Invalid value for variable") && flat.contains(message),
+            "{fixture_name}:\n{said}"
+        );
+        assert_eq!(
+            flat.matches("Invalid value for variable").count(),
+            1,
+            "{fixture_name}: only the variable at fault is refused:\n{said}"
+        );
+        assert!(
+            said.contains("main.tf"),
+            "{fixture_name}: the error does not point at the file:\n{said}"
+        );
+    }
 }
 
 /// The pack, loaded by the provider through the module's output, stops a plan that breaks one of
@@ -153,6 +211,12 @@ fn the_policy_pack_rules_pass_their_own_tests() {
         .arg(&pack)
         .output()
         .expect("gpucap-policy runs");
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(Path::new(&pack).join("tests").exists());
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let cases = blocks_in(&pack.join("tests"), ".hcl", "case");
+    assert!(cases > 0, "the pack has no rule tests");
+    assert!(
+        said.contains(&format!("{cases} passed, 0 failed")),
+        "every case of the pack's tests must run and pass ({cases} written):\n{said}"
+    );
 }

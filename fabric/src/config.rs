@@ -855,7 +855,29 @@ dir = "/tmp/state"
         let (text, d) = c.to_file_text().unwrap();
         let back: FabricConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, c);
-        assert_eq!(d, digest(&text));
+        // The router reports the digest of the file it read: the one the writer gave.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fabric.toml");
+        std::fs::write(&path, &text).unwrap();
+        let (read, read_digest) = FabricConfig::from_file(&path).unwrap();
+        assert_eq!(read, c);
+        assert_eq!(read_digest, d);
+        // A different config, a different digest.
+        let mut other = c.clone();
+        other.replicas.max += 1;
+        assert_ne!(other.to_file_text().unwrap().1, d);
+    }
+
+    #[test]
+    fn the_digest_is_sha256_in_hex() {
+        assert_eq!(
+            digest(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! The decision log: every control-loop round's observation and the decision taken on it, one
 //! JSON object per line. `gpucap-fabric serve --record-decisions FILE` and `gpucap-fabric
 //! simulate --record-decisions FILE` write the same format, so a round can be replayed through
-//! either and the decisions compared — the evidence that the simulator decides as the router does.
+//! either and the decisions compared.
+//!
+//! What a replay proves is narrow: a router's recorded rounds, fed to the simulator's control
+//! loop built from the same config file, give the same decisions. So both build the same scaling
+//! policy from a config, and deciding depends only on the observation and the loop's memory. It
+//! does not prove that the simulator *observes* what a router would under the same traffic: the
+//! simulator's signals come from its own model of service times, cold starts and routing, and no
+//! test holds that model to a router under the same load.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, LineWriter, Write};

@@ -267,9 +267,16 @@ fn a_held_request_with_no_replica_in_time_gets_503_with_retry_after() {
         head.to_ascii_lowercase().contains("retry-after: 1"),
         "{head}"
     );
+    // Held until the request timeout (it cannot be answered before), then refused: not held on
+    // until some later event. The upper bound is loose, for a loaded machine; without the
+    // timeout the request would be held for as long as the pool keeps failing.
     assert!(
-        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
-        "held for the request timeout, not longer: {took:?}"
+        took >= Duration::from_millis(700),
+        "answered before the request timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(700) + Duration::from_secs(10),
+        "held long past the request timeout: {took:?}"
     );
     let s = r.status();
     assert_eq!(s["pools"][0]["state"], "backoff", "{s}");

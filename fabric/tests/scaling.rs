@@ -107,12 +107,39 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
 #[test]
 fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
     let _one = serial();
-    let r = Router::start(&format!(
-        "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\n\
-         [policy.scale_down]\nidle_for = \"2s\"\n\n{}",
-        pool("lab", "on_prem", "EU", 1, 0.4)
-    ));
-    std::thread::sleep(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("rounds.jsonl");
+    let r = Router::start_with_env(
+        &format!(
+            "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\n\
+             [policy.scale_down]\nidle_for = \"2s\"\n\n{}",
+            pool("lab", "on_prem", "EU", 1, 0.4)
+        ),
+        &[("GPUCAP_FABRIC_RECORD_DECISIONS", log.to_str().unwrap())],
+    );
+    // Three control rounds without a request decide nothing, and nothing runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let quiet = loop {
+        // The log is read while it is written: a half-written last line is read next time.
+        if let Ok(rounds) = gpucap_fabric::record::read(&log)
+            && rounds.len() >= 3
+        {
+            break rounds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router ran no control rounds"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        quiet.iter().all(|round| round.decision.actions.is_empty()),
+        "the router acted before the first request: {:?}",
+        quiet
+            .iter()
+            .map(|round| &round.decision)
+            .collect::<Vec<_>>()
+    );
     assert!(
         r.replicas().is_empty(),
         "nothing should run before the first request"
@@ -137,7 +164,10 @@ fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
             took.as_secs_f64(),
             reported
         );
-        assert!(reported <= took.as_secs_f64() + 0.01);
+        assert!(
+            reported > 0.0 && reported <= took.as_secs_f64() + 0.01,
+            "the router reports {reported} s for an answer that took {took:?}"
+        );
         let pids = r.replica_pids();
         assert_eq!(pids.len(), 1);
         r.wait_for("scale to zero", Duration::from_secs(10), |s| {
@@ -190,6 +220,30 @@ fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429()
     assert_eq!(
         most_burst, 1,
         "the budget affords exactly one burst replica"
+    );
+    // Polling can miss a replica that lived between two looks; the decisions cannot. With
+    // idle_for = 60s nothing on the cloud pool stops during the run, so one start there means
+    // never two at once.
+    let s = r.status();
+    let on_cloud: Vec<(String, String)> = s["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["subject"].as_str().unwrap().starts_with("cloud"))
+        .map(|d| {
+            (
+                d["action"].as_str().unwrap().to_string(),
+                d["subject"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let starts = on_cloud.iter().filter(|(a, _)| a == "start").count();
+    assert_eq!(starts, 1, "cloud decisions: {on_cloud:?}");
+    assert!(
+        on_cloud
+            .iter()
+            .all(|(a, _)| ["start", "ready"].contains(&a.as_str())),
+        "a cloud replica stopped during the run: {on_cloud:?}"
     );
     assert!(saw_bound, "the budget never bound");
     let rejected = report["errors_by_status"]["429"].as_u64().unwrap_or(0);

@@ -1,7 +1,8 @@
 //! `gpucap-fabric simulate` against the router it stands for: a real router's recorded control
-//! rounds replayed through the simulator's control loop give the same decisions; the command
-//! reads configs, traces and plans, refuses bad ones naming the line or the name, and its runs
-//! add up.
+//! rounds replayed through the simulator's control loop give the same decisions (the same policy
+//! built from the same file, deciding the same on the same observations; not a check of what the
+//! simulator observes); the command reads configs, traces and plans, refuses bad ones naming the
+//! line or the name, and its runs add up.
 
 mod common;
 

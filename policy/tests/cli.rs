@@ -98,7 +98,10 @@ fn check_reads_plans_and_refuses_broken_ones() {
             "FAIL pii_stays_in_allowed_jurisdictions [hard] gpucap_inference_endpoint.fraud",
         ),
         ("json", "\"status\": \"failed\""),
-        ("sarif", "\"version\": \"2.1.0\""),
+        (
+            "sarif",
+            "\"ruleId\": \"pii_stays_in_allowed_jurisdictions\"",
+        ),
         (
             "junit",
             "<failure message=\"PII endpoint fraud can run in us (us-east-1, US)\"",
@@ -166,13 +169,6 @@ fn soft_rules_yield_to_overrides_and_reports_are_well_formed() {
     let finding = &report["findings"][0];
     assert_eq!(finding["rule"], "burst_spend_capped");
     assert_eq!(finding["status"], "overridden");
-    // Overriding a hard rule does nothing, and says so.
-    let out = check("text", Some("pii_stays_in_allowed_jurisdictions"));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("only soft rules can be overridden"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     // SARIF 2.1.0 as code scanning reads it: every result names a declared rule, a level, a
     // message and a location in a rule file.
@@ -232,6 +228,77 @@ fn soft_rules_yield_to_overrides_and_reports_are_well_formed() {
         "{xml}"
     );
     assert!(xml.matches("<failure ").count() >= 1, "{xml}");
+}
+
+#[test]
+fn overriding_a_hard_rule_changes_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // A PII endpoint on a US pool: the hard residency rule fires on it.
+    let plan = serde_json::json!({
+        "format_version": "1.2",
+        "resource_changes": [
+            {"address": "gpucap_gpu_pool.us", "mode": "managed", "type": "gpucap_gpu_pool",
+             "change": {"actions": ["create"], "before": null, "after": {"name": "us", "region": "us-east-1", "jurisdiction": "US", "tenancy": "dedicated", "capacity_type": "on_demand"}}},
+            {"address": "gpucap_inference_endpoint.fraud", "mode": "managed", "type": "gpucap_inference_endpoint",
+             "change": {"actions": ["create"], "before": null, "after": {"name": "fraud", "pools": ["us"], "data_residency": {"classification": "pii"}}}}
+        ]
+    });
+    std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
+    let policies = repo().join("modules/policy-pack/policies");
+    let check = |overrides: Option<&str>| {
+        run_with_override(
+            &[
+                "check",
+                "--plan",
+                "plan.json",
+                "--format",
+                "json",
+                "--policies",
+                policies.to_str().unwrap(),
+            ],
+            dir.path(),
+            overrides,
+        )
+    };
+    let without = check(None);
+    let with = check(Some("pii_stays_in_allowed_jurisdictions"));
+    for (out, what) in [
+        (&without, "without the override"),
+        (&with, "with the override"),
+    ] {
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let residency: Vec<_> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == "pii_stays_in_allowed_jurisdictions")
+            .collect();
+        assert_eq!(residency.len(), 1, "{what}: {report}");
+        assert_eq!(residency[0]["status"], "failed", "{what}: {report}");
+        assert_eq!(
+            residency[0]["terraform_address"], "gpucap_inference_endpoint.fraud",
+            "{what}"
+        );
+    }
+    // The report is the same either way; only the warning on stderr differs.
+    assert_eq!(without.stdout, with.stdout);
+    let warned = String::from_utf8_lossy(&with.stderr);
+    assert!(
+        warned.contains("pii_stays_in_allowed_jurisdictions")
+            && warned.contains("only soft rules can be overridden"),
+        "{warned}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&without.stderr).contains("overridden"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gpucap_policy::engine::{Evaluator, Finding, Options, Subject};
+use gpucap_policy::engine::{Evaluator, Finding, Options, Status, Subject};
 use gpucap_policy::expr::StackError;
 use gpucap_policy::plan_json::{self, PlanError};
 use gpucap_policy::rules::{PolicySet, load_sources, read_files};
@@ -60,7 +60,7 @@ fn load(files: Vec<SourceFile>) -> Result<PolicySet, Vec<String>> {
 /// Evaluates `set` on the resources of `plan`: findings or a plan error, never an engine failure.
 /// The batch and one resource at a time (both evaluating the rules' placement-only parts once per
 /// placement) must agree with every expression evaluated whole.
-fn review(set: &Arc<Evaluator>, plan: &str) -> Result<usize, PlanError> {
+fn review(set: &Arc<Evaluator>, plan: &str) -> Result<Vec<Finding>, PlanError> {
     let read = |threads| {
         plan_json::subjects(
             plan.as_bytes(),
@@ -127,7 +127,7 @@ fn review(set: &Arc<Evaluator>, plan: &str) -> Result<usize, PlanError> {
     };
     assert_eq!(comparable(&batch), comparable(&reference));
     assert_eq!(comparable(&one_by_one), comparable(&reference));
-    Ok(batch.len())
+    Ok(batch)
 }
 
 /// Edits made to a text: cut it short, delete a span, or insert a fragment.
@@ -260,21 +260,163 @@ proptest! {
         let text = apply(&serde_json::to_string_pretty(&plan()).unwrap(), &edits);
         match review(&set, &text) {
             Ok(_) => {}
-            Err(PlanError::Json { line, column, .. }) => prop_assert!(line >= 1 && column <= text.len() + 1),
+            Err(PlanError::Json { line, column, .. }) => {
+                // The location is in the text: a line it has, at most one byte past that line's end.
+                let at = text.split('\n').nth(line.wrapping_sub(1));
+                prop_assert!(at.is_some(), "line {} of {}", line, text.split('\n').count());
+                prop_assert!(column <= at.unwrap().len() + 1, "column {} of {:?}", column, at);
+            }
             Err(PlanError::Shape { path, .. }) => prop_assert!(path.starts_with('$')),
         }
     }
 
     #[test]
-    fn any_json_in_a_resource_evaluates(after in arbitrary_json()) {
+    fn any_object_as_a_resource_evaluates_as_its_values_say(
+        residency in field(residency()),
+        labels in field(labels()),
+        replicas in field(prop_oneof![Just(Json::Null), (0u8..3).prop_map(|min| json!({"min": min, "max": 3}))]),
+        name in field(Just(json!("fraud"))),
+        unknown_attribute in arbitrary_json(),
+        pool_gpu in arbitrary_json(),
+    ) {
         let set = Arc::new(Evaluator::new(
             load(starter_pack()).expect("the starter pack loads"),
         ));
         let mut plan = plan();
-        plan["resource_changes"][2]["change"]["after"] = after.clone();
-        plan["resource_changes"][0]["change"]["after"]["gpu"] = after;
-        let _ = review(&set, &plan.to_string());
+        let endpoint = &mut plan["resource_changes"][2]["change"]["after"];
+        endpoint["data_residency"] = residency.value();
+        endpoint["labels"] = labels.value();
+        endpoint["replicas"] = replicas.value();
+        endpoint["name"] = name.value();
+        endpoint["not_in_the_schema"] = unknown_attribute;
+        plan["resource_changes"][0]["change"]["after"]["gpu"] = pool_gpu;
+        let findings = review(&set, &plan.to_string()).expect("an object is evaluated");
+        // The pack has no rule on pools, and the policy's budget is within its cap.
+        for f in &findings {
+            prop_assert_eq!(&*f.address, "gpucap_inference_endpoint.fraud", "{:?}", f);
+            // A rule that cannot be evaluated fails closed (an advisory one warns).
+            if f.evaluation_error.is_some() {
+                let closed = if f.enforcement == "advisory" { Status::Advisory } else { Status::Failed };
+                prop_assert_eq!(f.status, closed, "{:?}", f);
+            }
+        }
+        let outcome = |rule: &str| -> Vec<(Status, bool)> {
+            findings
+                .iter()
+                .filter(|f| &*f.rule == rule)
+                .map(|f| (f.status, f.evaluation_error.is_some()))
+                .collect()
+        };
+        // Where what a rule reads is well-typed, its outcome follows from the values. The one pool
+        // is in the EU, on shared spot capacity; the policy keeps no replica warm.
+        let named = matches!(name, Field::Typed(_));
+        let failed = |fires: bool| if fires { vec![(Status::Failed, !named)] } else { vec![] };
+        if let Field::Typed(r) = &residency {
+            let class = r["classification"].as_str();
+            prop_assert_eq!(outcome("pii_stays_in_allowed_jurisdictions"), vec![]);
+            let sensitive = matches!(class, Some("confidential" | "pii"));
+            let got = outcome("dedicated_tenancy_for_sensitive_data");
+            if named {
+                prop_assert_eq!(got, failed(sensitive));
+            } else {
+                prop_assert_eq!(got.len(), usize::from(sensitive));
+            }
+        }
+        if let Field::Typed(l) = &labels {
+            let critical = l["latency"] == "critical";
+            let got = outcome("no_spot_for_latency_critical");
+            if named {
+                prop_assert_eq!(got, failed(critical));
+            } else {
+                prop_assert_eq!(got.len(), usize::from(critical));
+            }
+            // Its message names nothing, so only its `when` decides.
+            let slo = l.get("latency_slo_ms").is_some();
+            let warned = if slo { vec![(Status::Advisory, false)] } else { vec![] };
+            prop_assert_eq!(outcome("warm_replicas_for_latency_slo"), warned);
+        }
     }
+
+    #[test]
+    fn a_resource_that_is_not_an_object_is_refused_where_it_is(after in not_an_object()) {
+        let set = Arc::new(Evaluator::new(
+            load(starter_pack()).expect("the starter pack loads"),
+        ));
+        let mut plan = plan();
+        plan["resource_changes"][1]["change"]["after"] = after;
+        match review(&set, &plan.to_string()) {
+            Err(PlanError::Shape { path, reason, .. }) => {
+                prop_assert_eq!(path, "$.resource_changes[1].change.after");
+                prop_assert_eq!(reason, "expected an object");
+            }
+            other => prop_assert!(false, "not refused: {:?}", other),
+        }
+    }
+}
+
+/// A value a rule reads: well-typed, or any JSON at all.
+#[derive(Debug, Clone)]
+enum Field {
+    Typed(Json),
+    Junk(Json),
+}
+
+impl Field {
+    fn value(&self) -> Json {
+        match self {
+            Field::Typed(v) | Field::Junk(v) => v.clone(),
+        }
+    }
+}
+
+/// Mostly well-typed values, sometimes anything.
+fn field(typed: impl Strategy<Value = Json>) -> impl Strategy<Value = Field> {
+    prop_oneof![
+        3 => typed.prop_map(Field::Typed),
+        1 => arbitrary_json().prop_map(Field::Junk),
+    ]
+}
+
+/// An endpoint's `data_residency` block, or none.
+fn residency() -> impl Strategy<Value = Json> {
+    prop_oneof![
+        Just(Json::Null),
+        prop::sample::select(vec!["public", "internal", "confidential", "pii"])
+            .prop_map(|c| json!({"classification": c, "allowed_jurisdictions": ["EU"]})),
+    ]
+}
+
+/// An endpoint's `labels`: none, or a map with or without the ones the pack reads.
+fn labels() -> impl Strategy<Value = Json> {
+    prop_oneof![
+        Just(Json::Null),
+        (
+            prop::option::of(prop::sample::select(vec!["critical", "batch"])),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(latency, slo, team)| {
+                let mut labels = serde_json::Map::new();
+                if let Some(l) = latency {
+                    labels.insert("latency".into(), json!(l));
+                }
+                if slo {
+                    labels.insert("latency_slo_ms".into(), json!("150"));
+                }
+                if team {
+                    labels.insert("team".into(), json!("risk"));
+                }
+                Json::Object(labels)
+            }),
+    ]
+}
+
+/// Any JSON but an object.
+fn not_an_object() -> impl Strategy<Value = Json> {
+    arbitrary_json().prop_map(|v| match v {
+        Json::Object(m) => Json::Array(m.into_values().collect()),
+        other => other,
+    })
 }
 
 fn arbitrary_json() -> impl Strategy<Value = Json> {

@@ -112,12 +112,18 @@ fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_clean
     // Burst under load, and change batching and the budget while it runs.
     let load_url = url.clone();
     let load = std::thread::spawn(move || bench(&load_url, 48, "12s"));
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Under load the router starts a burst replica beside the base one: wait for it, while the
+    // load still runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tf.endpoint_pids("digits").len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline && !load.is_finished(),
+            "under load the router should have started a burst replica: {:?}",
+            tf.endpoint_pids("digits")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let during = tf.endpoint_pids("digits");
-    assert!(
-        during.len() >= 3,
-        "under load the router should have started a burst replica: {during:?}"
-    );
     tf.write(&config(16, 8.0));
     let (code, plan) = tf.plan();
     assert_eq!(code, 2);

@@ -68,6 +68,15 @@ mod tests {
     fn the_cpu_is_always_there() {
         let devices = discover();
         assert_eq!(devices[0].id, "cpu");
-        assert!(devices[0].cores >= 1);
+        assert_eq!(devices[0].kind, "cpu");
+        // The cores this process may use, as coreutils' `nproc` counts them.
+        let nproc = std::process::Command::new("nproc").output().unwrap();
+        let cores: usize = String::from_utf8_lossy(&nproc.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(devices[0].cores, cores);
+        assert!(devices[0].memory_mib > 0);
+        assert!(devices[1..].iter().all(|d| d.kind == "cuda"));
     }
 }

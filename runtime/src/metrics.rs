@@ -29,6 +29,9 @@ pub struct Metrics {
     registry: Registry,
     /// Requests waiting in the batcher's queue.
     pub queue_depth: Gauge,
+    /// Inference requests received and not yet answered: queued, in a batch, or being read or
+    /// written. With `queue_depth` it tells work waiting from work in hand.
+    pub inflight_requests: Gauge,
     /// Rows per executed batch.
     pub batch_rows: Histogram,
     /// Seconds a request waited between being queued and its batch starting.
@@ -61,6 +64,7 @@ impl Metrics {
             .into_iter(),
         );
         let queue_depth = Gauge::default();
+        let inflight_requests = Gauge::default();
         let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let queue_wait_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let compute_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
@@ -74,6 +78,11 @@ impl Metrics {
             "queue_depth",
             "Inference requests waiting in the batch queue",
             queue_depth.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Inference requests received and not yet answered",
+            inflight_requests.clone(),
         );
         registry.register("batch_rows", "Rows per executed batch", batch_rows.clone());
         registry.register(
@@ -120,6 +129,7 @@ impl Metrics {
         Metrics {
             registry,
             queue_depth,
+            inflight_requests,
             batch_rows,
             queue_wait_seconds,
             compute_seconds,

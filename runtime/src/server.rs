@@ -218,13 +218,35 @@ async fn infer(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = match run_infer(&s, &path, &headers, body).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+    let resp = {
+        // A guard, so that a request whose client goes away (the handler is dropped) leaves the
+        // count too; it leaves before the request is counted as done, so that no request is
+        // ever counted in both.
+        let _inflight = InFlight::enter(&s.metrics);
+        match run_infer(&s, &path, &headers, body).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
     };
     s.metrics
         .request_done(resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
+}
+
+/// One inference request counted in `gpucap_inflight_requests` while it lives.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> Self {
+        metrics.inflight_requests.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight_requests.dec();
+    }
 }
 
 async fn run_infer(

@@ -183,34 +183,38 @@ async fn bad_requests_get_4xx_with_a_named_field() {
     );
 }
 
-/// A big enough model that a batch takes a while on the CPU, so the queue fills up.
+/// Layers and width of [`slow_model`]: a batch of [`SLOW_ROWS`] rows takes tens of milliseconds
+/// on one CPU thread, far longer than sending a request of that many rows (binary tensors), so
+/// requests are still queued or computing while a test acts on them.
+const SLOW_LAYERS: usize = 4;
+const SLOW_WIDTH: usize = 2048;
+const SLOW_ROWS: usize = 64;
+
+/// A model big enough that a batch takes a while on the CPU, so the queue fills up.
 fn slow_model(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("slow.safetensors");
-    let w = 1024usize;
-    let mut tensors = Vec::new();
-    for name in ["a", "b", "c", "d"] {
-        tensors.push((format!("{name}.weight"), vec![w, w], vec![0.001f32; w * w]));
-        tensors.push((format!("{name}.bias"), vec![w], vec![0.0f32; w]));
-    }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+    let w = SLOW_WIDTH;
+    let names: Vec<String> = (0..SLOW_LAYERS).map(|i| format!("l{i}")).collect();
+    let weight: Vec<u8> = vec![0.0001f32; w * w]
         .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
+        .flat_map(|x| x.to_le_bytes())
         .collect();
+    let bias: Vec<u8> = vec![0u8; w * 4];
+    let mut views = Vec::new();
+    for name in &names {
+        let view = |shape: Vec<usize>, bytes| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytes).unwrap()
+        };
+        views.push((format!("{name}.weight"), view(vec![w, w], &weight)));
+        views.push((format!("{name}.bias"), view(vec![w], &bias)));
+    }
+    let activations = ["relu"; SLOW_LAYERS].join(",");
+    let layers = names.join(",");
     let meta = [
         ("gpucap.format", "gpucap-ffn"),
         ("gpucap.format_version", "1"),
-        ("gpucap.layers", "a,b,c,d"),
-        ("gpucap.activations", "relu,relu,relu,identity"),
+        ("gpucap.layers", layers.as_str()),
+        ("gpucap.activations", activations.as_str()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -219,23 +223,90 @@ fn slow_model(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-async fn fire(c: reqwest::Client, url: String, n: usize) -> (u16, Option<String>, Duration) {
-    let body = json!({"inputs":[{"name":"input","shape":[n,1024],"datatype":"FP32","data":vec![0.5;n*1024]}]});
+/// What became of one inference request.
+#[derive(Debug)]
+enum Outcome {
+    /// The server answered, with this status and `Retry-After`, after `took`, at `at`.
+    Answered {
+        status: u16,
+        retry_after: Option<String>,
+        took: Duration,
+        at: Instant,
+    },
+    /// The connection could not be made: the server was not accepting (refused at the door).
+    NotConnected,
+    /// The connection was made and the request sent, but no answer came back: the server took
+    /// the request and dropped it (or reset a connection it had accepted).
+    Dropped(String),
+}
+
+/// A request of [`SLOW_ROWS`] rows for [`slow_model`] in the binary tensor extension (a JSON
+/// header, then the raw values), so that sending it costs little beside computing it: the body
+/// and the length of its header.
+fn slow_request() -> (Vec<u8>, usize) {
+    let values = SLOW_ROWS * SLOW_WIDTH;
+    let header =
+        json!({"inputs": [{"name": "input", "shape": [SLOW_ROWS, SLOW_WIDTH], "datatype": "FP32",
+        "parameters": {"binary_data_size": values * 4}}]})
+        .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(std::iter::repeat_n(0.5f32.to_le_bytes(), values).flatten());
+    (body, header.len())
+}
+
+/// Sends `request` (from [`slow_request`]) and says what became of it.
+async fn fire(
+    c: reqwest::Client,
+    url: String,
+    request: std::sync::Arc<(Vec<u8>, usize)>,
+) -> Outcome {
+    let (body, header_len) = &*request;
     let t = Instant::now();
-    match c.post(&url).json(&body).send().await {
-        Ok(r) => {
-            let retry = r
+    let sent = c
+        .post(&url)
+        .header("content-type", "application/octet-stream")
+        .header("inference-header-content-length", header_len.to_string())
+        .body(body.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(r) => Outcome::Answered {
+            status: r.status().as_u16(),
+            retry_after: r
                 .headers()
                 .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_string());
-            (r.status().as_u16(), retry, t.elapsed())
-        }
-        Err(_) => (0, None, t.elapsed()),
+                .map(|v| v.to_str().unwrap().to_string()),
+            took: t.elapsed(),
+            at: Instant::now(),
+        },
+        Err(e) if e.is_connect() => Outcome::NotConnected,
+        Err(e) => Outcome::Dropped(format!("{e:?}")),
     }
+}
+
+/// The sum of a metric's samples (every label set) in the server's `/metrics`.
+async fn metric(c: &reqwest::Client, server: &str, name: &str) -> f64 {
+    let text = c
+        .get(format!("{server}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_sheds_load_with_retry_after() {
+    // Long enough that a refusal held until the request timeout could not pass for "at once".
+    const TIMEOUT: Duration = Duration::from_secs(20);
     let dir = tempfile::tempdir().unwrap();
     let model = slow_model(dir.path());
     let s = Server::start(&[
@@ -246,30 +317,62 @@ async fn a_full_queue_sheds_load_with_retry_after() {
         "--queue-capacity",
         "2",
         "--max-batch-size",
-        "1",
+        &SLOW_ROWS.to_string(),
         "--threads",
         "1",
+        "--request-timeout-ms",
+        &TIMEOUT.as_millis().to_string(),
     ]);
     let url = format!("{}/v2/models/slow/infer", s.url);
     let c = client();
+    let request = std::sync::Arc::new(slow_request());
     let tasks: Vec<_> = (0..30)
-        .map(|_| tokio::spawn(fire(c.clone(), url.clone(), 1)))
+        .map(|_| tokio::spawn(fire(c.clone(), url.clone(), request.clone())))
         .collect();
-    let mut ok = 0;
-    let mut shed = 0;
+    let mut served = Vec::new();
+    let mut shed = Vec::new();
     for t in tasks {
-        let (status, retry, took) = t.await.unwrap();
-        match status {
-            200 => ok += 1,
-            429 => {
-                shed += 1;
-                assert_eq!(retry.as_deref(), Some("1"));
-                assert!(took < Duration::from_secs(2), "a refusal took {took:?}");
+        match t.await.unwrap() {
+            Outcome::Answered {
+                status: 200, took, ..
+            } => served.push(took),
+            Outcome::Answered {
+                status: 429,
+                retry_after,
+                took,
+                ..
+            } => {
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                shed.push(took);
             }
-            other => panic!("unexpected status {other}"),
+            Outcome::Dropped(why) => panic!("a request was dropped: {why}"),
+            other => panic!("a request was neither served nor shed: {other:?}"),
         }
     }
-    assert!(ok >= 1 && shed >= 10, "ok={ok} shed={shed}");
+    let last_served = served.iter().max().copied().unwrap_or_default();
+    let slowest_refusal = shed.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "{} served, the last after {last_served:?}; {} refused, the slowest after {slowest_refusal:?}",
+        served.len(),
+        shed.len()
+    );
+    // A server that waited for room would have served them all; one that held refusals would
+    // have answered them at the timeout. A queue of two takes three at a time (one computing).
+    assert!(
+        served.len() >= 3 && shed.len() >= 10,
+        "served {} shed {}",
+        served.len(),
+        shed.len()
+    );
+    assert!(
+        slowest_refusal < TIMEOUT,
+        "a refusal was held until the request timeout: {slowest_refusal:?}"
+    );
+    // The server's own account: each refusal counted once, and none of them ever queued.
+    let rejected = metric(&c, &s.url, "gpucap_rejected_requests_total").await;
+    assert_eq!(rejected, shed.len() as f64);
+    let queued = metric(&c, &s.url, "gpucap_queue_wait_seconds_count").await;
+    assert_eq!(queued, served.len() as f64, "only served requests queued");
     let metrics = c
         .get(format!("{}/metrics", s.url))
         .send()
@@ -278,17 +381,23 @@ async fn a_full_queue_sheds_load_with_retry_after() {
         .text()
         .await
         .unwrap();
+    let queue_full = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gpucap_rejected_requests_total{") && l.contains("reason=\"queue_full\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
     assert!(
-        metrics.contains("gpucap_rejected_requests_total{"),
-        "{metrics}"
+        queue_full.ends_with(&format!("}} {}", shed.len())),
+        "{queue_full}"
     );
-    assert!(metrics.contains("reason=\"queue_full\""));
     assert!(metrics.contains("gpucap_batch_rows_bucket"));
     assert!(metrics.contains("gpucap_queue_depth{"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_answers_every_accepted_request_then_exits() {
+    const REQUESTS: usize = 24;
     let dir = tempfile::tempdir().unwrap();
     let model = slow_model(dir.path());
     let mut s = Server::start(&[
@@ -299,26 +408,77 @@ async fn sigterm_answers_every_accepted_request_then_exits() {
         "--queue-capacity",
         "64",
         "--max-batch-size",
-        "4",
+        &SLOW_ROWS.to_string(),
         "--threads",
         "1",
     ]);
     let url = format!("{}/v2/models/slow/infer", s.url);
     let c = client();
-    let tasks: Vec<_> = (0..24)
-        .map(|_| tokio::spawn(fire(c.clone(), url.clone(), 1)))
+    let request = std::sync::Arc::new(slow_request());
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|_| tokio::spawn(fire(c.clone(), url.clone(), request.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every request has reached the server (answered, or in flight there) before the signal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let in_flight = loop {
+        let in_flight = metric(&c, &s.url, "gpucap_inflight_requests").await;
+        let answered = metric(&c, &s.url, "gpucap_inference_requests_total").await;
+        if in_flight + answered == REQUESTS as f64 {
+            break in_flight;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server took in {} of {REQUESTS} requests",
+            in_flight + answered
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        in_flight >= 1.0,
+        "every request was answered before the signal, so the drain has nothing to prove"
+    );
+    let signalled = Instant::now();
     s.terminate();
-    let mut ok = 0;
-    for t in tasks {
-        let (status, _, _) = t.await.unwrap();
-        // Requests sent after the signal may be refused (503) or find the port closed (0), but
-        // nothing the server accepted may fail.
-        assert!(matches!(status, 200 | 503 | 0), "status {status}");
-        ok += usize::from(status == 200);
+
+    // The server stops accepting: a new connection is refused, and a request on one fails at the
+    // door rather than being taken and dropped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let address = s.url.trim_start_matches("http://").to_string();
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the server still accepts connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(ok >= 1);
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let late = fire(fresh, url.clone(), request).await;
+    assert!(
+        matches!(late, Outcome::NotConnected),
+        "a request after SIGTERM: {late:?}"
+    );
+
+    // Everything accepted is answered, some of it after the signal.
+    let mut after_signal = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Outcome::Answered {
+                status: 200, at, ..
+            } => after_signal += usize::from(at > signalled),
+            Outcome::Dropped(why) => panic!("an accepted request was dropped: {why}"),
+            other => panic!("an accepted request was not answered: {other:?}"),
+        }
+    }
+    eprintln!(
+        "{in_flight} of {REQUESTS} requests in flight at SIGTERM; {after_signal} answered during the drain"
+    );
+    assert!(
+        after_signal >= 1,
+        "no request was answered during the drain"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = s.child.try_wait().unwrap() {
@@ -334,28 +494,81 @@ async fn sigterm_answers_every_accepted_request_then_exits() {
 }
 
 #[tokio::test]
-async fn cuda_device_is_refused_at_start_saying_why() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpucap-runtime"))
-        .args([
-            "serve",
-            "--device",
-            "cuda:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--model",
-        ])
-        .arg(common::digits_model())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Why depends on the host: no CUDA library, no GPU, or (with a GPU) no CUDA backend yet.
-    let why = match gpucap_runtime::cuda::gpus() {
-        Err(why) => why.to_string(),
-        Ok(_) => "has no CUDA backend yet".to_string(),
-    };
-    assert!(
-        stderr.contains("device 'cuda:0' requested, but") && stderr.contains(&why),
-        "{stderr}"
-    );
+async fn a_cuda_device_serves_where_it_can_and_is_refused_saying_why_where_it_cannot() {
+    // Whether this host can serve on cuda:0: the driver, a GPU, and the libraries a CUDA backend
+    // needs (cuBLAS, NVRTC).
+    let usable = gpucap_runtime::cuda::gpus().and_then(|_| gpucap_runtime::cuda::libraries());
+    match usable {
+        Err(why) => {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpucap-runtime"))
+                .args(["serve", "--device", "cuda:0", "--listen", "127.0.0.1:0"])
+                .arg("--model")
+                .arg(common::digits_model())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "serve --device cuda:0 neither served nor exited on a host without CUDA"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            assert!(!status.success());
+            assert!(
+                stderr.contains(&format!(
+                    "device 'cuda:0' requested, but {why}; use --device cpu or auto"
+                )),
+                "{stderr}"
+            );
+        }
+        Ok(()) => {
+            // With a GPU it serves the model there, and answers as the CPU does.
+            let gpu = Server::digits(&["--device", "cuda:0"]);
+            let cpu = Server::digits(&["--device", "cpu"]);
+            let c = client();
+            let rows: Vec<Vec<f32>> = digits_test_set()
+                .into_iter()
+                .take(32)
+                .map(|(_, p)| p)
+                .collect();
+            let mut answers = Vec::new();
+            for server in [&gpu, &cpu] {
+                let resp: Value = c
+                    .post(format!("{}/v2/models/digits/infer", server.url))
+                    .json(&infer_body(&rows))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let probs: Vec<f32> =
+                    serde_json::from_value(resp["outputs"][0]["data"].clone()).unwrap();
+                assert_eq!(probs.len(), rows.len() * 10, "{resp}");
+                answers.push(probs);
+            }
+            for (g, c) in answers[0].iter().zip(&answers[1]) {
+                assert!((g - c).abs() < 1e-3, "cuda:0 {g} against the CPU's {c}");
+            }
+            let metrics = c
+                .get(format!("{}/metrics", gpu.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(metrics.contains("backend=\"cuda:0"), "{metrics}");
+        }
+    }
 }

@@ -51,7 +51,11 @@ pub fn devices_for(spec: &str) -> Result<Vec<String>, DevicesError> {
     let spec: DeviceSpec = spec.parse()?;
     // Hardware does not change while a process runs; every pool asks, so ask once.
     static FOUND: std::sync::OnceLock<Vec<DeviceInfo>> = std::sync::OnceLock::new();
-    let found = FOUND.get_or_init(discover);
+    resolve(spec, FOUND.get_or_init(discover))
+}
+
+/// The device ids `spec` names among the devices `found` on a host.
+fn resolve(spec: DeviceSpec, found: &[DeviceInfo]) -> Result<Vec<String>, DevicesError> {
     let gpus: Vec<String> = found
         .iter()
         .filter(|d| d.kind == "cuda")
@@ -77,6 +81,11 @@ pub fn devices_for(spec: &str) -> Result<Vec<String>, DevicesError> {
             })
             .collect(),
     }
+}
+
+/// An equal share of `cores` for each of `slots` replicas, at least one thread each.
+fn threads_per_replica(cores: usize, slots: usize) -> usize {
+    (cores / slots.max(1)).max(1)
 }
 
 /// One local pool.
@@ -110,10 +119,10 @@ impl LocalDriver {
         })
     }
 
-    /// CPU threads per replica: an equal share of this host's cores, at least one.
+    /// CPU threads per replica: an equal share of this host's cores.
     fn cpu_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.slots.max(1)).max(1)
+        threads_per_replica(cores, self.slots)
     }
 
     /// The device of `slot`: GPUs in turn, else the CPU.
@@ -359,24 +368,58 @@ async fn wait_ready(
 mod tests {
     use super::*;
 
+    fn host(gpus: &[&str]) -> Vec<DeviceInfo> {
+        let device = |id: &str, kind: &str| DeviceInfo {
+            id: id.into(),
+            kind: kind.into(),
+            name: format!("{kind} device"),
+            memory_mib: 1024,
+            cores: 1,
+        };
+        std::iter::once(device("cpu", "cpu"))
+            .chain(gpus.iter().map(|g| device(g, "cuda")))
+            .collect()
+    }
+
+    fn resolved(spec: &str, found: &[DeviceInfo]) -> Result<Vec<String>, String> {
+        resolve(spec.parse().unwrap(), found).map_err(|e| e.to_string())
+    }
+
     #[test]
-    fn device_lists_resolve_against_this_host() {
+    fn device_lists_resolve_against_the_hosts_devices() {
+        let cpu_only = host(&[]);
+        let two_gpus = host(&["cuda:0", "cuda:1"]);
+        assert_eq!(resolved("auto", &cpu_only).unwrap(), ["cpu"]);
+        assert_eq!(resolved("auto", &two_gpus).unwrap(), ["cuda:0", "cuda:1"]);
+        assert_eq!(resolved("cpu", &two_gpus).unwrap(), ["cpu"]);
+        assert_eq!(resolved("cuda:1", &two_gpus).unwrap(), ["cuda:1"]);
+        assert_eq!(
+            resolved("cuda:0,cuda:2", &two_gpus).unwrap_err(),
+            "cuda:2 is not on this host; it has: cpu, cuda:0, cuda:1"
+        );
+        assert_eq!(
+            resolved("cuda:0", &cpu_only).unwrap_err(),
+            "cuda:0 is not on this host; it has: cpu"
+        );
+        // Through this host's own discovery: the setting's syntax is checked before the host.
         assert_eq!(devices_for("cpu").unwrap(), ["cpu"]);
-        assert!(!devices_for("auto").unwrap().is_empty());
         assert!(
             devices_for("tpu")
                 .unwrap_err()
                 .to_string()
-                .contains("invalid device")
+                .contains("invalid device 'tpu'")
         );
     }
 
     #[test]
     fn cpu_replicas_share_the_cores_and_gpus_go_in_turn() {
+        assert_eq!(threads_per_replica(2, 2), 1);
+        assert_eq!(threads_per_replica(16, 3), 5);
+        assert_eq!(threads_per_replica(16, 1), 16);
+        assert_eq!(threads_per_replica(2, 4), 1, "never less than one thread");
+        assert_eq!(threads_per_replica(8, 0), 8, "no slots counts as one");
         let dir = tempfile::tempdir().unwrap();
         let d = LocalDriver::new("lab", "cpu", 2, Path::new("rt"), dir.path()).unwrap();
-        let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(d.cpu_threads(), (cores / 2).max(1));
         assert_eq!(d.device(1), "cpu");
         let gpus = LocalDriver {
             devices: vec!["cuda:0".into(), "cuda:1".into()],

@@ -16,6 +16,11 @@ use super::rng::SplitMix64;
 /// The header of a rate trace.
 pub const RATE_HEADER: &str = "second,requests_per_second";
 
+/// The latest second a trace may name: 366 days. The simulator steps through virtual time in
+/// nanoseconds and ticks once a second, so a longer trace would take hours to replay and, far
+/// enough out, no longer fit its clock.
+pub const MAX_SECOND: f64 = 366.0 * 24.0 * 3600.0;
+
 /// A trace.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trace {
@@ -79,6 +84,18 @@ impl Trace {
                 }
                 Ok(v)
             };
+        let time = |line: usize, field: &str, what: &str| -> Result<f64, (Option<usize>, String)> {
+            let v = number(line, field, what)?;
+            if v > MAX_SECOND {
+                return Err((
+                    Some(line),
+                    format!(
+                        "{what} {field} is past {MAX_SECOND} (366 days), the longest trace the simulator replays; split the trace"
+                    ),
+                ));
+            }
+            Ok(v)
+        };
         if first.replace(' ', "") == RATE_HEADER {
             let mut steps: Vec<(f64, f64)> = Vec::new();
             for (no, line) in lines {
@@ -89,7 +106,7 @@ impl Trace {
                         format!("{line:?} is not `second,requests_per_second`"),
                     ));
                 };
-                let second = number(no, s, "second")?;
+                let second = time(no, s, "second")?;
                 let rate = number(no, r, "requests_per_second")?;
                 if let Some((prev, _)) = steps.last()
                     && second <= *prev
@@ -118,7 +135,7 @@ impl Trace {
         }
         let mut arrivals = Vec::new();
         for (no, line) in std::iter::once((first_no, first)).chain(lines) {
-            let t = number(no, line, "arrival time")?;
+            let t = time(no, line, "arrival time")?;
             if let Some(prev) = arrivals.last()
                 && t < *prev
             {
@@ -337,6 +354,12 @@ mod tests {
                 "does not come after 0",
             ),
             ("second,requests_per_second\n0,-1\n", 2, "not a number ≥ 0"),
+            (
+                "second,requests_per_second\n0,1\n1e11,1\n",
+                3,
+                "second 1e11 is past 31622400 (366 days)",
+            ),
+            ("0\n31622401\n", 2, "arrival time 31622401 is past 31622400"),
             (
                 "second,requests_per_second\n0\n",
                 2,

@@ -115,9 +115,20 @@ fn size_and_depth_are_bounded_without_overflowing_the_stack() {
     let long = format!("resource.name == '{}'", "x".repeat(9000));
     assert!(compile_err(&long)[0].message.contains("limit is 8192"));
     let deep = format!("{}1{}", "(".repeat(3000), ")".repeat(3000));
-    assert!(!compile_err(&deep).is_empty());
+    let problems = compile_err(&deep);
+    assert!(
+        problems[0]
+            .message
+            .contains("Recursion limit of 96 exceeded")
+            && problems[0].start == 97,
+        "{problems:?}"
+    );
     let chain = format!("1{}", " + 1".repeat(2000));
-    assert!(!compile_err(&chain).is_empty());
+    let problems = compile_err(&chain);
+    assert_eq!(
+        problems[0].message, "expression nests 2001 levels deep; the limit is 64",
+        "{problems:?}"
+    );
     // The parser folds runs of `!`; what matters is that nothing overflows.
     let nots = format!("{}true", "!".repeat(5000));
     assert!(

@@ -161,6 +161,20 @@ pub(crate) mod tests {
     use super::*;
     use crate::schema::{Nesting, Schema};
 
+    /// `v` with every null attribute left out, at every depth.
+    fn without_nulls(v: &Value) -> Value {
+        match v {
+            Value::Map(m) => Value::Map(
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
+                    .collect(),
+            ),
+            Value::List(items) => Value::List(items.iter().map(without_nulls).collect()),
+            other => other.clone(),
+        }
+    }
+
     /// A value of `block` with every attribute unknown, nested blocks included.
     fn all_unknown(block: &Block) -> Value {
         let mut m: BTreeMap<String, Value> = block
@@ -191,7 +205,17 @@ pub(crate) mod tests {
         let effective = schema.block.effective(&Value::Map(BTreeMap::new()));
         let model: T = decode(&effective).expect("decodes");
         let back = encode(&model, &ty).expect("encodes");
-        assert_eq!(schema.block.effective(&back), back, "defaults survive");
+        // Every attribute comes back (null where it has no default), with the defaults' values.
+        assert_eq!(
+            without_nulls(&back),
+            without_nulls(&effective),
+            "defaults survive, and nothing else appears"
+        );
+        assert_eq!(
+            back,
+            schema.block.effective(&back),
+            "nothing is left to default"
+        );
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -166,9 +166,10 @@ impl Tf {
         self.ok(&["output", "-raw", name])
     }
 
+    /// The addresses in state; `terraform state list` must succeed (it fails when there is no
+    /// state at all, which is not "an empty state").
     pub fn state_list(&self) -> Vec<String> {
-        let out = self.run(&["state", "list"]);
-        String::from_utf8_lossy(&out.stdout)
+        self.ok(&["state", "list"])
             .lines()
             .map(str::to_string)
             .collect()

@@ -199,32 +199,54 @@ mod tests {
     use super::*;
     use crate::model::{Activation, Layer};
 
-    /// The plain textbook forward pass the fast path is checked against.
-    fn reference_forward(model: &Model, input: &[f32], rows: usize) -> Vec<f32> {
-        let mut x = input.to_vec();
-        for layer in &model.layers {
-            let mut y = vec![0.0f32; rows * layer.out_features];
-            for r in 0..rows {
-                for o in 0..layer.out_features {
-                    let mut acc = layer.bias[o] as f64;
-                    for i in 0..layer.in_features {
-                        acc += x[r * layer.in_features + i] as f64
-                            * layer.weight[i * layer.out_features + o] as f64;
-                    }
-                    y[r * layer.out_features + o] = acc as f32;
+    /// An activation's textbook definition in f64, written apart from the runtime's own so that
+    /// the fast path is checked against something it does not share.
+    fn textbook(activation: Activation, x: f64) -> f64 {
+        match activation {
+            Activation::Identity | Activation::Softmax => x,
+            Activation::Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
                 }
             }
-            for row in y.chunks_exact_mut(layer.out_features) {
-                // Bias is already added above, so apply with a zero bias.
-                let zeros = vec![0.0; layer.out_features];
-                layer.activation.apply_elementwise_with_bias(row, &zeros);
-                if layer.activation == Activation::Softmax {
-                    crate::model::softmax_in_place(row);
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+            Activation::GeluTanh => {
+                let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+                0.5 * x * (1.0 + inner.tanh())
+            }
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// The plain textbook forward pass the fast path is checked against, in f64.
+    fn reference_forward(model: &Model, input: &[f32], rows: usize) -> Vec<f32> {
+        let mut x: Vec<f64> = input.iter().map(|&v| f64::from(v)).collect();
+        for layer in &model.layers {
+            let mut y = vec![0.0f64; rows * layer.out_features];
+            for r in 0..rows {
+                for o in 0..layer.out_features {
+                    let mut acc = f64::from(layer.bias[o]);
+                    for i in 0..layer.in_features {
+                        acc += x[r * layer.in_features + i]
+                            * f64::from(layer.weight[i * layer.out_features + o]);
+                    }
+                    y[r * layer.out_features + o] = textbook(layer.activation, acc);
+                }
+            }
+            if layer.activation == Activation::Softmax {
+                for row in y.chunks_exact_mut(layer.out_features) {
+                    let total: f64 = row.iter().map(|v| v.exp()).sum();
+                    for v in row.iter_mut() {
+                        *v = v.exp() / total;
+                    }
                 }
             }
             x = y;
         }
-        x
+        x.into_iter().map(|v| v as f32).collect()
     }
 
     use crate::forward_bench::random_values as values;

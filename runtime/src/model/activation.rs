@@ -121,9 +121,16 @@ mod tests {
             (Activation::Relu, -2.0, 0.0),
             (Activation::Relu, 3.0, 3.0),
             (Activation::Sigmoid, 0.0, 0.5),
+            (Activation::Sigmoid, 2.0, 0.880_797_1),
+            (Activation::Sigmoid, -3.0, 0.047_425_87),
             (Activation::Tanh, 0.0, 0.0),
+            (Activation::Tanh, 1.0, 0.761_594_2),
+            (Activation::Tanh, -0.5, -0.462_117_16),
             (Activation::Gelu, 1.0, 0.841_344_7),
+            (Activation::Gelu, -1.0, -0.158_655_25),
+            (Activation::Gelu, 2.0, 1.954_499_7),
             (Activation::GeluTanh, 1.0, 0.841_192),
+            (Activation::GeluTanh, -1.0, -0.158_808),
             (Activation::Identity, -7.5, -7.5),
         ];
         for (act, x, want) in cases {

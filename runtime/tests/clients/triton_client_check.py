@@ -1,8 +1,10 @@
 """Drive a gpucap-runtime with tritonclient's HTTP client, a standard Open Inference Protocol v2
 client, unchanged: JSON and binary tensors, several rows, output selection, metadata and health.
 
-usage: triton_client_check.py HOST:PORT TEST_CSV
-Prints one summary line; exits non-zero on any mismatch.
+usage: triton_client_check.py HOST:PORT TEST_CSV EXPECTED_CORRECT
+Each pass (binary tensors, then JSON) must classify exactly EXPECTED_CORRECT test images correctly,
+and both passes must predict the same class for every image. Prints a line per pass and a summary;
+exits non-zero on any mismatch.
 """
 
 import sys
@@ -12,7 +14,9 @@ import tritonclient.http as httpclient
 
 
 def main() -> None:
-    url, csv = sys.argv[1], sys.argv[2]
+    if not __debug__:
+        sys.exit("run without -O (or PYTHONOPTIMIZE): every check here is an assert")
+    url, csv, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
     data = np.loadtxt(csv, delimiter=",", dtype=np.float32)
     labels, pixels = data[:, 0].astype(int), data[:, 1:]
     client = httpclient.InferenceServerClient(url=url)
@@ -22,7 +26,7 @@ def main() -> None:
     assert meta["inputs"][0]["name"] == "pixels", meta
     assert meta["inputs"][0]["shape"] == [-1, 64], meta
 
-    correct = 0
+    passes = {}
     for binary in (True, False):
         got = []
         for start in range(0, len(pixels), 32):
@@ -35,10 +39,20 @@ def main() -> None:
             assert probs.shape == (len(batch), 10), probs.shape
             assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
             assert result.get_response()["id"] == f"r{start}"
+            # The server answered in the form asked for: binary data, or JSON numbers.
+            answered = result.get_output("probabilities")
+            if binary:
+                assert answered["parameters"]["binary_data_size"] == probs.nbytes, answered
+            else:
+                assert "data" in answered and "parameters" not in answered, answered
             got.append(probs.argmax(axis=1))
         predictions = np.concatenate(got)
         correct = int((predictions == labels).sum())
         print(f"binary={binary}: {correct}/{len(labels)} correct")
+        assert correct == expected, f"binary={binary}: {correct} correct, expected {expected}"
+        passes[binary] = predictions
+    differ = int((passes[True] != passes[False]).sum())
+    assert differ == 0, f"binary and JSON tensors gave different classes for {differ} images"
 
     # No outputs named: the server returns all outputs.
     inp = httpclient.InferInput("pixels", [1, 64], "FP64")
@@ -55,7 +69,7 @@ def main() -> None:
         assert "inputs[0].shape" in str(e), str(e)
     else:
         raise AssertionError("a wrong shape was accepted")
-    print(f"tritonclient ok: {correct} correct")
+    print(f"tritonclient ok: {expected} correct with binary tensors and with JSON")
 
 
 if __name__ == "__main__":
