@@ -335,6 +335,18 @@ proptest! {
             let warned = if slo { vec![(Status::Advisory, false)] } else { vec![] };
             prop_assert_eq!(outcome("warm_replicas_for_latency_slo"), warned);
         }
+        // Where what a rule's `when` reads is no map at all, the rule cannot be judged: it fails
+        // closed (an advisory one warns), saying why, instead of silently passing.
+        let scalar = |v: &Json| matches!(v, Json::Bool(_) | Json::Number(_) | Json::String(_));
+        if let Field::Junk(r) = &residency && (scalar(r) || r.is_array()) {
+            for rule in ["pii_stays_in_allowed_jurisdictions", "dedicated_tenancy_for_sensitive_data"] {
+                prop_assert_eq!(outcome(rule), vec![(Status::Failed, true)], "{}: {}", rule, r);
+            }
+        }
+        if let Field::Junk(l) = &labels && scalar(l) {
+            prop_assert_eq!(outcome("no_spot_for_latency_critical"), vec![(Status::Failed, true)], "{}", l);
+            prop_assert_eq!(outcome("warm_replicas_for_latency_slo"), vec![(Status::Advisory, true)], "{}", l);
+        }
     }
 
     #[test]
