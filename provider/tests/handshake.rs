@@ -201,8 +201,14 @@ impl Answer {
 }
 
 /// Connects with `cert` (or none) and sends the HTTP/2 preface: tells whether the server talks,
-/// refuses the client, or says nothing.
+/// refuses the client, or says nothing within 10 s (the handshake included).
 async fn server_answer(p: &Plugin, cert: Option<&ClientCert>) -> Answer {
+    tokio::time::timeout(Duration::from_secs(10), exchange(p, cert))
+        .await
+        .unwrap_or(Answer::Silent)
+}
+
+async fn exchange(p: &Plugin, cert: Option<&ClientCert>) -> Answer {
     let sock = tokio::net::UnixStream::connect(&p.socket).await.unwrap();
     let mut tls = match tls_client(p, cert)
         .connect(ServerName::try_from("localhost").unwrap(), sock)
@@ -220,14 +226,13 @@ async fn server_answer(p: &Plugin, cert: Option<&ClientCert>) -> Answer {
         return Answer::from_error("write", &e);
     }
     let mut buf = [0u8; 9];
-    match tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut buf)).await {
-        Ok(Ok(_)) if buf[3] == 0x04 => Answer::Talks,
-        Ok(Ok(_)) => Answer::Failed(format!(
+    match tls.read_exact(&mut buf).await {
+        Ok(_) if buf[3] == 0x04 => Answer::Talks,
+        Ok(_) => Answer::Failed(format!(
             "the preface was answered with frame type {}",
             buf[3]
         )),
-        Ok(Err(e)) => Answer::from_error("read", &e),
-        Err(_) => Answer::Silent,
+        Err(e) => Answer::from_error("read", &e),
     }
 }
 
