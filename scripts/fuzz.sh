@@ -38,15 +38,16 @@ for t in "${targets[@]}"; do
   # -timeout: a single input taking 10 s is a hang; -rss_limit_mb: one growing past 2 GiB a leak.
   cargo fuzz run -s none "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- "${limit[@]}" \
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$logs/$t" 2>&1 || rc=$?
+  # A target that crashes on its first input prints no status lines: the row must still print.
   runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$logs/$t")
-  last=$(grep -E '^#[0-9]+' "$logs/$t" | tail -1)
+  last=$(grep -E '^#[0-9]+' "$logs/$t" | tail -1 || true)
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
   ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$last")
   speed=$(sed -nE 's/.* exec\/s: ([0-9]+).*/\1/p' <<<"$last")
   if [ "$rc" -eq 0 ]; then result=ok; else result="FAILED (exit $rc)"; failed=1; fi
   printf '%-24s %12s %8s %8s %9s %s\n' "$t" "${runs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$result"
   if [ "$rc" -ne 0 ]; then
-    grep -E 'panicked|ERROR|SUMMARY|Test unit written|artifact_prefix' "$logs/$t" | head -20 >&2
+    grep -E -A2 'panicked|ERROR|SUMMARY|Test unit written|artifact_prefix' "$logs/$t" | head -20 >&2 || true
   fi
 done
 exit "$failed"
