@@ -216,7 +216,8 @@ fn the_policy_pack_rules_pass_their_own_tests() {
     let cases = blocks_in(&pack.join("tests"), ".hcl", "case");
     assert!(cases > 0, "the pack has no rule tests");
     assert!(
-        said.contains(&format!("{cases} passed, 0 failed")),
+        said.lines()
+            .any(|l| l == format!("{cases} passed, 0 failed")),
         "every case of the pack's tests must run and pass ({cases} written):\n{said}"
     );
 }

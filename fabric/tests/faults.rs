@@ -28,8 +28,23 @@ fn a_replica_killed_under_load_fails_no_request_and_is_replaced() {
     let victim_pid = s["replicas"][0]["pid"].as_i64().unwrap() as i32;
     let url = r.url();
     let load = std::thread::spawn(move || bench(&url, 64, "5s"));
-    std::thread::sleep(Duration::from_secs(2));
+    // Killed while it serves: once it has answered its share of the load, which still runs.
+    let answered_by_victim = format!("replica=\"{victim}\"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(
+        &r.metrics(),
+        "gpucap_fabric_requests_total",
+        &[&answered_by_victim],
+    ) < 100.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline && !load.is_finished(),
+            "the replica to kill served no load"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     signal(victim_pid, "KILL");
+    assert!(!load.is_finished(), "the load ended before the kill");
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");
     let s = r.wait_for("a replacement", Duration::from_secs(15), |s| {
@@ -215,7 +230,7 @@ fn a_killed_router_restarted_adopts_its_replicas_and_sigterm_stops_everything() 
     });
     let pids = r.replica_pids();
     r.kill();
-    std::thread::sleep(Duration::from_millis(300));
+    // They outlive their router: the new one adopts the very same processes (checked below).
     assert!(
         pids.iter().all(|p| process_alive(*p)),
         "replicas outlive their router"

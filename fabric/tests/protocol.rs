@@ -34,16 +34,11 @@ fn tritonclient_works_unchanged_through_the_router() {
     r.wait_for("a replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("examples/models/digits-report.json")).unwrap(),
-    )
-    .unwrap();
-    let expected = report["test_correct"].as_u64().unwrap().to_string();
     let out = Command::new(python())
         .arg(repo_root().join("runtime/tests/clients/triton_client_check.py"))
         .arg(&r.address)
         .arg(repo_root().join("examples/models/digits-test.csv"))
-        .arg(&expected)
+        .arg(repo_root().join("examples/models/digits-report.json"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -52,13 +47,12 @@ fn tritonclient_works_unchanged_through_the_router() {
         "tritonclient through the router failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Both passes, binary tensors and JSON, classified the test set as the training run did.
-    for pass in ["binary=True", "binary=False"] {
-        assert!(
-            stdout.contains(&format!("{pass}: {expected}/")),
-            "{pass}:\n{stdout}"
-        );
-    }
+    // Both passes, binary tensors and JSON, classified the test set as the training run did:
+    // the script checks each against the report and says so.
+    assert!(
+        stdout.contains("correct with binary tensors and with JSON"),
+        "{stdout}"
+    );
 }
 
 #[test]

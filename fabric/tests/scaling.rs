@@ -188,12 +188,17 @@ fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
 #[test]
 fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429() {
     let _one = serial();
-    let r = Router::start(&burst_config(
-        &pool("lab", "on_prem", "EU", 1, 0.4),
-        &burst_pool("cloud", "on_demand", "EU", 3, 1.0),
-        "[policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"60s\"\n\
-         [policy.budget]\nmax_hourly_usd = 1.5\non_exhausted = \"reject\"",
-    ));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("rounds.jsonl");
+    let r = Router::start_with_env(
+        &burst_config(
+            &pool("lab", "on_prem", "EU", 1, 0.4),
+            &burst_pool("cloud", "on_demand", "EU", 3, 1.0),
+            "[policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"60s\"\n\
+             [policy.budget]\nmax_hourly_usd = 1.5\non_exhausted = \"reject\"",
+        ),
+        &[("GPUCAP_FABRIC_RECORD_DECISIONS", log.to_str().unwrap())],
+    );
     r.wait_for("the base replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });
@@ -221,29 +226,38 @@ fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429()
         most_burst, 1,
         "the budget affords exactly one burst replica"
     );
-    // Polling can miss a replica that lived between two looks; the decisions cannot. With
-    // idle_for = 60s nothing on the cloud pool stops during the run, so one start there means
-    // never two at once.
-    let s = r.status();
-    let on_cloud: Vec<(String, String)> = s["decisions"]
-        .as_array()
-        .unwrap()
+    // Polling can miss a replica that lived between two looks; the control rounds cannot. In
+    // every round, the cloud replicas the router saw and the ones it decided to start add up to
+    // at most one.
+    let rounds = gpucap_fabric::record::read(&log).unwrap();
+    let cloud = rounds[0]
+        .pools
         .iter()
-        .filter(|d| d["subject"].as_str().unwrap().starts_with("cloud"))
-        .map(|d| {
-            (
-                d["action"].as_str().unwrap().to_string(),
-                d["subject"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let starts = on_cloud.iter().filter(|(a, _)| a == "start").count();
-    assert_eq!(starts, 1, "cloud decisions: {on_cloud:?}");
-    assert!(
-        on_cloud
+        .position(|p| p.name == "cloud")
+        .unwrap();
+    let mut started = 0;
+    for (i, round) in rounds.iter().enumerate() {
+        let running = round
+            .replicas
             .iter()
-            .all(|(a, _)| ["start", "ready"].contains(&a.as_str())),
-        "a cloud replica stopped during the run: {on_cloud:?}"
+            .filter(|rep| rep.pool == Some(cloud))
+            .count();
+        let starting = round
+            .decision
+            .actions
+            .iter()
+            .filter(|a| matches!(a, gpucap_fabric::autoscaler::Action::Start { pool, .. } if *pool == cloud))
+            .count();
+        started += starting;
+        assert!(
+            running + starting <= 1,
+            "round {i}: {running} cloud replicas and {starting} more started: {:?}",
+            round.decision
+        );
+    }
+    assert_eq!(
+        started, 1,
+        "the budget affords one burst replica, and it was started"
     );
     assert!(saw_bound, "the budget never bound");
     let rejected = report["errors_by_status"]["429"].as_u64().unwrap_or(0);
@@ -275,7 +289,15 @@ fn a_reload_under_load_rolls_every_replica_without_a_failed_request() {
     let before = r.replica_pids();
     let url = r.url();
     let load = std::thread::spawn(move || bench(&url, 32, "6s"));
-    std::thread::sleep(Duration::from_secs(1));
+    // Reloaded once the load is flowing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&r.metrics(), "gpucap_fabric_requests_total", &[]) < 100.0 {
+        assert!(
+            Instant::now() < deadline && !load.is_finished(),
+            "no load reached the router"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let digest = r.status()["router"]["config_digest"].clone();
     Router::write_config(r.dir.path(), &config(16));
     r.sighup();

@@ -1,7 +1,8 @@
 //! Request traces the simulator replays (`gpucap-fabric simulate --trace`): any text is a trace or
 //! an error that names a line of the text (or, for text with no data at all, none). A trace that
-//! reads is well-formed — times and rates finite and ≥ 0, times within 366 days, arrivals in order, rate steps strictly
-//! increasing and ending no earlier than the last — and reads back the same from the CSV it writes.
+//! reads is well-formed: times and rates finite and ≥ 0, times (the end included) within 366
+//! days, arrivals in order, rate steps strictly increasing and ending no earlier than the last.
+//! It reads back the same from the CSV it writes.
 #![no_main]
 
 use gpucap_fabric::simulate::trace::{MAX_SECOND, Trace};
@@ -45,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(steps.iter().all(|&(s, r)| time(s) && usable(r)));
             assert!(steps.windows(2).all(|w| w[0].0 < w[1].0));
             assert!(*end >= steps[steps.len() - 1].0, "end {end} before {steps:?}");
+            assert!(*end <= MAX_SECOND, "end {end} past {MAX_SECOND}");
             assert_eq!(end, back_end);
             assert_eq!(steps.len(), back.len());
             for (&(s, r), &(s2, r2)) in steps.iter().zip(back) {

@@ -111,7 +111,8 @@ fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_clean
 
     // Burst under load, and change batching and the budget while it runs.
     let load_url = url.clone();
-    let load = std::thread::spawn(move || bench(&load_url, 48, "12s"));
+    // Long enough to outlast the burst, a plan and an apply on a loaded machine: checked below.
+    let load = std::thread::spawn(move || bench(&load_url, 48, "25s"));
     // Under load the router starts a burst replica beside the base one: wait for it, while the
     // load still runs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -132,6 +133,10 @@ fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_clean
         "{plan}"
     );
     tf.apply();
+    assert!(
+        !load.is_finished(),
+        "the load ended before the change was applied, so it proves nothing about the change"
+    );
     let report = load.join().unwrap();
     assert_eq!(
         failed(&report),

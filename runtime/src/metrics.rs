@@ -29,8 +29,9 @@ pub struct Metrics {
     registry: Registry,
     /// Requests waiting in the batcher's queue.
     pub queue_depth: Gauge,
-    /// Inference requests received and not yet answered: queued, in a batch, or being read or
-    /// written. With `queue_depth` it tells work waiting from work in hand.
+    /// Inference requests received and not yet answered: from the handler's start (the body
+    /// still being read) until its response is handed to the HTTP layer. With `queue_depth` it
+    /// tells work waiting from work in hand.
     pub inflight_requests: Gauge,
     /// Rows per executed batch.
     pub batch_rows: Histogram,

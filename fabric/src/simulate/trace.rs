@@ -98,7 +98,9 @@ impl Trace {
         };
         if first.replace(' ', "") == RATE_HEADER {
             let mut steps: Vec<(f64, f64)> = Vec::new();
+            let mut last_no = first_no;
             for (no, line) in lines {
+                last_no = no;
                 let mut fields = line.split(',');
                 let (Some(s), Some(r), None) = (fields.next(), fields.next(), fields.next()) else {
                     return Err((
@@ -125,6 +127,14 @@ impl Trace {
                 [only] => only.0 + 1.0,
                 [.., a, b] => b.0 + (b.0 - a.0),
             };
+            if end > MAX_SECOND {
+                return Err((
+                    Some(last_no),
+                    format!(
+                        "the last rate holds until second {end} (one step past its row), past {MAX_SECOND} (366 days); end the trace earlier"
+                    ),
+                ));
+            }
             return Ok(Trace::Rates { steps, end });
         }
         if first.contains(',') {
@@ -360,6 +370,11 @@ mod tests {
                 "second 1e11 is past 31622400 (366 days)",
             ),
             ("0\n31622401\n", 2, "arrival time 31622401 is past 31622400"),
+            (
+                "second,requests_per_second\n0,1\n# the end\n31622400,1\n",
+                4,
+                "the last rate holds until second 63244800",
+            ),
             (
                 "second,requests_per_second\n0\n",
                 2,

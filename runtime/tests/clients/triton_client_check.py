@@ -1,12 +1,13 @@
 """Drive a gpucap-runtime with tritonclient's HTTP client, a standard Open Inference Protocol v2
 client, unchanged: JSON and binary tensors, several rows, output selection, metadata and health.
 
-usage: triton_client_check.py HOST:PORT TEST_CSV EXPECTED_CORRECT
-Each pass (binary tensors, then JSON) must classify exactly EXPECTED_CORRECT test images correctly,
-and both passes must predict the same class for every image. Prints a line per pass and a summary;
-exits non-zero on any mismatch.
+usage: triton_client_check.py HOST:PORT TEST_CSV TRAINING_REPORT_JSON
+Each pass (binary tensors, then JSON) must classify exactly as many test images correctly as the
+training report's test_correct, and both passes must predict the same class for every image.
+Prints a line per pass and a summary; exits non-zero on any mismatch.
 """
 
+import json
 import sys
 
 import numpy as np
@@ -16,7 +17,9 @@ import tritonclient.http as httpclient
 def main() -> None:
     if not __debug__:
         sys.exit("run without -O (or PYTHONOPTIMIZE): every check here is an assert")
-    url, csv, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    url, csv, report = sys.argv[1], sys.argv[2], sys.argv[3]
+    with open(report) as f:
+        expected = int(json.load(f)["test_correct"])
     data = np.loadtxt(csv, delimiter=",", dtype=np.float32)
     labels, pixels = data[:, 0].astype(int), data[:, 1:]
     client = httpclient.InferenceServerClient(url=url)
