@@ -29,20 +29,7 @@ fn a_replica_killed_under_load_fails_no_request_and_is_replaced() {
     let url = r.url();
     let load = std::thread::spawn(move || bench(&url, 64, "5s"));
     // Killed while it serves: once it has answered its share of the load, which still runs.
-    let answered_by_victim = format!("replica=\"{victim}\"");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(
-        &r.metrics(),
-        "gpucap_fabric_requests_total",
-        &[&answered_by_victim],
-    ) < 100.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline && !load.is_finished(),
-            "the replica to kill served no load"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    r.wait_for_answers(&[&format!("replica=\"{victim}\"")], 100.0, &load);
     signal(victim_pid, "KILL");
     assert!(!load.is_finished(), "the load ended before the kill");
     let report = load.join().unwrap();

@@ -107,21 +107,16 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
 #[test]
 fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
     let _one = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("rounds.jsonl");
-    let r = Router::start_with_env(
-        &format!(
-            "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\n\
-             [policy.scale_down]\nidle_for = \"2s\"\n\n{}",
-            pool("lab", "on_prem", "EU", 1, 0.4)
-        ),
-        &[("GPUCAP_FABRIC_RECORD_DECISIONS", log.to_str().unwrap())],
-    );
+    let r = Router::start_recording(&format!(
+        "[replicas]\nmin = 0\nmax = 1\n\n[policy]\nname = \"zero\"\n\
+         [policy.scale_down]\nidle_for = \"2s\"\n\n{}",
+        pool("lab", "on_prem", "EU", 1, 0.4)
+    ));
     // Three control rounds without a request decide nothing, and nothing runs.
     let deadline = Instant::now() + Duration::from_secs(20);
     let quiet = loop {
         // The log is read while it is written: a half-written last line is read next time.
-        if let Ok(rounds) = gpucap_fabric::record::read(&log)
+        if let Ok(rounds) = r.rounds()
             && rounds.len() >= 3
         {
             break rounds;
@@ -188,17 +183,12 @@ fn scaled_to_zero_nothing_runs_and_the_next_request_is_answered() {
 #[test]
 fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429() {
     let _one = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("rounds.jsonl");
-    let r = Router::start_with_env(
-        &burst_config(
-            &pool("lab", "on_prem", "EU", 1, 0.4),
-            &burst_pool("cloud", "on_demand", "EU", 3, 1.0),
-            "[policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"60s\"\n\
-             [policy.budget]\nmax_hourly_usd = 1.5\non_exhausted = \"reject\"",
-        ),
-        &[("GPUCAP_FABRIC_RECORD_DECISIONS", log.to_str().unwrap())],
-    );
+    let r = Router::start_recording(&burst_config(
+        &pool("lab", "on_prem", "EU", 1, 0.4),
+        &burst_pool("cloud", "on_demand", "EU", 3, 1.0),
+        "[policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"60s\"\n\
+         [policy.budget]\nmax_hourly_usd = 1.5\non_exhausted = \"reject\"",
+    ));
     r.wait_for("the base replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });
@@ -229,7 +219,7 @@ fn a_budget_that_affords_one_burst_replica_never_runs_two_and_rejects_with_429()
     // Polling can miss a replica that lived between two looks; the control rounds cannot. In
     // every round, the cloud replicas the router saw and the ones it decided to start add up to
     // at most one.
-    let rounds = gpucap_fabric::record::read(&log).unwrap();
+    let rounds = r.rounds().unwrap();
     let cloud = rounds[0]
         .pools
         .iter()
@@ -290,14 +280,7 @@ fn a_reload_under_load_rolls_every_replica_without_a_failed_request() {
     let url = r.url();
     let load = std::thread::spawn(move || bench(&url, 32, "6s"));
     // Reloaded once the load is flowing.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&r.metrics(), "gpucap_fabric_requests_total", &[]) < 100.0 {
-        assert!(
-            Instant::now() < deadline && !load.is_finished(),
-            "no load reached the router"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    r.wait_for_answers(&[], 100.0, &load);
     let digest = r.status()["router"]["config_digest"].clone();
     Router::write_config(r.dir.path(), &config(16));
     r.sighup();

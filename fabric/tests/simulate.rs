@@ -29,19 +29,14 @@ fn simulate(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn the_simulator_decides_as_the_router_did_on_the_same_rounds() {
     let _one = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("rounds.jsonl");
-    let mut r = Router::start_with_env(
-        &format!(
-            "[batching]\nmax_batch_size = 4\n\n[replicas]\nmin = 1\nmax = 3\n\n\
-             [residency]\nallowed_jurisdictions = [\"EU\"]\n\n[policy]\nname = \"eu\"\n\
-             [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\n\
-             [policy.scale_down]\nidle_for = \"2s\"\ndrain_timeout = \"5s\"\n\n{}\n{}",
-            pool("lab", "on_prem", "EU", 1, 0.4),
-            burst_pool("cloud", "on_demand", "EU", 2, 2.0)
-        ),
-        &[("GPUCAP_FABRIC_RECORD_DECISIONS", log.to_str().unwrap())],
-    );
+    let mut r = Router::start_recording(&format!(
+        "[batching]\nmax_batch_size = 4\n\n[replicas]\nmin = 1\nmax = 3\n\n\
+         [residency]\nallowed_jurisdictions = [\"EU\"]\n\n[policy]\nname = \"eu\"\n\
+         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\n\
+         [policy.scale_down]\nidle_for = \"2s\"\ndrain_timeout = \"5s\"\n\n{}\n{}",
+        pool("lab", "on_prem", "EU", 1, 0.4),
+        burst_pool("cloud", "on_demand", "EU", 2, 2.0)
+    ));
     r.wait_for("the base replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });
@@ -55,7 +50,7 @@ fn the_simulator_decides_as_the_router_did_on_the_same_rounds() {
     let config = Router::config_path(r.dir.path());
     assert!(r.terminate().success());
 
-    let rounds = gpucap_fabric::record::read(&log).unwrap();
+    let rounds = r.rounds().unwrap();
     let starts = |d: &gpucap_fabric::autoscaler::Decision| {
         d.actions
             .iter()

@@ -6,9 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use gpucap_fabric::record::{RecordError, Round, read as read_rounds};
 use serde_json::Value;
+
+/// Where a recording router writes its control rounds, in its directory.
+const ROUNDS_FILE: &str = "rounds.jsonl";
 
 /// Load tests share two cores: one at a time, or their timings mean nothing.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -110,15 +115,48 @@ impl Router {
     }
 
     pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Router {
+        let mut router = Self::configured(body);
+        router.launch(env);
+        router
+    }
+
+    /// Starts a router with `body` that records every control round (`serve
+    /// --record-decisions`), for [`Router::rounds`].
+    pub fn start_recording(body: &str) -> Router {
+        let mut router = Self::configured(body);
+        let log = router.dir.path().join(ROUNDS_FILE);
+        router.launch(&[("GPUCAP_FABRIC_RECORD_DECISIONS", log.to_str().unwrap())]);
+        router
+    }
+
+    /// A router's directory with `body` as its config, not yet launched.
+    fn configured(body: &str) -> Router {
         let dir = tempfile::tempdir().unwrap();
         Self::write_config(dir.path(), body);
-        let mut router = Router {
+        Router {
             child: None,
             address: String::new(),
             dir,
-        };
-        router.launch(env);
-        router
+        }
+    }
+
+    /// The control rounds a router from [`Router::start_recording`] has written so far; an
+    /// error while it is still writing the last line.
+    pub fn rounds(&self) -> Result<Vec<Round>, RecordError> {
+        read_rounds(&self.dir.path().join(ROUNDS_FILE))
+    }
+
+    /// Waits until the router has answered at least `count` requests whose metric lines carry
+    /// `labels`, failing if `load` ends first: for acting once load is flowing.
+    pub fn wait_for_answers(&self, labels: &[&str], count: f64, load: &JoinHandle<Value>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&self.metrics(), "gpucap_fabric_requests_total", labels) < count {
+            assert!(
+                Instant::now() < deadline && !load.is_finished(),
+                "the router did not answer {count} requests {labels:?} under load"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// (Re)starts the router process on the same directory.

@@ -213,7 +213,11 @@ impl Batcher {
 
     /// Queues `rows` rows (row-major in `input`) and waits for their outputs.
     pub async fn infer(&self, input: Vec<f32>, rows: usize) -> Result<Vec<f32>, InferError> {
-        self.enqueue(input, rows)?.answer().await
+        let answer = self.enqueue(input, rows)?.answer().await;
+        if let Err(InferError::Timeout { .. }) = answer {
+            self.metrics.reject("timeout");
+        }
+        answer
     }
 
     /// Queues `rows` rows: the request is accepted (or refused) at once, and its answer comes
@@ -253,7 +257,6 @@ impl Batcher {
             answer,
             deadline,
             timeout: self.settings.request_timeout,
-            metrics: self.metrics.clone(),
         })
     }
 }
@@ -263,7 +266,6 @@ struct Pending {
     answer: oneshot::Receiver<Result<Vec<f32>, InferError>>,
     deadline: Instant,
     timeout: Duration,
-    metrics: Arc<Metrics>,
 }
 
 impl Pending {
@@ -272,12 +274,9 @@ impl Pending {
         match tokio::time::timeout_at(self.deadline.into(), self.answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(InferError::Backend("the batch worker stopped".into())),
-            Err(_) => {
-                self.metrics.reject("timeout");
-                Err(InferError::Timeout {
-                    timeout_ms: self.timeout.as_millis(),
-                })
-            }
+            Err(_) => Err(InferError::Timeout {
+                timeout_ms: self.timeout.as_millis(),
+            }),
         }
     }
 }
