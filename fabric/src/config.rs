@@ -201,9 +201,19 @@ pub struct ScaleUpSection {
     /// Busy fraction of the serving replicas' devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_utilization: Option<f64>,
-    /// How long a signal must hold.
+    /// How long demand must hold before the fleet grows for it.
     #[serde(rename = "for", default = "default_for")]
     pub sustain: String,
+    /// Demand is averaged over this for the count the fleet keeps (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_window: Option<String>,
+    /// Demand is averaged over this for growth and panics (default 6s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_window: Option<String>,
+    /// Grow at once when the panic window's demand needs this many times the serving replicas
+    /// (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold: Option<f64>,
 }
 
 /// `[policy.scale_down]`
@@ -334,6 +344,9 @@ impl Default for ScaleUpSection {
             p99_latency_ms: None,
             gpu_utilization: None,
             sustain: default_for(),
+            stable_window: None,
+            panic_window: None,
+            panic_threshold: None,
         }
     }
 }
@@ -527,7 +540,7 @@ impl FabricConfig {
                 ),
             ));
         }
-        let scaling = self.scaling(&ordered)?;
+        let scaling = self.scaling(&ordered, replica_concurrency)?;
         Ok(Fabric {
             name: e.name.clone(),
             policy_name,
@@ -620,7 +633,11 @@ impl FabricConfig {
         Ok(out)
     }
 
-    fn scaling(&self, pools: &[Pool]) -> Result<ScalingPolicy, ConfigError> {
+    fn scaling(
+        &self,
+        pools: &[Pool],
+        replica_concurrency: usize,
+    ) -> Result<ScalingPolicy, ConfigError> {
         let default = PolicySection {
             name: String::new(),
             spot_fallback: default_spot_fallback(),
@@ -686,14 +703,18 @@ impl FabricConfig {
                 ),
             ));
         }
+        let windows = Windows::checked(up, &p.scale_down.idle_for)?;
         Ok(ScalingPolicy {
             replicas_min: self.replicas.min,
             replicas_max: self.replicas.max,
             queue_depth,
             p99_latency_ms: p99,
             utilization,
-            sustain: duration("policy.scale_up.for", &up.sustain)?,
-            idle_for: duration("policy.scale_down.idle_for", &p.scale_down.idle_for)?,
+            sustain: windows.sustain,
+            stable_window: windows.stable,
+            panic_window: windows.panic,
+            panic_threshold: windows.panic_threshold,
+            idle_for: windows.idle_for,
             min_warm: p.scale_down.min_warm_replicas,
             drain_timeout: duration(
                 "policy.scale_down.drain_timeout",
@@ -702,6 +723,83 @@ impl FabricConfig {
             budget,
             spot_fallback: p.spot_fallback == "on_demand",
             predictive: p.predictive,
+            replica_concurrency,
+            queue_delay: Duration::from_micros(self.batching.max_queue_delay_us),
+        })
+    }
+}
+
+/// The scaling windows, checked against each other.
+struct Windows {
+    sustain: Duration,
+    stable: Duration,
+    panic: Duration,
+    panic_threshold: f64,
+    idle_for: Duration,
+}
+
+/// The longest stable window, panic window or `for`: an hour already averages away any burst.
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+impl Windows {
+    fn checked(up: &ScaleUpSection, idle_for: &str) -> Result<Windows, ConfigError> {
+        let window =
+            |key: &str, text: Option<&str>, default: Duration| -> Result<Duration, ConfigError> {
+                let Some(text) = text else { return Ok(default) };
+                let d = duration(key, text)?;
+                if d < Duration::from_secs(1) || d > MAX_WINDOW {
+                    return Err(bad(
+                        key,
+                        format!("{text:?} is not valid; use a duration from 1s to 1h"),
+                    ));
+                }
+                Ok(d)
+            };
+        let sustain = duration("policy.scale_up.for", &up.sustain)?;
+        if sustain > MAX_WINDOW {
+            return Err(bad(
+                "policy.scale_up.for",
+                format!("{:?} is not valid; use a duration up to 1h", up.sustain),
+            ));
+        }
+        let stable = window(
+            "policy.scale_up.stable_window",
+            up.stable_window.as_deref(),
+            crate::autoscaler::DEFAULT_STABLE_WINDOW,
+        )?;
+        let panic = window(
+            "policy.scale_up.panic_window",
+            up.panic_window.as_deref(),
+            crate::autoscaler::DEFAULT_PANIC_WINDOW.min(stable),
+        )?;
+        if panic > stable {
+            return Err(bad(
+                "policy.scale_up.panic_window",
+                format!(
+                    "{} is longer than stable_window ({}); the panic window must be the shorter",
+                    humantime::format_duration(panic),
+                    humantime::format_duration(stable)
+                ),
+            ));
+        }
+        let panic_threshold = up
+            .panic_threshold
+            .unwrap_or(crate::autoscaler::DEFAULT_PANIC_THRESHOLD);
+        if !(panic_threshold.is_finite() && (1.1..=100.0).contains(&panic_threshold)) {
+            return Err(bad(
+                "policy.scale_up.panic_threshold",
+                format!(
+                    "{panic_threshold} is not valid; use a multiple of the serving replicas from 1.1 to 100, e.g. 2"
+                ),
+            ));
+        }
+        let idle_for = duration("policy.scale_down.idle_for", idle_for)?;
+        Ok(Windows {
+            sustain,
+            stable,
+            panic,
+            panic_threshold,
+            idle_for,
         })
     }
 }

@@ -21,7 +21,7 @@ use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
 use crate::metrics::{DecisionLabels, FabricMetrics, ReplicaLabels};
 use crate::record::Recorder;
-use crate::signals::{self, LatencyWindow, ReplicaSample, ServingLoad};
+use crate::signals::{self, LatencyWindow, ReplicaSample, Round, ServingLoad};
 use crate::status::{
     BudgetStatus, DecisionRecord, PoolStatus, ReplicaStatus, RouterStatus, SignalStatus, Status,
 };
@@ -596,11 +596,15 @@ impl Controller {
         }
         while let Some(Ok((id, sample, healthy))) = probes.join_next().await {
             if let Some(sample) = sample {
-                let busy = self
+                let (busy, batches) = self
                     .samples
                     .get(&id)
-                    .map_or(0.0, |earlier| sample.busy_since(earlier));
-                self.shared.fleet.observe(&id, sample.queue_depth, busy);
+                    .map_or((0.0, Default::default()), |earlier| {
+                        (sample.busy_since(earlier), sample.batches_since(earlier))
+                    });
+                self.shared
+                    .fleet
+                    .observe(&id, sample.queue_depth, busy, batches);
                 self.samples.insert(id.clone(), sample);
             }
             if healthy {
@@ -621,22 +625,26 @@ impl Controller {
         }
     }
 
-    fn signals(&self, members: &[Member]) -> Signals {
+    fn signals(&self, members: &[Member], seconds: f64) -> Signals {
         let serving: Vec<ServingLoad> = members
             .iter()
             .filter(|m| m.phase == Phase::Ready)
             .map(|m| ServingLoad {
-                queue_depth: m.queue_depth,
                 busy: m.busy,
+                batches: m.batches,
             })
             .collect();
-        // Held requests averaged over the last interval; replica queues as scraped.
-        signals::measure(
-            &serving,
-            self.shared.fleet.held(),
-            self.shared.fleet.held_mean(),
-            self.shared.window.summary(Instant::now()),
-        )
+        let fleet = &self.shared.fleet;
+        let (in_flight, arrivals, refused) = fleet.take_round();
+        let round = Round {
+            in_flight,
+            arrivals,
+            held_mean: fleet.held_mean(),
+            held: fleet.held(),
+            refused,
+            seconds,
+        };
+        signals::measure(&serving, round, self.shared.window.summary(Instant::now()))
     }
 
     fn burst_rate(&self, members: &[Member]) -> f64 {
@@ -662,9 +670,10 @@ impl Controller {
             .burst_spend_usd
             .inc_by(rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0);
         self.shared.metrics.burst_rate_usd_per_hour.set(rate);
+        let seconds = now.duration_since(self.last_tick).as_secs_f64();
         self.last_tick = now;
 
-        let signals = self.signals(&members);
+        let signals = self.signals(&members, seconds);
         let pools: Vec<PoolState> = self
             .fabric
             .pools
@@ -730,6 +739,7 @@ impl Controller {
         }
         self.budget_bound = decision.budget_bound;
         self.shared.fleet.set_budget_bound(decision.budget_bound);
+        self.shared.fleet.set_spill(decision.spill);
         for action in &decision.actions {
             self.act(action);
         }
@@ -836,9 +846,9 @@ impl Controller {
         let metrics = &self.shared.metrics;
         metrics.held.set(signals.held as i64);
         for (name, v) in [
-            ("queue_depth", signals.queue_depth),
+            ("queue_depth", signals.queue_per_replica()),
             ("p99_latency_ms", signals.p99_latency_ms),
-            ("gpu_utilization", signals.utilization),
+            ("gpu_utilization", signals.utilization()),
             ("request_rate", Some(signals.request_rate)),
             ("held", Some(signals.held as f64)),
         ] {
@@ -937,11 +947,11 @@ impl Controller {
             pools,
             replicas,
             signals: SignalStatus {
-                queue_depth: signals.queue_depth,
+                queue_depth: signals.queue_per_replica(),
                 queue_depth_threshold: scaling.queue_depth,
                 p99_latency_ms: signals.p99_latency_ms,
                 p99_latency_ms_threshold: scaling.p99_latency_ms,
-                gpu_utilization: signals.utilization,
+                gpu_utilization: signals.utilization(),
                 gpu_utilization_threshold: scaling.utilization,
                 request_rate: signals.request_rate,
                 held: signals.held,

@@ -2,11 +2,14 @@
 //! takes and returns request slots) and the control plane (which adds, drains and removes
 //! replicas).
 //!
-//! A replica has `concurrency` slots: with all of them taken it is saturated. A request takes a
-//! slot on a ready base replica with the fewest requests in flight; only when every base replica
-//! is saturated does it go to a burst replica, pools in spill order ([`preference`]). When no replica has a free
-//! slot the request is *held* in a bounded FIFO until one frees up or a new replica becomes ready,
-//! and the control plane is woken (scale from zero, saturation).
+//! A replica is *full* at the policy's per-replica target (`spill`, set by the control plane each
+//! round) and *saturated* at its hard limit (`concurrency`). A request takes a slot on a ready
+//! base replica with the fewest requests in flight; only when every base replica is full does it
+//! go to a burst replica, pools in spill order, and only when every replica is full does any take
+//! more, up to its hard limit ([`preference`]). Spilling and scaling thus share one notion of
+//! "full". When no replica has a free slot the request is *held* in a bounded FIFO until one
+//! frees up or a new replica becomes ready, and the control plane is woken (scale from zero,
+//! saturation).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -14,7 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, oneshot};
 
-use crate::autoscaler::Phase;
+use crate::autoscaler::{BatchTotals, Phase};
 
 /// One replica as the router tracks it.
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct Member {
     pub queue_depth: f64,
     /// Its devices' busy fraction over the last scrape interval.
     pub busy: f64,
+    /// The batches it computed over the last scrape interval.
+    pub batches: BatchTotals,
 }
 
 impl Member {
@@ -65,6 +70,7 @@ impl Member {
             outdated: false,
             queue_depth: 0.0,
             busy: 0.0,
+            batches: BatchTotals::default(),
         }
     }
 }
@@ -137,17 +143,17 @@ struct Waiter {
 
 /// The number of held requests averaged over time, so a signal read once a second sees how many
 /// were waiting over that second, not at one instant.
-struct HeldMeter {
+struct Meter {
     since: Instant,
     last: Instant,
     count: usize,
     integral: f64,
 }
 
-impl HeldMeter {
+impl Meter {
     fn new() -> Self {
         let now = Instant::now();
-        HeldMeter {
+        Meter {
             since: now,
             last: now,
             count: 0,
@@ -180,8 +186,15 @@ impl HeldMeter {
 struct Inner {
     members: Vec<Member>,
     waiters: VecDeque<Waiter>,
-    held: HeldMeter,
+    held: Meter,
+    /// Requests in flight on replicas, over time.
+    in_flight: Meter,
+    /// Requests refused since the control plane last asked.
+    refused: u64,
+    /// Requests that arrived since then (retries not counted again).
+    arrivals: u64,
     concurrency: usize,
+    spill: usize,
     hold_capacity: usize,
     reject_when_exhausted: bool,
     budget_bound: bool,
@@ -190,17 +203,31 @@ struct Inner {
     zero_since: Option<Instant>,
 }
 
-/// Which replica with a free slot a request goes to: the lowest key wins. Base replicas come
-/// first, the least busy of them, so the baseline shares the load evenly. Then burst pools in
-/// spill order, and within a burst pool the *busiest* replica with room: burst load is packed
-/// onto as few replicas as it needs, so the others fall idle and drain instead of each keeping a
-/// trickle that holds it (and its bill) alive. `simulate` routes by this too.
-pub fn preference(burst: bool, pool: usize, outstanding: usize) -> (bool, usize, isize) {
-    if burst {
-        (true, pool, -(outstanding as isize))
+/// Which replica with a free slot a request goes to: the lowest key wins. Replicas below
+/// `spill` (the per-replica target) come first: base replicas, the least busy of them, so the
+/// baseline shares the load evenly; then burst pools in spill order, and within a burst pool the
+/// *busiest* replica below its target, so burst load is packed onto as few replicas as it needs.
+/// Once every replica is at its target, the least busy takes more, up to its hard limit.
+/// `simulate` routes by this too.
+pub fn preference(
+    burst: bool,
+    pool: usize,
+    outstanding: usize,
+    spill: usize,
+) -> (bool, bool, usize, isize) {
+    if outstanding >= spill {
+        (true, false, 0, outstanding as isize)
+    } else if burst {
+        (false, true, pool, -(outstanding as isize))
     } else {
-        (false, 0, outstanding as isize)
+        (false, false, 0, outstanding as isize)
     }
+}
+
+/// Brings the in-flight meter up to date after a replica's count changed.
+fn meter_in_flight(inner: &mut Inner) {
+    let total = inner.members.iter().map(|m| m.outstanding).sum();
+    inner.in_flight.set(total);
 }
 
 /// The shared replica table.
@@ -224,8 +251,12 @@ impl Fleet {
             inner: Mutex::new(Inner {
                 members: Vec::new(),
                 waiters: VecDeque::new(),
-                held: HeldMeter::new(),
+                held: Meter::new(),
+                in_flight: Meter::new(),
+                refused: 0,
+                arrivals: 0,
                 concurrency,
+                spill: concurrency,
                 hold_capacity,
                 reject_when_exhausted,
                 budget_bound: false,
@@ -255,6 +286,9 @@ impl Fleet {
         if !inner.accepting {
             return Acquired::Refused(Refusal::ShuttingDown);
         }
+        if exclude.is_none() {
+            inner.arrivals += 1;
+        }
         if let Some(slot) = self.take(&mut inner, exclude) {
             return Acquired::Now(slot);
         }
@@ -266,6 +300,7 @@ impl Fleet {
             inner.waiters.len(),
             inner.hold_capacity,
         ) {
+            inner.refused += 1;
             return Acquired::Refused(why);
         }
         let (tx, rx) = oneshot::channel();
@@ -301,6 +336,7 @@ impl Fleet {
         // `self` is always owned by the Arc that `me` points to.
         let fleet = self.me.upgrade()?;
         let limit = inner.concurrency;
+        let spill = inner.spill;
         let chosen = inner
             .members
             .iter_mut()
@@ -311,16 +347,20 @@ impl Fleet {
                     && m.outstanding < limit
                     && Some(m.id.as_str()) != exclude
             })
-            .min_by_key(|m| preference(m.burst, m.pool.unwrap_or(usize::MAX), m.outstanding))?;
+            .min_by_key(|m| {
+                preference(m.burst, m.pool.unwrap_or(usize::MAX), m.outstanding, spill)
+            })?;
         chosen.outstanding += 1;
-        Some(Slot {
+        let slot = Slot {
             fleet,
             armed: true,
             replica: chosen.id.clone(),
             address: chosen.address.clone().unwrap_or_default(),
             pool: chosen.pool_name.clone(),
             burst: chosen.burst,
-        })
+        };
+        meter_in_flight(inner);
+        Some(slot)
     }
 
     fn release(&self, replica: &str) {
@@ -332,6 +372,7 @@ impl Fleet {
                 m.idle_since = Instant::now();
             }
         }
+        meter_in_flight(&mut inner);
         self.dispatch(&mut inner);
     }
 
@@ -358,6 +399,7 @@ impl Fleet {
                 if let Some(m) = inner.members.iter_mut().find(|m| m.id == returned.replica) {
                     m.outstanding = m.outstanding.saturating_sub(1);
                 }
+                meter_in_flight(inner);
             }
         }
         let n = inner.waiters.len();
@@ -418,14 +460,17 @@ impl Fleet {
 
     /// Forgets a replica (stopped or gone); its slots in flight return to nothing.
     pub fn remove(&self, id: &str) {
-        self.lock().members.retain(|m| m.id != id);
+        let mut inner = self.lock();
+        inner.members.retain(|m| m.id != id);
+        meter_in_flight(&mut inner);
     }
 
     /// Updates what a scrape of a replica found.
-    pub fn observe(&self, id: &str, queue_depth: f64, busy: f64) {
+    pub fn observe(&self, id: &str, queue_depth: f64, busy: f64, batches: BatchTotals) {
         if let Some(m) = self.lock().members.iter_mut().find(|m| m.id == id) {
             m.queue_depth = queue_depth;
             m.busy = busy;
+            m.batches = batches;
         }
     }
 
@@ -500,6 +545,22 @@ impl Fleet {
     /// Whether any replica serves.
     pub fn any_ready(&self) -> bool {
         self.lock().members.iter().any(|m| m.phase == Phase::Ready)
+    }
+
+    /// Sets the per-replica target the router spills beyond (the control plane's, each round).
+    pub fn set_spill(&self, spill: usize) {
+        let mut inner = self.lock();
+        inner.spill = spill.max(1);
+        self.dispatch(&mut inner);
+    }
+
+    /// Requests in flight on replicas averaged since the last call, and the requests that
+    /// arrived and were refused since then.
+    pub fn take_round(&self) -> (f64, u64, u64) {
+        let mut inner = self.lock();
+        let mean = inner.in_flight.take_mean();
+        let arrivals = std::mem::take(&mut inner.arrivals);
+        (mean, arrivals, std::mem::take(&mut inner.refused))
     }
 
     /// Requests in flight on replicas.

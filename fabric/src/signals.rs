@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::autoscaler::Signals;
+use crate::autoscaler::{BatchTotals, Signals};
 
 /// Seconds the sliding window covers.
 pub const WINDOW_SECONDS: u64 = 10;
@@ -105,31 +105,52 @@ impl LatencyWindow {
 }
 
 /// What a serving replica contributes to the signals.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ServingLoad {
-    /// Requests waiting in its queue (not yet in a batch).
-    pub queue_depth: f64,
     /// Its devices' busy fraction over the last interval.
     pub busy: f64,
+    /// The batches it computed over the last interval.
+    pub batches: BatchTotals,
 }
 
-/// The autoscaler's signals from the serving replicas, the requests the router holds (now, and
-/// averaged over the last interval) and the router's `(rate, p99)` window summary. `serve` and
-/// `simulate` both measure through this.
-pub fn measure(
-    serving: &[ServingLoad],
-    held: usize,
-    held_mean: f64,
-    (rate, p99): (f64, Option<f64>),
-) -> Signals {
-    let n = serving.len() as f64;
+/// What the router saw over a round.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Round {
+    /// Requests in flight on replicas, averaged over the round.
+    pub in_flight: f64,
+    /// Requests held, averaged over the round.
+    pub held_mean: f64,
+    /// Requests held at its end.
+    pub held: usize,
+    /// Requests that arrived in it (retries not counted again).
+    pub arrivals: u64,
+    /// Requests refused in it.
+    pub refused: u64,
+    /// Its length in seconds.
+    pub seconds: f64,
+}
+
+/// The autoscaler's signals from the serving replicas, what the router saw over the round and
+/// its `(rate, p99)` window summary. `serve` and `simulate` both measure through this.
+pub fn measure(serving: &[ServingLoad], round: Round, (rate, p99): (f64, Option<f64>)) -> Signals {
+    let batches = serving
+        .iter()
+        .fold(BatchTotals::default(), |a, s| BatchTotals {
+            batches: a.batches + s.batches.batches,
+            rows: a.rows + s.batches.rows,
+            seconds: a.seconds + s.batches.seconds,
+        });
     Signals {
-        queue_depth: (n > 0.0)
-            .then(|| (serving.iter().map(|s| s.queue_depth).sum::<f64>() + held_mean) / n),
+        in_flight: round.in_flight,
+        held_mean: round.held_mean,
+        held: round.held,
+        arrival_rate: round.arrivals as f64 / round.seconds.max(1e-3),
+        refused_rate: round.refused as f64 / round.seconds.max(1e-3),
+        busy: (!serving.is_empty()).then(|| serving.iter().map(|s| s.busy).sum()),
         p99_latency_ms: p99,
-        utilization: (n > 0.0).then(|| serving.iter().map(|s| s.busy).sum::<f64>() / n),
         request_rate: rate,
-        held,
+        batches,
+        serving: serving.len(),
     }
 }
 
@@ -162,6 +183,12 @@ pub struct ReplicaSample {
     pub busy_seconds: f64,
     /// Backends able to compute.
     pub backends: f64,
+    /// Batches computed, in total.
+    pub batches: f64,
+    /// Rows in them.
+    pub batch_rows: f64,
+    /// Seconds spent on them.
+    pub compute_seconds: f64,
     /// When it was taken.
     pub at: Instant,
 }
@@ -173,6 +200,9 @@ impl ReplicaSample {
             queue_depth: metric_sum(text, "gpucap_queue_depth")?,
             busy_seconds: metric_sum(text, "gpucap_backend_busy_seconds_total")?,
             backends: metric_sum(text, "gpucap_healthy_backends").unwrap_or(1.0),
+            batches: metric_sum(text, "gpucap_batch_rows_count").unwrap_or(0.0),
+            batch_rows: metric_sum(text, "gpucap_batch_rows_sum").unwrap_or(0.0),
+            compute_seconds: metric_sum(text, "gpucap_compute_seconds_sum").unwrap_or(0.0),
             at,
         })
     }
@@ -185,6 +215,21 @@ impl ReplicaSample {
         }
         let busy = (self.busy_seconds - earlier.busy_seconds).max(0.0);
         (busy / wall / self.backends.max(1.0)).clamp(0.0, 1.0)
+    }
+
+    /// The batches computed between `earlier` and this sample; none when the counters went
+    /// back (a restarted replica).
+    pub fn batches_since(&self, earlier: &ReplicaSample) -> BatchTotals {
+        let d = BatchTotals {
+            batches: self.batches - earlier.batches,
+            rows: self.batch_rows - earlier.batch_rows,
+            seconds: self.compute_seconds - earlier.compute_seconds,
+        };
+        if d.batches >= 1.0 && d.rows >= 0.0 && d.seconds >= 0.0 {
+            d
+        } else {
+            BatchTotals::default()
+        }
     }
 }
 
@@ -218,7 +263,10 @@ mod tests {
                     gpucap_queue_depth{model=\"m\",backend=\"cpu\"} 7\n\
                     gpucap_queue_depth_other 99\n\
                     gpucap_backend_busy_seconds_total{model=\"m\"} 1.5\n\
-                    gpucap_healthy_backends 1\n";
+                    gpucap_healthy_backends 1\n\
+                    gpucap_batch_rows_sum{model=\"m\"} 40\n\
+                    gpucap_batch_rows_count{model=\"m\"} 10\n\
+                    gpucap_compute_seconds_sum{model=\"m\"} 0.5\n";
         let t = Instant::now();
         let a = ReplicaSample::parse(text, t).unwrap();
         assert_eq!(a.queue_depth, 7.0);
@@ -228,6 +276,21 @@ mod tests {
             ..a
         };
         assert_eq!(b.busy_since(&a), 0.5);
+        let c = ReplicaSample {
+            batches: 14.0,
+            batch_rows: 72.0,
+            compute_seconds: 1.5,
+            ..b
+        };
+        assert_eq!(
+            c.batches_since(&a),
+            BatchTotals {
+                batches: 4.0,
+                rows: 32.0,
+                seconds: 1.0
+            }
+        );
+        assert_eq!(a.batches_since(&c), BatchTotals::default(), "a restart");
         assert!(ReplicaSample::parse("garbage", t).is_none());
     }
 }

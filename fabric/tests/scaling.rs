@@ -36,7 +36,7 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
     let r = Router::start(&burst_config(
         &pool("lab", "on_prem", "EU", 1, 0.4),
         &burst_pool("cloud", "on_demand", "EU", 2, 2.0),
-        "[policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\n[policy.scale_down]\nidle_for = \"3s\"\ndrain_timeout = \"5s\"",
+        "[policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n[policy.scale_down]\nidle_for = \"3s\"\ndrain_timeout = \"5s\"",
     ));
     r.wait_for("the base replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
@@ -66,14 +66,16 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
         .iter()
         .find(|d| d["action"] == "start" && d["subject"].as_str().unwrap().starts_with("cloud"))
         .unwrap_or_else(|| panic!("no burst start: {status}"));
+    // 64 clients at 2 per replica: the fleet panics (or grows after `for`) on queue_depth.
     assert!(
-        start["reason"].as_str().unwrap().starts_with("queue_depth"),
+        start["reason"].as_str().unwrap().contains("queue_depth"),
         "{start}"
     );
     let burst_pids = r.replica_pids();
     assert!(burst_pids.len() >= 2, "{burst_pids:?}");
 
-    // The load has stopped: burst replicas drain after idle_for; the base stays.
+    // The load has stopped: burst replicas drain once the load has needed only the base for
+    // idle_for; the base stays.
     let drained_at = Instant::now();
     let s = r.wait_for(
         "the burst replicas to drain",
@@ -89,7 +91,8 @@ fn load_spills_to_burst_replicas_which_drain_after_idle_for() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d["action"] == "drain" && d["reason"] == "idle for 3s (no requests)"),
+            .any(|d| d["action"] == "drain"
+                && d["reason"] == "the load has needed only 1 replica(s) for 3s"),
         "{s}"
     );
     let left = r.replica_pids();

@@ -32,7 +32,7 @@ fn the_simulator_decides_as_the_router_did_on_the_same_rounds() {
     let mut r = Router::start_recording(&format!(
         "[batching]\nmax_batch_size = 4\n\n[replicas]\nmin = 1\nmax = 3\n\n\
          [residency]\nallowed_jurisdictions = [\"EU\"]\n\n[policy]\nname = \"eu\"\n\
-         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\n\
+         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
          [policy.scale_down]\nidle_for = \"2s\"\ndrain_timeout = \"5s\"\n\n{}\n{}",
         pool("lab", "on_prem", "EU", 1, 0.4),
         burst_pool("cloud", "on_demand", "EU", 2, 2.0)

@@ -175,6 +175,9 @@ impl BurstPolicyInfo {
                     p99_latency_ms: number(&up.p99_latency_ms)?,
                     gpu_utilization: number(&up.gpu_utilization)?,
                     sustain: text(&up.sustain)?,
+                    stable_window: None,
+                    panic_window: None,
+                    panic_threshold: None,
                 },
                 scale_down: ScaleDownSection {
                     idle_for: text(&down.idle_for)?,

@@ -20,12 +20,12 @@ use super::Scenario;
 use super::rng::SplitMix64;
 use super::trace::Trace;
 use crate::autoscaler::{
-    self, Action, Decision, Memory, Observation, Phase, PoolState, ReplicaState,
+    self, Action, BatchTotals, Decision, Memory, Observation, Phase, PoolState, ReplicaState,
 };
 use crate::config::{CapacityType, Fabric};
 use crate::fleet::{preference, refusal};
 use crate::record::Recorder;
-use crate::signals::{self, LatencyWindow, ServingLoad};
+use crate::signals::{self, LatencyWindow, Round, ServingLoad};
 
 const NS: f64 = 1e9;
 const TICK_NS: u64 = 1_000_000_000;
@@ -249,6 +249,8 @@ struct Replica {
     pace: Pace,
     alive: bool,
     billed_from: u64,
+    /// Batches computed since the last control round.
+    batches: BatchTotals,
 }
 
 struct Sim<'a> {
@@ -264,6 +266,15 @@ struct Sim<'a> {
     held: VecDeque<Request>,
     held_area: f64,
     held_changed: u64,
+    /// Requests in flight on replicas, and their time integral since the last round.
+    in_flight: usize,
+    in_flight_area: f64,
+    in_flight_changed: u64,
+    /// Requests refused, and arrived, since the last round.
+    refused: u64,
+    arrivals: u64,
+    /// The per-replica target the router spills beyond, as the last decision set it.
+    spill: usize,
     budget_bound: bool,
     woken: bool,
     lost: Vec<usize>,
@@ -321,6 +332,12 @@ pub fn run(scenario: &Scenario, trace: &Trace, recorder: Option<&mut Recorder>) 
         held: VecDeque::new(),
         held_area: 0.0,
         held_changed: 0,
+        in_flight: 0,
+        in_flight_area: 0.0,
+        in_flight_changed: 0,
+        refused: 0,
+        arrivals: 0,
+        spill: fabric.replica_concurrency,
         budget_bound: false,
         woken: false,
         lost: Vec::new(),
@@ -427,6 +444,13 @@ impl Sim<'_> {
         self.held_changed = now;
     }
 
+    /// Requests in flight on replicas change by `delta` at `now`.
+    fn add_in_flight(&mut self, now: u64, delta: isize) {
+        self.in_flight_area += self.in_flight as f64 * (now - self.in_flight_changed) as f64;
+        self.in_flight_changed = now;
+        self.in_flight = self.in_flight.saturating_add_signed(delta);
+    }
+
     fn starting(&self) -> bool {
         self.live
             .iter()
@@ -450,12 +474,13 @@ impl Sim<'_> {
             })
             .min_by_key(|&i| {
                 let r = &self.replicas[i];
-                (preference(r.burst, r.pool, r.outstanding), i)
+                (preference(r.burst, r.pool, r.outstanding, self.spill), i)
             })
     }
 
     fn arrive(&mut self, now: u64) {
         self.result.requests += 1;
+        self.arrivals += 1;
         self.arrivals_since_sample += 1;
         self.route(
             now,
@@ -489,6 +514,7 @@ impl Sim<'_> {
         );
         if refused.is_some() {
             self.result.rejected += 1;
+            self.refused += 1;
             self.miss();
             return;
         }
@@ -506,6 +532,7 @@ impl Sim<'_> {
 
     fn dispatch(&mut self, now: u64, r: usize, mut request: Request) {
         request.at_replica = now;
+        self.add_in_flight(now, 1);
         let rep = &mut self.replicas[r];
         rep.pace.arrived(Duration::from_nanos(now));
         rep.outstanding += 1;
@@ -567,6 +594,7 @@ impl Sim<'_> {
             let pass = ns(self.scenario.service.pass_seconds(rows));
             self.schedule(now + pass.max(1), Event::BatchDone(r));
         }
+        self.add_in_flight(now, -(expired as isize));
         for _ in 0..expired {
             self.result.timed_out += 1;
             self.miss();
@@ -602,11 +630,15 @@ impl Sim<'_> {
         }
         let pool = self.replicas[r].pool;
         self.result.pools[pool].served += done.len() as u64;
+        self.add_in_flight(now, -(done.len() as isize));
         let rep = &mut self.replicas[r];
         rep.outstanding -= done.len();
         if let Some(from) = rep.busy_from.take() {
             rep.busy_ns += now - from;
             rep.pace.computed(Duration::from_nanos(now - from));
+            rep.batches.batches += 1.0;
+            rep.batches.rows += done.len() as f64;
+            rep.batches.seconds += secs(now - from);
         }
         if rep.outstanding == 0 {
             rep.idle_since = now;
@@ -666,7 +698,9 @@ impl Sim<'_> {
         let rep = &mut self.replicas[r];
         let mut orphans: Vec<Request> = rep.running.drain(..).collect();
         orphans.extend(rep.queue.drain(..));
-        rep.outstanding = 0;
+        let outstanding = std::mem::take(&mut rep.outstanding);
+        self.add_in_flight(now, -(outstanding as isize));
+        let rep = &mut self.replicas[r];
         rep.busy_from = None;
         for q in orphans {
             self.route(now, q);
@@ -718,6 +752,9 @@ impl Sim<'_> {
         self.set_held(now);
         let held_mean = self.held_area / interval as f64;
         self.held_area = 0.0;
+        self.add_in_flight(now, 0);
+        let in_flight = self.in_flight_area / interval as f64;
+        self.in_flight_area = 0.0;
         let mut serving = Vec::new();
         for &r in &self.live {
             let rep = &mut self.replicas[r];
@@ -727,20 +764,24 @@ impl Sim<'_> {
             }
             if rep.phase == Phase::Ready {
                 serving.push(ServingLoad {
-                    queue_depth: rep.queue.len() as f64,
                     busy: (rep.busy_ns as f64 / interval as f64).clamp(0.0, 1.0),
+                    batches: rep.batches,
                 });
             }
             rep.busy_ns = 0;
+            rep.batches = BatchTotals::default();
         }
         self.last_tick = now;
         let at = self.epoch + Duration::from_nanos(now);
-        let signals = signals::measure(
-            &serving,
-            self.held.len(),
+        let round = Round {
+            in_flight,
+            arrivals: std::mem::take(&mut self.arrivals),
             held_mean,
-            self.window.summary(at),
-        );
+            held: self.held.len(),
+            refused: std::mem::take(&mut self.refused),
+            seconds: secs(interval),
+        };
+        let signals = signals::measure(&serving, round, self.window.summary(at));
         let replicas: Vec<ReplicaState> = self
             .live
             .iter()
@@ -776,6 +817,7 @@ impl Sim<'_> {
             let _ = recorder.write(&observation, &decision);
         }
         self.budget_bound = decision.budget_bound;
+        self.spill = decision.spill;
         for action in &decision.actions {
             self.act(now, action);
         }
@@ -814,6 +856,7 @@ impl Sim<'_> {
                     pace: Pace::default(),
                     alive: true,
                     billed_from: now,
+                    batches: BatchTotals::default(),
                 });
                 self.live.push(r);
                 let usage = &mut self.result.pools[pool];

@@ -203,6 +203,9 @@ fn policy_section(p: &Value) -> PolicySection {
             p99_latency_ms: up["p99_latency_ms"].as_f64(),
             gpu_utilization: up["gpu_utilization"].as_f64(),
             sustain: text(&up["for"], "1m"),
+            stable_window: up["stable_window"].as_str().map(str::to_string),
+            panic_window: up["panic_window"].as_str().map(str::to_string),
+            panic_threshold: up["panic_threshold"].as_f64(),
         },
         scale_down: ScaleDownSection {
             idle_for: text(&down["idle_for"], "10m"),
