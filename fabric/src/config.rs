@@ -729,6 +729,13 @@ impl FabricConfig {
     }
 }
 
+/// Checks `[policy.scale_up]`'s windows and panic threshold, and `idle_for`, as the router's
+/// loader does: the provider checks a plan by it, so both refuse the same settings with the same
+/// words.
+pub fn check_scaling_windows(up: &ScaleUpSection, idle_for: &str) -> Result<(), ConfigError> {
+    Windows::checked(up, idle_for).map(|_| ())
+}
+
 /// The scaling windows, checked against each other.
 struct Windows {
     sustain: Duration,
@@ -1029,6 +1036,31 @@ dir = "/tmp/state"
                 "max_hourly_usd = 2.5",
                 "max_hourly_usd = 2.5\nmax_hourly = 3",
                 "unknown field `max_hourly`",
+            ),
+            (
+                "for = \"2s\"",
+                "for = \"2s\"\npanic_window = \"2m\"",
+                "policy.scale_up.panic_window: 2m is longer than stable_window (1m); the panic window must be the shorter",
+            ),
+            (
+                "for = \"2s\"",
+                "for = \"2s\"\nstable_window = \"3d\"",
+                "policy.scale_up.stable_window: \"3d\" is not valid; use a duration from 1s to 1h",
+            ),
+            (
+                "for = \"2s\"",
+                "for = \"2s\"\npanic_window = \"0s\"",
+                "policy.scale_up.panic_window: \"0s\" is not valid; use a duration from 1s to 1h",
+            ),
+            (
+                "for = \"2s\"",
+                "for = \"2h\"",
+                "policy.scale_up.for: \"2h\" is not valid; use a duration up to 1h",
+            ),
+            (
+                "for = \"2s\"",
+                "for = \"2s\"\npanic_threshold = 0",
+                "policy.scale_up.panic_threshold: 0 is not valid; use a multiple of the serving replicas from 1.1 to 100, e.g. 2",
             ),
         ];
         for (from, to, want) in cases {

@@ -225,27 +225,48 @@ pub fn policy_max_hourly(
 }
 
 /// An endpoint's monthly cost range, one replica per GPU: the minimum is its minimum replicas on
-/// the cheapest base pool; the maximum is its maximum replicas on the dearest pool it may use, with
-/// burst spend above the minimum capped by the budget. `None` while a pool is unpriced.
+/// the cheapest base pool; the maximum is the most its pools can hold at their prices, at most
+/// `replicas.max` replicas, each pool at most its `gpus_max`, the dearest slots first, with
+/// burst spend capped by the budget. `None` while a pool is unpriced.
 pub fn endpoint_monthly(
     replicas_min: i64,
     replicas_max: i64,
     base: &[PoolCost],
-    all: &[PoolCost],
+    burst: &[PoolCost],
     budget_usd_per_hour: Option<f64>,
 ) -> Option<(f64, f64)> {
-    let prices = |pools: &[PoolCost]| -> Option<Vec<f64>> {
-        pools.iter().map(|p| p.usd_per_gpu_hour).collect()
+    let most = usize::try_from(replicas_max.max(0)).unwrap_or(0);
+    // Each slot's price, dearest first, the running sums of the first n slots.
+    let top = |pools: &[PoolCost]| -> Option<Vec<f64>> {
+        let mut prices = Vec::new();
+        for p in pools {
+            let price = p.usd_per_gpu_hour?;
+            let slots = usize::try_from(p.gpus_max.max(0)).unwrap_or(0).min(most);
+            prices.extend(std::iter::repeat_n(price, slots));
+        }
+        prices.sort_by(|a, b| b.total_cmp(a));
+        let mut sums = vec![0.0];
+        for price in prices.into_iter().take(most) {
+            sums.push(sums[sums.len() - 1] + price);
+        }
+        Some(sums)
     };
-    let base_prices = prices(base)?;
-    let all_prices = prices(all)?;
-    let cheapest = base_prices.iter().copied().reduce(f64::min)?;
-    let dearest = all_prices.iter().copied().fold(cheapest, f64::max);
+    let cheapest = base
+        .iter()
+        .map(|p| p.usd_per_gpu_hour)
+        .collect::<Option<Vec<f64>>>()?
+        .into_iter()
+        .reduce(f64::min)?;
+    let base_top = top(base)?;
+    let burst_top = top(burst)?;
     let floor = replicas_min as f64 * cheapest;
-    let mut ceiling = replicas_max as f64 * dearest;
-    if let Some(budget) = budget_usd_per_hour {
-        ceiling = ceiling.min(floor + budget);
-    }
+    let ceiling = (0..base_top.len())
+        .map(|n| {
+            let m = (most - n).min(burst_top.len() - 1);
+            let burst = budget_usd_per_hour.map_or(burst_top[m], |cap| burst_top[m].min(cap));
+            base_top[n] + burst
+        })
+        .fold(0.0, f64::max);
     // To the cent: sums of prices carry float noise (3942.0000000000005) nobody wants in a plan.
     let cents = |usd: f64| (usd * 100.0).round() / 100.0;
     Some((
@@ -313,17 +334,32 @@ mod tests {
         let burst = [PoolCost::new(Some(5.0), "H100", "on_demand", 0, 8, &c)];
         assert_eq!(policy_max_hourly(&base, &burst, None), Some(44.0));
         assert_eq!(policy_max_hourly(&base, &burst, Some(10.0)), Some(14.0));
-        let all = [base[0].clone(), burst[0].clone()];
-        // 2 replicas at 1 USD/h floor; 6 replicas at 5 USD/h ceiling, capped to floor + 10 USD/h.
+        // 2 replicas at 1 USD/h floor. At most 6: the burst pool's 8 slots at 5 USD/h hold them
+        // all (30 USD/h), but the budget caps burst spend at 10 USD/h, so 4 base replicas
+        // (4 USD/h) and burst at the cap (10 USD/h) are the most.
         assert_eq!(
-            endpoint_monthly(2, 6, &base, &all, Some(10.0)),
-            Some((1460.0, 8760.0))
+            endpoint_monthly(2, 6, &base, &burst, Some(10.0)),
+            Some((1460.0, 10220.0))
         );
         assert_eq!(
-            endpoint_monthly(2, 6, &base, &all, None),
+            endpoint_monthly(2, 6, &base, &burst, None),
             Some((1460.0, 21900.0))
+        );
+        // Slots bound it: 20 replicas do not fit 4 + 8 slots.
+        assert_eq!(
+            endpoint_monthly(2, 20, &base, &burst, None),
+            Some((1460.0, (4.0 + 40.0) * HOURS_PER_MONTH))
+        );
+        // A small burst pool: 3 replicas on 1 base slot at 1 USD/h and 2 burst slots at 5 USD/h,
+        // not 3 on the dearest pool.
+        let small = [PoolCost::new(Some(5.0), "H100", "on_demand", 0, 2, &c)];
+        let one = [PoolCost::new(Some(1.0), "H100", "on_prem", 0, 1, &c)];
+        assert_eq!(
+            endpoint_monthly(1, 3, &one, &small, None),
+            Some((730.0, 11.0 * HOURS_PER_MONTH))
         );
         let unpriced = [PoolCost::new(None, "X", "spot", 0, 1, &c)];
         assert_eq!(endpoint_monthly(1, 1, &unpriced, &unpriced, None), None);
+        assert_eq!(endpoint_monthly(1, 1, &base, &unpriced, None), None);
     }
 }

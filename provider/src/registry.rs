@@ -175,9 +175,9 @@ impl BurstPolicyInfo {
                     p99_latency_ms: number(&up.p99_latency_ms)?,
                     gpu_utilization: number(&up.gpu_utilization)?,
                     sustain: text(&up.sustain)?,
-                    stable_window: None,
-                    panic_window: None,
-                    panic_threshold: None,
+                    stable_window: up.stable_window.known().cloned(),
+                    panic_window: up.panic_window.known().cloned(),
+                    panic_threshold: up.panic_threshold.get(),
                 },
                 scale_down: ScaleDownSection {
                     idle_for: text(&down.idle_for)?,

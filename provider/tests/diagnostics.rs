@@ -38,6 +38,7 @@ resource "gpucap_burst_policy" "bad" {
   scale_up {
     gpu_utilization = 80
     for             = "a while"
+    panic_window    = "2m"
   }
   budget { max_hourly_usd = -1 }
 }

@@ -48,9 +48,15 @@ pub struct ScaleUp {
     pub p99_latency_ms: Attr<f64>,
     /// Busy fraction of the devices.
     pub gpu_utilization: Attr<f64>,
-    /// How long a signal must hold (`for`).
+    /// How long demand must hold before the fleet grows (`for`).
     #[serde(rename = "for")]
     pub sustain: Attr<String>,
+    /// The window demand is averaged over for the count kept.
+    pub stable_window: Attr<String>,
+    /// The window demand is averaged over for growth and panics.
+    pub panic_window: Attr<String>,
+    /// Panic at this multiple of the serving replicas.
+    pub panic_threshold: Attr<f64>,
 }
 
 /// The `scale_down` block.
@@ -105,16 +111,21 @@ fn build_schema() -> Schema {
             .single(
                 "scale_up",
                 false,
-                Block::new("When to add burst capacity; any signal sustained for `for` triggers it.")
-                    .attr("queue_depth", Type::Number, Mode::Optional, "Requests waiting per replica.")
+                Block::new("When to add capacity. Each signal turns the endpoint's total demand into a replica count, `ceil(demand / per-replica target)`; the fleet grows to the largest once it has held for `for`, or at once when it panics (see the fabric configuration guide).")
+                    .attr("queue_depth", Type::Number, Mode::Optional, "Requests a replica holds, in its batch or waiting: the router spills to the next replica beyond it, and the fleet keeps the replicas the arrival rate needs at it.")
                     .check("queue_depth", Check::IntIn(1, 1_000_000))
-                    .attr("p99_latency_ms", Type::Number, Mode::Optional, "99th percentile latency in milliseconds.")
+                    .attr("p99_latency_ms", Type::Number, Mode::Optional, "99th percentile latency in milliseconds: becomes the requests a replica can hold and still answer within it, through its measured pass times.")
                     .check("p99_latency_ms", Check::IntIn(1, 3_600_000))
-                    .attr("gpu_utilization", Type::Number, Mode::Optional, "Busy fraction of the devices.")
+                    .attr("gpu_utilization", Type::Number, Mode::Optional, "Busy fraction per replica.")
                     .check("gpu_utilization", Check::Fraction)
-                    .attr("for", Type::String, Mode::OptionalComputed, "How long a signal must hold.")
+                    .attr("for", Type::String, Mode::OptionalComputed, "How long demand must hold before the fleet grows for it; at most 1h.")
                     .check("for", Check::Duration)
-                    .default_value("for", json!("1m")),
+                    .default_value("for", json!("1m"))
+                    .attr("stable_window", Type::String, Mode::Optional, "Demand averaged over this holds the replicas that run; from 1s to 1h, default `60s`.")
+                    .check("stable_window", Check::Duration)
+                    .attr("panic_window", Type::String, Mode::Optional, "Demand averaged over this decides growth and panics; from 1s to `stable_window`, default `6s`.")
+                    .check("panic_window", Check::Duration)
+                    .attr("panic_threshold", Type::Number, Mode::Optional, "Grow at once, without waiting for `for`, when the panic window's demand needs this many times the serving replicas; from 1.1 to 100, default 2."),
             )
             .single(
                 "scale_down",

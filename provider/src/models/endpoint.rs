@@ -145,7 +145,7 @@ fn build_schema() -> Schema {
             .attr("serving_regions", list_of_strings(), Mode::Computed, "Every region the endpoint can run in: its pools' regions, base then burst.")
             .attr("spill_order", list_of_strings(), Mode::Computed, "The endpoint's pools in the order load goes to them: the base pools, then the burst pools in the burst policy's `placement` order. The router follows it, and `gpucap-fabric simulate --plan` reads it.")
             .attr("monthly_cost_min_usd", Type::Number, Mode::Computed, "Cost per month (730 h) of the minimum replicas on the cheapest base pool. Null while a pool has no price.")
-            .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the maximum replicas on the most expensive allowed pool, capped by the burst budget.")
+            .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the most the endpoint's pools can hold at their prices (at most `replicas.max` replicas, dearest slots first), with burst spend capped by the budget.")
             .attr("placement_digest", Type::String, Mode::Computed, "Hash of the resolved pools and policy: a change to them shows as an in-place update of the endpoint.")
             .attr("replicas_status", Type::String, Mode::Computed, "Replicas ready by role, as the router reported when last read, e.g. `2 ready: base 1, burst 1`; `router not running (…)` when the router is down, which the next apply repairs.")
             .single(

@@ -50,6 +50,7 @@ impl Resource for BurstPolicy {
                     }
                 }
             }
+            check_windows(m, d);
         })
     }
 
@@ -88,6 +89,56 @@ impl Resource for BurstPolicy {
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
         records::import(ctx, "policies", self.type_name(), name, self.state_type())
+    }
+}
+
+/// Refuses scaling windows the router would refuse, with its words: a panic window longer than
+/// the stable window, windows outside 1s to 1h, a panic threshold outside 1.1 to 100.
+fn check_windows(m: &Model, d: &mut Diagnostics) {
+    let Some(up) = m.scale_up.known() else {
+        return;
+    };
+    // A duration that does not parse has its own error from the schema's check; it stands aside
+    // here so that no setting is reported twice.
+    let text = |a: &Attr<String>| match a {
+        Attr::Known(v) if humantime::parse_duration(v).is_err() => Some(None),
+        Attr::Known(v) => Some(Some(v.clone())),
+        Attr::Null => Some(None),
+        _ => None,
+    };
+    let (Some(stable), Some(panic), Some(sustain)) = (
+        text(&up.stable_window),
+        text(&up.panic_window),
+        text(&up.sustain),
+    ) else {
+        return;
+    };
+    let panic_threshold = match &up.panic_threshold {
+        Attr::Known(v) => Some(*v),
+        Attr::Null => None,
+        _ => return,
+    };
+    let idle_for = match m.scale_down.known().map(|down| &down.idle_for) {
+        Some(Attr::Known(v)) if humantime::parse_duration(v).is_ok() => v.clone(),
+        Some(Attr::Known(_) | Attr::Null) | None => "10m".to_string(),
+        Some(_) => return,
+    };
+    let section = gpucap_fabric::config::ScaleUpSection {
+        queue_depth: None,
+        p99_latency_ms: None,
+        gpu_utilization: None,
+        sustain: sustain.unwrap_or_else(|| "1m".to_string()),
+        stable_window: stable,
+        panic_window: panic,
+        panic_threshold,
+    };
+    if let Err(e) = gpucap_fabric::config::check_scaling_windows(&section, &idle_for) {
+        let attr = e.field.trim_start_matches("policy.");
+        d.push(Diagnostic::attr_error(
+            attr,
+            "Invalid scaling setting",
+            e.message,
+        ));
     }
 }
 

@@ -619,14 +619,14 @@ fn plan_placement(m: &mut Model, settings: &Model, p: &Placement) {
     )));
 
     let base: Vec<_> = p.base.iter().map(PoolInfo::cost).collect();
-    let all: Vec<_> = p.all().map(PoolInfo::cost).collect();
+    let burst: Vec<_> = p.burst.iter().map(PoolInfo::cost).collect();
     let budget = p
         .policy
         .as_ref()
         .and_then(BurstPolicyInfo::budget_max_hourly_usd);
     (m.monthly_cost_min_usd, m.monthly_cost_max_usd) = match replica_bounds(settings) {
         (Some(min), Some(max)) => {
-            gpucap_policy::cost::endpoint_monthly(min, max, &base, &all, budget)
+            gpucap_policy::cost::endpoint_monthly(min, max, &base, &burst, budget)
                 .map_or((Attr::Null, Attr::Null), |(lo, hi)| {
                     (Attr::Known(lo), Attr::Known(hi))
                 })
