@@ -19,6 +19,7 @@ use crate::config::{DriverConfig, Fabric};
 use crate::driver::local::{self, LocalDriver};
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
+use crate::learned::{self, Learned};
 use crate::metrics::{DecisionLabels, FabricMetrics, ReplicaLabels};
 use crate::record::Recorder;
 use crate::signals::{self, LatencyWindow, ReplicaSample, Round, ServingLoad};
@@ -108,7 +109,12 @@ pub struct Controller {
     scale_from_zero: Option<f64>,
     /// Where each round's observation and decision are written, when asked.
     recorder: Option<Recorder>,
+    /// When what was learned was last kept.
+    last_saved: Instant,
 }
+
+/// How often what the router learned is written to its state directory.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
 
 impl Controller {
     /// A controller for `fabric`, whose replicas are started with `runtime_digest`.
@@ -148,10 +154,48 @@ impl Controller {
             address,
             scale_from_zero: None,
             recorder: None,
+            last_saved: now,
             fabric,
         };
         c.pools = c.build_pools(&[]);
+        c.restore_learned();
         c
+    }
+
+    /// Takes back what an earlier router of this endpoint learned, when it left a usable file.
+    fn restore_learned(&mut self) {
+        match learned::load(&self.fabric.state_dir, &self.fabric.name) {
+            Ok(Some(l)) => {
+                for (slot, pool) in self.pools.iter_mut().zip(&self.fabric.pools) {
+                    if let Some(&s) = l.cold_starts.get(&pool.name) {
+                        slot.cold_start = Some(Duration::from_secs_f64(s));
+                    }
+                }
+                self.memory.restore(l.shape, l.curve);
+                tracing::info!(
+                    "restored the load shape, service curve and cold starts learned earlier"
+                );
+            }
+            Ok(None) => {}
+            Err(why) => tracing::warn!("not using what an earlier router learned: {why}"),
+        }
+    }
+
+    /// Keeps what the router learned, for the next one.
+    fn save_learned(&mut self) {
+        self.last_saved = Instant::now();
+        let (shape, curve) = self.memory.learned();
+        let cold_starts = self
+            .fabric
+            .pools
+            .iter()
+            .zip(&self.pools)
+            .filter_map(|(p, s)| Some((p.name.clone(), s.cold_start?.as_secs_f64())))
+            .collect();
+        let l = Learned::new(&self.fabric.name, shape.clone(), curve.clone(), cold_starts);
+        if let Err(e) = learned::save(&self.fabric.state_dir, &l) {
+            tracing::warn!(error = %e, "could not keep what the router learned");
+        }
     }
 
     /// Writes every round's observation and decision to `recorder`.
@@ -740,6 +784,9 @@ impl Controller {
         self.budget_bound = decision.budget_bound;
         self.shared.fleet.set_budget_bound(decision.budget_bound);
         self.shared.fleet.set_spill(decision.spill);
+        if self.last_saved.elapsed() >= SAVE_EVERY {
+            self.save_learned();
+        }
         for action in &decision.actions {
             self.act(action);
         }
@@ -982,6 +1029,7 @@ impl Controller {
 
     /// Stops everything: starts in flight are cancelled, every replica drains and stops.
     async fn shutdown(mut self) {
+        self.save_learned();
         self.cancel.cancel();
         while let Some(done) = self.tasks.join_next().await {
             if let Ok(done) = done {

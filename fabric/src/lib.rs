@@ -11,7 +11,8 @@
 //! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;
 //! - [`controller`]: the control loop that measures, decides and acts through drivers;
 //! - [`driver`]: capacity drivers behind one trait (`local`: runtime processes on this host);
-//! - [`predict`]: the load's daily and weekly shape, for predictive pre-warming;
+//! - [`predict`]: the load's daily and weekly shape, for predictive pre-warming; [`learned`]:
+//!   what a router keeps across restarts;
 //! - [`signals`], [`metrics`], [`status`]: what is measured and reported; [`record`]: the
 //!   decision log of every control round;
 //! - [`simulate`]: `gpucap-fabric simulate`, the same control loop in virtual time on a trace;
@@ -25,6 +26,7 @@ pub mod controller;
 pub mod deploy;
 pub mod driver;
 pub mod fleet;
+pub mod learned;
 pub mod metrics;
 pub mod predict;
 pub mod process;

@@ -26,7 +26,7 @@ const NEWEST_WEIGHT: f64 = 0.5;
 const EPOCH_WEEKDAY_FROM_MONDAY: usize = 3;
 
 /// What has been learned about the load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadShape {
     /// Per slot of the day: the latest day's mean rate and the day before's.
     daily: Vec<[Option<f64>; 2]>,
@@ -45,6 +45,19 @@ impl Default for LoadShape {
             current: None,
             per_replica: None,
         }
+    }
+}
+
+impl LoadShape {
+    /// Whether it has the shape this build learns (a day's and a week's slots, finite rates): a
+    /// file from another build, or a damaged one, is not used.
+    pub fn is_well_formed(&self) -> bool {
+        let fine = |v: &Option<f64>| v.is_none_or(|x| x.is_finite() && x >= 0.0);
+        self.daily.len() == SLOTS_PER_DAY
+            && self.weekly.len() == SLOTS_PER_WEEK
+            && self.daily.iter().flatten().all(fine)
+            && self.weekly.iter().all(fine)
+            && fine(&self.per_replica)
     }
 }
 

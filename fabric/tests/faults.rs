@@ -348,3 +348,50 @@ fn a_replica_whose_start_the_router_never_saw_finish_is_stopped_by_the_next_rout
     );
     assert_eq!(infer(&r.url()).0, 200);
 }
+
+#[test]
+fn a_restarted_router_keeps_what_it_learned_and_ignores_a_damaged_file() {
+    let _one = serial();
+    let mut r = Router::start(&format!(
+        "[replicas]\nmin = 1\nmax = 1\n\n{}\n{}",
+        policy(""),
+        pool("lab", "on_prem", "EU", 1, 0.4)
+    ));
+    let ready = |r: &Router| {
+        r.wait_for("the replica", Duration::from_secs(30), |s| {
+            ready_on(s, "lab") == 1
+        })
+    };
+    ready(&r);
+    let report = bench(&r.url(), 8, "3s");
+    assert_eq!(failed(&report), 0, "{report}");
+    assert!(r.terminate().success());
+    let file = r.dir.path().join("state/learned.json");
+    let learned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(learned["endpoint"], "digits", "{learned}");
+    let points = learned["curve"]["points"].as_array().unwrap();
+    assert!(!points.is_empty(), "pass times were measured: {learned}");
+    let cold = learned["cold_starts"]["lab"].as_f64().unwrap();
+    assert!(cold > 0.0 && cold < 30.0, "{learned}");
+
+    r.launch(&[]);
+    ready(&r);
+    assert!(
+        r.log().contains("restored the load shape, service curve and cold starts"),
+        "{}",
+        r.log()
+    );
+    assert!(r.terminate().success());
+
+    std::fs::write(&file, "{ damaged").unwrap();
+    r.launch(&[]);
+    ready(&r);
+    assert!(
+        r.log().contains("not using what an earlier router learned"),
+        "{}",
+        r.log()
+    );
+    assert_eq!(infer(&r.url()).0, 200);
+    assert!(r.terminate().success());
+}

@@ -242,6 +242,16 @@ impl ServiceCurve {
         !self.points.is_empty()
     }
 
+    /// Whether its points are sizes in order with finite times: a damaged file's curve is not
+    /// used.
+    pub fn is_well_formed(&self) -> bool {
+        self.points.windows(2).all(|w| w[0].0 < w[1].0)
+            && self
+                .points
+                .iter()
+                .all(|&(rows, s)| rows >= 1 && s.is_finite() && s >= 0.0)
+    }
+
     /// The pass time of a batch of `rows`: interpolated between measured sizes, the smallest
     /// measured time below them (a smaller batch is never slower), and in proportion to rows
     /// above them.

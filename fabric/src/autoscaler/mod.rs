@@ -321,6 +321,18 @@ impl Memory {
     pub fn forget_pools(&mut self) {
         self.awaiting_slot = None;
     }
+
+    /// What was learned and is worth keeping across restarts: the load's shape and the
+    /// replicas' service curve.
+    pub fn learned(&self) -> (&LoadShape, &ServiceCurve) {
+        (&self.shape, &self.curve)
+    }
+
+    /// Takes back what an earlier router learned.
+    pub fn restore(&mut self, shape: LoadShape, curve: ServiceCurve) {
+        self.shape = shape;
+        self.curve = curve;
+    }
 }
 
 /// Decides what to do now. `memory` carries the windows and what was learned between calls.
