@@ -378,7 +378,8 @@ fn a_restarted_router_keeps_what_it_learned_and_ignores_a_damaged_file() {
     r.launch(&[]);
     ready(&r);
     assert!(
-        r.log().contains("restored the load shape, service curve and cold starts"),
+        r.log()
+            .contains("restored the load shape, service curve and cold starts"),
         "{}",
         r.log()
     );

@@ -251,20 +251,58 @@ fn a_run_prints_the_table_json_and_a_chart_and_repeats_for_a_seed() {
         bytes.len()
     );
 
-    // The sweep: 48 settings, cheapest first, the frontier marked.
+    // The sweep: each signal's threshold (gpu_utilization 0.7, 0.8, 0.9), two panic thresholds
+    // and twelve timings, cheapest first, the frontier marked, then the cheapest setting that
+    // meets the SLO target as HCL to paste.
     let mut sweep_args: Vec<&str> = args[..8].to_vec();
-    sweep_args.push("--sweep");
+    sweep_args.extend(["--sweep", "--slo-target", "0.8"]);
     let (code, out, err) = simulate(&sweep_args);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].contains("frontier"), "{out}");
-    assert_eq!(lines.len(), 1 + 48, "{out}");
-    assert!(lines.iter().any(|l| l.ends_with('*')), "{out}");
-    let costs: Vec<f64> = lines[1..]
+    let rows: Vec<&str> = lines[1..]
         .iter()
-        .map(|l| l.split_whitespace().nth(3).unwrap().parse().unwrap())
+        .copied()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 3 * 2 * 12, "{out}");
+    assert!(rows.iter().any(|l| l.ends_with('*')), "{out}");
+    for util in ["util 0.7", "util 0.8", "util 0.9"] {
+        assert!(rows.iter().any(|l| l.starts_with(util)), "{util}: {out}");
+    }
+    let costs: Vec<f64> = rows
+        .iter()
+        .map(|l| {
+            let fields: Vec<&str> = l.trim_end_matches('*').split_whitespace().collect();
+            fields[fields.len() - 4].parse().unwrap()
+        })
         .collect();
     assert!(costs.windows(2).all(|w| w[0] <= w[1]), "{out}");
+    let advice = out.split("\n\n").nth(1).unwrap_or_default();
+    assert!(
+        advice.starts_with("the cheapest setting that meets 80.000 % within"),
+        "{out}"
+    );
+    for line in [
+        "in gpucap_burst_policy \"eu-burst\":",
+        "  scale_up {",
+        "    gpu_utilization = ",
+        "    for             = \"",
+        "  scale_down {",
+        "    idle_for          = \"",
+    ] {
+        assert!(advice.contains(line), "{line:?} in {out}");
+    }
+    // The same as JSON: every point, the recommended one and its HCL.
+    sweep_args.extend(["--format", "json"]);
+    let (code, json, err) = simulate(&sweep_args);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["points"].as_array().unwrap().len(), rows.len());
+    let hcl = json["hcl"].as_str().unwrap();
+    assert!(advice.contains(hcl.trim_end()), "{hcl} in {out}");
+    let best = &json["points"][json["recommended"].as_u64().unwrap() as usize];
+    assert!(best["within_slo"].as_f64().unwrap() >= 0.8, "{best}");
 }
 
 #[test]

@@ -8,7 +8,6 @@ use clap::{Args, ValueEnum};
 
 use gpucap_fabric::config::CapacityType;
 use gpucap_fabric::record::Recorder;
-use gpucap_fabric::simulate::report::Sweep;
 use gpucap_fabric::simulate::service::ServiceModel;
 use gpucap_fabric::simulate::trace::{self, Shape, Trace};
 use gpucap_fabric::simulate::{
@@ -68,7 +67,9 @@ pub struct SimulateArgs {
     /// Also run the fabric with predictive pre-warming the other way.
     #[arg(long)]
     pub compare_predictive: bool,
-    /// Print a cost-versus-SLO frontier over idle_for, for and min_warm_replicas instead.
+    /// Instead, sweep each signal's threshold, the panic threshold, for, idle_for and
+    /// min_warm_replicas: print every setting's cost and SLO, the frontier, and the cheapest
+    /// setting that meets --slo-target as the burst policy's HCL.
     #[arg(long)]
     pub sweep: bool,
     /// Output format.
@@ -209,10 +210,10 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
         start_wall: start,
     };
     if args.sweep {
-        let points = gpucap_fabric::simulate::sweep(&scenario, &trace);
+        let report = gpucap_fabric::simulate::sweep(&scenario, &trace, args.slo_target);
         return Ok(match args.format {
-            Format::Json => serde_json::to_string_pretty(&points).map_err(|e| e.to_string())?,
-            Format::Text => Sweep(&points).to_string(),
+            Format::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+            Format::Text => report.to_string(),
         });
     }
     let mut recorder = args

@@ -23,7 +23,7 @@ use crate::autoscaler::ScalingPolicy;
 use crate::config::{CapacityType, Fabric};
 use crate::record::Recorder;
 use engine::RunResult;
-use report::{Comparison, Row, SweepPoint};
+use report::{Comparison, Row, SweepPoint, SweepReport, SweepSetting};
 use service::ServiceModel;
 use trace::Trace;
 
@@ -243,20 +243,71 @@ pub fn compare(
 }
 
 /// `idle_for` values a sweep tries.
-pub const SWEEP_IDLE_FOR: [u64; 4] = [30, 120, 300, 600];
+pub const SWEEP_IDLE_FOR: [u64; 3] = [30, 120, 600];
 /// `for` values a sweep tries.
-pub const SWEEP_FOR: [u64; 4] = [5, 15, 30, 60];
+pub const SWEEP_FOR: [u64; 2] = [5, 30];
 /// `min_warm_replicas` values a sweep tries.
-pub const SWEEP_MIN_WARM: [usize; 3] = [0, 1, 2];
+pub const SWEEP_MIN_WARM: [usize; 2] = [0, 1];
+/// `panic_threshold` values a sweep tries.
+pub const SWEEP_PANIC: [f64; 2] = [2.0, 4.0];
+/// Each configured signal's threshold is tried at these multiples of its configured value.
+pub const SWEEP_THRESHOLD_SCALES: [f64; 3] = [0.5, 1.0, 2.0];
 
-/// Runs the fabric for every combination of the sweep's settings, on every core, and marks the
-/// cost-versus-SLO frontier: settings no other beats on both.
-pub fn sweep(scenario: &Scenario, trace: &Trace) -> Vec<SweepPoint> {
+/// The thresholds a sweep tries for a signal configured at `value`: multiples of it, whole
+/// numbers of at least 1 for counts, fractions up to 0.95 for utilization.
+fn threshold_values(value: Option<f64>, fraction: bool) -> Vec<Option<f64>> {
+    let Some(v) = value else {
+        return vec![None];
+    };
+    let mut out: Vec<Option<f64>> = Vec::new();
+    for scale in SWEEP_THRESHOLD_SCALES {
+        let t = if fraction {
+            // Utilization steps by a tenth around its value rather than doubling past 1.
+            let step = if scale < 1.0 {
+                -0.1
+            } else if scale > 1.0 {
+                0.1
+            } else {
+                0.0
+            };
+            ((v + step).clamp(0.05, 0.95) * 100.0).round() / 100.0
+        } else {
+            (v * scale).round().max(1.0)
+        };
+        if !out.contains(&Some(t)) {
+            out.push(Some(t));
+        }
+    }
+    out
+}
+
+/// Runs the fabric for every combination of the sweep's settings (each configured signal's
+/// threshold, the panic threshold, `for`, `idle_for`, `min_warm_replicas`), on every core; marks
+/// the cost-versus-SLO frontier (settings no other beats on both) and recommends the cheapest
+/// setting that meets `slo_target`.
+pub fn sweep(scenario: &Scenario, trace: &Trace, slo_target: f64) -> SweepReport {
+    let scaling = &scenario.fabric.scaling;
     let mut grid = Vec::new();
-    for idle in SWEEP_IDLE_FOR {
-        for sustain in SWEEP_FOR {
-            for warm in SWEEP_MIN_WARM {
-                grid.push((idle, sustain, warm));
+    for queue_depth in threshold_values(scaling.queue_depth, false) {
+        for p99_latency_ms in threshold_values(scaling.p99_latency_ms, false) {
+            for gpu_utilization in threshold_values(scaling.utilization, true) {
+                for panic_threshold in SWEEP_PANIC {
+                    for idle_for_s in SWEEP_IDLE_FOR {
+                        for for_s in SWEEP_FOR {
+                            for min_warm_replicas in SWEEP_MIN_WARM {
+                                grid.push(SweepSetting {
+                                    queue_depth,
+                                    p99_latency_ms,
+                                    gpu_utilization,
+                                    panic_threshold,
+                                    for_s,
+                                    idle_for_s,
+                                    min_warm_replicas,
+                                });
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -268,21 +319,18 @@ pub fn sweep(scenario: &Scenario, trace: &Trace) -> Vec<SweepPoint> {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&(idle, sustain, warm)) = grid.get(i) else {
+                    let Some(setting) = grid.get(i) else {
                         return;
                     };
                     let mut sc = scenario.clone();
-                    sc.fabric.scaling.idle_for = Duration::from_secs(idle);
-                    sc.fabric.scaling.sustain = Duration::from_secs(sustain);
-                    sc.fabric.scaling.min_warm = warm;
+                    setting.apply(&mut sc.fabric.scaling);
                     let run = engine::run(&sc, trace, None);
                     let point = SweepPoint {
-                        idle_for_s: idle,
-                        for_s: sustain,
-                        min_warm_replicas: warm,
+                        setting: setting.clone(),
                         cost_usd: run.cost(),
                         within_slo: run.slo_attainment(),
                         p99_ms: run.latency.quantile(0.99),
+                        starts: run.pools.iter().map(|p| p.starts).sum(),
                         frontier: false,
                     };
                     results
@@ -306,5 +354,13 @@ pub fn sweep(scenario: &Scenario, trace: &Trace) -> Vec<SweepPoint> {
         });
     }
     points.sort_by(|a, b| a.cost_usd.total_cmp(&b.cost_usd));
-    points
+    let recommended = points.iter().position(|p| p.within_slo >= slo_target);
+    SweepReport {
+        policy: scenario.fabric.policy_name.clone(),
+        slo_target,
+        slo_ms: scenario.slo.as_secs_f64() * 1000.0,
+        hcl: recommended.map(|i| points[i].setting.hcl()),
+        recommended,
+        points,
+    }
 }

@@ -1,10 +1,12 @@
 //! What `simulate` prints: the side-by-side table (or its JSON), and the sweep's frontier.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::engine::{PoolUsage, RunResult, Sample};
+use crate::autoscaler::ScalingPolicy;
 
 /// One way of running the trace, priced.
 #[derive(Debug, Clone, Serialize)]
@@ -202,48 +204,168 @@ impl fmt::Display for Comparison {
     }
 }
 
+/// One setting a sweep tries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepSetting {
+    /// `scale_up.queue_depth`, when configured.
+    pub queue_depth: Option<f64>,
+    /// `scale_up.p99_latency_ms`, when configured.
+    pub p99_latency_ms: Option<f64>,
+    /// `scale_up.gpu_utilization`, when configured.
+    pub gpu_utilization: Option<f64>,
+    /// `scale_up.panic_threshold`.
+    pub panic_threshold: f64,
+    /// `scale_up.for`, s.
+    pub for_s: u64,
+    /// `scale_down.idle_for`, s.
+    pub idle_for_s: u64,
+    /// `scale_down.min_warm_replicas`.
+    pub min_warm_replicas: usize,
+}
+
+impl SweepSetting {
+    /// Sets `policy` to this setting.
+    pub fn apply(&self, policy: &mut ScalingPolicy) {
+        policy.queue_depth = self.queue_depth;
+        policy.p99_latency_ms = self.p99_latency_ms;
+        policy.utilization = self.gpu_utilization;
+        policy.panic_threshold = self.panic_threshold;
+        policy.sustain = Duration::from_secs(self.for_s);
+        policy.idle_for = Duration::from_secs(self.idle_for_s);
+        policy.min_warm = self.min_warm_replicas;
+    }
+
+    /// The `scale_up` and `scale_down` blocks of a `gpucap_burst_policy` with this setting.
+    pub fn hcl(&self) -> String {
+        let duration = |s: u64| humantime::format_duration(Duration::from_secs(s)).to_string();
+        let mut up: Vec<(&str, String)> = Vec::new();
+        for (name, v) in [
+            ("queue_depth", self.queue_depth),
+            ("p99_latency_ms", self.p99_latency_ms),
+            ("gpu_utilization", self.gpu_utilization),
+        ] {
+            if let Some(v) = v {
+                up.push((name, v.to_string()));
+            }
+        }
+        up.push(("for", format!("{:?}", duration(self.for_s))));
+        up.push(("panic_threshold", self.panic_threshold.to_string()));
+        let down = [
+            ("idle_for", format!("{:?}", duration(self.idle_for_s))),
+            ("min_warm_replicas", self.min_warm_replicas.to_string()),
+        ];
+        let block = |name: &str, attrs: &[(&str, String)]| {
+            let width = attrs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            let mut out = format!("  {name} {{\n");
+            for (k, v) in attrs {
+                out.push_str(&format!("    {k:<width$} = {v}\n"));
+            }
+            out.push_str("  }\n");
+            out
+        };
+        block("scale_up", &up) + &block("scale_down", &down)
+    }
+
+    fn threshold_text(&self) -> String {
+        [
+            self.queue_depth.map(|v| format!("queue {v}")),
+            self.p99_latency_ms.map(|v| format!("p99 {v}ms")),
+            self.gpu_utilization.map(|v| format!("util {v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
 /// One setting of a sweep and how it did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepPoint {
-    /// `idle_for`, s.
-    pub idle_for_s: u64,
-    /// `for`, s.
-    pub for_s: u64,
-    /// `min_warm_replicas`.
-    pub min_warm_replicas: usize,
+    /// The setting.
+    #[serde(flatten)]
+    pub setting: SweepSetting,
     /// Cost, USD.
     pub cost_usd: f64,
     /// Share within the SLO.
     pub within_slo: f64,
     /// p99 latency, ms.
     pub p99_ms: Option<f64>,
+    /// Replicas started, all pools.
+    pub starts: u64,
     /// No other setting is both cheaper and at least as good, or as cheap and better.
     pub frontier: bool,
 }
 
-/// A sweep, printed as a table with the frontier marked.
-pub struct Sweep<'a>(pub &'a [SweepPoint]);
+/// A sweep: every setting cheapest first, and the one to use.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    /// The burst policy's name.
+    pub policy: Option<String>,
+    /// The share within the SLO a setting must reach to be recommended.
+    pub slo_target: f64,
+    /// The SLO, ms.
+    pub slo_ms: f64,
+    /// Every setting, cheapest first.
+    pub points: Vec<SweepPoint>,
+    /// The index in `points` of the cheapest setting that meets `slo_target`, when one does.
+    pub recommended: Option<usize>,
+    /// That setting as HCL to paste into the burst policy.
+    pub hcl: Option<String>,
+}
 
-impl fmt::Display for Sweep<'_> {
+impl fmt::Display for SweepReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:>9} {:>6} {:>9} {:>11} {:>11} {:>8}  frontier",
-            "idle_for", "for", "min_warm", "cost USD", "within SLO", "p99 ms"
+            "{:<24} {:>6} {:>9} {:>6} {:>9} {:>11} {:>11} {:>8} {:>7}  frontier",
+            "thresholds",
+            "panic",
+            "idle_for",
+            "for",
+            "min_warm",
+            "cost USD",
+            "within SLO",
+            "p99 ms",
+            "starts"
         )?;
-        for p in self.0 {
+        for p in &self.points {
+            let s = &p.setting;
             writeln!(
                 f,
-                "{:>8}s {:>5}s {:>9} {:>11.2} {:>10.3}% {:>8}  {}",
-                p.idle_for_s,
-                p.for_s,
-                p.min_warm_replicas,
+                "{:<24} {:>5}x {:>8}s {:>5}s {:>9} {:>11.2} {:>10.3}% {:>8} {:>7}  {}",
+                s.threshold_text(),
+                s.panic_threshold,
+                s.idle_for_s,
+                s.for_s,
+                s.min_warm_replicas,
                 p.cost_usd,
                 100.0 * p.within_slo,
                 ms(p.p99_ms),
+                p.starts,
                 if p.frontier { "*" } else { "" }
             )?;
         }
-        Ok(())
+        writeln!(f)?;
+        let target = format!("{:.3} % within {} ms", 100.0 * self.slo_target, self.slo_ms);
+        match (self.recommended.and_then(|i| self.points.get(i)), &self.hcl) {
+            (Some(p), Some(hcl)) => {
+                writeln!(
+                    f,
+                    "the cheapest setting that meets {target}: ${:.2}, {:.3} % within the SLO",
+                    p.cost_usd,
+                    100.0 * p.within_slo
+                )?;
+                writeln!(
+                    f,
+                    "in gpucap_burst_policy {:?}:\n{hcl}",
+                    self.policy.as_deref().unwrap_or("…")
+                )
+            }
+            _ => writeln!(
+                f,
+                "no setting meets {target}; the frontier (*) shows what each dollar buys"
+            ),
+        }
     }
 }
