@@ -330,3 +330,59 @@ fn a_reload_under_load_rolls_every_replica_without_a_failed_request() {
         "SIGTERM left replicas running"
     );
 }
+
+#[test]
+fn sixty_four_steady_clients_scale_the_fleet_once_and_it_then_holds() {
+    let _one = serial();
+    // A replica takes 16 requests, and queue_depth = 16 spills beyond them: 64 clients need up to
+    // 4 replicas (fewer while clients spend part of each round trip outside the router), however
+    // fast each answers.
+    let r = Router::start(&format!(
+        "[batching]\nmax_batch_size = 16\n\n[replicas]\nmin = 1\nmax = 6\n\n\
+         [residency]\nallowed_jurisdictions = [\"EU\"]\n\n[policy]\nname = \"eu\"\n\
+         [policy.scale_up]\nqueue_depth = 16\nfor = \"2s\"\n\
+         [policy.scale_down]\nidle_for = \"20s\"\n\n{}\n{}",
+        pool("lab", "on_prem", "EU", 1, 0.4),
+        burst_pool("cloud", "on_demand", "EU", 5, 2.0)
+    ));
+    r.wait_for("the base replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    let url = r.url();
+    let load = std::thread::spawn(move || bench(&url, 64, "60s"));
+    // The live replicas (starting or serving) four times a second while the load lasts.
+    let began = Instant::now();
+    let mut counts: Vec<(f64, usize)> = Vec::new();
+    while !load.is_finished() {
+        let live = replicas(&r.status())
+            .iter()
+            .filter(|(_, phase)| phase != "draining")
+            .count();
+        counts.push((began.elapsed().as_secs_f64(), live));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+    let first = counts
+        .iter()
+        .position(|&(_, n)| n != 1)
+        .unwrap_or_else(|| panic!("no scale-up: {counts:?}"));
+    let (at, scaled) = counts[first];
+    assert!(
+        (2..=4).contains(&scaled),
+        "64 clients at 16 per replica: {counts:?}"
+    );
+    let later: Vec<&(f64, usize)> = counts[first..]
+        .iter()
+        .filter(|(_, n)| *n != scaled)
+        .collect();
+    assert!(
+        later.is_empty(),
+        "after scaling to {scaled} at {at:.1} s the fleet changed again: {later:?}"
+    );
+    println!(
+        "steady: scaled to {scaled} replicas {at:.1} s into the load, then held for {:.0} s ({} samples)",
+        counts.last().map_or(0.0, |c| c.0) - at,
+        counts.len() - first
+    );
+}

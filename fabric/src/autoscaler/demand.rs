@@ -145,32 +145,41 @@ impl Targets {
     }
 
     /// The count the largest of the signals asks for at `demand`; `None` without signals.
-    /// Concurrency signals count the arrival rate against what a replica carries at its target,
-    /// which no start or drain changes (the requests in flight do: a replica with company
-    /// batches less and answers sooner); the measured concurrency stands in until a batch has
-    /// been measured. Requests held at the router add their backlog.
+    ///
+    /// A concurrency signal asks for the larger of two readings of the same target. The requests
+    /// in flight and held (Knative's reading) follow a closed loop of clients exactly, but under
+    /// open arrivals they shrink as replicas are added: a replica with company batches less and
+    /// answers sooner, so draining it would bring the queue back. The arrival rate over what a
+    /// replica carries at its target (Little's law on its measured pass time) does not move with
+    /// the fleet. Taking the larger keeps the count where either says it is needed.
     pub fn desired(&self, d: Demand) -> Option<Desired> {
-        let concurrency = self.concurrency.iter().map(|t| match t.rate {
-            Some(rate) => (
-                t.signal,
-                d.arrival_rate / rate + d.held / t.requests,
-                format!(
-                    "{} req/s at {} per replica (holding {} each), {} held",
-                    round(d.arrival_rate),
-                    round(rate),
-                    round(t.requests),
-                    round(d.held)
+        let concurrency = self.concurrency.iter().map(|t| {
+            let held = d.concurrency / t.requests;
+            let by_rate = t
+                .rate
+                .map(|rate| d.arrival_rate / rate + d.held / t.requests);
+            match by_rate {
+                Some(exact) if exact > held => (
+                    t.signal,
+                    exact,
+                    format!(
+                        "{} req/s at {} per replica (holding {} each), {} held",
+                        round(d.arrival_rate),
+                        round(t.rate.unwrap_or_default()),
+                        round(t.requests),
+                        round(d.held)
+                    ),
                 ),
-            ),
-            None => (
-                t.signal,
-                d.concurrency / t.requests,
-                format!(
-                    "{} request(s) in flight and held at {} per replica",
-                    round(d.concurrency),
-                    round(t.requests)
+                _ => (
+                    t.signal,
+                    held,
+                    format!(
+                        "{} request(s) in flight and held at {} per replica",
+                        round(d.concurrency),
+                        round(t.requests)
+                    ),
                 ),
-            ),
+            }
         });
         let spill = self.spill as f64;
         let busy = self.busy.map(|target| {
