@@ -321,3 +321,62 @@ fn the_shipped_traces_are_what_the_generator_makes_from_their_seed() {
         );
     }
 }
+
+#[test]
+fn constant_load_converges_and_then_nothing_starts_or_drains_for_an_hour_on_every_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("flat.csv");
+    // Seventy minutes at 1000 req/s: ten to converge, then the hour that must hold still.
+    std::fs::write(&trace, "second,requests_per_second\n0,1000\n4200,1000\n").unwrap();
+    let shipped =
+        std::fs::read_to_string(repo_root().join("examples/simulate/fabric.toml")).unwrap();
+    for signal in [
+        "gpu_utilization = 0.8",
+        "queue_depth = 32",
+        "p99_latency_ms = 250",
+    ] {
+        let config = dir.path().join("fabric.toml");
+        std::fs::write(&config, shipped.replace("gpu_utilization = 0.8", signal)).unwrap();
+        let log = dir.path().join("rounds.jsonl");
+        let (code, out, err) = simulate(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--service-model",
+            repo_root()
+                .join("examples/simulate/service-model.json")
+                .to_str()
+                .unwrap(),
+            "--slo-ms",
+            "500",
+            "--spot-reclaims-per-hour",
+            "0",
+            "--format",
+            "json",
+            "--record-decisions",
+            log.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{signal}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let starts: u64 = report["rows"][0]["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["starts"].as_u64().unwrap())
+            .sum();
+        assert!(
+            starts >= 2,
+            "{signal}: the load needs more than the base: {out}"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        let late: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["now"]["secs"].as_u64().unwrap() >= 600)
+            .flat_map(|r| r["decision"]["actions"].as_array().unwrap().clone())
+            .map(|a| a.to_string())
+            .collect();
+        assert!(late.is_empty(), "{signal}: after convergence: {late:?}");
+    }
+}

@@ -30,6 +30,10 @@ pub struct BatchTotals {
     pub seconds: f64,
 }
 
+/// Refused requests raise the busy time asked for by at most this factor: a fleet that refuses
+/// nearly everything still sees a finite demand (its held requests and panics do the rest).
+const MAX_REFUSED_FACTOR: f64 = 10.0;
+
 /// One round's demand, endpoint-wide.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Demand {
@@ -46,14 +50,21 @@ pub struct Demand {
 impl Demand {
     /// The demand `signals` show with `serving` replicas. Requests held while no replica serves
     /// are left out: they pile up for a whole cold start, and counting them would start a replica
-    /// per few held requests; their arrival rate is what asks for replicas then.
+    /// per few held requests; their arrival rate is what asks for replicas then. Refused requests
+    /// are in the arrival rate, and add to the busy time the share of work they would have
+    /// brought (in proportion to the requests served).
     pub fn of(signals: &Signals, serving: usize) -> Demand {
         let held = if serving > 0 { signals.held_mean } else { 0.0 };
+        let refused = if signals.refused_rate > 0.0 {
+            (1.0 + signals.refused_rate / signals.request_rate.max(1e-9)).min(MAX_REFUSED_FACTOR)
+        } else {
+            1.0
+        };
         Demand {
             arrival_rate: signals.arrival_rate,
             concurrency: signals.in_flight + held,
             held,
-            busy: signals.busy.unwrap_or(0.0),
+            busy: signals.busy.unwrap_or(0.0) * refused,
         }
     }
 }
@@ -386,7 +397,7 @@ mod tests {
     use crate::autoscaler::tests::policy;
 
     #[test]
-    fn demand_counts_held_requests_but_not_those_held_at_zero() {
+    fn demand_counts_held_and_refused_requests_but_not_those_held_at_zero() {
         let s = Signals {
             arrival_rate: 120.0,
             in_flight: 30.0,
@@ -409,6 +420,13 @@ mod tests {
             (zero.concurrency, zero.held, zero.arrival_rate),
             (30.0, 0.0, 120.0)
         );
+        // A fifth as many again as were served were refused: the busy time they ask for counts.
+        let refusing = Signals {
+            request_rate: 100.0,
+            refused_rate: 20.0,
+            ..s
+        };
+        assert_eq!(Demand::of(&refusing, 2).busy, 2.4);
     }
 
     #[test]
