@@ -133,13 +133,10 @@ pub struct Round {
 /// The autoscaler's signals from the serving replicas, what the router saw over the round and
 /// its `(rate, p99)` window summary. `serve` and `simulate` both measure through this.
 pub fn measure(serving: &[ServingLoad], round: Round, (rate, p99): (f64, Option<f64>)) -> Signals {
-    let batches = serving
-        .iter()
-        .fold(BatchTotals::default(), |a, s| BatchTotals {
-            batches: a.batches + s.batches.batches,
-            rows: a.rows + s.batches.rows,
-            seconds: a.seconds + s.batches.seconds,
-        });
+    let mut batches = BatchTotals::default();
+    for s in serving {
+        batches += s.batches;
+    }
     Signals {
         in_flight: round.in_flight,
         held_mean: round.held_mean,

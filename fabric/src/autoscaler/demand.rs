@@ -34,6 +34,14 @@ pub struct BatchTotals {
 /// nearly everything still sees a finite demand (its held requests and panics do the rest).
 const MAX_REFUSED_FACTOR: f64 = 10.0;
 
+impl std::ops::AddAssign for BatchTotals {
+    fn add_assign(&mut self, other: BatchTotals) {
+        self.batches += other.batches;
+        self.rows += other.rows;
+        self.seconds += other.seconds;
+    }
+}
+
 /// One round's demand, endpoint-wide.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Demand {

@@ -1278,10 +1278,6 @@ pub(super) mod tests {
             }
         }
 
-        fn ready_at(&self, t: u64) -> usize {
-            self.fleet_at(t)
-        }
-
         fn fleet_at(&self, t: u64) -> usize {
             self.live
                 .iter()
@@ -1307,7 +1303,7 @@ pub(super) mod tests {
             // tenth of headroom the fleet keeps before it drains.
             let exact = 1500.0 / per_replica(signal);
             let (needed, kept) = (exact.ceil() as usize, (exact * 1.1).ceil() as usize);
-            let settled = l.ready_at(1799);
+            let settled = l.fleet_at(1799);
             assert!((needed..=kept).contains(&settled), "{signal}: {settled}");
             assert_eq!(
                 l.changes_in(1800, 1800 + 3600),

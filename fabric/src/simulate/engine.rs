@@ -636,9 +636,11 @@ impl Sim<'_> {
         if let Some(from) = rep.busy_from.take() {
             rep.busy_ns += now - from;
             rep.pace.computed(Duration::from_nanos(now - from));
-            rep.batches.batches += 1.0;
-            rep.batches.rows += done.len() as f64;
-            rep.batches.seconds += secs(now - from);
+            rep.batches += BatchTotals {
+                batches: 1.0,
+                rows: done.len() as f64,
+                seconds: secs(now - from),
+            };
         }
         if rep.outstanding == 0 {
             rep.idle_since = now;

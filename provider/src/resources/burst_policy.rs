@@ -2,6 +2,7 @@
 //! budget. Pools are named; names resolve at plan time against the pools of this run.
 
 use async_trait::async_trait;
+use gpucap_fabric::config::{ScaleDownSection, ScaleUpSection};
 
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
@@ -106,10 +107,15 @@ fn check_windows(m: &Model, d: &mut Diagnostics) {
         Attr::Null => Some(None),
         _ => None,
     };
-    let (Some(stable), Some(panic), Some(sustain)) = (
+    let idle_for = m
+        .scale_down
+        .known()
+        .map_or(Some(None), |down| text(&down.idle_for));
+    let (Some(stable), Some(panic), Some(sustain), Some(idle_for)) = (
         text(&up.stable_window),
         text(&up.panic_window),
         text(&up.sustain),
+        idle_for,
     ) else {
         return;
     };
@@ -118,20 +124,16 @@ fn check_windows(m: &Model, d: &mut Diagnostics) {
         Attr::Null => None,
         _ => return,
     };
-    let idle_for = match m.scale_down.known().map(|down| &down.idle_for) {
-        Some(Attr::Known(v)) if humantime::parse_duration(v).is_ok() => v.clone(),
-        Some(Attr::Known(_) | Attr::Null) | None => "10m".to_string(),
-        Some(_) => return,
-    };
-    let section = gpucap_fabric::config::ScaleUpSection {
-        queue_depth: None,
-        p99_latency_ms: None,
-        gpu_utilization: None,
-        sustain: sustain.unwrap_or_else(|| "1m".to_string()),
+    // Settings not given take the router's defaults.
+    let default = ScaleUpSection::default();
+    let section = ScaleUpSection {
+        sustain: sustain.unwrap_or(default.sustain),
         stable_window: stable,
         panic_window: panic,
         panic_threshold,
+        ..default
     };
+    let idle_for = idle_for.unwrap_or_else(|| ScaleDownSection::default().idle_for);
     if let Err(e) = gpucap_fabric::config::check_scaling_windows(&section, &idle_for) {
         let attr = e.field.trim_start_matches("policy.");
         d.push(Diagnostic::attr_error(
