@@ -578,6 +578,20 @@ impl FabricConfig {
             if p.jurisdiction.trim().is_empty() {
                 return Err(bad(key("jurisdiction"), "empty; e.g. \"EU\""));
             }
+            // A config may come from anyone who can reach the router or a daemon's API, not only
+            // from a plan: a known region's jurisdiction is derived here exactly as the provider
+            // derives it, so a pool cannot be relabelled into the residency.
+            if let Some(r) = crate::regions::lookup(&p.region)
+                && r.jurisdiction != p.jurisdiction
+            {
+                return Err(bad(
+                    key("jurisdiction"),
+                    format!(
+                        "region {:?} ({}, {}) is in jurisdiction {:?}, not {:?}",
+                        p.region, r.location, r.country, r.jurisdiction, p.jurisdiction
+                    ),
+                ));
+            }
             one_of(&key("role"), &p.role, &["base", "burst"])?;
             let capacity_type = CapacityType::parse(&p.capacity_type).ok_or_else(|| {
                 bad(
@@ -983,6 +997,15 @@ dir = "/tmp/state"
             digest("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_known_region_cannot_be_relabelled_into_the_residency() {
+        let text = BASE.replace(
+            "name = \"od\"\nrole = \"burst\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"",
+            "name = \"od\"\nrole = \"burst\"\nregion = \"us-east-1\"\njurisdiction = \"EU\"",
+        );
+        insta::assert_snapshot!(load(&text).unwrap_err(), @r#"pools[1].jurisdiction: region "us-east-1" (N. Virginia, US) is in jurisdiction "US", not "EU""#);
     }
 
     #[test]

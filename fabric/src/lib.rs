@@ -15,6 +15,8 @@
 //!   what a router keeps across restarts;
 //! - [`signals`], [`metrics`], [`status`]: what is measured and reported; [`record`]: the
 //!   decision log of every control round;
+//! - [`regions`]: the cloud region → country → jurisdiction table the provider and the fabric
+//!   both derive jurisdictions from;
 //! - [`simulate`]: `gpucap-fabric simulate`, the same control loop in virtual time on a trace;
 //! - [`deploy`]: starting, reloading and stopping a
 //!   router, for the provider; [`process`] and [`store`]: detached processes and atomic records.
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod predict;
 pub mod process;
 pub mod record;
+pub mod regions;
 pub mod router;
 pub mod signals;
 pub mod simulate;

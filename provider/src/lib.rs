@@ -24,7 +24,7 @@ pub mod models;
 pub mod module_docs;
 pub mod plan;
 pub mod provider;
-pub mod regions;
+pub use gpucap_fabric::regions;
 pub mod registry;
 pub mod resources;
 pub mod rules;

@@ -1,7 +1,8 @@
 //! Built-in table of public cloud regions with their country and jurisdiction.
 //!
 //! The provider derives a GPU pool's `jurisdiction` from its `region` with this table, and the
-//! `gpucap_regions` data source serves it. Only regions we are sure exist are listed; an unknown
+//! `gpucap_regions` data source serves it; the fabric re-checks every config it is given against
+//! it. Only regions we are sure exist are listed; an unknown
 //! region is an error (with a suggestion), never a guess. On-prem sites are deliberately absent:
 //! there is no way to know where "this host" is, so they must state their jurisdiction explicitly.
 
