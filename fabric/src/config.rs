@@ -295,6 +295,10 @@ pub struct RuntimeSection {
 pub struct StateSection {
     /// The endpoint's directory: replica records and logs live under it.
     pub dir: PathBuf,
+    /// The pool ledger shared by every router on this host (see [`crate::ledger`]); unset, the
+    /// endpoint keeps one of its own under `dir/pools`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_dir: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -439,6 +443,8 @@ pub struct Fabric {
     pub scaling: ScalingPolicy,
     /// Where replica records live.
     pub state_dir: PathBuf,
+    /// Where the host's pool ledger lives.
+    pub ledger_dir: PathBuf,
     /// Hash of the file as read: the provider waits for the router to report it after a reload.
     pub config_digest: String,
 }
@@ -557,6 +563,11 @@ impl FabricConfig {
             pools: ordered,
             scaling,
             state_dir: self.state.dir.clone(),
+            ledger_dir: self
+                .state
+                .ledger_dir
+                .clone()
+                .unwrap_or_else(|| self.state.dir.join("ledger")),
             config_digest: config_digest.to_string(),
         })
     }

@@ -16,10 +16,11 @@ use crate::autoscaler::{
     self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals,
 };
 use crate::config::{DriverConfig, Fabric};
-use crate::driver::local::{self, LocalDriver};
+use crate::driver::local::{self, LocalDriver, Seat};
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
 use crate::learned::{self, Learned};
+use crate::ledger::{self, Ledger};
 use crate::metrics::{DecisionLabels, FabricMetrics, ReplicaLabels};
 use crate::record::Recorder;
 use crate::signals::{self, LatencyWindow, ReplicaSample, Round, ServingLoad};
@@ -210,18 +211,29 @@ impl Controller {
     /// Drivers for the configured pools, keeping the health of pools that stay.
     fn build_pools(&self, old: &[(String, PoolSlot)]) -> Vec<PoolSlot> {
         let dir = self.replicas_dir();
+        let ledger = Ledger::new(&self.fabric.ledger_dir);
+        let reserved = ledger::reservations(&self.fabric.pools, self.fabric.scaling.replicas_min);
         self.fabric
             .pools
             .iter()
-            .map(|p| {
+            .zip(reserved)
+            .map(|(p, reserved)| {
+                let seat = Seat {
+                    ledger: ledger.clone(),
+                    endpoint: self.fabric.name.clone(),
+                    reserved,
+                };
                 let (driver, broken) = match &p.driver {
                     Some(DriverConfig::Local {
                         devices,
                         runtime_path,
-                    }) => match LocalDriver::new(&p.name, devices, p.slots, runtime_path, &dir) {
-                        Ok(d) => (Some(Arc::new(d) as Arc<dyn Driver>), None),
-                        Err(e) => (None, Some(e.0)),
-                    },
+                    }) => {
+                        match LocalDriver::new(&p.name, devices, p.slots, runtime_path, &dir, seat)
+                        {
+                            Ok(d) => (Some(Arc::new(d) as Arc<dyn Driver>), None),
+                            Err(e) => (None, Some(e.0)),
+                        }
+                    }
                     None => (None, Some("the pool has no driver".to_string())),
                 };
                 let kept = old.iter().find(|(name, _)| name == &p.name);
@@ -727,7 +739,8 @@ impl Controller {
                 name: p.name.clone(),
                 capacity_type: p.capacity_type,
                 burst: p.burst,
-                slots: p.slots,
+                // What the host's ledger leaves this endpoint of the pool.
+                slots: s.driver.as_ref().map_or(p.slots, |d| d.capacity().slots),
                 price_per_hour: p.price_per_gpu_hour,
                 usable: s.driver.is_some() && s.backoff_until.is_none_or(|t| t <= now),
                 cold_start: s

@@ -7,6 +7,7 @@
 //! - [`config`]: the router's config file, validated, holding the placement the provider resolved;
 //! - [`autoscaler`]: the pure decision function (state, signals, policy, time in; actions out);
 //!   [`capacity`]: the kinds of capacity a pool offers;
+//! - [`ledger`]: the slots of each pool, shared by every router on a host;
 //! - [`fleet`]: the replica table the router takes request slots from;
 //! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;
 //! - [`controller`]: the control loop that measures, decides and acts through drivers;
@@ -29,6 +30,7 @@ pub mod deploy;
 pub mod driver;
 pub mod fleet;
 pub mod learned;
+pub mod ledger;
 pub mod metrics;
 pub mod predict;
 pub mod process;

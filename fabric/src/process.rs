@@ -88,6 +88,15 @@ impl ProcessRecord {
         }
     }
 
+    /// The record of this process.
+    pub fn current() -> ProcessRecord {
+        let pid = std::process::id() as i32;
+        ProcessRecord {
+            pid,
+            start_ticks: proc_stat(pid).map_or(0, |(_, ticks)| ticks),
+        }
+    }
+
     /// Whether the recorded process still runs: the same process (pid and start time) and not a
     /// zombie. Reaps it first when it is our own exited child.
     pub fn alive(&self) -> bool {

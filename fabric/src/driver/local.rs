@@ -12,8 +12,13 @@ use gpucap_runtime::config::{LogFormat, RuntimeConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::{Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
+use crate::ledger::{Ledger, LedgerError};
 use crate::process::{self, ProcessRecord};
 use crate::store;
+
+fn ledger_error(e: LedgerError) -> DriverError {
+    DriverError(e.to_string())
+}
 
 /// How long a replica may take to load its model and become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,6 +93,17 @@ fn threads_per_replica(cores: usize, slots: usize) -> usize {
     (cores / slots.max(1)).max(1)
 }
 
+/// An endpoint's place in the host's pool ledger.
+#[derive(Debug, Clone)]
+pub struct Seat {
+    /// The host's ledger.
+    pub ledger: Ledger,
+    /// The endpoint.
+    pub endpoint: String,
+    /// Slots kept for it on this pool (its share of `replicas.min`).
+    pub reserved: usize,
+}
+
 /// One local pool.
 pub struct LocalDriver {
     pool: String,
@@ -95,28 +111,58 @@ pub struct LocalDriver {
     slots: usize,
     runtime: PathBuf,
     dir: PathBuf,
-    starting: std::sync::Mutex<()>,
+    seat: Seat,
 }
 
 impl LocalDriver {
     /// The driver for pool `pool` with `slots` replicas on `devices`, running `runtime`, keeping
-    /// records under `replicas_dir`.
+    /// records under `replicas_dir` and taking slots through `seat`. The replicas recorded there
+    /// that still run are entered in the ledger (they may predate it, or its file was lost).
     pub fn new(
         pool: &str,
         devices: &str,
         slots: usize,
         runtime: &Path,
         replicas_dir: &Path,
+        seat: Seat,
     ) -> Result<LocalDriver, DriverError> {
         let devices = devices_for(devices).map_err(|e| DriverError(format!("pool {pool}: {e}")))?;
-        Ok(LocalDriver {
+        let driver = LocalDriver {
             pool: pool.to_string(),
             devices,
             slots,
             runtime: runtime.to_path_buf(),
             dir: replicas_dir.to_path_buf(),
-            starting: std::sync::Mutex::new(()),
-        })
+            seat,
+        };
+        let ledger = &driver.seat.ledger;
+        ledger
+            .reserve(pool, slots, &driver.seat.endpoint, driver.seat.reserved)
+            .map_err(ledger_error)?;
+        let running: Vec<(String, usize, ProcessRecord)> = driver
+            .list()?
+            .into_iter()
+            .filter_map(|r| Some((r.id, r.slot, r.process?)))
+            .collect();
+        ledger
+            .sync(
+                pool,
+                &driver.seat.endpoint,
+                &running,
+                &ProcessRecord::current(),
+            )
+            .map_err(ledger_error)?;
+        Ok(driver)
+    }
+
+    fn release(&self, replica: &str) {
+        if let Err(e) = self
+            .seat
+            .ledger
+            .release(&self.pool, &self.seat.endpoint, replica)
+        {
+            tracing::warn!(error = %e, "cannot give a slot back (it is reclaimed once the replica is gone)");
+        }
     }
 
     /// CPU threads per replica: an equal share of this host's cores.
@@ -132,6 +178,24 @@ impl LocalDriver {
         } else {
             self.devices[slot % self.devices.len()].clone()
         }
+    }
+
+    /// Writes the runtime config of a replica in `dir`; its path.
+    fn write_runtime_config(
+        &self,
+        spec: &ReplicaSpec,
+        device: &str,
+        dir: &Path,
+    ) -> Result<PathBuf, DriverError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DriverError(format!("cannot create {}: {e}", dir.display())))?;
+        let config = self.runtime_config(spec, device, dir);
+        let toml = toml::to_string(&config)
+            .map_err(|e| DriverError(format!("cannot write the runtime config: {e}")))?;
+        let config_path = dir.join("runtime.toml");
+        std::fs::write(&config_path, toml)
+            .map_err(|e| DriverError(format!("cannot write {}: {e}", config_path.display())))?;
+        Ok(config_path)
     }
 
     fn runtime_config(&self, spec: &ReplicaSpec, device: &str, dir: &Path) -> RuntimeConfig {
@@ -196,8 +260,21 @@ pub async fn stop_record(
 #[async_trait]
 impl Driver for LocalDriver {
     fn capacity(&self) -> Capacity {
+        // What the ledger leaves this endpoint; none while the ledger cannot be read, so that
+        // nothing starts on a pool whose slots nobody can count.
+        let slots = match self
+            .seat
+            .ledger
+            .capacity_for(&self.pool, &self.seat.endpoint)
+        {
+            Ok(n) => n.min(self.slots),
+            Err(e) => {
+                tracing::warn!(pool = %self.pool, error = %e, "cannot read the pool ledger");
+                0
+            }
+        };
         Capacity {
-            slots: self.slots,
+            slots,
             devices: self.devices.clone(),
         }
     }
@@ -209,28 +286,32 @@ impl Driver for LocalDriver {
     ) -> Result<ReplicaRecord, DriverError> {
         let dir = replica_dir(&self.dir, &spec.id);
         let log = dir.join("runtime.log");
-        let cleanup = || {
+        let remove_dir = || {
             let _ = std::fs::remove_dir_all(&dir);
         };
+        let cleanup = || {
+            remove_dir();
+            self.release(&spec.id);
+        };
         let (mut child, mut replica) = {
-            // Choosing a slot and recording the process that takes it happen under one lock, so
-            // starts running at once never share a slot (and its device).
-            let _one_at_a_time = self.starting.lock().unwrap_or_else(|p| p.into_inner());
-            let taken: Vec<usize> = self.list()?.iter().map(|r| r.slot).collect();
-            let slot = (0..self.slots)
-                .find(|s| !taken.contains(s))
-                .ok_or_else(|| DriverError(format!("pool {} has no free slot", self.pool)))?;
+            // The ledger hands out slots under its lock, so starts running at once, from this
+            // router or another on the host, never share a slot (and its device).
+            let slot = self
+                .seat
+                .ledger
+                .claim(
+                    &self.pool,
+                    &self.seat.endpoint,
+                    &spec.id,
+                    ProcessRecord::current(),
+                )
+                .map_err(ledger_error)?;
             let device = self.device(slot);
             // A directory left by an interrupted start must not lend its old address file.
-            cleanup();
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| DriverError(format!("cannot create {}: {e}", dir.display())))?;
-            let config = self.runtime_config(spec, &device, &dir);
-            let toml = toml::to_string(&config)
-                .map_err(|e| DriverError(format!("cannot write the runtime config: {e}")))?;
-            let config_path = dir.join("runtime.toml");
-            std::fs::write(&config_path, toml)
-                .map_err(|e| DriverError(format!("cannot write {}: {e}", config_path.display())))?;
+            remove_dir();
+            let config_path = self
+                .write_runtime_config(spec, &device, &dir)
+                .inspect_err(|_| cleanup())?;
             let child = match process::spawn(
                 &self.runtime,
                 &[
@@ -246,6 +327,14 @@ impl Driver for LocalDriver {
                     return Err(e.into());
                 }
             };
+            if let Err(e) = self.seat.ledger.bind(
+                &self.pool,
+                &self.seat.endpoint,
+                &spec.id,
+                ProcessRecord::of(&child),
+            ) {
+                tracing::warn!(error = %e, "cannot enter a replica's process in the pool ledger");
+            }
             // Recorded before it is ready (without an address): if the router dies while it
             // starts, whoever comes next finds the process and stops it.
             let replica = ReplicaRecord {
@@ -296,7 +385,9 @@ impl Driver for LocalDriver {
     }
 
     async fn stop(&self, replica: &ReplicaRecord, drain: Duration) -> Result<(), DriverError> {
-        stop_record(&self.dir, replica, drain).await
+        stop_record(&self.dir, replica, drain).await?;
+        self.release(&replica.id);
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<ReplicaRecord>, DriverError> {
@@ -368,6 +459,14 @@ async fn wait_ready(
 mod tests {
     use super::*;
 
+    fn seat(dir: &tempfile::TempDir) -> Seat {
+        Seat {
+            ledger: Ledger::new(&dir.path().join("ledger")),
+            endpoint: "e".into(),
+            reserved: 0,
+        }
+    }
+
     fn host(gpus: &[&str]) -> Vec<DeviceInfo> {
         let device = |id: &str, kind: &str| DeviceInfo {
             id: id.into(),
@@ -419,11 +518,10 @@ mod tests {
         assert_eq!(threads_per_replica(2, 4), 1, "never less than one thread");
         assert_eq!(threads_per_replica(8, 0), 8, "no slots counts as one");
         let dir = tempfile::tempdir().unwrap();
-        let d = LocalDriver::new("lab", "cpu", 2, Path::new("rt"), dir.path()).unwrap();
+        let d = LocalDriver::new("lab", "cpu", 2, Path::new("rt"), dir.path(), seat(&dir)).unwrap();
         assert_eq!(d.device(1), "cpu");
         let gpus = LocalDriver {
             devices: vec!["cuda:0".into(), "cuda:1".into()],
-            starting: std::sync::Mutex::new(()),
             ..d
         };
         assert_eq!(
@@ -435,7 +533,15 @@ mod tests {
     #[tokio::test]
     async fn a_runtime_that_cannot_start_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let d = LocalDriver::new("lab", "cpu", 1, Path::new("/bin/false"), dir.path()).unwrap();
+        let d = LocalDriver::new(
+            "lab",
+            "cpu",
+            1,
+            Path::new("/bin/false"),
+            dir.path(),
+            seat(&dir),
+        )
+        .unwrap();
         let spec = ReplicaSpec {
             id: "lab-1".into(),
             model_path: "/nonexistent.safetensors".into(),
@@ -449,5 +555,6 @@ mod tests {
         assert!(err.0.contains("the runtime exited during start"), "{err}");
         assert!(!dir.path().join("lab-1").exists());
         assert!(d.list().unwrap().is_empty());
+        assert_eq!(d.capacity().slots, 1, "the failed start gave its slot back");
     }
 }

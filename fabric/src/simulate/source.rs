@@ -187,6 +187,7 @@ fn endpoint_config(resources: &[(&str, &Value)], name: &str) -> Result<FabricCon
         },
         state: StateSection {
             dir: PathBuf::new(),
+            ledger_dir: None,
         },
     })
 }

@@ -705,6 +705,8 @@ fn fabric_config(ctx: &Ctx, settings: &Model, p: &Placement) -> Result<FabricCon
         },
         state: StateSection {
             dir: EndpointDir::new(&ctx.config.state_dir, name).0,
+            // Every endpoint deployed from this state_dir shares its pools' slots.
+            ledger_dir: Some(store::kind_dir(&ctx.config.state_dir, "ledger")),
         },
     })
 }
