@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs built binaries the way a release does (.goreleaser.yml): one zip per platform named
 # terraform-provider-gpucap_VERSION_OS_ARCH.zip holding terraform-provider-gpucap_vVERSION,
-# gpucap-runtime, gpucap-fabric and the README, beside terraform-provider-gpucap_VERSION_SHA256SUMS
+# gpucap-runtime, gpucap-fabric, the README and the fabric daemon's systemd unit and example config
+# (packaging/systemd/), beside terraform-provider-gpucap_VERSION_SHA256SUMS
 # and the registry manifest terraform-provider-gpucap_VERSION_manifest.json. With --mirror, also
 # lays the zip out as a Terraform filesystem mirror (packed layout), which `terraform init`
 # installs from with `provider_installation { filesystem_mirror { path = MIRROR } }`.
@@ -50,13 +51,16 @@ pack terraform-provider-gpucap "terraform-provider-gpucap_v$version"
 pack gpucap-runtime gpucap-runtime
 pack gpucap-fabric gpucap-fabric
 cp "$root/README.md" "$stage/README.md"
+mkdir -p "$stage/packaging/systemd"
+cp "$root/packaging/systemd/gpucap-fabric.service" "$root/packaging/systemd/daemon.toml.example" \
+  "$stage/packaging/systemd/"
 
 mkdir -p "$out"
 zip_name="terraform-provider-gpucap_${version}_${os}_${arch}.zip"
 rm -f "$out/$zip_name"
 # zipfile keeps each file's mode, so the binaries stay executable once Terraform unpacks them.
 (cd "$stage" && python3 -m zipfile -c "$out/$zip_name" \
-  "terraform-provider-gpucap_v$version" gpucap-runtime gpucap-fabric README.md)
+  "terraform-provider-gpucap_v$version" gpucap-runtime gpucap-fabric README.md packaging)
 manifest="terraform-provider-gpucap_${version}_manifest.json"
 cp "$root/terraform-registry-manifest.json" "$out/$manifest"
 (cd "$out" && sha256sum "$zip_name" "$manifest" >"terraform-provider-gpucap_${version}_SHA256SUMS")

@@ -19,13 +19,17 @@
 //! - [`regions`]: the cloud region → country → jurisdiction table the provider and the fabric
 //!   both derive jurisdictions from;
 //! - [`simulate`]: `gpucap-fabric simulate`, the same control loop in virtual time on a trace;
+//! - [`daemon`]: `gpucap-fabric daemon`, the long-running fabric of a site hosting any number
+//!   of endpoints behind an admin API, and [`client`], its client;
 //! - [`deploy`]: starting, reloading and stopping a
-//!   router, for the provider; [`process`] and [`store`]: detached processes and atomic records.
+//!   router, for the provider and the daemon; [`process`] and [`store`]: detached processes and atomic records.
 
 pub mod autoscaler;
 pub mod capacity;
+pub mod client;
 pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod deploy;
 pub mod driver;
 pub mod fleet;

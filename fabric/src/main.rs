@@ -40,13 +40,40 @@ enum Command {
     Simulate(Box<SimulateArgs>),
     /// Generate a traffic trace (CSV on stdout) of a shape, from a seed.
     Trace(TraceArgs),
-    /// Print a router's pools, replicas, signals, budget and recent decisions.
+    /// Print a router's pools, replicas, signals, budget and recent decisions; with --daemon,
+    /// a daemon's endpoints (or the one named).
     Status {
-        /// The router's URL (or the endpoint's model URL), e.g. http://127.0.0.1:8000.
-        url: String,
+        /// The router's URL (or the endpoint's model URL), e.g. http://127.0.0.1:8000; with
+        /// --daemon, an endpoint's name (all of them when left out).
+        target: Option<String>,
+        /// A daemon's admin API, e.g. https://gw.example.com:7443.
+        #[arg(long, env = "GPUCAP_FABRIC_ADDRESS")]
+        daemon: Option<String>,
+        /// The daemon's bearer token.
+        #[arg(long, env = "GPUCAP_FABRIC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The CA that signed the daemon's certificate (PEM); the system's roots when left out.
+        #[arg(long, env = "GPUCAP_FABRIC_CA_CERT")]
+        ca_cert: Option<PathBuf>,
         /// Print the JSON document instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the fabric of a site as a long-running service hosting any number of endpoints,
+    /// driven through its admin API (see docs/guides/fabric-daemon.md).
+    Daemon {
+        /// The daemon's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Generate an admin API token: print it once, keep only its SHA-256 in --hash-file.
+    Token {
+        /// Where the daemon reads the hash (its token_sha256_file).
+        #[arg(long)]
+        hash_file: PathBuf,
     },
 }
 
@@ -97,17 +124,29 @@ fn main() -> ExitCode {
         }
         Command::Simulate(args) => print_or_fail(cli::simulate(&args)),
         Command::Trace(args) => print_or_fail(cli::generate(&args)),
-        Command::Status { url, json } => {
-            match runtime.block_on(gpucap_fabric::deploy::fetch_status(&url)) {
-                Ok(status) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&status).unwrap_or_default()
-                        );
-                    } else {
-                        print!("{}", status.render());
-                    }
+        Command::Status {
+            target,
+            daemon,
+            token,
+            ca_cert,
+            json,
+        } => {
+            let printed = match daemon {
+                Some(address) => runtime.block_on(cmd::status::daemon(
+                    &address,
+                    token.as_deref().unwrap_or_default(),
+                    ca_cert.as_deref(),
+                    target.as_deref(),
+                    json,
+                )),
+                None => match target {
+                    Some(url) => runtime.block_on(cmd::status::router(&url, json)),
+                    None => Err("name a router URL, or a daemon with --daemon".into()),
+                },
+            };
+            match printed {
+                Ok(text) => {
+                    print!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -115,6 +154,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Daemon { config, log_format } => {
+            init_logging(log_format);
+            match runtime.block_on(gpucap_fabric::daemon::run(&config)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the daemon stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Token { hash_file } => {
+            let made = gpucap_fabric::daemon::auth::new_token().and_then(|t| {
+                gpucap_fabric::daemon::auth::write_token_hash(&hash_file, &t).map(|()| t)
+            });
+            print_or_fail(made)
         }
     }
 }

@@ -1,0 +1,181 @@
+//! `gpucap-fabric daemon`: the long-running fabric of one site or gateway host. It hosts any
+//! number of endpoints, each as its own router process ([`host`]), keeps one pool ledger for all
+//! of them ([`crate::ledger`]), and is driven through a versioned admin API ([`api`]) over HTTPS
+//! with a bearer token ([`auth`], [`tls`]). Serving never lives where `terraform apply` happens
+//! to run.
+//!
+//! Signals: SIGHUP re-reads the token hash and the TLS files; SIGTERM or SIGINT drains every
+//! endpoint and exits (their records stay, so the next start brings them back); SIGUSR2 exits
+//! at once and leaves every endpoint serving, for an upgrade: the new daemon adopts them.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod host;
+pub mod tls;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use self::api::Api;
+use self::host::{Host, Site};
+
+/// The file in the state directory that holds the admin API's base URL once it listens.
+pub const ADDRESS_FILE: &str = "daemon.address";
+
+/// How often supervision looks for routers that are not running.
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every endpoint was drained (SIGTERM or SIGINT).
+    Drained,
+    /// The endpoints were left serving (SIGUSR2).
+    LeftServing,
+}
+
+/// The `gpucap-runtime` binary beside `fabric_bin`.
+fn runtime_beside(fabric_bin: &Path) -> PathBuf {
+    fabric_bin.with_file_name("gpucap-runtime")
+}
+
+/// Runs the daemon from the config file at `path` until a signal ends it.
+pub async fn run(path: &Path) -> Result<Exit, String> {
+    let checked = config::load(path)?;
+    let token_hash = auth::read_token_hash(&checked.config.token_sha256_file)?;
+    let rustls = checked
+        .config
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()?;
+    let fabric_bin =
+        std::env::current_exe().map_err(|e| format!("cannot find this binary's path: {e}"))?;
+    let site = Site {
+        state_dir: checked.config.state_dir.clone(),
+        region: checked.config.region.clone(),
+        jurisdiction: checked.jurisdiction.clone(),
+        runtime_bin: checked
+            .config
+            .runtime_path
+            .clone()
+            .unwrap_or_else(|| runtime_beside(&fabric_bin)),
+        fabric_bin,
+    };
+    let host = Host::open(site)?;
+    let stop = CancellationToken::new();
+    let api = Arc::new(Api {
+        host,
+        token_hash: RwLock::new(token_hash),
+        stop: stop.clone(),
+    });
+    let listener = std::net::TcpListener::bind(checked.listen)
+        .map_err(|e| format!("listen: cannot listen on {}: {e}", checked.listen))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listen: {e}"))?;
+    let local: SocketAddr = listener.local_addr().map_err(|e| format!("listen: {e}"))?;
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let app = api::routes(api.clone()).into_make_service();
+    let scheme = if rustls.is_some() { "https" } else { "http" };
+    let tls_config = rustls.map(axum_server::tls_rustls::RustlsConfig::from_config);
+    let server = match &tls_config {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, tls.clone())
+                .map_err(|e| format!("listen: {e}"))?
+                .handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)
+                .map_err(|e| format!("listen: {e}"))?
+                .handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    let base = format!("{scheme}://{local}");
+    let address_file = checked.config.state_dir.join(ADDRESS_FILE);
+    crate::process::write_atomically(&address_file, &base)
+        .map_err(|e| format!("cannot write {}: {e}", address_file.display()))?;
+    tracing::info!(
+        address = %base,
+        region = %checked.config.region,
+        jurisdiction = %checked.jurisdiction,
+        endpoints = api.host.names().len(),
+        "daemon listening"
+    );
+
+    let supervisor = {
+        let api = api.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                api.host.supervise(&stop).await;
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(SUPERVISE_EVERY) => {}
+                }
+            }
+        })
+    };
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut leave = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
+    let exit = loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(path, &api, tls_config.as_ref()),
+            _ = terminate.recv() => break Exit::Drained,
+            _ = interrupt.recv() => break Exit::Drained,
+            _ = leave.recv() => break Exit::LeftServing,
+        }
+    };
+    stop.cancel();
+    let _ = supervisor.await;
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = server.await;
+    if exit == Exit::Drained {
+        tracing::info!("draining every endpoint");
+        api.host.drain_all().await;
+        tracing::info!("every endpoint drained; exiting");
+    } else {
+        tracing::info!("exiting; every endpoint keeps serving for the next daemon to adopt");
+    }
+    let _ = std::fs::remove_file(&address_file);
+    Ok(exit)
+}
+
+/// SIGHUP: the token hash and TLS files are read again; a bad one is refused and the running
+/// one kept. Other settings need a restart.
+fn reload(path: &Path, api: &Api, tls: Option<&axum_server::tls_rustls::RustlsConfig>) {
+    let checked = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; keeping the running config");
+            return;
+        }
+    };
+    match auth::read_token_hash(&checked.config.token_sha256_file) {
+        Ok(hash) => *api.token_hash.write().unwrap_or_else(|p| p.into_inner()) = hash,
+        Err(e) => tracing::error!(error = %e, "token not reloaded; keeping the running one"),
+    }
+    match (tls, &checked.config.tls) {
+        (Some(running), Some(section)) => match tls::server_config(section) {
+            Ok(c) => running.reload_from_config(c),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS not reloaded; keeping the running certificates")
+            }
+        },
+        (None, None) => {}
+        _ => tracing::warn!("turning TLS on or off needs a restart"),
+    }
+    tracing::info!("daemon config reloaded");
+}
