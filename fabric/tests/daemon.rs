@@ -1,0 +1,400 @@
+//! `gpucap-fabric daemon` as users run it: its own process, driven over HTTPS through the admin
+//! API with a token; endpoints that outlive the daemon and come back at the same URL; one pool
+//! ledger for every endpoint it hosts; bad input refused with the key that is wrong.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, endpoint_json};
+use common::*;
+use serde_json::Value;
+
+const REGION: &str = "lab-region";
+
+/// A base pool of `slots` CPU replicas in the daemon's region.
+fn lab(slots: usize) -> String {
+    format!(
+        "[[pools]]\nname = \"lab\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
+         capacity_type = \"on_prem\"\ngpus_max = {slots}\n[pools.local]\ndevices = \"cpu\"\n"
+    )
+}
+
+/// POSTs one digit to the model `name` at `url` (the endpoint's model URL).
+fn predict(model_url: &str) -> (u16, String) {
+    curl(&[
+        "-s",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &digit_body(),
+        &format!("{model_url}/infer"),
+    ])
+}
+
+fn replica_pids(view: &Value) -> Vec<i64> {
+    let mut pids: Vec<i64> = view["status"]["replicas"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["pid"].as_i64()).collect())
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn endpoints_outlive_the_daemon_and_a_dead_router_comes_back_at_the_same_url() {
+    let _one = serial();
+    let mut d = Daemon::start(REGION, "EU");
+    let config = endpoint_json(
+        "digits",
+        &format!("[replicas]\nmin = 2\nmax = 2\n\n{}", lab(2)),
+    );
+    let (code, body) = d.api(
+        "PUT",
+        "/v1/endpoints/digits",
+        Some(&config),
+        &["If-None-Match: *"],
+    );
+    assert_eq!(code, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(created["state"], "serving");
+    let url = created["url"].as_str().unwrap().to_string();
+    let router_pid = created["router"]["pid"].as_i64().unwrap();
+    let replicas = replica_pids(&created);
+    assert_eq!(replicas.len(), 2, "{body}");
+    let (code, answer) = predict(&url);
+    assert_eq!(code, 200, "{answer}");
+
+    // The same config again changes nothing; a create-only PUT of an existing endpoint fails.
+    let (code, body) = d.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
+    assert_eq!(code, 200, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["router"]["pid"], router_pid);
+    assert_eq!(again["etag"], created["etag"]);
+    let (code, body) = d.api(
+        "PUT",
+        "/v1/endpoints/digits",
+        Some(&config),
+        &["If-None-Match: *"],
+    );
+    assert_eq!(code, 412, "{body}");
+
+    // SIGKILL under 64 clients: serving never lived in the daemon, so no request fails, and
+    // the daemon started again adopts the same router and replicas.
+    let base = url.trim_end_matches("/v2/models/digits").to_string();
+    let load = std::thread::spawn(move || bench(&base, 64, "4s"));
+    std::thread::sleep(Duration::from_millis(1500));
+    d.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = Instant::now();
+    d.launch();
+    let view = d.endpoint("digits");
+    println!(
+        "daemon restart to the endpoint listed as serving: {:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(view["state"], "serving", "{view}");
+    assert_eq!(view["url"], url.as_str());
+    assert_eq!(view["router"]["pid"], router_pid);
+    assert_eq!(replica_pids(&view), replicas);
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+    assert!(report["ok"].as_u64().unwrap() > 100, "{report}");
+
+    // A router killed with SIGKILL is restarted on its address, adopting its replicas.
+    signal(router_pid as i32, "KILL");
+    let killed = Instant::now();
+    wait_until(
+        "the endpoint answers again",
+        Duration::from_secs(15),
+        || predict(&url).0 == 200,
+    );
+    println!(
+        "router SIGKILL to the endpoint answering again: {:?}",
+        killed.elapsed()
+    );
+    let view = d.endpoint("digits");
+    assert_eq!(view["url"], url.as_str());
+    assert_eq!(view["restarts"], 1);
+    assert_ne!(view["router"]["pid"], router_pid);
+    assert_eq!(replica_pids(&view), replicas, "the replicas were adopted");
+
+    // DELETE drains and stops everything; nothing is left.
+    let pids = d.hosted_pids();
+    assert_eq!(pids.len(), 3);
+    let (code, body) = d.api("DELETE", "/v1/endpoints/digits", None, &[]);
+    assert_eq!(code, 204, "{body}");
+    assert!(all_gone(&pids, Duration::from_secs(5)));
+    let (code, body) = d.api("GET", "/v1/endpoints/digits", None, &[]);
+    assert_eq!(code, 404, "{body}");
+    assert!(!d.state_dir().join("endpoints/digits").exists());
+
+    // SIGTERM drains every endpoint and exits; the next daemon brings them back at their URL.
+    let (code, body) = d.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
+    assert_eq!(code, 201, "{body}");
+    let url = serde_json::from_str::<Value>(&body).unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pids = d.hosted_pids();
+    assert!(d.terminate().success(), "{}", d.log());
+    assert!(all_gone(&pids, Duration::from_secs(5)), "{pids:?}");
+    d.launch();
+    wait_until("the endpoint is back", Duration::from_secs(15), || {
+        predict(&url).0 == 200
+    });
+}
+
+#[test]
+fn endpoints_on_one_pool_share_its_slots_through_the_ledger() {
+    let _one = serial();
+    let d = Daemon::start(REGION, "EU");
+    // Three slots, each endpoint keeps one; the third goes to whichever needs it first.
+    let body = format!(
+        "[replicas]\nmin = 1\nmax = 3\n\n[policy]\nname = \"p\"\n\
+         [policy.scale_up]\nqueue_depth = 1\nfor = \"1s\"\nstable_window = \"2s\"\npanic_window = \"1s\"\n\
+         [policy.scale_down]\nidle_for = \"60s\"\n\n{}",
+        lab(3)
+    );
+    let mut urls = Vec::new();
+    for name in ["a", "b"] {
+        let (code, out) = d.api(
+            "PUT",
+            &format!("/v1/endpoints/{name}"),
+            Some(&endpoint_json(name, &body)),
+            &[],
+        );
+        assert_eq!(code, 201, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        urls.push(
+            v["url"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches(&format!("/v2/models/{name}"))
+                .to_string(),
+        );
+    }
+    let loads: Vec<_> = urls
+        .iter()
+        .zip(["a", "b"])
+        .map(|(u, m)| {
+            let (u, m) = (u.clone(), m.to_string());
+            std::thread::spawn(move || {
+                std::process::Command::new(runtime_bin())
+                    .args([
+                        "bench",
+                        "--url",
+                        &u,
+                        "--model",
+                        &m,
+                        "--json",
+                        "--duration",
+                        "8s",
+                        "--concurrency",
+                        "16",
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        let (code, out) = d.api("GET", "/v1/pools", None, &[]);
+        assert_eq!(code, 200, "{out}");
+        let pools: Value = serde_json::from_str(&out).unwrap();
+        let lab = &pools["pools"][0];
+        assert_eq!(lab["name"], "lab");
+        assert_eq!(lab["reserved"], serde_json::json!({"a": 1, "b": 1}));
+        let holders = lab["holders"].as_array().unwrap();
+        assert!(holders.len() <= 3, "more replicas than slots: {lab}");
+        for e in ["a", "b"] {
+            assert!(
+                holders.iter().any(|h| h["endpoint"] == e),
+                "{e} lost its reserved slot: {lab}"
+            );
+        }
+        let mut slots: Vec<i64> = holders
+            .iter()
+            .map(|h| h["slot"].as_i64().unwrap())
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(
+            slots.len(),
+            holders.len(),
+            "two replicas on one slot: {lab}"
+        );
+        most = most.max(holders.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for l in loads {
+        assert!(l.join().unwrap().status.success());
+    }
+    assert_eq!(
+        most, 3,
+        "the free slot went to one of the endpoints under load"
+    );
+}
+
+#[test]
+fn bad_requests_and_bad_setups_are_refused_naming_what_is_wrong() {
+    let _one = serial();
+    let d = Daemon::start(REGION, "EU");
+    let good = endpoint_json("digits", &lab(1));
+    let problem = |(code, body): (u16, String)| -> (u16, Value) {
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}")),
+        )
+    };
+
+    let (code, p) = problem(d.call("GET", "/v1/endpoints", None, &[]));
+    assert_eq!(
+        (code, p["field"].as_str()),
+        (401, Some("Authorization")),
+        "{p}"
+    );
+    let (code, p) = problem(d.call(
+        "PUT",
+        "/v1/endpoints/digits",
+        Some(&good),
+        &["Authorization: Bearer nope"],
+    ));
+    assert_eq!(code, 401, "{p}");
+    assert_eq!(p["detail"], "the token is not this daemon's");
+    // Health and the API's description are open, for load balancers and tools.
+    assert_eq!(d.call("GET", "/v1/health", None, &[]).0, 200);
+    let (code, spec) = d.call("GET", "/v1/openapi.json", None, &[]);
+    assert_eq!(code, 200);
+    assert!(
+        serde_json::from_str::<Value>(&spec).unwrap()["paths"]["/v1/endpoints/{name}"]["put"]
+            .is_object()
+    );
+
+    let cases: [(&str, String, &str, &str); 6] = [
+        (
+            "an unknown key",
+            good.replace("\"gpus_max\"", "\"gpus_maxx\""),
+            "pools[0].gpus_maxx",
+            "unknown field `gpus_maxx`",
+        ),
+        ("not JSON", "{\"endpoint\":".into(), "endpoint", "EOF while parsing"),
+        (
+            "a name that is not the URL's",
+            endpoint_json("other", &lab(1)),
+            "endpoint.name",
+            "does not match the endpoint in the URL",
+        ),
+        (
+            "a router in another region",
+            endpoint_json("digits", &lab(1).replace(REGION, "onprem-paris")),
+            "endpoint.router_region",
+            "this daemon serves \"lab-region\"",
+        ),
+        (
+            "a known region relabelled into the residency",
+            endpoint_json(
+                "digits",
+                &format!(
+                    "[residency]\nallowed_jurisdictions = [\"EU\"]\n\n{}",
+                    lab(1).replace(REGION, "us-east-1")
+                ),
+            ),
+            "pools[0].jurisdiction",
+            "region \"us-east-1\" (N. Virginia, US) is in jurisdiction \"US\", not \"EU\"",
+        ),
+        (
+            "a residency that excludes the daemon",
+            endpoint_json(
+                "digits",
+                &format!(
+                    "[residency]\nallowed_jurisdictions = [\"CH\"]\n\n{}",
+                    lab(1).replace("\"EU\"", "\"CH\"")
+                ),
+            ),
+            "residency.allowed_jurisdictions",
+            "in jurisdiction \"EU\", which is not one of CH",
+        ),
+    ];
+    for (what, body, field, detail) in cases {
+        let (code, p) = problem(d.api("PUT", "/v1/endpoints/digits", Some(&body), &[]));
+        assert_eq!(code, 422, "{what}: {p}");
+        assert_eq!(
+            p["field"].as_str().unwrap_or_default(),
+            field,
+            "{what}: {p}"
+        );
+        assert!(
+            p["detail"].as_str().unwrap().contains(detail),
+            "{what}: {p}"
+        );
+    }
+    // Nothing was half-created.
+    let (_, list) = d.api("GET", "/v1/endpoints", None, &[]);
+    assert_eq!(list, "{\"endpoints\":[]}");
+    assert!(d.hosted_pids().is_empty());
+
+    // A stale If-Match is refused with the current ETag.
+    let (code, body) = d.api("PUT", "/v1/endpoints/digits", Some(&good), &[]);
+    assert_eq!(code, 201, "{body}");
+    let (code, p) = problem(d.api(
+        "PUT",
+        "/v1/endpoints/digits",
+        Some(&good),
+        &["If-Match: \"stale\""],
+    ));
+    assert_eq!((code, p["field"].as_str()), (412, Some("If-Match")), "{p}");
+
+    // A token hash others may read, a state directory from a newer version, plain HTTP
+    // beyond loopback: the daemon does not start, and says why.
+    let loose = Daemon::configured(REGION, "EU");
+    let hash = loose.dir.path().join("token.sha256");
+    std::process::Command::new("chmod")
+        .arg("644")
+        .arg(&hash)
+        .status()
+        .unwrap();
+    let (code, err) = loose.refused();
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("is open to group or others (mode 644); run chmod 600"),
+        "{err}"
+    );
+
+    let newer = Daemon::configured(REGION, "EU");
+    std::fs::create_dir_all(newer.state_dir()).unwrap();
+    std::fs::write(
+        newer.state_dir().join("daemon-state.json"),
+        "{\"format\": 99}",
+    )
+    .unwrap();
+    let (code, err) = newer.refused();
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("was written by a newer gpucap-fabric (state format 99)"),
+        "{err}"
+    );
+
+    let open = Daemon::configured(REGION, "EU");
+    let config = open.dir.path().join("daemon.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let plain = text
+        .split("[tls]")
+        .next()
+        .unwrap()
+        .replace("127.0.0.1:0", "0.0.0.0:0");
+    std::fs::write(&config, plain).unwrap();
+    let (code, err) = open.refused();
+    assert_eq!(code, 2);
+    assert!(err.contains("the admin API needs [tls]"), "{err}");
+}
