@@ -288,7 +288,12 @@ fn bad_requests_and_bad_setups_are_refused_naming_what_is_wrong() {
             "pools[0].gpus_maxx",
             "unknown field `gpus_maxx`",
         ),
-        ("not JSON", "{\"endpoint\":".into(), "endpoint", "EOF while parsing"),
+        (
+            "not JSON",
+            "{\"endpoint\":".into(),
+            "endpoint",
+            "EOF while parsing",
+        ),
         (
             "a name that is not the URL's",
             endpoint_json("other", &lab(1)),
@@ -392,7 +397,7 @@ fn bad_requests_and_bad_setups_are_refused_naming_what_is_wrong() {
         .split("[tls]")
         .next()
         .unwrap()
-        .replace("127.0.0.1:0", "0.0.0.0:0");
+        .replace("127.0.0.1:", "0.0.0.0:");
     std::fs::write(&config, plain).unwrap();
     let (code, err) = open.refused();
     assert_eq!(code, 2);

@@ -26,6 +26,8 @@ pub struct ProviderConfig {
     pub runtime_path: PathBuf,
     /// The `gpucap-fabric` binary (an endpoint's router).
     pub fabric_path: PathBuf,
+    /// The fabric daemons endpoints are sent to; none in the embedded mode.
+    pub fabrics: Vec<crate::fabrics::FabricTarget>,
     /// Prices for pools that state none.
     pub catalog: Arc<gpucap_policy::cost::Catalog>,
     /// The rules of `policy_paths`, loaded once per run, and their evaluator's caches.

@@ -787,7 +787,9 @@ mod tests {
         assert!(index.contains("page_title: \"Provider: gpucap\""));
         assert!(index.contains("# gpucap Provider\n\ngpucap runs GPU inference"));
         assert!(index.contains("```terraform\n# example examples/provider/provider.tf\n```"));
-        assert!(index.contains("### Optional\n\n- `fabric_path` (String)"));
+        assert!(index.contains("### Optional\n\n- `fabric` (Block List, Optional)"));
+        assert!(index.contains("- `fabric_path` (String)"));
+        assert!(index.contains("### Nested Schema for `fabric`"));
         assert!(index.contains("- `policy_overrides` (List of String)"));
         assert!(index.contains("- `policy_paths` (List of String)"));
     }

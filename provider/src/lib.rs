@@ -11,7 +11,8 @@
 //! planned objects to the policy engine; [`regions`] is the region → country → jurisdiction table,
 //! [`schema_json`] and [`docs`] render the schemas for the policy engine and the registry,
 //! [`module_docs`] the modules' inputs and outputs for their READMEs, and
-//! [`logging`] writes logs Terraform understands. Everything that
+//! [`logging`] writes logs Terraform understands; [`fabrics`] picks the fabric daemon of each
+//! endpoint's region. Everything that
 //! touches capacity — drivers, the router an endpoint is served by, its replicas — is in
 //! `gpucap-fabric`: the provider only translates Terraform's intent into fabric calls.
 
@@ -19,6 +20,7 @@ pub mod api;
 pub mod data_sources;
 pub mod diag;
 pub mod docs;
+pub mod fabrics;
 pub mod logging;
 pub mod models;
 pub mod module_docs;

@@ -38,6 +38,7 @@ struct ProviderBlock {
     runtime_path: Attr<String>,
     fabric_path: Attr<String>,
     price_catalog: Attr<String>,
+    fabric: Attr<Vec<crate::fabrics::FabricBlock>>,
 }
 
 impl Provider {
@@ -112,9 +113,10 @@ impl Provider {
                 Type::String,
                 Mode::Optional,
                 "The `gpucap-fabric` binary that serves each endpoint's URL (its router and \
-                     autoscaler). Default: the one next to the provider binary, then `gpucap-fabric` on \
-                     `PATH`.",
-            ),
+                     autoscaler) in the embedded mode (no `fabric` block). Default: the one next to \
+                     the provider binary, then `gpucap-fabric` on `PATH`.",
+            )
+            .list("fabric", crate::fabrics::block()),
         })
     }
 
@@ -374,6 +376,11 @@ impl Provider {
             )
             .into();
         }
+        let fabrics = match crate::fabrics::configure(block.fabric.into_known().unwrap_or_default())
+        {
+            Ok(f) => f,
+            Err(d) => return d,
+        };
         let policy_paths: Vec<PathBuf> = strings(block.policy_paths)
             .into_iter()
             .map(PathBuf::from)
@@ -394,6 +401,7 @@ impl Provider {
             policy_paths,
             runtime_path,
             fabric_path,
+            fabrics,
             catalog: Arc::new(catalog),
             rules: Arc::new(rules),
             rule_options,

@@ -257,6 +257,28 @@ impl Block {
         self
     }
 
+    /// Adds a list of nested blocks (any number, in order).
+    pub fn list(mut self, name: &str, block: Block) -> Block {
+        self.blocks.insert(
+            name.into(),
+            NestedBlock {
+                block,
+                nesting: Nesting::List,
+                required: false,
+                absent_means_defaults: false,
+            },
+        );
+        self
+    }
+
+    /// Marks the last-named attribute as sensitive: Terraform never shows its value.
+    pub fn sensitive(mut self, name: &str) -> Block {
+        if let Some(a) = self.attributes.get_mut(name) {
+            a.sensitive = true;
+        }
+        self
+    }
+
     /// Marks the named single nested block as meaning its defaults when absent.
     pub fn absent_means_defaults(mut self, name: &str) -> Block {
         if let Some(b) = self.blocks.get_mut(name) {

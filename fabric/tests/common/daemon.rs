@@ -45,8 +45,14 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         make_tls(dir.path());
         let p = |f: &str| dir.path().join(f).display().to_string();
+        // A fixed port, so that a restarted daemon answers where the provider was told it is.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = format!(
-            "listen = \"127.0.0.1:0\"\nregion = \"{region}\"\njurisdiction = \"{jurisdiction}\"\n\
+            "listen = \"127.0.0.1:{port}\"\nregion = \"{region}\"\njurisdiction = \"{jurisdiction}\"\n\
              state_dir = \"{state}\"\ntoken_sha256_file = \"{hash}\"\n\
              [tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
             state = p("state"),

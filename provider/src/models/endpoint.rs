@@ -52,6 +52,8 @@ pub struct InferenceEndpoint {
     pub placement_digest: Attr<String>,
     /// Replicas ready, as last read (computed).
     pub replicas_status: Attr<String>,
+    /// Digest of the router config in force, as last read (computed).
+    pub fabric_etag: Attr<String>,
     /// The model to serve.
     pub model: Attr<Model>,
     /// Dynamic batching.
@@ -148,6 +150,7 @@ fn build_schema() -> Schema {
             .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the most the endpoint's pools can hold at their prices (at most `replicas.max` replicas, dearest slots first), with burst spend capped by the budget.")
             .attr("placement_digest", Type::String, Mode::Computed, "Hash of the resolved pools and policy: a change to them shows as an in-place update of the endpoint.")
             .attr("replicas_status", Type::String, Mode::Computed, "Replicas ready by role, as the router reported when last read, e.g. `2 ready: base 1, burst 1`; `router not running (…)` when the router is down, which the next apply repairs.")
+            .attr("fabric_etag", Type::String, Mode::Computed, "Digest of the router config in force, as the fabric reported it when last read. With a `fabric` daemon, the next apply sends it as `If-Match`, so a change another apply made in between is refused, not overwritten.")
             .single(
                 "model",
                 true,

@@ -10,6 +10,7 @@ use gpucap_fabric::config::{
     BatchingSection, EndpointSection, FabricConfig, ModelSection, ReplicasSection,
     ResidencySection, RuntimeSection, StateSection,
 };
+use gpucap_fabric::daemon::host::etag_of;
 use gpucap_fabric::deploy::{self, EndpointDir, RouterHealth};
 use gpucap_fabric::store;
 use gpucap_policy::gpucap::placement::{self, Missing, Residency, Resolved, Source};
@@ -18,11 +19,13 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::fabrics;
 use crate::models::endpoint::{self as model, InferenceEndpoint as Model};
 use crate::models::{self, Attr, Names};
 use crate::plan;
 use crate::registry::{BurstPolicyInfo, PoolInfo};
 use crate::resources::burst_policy::unknown_pool;
+use crate::resources::hosted;
 use crate::schema::Schema;
 use crate::validate;
 use crate::value::Value;
@@ -90,6 +93,14 @@ impl Resource for InferenceEndpoint {
                     check_drivers(&p, &mut d);
                     warn_no_room_to_burst(&settings, &p, &mut d);
                     plan_placement(m, &settings, &p);
+                    if let Some(region) = m.router_region.as_str()
+                        && let Err(e) = fabrics::for_region(&ctx.config.fabrics, region)
+                    {
+                        d.push(Diagnostic::error(
+                            "No fabric daemon for the endpoint's region",
+                            e,
+                        ));
+                    }
                     if !d.has_errors()
                         && let Ok(config) = fabric_config(ctx, &settings, &p)
                         && let Err(e) = config.validate("")
@@ -120,6 +131,7 @@ impl Resource for InferenceEndpoint {
             let port = listen.and_then(|l| l.port.get());
             if needs_apply(prior, m) {
                 m.replicas_status = Attr::Unknown;
+                m.fabric_etag = Attr::Unknown;
                 // A router that must (re)start on a port the OS picks gets a new URL.
                 if router_restarts(prior, m) && port.unwrap_or(0) == 0 {
                     m.url = Attr::Unknown;
@@ -156,7 +168,15 @@ impl Resource for InferenceEndpoint {
             .to_string();
         let dir = EndpointDir::new(&ctx.config.state_dir, &name);
         let Some(planned) = planned else {
-            return destroy(ctx, &dir, prior, prior_model.as_ref()).await;
+            let region = prior_model
+                .as_ref()
+                .and_then(|m| m.router_region.as_str())
+                .unwrap_or_default();
+            return match fabrics::for_region(&ctx.config.fabrics, region) {
+                Ok(Some(target)) => hosted::destroy(target, &name, prior).await,
+                Ok(None) => destroy(ctx, &dir, prior, prior_model.as_ref()).await,
+                Err(e) => failed(prior, "No fabric daemon for the endpoint's region", e),
+            };
         };
         let settings = match effective(&planned) {
             Ok(s) => s,
@@ -175,6 +195,23 @@ impl Resource for InferenceEndpoint {
             Ok(c) => c,
             Err(e) => return failed(prior, "Cannot configure the endpoint's router", e),
         };
+        let region = planned.router_region.as_str().unwrap_or_default();
+        match fabrics::for_region(&ctx.config.fabrics, region) {
+            Ok(Some(target)) => {
+                return hosted::apply(
+                    target,
+                    &config,
+                    prior,
+                    prior_model.as_ref(),
+                    planned,
+                    self.state_type(),
+                )
+                .await;
+            }
+            Ok(None) => {}
+            Err(e) => return failed(prior, "No fabric daemon for the endpoint's region", e),
+        }
+        let etag = etag_of(&config);
         let router = match dir.read_record() {
             Ok(r) => r,
             Err(e) => return failed(prior, "Cannot read the endpoint's router record", e),
@@ -234,6 +271,7 @@ impl Resource for InferenceEndpoint {
             }
         };
         let mut state = planned;
+        state.fabric_etag = Attr::Known(etag);
         state.url = Attr::Known(model_url(&router.address, &name));
         state.replicas_status = Attr::Known(match deploy::health(&router).await {
             RouterHealth::Serving(s) => s.summary(),
@@ -267,7 +305,18 @@ impl Resource for InferenceEndpoint {
     }
 
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
-        let mut m: Model = models::decode(&state)?;
+        let m: Model = models::decode(&state)?;
+        let region = m.router_region.as_str().unwrap_or_default();
+        match fabrics::for_region(&ctx.config.fabrics, region) {
+            Ok(Some(target)) => return hosted::read(target, m, self.state_type()).await,
+            Ok(None) => {}
+            Err(e) => {
+                return Err(
+                    Diagnostic::error("No fabric daemon for the endpoint's region", e).into(),
+                );
+            }
+        }
+        let mut m = m;
         let name = m.name.as_str().unwrap_or_default().to_string();
         let dir = EndpointDir::new(&ctx.config.state_dir, &name);
         let router = dir.read_record().map_err(|e| {
@@ -292,6 +341,13 @@ impl Resource for InferenceEndpoint {
     }
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
+        if !ctx.config.fabrics.is_empty() {
+            return Err(Diagnostic::error(
+                "Import is not supported with fabric daemons",
+                "an endpoint hosted by a fabric daemon cannot be imported yet; apply its configuration instead: the PUT is idempotent, so an endpoint already hosted with the same config is left as it is",
+            )
+            .into());
+        }
         let dir = EndpointDir::new(&ctx.config.state_dir, name);
         let recorded: Option<serde_json::Value> = store::read_json(&dir.state())
             .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e.to_string()))?;

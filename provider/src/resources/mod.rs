@@ -2,5 +2,6 @@
 
 pub mod burst_policy;
 pub mod endpoint;
+pub mod hosted;
 pub mod pool;
 pub mod records;

@@ -312,3 +312,26 @@ pub fn predict(url: &str) -> usize {
         .unwrap()
         .0
 }
+
+/// Runs curl with `-w` appending the status code; `(code, body)`.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(args)
+        .args(["-w", "\n%{http_code}"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Sends `sig` (e.g. `KILL`) to `pid`.
+pub fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// The fabric's own daemon harness: a `gpucap-fabric daemon` process with a token and TLS.
+#[path = "../../../fabric/tests/common/daemon.rs"]
+pub mod daemon;
