@@ -133,6 +133,13 @@ def main():
     # fabric_config: the simulator's example config.
     with open(os.path.join(ROOT, "examples/simulate/fabric.toml")) as f:
         put("fabric_config", "simulate-example", f.read())
+    # admin_api_body: the simulator's example config as the provider sends it (JSON), and one
+    # with an unknown key.
+    import tomllib
+    with open(os.path.join(ROOT, "examples/simulate/fabric.toml"), "rb") as f:
+        config = tomllib.load(f)
+    put("admin_api_body", "simulate-example", json.dumps(config))
+    put("admin_api_body", "unknown-key", json.dumps(dict(config, replicaz={"min": 1})))
     # replica_metrics: two scrapes of a runtime's /metrics, a 0xFF byte and the gap between them in
     # tenths of a second (one byte) apart: busy, idle, and a restarted replica (its counter lower).
     def scrape(queue, cpu, gpu):

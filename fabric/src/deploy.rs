@@ -219,10 +219,32 @@ pub async fn health(record: &RouterRecord) -> RouterHealth {
     if !record.process.alive() {
         return RouterHealth::Gone;
     }
+    if record.address.is_empty() {
+        return RouterHealth::NotAnswering;
+    }
     match fetch_status(&record.address).await {
         Ok(s) => RouterHealth::Serving(Box::new(s)),
         Err(_) => RouterHealth::NotAnswering,
     }
+}
+
+/// Completes the record of a router whose starter died before it converged: once the router
+/// has published its address, the record gets it. The record as it stands afterwards.
+pub fn complete_record(dir: &EndpointDir) -> Result<Option<RouterRecord>, StoreError> {
+    let Some(mut record) = dir.read_record()? else {
+        return Ok(None);
+    };
+    if record.address.is_empty()
+        && record.process.alive()
+        && let Ok(address) = std::fs::read_to_string(dir.address())
+        && !address.is_empty()
+    {
+        record.address = address;
+        if let Err(e) = store::write_json(&dir.record(), &record) {
+            tracing::warn!(error = %e, "cannot complete a router's record");
+        }
+    }
+    Ok(Some(record))
 }
 
 /// Writes `config` as the endpoint's router config, with its state and address files in `dir`;
@@ -269,6 +291,23 @@ pub async fn start(
     )
     .map_err(DeployError::Spawn)?;
     let record = ProcessRecord::of(&child);
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // Recorded at once, without an address: if whoever started it dies before it converges,
+    // the next one finds the process (and stops it) instead of starting a second router.
+    let starting = RouterRecord {
+        process: record.clone(),
+        address: String::new(),
+        started_at: started_at.clone(),
+    };
+    if let Err(source) = store::write_json(&dir.record(), &starting) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(DeployError::Write {
+            what: "record the router in",
+            path: dir.0.clone(),
+            source,
+        });
+    }
     let ready = converge(dir, &record, cancel, |status| {
         (status.router.config_digest == digest && status.ready() >= min_ready).then_some(Ok(()))
     })
@@ -276,10 +315,8 @@ pub async fn start(
     let failure = match ready {
         Ok(address) => {
             let router = RouterRecord {
-                process: record.clone(),
                 address,
-                started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                    .to_string(),
+                ..starting
             };
             match store::write_json(&dir.record(), &router) {
                 Ok(()) => return Ok(router),
@@ -296,6 +333,7 @@ pub async fn start(
     let _ = record.stop(Duration::from_secs(10)).await;
     let _ = child.wait();
     stop_replicas(dir, Duration::from_secs(5)).await;
+    let _ = store::remove(&dir.record());
     Err(failure.with_log(dir))
 }
 

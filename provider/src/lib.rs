@@ -12,7 +12,7 @@
 //! [`schema_json`] and [`docs`] render the schemas for the policy engine and the registry,
 //! [`module_docs`] the modules' inputs and outputs for their READMEs, and
 //! [`logging`] writes logs Terraform understands; [`fabrics`] picks the fabric daemon of each
-//! endpoint's region. Everything that
+//! endpoint's region, and [`embedded`] runs one on this host when none is configured. Everything that
 //! touches capacity — drivers, the router an endpoint is served by, its replicas — is in
 //! `gpucap-fabric`: the provider only translates Terraform's intent into fabric calls.
 
@@ -20,6 +20,7 @@ pub mod api;
 pub mod data_sources;
 pub mod diag;
 pub mod docs;
+pub mod embedded;
 pub mod fabrics;
 pub mod logging;
 pub mod models;

@@ -30,6 +30,8 @@ pub struct Api {
     pub token_hash: RwLock<String>,
     /// Cancelled when the daemon stops: deploys in progress give up.
     pub stop: CancellationToken,
+    /// When the last call came, for `exit_when_idle`.
+    pub last_call: std::sync::Mutex<std::time::Instant>,
 }
 
 impl IntoResponse for Problem {
@@ -62,7 +64,14 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .merge(guarded)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(api.clone(), note_call))
         .with_state(api)
+}
+
+/// Any call, even a refused one, keeps an idle daemon from exiting for a while.
+async fn note_call(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    *api.last_call.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    next.run(req).await
 }
 
 async fn require_token(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {

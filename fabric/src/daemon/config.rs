@@ -13,7 +13,10 @@ pub struct DaemonConfig {
     /// `host:port` of the admin API.
     pub listen: String,
     /// The region this daemon serves: only endpoints whose router region it is are hosted.
-    pub region: String,
+    /// Unset, it hosts every region's (the embedded mode on the host Terraform runs on, where
+    /// regions are labels of local pools).
+    #[serde(default)]
+    pub region: Option<String>,
     /// The jurisdiction of this host; derived for known cloud regions.
     #[serde(default)]
     pub jurisdiction: Option<String>,
@@ -27,6 +30,10 @@ pub struct DaemonConfig {
     /// HTTPS for the admin API; required unless it listens on loopback only.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Exit after this long hosting no endpoint and answering no call (e.g. "10s"); unset, it
+    /// runs until stopped. The embedded mode sets it, so nothing outlives the last endpoint.
+    #[serde(default)]
+    pub exit_when_idle: Option<String>,
 }
 
 /// `[tls]`
@@ -49,8 +56,10 @@ pub struct Checked {
     pub config: DaemonConfig,
     /// The listen address.
     pub listen: SocketAddr,
-    /// The host's jurisdiction, stated or derived.
-    pub jurisdiction: String,
+    /// The host's jurisdiction, stated or derived; unset when it serves every region.
+    pub jurisdiction: Option<String>,
+    /// How long it may be idle before it exits.
+    pub exit_when_idle: Option<std::time::Duration>,
 }
 
 /// Reads and checks the daemon's config file; errors name the file and the setting.
@@ -75,31 +84,24 @@ pub fn check(config: DaemonConfig) -> Result<Checked, String> {
             "listen: {listen} is reachable from other hosts, so the admin API needs [tls] (cert_file and key_file); plain HTTP is allowed on loopback only"
         ));
     }
-    if config.region.trim().is_empty() {
-        return Err(
-            "region: empty; name the region this daemon serves, e.g. \"eu-central-1\"".into(),
-        );
-    }
-    let jurisdiction = match (
-        crate::regions::lookup(&config.region),
-        config.jurisdiction.as_deref(),
-    ) {
-        (Some(r), None) => r.jurisdiction.to_string(),
-        (Some(r), Some(j)) if j == r.jurisdiction => j.to_string(),
-        (Some(r), Some(j)) => {
-            return Err(format!(
-                "jurisdiction: region {:?} ({}, {}) is in jurisdiction {:?}, not {j:?}; remove jurisdiction to derive it",
-                config.region, r.location, r.country, r.jurisdiction
-            ));
+    let jurisdiction = match &config.region {
+        None if config.jurisdiction.is_some() => {
+            return Err(
+                "jurisdiction: set region too; a daemon that serves every region has no one jurisdiction"
+                    .into(),
+            );
         }
-        (None, Some(j)) if !j.trim().is_empty() => j.to_string(),
-        (None, _) => {
-            return Err(format!(
-                "jurisdiction: region {:?} is not in the built-in region table (an on-prem site?), so its jurisdiction cannot be derived; set jurisdiction, e.g. \"EU\"",
-                config.region
-            ));
-        }
+        None => None,
+        Some(region) => Some(jurisdiction_of(region, config.jurisdiction.as_deref())?),
     };
+    let exit_when_idle = config
+        .exit_when_idle
+        .as_deref()
+        .map(|t| {
+            humantime::parse_duration(t)
+                .map_err(|e| format!("exit_when_idle: {t:?} is not a duration ({e}); e.g. \"10s\""))
+        })
+        .transpose()?;
     if config.state_dir.as_os_str().is_empty() {
         return Err("state_dir: empty; name a directory, e.g. \"/var/lib/gpucap-fabric\"".into());
     }
@@ -107,7 +109,30 @@ pub fn check(config: DaemonConfig) -> Result<Checked, String> {
         config,
         listen,
         jurisdiction,
+        exit_when_idle,
     })
+}
+
+/// The jurisdiction of the host serving `region`: derived from the region table, or as stated
+/// for a region the table does not know.
+fn jurisdiction_of(region: &str, stated: Option<&str>) -> Result<String, String> {
+    if region.trim().is_empty() {
+        return Err(
+            "region: empty; name the region this daemon serves, e.g. \"eu-central-1\"".into(),
+        );
+    }
+    match (crate::regions::lookup(region), stated) {
+        (Some(r), None) => Ok(r.jurisdiction.to_string()),
+        (Some(r), Some(j)) if j == r.jurisdiction => Ok(j.to_string()),
+        (Some(r), Some(j)) => Err(format!(
+            "jurisdiction: region {region:?} ({}, {}) is in jurisdiction {:?}, not {j:?}; remove jurisdiction to derive it",
+            r.location, r.country, r.jurisdiction
+        )),
+        (None, Some(j)) if !j.trim().is_empty() => Ok(j.to_string()),
+        (None, _) => Err(format!(
+            "jurisdiction: region {region:?} is not in the built-in region table (an on-prem site?), so its jurisdiction cannot be derived; set jurisdiction, e.g. \"EU\""
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -123,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_known_region_gives_the_jurisdiction() {
-        assert_eq!(parse(LOOPBACK).unwrap().jurisdiction, "EU");
+        assert_eq!(parse(LOOPBACK).unwrap().jurisdiction.as_deref(), Some("EU"));
         let onprem = LOOPBACK.replace("eu-central-1", "onprem-fra");
         assert!(
             parse(&onprem)
@@ -131,7 +156,20 @@ mod tests {
                 .starts_with("jurisdiction: region \"onprem-fra\" is not in the built-in")
         );
         let stated = format!("{onprem}jurisdiction = \"EU\"\n");
-        assert_eq!(parse(&stated).unwrap().jurisdiction, "EU");
+        assert_eq!(parse(&stated).unwrap().jurisdiction.as_deref(), Some("EU"));
+        let anywhere = LOOPBACK.replace("region = \"eu-central-1\"\n", "");
+        assert_eq!(parse(&anywhere).unwrap().jurisdiction, None);
+        let idle = format!("{anywhere}exit_when_idle = \"10s\"\n");
+        assert_eq!(
+            parse(&idle).unwrap().exit_when_idle,
+            Some(std::time::Duration::from_secs(10))
+        );
+        let lonely = format!("{anywhere}jurisdiction = \"EU\"\n");
+        assert!(
+            parse(&lonely)
+                .unwrap_err()
+                .starts_with("jurisdiction: set region too")
+        );
         let contradicted = format!("{LOOPBACK}jurisdiction = \"US\"\n");
         assert!(
             parse(&contradicted)

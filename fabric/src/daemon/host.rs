@@ -59,10 +59,10 @@ struct Life {
 pub struct Site {
     /// The state directory.
     pub state_dir: PathBuf,
-    /// The region it serves.
-    pub region: String,
-    /// Its jurisdiction.
-    pub jurisdiction: String,
+    /// The region it serves; every region when unset.
+    pub region: Option<String>,
+    /// Its jurisdiction; unknown when it serves every region.
+    pub jurisdiction: Option<String>,
     /// `gpucap-fabric`, which routers run.
     pub fabric_bin: PathBuf,
     /// `gpucap-runtime`, which replicas run.
@@ -207,28 +207,30 @@ impl Host {
         let fabric = config
             .validate("")
             .map_err(|e| invalid(&e.field, e.message))?;
-        if fabric.router_region != self.site.region {
+        if let Some(region) = &self.site.region
+            && fabric.router_region != *region
+        {
             return Err(Problem::new(
                 422,
                 "wrong-region",
                 "The endpoint's router belongs to another region",
                 format!(
-                    "its router region is {:?}, and this daemon serves {:?}; send it to the daemon of {:?}",
-                    fabric.router_region, self.site.region, fabric.router_region
+                    "its router region is {:?}, and this daemon serves {region:?}; send it to the daemon of {:?}",
+                    fabric.router_region, fabric.router_region
                 ),
             )
             .at("endpoint.router_region"));
         }
         if let Some(allowed) = &config.residency.allowed_jurisdictions
-            && !allowed.contains(&self.site.jurisdiction)
+            && let Some(here) = &self.site.jurisdiction
+            && !allowed.contains(here)
         {
             return Err(Problem::new(
                 422,
                 "residency",
                 "The endpoint's residency excludes this daemon",
                 format!(
-                    "the router processes the endpoint's data on this host, in jurisdiction {:?}, which is not one of {}",
-                    self.site.jurisdiction,
+                    "the router processes the endpoint's data on this host, in jurisdiction {here:?}, which is not one of {}",
                     allowed.join(", ")
                 ),
             )
@@ -428,6 +430,7 @@ impl Host {
         let address = router
             .as_ref()
             .map(|r| r.address.clone())
+            .filter(|a| !a.is_empty())
             .or_else(|| record.as_ref().and_then(|r| r.address.clone()));
         EndpointView {
             name: name.to_string(),
@@ -469,9 +472,7 @@ impl Host {
                 )
             };
             let Some(record) = record else { continue };
-            let running = hosted
-                .dir
-                .read_record()
+            let running = deploy::complete_record(&hosted.dir)
                 .ok()
                 .flatten()
                 .is_some_and(|r| r.process.alive());

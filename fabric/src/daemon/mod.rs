@@ -69,12 +69,14 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
             .unwrap_or_else(|| runtime_beside(&fabric_bin)),
         fabric_bin,
     };
+    let _owner = lock_state_dir(&site.state_dir)?;
     let host = Host::open(site)?;
     let stop = CancellationToken::new();
     let api = Arc::new(Api {
         host,
         token_hash: RwLock::new(token_hash),
         stop: stop.clone(),
+        last_call: std::sync::Mutex::new(std::time::Instant::now()),
     });
     let listener = std::net::TcpListener::bind(checked.listen)
         .map_err(|e| format!("listen: cannot listen on {}: {e}", checked.listen))?;
@@ -106,18 +108,32 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
         .map_err(|e| format!("cannot write {}: {e}", address_file.display()))?;
     tracing::info!(
         address = %base,
-        region = %checked.config.region,
-        jurisdiction = %checked.jurisdiction,
+        region = checked.config.region.as_deref().unwrap_or("every region"),
+        jurisdiction = checked.jurisdiction.as_deref().unwrap_or("-"),
         endpoints = api.host.names().len(),
         "daemon listening"
     );
 
+    let idle = CancellationToken::new();
     let supervisor = {
         let api = api.clone();
         let stop = stop.clone();
+        let idle = idle.clone();
+        let idle_limit = checked.exit_when_idle;
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 api.host.supervise(&stop).await;
+                if let Some(limit) = idle_limit
+                    && api.host.names().is_empty()
+                    && api
+                        .last_call
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .elapsed()
+                        >= limit
+                {
+                    idle.cancel();
+                }
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = tokio::time::sleep(SUPERVISE_EVERY) => {}
@@ -136,6 +152,10 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
             _ = terminate.recv() => break Exit::Drained,
             _ = interrupt.recv() => break Exit::Drained,
             _ = leave.recv() => break Exit::LeftServing,
+            () = idle.cancelled() => {
+                tracing::info!("no endpoint and no call for exit_when_idle; exiting");
+                break Exit::Drained;
+            }
         }
     };
     stop.cancel();
@@ -151,6 +171,25 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
     }
     let _ = std::fs::remove_file(&address_file);
     Ok(exit)
+}
+
+/// Holds an exclusive lock on the state directory for as long as the daemon runs: two daemons on
+/// one state directory would each take the other's pool slots and restart the other's routers.
+fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("state_dir {}: {e}", dir.display()))?;
+    let path = dir.join("daemon.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("state_dir: cannot open {}: {e}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!(
+            "state_dir {}: another gpucap-fabric daemon runs on it ({e}); one daemon per state directory",
+            dir.display()
+        )
+    })
 }
 
 /// SIGHUP: the token hash and TLS files are read again; a bad one is refused and the running

@@ -72,10 +72,10 @@ pub struct Health {
     pub status: String,
     /// The daemon's version.
     pub version: String,
-    /// The region it serves.
-    pub region: String,
-    /// Its jurisdiction.
-    pub jurisdiction: String,
+    /// The region it serves; null when it serves every region.
+    pub region: Option<String>,
+    /// Its jurisdiction; null when it serves every region.
+    pub jurisdiction: Option<String>,
     /// Endpoints hosted.
     pub endpoints: usize,
 }

@@ -237,6 +237,22 @@ impl Drop for Daemon {
         for pid in self.hosted_pids() {
             signal(pid, "KILL");
         }
+        kill_mentioning(&self.state_dir());
+    }
+}
+
+/// SIGKILLs every process whose command line names `dir` (routers and replicas are started with
+/// config files under it): a router still starting when a test ends has no record yet.
+pub fn kill_mentioning(dir: &Path) {
+    let needle = dir.display().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            signal(pid, "KILL");
+        }
     }
 }
 

@@ -1,17 +1,15 @@
 //! `gpucap_inference_endpoint`: a served model. Planning resolves its pools (directly or through a
 //! burst policy, with the placement every part of gpucap shares), enforces the residency and
-//! capacity guarantees, and computes costs; applying deploys the endpoint's router through the
-//! fabric, which starts, scales and stops the replicas on those pools.
-
-use std::time::Duration;
+//! capacity guarantees, and computes costs; applying sends the endpoint's router config to a
+//! fabric daemon (its region's, or the embedded one on this host, see [`crate::embedded`]), whose
+//! router starts, scales and stops the replicas on those pools.
 
 use async_trait::async_trait;
 use gpucap_fabric::config::{
     BatchingSection, EndpointSection, FabricConfig, ModelSection, ReplicasSection,
     ResidencySection, RuntimeSection, StateSection,
 };
-use gpucap_fabric::daemon::host::etag_of;
-use gpucap_fabric::deploy::{self, EndpointDir, RouterHealth};
+use gpucap_fabric::deploy::EndpointDir;
 use gpucap_fabric::store;
 use gpucap_policy::gpucap::placement::{self, Missing, Residency, Resolved, Source};
 use serde_json::json;
@@ -19,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::fabrics;
+use crate::embedded;
+use crate::fabrics::{self, FabricTarget};
 use crate::models::endpoint::{self as model, InferenceEndpoint as Model};
 use crate::models::{self, Attr, Names};
 use crate::plan;
@@ -166,17 +165,23 @@ impl Resource for InferenceEndpoint {
             .and_then(|m| m.name.as_str())
             .unwrap_or_default()
             .to_string();
-        let dir = EndpointDir::new(&ctx.config.state_dir, &name);
+        let region = planned
+            .as_ref()
+            .or(prior_model.as_ref())
+            .and_then(|m| m.router_region.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let (target, embedded) = match daemon_for(ctx, &region).await {
+            Ok(t) => t,
+            Err(d) => {
+                return Applied {
+                    state: prior,
+                    diagnostics: d.into(),
+                };
+            }
+        };
         let Some(planned) = planned else {
-            let region = prior_model
-                .as_ref()
-                .and_then(|m| m.router_region.as_str())
-                .unwrap_or_default();
-            return match fabrics::for_region(&ctx.config.fabrics, region) {
-                Ok(Some(target)) => hosted::destroy(target, &name, prior).await,
-                Ok(None) => destroy(ctx, &dir, prior, prior_model.as_ref()).await,
-                Err(e) => failed(prior, "No fabric daemon for the endpoint's region", e),
-            };
+            return hosted::destroy(&target, &name, prior).await;
         };
         let settings = match effective(&planned) {
             Ok(s) => s,
@@ -195,149 +200,39 @@ impl Resource for InferenceEndpoint {
             Ok(c) => c,
             Err(e) => return failed(prior, "Cannot configure the endpoint's router", e),
         };
-        let region = planned.router_region.as_str().unwrap_or_default();
-        match fabrics::for_region(&ctx.config.fabrics, region) {
-            Ok(Some(target)) => {
-                return hosted::apply(
-                    target,
-                    &config,
-                    prior,
-                    prior_model.as_ref(),
-                    planned,
-                    self.state_type(),
-                )
-                .await;
-            }
-            Ok(None) => {}
-            Err(e) => return failed(prior, "No fabric daemon for the endpoint's region", e),
-        }
-        let etag = etag_of(&config);
-        let router = match dir.read_record() {
-            Ok(r) => r,
-            Err(e) => return failed(prior, "Cannot read the endpoint's router record", e),
-        };
-        let serving = match &router {
-            Some(r) => matches!(deploy::health(r).await, RouterHealth::Serving(_)),
-            None => false,
-        };
-        let min_ready = config.replicas.min;
-        let restart = prior_model
-            .as_ref()
-            .is_none_or(|p| !serving || p.listen != planned.listen);
-        let outcome = match (&router, restart) {
-            (Some(r), false) => deploy::reload(&dir, r, config, min_ready, &ctx.cancel)
-                .await
-                .map(|()| r.clone())
-                .map_err(|e| ("The endpoint's router did not apply the change", e)),
-            _ => {
-                // A router that still runs (its address changes, or it stopped answering) is
-                // stopped with its replicas; a dead one left its replicas running, and the new
-                // router adopts them.
-                let alive = router.as_ref().is_some_and(|r| r.process.alive());
-                if alive
-                    && let Err(e) =
-                        deploy::stop(&dir, drain_timeout(ctx, prior_model.as_ref())).await
-                {
-                    return failed(prior, "Cannot stop the endpoint's router", e);
-                }
-                deploy::start(
-                    &ctx.config.fabric_path,
-                    &dir,
-                    config,
-                    min_ready,
-                    &ctx.cancel,
-                )
-                .await
-                .map_err(|e| ("The endpoint's router did not start", e))
-            }
-        };
-        let router = match outcome {
-            Ok(r) => r,
-            Err((summary, e)) => {
-                let detail = format!("{e}\n\nrouter log: {}", dir.log().display());
-                let Some(mut prior_model) = prior_model else {
-                    // A failed create leaves nothing: deploy::start stopped whatever it started.
-                    let _ = dir.remove();
-                    return failed(Value::Null, summary, detail);
-                };
-                let status = if restart {
-                    "router not running (start failed)"
-                } else {
-                    "router not updated (reload failed)"
-                };
-                prior_model.replicas_status = Attr::Known(status.into());
-                let state = models::encode(&prior_model, self.state_type()).unwrap_or(prior);
-                return failed(state, summary, detail);
-            }
-        };
-        let mut state = planned;
-        state.fabric_etag = Attr::Known(etag);
-        state.url = Attr::Known(model_url(&router.address, &name));
-        state.replicas_status = Attr::Known(match deploy::health(&router).await {
-            RouterHealth::Serving(s) => s.summary(),
-            other => router_down(&router, &other),
-        });
-        let state = match models::encode(&state, self.state_type()) {
-            Ok(v) => v,
-            Err(d) => {
+        let applied = hosted::apply(
+            &target,
+            &config,
+            prior,
+            prior_model.as_ref(),
+            planned,
+            self.state_type(),
+        )
+        .await;
+        if embedded && !applied.diagnostics.has_errors() {
+            // On this host the endpoint's directory keeps its state too, for `terraform import`.
+            let dir = EndpointDir::new(&ctx.config.state_dir, &name);
+            if let Some(json) = applied.state.to_json()
+                && let Err(e) = store::write_json(&dir.state(), &json)
+            {
                 return Applied {
-                    state: prior,
-                    diagnostics: d,
+                    state: applied.state,
+                    diagnostics: Diagnostic::error(
+                        "Cannot record the endpoint",
+                        format!("{}: {e}", dir.state().display()),
+                    )
+                    .into(),
                 };
             }
-        };
-        if let Some(json) = state.to_json()
-            && let Err(e) = store::write_json(&dir.state(), &json)
-        {
-            return Applied {
-                state,
-                diagnostics: Diagnostic::error(
-                    "Cannot record the endpoint",
-                    format!("{}: {e}", dir.state().display()),
-                )
-                .into(),
-            };
         }
-        Applied {
-            state,
-            diagnostics: Diagnostics::default(),
-        }
+        applied
     }
 
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
         let m: Model = models::decode(&state)?;
-        let region = m.router_region.as_str().unwrap_or_default();
-        match fabrics::for_region(&ctx.config.fabrics, region) {
-            Ok(Some(target)) => return hosted::read(target, m, self.state_type()).await,
-            Ok(None) => {}
-            Err(e) => {
-                return Err(
-                    Diagnostic::error("No fabric daemon for the endpoint's region", e).into(),
-                );
-            }
-        }
-        let mut m = m;
-        let name = m.name.as_str().unwrap_or_default().to_string();
-        let dir = EndpointDir::new(&ctx.config.state_dir, &name);
-        let router = dir.read_record().map_err(|e| {
-            Diagnostic::error("Cannot read the endpoint's router record", e.to_string())
-        })?;
-        let recorded: Option<serde_json::Value> = store::read_json(&dir.state())
-            .map_err(|e| Diagnostic::error("Cannot read the endpoint's record", e.to_string()))?;
-        match (&router, recorded) {
-            (None, None) => return Ok(Value::Null),
-            (None, Some(_)) => {
-                m.replicas_status = Attr::Known("router not running (not deployed)".into());
-            }
-            (Some(r), _) => {
-                m.replicas_status = Attr::Known(match deploy::health(r).await {
-                    RouterHealth::Serving(s) => s.summary(),
-                    other => router_down(r, &other),
-                });
-                m.url = Attr::Known(model_url(&r.address, &name));
-            }
-        }
-        models::encode(&m, self.state_type())
+        let region = m.router_region.as_str().unwrap_or_default().to_string();
+        let (target, _) = daemon_for(ctx, &region).await?;
+        hosted::read(&target, m, self.state_type()).await
     }
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
@@ -371,18 +266,22 @@ impl Resource for InferenceEndpoint {
     }
 }
 
+/// The daemon hosting routers of `region`, and whether it is this host's embedded one.
+async fn daemon_for(ctx: &Ctx, region: &str) -> Result<(FabricTarget, bool), Diagnostic> {
+    match fabrics::for_region(&ctx.config.fabrics, region) {
+        Ok(Some(target)) => Ok((target.clone(), false)),
+        Ok(None) => Ok((embedded::target(&ctx.config).await?, true)),
+        Err(e) => Err(Diagnostic::error(
+            "No fabric daemon for the endpoint's region",
+            e,
+        )),
+    }
+}
+
 /// The settings a model stands for, with the schema's defaults for what it leaves unset.
 fn effective(m: &Model) -> Result<Model, Diagnostics> {
     let value = models::encode(m, InferenceEndpoint.state_type())?;
     models::decode_effective(&model::schema().block, &value)
-}
-
-/// `replicas_status` for a router that is not serving.
-fn router_down(router: &deploy::RouterRecord, health: &RouterHealth) -> String {
-    match health {
-        RouterHealth::Gone => format!("router not running (process {} exited)", router.process.pid),
-        _ => format!("router not answering (process {})", router.process.pid),
-    }
 }
 
 fn failed(state: Value, summary: &str, detail: impl std::fmt::Display) -> Applied {
@@ -390,35 +289,6 @@ fn failed(state: Value, summary: &str, detail: impl std::fmt::Display) -> Applie
         state,
         diagnostics: Diagnostic::error(summary, detail.to_string()).into(),
     }
-}
-
-async fn destroy(
-    ctx: &Ctx,
-    dir: &EndpointDir,
-    prior: Value,
-    prior_model: Option<&Model>,
-) -> Applied {
-    if let Err(e) = deploy::stop(dir, drain_timeout(ctx, prior_model)).await {
-        return failed(prior, "Cannot stop the endpoint", e);
-    }
-    match dir.remove() {
-        Ok(()) => Applied {
-            state: Value::Null,
-            diagnostics: Diagnostics::default(),
-        },
-        Err(e) => failed(
-            Value::Null,
-            "The endpoint stopped, but its files remain",
-            format!("{}: {e}", dir.0.display()),
-        ),
-    }
-}
-
-/// The drain timeout of the endpoint's burst policy, or 30 s.
-fn drain_timeout(ctx: &Ctx, m: Option<&Model>) -> Duration {
-    m.and_then(|m| m.burst_policy.as_str())
-        .and_then(|p| ctx.registry.burst_policy(&ctx.config.state_dir, p))
-        .map_or(Duration::from_secs(30), |p| p.drain_timeout())
 }
 
 /// `replicas.min` and `replicas.max` of the endpoint's settings ([`effective`]).

@@ -235,9 +235,23 @@ impl Tf {
     }
 }
 
+impl Tf {
+    /// The embedded daemon's pid, as the provider recorded it.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.state_dir().join("daemon/process.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+}
+
 impl Drop for Tf {
-    /// Whatever a test did, it leaves no router or replica running.
+    /// Whatever a test did, it leaves no daemon, router or replica running: the daemon first,
+    /// or it would restart the routers.
     fn drop(&mut self) {
+        if let Some(pid) = self.daemon_pid() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        daemon::kill_mentioning(&self.state_dir());
         let endpoints = self.state_dir().join("endpoints");
         if let Ok(entries) = std::fs::read_dir(endpoints) {
             for e in entries.flatten() {
