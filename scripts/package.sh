@@ -58,9 +58,17 @@ cp "$root/packaging/systemd/gpucap-fabric.service" "$root/packaging/systemd/daem
 mkdir -p "$out"
 zip_name="terraform-provider-gpucap_${version}_${os}_${arch}.zip"
 rm -f "$out/$zip_name"
-# zipfile keeps each file's mode, so the binaries stay executable once Terraform unpacks them.
-(cd "$stage" && python3 -m zipfile -c "$out/$zip_name" \
-  "terraform-provider-gpucap_v$version" gpucap-runtime gpucap-fabric README.md packaging)
+# zipfile keeps each file's mode, so the binaries stay executable once Terraform unpacks them;
+# each file keeps its path in the stage (no directory entries, as goreleaser packs them).
+(cd "$stage" && python3 - "$out/$zip_name" "terraform-provider-gpucap_v$version" gpucap-runtime \
+  gpucap-fabric README.md packaging/systemd/gpucap-fabric.service \
+  packaging/systemd/daemon.toml.example <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    for name in sys.argv[2:]:
+        z.write(name, name)
+PY
+)
 manifest="terraform-provider-gpucap_${version}_manifest.json"
 cp "$root/terraform-registry-manifest.json" "$out/$manifest"
 (cd "$out" && sha256sum "$zip_name" "$manifest" >"terraform-provider-gpucap_${version}_SHA256SUMS")

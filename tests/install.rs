@@ -63,11 +63,13 @@ fn the_package_is_what_a_release_ships() {
             "README.md",
             "gpucap-fabric",
             "gpucap-runtime",
+            "packaging/systemd/daemon.toml.example",
+            "packaging/systemd/gpucap-fabric.service",
             provider.as_str()
         ]
     );
     for (name, mode) in &entries {
-        if name != "README.md" {
+        if name != "README.md" && !name.starts_with("packaging/") {
             assert_eq!(mode & 0o111, 0o111, "{name} is not executable ({mode:o})");
         }
     }
@@ -79,6 +81,8 @@ fn the_package_is_what_a_release_ships() {
         "binary: gpucap-fabric",
         "name_template: \"terraform-provider-gpucap_{{ .Version }}_SHA256SUMS\"",
         "name_template: \"terraform-provider-gpucap_{{ .Version }}_manifest.json\"",
+        "- packaging/systemd/gpucap-fabric.service",
+        "- packaging/systemd/daemon.toml.example",
     ] {
         assert!(
             release.contains(line),

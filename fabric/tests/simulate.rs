@@ -161,8 +161,8 @@ fn bad_traces_plans_and_models_are_refused_naming_the_line_or_the_name() {
     std::fs::write(
         &outside,
         std::fs::read_to_string(config).unwrap().replace(
-            "jurisdiction = \"EU\"\ncapacity_type = \"spot\"",
-            "jurisdiction = \"US\"\ncapacity_type = \"spot\"",
+            "region = \"eu-central-1\"\njurisdiction = \"EU\"\ncapacity_type = \"spot\"",
+            "region = \"us-east-1\"\njurisdiction = \"US\"\ncapacity_type = \"spot\"",
         ),
     )
     .unwrap();

@@ -3,7 +3,8 @@
 //! the provider's `state_dir` as its state directory, and drives it through the same admin API
 //! as a remote daemon. It listens on loopback only, serves every region (on one host, regions
 //! are labels of local pools), keeps its token in `state_dir/daemon/` readable by its owner only,
-//! and exits by itself once it has hosted no endpoint for a few seconds.
+//! and is stopped when a destroy leaves it with no endpoint (or exits by itself once it has hosted
+//! none for a few seconds).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -148,6 +149,26 @@ pub async fn target(config: &ProviderConfig) -> Result<FabricTarget, Diagnostic>
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops the embedded daemon once it hosts no endpoint, so that a destroy leaves nothing running
+/// on this host. Best effort: a daemon left behind exits by itself after `exit_when_idle`.
+pub async fn stop_when_empty(config: &ProviderConfig, target: &FabricTarget) {
+    let Ok(client) = target.client() else { return };
+    let Ok(list) = client.list().await else {
+        return;
+    };
+    if !list.endpoints.is_empty() {
+        return;
+    }
+    let dir = daemon_dir(&config.state_dir);
+    let _starting = start_lock(&dir).await;
+    if let Ok(Some(record)) =
+        gpucap_fabric::store::read_json::<ProcessRecord>(&dir.join("process.json"))
+        && let Err(e) = record.stop(Duration::from_secs(10)).await
+    {
+        tracing::warn!(error = %e, "cannot stop the embedded fabric daemon");
     }
 }
 

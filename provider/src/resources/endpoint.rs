@@ -181,7 +181,11 @@ impl Resource for InferenceEndpoint {
             }
         };
         let Some(planned) = planned else {
-            return hosted::destroy(&target, &name, prior).await;
+            let destroyed = hosted::destroy(&target, &name, prior).await;
+            if embedded && !destroyed.diagnostics.has_errors() {
+                embedded::stop_when_empty(&ctx.config, &target).await;
+            }
+            return destroyed;
         };
         let settings = match effective(&planned) {
             Ok(s) => s,
