@@ -10,7 +10,6 @@
 //! lock file, so routers in separate processes agree.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -155,12 +154,7 @@ impl Ledger {
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let lock_path = self.dir.join(format!("{pool}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
+        let file = crate::store::open_lock_file(&lock_path).map_err(io(&lock_path))?;
         let _lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| io(&lock_path)(std::io::Error::from(e)))?;
         let path = self.book_path(pool);

@@ -11,6 +11,15 @@ pub fn kind_dir(state_dir: &Path, kind: &str) -> PathBuf {
     state_dir.join(kind)
 }
 
+/// Opens (creating) a lock file, for an exclusive `flock` on it.
+pub fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
 /// Writes `value` as JSON to `path` atomically, creating the directory.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -177,11 +177,7 @@ async fn start_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Stri
     let path = dir.join("start.lock");
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let file = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let file = gpucap_fabric::store::open_lock_file(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
