@@ -87,11 +87,15 @@ pub enum RouterHealth {
     Gone,
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap_or_default()
+/// One client for every status call: building one per call costs more than the call.
+fn http() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 /// Why a router could not be started, reloaded, asked for its status or stopped.

@@ -424,10 +424,15 @@ async fn wait_ready(
     cancel: &CancellationToken,
 ) -> Result<String, String> {
     let deadline = Instant::now() + START_TIMEOUT;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| e.to_string())?;
+    // One client for every start: building one costs milliseconds, on the path of a scale from
+    // zero.
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let http = HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default()
+    });
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("the runtime exited during start ({status})"));
