@@ -173,8 +173,16 @@ fn the_quickstart_runs_on_the_installed_provider() {
         apply.as_secs_f64(),
         destroy.as_secs_f64()
     );
-    // Destroyed, nothing it started runs on (a process that has exited has no executable).
-    let left = running_from(&installed);
+    // Destroyed, nothing it started runs on (a process that has exited has no executable): the
+    // routers and replicas stop with the destroy, the embedded daemon 2 s after its last call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = loop {
+        let left = running_from(&installed);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(left.is_empty(), "still running after destroy: {left:?}");
 }
 

@@ -47,6 +47,14 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether the daemon said it hosts no such endpoint (and not that the path is wrong: a
+    /// proxy's or another server's 404 is not an endpoint that is gone).
+    fn is_unknown_endpoint(&self) -> bool {
+        matches!(self, ClientError::Problem { problem, .. } if problem.kind == "urn:gpucap:problem:unknown-endpoint")
+    }
+}
+
 /// A daemon's admin API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -176,7 +184,7 @@ impl Client {
             .timeout(Duration::from_secs(30));
         match self.send(req).await {
             Ok(resp) => self.json(resp).await.map(Some),
-            Err(ClientError::Problem { problem, .. }) if problem.status == 404 => Ok(None),
+            Err(e) if e.is_unknown_endpoint() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -209,7 +217,7 @@ impl Client {
             .timeout(CHANGE_TIMEOUT);
         match self.send(req).await {
             Ok(resp) => Ok(resp.status() == StatusCode::NO_CONTENT || resp.status().is_success()),
-            Err(ClientError::Problem { problem, .. }) if problem.status == 404 => Ok(false),
+            Err(e) if e.is_unknown_endpoint() => Ok(false),
             Err(e) => Err(e),
         }
     }

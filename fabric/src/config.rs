@@ -296,7 +296,7 @@ pub struct StateSection {
     /// The endpoint's directory: replica records and logs live under it.
     pub dir: PathBuf,
     /// The pool ledger shared by every router on this host (see [`crate::ledger`]); unset, the
-    /// endpoint keeps one of its own under `dir/pools`.
+    /// endpoint keeps one of its own under `dir/ledger`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_dir: Option<PathBuf>,
 }

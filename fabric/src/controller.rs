@@ -213,6 +213,10 @@ impl Controller {
         let dir = self.replicas_dir();
         let ledger = Ledger::new(&self.fabric.ledger_dir);
         let reserved = ledger::reservations(&self.fabric.pools, self.fabric.scaling.replicas_min);
+        let names: Vec<&str> = self.fabric.pools.iter().map(|p| p.name.as_str()).collect();
+        if let Err(e) = ledger.keep_reservations(&self.fabric.name, &names) {
+            tracing::warn!(error = %e, "cannot drop the reservations of pools no longer configured");
+        }
         self.fabric
             .pools
             .iter()

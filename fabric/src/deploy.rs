@@ -142,7 +142,7 @@ pub enum DeployError {
     #[error(transparent)]
     Config(#[from] ConfigFileError),
     /// The router process cannot be started.
-    #[error("{0}; set fabric_path in the provider block to the gpucap-fabric binary")]
+    #[error("{0}")]
     Spawn(ProcessError),
     /// The router process cannot be signalled to reload.
     #[error("{0}")]
@@ -179,6 +179,14 @@ pub enum DeployError {
 }
 
 impl DeployError {
+    /// The failure itself, without the router's log appended to it.
+    pub fn root(&self) -> &DeployError {
+        match self {
+            DeployError::WithLog { cause, .. } => cause.root(),
+            e => e,
+        }
+    }
+
     /// The error with the end of the router's log appended.
     fn with_log(self, dir: &EndpointDir) -> DeployError {
         DeployError::WithLog {

@@ -293,6 +293,18 @@ impl Ledger {
         })
     }
 
+    /// Drops `endpoint`'s reservations on every pool but `pools` (it no longer uses the others).
+    pub fn keep_reservations(&self, endpoint: &str, pools: &[&str]) -> Result<(), LedgerError> {
+        for (pool, book) in self.books()? {
+            if !pools.contains(&pool.as_str()) && book.reserved.contains_key(endpoint) {
+                self.with_book(&pool, |b| {
+                    b.reserved.remove(endpoint);
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes everything of `endpoint` from every pool (it was deleted).
     pub fn forget(&self, endpoint: &str) -> Result<(), LedgerError> {
         for (pool, _) in self.books()? {

@@ -47,7 +47,7 @@ enum Command {
         /// --daemon, an endpoint's name (all of them when left out).
         target: Option<String>,
         /// A daemon's admin API, e.g. https://gw.example.com:7443.
-        #[arg(long, env = "GPUCAP_FABRIC_ADDRESS")]
+        #[arg(long)]
         daemon: Option<String>,
         /// The daemon's bearer token.
         #[arg(long, env = "GPUCAP_FABRIC_TOKEN", hide_env_values = true)]

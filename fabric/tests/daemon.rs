@@ -363,6 +363,31 @@ fn bad_requests_and_bad_setups_are_refused_naming_what_is_wrong() {
     ));
     assert_eq!((code, p["field"].as_str()), (412, Some("If-Match")), "{p}");
 
+    // Another endpoint whose minimum no longer fits the pool digits keeps a slot of.
+    let other = endpoint_json("other", &lab(1));
+    let (code, p) = problem(d.api("PUT", "/v1/endpoints/other", Some(&other), &[]));
+    assert_eq!(
+        (code, p["field"].as_str()),
+        (409, Some("replicas.min")),
+        "{p}"
+    );
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pool \"lab\" has 1 slots; other endpoints keep 1 for their replicas.min (digits 1), and this one needs 1"),
+        "{p}"
+    );
+    // A name of dots never becomes a path in the state directory.
+    let dots = endpoint_json("digits", &lab(1)).replace("\"name\":\"digits\"", "\"name\":\"..\"");
+    let (code, p) = problem(d.api("PUT", "/v1/endpoints/%2E%2E", Some(&dots), &[]));
+    assert_eq!(
+        (code, p["field"].as_str()),
+        (422, Some("endpoint.name")),
+        "{p}"
+    );
+    assert!(d.state_dir().join("endpoints/digits/hosted.json").exists());
+
     // A token hash others may read, a state directory from a newer version, plain HTTP
     // beyond loopback: the daemon does not start, and says why.
     let loose = Daemon::configured(REGION, "EU");
@@ -405,4 +430,47 @@ fn bad_requests_and_bad_setups_are_refused_naming_what_is_wrong() {
     let (code, err) = open.refused();
     assert_eq!(code, 2);
     assert!(err.contains("the admin API needs [tls]"), "{err}");
+}
+
+#[test]
+fn a_new_token_takes_over_on_sighup_and_mtls_refuses_a_client_without_a_certificate() {
+    let _one = serial();
+    let d = Daemon::start(REGION, "EU");
+    let old = format!("Authorization: Bearer {}", d.token);
+    assert_eq!(d.call("GET", "/v1/endpoints", None, &[&old]).0, 200);
+    // Rotate: a new hash on disk changes nothing until SIGHUP.
+    let out = std::process::Command::new(fabric_bin())
+        .args(["token", "--hash-file"])
+        .arg(d.dir.path().join("token.sha256"))
+        .output()
+        .unwrap();
+    let new = format!(
+        "Authorization: Bearer {}",
+        String::from_utf8(out.stdout).unwrap().trim()
+    );
+    assert_eq!(d.call("GET", "/v1/endpoints", None, &[&new]).0, 401);
+    signal(d.pid(), "HUP");
+    wait_until("the new token is accepted", Duration::from_secs(5), || {
+        d.call("GET", "/v1/endpoints", None, &[&new]).0 == 200
+    });
+    assert_eq!(d.call("GET", "/v1/endpoints", None, &[&old]).0, 401);
+
+    // With client_ca_file, a client without a certificate from that CA gets no TLS session.
+    let mut m = Daemon::configured(REGION, "EU");
+    m.require_client_certs();
+    m.launch();
+    let (code, _) = m.api("GET", "/v1/endpoints", None, &[]);
+    assert_eq!(
+        code, 0,
+        "the handshake must fail without a client certificate"
+    );
+    let auth = format!("Authorization: Bearer {}", m.token);
+    let url = format!("{}/v1/endpoints", m.address);
+    let ca = m.ca().display().to_string();
+    let certs = m.client_cert_args();
+    let mut args: Vec<&str> = vec!["-s", "--cacert", &ca, "-H", &auth];
+    args.extend(certs.iter().map(String::as_str));
+    args.push(&url);
+    let (code, body) = curl(&args);
+    assert_eq!(code, 200, "{body}");
 }

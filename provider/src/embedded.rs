@@ -3,8 +3,7 @@
 //! the provider's `state_dir` as its state directory, and drives it through the same admin API
 //! as a remote daemon. It listens on loopback only, serves every region (on one host, regions
 //! are labels of local pools), keeps its token in `state_dir/daemon/` readable by its owner only,
-//! and is stopped when a destroy leaves it with no endpoint (or exits by itself once it has hosted
-//! none for a few seconds).
+//! and exits by itself two seconds after it last hosted an endpoint and answered a call.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use crate::fabrics::FabricTarget;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long the embedded daemon stays with no endpoint before it exits.
-const IDLE_EXIT: &str = "10s";
+const IDLE_EXIT: &str = "2s";
 
 /// The embedded daemon's own files: `state_dir/daemon/`.
 pub fn daemon_dir(state_dir: &Path) -> PathBuf {
@@ -37,16 +36,20 @@ fn failure(detail: impl std::fmt::Display) -> Diagnostic {
     )
 }
 
-/// The token, made on first use and kept readable by its owner only.
+/// The token, if one was made.
+fn existing_token(dir: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(dir.join("token")).ok()?;
+    Some(t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The token, made on first use (under the start lock) and kept readable by its owner only.
 fn token(dir: &Path) -> Result<String, String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let path = dir.join("token");
-    if let Ok(t) = std::fs::read_to_string(&path)
-        && !t.trim().is_empty()
-    {
-        return Ok(t.trim().to_string());
+    if let Some(t) = existing_token(dir) {
+        return Ok(t);
     }
+    let path = dir.join("token");
     let token = auth::new_token()?;
     auth::write_token_hash(&dir.join("token.sha256"), &token)?;
     let mut file = std::fs::OpenOptions::new()
@@ -94,44 +97,37 @@ pub async fn target(config: &ProviderConfig) -> Result<FabricTarget, Diagnostic>
     let dir = daemon_dir(&config.state_dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| failure(format!("cannot create {}: {e}", dir.display())))?;
-    let token = token(&dir).map_err(failure)?;
-    let target = |client: Client| FabricTarget {
+    let target = |client: Client, token: &str| FabricTarget {
         region: None,
         address: client.address().to_string(),
-        token: token.clone(),
+        token: token.to_string(),
         ca_cert_file: None,
     };
-    if let Some(client) = answering(&config.state_dir, &token).await {
-        return Ok(target(client));
+    if let Some(token) = existing_token(&dir)
+        && let Some(client) = answering(&config.state_dir, &token).await
+    {
+        return Ok(target(client, &token));
     }
-    // One provider process starts it; another that raced it finds it answering.
+    // One provider process makes the token and starts the daemon; another that raced it waits
+    // here and then finds it answering.
     let _starting = start_lock(&dir).await.map_err(failure)?;
+    let token = token(&dir).map_err(failure)?;
     if let Some(client) = answering(&config.state_dir, &token).await {
-        return Ok(target(client));
+        return Ok(target(client, &token));
     }
-    let config_path = write_config(config, &dir).map_err(failure)?;
-    let _ = std::fs::remove_file(config.state_dir.join(ADDRESS_FILE));
+    let recorded: Option<ProcessRecord> =
+        gpucap_fabric::store::read_json(&dir.join("process.json")).unwrap_or_default();
+    let record = match recorded.filter(ProcessRecord::alive) {
+        // A daemon that runs but was slow to answer keeps its address: a second one could not
+        // take the state directory anyway.
+        Some(running) => running,
+        None => spawn(config, &dir)?,
+    };
     let log = dir.join("daemon.log");
-    let child = process::spawn(
-        &config.fabric_path,
-        &[
-            "daemon".as_ref(),
-            "--config".as_ref(),
-            config_path.as_os_str(),
-            "--log-format".as_ref(),
-            "json".as_ref(),
-        ],
-        &log,
-    )
-    .map_err(failure)?;
-    let record = ProcessRecord::of(&child);
-    // The daemon outlives this provider process; dropping the handle neither kills nor waits.
-    drop(child);
-    let _ = gpucap_fabric::store::write_json(&dir.join("process.json"), &record);
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(client) = answering(&config.state_dir, &token).await {
-            return Ok(target(client));
+            return Ok(target(client, &token));
         }
         if !record.alive() {
             return Err(failure(format!(
@@ -141,9 +137,9 @@ pub async fn target(config: &ProviderConfig) -> Result<FabricTarget, Diagnostic>
             )));
         }
         if Instant::now() > deadline {
-            let _ = record.stop(Duration::from_secs(5)).await;
             return Err(failure(format!(
-                "the daemon did not answer within {}:\n{}",
+                "the daemon (process {}) did not answer within {}:\n{}",
+                record.pid,
                 humantime::format_duration(START_TIMEOUT),
                 process::log_tail(&log)
             )));
@@ -152,24 +148,27 @@ pub async fn target(config: &ProviderConfig) -> Result<FabricTarget, Diagnostic>
     }
 }
 
-/// Stops the embedded daemon once it hosts no endpoint, so that a destroy leaves nothing running
-/// on this host. Best effort: a daemon left behind exits by itself after `exit_when_idle`.
-pub async fn stop_when_empty(config: &ProviderConfig, target: &FabricTarget) {
-    let Ok(client) = target.client() else { return };
-    let Ok(list) = client.list().await else {
-        return;
-    };
-    if !list.endpoints.is_empty() {
-        return;
-    }
-    let dir = daemon_dir(&config.state_dir);
-    let _starting = start_lock(&dir).await;
-    if let Ok(Some(record)) =
-        gpucap_fabric::store::read_json::<ProcessRecord>(&dir.join("process.json"))
-        && let Err(e) = record.stop(Duration::from_secs(10)).await
-    {
-        tracing::warn!(error = %e, "cannot stop the embedded fabric daemon");
-    }
+/// Starts the daemon, detached; its process, recorded in `dir/process.json`.
+fn spawn(config: &ProviderConfig, dir: &Path) -> Result<ProcessRecord, Diagnostic> {
+    let config_path = write_config(config, dir).map_err(failure)?;
+    let _ = std::fs::remove_file(config.state_dir.join(ADDRESS_FILE));
+    let child = process::spawn(
+        &config.fabric_path,
+        &[
+            "daemon".as_ref(),
+            "--config".as_ref(),
+            config_path.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ],
+        &dir.join("daemon.log"),
+    )
+    .map_err(failure)?;
+    let record = ProcessRecord::of(&child);
+    // The daemon outlives this provider process; dropping the handle neither kills nor waits.
+    drop(child);
+    let _ = gpucap_fabric::store::write_json(&dir.join("process.json"), &record);
+    Ok(record)
 }
 
 /// An exclusive lock on `dir/start.lock`, waited for without blocking the runtime.

@@ -1,7 +1,7 @@
 //! The fabric daemons the provider sends endpoints to: the provider block's `fabric` blocks (or
 //! one daemon from the environment), each serving one region. An endpoint goes to the daemon of
 //! its router's region, so an EU endpoint's router runs on the EU gateway; with none configured,
-//! the provider deploys routers on this host (the embedded mode).
+//! the provider runs a daemon on this host (the embedded mode, [`crate::embedded`]).
 
 use std::path::PathBuf;
 

@@ -415,6 +415,11 @@ async fn sigterm_answers_every_accepted_request_then_exits() {
         &SLOW_ROWS.to_string(),
         "--threads",
         "1",
+        // What is tested is that the drain answers every accepted request, however long the
+        // queue takes on this machine, not how fast it goes: a slow or shared CPU must not
+        // turn a queued request into a timeout (504).
+        "--request-timeout-ms",
+        "120000",
     ]);
     let url = format!("{}/v2/models/slow/infer", s.url);
     let c = client();

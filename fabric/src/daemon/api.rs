@@ -30,8 +30,11 @@ pub struct Api {
     pub token_hash: RwLock<String>,
     /// Cancelled when the daemon stops: deploys in progress give up.
     pub stop: CancellationToken,
-    /// When the last call came, for `exit_when_idle`.
+    /// When the last call ended, for `exit_when_idle`.
     pub last_call: std::sync::Mutex<std::time::Instant>,
+    /// Calls being answered: an idle daemon never exits under one (a create has no record
+    /// until its router converged).
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl IntoResponse for Problem {
@@ -68,10 +71,15 @@ pub fn routes(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// Any call, even a refused one, keeps an idle daemon from exiting for a while.
+/// Any call, even a refused one, keeps an idle daemon from exiting while it is answered and
+/// for a while after.
 async fn note_call(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    api.in_flight.fetch_add(1, SeqCst);
+    let resp = next.run(req).await;
     *api.last_call.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-    next.run(req).await
+    api.in_flight.fetch_sub(1, SeqCst);
+    resp
 }
 
 async fn require_token(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
@@ -196,11 +204,21 @@ async fn put(
         Ok(c) => c,
         Err(p) => return p.into_response(),
     };
-    let etag = host::etag_of(&config);
-    let prepared = match api.host.prepare(&name, config) {
-        Ok(c) => c,
-        Err(p) => return p.into_response(),
+    // Reads the model: off the async workers.
+    let (prep_api, prep_name) = (api.clone(), name.clone());
+    let prepared =
+        tokio::task::spawn_blocking(move || prep_api.host.prepare(&prep_name, config)).await;
+    let prepared = match prepared {
+        Ok(Ok(c)) => c,
+        Ok(Err(p)) => return p.into_response(),
+        Err(e) => {
+            return Problem::new(500, "internal", "The daemon failed", e.to_string())
+                .into_response();
+        }
     };
+    // Of the config as this daemon runs it (its own paths), so that clients with different
+    // paths of their own see the same ETag for the same endpoint.
+    let etag = host::etag_of(&prepared);
     let if_match = entity_tag(&headers, header::IF_MATCH);
     let create_only = entity_tag(&headers, header::IF_NONE_MATCH).is_some_and(|t| t == "*");
     // The deploy runs on its own task: a client that goes away mid-apply must not cut a router

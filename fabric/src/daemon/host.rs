@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{EndpointView, Problem, RouterView};
@@ -41,13 +42,15 @@ pub struct HostedRecord {
 struct Hosted {
     dir: EndpointDir,
     /// Held by whatever changes the endpoint (an API call, a restart), one at a time.
-    busy: tokio::sync::Mutex<()>,
+    busy: Arc<tokio::sync::Mutex<()>>,
     life: Mutex<Life>,
 }
 
 #[derive(Default)]
 struct Life {
     record: Option<HostedRecord>,
+    /// A DELETE began: supervision leaves it alone, even if the DELETE failed.
+    deleting: bool,
     restarts: u64,
     failures: u32,
     retry_at: Option<Instant>,
@@ -158,11 +161,63 @@ impl Host {
             .or_insert_with(|| {
                 Arc::new(Hosted {
                     dir: EndpointDir::new(&self.site.state_dir, name),
-                    busy: tokio::sync::Mutex::new(()),
+                    busy: Arc::default(),
                     life: Mutex::default(),
                 })
             })
             .clone()
+    }
+
+    /// The endpoint's entry, locked. After the wait for the lock the entry must still be the
+    /// one in the map (a DELETE may have removed it meanwhile), or the wait starts again on the
+    /// entry there now.
+    async fn lock_current(&self, name: &str) -> (Arc<Hosted>, OwnedMutexGuard<()>) {
+        loop {
+            let hosted = self.hosted(name);
+            let guard = hosted.busy.clone().lock_owned().await;
+            let current = lock(&self.endpoints)
+                .get(name)
+                .is_some_and(|h| Arc::ptr_eq(h, &hosted));
+            if current {
+                return (hosted, guard);
+            }
+        }
+    }
+
+    /// Refuses a config whose minimums, with those of the other endpoints on its pools, need
+    /// more slots than a pool has: its router would wait for slots that never come free.
+    fn check_minimums_fit(&self, name: &str, config: &FabricConfig) -> Result<(), Problem> {
+        let fabric = config.validate("").map_err(|e| {
+            Problem::new(422, "invalid-config", "Invalid endpoint config", e.message).at(e.field)
+        })?;
+        let books = self.ledger.books().map_err(internal)?;
+        let wanted = crate::ledger::reservations(&fabric.pools, fabric.scaling.replicas_min);
+        for (pool, ours) in fabric.pools.iter().zip(wanted).filter(|(_, r)| *r > 0) {
+            let others: Vec<(String, usize)> = books
+                .iter()
+                .filter(|(p, _)| *p == pool.name)
+                .flat_map(|(_, b)| b.reserved.iter())
+                .filter(|(e, _)| e.as_str() != name)
+                .map(|(e, r)| (e.clone(), *r))
+                .collect();
+            let kept: usize = others.iter().map(|(_, r)| r).sum();
+            if kept + ours > pool.slots {
+                let who: Vec<String> = others.iter().map(|(e, r)| format!("{e} {r}")).collect();
+                return Err(Problem::new(
+                    409,
+                    "pool-full",
+                    "The minimums do not fit the pool",
+                    format!(
+                        "pool {:?} has {} slots; other endpoints keep {kept} for their replicas.min ({}), and this one needs {ours}",
+                        pool.name,
+                        pool.slots,
+                        who.join(", ")
+                    ),
+                )
+                .at("replicas.min"));
+            }
+        }
+        Ok(())
     }
 
     fn existing(&self, name: &str) -> Option<Arc<Hosted>> {
@@ -186,6 +241,12 @@ impl Host {
         let invalid = |field: &str, detail: String| {
             Problem::new(422, "invalid-config", "Invalid endpoint config", detail).at(field)
         };
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                "endpoint.name",
+                format!("{name:?} is not a valid name; start it with a letter or a digit"),
+            ));
+        }
         if config.endpoint.name != name {
             return Err(invalid(
                 "endpoint.name",
@@ -266,8 +327,7 @@ impl Host {
         create_only: bool,
         cancel: &CancellationToken,
     ) -> Result<Put, Problem> {
-        let hosted = self.hosted(name);
-        let _busy = hosted.busy.lock().await;
+        let (hosted, _busy) = self.lock_current(name).await;
         let prior = lock(&hosted.life).record.clone();
         match (&prior, if_match) {
             (Some(_), _) if create_only => {
@@ -287,6 +347,7 @@ impl Host {
             (None, Some(m)) => return Err(stale(name, m, None)),
             _ => {}
         }
+        self.check_minimums_fit(name, &config)?;
         let router = hosted.dir.read_record().map_err(internal)?;
         let health = match &router {
             Some(r) => Some(deploy::health(r).await),
@@ -313,6 +374,21 @@ impl Host {
                 {
                     return Err(failed(name, "could not stop its router", &e));
                 }
+                if prior.is_none() {
+                    // Recorded before the router starts: a daemon that dies meanwhile leaves an
+                    // endpoint the next one supervises, not a router nobody knows.
+                    let pending = HostedRecord {
+                        config: config.clone(),
+                        etag: etag.clone(),
+                        address: None,
+                    };
+                    if let Err(e) = store::write_json(&hosted.dir.0.join("hosted.json"), &pending) {
+                        return Err(internal(format!(
+                            "cannot record endpoint {name} in {}: {e}",
+                            hosted.dir.0.display()
+                        )));
+                    }
+                }
                 let mut start = config.clone();
                 // A router restarted for the same listen setting takes its old address again.
                 if let Some(address) = prior.as_ref().and_then(|p| p.address.clone())
@@ -330,6 +406,9 @@ impl Host {
                     // A failed create leaves nothing: deploy::start stopped what it started.
                     let _ = hosted.dir.remove();
                     lock(&self.endpoints).remove(name);
+                    if let Err(e) = self.ledger.forget(name) {
+                        tracing::warn!(endpoint = %name, error = %e, "cannot remove the endpoint from the pool ledger");
+                    }
                 }
                 return Err(failed(name, "its router did not apply the config", &e));
             }
@@ -362,12 +441,13 @@ impl Host {
 
     /// Drains and stops endpoint `name` and forgets it; `false` when there is no such endpoint.
     pub async fn delete(&self, name: &str, if_match: Option<&str>) -> Result<bool, Problem> {
-        let Some(hosted) = self.existing(name) else {
+        if self.existing(name).is_none() {
             return Ok(false);
-        };
-        let _busy = hosted.busy.lock().await;
+        }
+        let (hosted, _busy) = self.lock_current(name).await;
         let prior = lock(&hosted.life).record.clone();
         let Some(prior) = prior else {
+            lock(&self.endpoints).remove(name);
             return Ok(false);
         };
         if let Some(m) = if_match
@@ -375,6 +455,7 @@ impl Host {
         {
             return Err(stale(name, m, Some(&prior.etag)));
         }
+        lock(&hosted.life).deleting = true;
         deploy::stop(&hosted.dir, drain_of(Some(&prior)))
             .await
             .map_err(|e| failed(name, "could not stop it", &e))?;
@@ -451,23 +532,21 @@ impl Host {
 
     /// One pass of supervision: every hosted endpoint whose router is not running (the daemon
     /// just started, or the router died) is started again on its old address, adopting the
-    /// replicas still running; failures back off exponentially up to a minute.
-    pub async fn supervise(&self, cancel: &CancellationToken) {
+    /// replicas still running, each on a task of its own so that one slow start holds up no
+    /// other; failures back off exponentially up to a minute.
+    pub fn supervise(&self, cancel: &CancellationToken) {
         let all: Vec<(String, Arc<Hosted>)> = lock(&self.endpoints)
             .iter()
             .map(|(n, h)| (n.clone(), h.clone()))
             .collect();
         for (name, hosted) in all {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let Ok(_busy) = hosted.busy.try_lock() else {
+            let Ok(busy) = hosted.busy.clone().try_lock_owned() else {
                 continue;
             };
             let (record, due) = {
                 let life = lock(&hosted.life);
                 (
-                    life.record.clone(),
+                    life.record.clone().filter(|_| !life.deleting),
                     life.retry_at.is_none_or(|t| t <= Instant::now()),
                 )
             };
@@ -479,38 +558,12 @@ impl Host {
             if running || !due {
                 continue;
             }
-            let mut config = record.config.clone();
-            if let Some(address) = &record.address {
-                config.endpoint.listen = address.clone();
-            }
-            tracing::info!(endpoint = %name, "router not running; starting it");
-            let min_ready = config.replicas.min;
-            match deploy::start(
-                &self.site.fabric_bin,
-                &hosted.dir,
-                config,
-                min_ready,
-                cancel,
-            )
-            .await
-            {
-                Ok(router) => {
-                    tracing::info!(endpoint = %name, pid = router.process.pid, address = %router.address, "router started");
-                    let mut life = lock(&hosted.life);
-                    life.restarts += 1;
-                    life.failures = 0;
-                    life.retry_at = None;
-                    life.last_error = None;
-                }
-                Err(e) => {
-                    let mut life = lock(&hosted.life);
-                    life.failures += 1;
-                    let wait = Duration::from_secs(1u64 << life.failures.min(6)).min(MAX_BACKOFF);
-                    life.retry_at = Some(Instant::now() + wait);
-                    life.last_error = Some(e.to_string());
-                    tracing::error!(endpoint = %name, error = %e, retry_in = ?wait, "router did not start");
-                }
-            }
+            let fabric_bin = self.site.fabric_bin.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                restart(&fabric_bin, &name, &hosted, record, &cancel).await;
+                drop(busy);
+            });
         }
     }
 
@@ -532,6 +585,40 @@ impl Host {
             });
         }
         stops.join_all().await;
+    }
+}
+
+/// Starts the router of a hosted endpoint again on its old address.
+async fn restart(
+    fabric_bin: &std::path::Path,
+    name: &str,
+    hosted: &Hosted,
+    record: HostedRecord,
+    cancel: &CancellationToken,
+) {
+    let mut config = record.config;
+    if let Some(address) = &record.address {
+        config.endpoint.listen = address.clone();
+    }
+    tracing::info!(endpoint = %name, "router not running; starting it");
+    let min_ready = config.replicas.min;
+    match deploy::start(fabric_bin, &hosted.dir, config, min_ready, cancel).await {
+        Ok(router) => {
+            tracing::info!(endpoint = %name, pid = router.process.pid, address = %router.address, "router started");
+            let mut life = lock(&hosted.life);
+            life.restarts += 1;
+            life.failures = 0;
+            life.retry_at = None;
+            life.last_error = None;
+        }
+        Err(e) => {
+            let mut life = lock(&hosted.life);
+            life.failures += 1;
+            let wait = Duration::from_secs(1u64 << life.failures.min(6)).min(MAX_BACKOFF);
+            life.retry_at = Some(Instant::now() + wait);
+            life.last_error = Some(e.to_string());
+            tracing::error!(endpoint = %name, error = %e, retry_in = ?wait, "router did not start");
+        }
     }
 }
 
@@ -562,7 +649,7 @@ fn stale(name: &str, asked: &str, current: Option<&str>) -> Problem {
 }
 
 fn failed(name: &str, what: &str, e: &DeployError) -> Problem {
-    let (status, slug) = match e {
+    let (status, slug) = match e.root() {
         DeployError::Refused(_) => (422, "refused"),
         DeployError::Cancelled => (503, "cancelled"),
         _ => (500, "deploy-failed"),

@@ -77,6 +77,7 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
         token_hash: RwLock::new(token_hash),
         stop: stop.clone(),
         last_call: std::sync::Mutex::new(std::time::Instant::now()),
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
     });
     let listener = std::net::TcpListener::bind(checked.listen)
         .map_err(|e| format!("listen: cannot listen on {}: {e}", checked.listen))?;
@@ -122,9 +123,10 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
         let idle_limit = checked.exit_when_idle;
         tokio::spawn(async move {
             while !stop.is_cancelled() {
-                api.host.supervise(&stop).await;
+                api.host.supervise(&stop);
                 if let Some(limit) = idle_limit
                     && api.host.names().is_empty()
+                    && api.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
                     && api
                         .last_call
                         .lock()

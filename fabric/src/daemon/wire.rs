@@ -21,7 +21,8 @@ pub struct EndpointView {
     pub replicas_status: String,
     /// The router process, while one runs.
     pub router: Option<RouterView>,
-    /// How many times the daemon restarted its router after it died.
+    /// How many times this daemon started the router again on its own: after it died, or
+    /// because the daemon started and found it not running.
     pub restarts: u64,
     /// Why the last start or restart failed, if it did.
     pub last_error: Option<String>,

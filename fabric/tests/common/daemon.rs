@@ -36,6 +36,16 @@ pub fn make_tls(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    // A client certificate from the same CA, for mTLS.
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "terraform");
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client.signed_by(&client_key, &ca).unwrap();
+    std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+    std::fs::write(dir.join("client-key.pem"), client_key.serialize_pem()).unwrap();
     dir.join("ca.pem")
 }
 
@@ -74,6 +84,25 @@ impl Daemon {
             token,
             address: String::new(),
         }
+    }
+
+    /// Requires client certificates signed by the test CA (mTLS); before [`Daemon::launch`].
+    pub fn require_client_certs(&self) {
+        let config = self.dir.path().join("daemon.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("client_ca_file = \"{}\"\n", self.ca().display()));
+        std::fs::write(config, text).unwrap();
+    }
+
+    /// The client certificate and key `make_tls` wrote, as curl arguments.
+    pub fn client_cert_args(&self) -> Vec<String> {
+        let p = |f: &str| self.dir.path().join(f).display().to_string();
+        vec![
+            "--cert".into(),
+            p("client.pem"),
+            "--key".into(),
+            p("client-key.pem"),
+        ]
     }
 
     /// A configured daemon, started.

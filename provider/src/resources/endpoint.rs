@@ -181,12 +181,33 @@ impl Resource for InferenceEndpoint {
             }
         };
         let Some(planned) = planned else {
-            let destroyed = hosted::destroy(&target, &name, prior).await;
-            if embedded && !destroyed.diagnostics.has_errors() {
-                embedded::stop_when_empty(&ctx.config, &target).await;
-            }
-            return destroyed;
+            return hosted::destroy(&target, &name, prior).await;
         };
+        // A router moved to another region's daemon leaves the old one first; the new daemon
+        // has never seen the endpoint, so the create there is unconditional.
+        let mut prior_model = prior_model;
+        if let Some(old_region) = prior_model
+            .as_ref()
+            .and_then(|m| m.router_region.as_str())
+            .filter(|r| *r != region)
+        {
+            let old = match daemon_for(ctx, old_region).await {
+                Ok((old, _)) => old,
+                Err(d) => {
+                    return Applied {
+                        state: prior,
+                        diagnostics: d.into(),
+                    };
+                }
+            };
+            if old.address != target.address {
+                let moved = hosted::destroy(&old, &name, prior.clone()).await;
+                if moved.diagnostics.has_errors() {
+                    return moved;
+                }
+                prior_model = None;
+            }
+        }
         let settings = match effective(&planned) {
             Ok(s) => s,
             Err(d) => {
