@@ -267,6 +267,31 @@ pub struct PoolSection {
     /// The `local` driver: replicas are runtime processes on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalSection>,
+    /// The `aws_autoscaling_group` driver: replicas run on the group's instances, which join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_autoscaling_group: Option<AwsGroupSection>,
+    /// SHA-256 (hex) of each token a replica of this pool may join with (two while one rotates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_token_sha256: Vec<String>,
+}
+
+/// `[pools.aws_autoscaling_group]`: an existing EC2 Auto Scaling group in the pool's region.
+/// Credentials come from the standard AWS chain of the process (environment, profile, instance
+/// role); they never appear here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AwsGroupSection {
+    /// The group's name.
+    pub name: String,
+    /// A named profile of the shared AWS config to take credentials from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The API endpoint, for an emulator or a private endpoint (else `AWS_ENDPOINT_URL` or AWS's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// How long an instance may take from launch to joining (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_timeout: Option<String>,
 }
 
 /// `[pools.local]`
@@ -387,6 +412,17 @@ pub enum DriverConfig {
         /// The runtime binary.
         runtime_path: PathBuf,
     },
+    /// An EC2 Auto Scaling group whose instances join.
+    AwsAutoscalingGroup {
+        /// The group.
+        group: String,
+        /// The AWS profile, if not the default chain's.
+        profile: Option<String>,
+        /// The API endpoint, if not AWS's.
+        endpoint_url: Option<String>,
+        /// How long an instance may take from launch to joining.
+        join_timeout: Duration,
+    },
 }
 
 /// A pool the router uses, validated.
@@ -408,6 +444,8 @@ pub struct Pool {
     pub burst: bool,
     /// Its driver; `None` only in configs checked for simulation, which start nothing.
     pub driver: Option<DriverConfig>,
+    /// SHA-256 (hex) of the tokens replicas of this pool may join with.
+    pub join_token_sha256: Vec<String>,
 }
 
 /// The config after validation, in the types the router uses.
@@ -622,8 +660,48 @@ impl FabricConfig {
                 ));
             }
             in_range(&key("gpus_max"), p.gpus_max, 1, 100_000)?;
-            let driver = match &p.local {
-                Some(local) => {
+            for (j, hash) in p.join_token_sha256.iter().enumerate() {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(
+                        key(&format!("join_token_sha256[{j}]")),
+                        "not a SHA-256 in hex (64 digits); a gpucap_join_token's sha256 is one",
+                    ));
+                }
+            }
+            let driver = match (&p.local, &p.aws_autoscaling_group) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        format!("pools[{i}]"),
+                        "has both [pools.local] and [pools.aws_autoscaling_group]; a pool has exactly one driver",
+                    ));
+                }
+                (None, Some(group)) => {
+                    if group.name.trim().is_empty() {
+                        return Err(bad(key("aws_autoscaling_group.name"), "is empty"));
+                    }
+                    if p.join_token_sha256.is_empty() {
+                        return Err(bad(
+                            key("join_token_sha256"),
+                            "is empty: the group's instances join with a token, so the pool needs at least one",
+                        ));
+                    }
+                    let join_timeout = match &group.join_timeout {
+                        Some(t) => humantime::parse_duration(t).map_err(|e| {
+                            bad(
+                                key("aws_autoscaling_group.join_timeout"),
+                                format!("{t:?}: {e}"),
+                            )
+                        })?,
+                        None => Duration::from_secs(600),
+                    };
+                    Some(DriverConfig::AwsAutoscalingGroup {
+                        group: group.name.clone(),
+                        profile: group.profile.clone(),
+                        endpoint_url: group.endpoint_url.clone(),
+                        join_timeout,
+                    })
+                }
+                (Some(local), None) => {
                     local
                         .devices
                         .parse::<gpucap_runtime::backend::DeviceSpec>()
@@ -636,11 +714,11 @@ impl FabricConfig {
                             .unwrap_or_else(|| self.runtime.path.clone()),
                     })
                 }
-                None if !need_drivers => None,
-                None => {
+                (None, None) if !need_drivers => None,
+                (None, None) => {
                     return Err(bad(
                         format!("pools[{i}]"),
-                        "no driver; add a [pools.local] table (replicas run on this host)",
+                        "no driver; add a [pools.local] table (replicas run on this host) or [pools.aws_autoscaling_group]",
                     ));
                 }
             };
@@ -653,6 +731,11 @@ impl FabricConfig {
                 slots: p.gpus_max,
                 burst: p.role == "burst",
                 driver,
+                join_token_sha256: p
+                    .join_token_sha256
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
             });
         }
         Ok(out)

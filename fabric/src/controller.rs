@@ -16,6 +16,7 @@ use crate::autoscaler::{
     self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals,
 };
 use crate::config::{DriverConfig, Fabric};
+use crate::driver::aws::{AwsGroupDriver, GroupRef};
 use crate::driver::local::{self, LocalDriver, Seat};
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
@@ -27,6 +28,7 @@ use crate::signals::{self, LatencyWindow, ReplicaSample, Round, ServingLoad};
 use crate::status::{
     BudgetStatus, DecisionRecord, PoolStatus, ReplicaStatus, RouterStatus, SignalStatus, Status,
 };
+use sha2::Digest as _;
 
 /// How often the loop runs without being woken.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -48,6 +50,8 @@ pub struct Shared {
     pub window: LatencyWindow,
     /// The latest status, published by the loop.
     pub status: Mutex<Status>,
+    /// Replicas on other machines that joined.
+    pub join: Arc<crate::join::JoinHub>,
 }
 
 /// A pool's driver and how it has been doing.
@@ -159,8 +163,50 @@ impl Controller {
             fabric,
         };
         c.pools = c.build_pools(&[]);
+        c.open_joins();
         c.restore_learned();
         c
+    }
+
+    /// Tells the join routes what to offer and which pools may be joined: those with a driver
+    /// and join tokens. Every pool loaded is in the endpoint's placement and residency, so a
+    /// claim to any other pool is refused.
+    fn open_joins(&self) {
+        let gates = self
+            .fabric
+            .pools
+            .iter()
+            .zip(&self.pools)
+            .filter(|(p, _)| !p.join_token_sha256.is_empty())
+            .filter_map(|(p, slot)| {
+                Some((
+                    p.name.clone(),
+                    crate::join::Gate {
+                        token_sha256: p.join_token_sha256.clone(),
+                        driver: slot.driver.clone()?,
+                    },
+                ))
+            })
+            .collect();
+        self.shared.join.set_gates(gates);
+        match std::fs::read(&self.fabric.model_path) {
+            Ok(bytes) => self.shared.join.set_offer(crate::join::Offer {
+                spec: gpucap_runtime::join::JoinSpec {
+                    model_name: self.fabric.name.clone(),
+                    model_version: self.fabric.model_version.clone(),
+                    model_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                    model_bytes: bytes.len() as u64,
+                    batching: self.fabric.batching,
+                    max_body_bytes: self.fabric.max_body_bytes,
+                },
+                model_path: self.fabric.model_path.clone(),
+            }),
+            Err(e) => tracing::error!(
+                path = %self.fabric.model_path.display(),
+                error = %e,
+                "cannot read the model to offer joining replicas"
+            ),
+        }
     }
 
     /// Takes back what an earlier router of this endpoint learned, when it left a usable file.
@@ -237,6 +283,28 @@ impl Controller {
                             Ok(d) => (Some(Arc::new(d) as Arc<dyn Driver>), None),
                             Err(e) => (None, Some(e.0)),
                         }
+                    }
+                    Some(DriverConfig::AwsAutoscalingGroup {
+                        group,
+                        profile,
+                        endpoint_url,
+                        join_timeout,
+                    }) => {
+                        let group = GroupRef {
+                            name: group.clone(),
+                            region: p.region.clone(),
+                            profile: profile.clone(),
+                            endpoint_url: endpoint_url.clone(),
+                        };
+                        let driver = AwsGroupDriver::new(
+                            &p.name,
+                            group,
+                            p.slots,
+                            *join_timeout,
+                            self.shared.join.clone(),
+                            self.shared.metrics.driver_api_errors.clone(),
+                        );
+                        (Some(Arc::new(driver) as Arc<dyn Driver>), None)
                     }
                     None => (None, Some("the pool has no driver".to_string())),
                 };
@@ -399,6 +467,7 @@ impl Controller {
             .collect();
         self.fabric = fabric;
         self.pools = self.build_pools(&old);
+        self.open_joins();
         self.memory.forget_pools();
         let pools = self.fabric.pools.clone();
         self.shared.fleet.reindex(|name| {
@@ -553,13 +622,28 @@ impl Controller {
         .inc();
     }
 
+    /// Whether a recorded replica still runs, as its pool's driver sees it (a pool no longer
+    /// configured: whether its process runs).
+    fn alive(&self, record: &ReplicaRecord) -> bool {
+        match self
+            .fabric
+            .pools
+            .iter()
+            .position(|p| p.name == record.pool)
+            .and_then(|i| self.pools[i].driver.as_ref())
+        {
+            Some(driver) => driver.alive(record),
+            None => record.process.as_ref().is_some_and(|p| p.alive()),
+        }
+    }
+
     /// Replicas whose process is gone: out of the fleet, to be replaced.
     fn reap(&mut self) {
         let gone: Vec<ReplicaRecord> = self
             .records
             .values()
             .filter(|r| !self.stopping.contains(&r.id))
-            .filter(|r| !r.process.as_ref().is_some_and(|p| p.alive()))
+            .filter(|r| !self.alive(r))
             .cloned()
             .collect();
         let draining: BTreeSet<String> = self
@@ -594,14 +678,20 @@ impl Controller {
             } else {
                 "exited"
             };
-            self.log(
-                "lost",
-                &r.id,
-                &format!(
-                    "process {} {what}; replacing it",
-                    r.process.as_ref().map_or(0, |p| p.pid)
-                ),
-            );
+            let subject = match &r.process {
+                Some(p) => format!("process {}", p.pid),
+                None => format!("the connection of {}", r.device),
+            };
+            self.log("lost", &r.id, &format!("{subject} {what}; replacing it"));
+            if r.process.is_none() {
+                // A joined replica's machine may still run: give it back rather than pay for it.
+                let stop = self.stop_future(r.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = stop.await {
+                        tracing::warn!(error = %e, "cannot give back a lost replica's machine");
+                    }
+                });
+            }
             self.lost.push(r.pool.clone());
             if lived < QUICK_DEATH {
                 self.pools[pool].quick_deaths += 1;

@@ -466,6 +466,7 @@ mod tests {
             slots,
             burst,
             driver: None,
+            join_token_sha256: Vec::new(),
         };
         let pools = [pool("a", false, 2), pool("b", false, 4), pool("c", true, 8)];
         assert_eq!(reservations(&pools, 3), [2, 1, 0]);

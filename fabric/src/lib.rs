@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod driver;
 pub mod fleet;
+pub mod join;
 pub mod learned;
 pub mod ledger;
 pub mod metrics;

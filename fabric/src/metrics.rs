@@ -77,6 +77,12 @@ pub struct FabricMetrics {
     pub signals: Family<NameLabels, FloatGauge>,
     /// Replicas that exited or failed to start, by pool.
     pub replica_failures: Family<NameLabels, Counter>,
+    /// Joins admitted, by pool.
+    pub joins: Family<NameLabels, Counter>,
+    /// Joins refused, by reason (the caller is told nothing of it).
+    pub join_refusals: Family<NameLabels, Counter>,
+    /// Cloud API calls that failed, by pool.
+    pub driver_api_errors: Family<NameLabels, Counter>,
 }
 
 impl FabricMetrics {
@@ -99,6 +105,9 @@ impl FabricMetrics {
             scale_from_zero_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             signals: Family::default(),
             replica_failures: Family::default(),
+            joins: Family::default(),
+            join_refusals: Family::default(),
+            driver_api_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -127,6 +136,21 @@ impl FabricMetrics {
             m.held.clone(),
         );
         registry.register("replicas", "Replicas by pool and state", m.replicas.clone());
+        registry.register(
+            "joins",
+            "Replicas on other machines admitted to the router, by pool",
+            m.joins.clone(),
+        );
+        registry.register(
+            "join_refusals",
+            "Joins refused, by reason: bad_token, unknown_pool, not_in_pool, released, no_model",
+            m.join_refusals.clone(),
+        );
+        registry.register(
+            "driver_api_errors",
+            "Calls to a pool's cloud API that failed (throttled, unreachable, refused), by pool",
+            m.driver_api_errors.clone(),
+        );
         registry.register(
             "burst_spend_usd",
             "Burst spend so far: replica-seconds on burst pools times their hourly price",

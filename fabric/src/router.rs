@@ -113,6 +113,7 @@ pub fn router(state: Arc<RouterState>) -> Router {
             .route("/fabric/status", get(status))
             .route("/fabric/targets", get(targets)),
     )
+    .merge(crate::join::routes::routes(state.shared.join.clone()))
     .with_state(state)
 }
 

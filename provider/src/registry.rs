@@ -73,6 +73,8 @@ impl PoolInfo {
                 devices: self.local_devices.clone()?,
                 runtime_path: None,
             }),
+            aws_autoscaling_group: None,
+            join_token_sha256: Vec::new(),
         })
     }
 

@@ -9,7 +9,8 @@
 //! `serve` command wires the parts together); [`metrics`] is the Prometheus registry, and
 //! [`config`] the settings shared by the CLI and the config file the fabric writes for each
 //! replica; [`forward_bench`] measures the backends' forward pass; [`devices`] discovers what this host can
-//! compute on, and [`cuda`] asks the CUDA driver, loaded at run time, for its GPUs. The crate knows
+//! compute on, and [`cuda`] asks the CUDA driver, loaded at run time, for its GPUs; [`join`] is the
+//! wire of a replica that dials its router from another machine. The crate knows
 //! nothing of Terraform.
 
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod cuda;
 pub mod devices;
 pub mod forward_bench;
+pub mod join;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

@@ -144,9 +144,64 @@ struct ServeArgs {
     /// Log filter, e.g. info or debug [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// Join a router instead of listening: dial this join URL (the fabric daemon's
+    /// `https://HOST:PORT/v1/join/ENDPOINT`), take the model and batching from the router and
+    /// answer its requests over the connection this replica opened (no inbound port).
+    #[arg(long, env = "GPUCAP_JOIN_URL", requires_all = ["token_file", "pool", "machine"], conflicts_with_all = ["model", "listen"])]
+    join: Option<String>,
+    /// With --join: a file holding the pool's join token.
+    #[arg(long, env = "GPUCAP_JOIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// With --join: the pool this machine belongs to.
+    #[arg(long, env = "GPUCAP_JOIN_POOL")]
+    pool: Option<String>,
+    /// With --join: this machine's id in its pool (an EC2 instance id, a cluster node).
+    #[arg(long, env = "GPUCAP_JOIN_MACHINE")]
+    machine: Option<String>,
+    /// With --join: PEM certificate(s) of the router's listener or of the CA that signed it.
+    #[arg(long, env = "GPUCAP_JOIN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// With --join: where fetched models are kept, by SHA-256.
+    #[arg(
+        long,
+        env = "GPUCAP_JOIN_CACHE_DIR",
+        default_value = "/var/cache/gpucap/models"
+    )]
+    cache_dir: PathBuf,
+    /// With --join: watch this instance metadata service (IMDSv2) for a spot interruption
+    /// notice, e.g. http://169.254.169.254; on one the replica drains and leaves.
+    #[arg(long, env = "GPUCAP_IMDS_URL")]
+    imds_url: Option<String>,
 }
 
 impl ServeArgs {
+    /// With `--join`: where and as whom to join.
+    fn join_options(&self) -> Result<Option<cmd::join::JoinOptions>, String> {
+        let Some(url) = &self.join else {
+            return Ok(None);
+        };
+        let parse = |flag: &str, u: &str| {
+            reqwest::Url::parse(u).map_err(|e| format!("{flag} {u}: not a URL: {e}"))
+        };
+        let token_file = self
+            .token_file
+            .as_deref()
+            .ok_or("--join needs --token-file")?;
+        Ok(Some(cmd::join::JoinOptions {
+            url: parse("--join", url)?,
+            token: cmd::join::read_token(token_file).map_err(|e| format!("{e:#}"))?,
+            pool: self.pool.clone().ok_or("--join needs --pool")?,
+            machine: self.machine.clone().ok_or("--join needs --machine")?,
+            ca_cert: self.ca_cert.clone(),
+            cache_dir: self.cache_dir.clone(),
+            imds_url: self
+                .imds_url
+                .as_deref()
+                .map(|u| parse("--imds-url", u))
+                .transpose()?,
+        }))
+    }
+
     fn into_config(self) -> Result<RuntimeConfig, String> {
         let mut c = match &self.config {
             Some(path) => RuntimeConfig::from_file(path).map_err(|e| e.to_string())?,
@@ -276,6 +331,13 @@ fn print_report<R: serde::Serialize + std::fmt::Display>(
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let join = match args.join_options() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -284,6 +346,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(config.log.format, &config.log.level);
+    if let Some(join) = join {
+        return run_async(cmd::join::join(join, config));
+    }
     let valid = match config.validate() {
         Ok(v) => v,
         Err(e) => {
@@ -291,6 +356,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    run_async(cmd::serve::serve(
+        valid,
+        gpucap_runtime::shutdown::termination_signal(),
+    ))
+}
+
+/// Runs a server to completion on a multi-threaded async runtime.
+fn run_async(server: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -298,10 +371,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cmd::serve::serve(
-        valid,
-        gpucap_runtime::shutdown::termination_signal(),
-    )) {
+    match runtime.block_on(server) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -17,6 +17,7 @@ use gpucap_runtime::protocol::ModelSignature;
 use gpucap_fabric::config::{Fabric, FabricConfig};
 use gpucap_fabric::controller::{Controller, Shared};
 use gpucap_fabric::fleet::Fleet;
+use gpucap_fabric::join::JoinHub;
 use gpucap_fabric::metrics::FabricMetrics;
 use gpucap_fabric::router::{RouterState, Settings, router};
 use gpucap_fabric::signals::LatencyWindow;
@@ -87,6 +88,11 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", fabric.listen))?;
     let address = listener.local_addr()?.to_string();
+    let metrics = FabricMetrics::new(&fabric.name);
+    let join = Arc::new(JoinHub::new(
+        metrics.joins.clone(),
+        metrics.join_refusals.clone(),
+    ));
     let shared = Arc::new(Shared {
         fleet: Fleet::new(
             fabric.replica_concurrency,
@@ -96,9 +102,10 @@ pub async fn serve(
                 .budget
                 .is_some_and(|b| b.reject_when_exhausted),
         ),
-        metrics: FabricMetrics::new(&fabric.name),
+        metrics,
         window: LatencyWindow::default(),
         status: Mutex::default(),
+        join,
     });
     let pool_names: Vec<String> = fabric.pools.iter().map(|p| p.name.clone()).collect();
     shared.metrics.initialize(&pool_names);
@@ -155,9 +162,12 @@ pub async fn serve(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutdown requested: refusing new requests, answering accepted ones");
     };
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(on_shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(on_shutdown)
+    .await;
     // Every accepted request has been answered; now the replicas drain and stop.
     shared.fleet.close();
     stop.cancel();

@@ -11,7 +11,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 
 use super::auth;
@@ -65,6 +65,7 @@ pub fn routes(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/join/{name}/{leaf}", any(join))
         .merge(guarded)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), note_call))
@@ -105,6 +106,18 @@ async fn require_token(State(api): State<Arc<Api>>, req: Request, next: Next) ->
     Problem::new(401, "unauthorized", "Not authorized", detail)
         .at("Authorization")
         .into_response()
+}
+
+/// A replica joining an endpoint: passed to its router, which checks the claim.
+async fn join(
+    State(api): State<Arc<Api>>,
+    Path((name, leaf)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    match api.host.router_address(&name) {
+        Some(address) => super::join::forward(&address, &leaf, req).await,
+        None => (StatusCode::NOT_FOUND, "join refused\n").into_response(),
+    }
 }
 
 async fn not_found() -> Problem {

@@ -226,6 +226,13 @@ impl Host {
         known.then_some(hosted)
     }
 
+    /// The address of an endpoint's running router.
+    pub fn router_address(&self, name: &str) -> Option<String> {
+        let hosted = self.existing(name)?;
+        let record = hosted.dir.read_record().ok().flatten()?;
+        (record.process.alive() && !record.address.is_empty()).then_some(record.address)
+    }
+
     /// Names of the endpoints hosted.
     pub fn names(&self) -> Vec<String> {
         lock(&self.endpoints)

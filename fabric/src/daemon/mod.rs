@@ -1,7 +1,8 @@
 //! `gpucap-fabric daemon`: the long-running fabric of one site or gateway host. It hosts any
 //! number of endpoints, each as its own router process ([`host`]), keeps one pool ledger for all
 //! of them ([`crate::ledger`]), and is driven through a versioned admin API ([`api`]) over HTTPS
-//! with a bearer token ([`auth`], [`tls`]). Serving never lives where `terraform apply` happens
+//! with a bearer token ([`auth`], [`tls`]); replicas on other machines join endpoints' routers through
+//! the same listener ([`join`]). Serving never lives where `terraform apply` happens
 //! to run.
 //!
 //! Signals: SIGHUP re-reads the token hash and the TLS files; SIGTERM or SIGINT drains every
@@ -12,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod host;
+pub mod join;
 pub mod tls;
 pub mod wire;
 

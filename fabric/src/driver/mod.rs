@@ -2,6 +2,7 @@
 //! report the pool's capacity. The router and the provider only see [`Driver`], so a pool on this
 //! host and a pool in a cloud are handled alike.
 
+pub mod aws;
 pub mod local;
 
 use std::time::Duration;
@@ -93,4 +94,11 @@ pub trait Driver: Send + Sync {
     fn list(&self) -> Result<Vec<ReplicaRecord>, DriverError>;
     /// Whether a replica still runs.
     fn alive(&self, replica: &ReplicaRecord) -> bool;
+    /// Whether `machine` (an instance id, a node) is this pool's and may join the router. Pools
+    /// whose replicas the router starts itself admit none.
+    async fn admit(&self, machine: &str) -> Result<(), DriverError> {
+        Err(DriverError(format!(
+            "{machine}: this pool's replicas are started by the router; none join it"
+        )))
+    }
 }

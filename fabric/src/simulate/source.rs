@@ -151,6 +151,8 @@ fn endpoint_config(resources: &[(&str, &Value)], name: &str) -> Result<FabricCon
                     .or_else(|| p["price_per_gpu_hour"].as_f64()),
                 gpus_max: gpus_max as usize,
                 local: None,
+                aws_autoscaling_group: None,
+                join_token_sha256: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

@@ -16,6 +16,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub token: String,
     pub address: String,
+    /// Set in the daemon's environment (and so its routers').
+    pub env: Vec<(String, String)>,
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`; the CA's
@@ -83,6 +85,7 @@ impl Daemon {
             child: None,
             token,
             address: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -127,6 +130,7 @@ impl Daemon {
         let mut child = Command::new(fabric_bin())
             .args(["daemon", "--config"])
             .arg(self.dir.path().join("daemon.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(

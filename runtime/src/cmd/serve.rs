@@ -10,17 +10,34 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use gpucap_runtime::backend::{BackendOptions, create_backends};
-use gpucap_runtime::batcher::Batcher;
+use gpucap_runtime::batcher::{BatchWorkers, Batcher};
 use gpucap_runtime::config::ValidConfig;
 use gpucap_runtime::metrics::Metrics;
 use gpucap_runtime::model::load_model;
 use gpucap_runtime::server::{AppState, router};
 
-/// Serves until `shutdown` completes, then drains and returns.
-pub async fn serve(
-    cfg: ValidConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// A loaded model behind its batcher, ready to be served.
+pub struct Prepared {
+    /// What the HTTP routes serve from.
+    pub state: Arc<AppState>,
+    /// The batch workers; joined once every handler is gone.
+    pub workers: BatchWorkers,
+    /// The backends, as logged.
+    pub backend: String,
+}
+
+impl Prepared {
+    /// Waits for the workers to answer what is queued and exit (every handler is gone).
+    pub async fn finish(self) -> anyhow::Result<()> {
+        drop(self.state);
+        let workers = self.workers;
+        tokio::task::spawn_blocking(move || workers.join()).await?;
+        Ok(())
+    }
+}
+
+/// Loads the model and starts the backends and the batcher.
+pub async fn prepare(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
     let path = cfg.model_path.clone();
     let model = tokio::task::spawn_blocking(move || load_model(&path))
         .await?
@@ -45,12 +62,12 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || create_backends(&device, backend_model, &options))
             .await?
             .map_err(anyhow::Error::msg)?;
-    let backend_name = backends
+    let backend = backends
         .iter()
         .map(|b| b.describe())
         .collect::<Vec<_>>()
         .join(", ");
-    let metrics = Arc::new(Metrics::new(&cfg.model_name, &backend_name));
+    let metrics = Arc::new(Metrics::new(&cfg.model_name, &backend));
     let (batcher, workers) = Batcher::start(
         backends,
         model.input_width(),
@@ -58,14 +75,6 @@ pub async fn serve(
         cfg.batch,
         metrics.clone(),
     )?;
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let address = listener.local_addr()?;
-    if let Some(file) = &cfg.address_file {
-        write_atomically(file, &address.to_string())
-            .with_context(|| format!("cannot write the address file {}", file.display()))?;
-    }
     let state = Arc::new(AppState::new(
         cfg.model_name.clone(),
         cfg.model_version.clone(),
@@ -77,20 +86,41 @@ pub async fn serve(
     // The backends hold what they compute with (the CPU backend its packed copy); the row-major
     // weights are freed here unless a GPU backend keeps them to rebuild its device state.
     drop(model);
-    tracing::info!(%address, backend = %backend_name, batch = ?cfg.batch, "serving");
+    Ok(Prepared {
+        state,
+        workers,
+        backend,
+    })
+}
 
-    let draining = state.clone();
+/// Serves until `shutdown` completes, then drains and returns.
+pub async fn serve(
+    cfg: ValidConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let prepared = prepare(&cfg).await?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let address = listener.local_addr()?;
+    if let Some(file) = &cfg.address_file {
+        write_atomically(file, &address.to_string())
+            .with_context(|| format!("cannot write the address file {}", file.display()))?;
+    }
+    tracing::info!(%address, backend = %prepared.backend, batch = ?cfg.batch, "serving");
+
+    let draining = prepared.state.clone();
     let on_shutdown = async move {
         shutdown.await;
         draining.draining.store(true, Ordering::Relaxed);
         tracing::info!("shutdown requested: refusing new requests, answering accepted ones");
     };
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(prepared.state.clone()))
         .with_graceful_shutdown(on_shutdown)
         .await?;
     // Every connection has closed, so every handler (and its Batcher reference) is gone; the worker
     // answers whatever is still queued and exits once the queue is empty.
-    tokio::task::spawn_blocking(move || workers.join()).await?;
+    prepared.finish().await?;
     tracing::info!("drained; exiting");
     Ok(())
 }

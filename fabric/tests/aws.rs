@@ -1,0 +1,357 @@
+//! The `aws_autoscaling_group` driver against a real AWS API server (moto's emulator, started
+//! here), with replicas that join the router over the connection they open. The emulator boots
+//! no machines, so `data/aws_harness.py play` plays the instances: it runs each in-service
+//! instance's launch-template user data on this host, which starts `gpucap-runtime serve --join`.
+//! The control plane (the SDK and the emulator) and the data plane (the router and the joined
+//! replicas) are both real. A missing emulator fails the test, never skips it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use common::daemon::{Daemon, endpoint_json};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const REGION: &str = "eu-west-1";
+const GROUP: &str = "gpu-burst";
+const TOKEN: &str = "gpj_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("GPUCAP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: the AWS tests need moto's server from scripts/requirements.txt (scripts/test.sh installs it)",
+        path.display()
+    );
+    path
+}
+
+fn harness() -> PathBuf {
+    repo_root().join("fabric/tests/data/aws_harness.py")
+}
+
+/// The credentials every AWS client here uses: the emulator accepts any.
+const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// moto's server on a free loopback port.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto's server (pip install 'moto[server]')");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto's server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, url }
+    }
+
+    fn aws(&self, args: &[&str]) -> String {
+        let out = Command::new(python())
+            .arg(harness())
+            .args(["--endpoint", &self.url, "--region", REGION])
+            .args(args)
+            .envs(AWS_ENV)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws_harness {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn group(&self, name: &str) -> Value {
+        serde_json::from_str(&self.aws(&["describe", "--group", name])).unwrap()
+    }
+
+    /// Plays the instances of `groups`, logging under `dir`.
+    fn play(&self, groups: &str, dir: &Path) -> Child {
+        Command::new(python())
+            .arg(harness())
+            .args(["--endpoint", &self.url, "--region", REGION, "play"])
+            .args(["--groups", groups, "--log-dir"])
+            .arg(dir)
+            .envs(AWS_ENV)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        signal(self.0.id() as i32, "TERM");
+        let _ = self.0.wait();
+    }
+}
+
+/// The user data of the group's launch template: start a replica that joins the daemon.
+fn user_data(dir: &Path, d: &Daemon) -> PathBuf {
+    let token_file = dir.join("join-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let script = format!(
+        "#!/bin/bash\nexec {runtime} serve --join {url}/v1/join/digits --token-file {token} \
+         --pool cloud --machine \"$INSTANCE_ID\" --ca-cert {ca} --cache-dir {cache} \
+         --device cpu --threads 1\n",
+        runtime = runtime_bin().display(),
+        url = d.address.trim_end_matches('/'),
+        token = token_file.display(),
+        ca = d.ca().display(),
+        cache = dir.join("model-cache").display(),
+    );
+    let path = dir.join("user-data.sh");
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+fn endpoint_body(moto: &Moto) -> String {
+    let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
+    format!(
+        "[replicas]\nmin = 1\nmax = 3\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+         [policy]\nname = \"burst\"\n\
+         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
+         [policy.scale_down]\nidle_for = \"4s\"\ndrain_timeout = \"5s\"\n\n\
+         [[pools]]\nname = \"lab\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
+         gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
+         [[pools]]\nname = \"cloud\"\nrole = \"burst\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
+         capacity_type = \"on_demand\"\ngpus_max = 2\nprice_per_gpu_hour = 1.2\n\
+         join_token_sha256 = [\"{hash}\"]\n\
+         [pools.aws_autoscaling_group]\nname = \"{GROUP}\"\nendpoint_url = \"{url}\"\njoin_timeout = \"60s\"\n",
+        url = moto.url,
+    )
+}
+
+fn in_service(group: &Value) -> Vec<Value> {
+    group["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "InService")
+        .cloned()
+        .collect()
+}
+
+/// Runs a replica that joins with a claim of its own for a few seconds; its log.
+fn join_attempt(d: &Daemon, dir: &Path, token: &str, pool: &str, machine: &str) -> String {
+    let token_file = dir.join(format!("token-{pool}-{machine}"));
+    std::fs::write(&token_file, token).unwrap();
+    let log = dir.join(format!("join-{pool}-{machine}.log"));
+    let child = Command::new(runtime_bin())
+        .args(["serve", "--join"])
+        .arg(format!(
+            "{}/v1/join/digits",
+            d.address.trim_end_matches('/')
+        ))
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--pool", pool, "--machine", machine, "--ca-cert"])
+        .arg(d.ca())
+        .arg("--cache-dir")
+        .arg(dir.join("intruder-cache"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    std::thread::sleep(Duration::from_secs(3));
+    drop(child);
+    std::fs::read_to_string(log).unwrap()
+}
+
+fn router_metrics(view: &Value) -> String {
+    let address = view["router"]["address"].as_str().unwrap();
+    http_get(&format!("http://{address}/metrics")).1
+}
+
+/// Every log under `dirs` (the daemon's, the routers', the replicas', the instances'), for a
+/// failure's message.
+fn logs(dirs: &[&Path]) -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let head = lines.len().min(10);
+                let tail = lines.len().saturating_sub(20).max(head);
+                out.push_str(&format!(
+                    "--- {}\n{}\n…\n{}\n",
+                    path.display(),
+                    lines[..head].join("\n"),
+                    lines[tail..].join("\n")
+                ));
+            }
+        }
+    }
+    let mut out = String::new();
+    for d in dirs {
+        walk(d, &mut out);
+    }
+    out
+}
+
+fn wait_until(what: &str, limit: Duration, dirs: &[&Path], mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {limit:?}\n{}",
+            logs(dirs)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
+    let _one = serial();
+    let moto = Moto::start();
+    let mut d = Daemon::configured(REGION, "EU");
+    d.env = AWS_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    d.launch();
+    let work = tempfile::tempdir().unwrap();
+    let script = user_data(work.path(), &d);
+    moto.aws(&[
+        "create",
+        "--group",
+        GROUP,
+        "--min",
+        "0",
+        "--max",
+        "2",
+        "--user-data",
+        script.to_str().unwrap(),
+    ]);
+    let _player = Killed(moto.play(GROUP, &work.path().join("instances")));
+
+    let config = endpoint_json("digits", &endpoint_body(&moto));
+    let (code, body) = d.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
+    assert_eq!(code, 201, "{body}\n{}", d.log());
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let url = view["url"].as_str().unwrap().to_string();
+    let base = url.split("/v2/").next().unwrap().to_string();
+
+    // Load beyond the base: the router raises the group's desired capacity, the instance joins
+    // over its own connection and takes requests.
+    let started = Instant::now();
+    let load = {
+        let base = base.clone();
+        std::thread::spawn(move || bench(&base, 64, "20s"))
+    };
+    let dirs = [d.dir.path(), work.path()];
+    wait_until(
+        "an instance of the group serving",
+        Duration::from_secs(40),
+        &dirs,
+        || {
+            metric(
+                &router_metrics(&view),
+                "gpucap_fabric_requests_total",
+                &["pool=\"cloud\"", "code=\"200\""],
+            ) > 0.0
+        },
+    );
+    eprintln!(
+        "scale to a joined replica serving: {:.1} s after the load began",
+        started.elapsed().as_secs_f64()
+    );
+    let group = moto.group(GROUP);
+    let serving = in_service(&group);
+    assert!(!serving.is_empty(), "{group}");
+    assert!(
+        serving.iter().all(|i| i["protected"] == true),
+        "every instance with a replica is protected from scale-in: {group}"
+    );
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+
+    // Claims that are not the pool's machines are refused, each counted by its reason.
+    let refused = [
+        ("gpj_wrong", "cloud", serving[0]["id"].as_str().unwrap()),
+        (TOKEN, "cloud", "i-0notinthegroup"),
+        (TOKEN, "lab", "i-0labmachine"),
+        (TOKEN, "us-cloud", "i-0elsewhere"),
+    ];
+    for (token, pool, machine) in refused {
+        let log = join_attempt(&d, work.path(), token, pool, machine);
+        assert!(log.contains("refused the join"), "{pool}/{machine}: {log}");
+    }
+    let metrics = router_metrics(&view);
+    for reason in ["bad_token", "not_in_pool", "unknown_pool"] {
+        let n = metric(
+            &metrics,
+            "gpucap_fabric_join_refusals_total",
+            &[&format!("name=\"{reason}\"")],
+        );
+        assert!(n >= 1.0, "{reason}: {metrics}");
+    }
+
+    // Idle: the joined replica drains, its instance loses its protection and is terminated with
+    // the desired capacity lowered by one.
+    wait_until(
+        "the burst instance terminated",
+        Duration::from_secs(60),
+        &dirs,
+        || {
+            let g = moto.group(GROUP);
+            g["desired"] == 0 && in_service(&g).is_empty()
+        },
+    );
+
+    // Deleting the endpoint leaves the group as gpucap found it.
+    let (code, body) = d.api("DELETE", "/v1/endpoints/digits", None, &[]);
+    assert!(code == 204 || code == 200, "{code} {body}");
+    let group = moto.group(GROUP);
+    assert_eq!(group["desired"], 0, "{group}");
+    assert_eq!(group["min"], 0, "{group}");
+    assert_eq!(group["max"], 2, "{group}");
+}

@@ -1,0 +1,172 @@
+"""The AWS side of the Auto Scaling driver's tests, against moto's server (an emulator of the
+Auto Scaling and EC2 APIs).
+
+    create  make a launch template (with the given user data) and an Auto Scaling group
+    describe print a group as JSON: bounds, desired capacity, instances
+    play    play the instances: the emulator boots no machines, so for every instance a group
+            reports in service this runs its launch template's user data locally, with
+            INSTANCE_ID set, and stops it once the group no longer has the instance.
+
+Never connects to the addresses the emulator reports for its instances.
+"""
+
+import argparse
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import boto3
+
+
+def clients(args):
+    kw = dict(endpoint_url=args.endpoint, region_name=args.region)
+    return boto3.client("autoscaling", **kw), boto3.client("ec2", **kw)
+
+
+def create(args):
+    asg, ec2 = clients(args)
+    with open(args.user_data, "rb") as f:
+        user_data = base64.b64encode(f.read()).decode()
+    lt = ec2.create_launch_template(
+        LaunchTemplateName=f"{args.group}-lt",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge", "UserData": user_data},
+    )["LaunchTemplate"]
+    spec = {"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Latest"}
+    group = dict(
+        AutoScalingGroupName=args.group,
+        MinSize=args.min,
+        MaxSize=args.max,
+        DesiredCapacity=args.desired,
+        AvailabilityZones=[f"{args.region}a"],
+    )
+    if args.spot_percent is None:
+        group["LaunchTemplate"] = spec
+    else:
+        group["MixedInstancesPolicy"] = {
+            "LaunchTemplate": {"LaunchTemplateSpecification": spec},
+            "InstancesDistribution": {
+                "OnDemandBaseCapacity": 0,
+                "OnDemandPercentageAboveBaseCapacity": 100 - args.spot_percent,
+            },
+        }
+    asg.create_auto_scaling_group(**group)
+    print(json.dumps({"group": args.group, "launch_template": lt["LaunchTemplateId"]}))
+
+
+def describe_group(asg, name):
+    groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    if not groups:
+        return None
+    g = groups[0]
+    return {
+        "min": g["MinSize"],
+        "max": g["MaxSize"],
+        "desired": g["DesiredCapacity"],
+        "instances": [
+            {
+                "id": i["InstanceId"],
+                "state": i["LifecycleState"],
+                "protected": i.get("ProtectedFromScaleIn", False),
+            }
+            for i in g.get("Instances", [])
+        ],
+        "template": (g.get("LaunchTemplate")
+                     or g.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification")),
+    }
+
+
+def describe(args):
+    asg, _ = clients(args)
+    print(json.dumps(describe_group(asg, args.group)))
+
+
+def user_data(ec2, template):
+    versions = ec2.describe_launch_template_versions(
+        LaunchTemplateId=template["LaunchTemplateId"], Versions=[template.get("Version", "$Latest")]
+    )["LaunchTemplateVersions"]
+    return base64.b64decode(versions[0]["LaunchTemplateData"]["UserData"]).decode()
+
+
+def play(args):
+    asg, ec2 = clients(args)
+    running = {}
+    stopping = []
+
+    def stop_all(*_):
+        for p in running.values():
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    os.makedirs(args.log_dir, exist_ok=True)
+    while True:
+        in_service = {}
+        try:
+            for name in args.groups.split(","):
+                g = describe_group(asg, name)
+                if g is None:
+                    continue
+                for i in g["instances"]:
+                    if i["state"] == "InService":
+                        in_service[i["id"]] = g["template"]
+        except Exception as e:  # the emulator stopped: the machines play on
+            print(f"describe failed: {e}", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+            continue
+        for iid, template in in_service.items():
+            if iid in running:
+                continue
+            script = os.path.join(args.log_dir, f"{iid}.sh")
+            with open(script, "w") as f:
+                f.write(user_data(ec2, template))
+            log = open(os.path.join(args.log_dir, f"{iid}.log"), "ab")
+            env = dict(os.environ, INSTANCE_ID=iid)
+            running[iid] = subprocess.Popen(
+                ["bash", script], env=env, stdout=log, stderr=log, start_new_session=True
+            )
+            print(f"booted {iid}", flush=True)
+        for iid in [i for i in running if i not in in_service]:
+            p = running.pop(iid)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            stopping.append(p)
+            print(f"terminated {iid}", flush=True)
+        for p in stopping:
+            p.poll()
+        stopping = [p for p in stopping if p.returncode is None]
+        time.sleep(0.3)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--region", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create")
+    c.add_argument("--group", required=True)
+    c.add_argument("--min", type=int, default=0)
+    c.add_argument("--max", type=int, default=3)
+    c.add_argument("--desired", type=int, default=0)
+    c.add_argument("--user-data", required=True)
+    c.add_argument("--spot-percent", type=int)
+    d = sub.add_parser("describe")
+    d.add_argument("--group", required=True)
+    p = sub.add_parser("play")
+    p.add_argument("--groups", required=True)
+    p.add_argument("--log-dir", required=True)
+    args = ap.parse_args()
+    {"create": create, "describe": describe, "play": play}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
