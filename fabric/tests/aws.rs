@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use common::daemon::{Daemon, endpoint_json};
+use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -113,6 +113,29 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Stops the emulator: the API is unreachable from now on.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid of the joined replica playing `machine`.
+fn joined_replica_pid(machine: &str) -> i32 {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&b"--join".as_slice()) && args.contains(&machine.as_bytes()) {
+            return pid;
+        }
+    }
+    panic!("no joined replica runs for {machine}");
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -148,17 +171,19 @@ fn user_data(dir: &Path, d: &Daemon) -> PathBuf {
     path
 }
 
-fn endpoint_body(moto: &Moto) -> String {
+/// The endpoint: one CPU replica on this host (`lab`), then the group's pool `cloud` (`role`,
+/// `capacity_type`); `min` replicas at least.
+fn endpoint_body(moto: &Moto, min: usize, role: &str, capacity_type: &str) -> String {
     let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
     format!(
-        "[replicas]\nmin = 1\nmax = 3\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+        "[replicas]\nmin = {min}\nmax = 3\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
          [policy]\nname = \"burst\"\n\
          [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
          [policy.scale_down]\nidle_for = \"4s\"\ndrain_timeout = \"5s\"\n\n\
          [[pools]]\nname = \"lab\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
          gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
-         [[pools]]\nname = \"cloud\"\nrole = \"burst\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
-         capacity_type = \"on_demand\"\ngpus_max = 2\nprice_per_gpu_hour = 1.2\n\
+         [[pools]]\nname = \"cloud\"\nrole = \"{role}\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
+         capacity_type = \"{capacity_type}\"\ngpus_max = 2\nprice_per_gpu_hour = 1.2\n\
          join_token_sha256 = [\"{hash}\"]\n\
          [pools.aws_autoscaling_group]\nname = \"{GROUP}\"\nendpoint_url = \"{url}\"\njoin_timeout = \"60s\"\n",
         url = moto.url,
@@ -202,14 +227,9 @@ fn join_attempt(d: &Daemon, dir: &Path, token: &str, pool: &str, machine: &str) 
     std::fs::read_to_string(log).unwrap()
 }
 
-fn router_metrics(view: &Value) -> String {
-    let address = view["router"]["address"].as_str().unwrap();
-    http_get(&format!("http://{address}/metrics")).1
-}
-
 /// Every log under `dirs` (the daemon's, the routers', the replicas', the instances'), for a
 /// failure's message.
-fn logs(dirs: &[&Path]) -> String {
+fn logs(dirs: &[PathBuf]) -> String {
     fn walk(dir: &Path, out: &mut String) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -236,7 +256,7 @@ fn logs(dirs: &[&Path]) -> String {
     out
 }
 
-fn wait_until(what: &str, limit: Duration, dirs: &[&Path], mut ok: impl FnMut() -> bool) {
+fn wait_until(what: &str, limit: Duration, dirs: &[PathBuf], mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
         assert!(
@@ -248,37 +268,81 @@ fn wait_until(what: &str, limit: Duration, dirs: &[&Path], mut ok: impl FnMut() 
     }
 }
 
+/// The emulator, a daemon that reaches it, a group whose instances join the daemon (played by
+/// the harness), and the endpoint `digits` on it (`body`); the endpoint as created.
+struct Site {
+    moto: Moto,
+    daemon: Daemon,
+    work: tempfile::TempDir,
+    _player: Killed,
+    view: Value,
+}
+
+impl Site {
+    fn start(body: impl Fn(&Moto) -> String) -> Site {
+        let moto = Moto::start();
+        let mut daemon = Daemon::configured(REGION, "EU");
+        daemon.env = AWS_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        daemon.launch();
+        let work = tempfile::tempdir().unwrap();
+        let script = user_data(work.path(), &daemon);
+        moto.aws(&[
+            "create",
+            "--group",
+            GROUP,
+            "--min",
+            "0",
+            "--max",
+            "2",
+            "--user-data",
+            script.to_str().unwrap(),
+        ]);
+        let player = Killed(moto.play(GROUP, &work.path().join("instances")));
+        let config = endpoint_json("digits", &body(&moto));
+        let (code, text) = daemon.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
+        assert_eq!(
+            code,
+            201,
+            "{text}\n{}",
+            logs(&[daemon.dir.path().to_path_buf(), work.path().to_path_buf()])
+        );
+        Site {
+            view: serde_json::from_str(&text).unwrap(),
+            moto,
+            daemon,
+            work,
+            _player: player,
+        }
+    }
+
+    fn dirs(&self) -> [PathBuf; 2] {
+        [
+            self.daemon.dir.path().to_path_buf(),
+            self.work.path().to_path_buf(),
+        ]
+    }
+
+    /// The endpoint's base URL (where `/v2/...` lives).
+    fn base(&self) -> String {
+        let url = self.view["url"].as_str().unwrap();
+        url.split("/v2/").next().unwrap().to_string()
+    }
+
+    fn router(&self, path: &str) -> String {
+        let address = self.view["router"]["address"].as_str().unwrap();
+        http_get(&format!("http://{address}{path}")).1
+    }
+}
+
 #[test]
 fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
     let _one = serial();
-    let moto = Moto::start();
-    let mut d = Daemon::configured(REGION, "EU");
-    d.env = AWS_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    d.launch();
-    let work = tempfile::tempdir().unwrap();
-    let script = user_data(work.path(), &d);
-    moto.aws(&[
-        "create",
-        "--group",
-        GROUP,
-        "--min",
-        "0",
-        "--max",
-        "2",
-        "--user-data",
-        script.to_str().unwrap(),
-    ]);
-    let _player = Killed(moto.play(GROUP, &work.path().join("instances")));
-
-    let config = endpoint_json("digits", &endpoint_body(&moto));
-    let (code, body) = d.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
-    assert_eq!(code, 201, "{body}\n{}", d.log());
-    let view: Value = serde_json::from_str(&body).unwrap();
-    let url = view["url"].as_str().unwrap().to_string();
-    let base = url.split("/v2/").next().unwrap().to_string();
+    let site = Site::start(|m| endpoint_body(m, 1, "burst", "on_demand"));
+    let (moto, d) = (&site.moto, &site.daemon);
+    let base = site.base();
 
     // Load beyond the base: the router raises the group's desired capacity, the instance joins
     // over its own connection and takes requests.
@@ -287,14 +351,14 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
         let base = base.clone();
         std::thread::spawn(move || bench(&base, 64, "20s"))
     };
-    let dirs = [d.dir.path(), work.path()];
+    let dirs = site.dirs();
     wait_until(
         "an instance of the group serving",
         Duration::from_secs(40),
         &dirs,
         || {
             metric(
-                &router_metrics(&view),
+                &site.router("/metrics"),
                 "gpucap_fabric_requests_total",
                 &["pool=\"cloud\"", "code=\"200\""],
             ) > 0.0
@@ -322,10 +386,10 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
         (TOKEN, "us-cloud", "i-0elsewhere"),
     ];
     for (token, pool, machine) in refused {
-        let log = join_attempt(&d, work.path(), token, pool, machine);
+        let log = join_attempt(d, site.work.path(), token, pool, machine);
         assert!(log.contains("refused the join"), "{pool}/{machine}: {log}");
     }
-    let metrics = router_metrics(&view);
+    let metrics = site.router("/metrics");
     for reason in ["bad_token", "not_in_pool", "unknown_pool"] {
         let n = metric(
             &metrics,
@@ -354,4 +418,82 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
     assert_eq!(group["desired"], 0, "{group}");
     assert_eq!(group["min"], 0, "{group}");
     assert_eq!(group["max"], 2, "{group}");
+}
+
+#[test]
+fn a_reclaimed_instance_leaves_rotation_at_once_and_a_lost_api_stops_no_routing() {
+    let _one = serial();
+    // Two replicas at least: one on this host, one on an instance of the group (a spot pool).
+    let mut site = Site::start(|m| endpoint_body(m, 2, "base", "spot"));
+    let dirs = site.dirs();
+    let ready_on_cloud = || {
+        let status: Value = serde_json::from_str(&site.router("/fabric/status")).unwrap();
+        ready_on(&status, "cloud")
+    };
+    wait_until(
+        "a joined replica ready",
+        Duration::from_secs(40),
+        &dirs,
+        || ready_on_cloud() == 1,
+    );
+    let first = in_service(&site.moto.group(GROUP))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Under load, AWS reclaims the instance (no decrement: the group launches a replacement,
+    // whose replica joins). Requests on the lost replica are retried elsewhere: none fails.
+    let load = {
+        let base = site.base();
+        std::thread::spawn(move || bench(&base, 16, "12s"))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let reclaimed = Instant::now();
+    site.moto.aws(&["terminate", "--instance", &first]);
+    wait_until(
+        "the replacement serving",
+        Duration::from_secs(40),
+        &dirs,
+        || {
+            let g = site.moto.group(GROUP);
+            ready_on_cloud() == 1 && in_service(&g).iter().all(|i| i["id"] != first.as_str())
+        },
+    );
+    eprintln!(
+        "reclaimed instance replaced by a joined replica in {:.1} s",
+        reclaimed.elapsed().as_secs_f64()
+    );
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+
+    // The API goes away: routing goes on, and what the driver cannot do shows in status and
+    // metrics. (The joined replica is lost too, so the driver has something to ask the API.)
+    let machine = in_service(&site.moto.group(GROUP))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    site.moto.kill();
+    signal(joined_replica_pid(&machine), "KILL");
+    wait_until(
+        "the API error in status",
+        Duration::from_secs(60),
+        &dirs,
+        || {
+            let status: Value = serde_json::from_str(&site.router("/fabric/status")).unwrap();
+            status["pools"].as_array().unwrap().iter().any(|p| {
+                p["name"] == "cloud"
+                    && p["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("Auto Scaling"))
+            })
+        },
+    );
+    let (code, answer) = infer(&site.base());
+    assert_eq!(code, 200, "{answer}");
+    let errors = metric(
+        &site.router("/metrics"),
+        "gpucap_fabric_driver_api_errors_total",
+        &["name=\"cloud\""],
+    );
+    assert!(errors >= 1.0, "API errors counted: {errors}");
 }

@@ -226,10 +226,12 @@ impl Host {
         known.then_some(hosted)
     }
 
-    /// The address of an endpoint's running router.
+    /// The address of an endpoint's running router, as soon as it listens: replicas join
+    /// while it converges (its minimum may be theirs to provide).
     pub fn router_address(&self, name: &str) -> Option<String> {
-        let hosted = self.existing(name)?;
-        let record = hosted.dir.read_record().ok().flatten()?;
+        // Not only endpoints already created: one being created may wait on joined replicas.
+        let hosted = lock(&self.endpoints).get(name).cloned()?;
+        let record = deploy::complete_record(&hosted.dir).ok().flatten()?;
         (record.process.alive() && !record.address.is_empty()).then_some(record.address)
     }
 

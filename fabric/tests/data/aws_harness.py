@@ -3,6 +3,7 @@ Auto Scaling and EC2 APIs).
 
     create  make a launch template (with the given user data) and an Auto Scaling group
     describe print a group as JSON: bounds, desired capacity, instances
+    terminate  take an instance as AWS does (no decrement: the group replaces it)
     play    play the instances: the emulator boots no machines, so for every instance a group
             reports in service this runs its launch template's user data locally, with
             INSTANCE_ID set, and stops it once the group no longer has the instance.
@@ -84,6 +85,13 @@ def describe(args):
     print(json.dumps(describe_group(asg, args.group)))
 
 
+def terminate(args):
+    """AWS takes an instance (a spot reclaim, a failed health check): the group keeps its desired
+    capacity and launches a replacement."""
+    asg, _ = clients(args)
+    asg.terminate_instance_in_auto_scaling_group(InstanceId=args.instance, ShouldDecrementDesiredCapacity=False)
+
+
 def user_data(ec2, template):
     versions = ec2.describe_launch_template_versions(
         LaunchTemplateId=template["LaunchTemplateId"], Versions=[template.get("Version", "$Latest")]
@@ -161,11 +169,13 @@ def main():
     c.add_argument("--spot-percent", type=int)
     d = sub.add_parser("describe")
     d.add_argument("--group", required=True)
+    t = sub.add_parser("terminate")
+    t.add_argument("--instance", required=True)
     p = sub.add_parser("play")
     p.add_argument("--groups", required=True)
     p.add_argument("--log-dir", required=True)
     args = ap.parse_args()
-    {"create": create, "describe": describe, "play": play}[args.cmd](args)
+    {"create": create, "describe": describe, "terminate": terminate, "play": play}[args.cmd](args)
 
 
 if __name__ == "__main__":
