@@ -12,136 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, endpoint_json};
+use common::moto::{AWS_ENV, Moto, REGION, joined_replica_pid};
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const REGION: &str = "eu-west-1";
 const GROUP: &str = "gpu-burst";
 const TOKEN: &str = "gpj_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("GPUCAP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: the AWS tests need moto's server from scripts/requirements.txt (scripts/test.sh installs it)",
-        path.display()
-    );
-    path
-}
-
-fn harness() -> PathBuf {
-    repo_root().join("fabric/tests/data/aws_harness.py")
-}
-
-/// The credentials every AWS client here uses: the emulator accepts any.
-const AWS_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// moto's server on a free loopback port.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python())
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto's server (pip install 'moto[server]')");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto's server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, url }
-    }
-
-    fn aws(&self, args: &[&str]) -> String {
-        let out = Command::new(python())
-            .arg(harness())
-            .args(["--endpoint", &self.url, "--region", REGION])
-            .args(args)
-            .envs(AWS_ENV)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "aws_harness {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn group(&self, name: &str) -> Value {
-        serde_json::from_str(&self.aws(&["describe", "--group", name])).unwrap()
-    }
-
-    /// Plays the instances of `groups`, logging under `dir`.
-    fn play(&self, groups: &str, dir: &Path) -> Child {
-        Command::new(python())
-            .arg(harness())
-            .args(["--endpoint", &self.url, "--region", REGION, "play"])
-            .args(["--groups", groups, "--log-dir"])
-            .arg(dir)
-            .envs(AWS_ENV)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Moto {
-    /// Stops the emulator: the API is unreachable from now on.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The pid of the joined replica playing `machine`.
-fn joined_replica_pid(machine: &str) -> i32 {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.contains(&b"--join".as_slice()) && args.contains(&machine.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no joined replica runs for {machine}");
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Killed(Child);
 

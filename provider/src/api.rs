@@ -28,6 +28,8 @@ pub struct ProviderConfig {
     pub fabric_path: PathBuf,
     /// The fabric daemons endpoints are sent to; none in the embedded mode.
     pub fabrics: Vec<crate::fabrics::FabricTarget>,
+    /// How pools on AWS are reached.
+    pub aws: crate::aws::AwsSettings,
     /// Prices for pools that state none.
     pub catalog: Arc<gpucap_policy::cost::Catalog>,
     /// The rules of `policy_paths`, loaded once per run, and their evaluator's caches.

@@ -702,6 +702,7 @@ mod tests {
                 "docs/resources/burst_policy.md",
                 "docs/resources/gpu_pool.md",
                 "docs/resources/inference_endpoint.md",
+                "docs/resources/join_token.md",
                 "policy/schema/gpucap.json",
             ]
         );
@@ -787,7 +788,8 @@ mod tests {
         assert!(index.contains("page_title: \"Provider: gpucap\""));
         assert!(index.contains("# gpucap Provider\n\ngpucap runs GPU inference"));
         assert!(index.contains("```terraform\n# example examples/provider/provider.tf\n```"));
-        assert!(index.contains("### Optional\n\n- `fabric` (Block List, Optional)"));
+        assert!(index.contains("### Optional\n\n- `aws` (Block, Optional)"));
+        assert!(index.contains("- `fabric` (Block List, Optional)"));
         assert!(index.contains("- `fabric_path` (String)"));
         assert!(index.contains("### Nested Schema for `fabric`"));
         assert!(index.contains("- `policy_overrides` (List of String)"));

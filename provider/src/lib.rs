@@ -17,6 +17,7 @@
 //! `gpucap-fabric`: the provider only translates Terraform's intent into fabric calls.
 
 pub mod api;
+pub mod aws;
 pub mod data_sources;
 pub mod diag;
 pub mod docs;

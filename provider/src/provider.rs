@@ -39,6 +39,7 @@ struct ProviderBlock {
     fabric_path: Attr<String>,
     price_catalog: Attr<String>,
     fabric: Attr<Vec<crate::fabrics::FabricBlock>>,
+    aws: Attr<crate::aws::AwsBlock>,
 }
 
 impl Provider {
@@ -48,6 +49,7 @@ impl Provider {
             Arc::new(crate::resources::pool::GpuPool),
             Arc::new(crate::resources::burst_policy::BurstPolicy),
             Arc::new(crate::resources::endpoint::InferenceEndpoint),
+            Arc::new(crate::resources::join_token::JoinToken),
         ];
         let data_sources: Vec<Arc<dyn DataSource>> = vec![
             Arc::new(crate::data_sources::Regions),
@@ -116,7 +118,8 @@ impl Provider {
                      autoscaler) in the embedded mode (no `fabric` block). Default: the one next to \
                      the provider binary, then `gpucap-fabric` on `PATH`.",
             )
-            .list("fabric", crate::fabrics::block()),
+            .list("fabric", crate::fabrics::block())
+            .single("aws", false, crate::aws::block()),
         })
     }
 
@@ -402,6 +405,7 @@ impl Provider {
             runtime_path,
             fabric_path,
             fabrics,
+            aws: crate::aws::AwsSettings::from_block(block.aws.known()),
             catalog: Arc::new(catalog),
             rules: Arc::new(rules),
             rule_options,

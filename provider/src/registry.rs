@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use gpucap_fabric::config::{
-    BudgetSection, LocalSection, PolicySection, PoolSection, ScaleDownSection, ScaleUpSection,
+    AwsGroupSection, BudgetSection, LocalSection, PolicySection, PoolSection, ScaleDownSection,
+    ScaleUpSection,
 };
 use gpucap_policy::gpucap::placement::{BurstOrder, PlacedPool, PolicyPools};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,13 @@ pub struct PoolInfo {
     pub price_per_gpu_hour: Option<f64>,
     /// The `local` driver's device list, when the pool uses it.
     pub local_devices: Option<String>,
+    /// The Auto Scaling group, when the pool uses the `aws_autoscaling_group` driver. (Absent
+    /// fields are not serialized, so pools of earlier releases keep their placement digest.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_group: Option<String>,
+    /// SHA-256 of the tokens its machines join with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_token_sha256: Vec<String>,
     /// The whole object (unknowns as null), as policy rules read it in `pools`. Not serialized:
     /// the placement digest hashes the fields above, and attributes that only become known at
     /// apply (the id) must not change it between plan and apply.
@@ -60,7 +68,26 @@ impl PoolInfo {
 
     /// The pool as the fabric's router config lists it, as a base or burst pool; `None` without
     /// a driver the fabric has.
-    pub fn to_section(&self, burst: bool) -> Option<PoolSection> {
+    pub fn to_section(&self, burst: bool, aws: &crate::aws::AwsSettings) -> Option<PoolSection> {
+        let (local, aws_autoscaling_group) = match (&self.local_devices, &self.aws_group) {
+            (Some(devices), _) => (
+                Some(LocalSection {
+                    devices: devices.clone(),
+                    runtime_path: None,
+                }),
+                None,
+            ),
+            (None, Some(group)) => (
+                None,
+                Some(AwsGroupSection {
+                    name: group.clone(),
+                    profile: aws.profile.clone(),
+                    endpoint_url: aws.endpoint_url.clone(),
+                    join_timeout: None,
+                }),
+            ),
+            (None, None) => return None,
+        };
         Some(PoolSection {
             name: self.name.clone(),
             role: if burst { "burst" } else { "base" }.to_string(),
@@ -69,12 +96,9 @@ impl PoolInfo {
             capacity_type: self.capacity_type.clone(),
             price_per_gpu_hour: self.price_per_gpu_hour,
             gpus_max: usize::try_from(self.gpus_max).ok()?,
-            local: Some(LocalSection {
-                devices: self.local_devices.clone()?,
-                runtime_path: None,
-            }),
-            aws_autoscaling_group: None,
-            join_token_sha256: Vec::new(),
+            local,
+            aws_autoscaling_group,
+            join_token_sha256: self.join_token_sha256.clone(),
         })
     }
 
@@ -93,6 +117,12 @@ impl PoolInfo {
             gpus_max: m.gpus_max.get()?,
             price_per_gpu_hour: m.effective_price_per_gpu_hour.get(),
             local_devices: m.local.known().and_then(|l| text(&l.devices)),
+            aws_group: m.aws_autoscaling_group.known().and_then(|g| text(&g.name)),
+            join_token_sha256: m
+                .join_token_sha256
+                .known()
+                .map(|v| v.iter().filter_map(text).collect())
+                .unwrap_or_default(),
             object: v.to_json_unknown_as_null(),
         })
     }
@@ -301,6 +331,8 @@ mod tests {
             gpus_max: 1,
             price_per_gpu_hour: None,
             local_devices: Some("cpu".into()),
+            aws_group: None,
+            join_token_sha256: Vec::new(),
             object: serde_json::Value::Null,
         }
     }

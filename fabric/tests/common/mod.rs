@@ -443,3 +443,4 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 pub mod daemon;
+pub mod moto;

@@ -3,6 +3,7 @@ Auto Scaling and EC2 APIs).
 
     create  make a launch template (with the given user data) and an Auto Scaling group
     describe print a group as JSON: bounds, desired capacity, instances
+    set-desired  set a group's desired capacity (as someone scaling it by hand)
     terminate  take an instance as AWS does (no decrement: the group replaces it)
     play    play the instances: the emulator boots no machines, so for every instance a group
             reports in service this runs its launch template's user data locally, with
@@ -92,6 +93,12 @@ def terminate(args):
     asg.terminate_instance_in_auto_scaling_group(InstanceId=args.instance, ShouldDecrementDesiredCapacity=False)
 
 
+def set_desired(args):
+    """Someone scales the group by hand (drift for the provider to show)."""
+    asg, _ = clients(args)
+    asg.set_desired_capacity(AutoScalingGroupName=args.group, DesiredCapacity=args.desired)
+
+
 def user_data(ec2, template):
     versions = ec2.describe_launch_template_versions(
         LaunchTemplateId=template["LaunchTemplateId"], Versions=[template.get("Version", "$Latest")]
@@ -171,11 +178,14 @@ def main():
     d.add_argument("--group", required=True)
     t = sub.add_parser("terminate")
     t.add_argument("--instance", required=True)
+    s = sub.add_parser("set-desired")
+    s.add_argument("--group", required=True)
+    s.add_argument("--desired", type=int, required=True)
     p = sub.add_parser("play")
     p.add_argument("--groups", required=True)
     p.add_argument("--log-dir", required=True)
     args = ap.parse_args()
-    {"create": create, "describe": describe, "terminate": terminate, "play": play}[args.cmd](args)
+    {"create": create, "describe": describe, "terminate": terminate, "set-desired": set_desired, "play": play}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 pub mod burst_policy;
 pub mod data_sources;
 pub mod endpoint;
+pub mod join_token;
 pub mod pool;
 
 use serde::de::{DeserializeOwned, Error as _};
@@ -38,6 +39,14 @@ pub enum Attr<T> {
 impl<T> Attr<T> {
     /// The value when known.
     pub fn known(&self) -> Option<&T> {
+        match self {
+            Attr::Known(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value when known, to change.
+    pub fn known_mut(&mut self) -> Option<&mut T> {
         match self {
             Attr::Known(v) => Some(v),
             _ => None,

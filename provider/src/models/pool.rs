@@ -60,6 +60,10 @@ pub struct GpuPool {
     pub nodes: Attr<Nodes>,
     /// The `local` driver.
     pub local: Attr<Local>,
+    /// The `aws_autoscaling_group` driver.
+    pub aws_autoscaling_group: Attr<AwsGroup>,
+    /// SHA-256 (hex) of the tokens the pool's machines join with.
+    pub join_token_sha256: Names,
 }
 
 /// The `gpu` block.
@@ -90,6 +94,22 @@ pub struct Nodes {
 pub struct Local {
     /// `auto`, `cpu` or CUDA devices.
     pub devices: Attr<String>,
+}
+
+/// The `aws_autoscaling_group` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsGroup {
+    /// The group's name.
+    pub name: Attr<String>,
+    /// Its `MinSize` (computed).
+    pub min_size: Attr<i64>,
+    /// Its `MaxSize` (computed).
+    pub max_size: Attr<i64>,
+    /// Its `DesiredCapacity` (computed).
+    pub desired_capacity: Attr<i64>,
+    /// Its instances in service (computed).
+    pub in_service: Attr<i64>,
 }
 
 /// The schema, built once per process.
@@ -146,12 +166,23 @@ fn build_schema() -> Schema {
                     .attr("max", Type::Number, Mode::Required, "Most nodes.")
                     .check("max", Check::IntIn(1, 100_000)),
             )
+            .attr("join_token_sha256", list_of_strings(), Mode::Optional, "SHA-256 (hex) of each token the pool's machines join their router with (a `gpucap_join_token`'s `sha256`); two while one is rotated out. Required with `aws_autoscaling_group`.")
             .single(
                 "local",
                 false,
                 Block::new("The `local` driver: the pool is this host's devices.")
                     .attr("devices", Type::String, Mode::OptionalComputed, "`auto` (the GPUs if any, else the CPU), `cpu`, or CUDA devices such as `cuda:0,cuda:1`.")
                     .default_value("devices", json!("auto")),
+            )
+            .single(
+                "aws_autoscaling_group",
+                false,
+                Block::new("The `aws_autoscaling_group` driver: replicas run on the instances of an existing EC2 Auto Scaling group in the pool's `region`, which join the router (see the fabric-aws guide). gpucap only steers its desired capacity and scale-in protection; the group, its launch template and its bounds stay the AWS provider's.")
+                    .attr("name", Type::String, Mode::Required, "The group's name.")
+                    .attr("min_size", Type::Number, Mode::Computed, "The group's `MinSize`, as last read.")
+                    .attr("max_size", Type::Number, Mode::Computed, "The group's `MaxSize`, as last read.")
+                    .attr("desired_capacity", Type::Number, Mode::Computed, "The group's `DesiredCapacity`, as last read.")
+                    .attr("in_service", Type::Number, Mode::Computed, "The group's instances in service, as last read."),
             ),
     }
 }

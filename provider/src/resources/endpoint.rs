@@ -517,12 +517,15 @@ fn check_capacity(ctx: &Ctx, settings: &Model, p: &Placement, d: &mut Diagnostic
 
 /// Every pool must be reachable by a driver the fabric has.
 fn check_drivers(p: &Placement, d: &mut Diagnostics) {
-    for pool in p.all().filter(|pool| pool.local_devices.is_none()) {
+    for pool in p
+        .all()
+        .filter(|pool| pool.local_devices.is_none() && pool.aws_group.is_none())
+    {
         d.push(Diagnostic::attr_error(
             if p.policy.is_some() { "burst_policy" } else { "pools" },
             "No driver can deploy to this pool",
             format!(
-                "pool {:?} has no local block; this release deploys replicas with the local driver only",
+                "pool {:?} has no driver block the fabric can deploy with (local or aws_autoscaling_group)",
                 pool.name
             ),
         ));
@@ -613,7 +616,7 @@ fn fabric_config(ctx: &Ctx, settings: &Model, p: &Placement) -> Result<FabricCon
         .chain(p.burst.iter().map(|b| (b, true)));
     let pools = roles
         .map(|(pool, burst)| {
-            pool.to_section(burst)
+            pool.to_section(burst, &ctx.config.aws)
                 .ok_or_else(|| format!("pool {:?} has no driver the fabric can use", pool.name))
         })
         .collect::<Result<Vec<_>, _>>()?;

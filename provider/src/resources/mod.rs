@@ -3,5 +3,6 @@
 pub mod burst_policy;
 pub mod endpoint;
 pub mod hosted;
+pub mod join_token;
 pub mod pool;
 pub mod records;

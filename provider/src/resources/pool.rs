@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::api::{Applied, Ctx, PlanRequest, Planned, Resource};
+use crate::aws;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::models::pool::{self as model, GpuPool as Model};
 use crate::models::{self, Attr};
@@ -14,6 +15,7 @@ use crate::resources::records;
 use crate::schema::Schema;
 use crate::validate;
 use crate::value::Value;
+use gpucap_fabric::driver::aws::GroupState;
 use gpucap_fabric::driver::local;
 use gpucap_policy::cost::{Catalog, PoolCost};
 
@@ -62,13 +64,7 @@ impl Resource for GpuPool {
                     e.to_string(),
                 ));
             }
-            // Exactly one driver block; `local` is the only driver in this release.
-            if m.local.is_null() {
-                d.push(Diagnostic::error(
-                    "No driver for the pool",
-                    "a gpucap_gpu_pool needs exactly one driver block; add `local {}` to use this host's devices",
-                ));
-            }
+            check_driver_blocks(m, d);
         });
         validate::min_le_max(&mut d, c, "nodes");
         d
@@ -80,19 +76,23 @@ impl Resource for GpuPool {
             let mut d = Diagnostics::default();
             resolve_jurisdiction(m, &stated.jurisdiction, &mut d);
             derive_capacity(m, &ctx.config.catalog);
-            match m
-                .local
-                .known()
-                .and_then(|l| l.devices.as_str())
-                .map(local::devices_for)
-            {
-                Some(Ok(found)) => m.devices = names(found),
-                Some(Err(e)) => d.push(Diagnostic::attr_error(
-                    "local.devices",
-                    "Devices not available on this host",
-                    e.to_string(),
-                )),
-                None => m.devices = Attr::Unknown,
+            if m.aws_autoscaling_group.is_null() {
+                match m
+                    .local
+                    .known()
+                    .and_then(|l| l.devices.as_str())
+                    .map(local::devices_for)
+                {
+                    Some(Ok(found)) => m.devices = names(found),
+                    Some(Err(e)) => d.push(Diagnostic::attr_error(
+                        "local.devices",
+                        "Devices not available on this host",
+                        e.to_string(),
+                    )),
+                    None => m.devices = Attr::Unknown,
+                }
+            } else {
+                check_group(ctx, m, &mut d);
             }
             if d.has_errors() { Err(d) } else { Ok(d) }
         })?;
@@ -112,6 +112,12 @@ impl Resource for GpuPool {
             return Ok(state);
         }
         let mut m: Model = models::decode(&state)?;
+        // What the group reports now is reality: its bounds, desired capacity and instances.
+        if let Some(group) = group_ref(ctx, &m)
+            && let Ok(Some(g)) = aws::read_group(&group)
+        {
+            record_group(&mut m, &g);
+        }
         // What the host has now is reality; the next plan shows a change when it differs.
         if let Some(Ok(found)) = m
             .local
@@ -128,6 +134,136 @@ impl Resource for GpuPool {
 
     async fn import(&self, ctx: &Ctx, name: &str) -> Result<Value, Diagnostics> {
         records::import(ctx, "pools", self.type_name(), name, self.state_type())
+    }
+}
+
+/// Exactly one driver block, and join tokens where machines join.
+fn check_driver_blocks(m: &Model, d: &mut Diagnostics) {
+    match (m.local.is_null(), m.aws_autoscaling_group.is_null()) {
+        (true, true) => d.push(Diagnostic::error(
+            "No driver for the pool",
+            "a gpucap_gpu_pool needs exactly one driver block: `local {}` for this host's devices, or `aws_autoscaling_group { name = \"…\" }`",
+        )),
+        (false, false) => d.push(Diagnostic::attr_error(
+            "aws_autoscaling_group",
+            "Two drivers for one pool",
+            "a gpucap_gpu_pool has exactly one driver block; remove `local` or `aws_autoscaling_group`",
+        )),
+        _ => {}
+    }
+    let hashes = m
+        .join_token_sha256
+        .known()
+        .map(|v| v.as_slice())
+        .unwrap_or_default();
+    for (i, h) in hashes.iter().enumerate() {
+        if let Some(h) = h.as_str()
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            d.push(Diagnostic::attr_error(
+                &format!("join_token_sha256[{i}]"),
+                "Not a SHA-256",
+                format!("{h:?} is not 64 hex digits; use a gpucap_join_token's sha256"),
+            ));
+        }
+    }
+    if !m.aws_autoscaling_group.is_null() && m.join_token_sha256.is_null() {
+        d.push(Diagnostic::attr_error(
+            "join_token_sha256",
+            "Join token required",
+            "the group's instances join the router with a token; set join_token_sha256 = [gpucap_join_token.NAME.sha256]",
+        ));
+    }
+}
+
+/// The pool's group, when its name and region are known.
+fn group_ref(ctx: &Ctx, m: &Model) -> Option<gpucap_fabric::driver::aws::GroupRef> {
+    let block = m.aws_autoscaling_group.known()?;
+    Some(
+        ctx.config
+            .aws
+            .group(block.name.as_str()?, m.region.as_str()?),
+    )
+}
+
+/// Fills the computed attributes from the group as read.
+fn record_group(m: &mut Model, g: &GroupState) {
+    if let Some(block) = m.aws_autoscaling_group.known_mut() {
+        block.min_size = Attr::Known(i64::from(g.min_size));
+        block.max_size = Attr::Known(i64::from(g.max_size));
+        block.desired_capacity = Attr::Known(i64::from(g.desired));
+        block.in_service = Attr::Known(
+            g.instances
+                .iter()
+                .filter(|i| i.lifecycle == "InService")
+                .count() as i64,
+        );
+    }
+}
+
+/// Plan reads the group: one that does not exist in the pool's region, or whose `MaxSize` is
+/// below `nodes.max`, is an error; a capacity type the group's purchase options contradict is a
+/// warning.
+fn check_group(ctx: &Ctx, m: &mut Model, d: &mut Diagnostics) {
+    let Some(group) = group_ref(ctx, m) else {
+        return;
+    };
+    m.devices = names(vec![format!("aws:{}", group.name)]);
+    let g = match aws::read_group(&group) {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            d.push(Diagnostic::attr_error(
+                "aws_autoscaling_group.name",
+                "Auto Scaling group not found",
+                format!(
+                    "there is no Auto Scaling group {:?} in {} (the pool's region); create it first (with the AWS provider) or fix the name or the region",
+                    group.name, group.region
+                ),
+            ));
+            return;
+        }
+        Err(e) => {
+            d.push(Diagnostic::attr_error(
+                "aws_autoscaling_group.name",
+                "Cannot read the Auto Scaling group",
+                format!("{e}; check the AWS credentials of the environment Terraform runs in, or the provider's aws block"),
+            ));
+            return;
+        }
+    };
+    record_group(m, &g);
+    if let Some(max) = m.nodes.known().and_then(|n| n.max.get())
+        && max > i64::from(g.max_size)
+    {
+        d.push(Diagnostic::attr_error(
+            "nodes.max",
+            "More nodes than the group may have",
+            format!(
+                "nodes.max is {max} but Auto Scaling group {:?} has MaxSize {}; gpucap never changes the group's bounds: raise MaxSize or lower nodes.max",
+                group.name, g.max_size
+            ),
+        ));
+    }
+    let all_on_demand = !g.mixed_instances || g.on_demand_percentage >= 100;
+    let all_spot = g.mixed_instances && g.on_demand_percentage == 0 && g.on_demand_base == 0;
+    match m.capacity_type.as_str() {
+        Some("spot") if all_on_demand => d.push(Diagnostic::attr_warning(
+            "capacity_type",
+            "The group buys no spot capacity",
+            format!(
+                "the pool is declared spot but Auto Scaling group {:?} has no spot share in a mixed-instances policy: its instances are on-demand, and prices and fallbacks will be wrong",
+                group.name
+            ),
+        )),
+        Some("on_demand") if all_spot => d.push(Diagnostic::attr_warning(
+            "capacity_type",
+            "The group buys only spot capacity",
+            format!(
+                "the pool is declared on_demand but Auto Scaling group {:?} launches only spot instances, which AWS may reclaim",
+                group.name
+            ),
+        )),
+        _ => {}
     }
 }
 

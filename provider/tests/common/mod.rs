@@ -67,6 +67,8 @@ pub fn terraform_bin() -> PathBuf {
 pub struct Tf {
     pub dir: tempfile::TempDir,
     terraform: PathBuf,
+    /// Set in Terraform's environment (and so the provider's and its daemon's).
+    pub env: Vec<(String, String)>,
 }
 
 impl Tf {
@@ -86,6 +88,7 @@ impl Tf {
         let tf = Tf {
             dir,
             terraform: terraform_bin(),
+            env: Vec::new(),
         };
         tf.write(config);
         tf
@@ -128,6 +131,7 @@ impl Tf {
             .env("TF_CLI_CONFIG_FILE", self.path().join("cli.tfrc"))
             .env("TF_IN_AUTOMATION", "1")
             .env("CHECKPOINT_DISABLE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("TF_LOG")
             .output()
             .unwrap()
