@@ -208,6 +208,22 @@ impl Site {
         url.split("/v2/").next().unwrap().to_string()
     }
 
+    /// The router's decisions so far, from its log: `timestamp`, `action`, `subject`, `reason`.
+    fn decisions(&self) -> Vec<Value> {
+        let log = self.daemon.state_dir().join("endpoints/digits/router.log");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "decision")
+            .map(|v| {
+                let mut d = v["fields"].clone();
+                d["timestamp"] = v["timestamp"].clone();
+                d
+            })
+            .collect()
+    }
+
     fn router(&self, path: &str) -> String {
         let address = self.view["router"]["address"].as_str().unwrap();
         http_get(&format!("http://{address}{path}")).1
@@ -325,32 +341,67 @@ fn a_reclaimed_instance_leaves_rotation_at_once_and_a_lost_api_stops_no_routing(
         std::thread::spawn(move || bench(&base, 16, "12s"))
     };
     std::thread::sleep(Duration::from_secs(3));
-    let reclaimed = Instant::now();
+    let reclaimed = std::time::SystemTime::now();
     site.moto.aws(&["terminate", "--instance", &first]);
+    // The router logs the loss, and a cloud replica on another instance becomes ready.
+    let first_machine = format!("aws:{first}");
+    let replaced = || {
+        let decisions = site.decisions();
+        let lost = decisions.iter().position(|d| {
+            d["action"] == "lost"
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&first_machine))
+        })?;
+        let ready = decisions[lost..].iter().find(|d| {
+            d["action"] == "ready"
+                && d["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("cloud-"))
+        })?;
+        Some((
+            decisions[lost]["timestamp"].clone(),
+            ready["timestamp"].clone(),
+        ))
+    };
     wait_until(
-        "the replacement serving",
+        "the reclaimed instance's replica replaced",
         Duration::from_secs(40),
         &dirs,
-        || {
-            let g = site.moto.group(GROUP);
-            ready_on_cloud() == 1 && in_service(&g).iter().all(|i| i["id"] != first.as_str())
-        },
+        || replaced().is_some(),
     );
+    let (lost_at, ready_at) = replaced().unwrap();
+    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
     eprintln!(
-        "reclaimed instance replaced by a joined replica in {:.1} s",
-        reclaimed.elapsed().as_secs_f64()
+        "reclaimed instance: lost {:.2} s after the reclaim, a replacement ready {:.3} s after the loss",
+        at(&lost_at)
+            .duration_since(reclaimed)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        at(&ready_at)
+            .duration_since(at(&lost_at))
+            .unwrap_or_default()
+            .as_secs_f64()
+    );
+    assert!(
+        in_service(&site.moto.group(GROUP))
+            .iter()
+            .all(|i| i["id"] != first.as_str()),
+        "the reclaimed instance is gone"
     );
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");
 
     // The API goes away: routing goes on, and what the driver cannot do shows in status and
-    // metrics. (The joined replica is lost too, so the driver has something to ask the API.)
-    let machine = in_service(&site.moto.group(GROUP))[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // metrics. (The joined replicas are lost too, so the driver must ask the API for another.)
+    let machines: Vec<String> = in_service(&site.moto.group(GROUP))
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
     site.moto.kill();
-    signal(joined_replica_pid(&machine), "KILL");
+    for machine in &machines {
+        signal(joined_replica_pid(machine), "KILL");
+    }
     wait_until(
         "the API error in status",
         Duration::from_secs(60),

@@ -361,7 +361,12 @@ impl Driver for AwsGroupDriver {
         if let Some((machine, address)) = self.hub.claim(&self.pool, &spec.id) {
             return self.take(spec, machine, address).await;
         }
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+        // Replicas whose machine is gone no longer count, even while giving it back fails.
+        let held = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.retain(|_, r| self.alive(r));
+            held.len()
+        };
         if held >= self.slots {
             return Err(DriverError(format!(
                 "pool {} holds {held} replicas, its most",
