@@ -16,7 +16,7 @@ use crate::autoscaler::{
     self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals,
 };
 use crate::config::{DriverConfig, Fabric};
-use crate::driver::aws::{AwsGroupDriver, GroupRef};
+use crate::driver::aws::{ApiMetrics, AwsGroupDriver, GroupRef};
 use crate::driver::local::{self, LocalDriver, Seat};
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
@@ -302,7 +302,10 @@ impl Controller {
                             p.slots,
                             *join_timeout,
                             self.shared.join.clone(),
-                            self.shared.metrics.driver_api_errors.clone(),
+                            ApiMetrics {
+                                calls: self.shared.metrics.driver_api_calls.clone(),
+                                errors: self.shared.metrics.driver_api_errors.clone(),
+                            },
                         );
                         (Some(Arc::new(driver) as Arc<dyn Driver>), None)
                     }

@@ -47,6 +47,15 @@ pub struct NameLabels {
     pub name: String,
 }
 
+/// Labels of a call to a pool's cloud API.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    /// The pool.
+    pub pool: String,
+    /// The API action (`DescribeAutoScalingGroups`, `SetDesiredCapacity`, …).
+    pub call: String,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -83,6 +92,8 @@ pub struct FabricMetrics {
     pub join_refusals: Family<NameLabels, Counter>,
     /// Cloud API calls that failed, by pool.
     pub driver_api_errors: Family<NameLabels, Counter>,
+    /// Cloud API calls made, by pool and action.
+    pub driver_api_calls: Family<ApiCallLabels, Counter>,
 }
 
 impl FabricMetrics {
@@ -108,6 +119,7 @@ impl FabricMetrics {
             joins: Family::default(),
             join_refusals: Family::default(),
             driver_api_errors: Family::default(),
+            driver_api_calls: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +157,11 @@ impl FabricMetrics {
             "join_refusals",
             "Joins refused, by reason: bad_token, unknown_pool, not_in_pool, released, no_model",
             m.join_refusals.clone(),
+        );
+        registry.register(
+            "driver_api_calls",
+            "Calls to a pool's cloud API, by pool and action",
+            m.driver_api_calls.clone(),
         );
         registry.register(
             "driver_api_errors",

@@ -425,3 +425,131 @@ fn a_reclaimed_instance_leaves_rotation_at_once_and_a_lost_api_stops_no_routing(
     );
     assert!(errors >= 1.0, "API errors counted: {errors}");
 }
+
+/// Seconds from each `start` decision on `pool` to that replica's `ready`.
+fn start_to_ready(decisions: &[Value], pool: &str) -> Vec<f64> {
+    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    decisions
+        .iter()
+        .filter(|d| d["action"] == "start")
+        .filter_map(|start| {
+            let id = start["subject"].as_str()?;
+            id.starts_with(&format!("{pool}-")).then_some(())?;
+            let ready = decisions
+                .iter()
+                .find(|d| d["action"] == "ready" && d["subject"] == id)?;
+            Some(
+                at(&ready["timestamp"])
+                    .duration_since(at(&start["timestamp"]))
+                    .ok()?
+                    .as_secs_f64(),
+            )
+        })
+        .collect()
+}
+
+/// `bench` at `url` with `clients` for `duration`: (requests/s, p50 ms, failed).
+fn measure(url: &str, clients: usize, duration: &str) -> (f64, f64, u64) {
+    let r = bench(url, clients, duration);
+    (
+        r["throughput_rps"].as_f64().unwrap(),
+        r["latency"]["p50_ms"].as_f64().unwrap(),
+        failed(&r),
+    )
+}
+
+/// The figures of the AWS driver and the join channel, side by side in one run (run by
+/// scripts/bench-aws.sh): time from the decision to scale to the joined replica serving (the
+/// harness boots instances at once), API calls per start, and the join channel's overhead: the
+/// same replica (one CPU thread) reached over the connection it opened against the same runtime
+/// reached by address.
+#[test]
+#[ignore = "a benchmark: scripts/bench-aws.sh runs it"]
+fn bench_joined_replicas() {
+    let _one = serial();
+    let site = Site::start(|m| endpoint_body(m, 2, "base", "on_demand"));
+    let dirs = site.dirs();
+    let status = || -> Value { serde_json::from_str(&site.router("/fabric/status")).unwrap() };
+    wait_until(
+        "a joined replica ready",
+        Duration::from_secs(60),
+        &dirs,
+        || ready_on(&status(), "cloud") == 1,
+    );
+    // Scale under load: more replicas on the group.
+    let report = bench(&site.base(), 64, "15s");
+    assert_eq!(failed(&report), 0, "{report}");
+    let decisions = site.decisions();
+    let times = start_to_ready(&decisions, "cloud");
+    let starts = decisions
+        .iter()
+        .filter(|d| {
+            d["action"] == "start"
+                && d["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("cloud-"))
+        })
+        .count();
+    let metrics = site.router("/metrics");
+    let calls: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gpucap_fabric_driver_api_calls_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    println!(
+        "decision to a joined replica serving, s (first with the model fetched, then cached):"
+    );
+    for t in &times {
+        println!("  {t:.3}");
+    }
+    println!(
+        "API calls: {calls} for {starts} start(s) (and the stops and joins among them): {:.1} per start",
+        calls / starts.max(1) as f64
+    );
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("gpucap_fabric_driver_api_calls_total{"))
+    {
+        println!("  {line}");
+    }
+
+    // The join channel against the same runtime reached by address.
+    let joined = status()["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pool"] == "cloud" && r["phase"] == "ready")
+        .and_then(|r| r["address"].as_str())
+        .unwrap()
+        .to_string();
+    let direct_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let direct = Killed(
+        Command::new(runtime_bin())
+            .args(["serve", "--model"])
+            .arg(digits_model())
+            .args(["--name", "digits", "--device", "cpu", "--threads", "1"])
+            .args(["--listen", &format!("127.0.0.1:{direct_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let direct_url = format!("http://127.0.0.1:{direct_port}");
+    wait_until("the direct runtime", Duration::from_secs(20), &dirs, || {
+        http_get(&format!("{direct_url}/v2/health/ready")).0 == 200
+    });
+    println!("one replica, 1 CPU thread, digits MLP, 8 clients, 10 s each:");
+    for (what, url) in [
+        ("by address (direct)", direct_url.clone()),
+        ("joined (reverse channel)", format!("http://{joined}")),
+        ("by address (direct), again", direct_url.clone()),
+    ] {
+        let (rps, p50, failed) = measure(&url, 8, "10s");
+        println!("  {what:28} {rps:8.0} req/s  p50 {p50:.3} ms  failed {failed}");
+    }
+    drop(direct);
+}

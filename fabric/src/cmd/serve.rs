@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use gpucap_runtime::protocol::ModelSignature;
 
+use axum::serve::ListenerExt as _;
 use gpucap_fabric::config::{Fabric, FabricConfig};
 use gpucap_fabric::controller::{Controller, Shared};
 use gpucap_fabric::fleet::Fleet;
@@ -162,6 +163,10 @@ pub async fn serve(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutdown requested: refusing new requests, answering accepted ones");
     };
+    // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

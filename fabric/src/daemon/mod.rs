@@ -93,14 +93,18 @@ pub async fn run(path: &Path) -> Result<Exit, String> {
     let tls_config = rustls.map(axum_server::tls_rustls::RustlsConfig::from_config);
     let server = match &tls_config {
         Some(tls) => {
+            // No Nagle: a joined replica's HTTP/2 frames pass through here, and a small frame
+            // held for an ACK costs a delayed-ACK timeout (40 ms) per request.
             let server = axum_server::from_tcp_rustls(listener, tls.clone())
                 .map_err(|e| format!("listen: {e}"))?
+                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
                 .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
         None => {
             let server = axum_server::from_tcp(listener)
                 .map_err(|e| format!("listen: {e}"))?
+                .acceptor(axum_server::accept::NoDelayAcceptor::new())
                 .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::join::JoinHub;
-use crate::metrics::NameLabels;
+use crate::metrics::{ApiCallLabels, NameLabels};
 
 /// Where a group is and how to reach its API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,19 +167,33 @@ pub struct AwsGroupDriver {
     hub: Arc<JoinHub>,
     /// Replica id → the instance it runs on.
     held: Mutex<HashMap<String, ReplicaRecord>>,
-    errors: Family<NameLabels, Counter>,
+    /// The group as last read, for admissions in quick succession (a join asks three times).
+    recent: Mutex<Option<(Instant, GroupState)>>,
+    metrics: ApiMetrics,
 }
+
+/// What a driver counts of its API calls.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    /// Calls made, by pool and action.
+    pub calls: Family<ApiCallLabels, Counter>,
+    /// Calls failed, by pool.
+    pub errors: Family<NameLabels, Counter>,
+}
+
+/// How old a read of the group may be to admit a joining machine.
+const ADMIT_FRESHNESS: Duration = Duration::from_secs(2);
 
 impl AwsGroupDriver {
     /// The driver for pool `pool` of at most `slots` replicas on `group`, whose instances join
-    /// through `hub`; failed API calls are counted in `errors`.
+    /// through `hub`; API calls are counted in `metrics`.
     pub fn new(
         pool: &str,
         group: GroupRef,
         slots: usize,
         join_timeout: Duration,
         hub: Arc<JoinHub>,
-        errors: Family<NameLabels, Counter>,
+        metrics: ApiMetrics,
     ) -> AwsGroupDriver {
         AwsGroupDriver {
             pool: pool.to_string(),
@@ -189,17 +203,27 @@ impl AwsGroupDriver {
             client: OnceCell::new(),
             hub,
             held: Mutex::default(),
-            errors,
+            recent: Mutex::default(),
+            metrics,
         }
     }
 
-    async fn client(&self) -> &Client {
+    /// The client, counting a call of `action`.
+    async fn call(&self, action: &str) -> &Client {
+        self.metrics
+            .calls
+            .get_or_create(&ApiCallLabels {
+                pool: self.pool.clone(),
+                call: action.to_string(),
+            })
+            .inc();
         self.client.get_or_init(|| client(&self.group)).await
     }
 
     /// Counts a failed call.
     fn failed(&self, e: DriverError) -> DriverError {
-        self.errors
+        self.metrics
+            .errors
             .get_or_create(&NameLabels {
                 name: self.pool.clone(),
             })
@@ -209,19 +233,39 @@ impl AwsGroupDriver {
     }
 
     async fn state(&self) -> Result<GroupState, DriverError> {
-        describe(self.client().await, &self.group.name)
-            .await
-            .map_err(|e| self.failed(e))?
-            .ok_or_else(|| {
-                DriverError(format!(
-                    "Auto Scaling group {} does not exist in {}",
-                    self.group.name, self.group.region
-                ))
-            })
+        let state = describe(
+            self.call("DescribeAutoScalingGroups").await,
+            &self.group.name,
+        )
+        .await
+        .map_err(|e| self.failed(e))?
+        .ok_or_else(|| {
+            DriverError(format!(
+                "Auto Scaling group {} does not exist in {}",
+                self.group.name, self.group.region
+            ))
+        })?;
+        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), state.clone()));
+        Ok(state)
+    }
+
+    /// The group as read within [`ADMIT_FRESHNESS`], else read now.
+    async fn fresh_state(&self) -> Result<GroupState, DriverError> {
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|(at, _)| at.elapsed() < ADMIT_FRESHNESS);
+        match recent {
+            Some((_, state)) => Ok(state),
+            None => self.state().await,
+        }
     }
 
     async fn protect(&self, machine: &str, protected: bool) -> Result<(), DriverError> {
-        self.client()
+        self.call("SetInstanceProtection")
             .await
             .set_instance_protection()
             .auto_scaling_group_name(&self.group.name)
@@ -235,7 +279,7 @@ impl AwsGroupDriver {
 
     /// Terminates `machine` and lowers the desired capacity by one with it.
     async fn terminate(&self, machine: &str) -> Result<(), DriverError> {
-        self.client()
+        self.call("TerminateInstanceInAutoScalingGroup")
             .await
             .terminate_instance_in_auto_scaling_group()
             .instance_id(machine)
@@ -267,7 +311,7 @@ impl AwsGroupDriver {
                 self.group.name, g.max_size
             )));
         }
-        self.client()
+        self.call("SetDesiredCapacity")
             .await
             .set_desired_capacity()
             .auto_scaling_group_name(&self.group.name)
@@ -456,7 +500,15 @@ impl Driver for AwsGroupDriver {
     }
 
     async fn admit(&self, machine: &str) -> Result<(), DriverError> {
-        let g = self.state().await?;
+        let mut g = self.fresh_state().await?;
+        if !g
+            .instances
+            .iter()
+            .any(|i| i.id == machine && i.lifecycle == "InService")
+        {
+            // A read from before the machine came into service says nothing: read again.
+            g = self.state().await?;
+        }
         match g.instances.iter().find(|i| i.id == machine) {
             Some(i) if i.lifecycle == "InService" => Ok(()),
             Some(i) => Err(DriverError(format!(
