@@ -289,7 +289,7 @@ pub struct AwsGroupSection {
     /// The API endpoint, for an emulator or a private endpoint (else `AWS_ENDPOINT_URL` or AWS's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
-    /// How long an instance may take from launch to joining (default `10m`).
+    /// How long an instance may take from launch to joining (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_timeout: Option<String>,
 }
@@ -692,7 +692,7 @@ impl FabricConfig {
                                 format!("{t:?}: {e}"),
                             )
                         })?,
-                        None => Duration::from_secs(600),
+                        None => Duration::from_secs(300),
                     };
                     Some(DriverConfig::AwsAutoscalingGroup {
                         group: group.name.clone(),
