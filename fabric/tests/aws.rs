@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, endpoint_json};
-use common::moto::{AWS_ENV, Moto, REGION, joined_replica_pid};
+use common::moto::{AWS_ENV, Moto, REGION, find_joined_replica, joined_replica_pid};
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -30,13 +30,13 @@ impl Drop for Killed {
 }
 
 /// The user data of the group's launch template: start a replica that joins the daemon.
-fn user_data(dir: &Path, d: &Daemon) -> PathBuf {
+fn user_data(dir: &Path, d: &Daemon, imds_port: u16) -> PathBuf {
     let token_file = dir.join("join-token");
     std::fs::write(&token_file, TOKEN).unwrap();
     let script = format!(
         "#!/bin/bash\nexec {runtime} serve --join {url}/v1/join/digits --token-file {token} \
          --pool cloud --machine \"$INSTANCE_ID\" --ca-cert {ca} --cache-dir {cache} \
-         --device cpu --threads 1\n",
+         --device cpu --threads 1 --imds-url http://127.0.0.1:{imds_port}/$INSTANCE_ID\n",
         runtime = runtime_bin().display(),
         url = d.address.trim_end_matches('/'),
         token = token_file.display(),
@@ -152,6 +152,7 @@ struct Site {
     daemon: Daemon,
     work: tempfile::TempDir,
     _player: Killed,
+    _imds: Killed,
     view: Value,
 }
 
@@ -165,7 +166,24 @@ impl Site {
             .collect();
         daemon.launch();
         let work = tempfile::tempdir().unwrap();
-        let script = user_data(work.path(), &daemon);
+        let imds_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::create_dir_all(work.path().join("notices")).unwrap();
+        let imds = Killed(
+            Command::new(common::moto::python())
+                .arg(common::moto::harness())
+                .args(["--endpoint", &moto.url, "--region", REGION, "imds"])
+                .args(["--port", &imds_port.to_string(), "--notices"])
+                .arg(work.path().join("notices"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let script = user_data(work.path(), &daemon, imds_port);
         moto.aws(&[
             "create",
             "--group",
@@ -192,6 +210,7 @@ impl Site {
             daemon,
             work,
             _player: player,
+            _imds: imds,
         }
     }
 
@@ -314,7 +333,7 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
 }
 
 #[test]
-fn a_reclaimed_instance_leaves_rotation_at_once_and_a_lost_api_stops_no_routing() {
+fn reclaimed_and_interrupted_instances_leave_rotation_at_once_and_a_lost_api_stops_no_routing() {
     let _one = serial();
     // Two replicas at least: one on this host, one on an instance of the group (a spot pool).
     let mut site = Site::start(|m| endpoint_body(m, 2, "base", "spot"));
@@ -391,6 +410,63 @@ fn a_reclaimed_instance_leaves_rotation_at_once_and_a_lost_api_stops_no_routing(
     );
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");
+
+    // A spot interruption notice (from the instance metadata service, IMDSv2): the replica
+    // answers what it was sent and leaves; the router replaces it at once and gives the
+    // instance back. No request fails.
+    let noticed = in_service(&site.moto.group(GROUP))
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .find(|m| find_joined_replica(m).is_some())
+        .expect("an instance with a joined replica");
+    let pid = joined_replica_pid(&noticed);
+    let load = {
+        let base = site.base();
+        std::thread::spawn(move || bench(&base, 16, "10s"))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(site.work.path().join("notices").join(&noticed), "").unwrap();
+    let noticed_machine = format!("aws:{noticed}");
+    wait_until(
+        "the noticed replica replaced",
+        Duration::from_secs(30),
+        &dirs,
+        || {
+            let decisions = site.decisions();
+            decisions
+                .iter()
+                .position(|d| {
+                    d["action"] == "lost"
+                        && d["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains(&noticed_machine))
+                })
+                .is_some_and(|lost| {
+                    decisions[lost..].iter().any(|d| {
+                        d["action"] == "ready"
+                            && d["subject"]
+                                .as_str()
+                                .is_some_and(|s| s.starts_with("cloud-"))
+                    })
+                })
+        },
+    );
+    assert!(
+        all_gone(&[pid], Duration::from_secs(10)),
+        "the noticed replica exited on its own"
+    );
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+    wait_until(
+        "the noticed instance given back",
+        Duration::from_secs(20),
+        &dirs,
+        || {
+            in_service(&site.moto.group(GROUP))
+                .iter()
+                .all(|i| i["id"] != noticed.as_str())
+        },
+    );
 
     // The API goes away: routing goes on, and what the driver cannot do shows in status and
     // metrics. (The joined replicas are lost too, so the driver must ask the API for another.)

@@ -120,19 +120,23 @@ impl Moto {
     }
 }
 
+/// The pid of the joined replica playing `machine`, if one runs.
+pub fn find_joined_replica(machine: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.contains(&b"--join".as_slice()) && args.contains(&machine.as_bytes()))
+                .then_some(pid)
+        })
+}
+
 /// The pid of the joined replica playing `machine`.
 pub fn joined_replica_pid(machine: &str) -> i32 {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.contains(&b"--join".as_slice()) && args.contains(&machine.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no joined replica runs for {machine}");
+    find_joined_replica(machine).unwrap_or_else(|| panic!("no joined replica runs for {machine}"))
 }
 
 impl Drop for Moto {

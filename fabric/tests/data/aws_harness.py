@@ -5,6 +5,7 @@ Auto Scaling and EC2 APIs).
     describe print a group as JSON: bounds, desired capacity, instances
     set-desired  set a group's desired capacity (as someone scaling it by hand)
     terminate  take an instance as AWS does (no decrement: the group replaces it)
+    imds    a fake instance metadata service on loopback that can serve spot interruption notices
     play    play the instances: the emulator boots no machines, so for every instance a group
             reports in service this runs its launch template's user data locally, with
             INSTANCE_ID set, and stops it once the group no longer has the instance.
@@ -99,6 +100,42 @@ def set_desired(args):
     asg.set_desired_capacity(AutoScalingGroupName=args.group, DesiredCapacity=args.desired)
 
 
+def imds(args):
+    """A fake instance metadata service (IMDSv2) on loopback for every instance:
+    /INSTANCE_ID/latest/... . An instance's spot interruption notice is served once a file named
+    after it exists in --notices."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_):
+            pass
+
+        def answer(self, code, body=b""):
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            if self.path.endswith("/latest/api/token"):
+                self.answer(200, b"imds-session-token")
+            else:
+                self.answer(404)
+
+        def do_GET(self):
+            parts = self.path.strip("/").split("/", 1)
+            if len(parts) != 2 or parts[1] != "latest/meta-data/spot/instance-action":
+                return self.answer(404)
+            if self.headers.get("X-aws-ec2-metadata-token") != "imds-session-token":
+                return self.answer(401)
+            if os.path.exists(os.path.join(args.notices, parts[0])):
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+                return self.answer(200, json.dumps({"action": "terminate", "time": when}).encode())
+            self.answer(404)
+
+    http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+
+
 def user_data(ec2, template):
     versions = ec2.describe_launch_template_versions(
         LaunchTemplateId=template["LaunchTemplateId"], Versions=[template.get("Version", "$Latest")]
@@ -181,11 +218,14 @@ def main():
     s = sub.add_parser("set-desired")
     s.add_argument("--group", required=True)
     s.add_argument("--desired", type=int, required=True)
+    m = sub.add_parser("imds")
+    m.add_argument("--port", type=int, required=True)
+    m.add_argument("--notices", required=True)
     p = sub.add_parser("play")
     p.add_argument("--groups", required=True)
     p.add_argument("--log-dir", required=True)
     args = ap.parse_args()
-    {"create": create, "describe": describe, "terminate": terminate, "set-desired": set_desired, "play": play}[args.cmd](args)
+    {"create": create, "describe": describe, "terminate": terminate, "set-desired": set_desired, "imds": imds, "play": play}[args.cmd](args)
 
 
 if __name__ == "__main__":
