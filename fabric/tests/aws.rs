@@ -280,13 +280,22 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
         "scale to a joined replica serving: {:.1} s after the load began",
         started.elapsed().as_secs_f64()
     );
-    let group = moto.group(GROUP);
-    let serving = in_service(&group);
-    assert!(!serving.is_empty(), "{group}");
-    assert!(
-        serving.iter().all(|i| i["protected"] == true),
-        "every instance with a replica is protected from scale-in: {group}"
+    // An instance is protected once its replica is claimed (one that just joined may be a
+    // moment away from it): every in-service instance is, and the group holds no more instances
+    // than it desires.
+    wait_until(
+        "every in-service instance protected from scale-in",
+        Duration::from_secs(10),
+        &dirs,
+        || {
+            let group = moto.group(GROUP);
+            let serving = in_service(&group);
+            !serving.is_empty()
+                && serving.iter().all(|i| i["protected"] == true)
+                && group["desired"].as_u64() == Some(serving.len() as u64)
+        },
     );
+    let serving = in_service(&moto.group(GROUP));
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");
 
