@@ -169,6 +169,9 @@ pub struct AwsGroupDriver {
     held: Mutex<HashMap<String, ReplicaRecord>>,
     /// The group as last read, for admissions in quick succession (a join asks three times).
     recent: Mutex<Option<(Instant, GroupState)>>,
+    /// Held across reading the desired capacity and setting it one higher: two starts of this
+    /// pool at once must not both set the same figure.
+    scaling: tokio::sync::Mutex<()>,
     metrics: ApiMetrics,
 }
 
@@ -204,6 +207,7 @@ impl AwsGroupDriver {
             hub,
             held: Mutex::default(),
             recent: Mutex::default(),
+            scaling: tokio::sync::Mutex::new(()),
             metrics,
         }
     }
@@ -298,6 +302,7 @@ impl AwsGroupDriver {
 
     /// Raises the desired capacity by one, from what the group reports now.
     async fn add_one(&self) -> Result<BTreeSet<String>, DriverError> {
+        let _one_at_a_time = self.scaling.lock().await;
         let g = self.state().await?;
         if g.suspended.iter().any(|p| p == "Launch") {
             return Err(DriverError(format!(
