@@ -257,7 +257,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_generated_gpucap_schema_has_the_three_resources() {
+    fn the_generated_gpucap_schema_has_every_resource() {
         let s = Schemas::from_providers_json(GPUCAP_SCHEMA).unwrap();
         let names: Vec<_> = s.type_names().collect();
         assert_eq!(
@@ -265,7 +265,8 @@ mod tests {
             [
                 "gpucap_burst_policy",
                 "gpucap_gpu_pool",
-                "gpucap_inference_endpoint"
+                "gpucap_inference_endpoint",
+                "gpucap_join_token"
             ]
         );
         let endpoint = s.resource("gpucap_inference_endpoint").unwrap();

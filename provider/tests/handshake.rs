@@ -295,7 +295,8 @@ async fn rpcs_work_sigint_is_ignored_and_shutdown_ends_the_process() {
         [
             "gpucap_burst_policy",
             "gpucap_gpu_pool",
-            "gpucap_inference_endpoint"
+            "gpucap_inference_endpoint",
+            "gpucap_join_token"
         ]
     );
     assert!(schema.server_capabilities.unwrap().plan_destroy);
