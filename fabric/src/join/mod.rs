@@ -234,34 +234,23 @@ impl JoinHub {
     pub fn enter(self: &Arc<Self>, pool: &str, machine: &str, bridge: Bridge) {
         let bridge = Arc::new(bridge);
         let address = bridge.address().to_string();
-        let previous = self
-            .joined
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
+        {
+            let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+            // A machine that dialled again serves the same replica, at its new address.
+            let replica = joined.remove(machine).and_then(|p| {
+                p.bridge.close();
+                p.replica
+            });
+            joined.insert(
                 machine.to_string(),
                 Joined {
                     pool: pool.to_string(),
                     address: address.clone(),
-                    replica: None,
+                    replica,
                     since: Instant::now(),
                     bridge: bridge.clone(),
                 },
             );
-        let replica = previous.and_then(|p| {
-            p.bridge.close();
-            p.replica
-        });
-        if let Some(replica) = replica {
-            // A machine that dialled again serves the same replica, at its new address.
-            if let Some(j) = self
-                .joined
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(machine)
-            {
-                j.replica = Some(replica);
-            }
         }
         tracing::info!(%pool, %machine, %address, "replica joined");
         self.changed.notify_waiters();

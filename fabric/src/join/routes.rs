@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use gpucap_runtime::join::{MACHINE_HEADER, POOL_HEADER, UPGRADE_PROTOCOL};
 
 use super::bridge::Bridge;
-use super::{Claim, JoinHub};
+use super::{Claim, JoinHub, Offer};
 
 /// The join routes over `hub`.
 pub fn routes<S: Clone + Send + Sync + 'static>(hub: Arc<JoinHub>) -> Router<S> {
@@ -56,15 +56,18 @@ async fn admitted(hub: &JoinHub, peer: SocketAddr, headers: &HeaderMap) -> Optio
     hub.admit(&claim).await.ok().map(|()| claim)
 }
 
+/// What an admitted claim is offered; `None` refuses.
+async fn admitted_offer(hub: &JoinHub, peer: SocketAddr, headers: &HeaderMap) -> Option<Offer> {
+    admitted(hub, peer, headers).await?;
+    hub.offer()
+}
+
 async fn spec(
     State(hub): State<Arc<JoinHub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if admitted(&hub, peer, &headers).await.is_none() {
-        return refused();
-    }
-    match hub.offer() {
+    match admitted_offer(&hub, peer, &headers).await {
         Some(offer) => axum::Json(offer.spec).into_response(),
         None => refused(),
     }
@@ -75,10 +78,7 @@ async fn model(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if admitted(&hub, peer, &headers).await.is_none() {
-        return refused();
-    }
-    let Some(offer) = hub.offer() else {
+    let Some(offer) = admitted_offer(&hub, peer, &headers).await else {
         return refused();
     };
     match tokio::fs::read(&offer.model_path).await {
