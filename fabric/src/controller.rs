@@ -91,7 +91,11 @@ pub struct Controller {
     stopping: BTreeSet<String>,
     /// Starts in flight: replica id → the digest it is started with.
     pending: HashMap<String, String>,
-    /// Replicas asked to stop while still starting: stopped as soon as their start finishes.
+    /// Each start's own cancellation (a child of `cancel`): a start no longer wanted gives back
+    /// what it asked for instead of finishing.
+    start_cancels: HashMap<String, CancellationToken>,
+    /// Replicas asked to stop while still starting: their start is cancelled, and one that
+    /// finishes anyway is stopped at once.
     stop_when_started: BTreeSet<String>,
     /// Consecutive failed scrapes of a ready replica.
     scrape_failures: HashMap<String, u32>,
@@ -137,6 +141,7 @@ impl Controller {
             records: HashMap::new(),
             stopping: BTreeSet::new(),
             pending: HashMap::new(),
+            start_cancels: HashMap::new(),
             stop_when_started: BTreeSet::new(),
             scrape_failures: HashMap::new(),
             memory: Memory::default(),
@@ -525,11 +530,17 @@ impl Controller {
         match done {
             Done::Started { id, pool, result } => {
                 self.pending.remove(&id);
+                self.start_cancels.remove(&id);
                 let index = self.fabric.pools.iter().position(|p| p.name == pool);
                 match result {
                     Ok(record) => self.started(id, index, record),
+                    // Asked to stop while starting: what the start asked for was given back.
+                    // Not the pool's failure, so no backoff.
+                    Err(e) if self.stop_when_started.remove(&id) => {
+                        self.shared.fleet.remove(&id);
+                        self.log("cancelled", &id, &e.0);
+                    }
                     Err(e) => {
-                        self.stop_when_started.remove(&id);
                         self.shared.fleet.remove(&id);
                         if let Some(i) = index {
                             self.pool_failed(i, &e.0);
@@ -919,7 +930,8 @@ impl Controller {
                     .add(Member::starting(id.clone(), *pool, p.name.clone(), p.burst));
                 let spec = self.spec(&id);
                 self.pending.insert(id.clone(), spec.digest.clone());
-                let cancel = self.cancel.clone();
+                let cancel = self.cancel.child_token();
+                self.start_cancels.insert(id.clone(), cancel.clone());
                 self.log("start", &id, reason);
                 self.tasks.spawn(async move {
                     let result = driver.start(&spec, &cancel).await;
@@ -942,10 +954,16 @@ impl Controller {
                     self.begin_stop(replica, reason);
                 } else if self.pending.contains_key(replica) {
                     self.stop_when_started.insert(replica.clone());
+                    // Out of the planner's count at once; its start gives back what it asked
+                    // for (an instance terminated, a process killed).
+                    self.shared.fleet.set_phase(replica, Phase::Draining);
+                    if let Some(cancel) = self.start_cancels.get(replica) {
+                        cancel.cancel();
+                    }
                     self.log(
                         "stop",
                         replica,
-                        &format!("{reason}; once its start finishes"),
+                        &format!("{reason}; its start is cancelled"),
                     );
                 } else {
                     self.shared.fleet.remove(replica);

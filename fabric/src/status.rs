@@ -152,7 +152,7 @@ pub struct BudgetStatus {
 pub struct DecisionRecord {
     /// When (RFC 3339, milliseconds).
     pub at: String,
-    /// `start`, `drain`, `stop`, `lost`, `failed`, `ready`, `reload`, `adopt`.
+    /// `start`, `drain`, `stop`, `lost`, `failed`, `cancelled`, `ready`, `reload`, `adopt`.
     pub action: String,
     /// The replica or pool concerned.
     pub subject: String,

@@ -146,7 +146,8 @@ fn wait_until(what: &str, limit: Duration, dirs: &[PathBuf], mut ok: impl FnMut(
 }
 
 /// The emulator, a daemon that reaches it, a group whose instances join the daemon (played by
-/// the harness), and the endpoint `digits` on it (`body`); the endpoint as created.
+/// the harness), groups `unplayed` whose instances never boot, and the endpoint `digits` on them
+/// (`body`); the endpoint as created.
 struct Site {
     moto: Moto,
     daemon: Daemon,
@@ -157,7 +158,7 @@ struct Site {
 }
 
 impl Site {
-    fn start(body: impl Fn(&Moto) -> String) -> Site {
+    fn start(body: impl Fn(&Moto) -> String, unplayed: &[&str]) -> Site {
         let moto = Moto::start();
         let mut daemon = Daemon::configured(REGION, "EU");
         daemon.env = AWS_ENV
@@ -184,17 +185,19 @@ impl Site {
                 .unwrap(),
         );
         let script = user_data(work.path(), &daemon, imds_port);
-        moto.aws(&[
-            "create",
-            "--group",
-            GROUP,
-            "--min",
-            "0",
-            "--max",
-            "2",
-            "--user-data",
-            script.to_str().unwrap(),
-        ]);
+        for group in std::iter::once(&GROUP).chain(unplayed) {
+            moto.aws(&[
+                "create",
+                "--group",
+                group,
+                "--min",
+                "0",
+                "--max",
+                "2",
+                "--user-data",
+                script.to_str().unwrap(),
+            ]);
+        }
         let player = Killed(moto.play(GROUP, &work.path().join("instances")));
         let config = endpoint_json("digits", &body(&moto));
         let (code, text) = daemon.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
@@ -252,7 +255,7 @@ impl Site {
 #[test]
 fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
     let _one = serial();
-    let site = Site::start(|m| endpoint_body(m, 1, "burst", "on_demand"));
+    let site = Site::start(|m| endpoint_body(m, 1, "burst", "on_demand"), &[]);
     let (moto, d) = (&site.moto, &site.daemon);
     let base = site.base();
 
@@ -345,7 +348,7 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
 fn reclaimed_and_interrupted_instances_leave_rotation_at_once_and_a_lost_api_stops_no_routing() {
     let _one = serial();
     // Two replicas at least: one on this host, one on an instance of the group (a spot pool).
-    let mut site = Site::start(|m| endpoint_body(m, 2, "base", "spot"));
+    let mut site = Site::start(|m| endpoint_body(m, 2, "base", "spot"), &[]);
     let dirs = site.dirs();
     let ready_on_cloud = || {
         let status: Value = serde_json::from_str(&site.router("/fabric/status")).unwrap();
@@ -511,6 +514,155 @@ fn reclaimed_and_interrupted_instances_leave_rotation_at_once_and_a_lost_api_sto
     assert!(errors >= 1.0, "API errors counted: {errors}");
 }
 
+const SPOT_GROUP: &str = "gpu-spot";
+
+/// The endpoint: one CPU replica on this host (`lab`), then one burst replica at most, on the
+/// spot group `gpu-spot` (whose instances never join: spot capacity that cannot start) or, with
+/// `spot_fallback`, on the on-demand group.
+fn fallback_body(moto: &Moto) -> String {
+    let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
+    let group = |name: &str, group: &str, capacity_type: &str, price: f64, timeout: &str| {
+        format!(
+            "[[pools]]\nname = \"{name}\"\nrole = \"burst\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
+             capacity_type = \"{capacity_type}\"\ngpus_max = 1\nprice_per_gpu_hour = {price}\n\
+             join_token_sha256 = [\"{hash}\"]\n\
+             [pools.aws_autoscaling_group]\nname = \"{group}\"\nendpoint_url = \"{url}\"\njoin_timeout = \"{timeout}\"\n\n",
+            url = moto.url,
+        )
+    };
+    format!(
+        "[replicas]\nmin = 1\nmax = 2\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+         [policy]\nname = \"burst\"\nspot_fallback = \"on_demand\"\n\
+         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
+         [policy.scale_down]\nidle_for = \"4s\"\ndrain_timeout = \"5s\"\n\n\
+         [[pools]]\nname = \"lab\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
+         gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n{spot}{cloud}",
+        spot = group("spot", SPOT_GROUP, "spot", 0.4, "20s"),
+        cloud = group("cloud", GROUP, "on_demand", 1.2, "60s"),
+    )
+}
+
+/// The first decision `action` on a replica of `pool`, after `from` in `decisions`: its index.
+fn find_decision(decisions: &[Value], from: usize, action: &str, pool: &str) -> Option<usize> {
+    decisions
+        .iter()
+        .skip(from)
+        .position(|d| {
+            d["action"] == action
+                && d["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("{pool}-")))
+        })
+        .map(|i| i + from)
+}
+
+#[test]
+fn an_unneeded_start_is_cancelled_and_spot_that_cannot_start_falls_back_to_on_demand() {
+    let _one = serial();
+    let site = Site::start(fallback_body, &[SPOT_GROUP]);
+    let (moto, dirs) = (&site.moto, site.dirs());
+    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let no_spot_instance = || {
+        let g = moto.group(SPOT_GROUP);
+        g["desired"] == 0 && g["instances"].as_array().unwrap().is_empty()
+    };
+
+    // A short burst asks for a spot instance, which boots but never joins. The load is gone
+    // long before the join timeout: once nothing has wanted the start for idle_for, it is
+    // cancelled and the instance terminated with its desired capacity. Not a failure: no
+    // backoff, no fallback. The instance was paid for from the start until its termination.
+    let report = bench(&site.base(), 16, "3s");
+    assert_eq!(failed(&report), 0, "{report}");
+    wait_until(
+        "the unneeded spot start cancelled",
+        Duration::from_secs(20),
+        &dirs,
+        || find_decision(&site.decisions(), 0, "cancelled", "spot").is_some(),
+    );
+    let decisions = site.decisions();
+    let stop = find_decision(&decisions, 0, "stop", "spot").expect("a stop of the start");
+    let reason = decisions[stop]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("while it started; its start is cancelled"),
+        "{reason}"
+    );
+    // Cancelled, not left to time out.
+    let cancelled = find_decision(&decisions, 0, "cancelled", "spot").unwrap();
+    assert_eq!(
+        decisions[cancelled]["reason"], "the start was cancelled",
+        "{decisions:?}"
+    );
+    assert!(
+        find_decision(&decisions, 0, "start", "cloud").is_none(),
+        "no fallback for a cancelled start: {decisions:?}"
+    );
+    wait_until(
+        "the spot instance terminated",
+        Duration::from_secs(10),
+        &dirs,
+        no_spot_instance,
+    );
+    let metrics = site.router("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "gpucap_fabric_replica_failures_total",
+            &["name=\"spot\""]
+        ),
+        0.0,
+        "{metrics}"
+    );
+    let spend = metric(&metrics, "gpucap_fabric_burst_spend_usd_total", &[]);
+    assert!(spend > 0.0, "the booting instance was metered: {metrics}");
+    eprintln!("an unneeded spot start: ${spend:.6} spent on it until its termination");
+
+    // Sustained load: the spot start times out (its instance terminated, the pool backs off)
+    // and with spot_fallback = "on_demand" the burst goes to the on-demand group, whose
+    // instance joins and serves. Nothing fails meanwhile.
+    let from = site.decisions().len();
+    let load = {
+        let base = site.base();
+        std::thread::spawn(move || bench(&base, 16, "32s"))
+    };
+    let fallen_back = || {
+        let d = site.decisions();
+        let failed = find_decision(&d, from, "failed", "spot")?;
+        let ready = find_decision(&d, failed, "ready", "cloud")?;
+        Some((d[failed].clone(), d[ready]["timestamp"].clone()))
+    };
+    wait_until(
+        "an on-demand replica serving after spot failed",
+        Duration::from_secs(45),
+        &dirs,
+        || fallen_back().is_some(),
+    );
+    let (failure, ready_at) = fallen_back().unwrap();
+    assert!(
+        failure["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no instance of Auto Scaling group gpu-spot joined within 20s"),
+        "{failure}"
+    );
+    eprintln!(
+        "spot fallback: an on-demand replica serving {:.2} s after the spot start's timeout",
+        at(&ready_at)
+            .duration_since(at(&failure["timestamp"]))
+            .unwrap_or_default()
+            .as_secs_f64()
+    );
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+    assert!(
+        metric(
+            &site.router("/metrics"),
+            "gpucap_fabric_requests_total",
+            &["pool=\"cloud\"", "code=\"200\""],
+        ) > 0.0
+    );
+    assert!(no_spot_instance(), "{}", moto.group(SPOT_GROUP));
+}
+
 /// Seconds from each `start` decision on `pool` to that replica's `ready`.
 fn start_to_ready(decisions: &[Value], pool: &str) -> Vec<f64> {
     let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
@@ -552,7 +704,7 @@ fn measure(url: &str, clients: usize, duration: &str) -> (f64, f64, u64) {
 #[ignore = "a benchmark: scripts/bench-aws.sh runs it"]
 fn bench_joined_replicas() {
     let _one = serial();
-    let site = Site::start(|m| endpoint_body(m, 2, "base", "on_demand"));
+    let site = Site::start(|m| endpoint_body(m, 2, "base", "on_demand"), &[]);
     let dirs = site.dirs();
     let status = || -> Value { serde_json::from_str(&site.router("/fabric/status")).unwrap() };
     wait_until(

@@ -333,6 +333,13 @@ impl Timed {
         (now.saturating_sub(first) >= window).then(|| self.within(now, window).min())?
     }
 
+    /// Lowers every value recorded above `value` to it.
+    pub fn cap(&mut self, value: usize) {
+        for (_, v) in &mut self.items {
+            *v = (*v).min(value);
+        }
+    }
+
     fn within(&self, now: Duration, window: Duration) -> impl Iterator<Item = usize> + '_ {
         self.items
             .iter()

@@ -1,6 +1,6 @@
 //! Which replicas leave: drained ones stop, retired and long-unhealthy ones drain, the fleet is
 //! held to its budget and `replicas.max`, surplus replicas drain (burst pools first, the least
-//! busy first), and outdated ones roll one at a time.
+//! busy first), starts no longer wanted are cancelled, and outdated ones roll one at a time.
 
 use super::planner::Planner;
 use super::{Action, Memory, Phase, ReplicaState, UNHEALTHY_LIMIT};
@@ -174,6 +174,48 @@ impl<'a> Planner<'a> {
                 reason: why.to_string(),
             });
         }
+    }
+
+    /// Stops replicas still starting, burst pools first and the latest first, until `needed`
+    /// are live, never below `replicas.min` base replicas or `min_warm` burst ones; returns how
+    /// many. Stopping a start cancels it: its driver gives back what it asked for.
+    pub(super) fn cancel_unneeded_starts(&mut self, needed: usize) -> usize {
+        let mut cancelled = 0;
+        let mut starting: Vec<&ReplicaState> = self
+            .obs
+            .replicas
+            .iter()
+            .filter(|r| r.phase == Phase::Starting && !self.leaving.contains(r.id.as_str()))
+            .collect();
+        starting.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.pool.is_some_and(|p| self.obs.pools[p].burst)),
+                std::cmp::Reverse(r.pool.unwrap_or(usize::MAX)),
+                r.phase_for,
+            )
+        });
+        for r in starting {
+            if self.live() <= needed {
+                break;
+            }
+            let floor_hit = if r.pool.is_some_and(|p| self.obs.pools[p].burst) {
+                self.burst_live() <= self.policy.min_warm
+            } else {
+                self.base_live() <= self.policy.replicas_min
+            };
+            if floor_hit {
+                continue;
+            }
+            self.push(Action::Stop {
+                replica: r.id.clone(),
+                reason: format!(
+                    "the load has needed only {needed} replica(s) for {} while it started",
+                    humantime::format_duration(self.policy.idle_for)
+                ),
+            });
+            cancelled += 1;
+        }
+        cancelled
     }
 
     /// Rolling restart: one outdated replica at a time, its replacement started first when its

@@ -299,6 +299,9 @@ pub struct Memory {
     panic_counts: Timed,
     /// The count kept per round, for the largest over `idle_for`.
     kept: Timed,
+    /// What the load wanted per round, without holding replicas that are starting: a start
+    /// that nothing has wanted for `idle_for` is cancelled.
+    wanted: Timed,
     /// Panicking until then.
     panic_until: Option<Duration>,
     /// Whether demand was above the fleet in the last call (for `raised`).
@@ -429,6 +432,7 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
         want.max(held)
     };
     memory.kept.push(now, kept, keep);
+    memory.wanted.push(now, want.max(held), keep);
     let mut floor = memory.kept.max_within(now, policy.idle_for).unwrap_or(kept);
     if now.saturating_sub(first_at) < policy.idle_for {
         floor = floor.max(first_live);
@@ -487,6 +491,27 @@ pub fn decide(memory: &mut Memory, obs: &Observation<'_>, policy: &ScalingPolicy
     plan.keep_warm();
     plan.hold_budget();
     plan.trim_to_max();
+    // A start the load stopped wanting is cancelled rather than left to finish and idle out: on
+    // a cloud pool it may be minutes from serving, and paid for all along. Not while requests
+    // wait or the fleet panics, nor when it replaces a lost replica or rolls one.
+    let replacing =
+        memory.replace > 0 || !memory.surged.is_empty() || memory.awaiting_slot.is_some();
+    if starting && obs.signals.held == 0 && !panicking && !replacing {
+        let mut needed = memory
+            .wanted
+            .max_within(now, policy.idle_for)
+            .unwrap_or(live)
+            .max(policy.replicas_min)
+            .max(plan.floor);
+        if now.saturating_sub(first_at) < policy.idle_for {
+            needed = needed.max(first_live);
+        }
+        // What held the cancelled starts (the count kept while they started) holds them no
+        // longer: the next rounds must not start them again.
+        if plan.cancel_unneeded_starts(needed) > 0 {
+            memory.kept.cap(needed);
+        }
+    }
     // Nothing drains while requests wait, the fleet panics, or replicas start.
     let calm = obs.signals.held == 0 && !panicking && !starting && plan.starts() == 0;
     if calm && plan.live() > target {
@@ -736,6 +761,93 @@ pub(super) mod tests {
         for t in 13..20 {
             let d = run(&mut mem, t, &pools, &with_starting, high, &policy());
             assert!(d.actions.is_empty(), "t={t}: {d:?}");
+        }
+    }
+
+    fn stops(d: &Decision) -> Vec<&str> {
+        d.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { replica, .. } => Some(replica.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_start_the_load_stopped_wanting_for_idle_for_is_cancelled() {
+        let pools = pools();
+        let high = load(12.0, 1);
+        let base = [replica("lab-1", 0, Phase::Ready)];
+        let with_starting = [
+            replica("lab-1", 0, Phase::Ready),
+            replica("spot-1", 1, Phase::Starting),
+            replica("spot-2", 1, Phase::Starting),
+        ];
+        let raised = |mem: &mut Memory| {
+            run(mem, 0, &pools, &base, high, &policy());
+            let d = run(mem, 2, &pools, &base, high, &policy());
+            assert_eq!(starts(&d), [1, 1]);
+        };
+
+        // The load is gone at once; the starts go on for idle_for (30 s) after the load last
+        // wanted them (the stable window's mean fades over 10 s), then both are stopped, the
+        // latest pool first.
+        let mut mem = Memory::default();
+        raised(&mut mem);
+        let mut fleet = with_starting.to_vec();
+        let mut stopped = Vec::new();
+        for t in 3..60 {
+            let d = run(&mut mem, t, &pools, &fleet, load(0.0, 1), &policy());
+            for id in stops(&d) {
+                assert_eq!(
+                    d.actions[0].reason(),
+                    format!(
+                        "the load has needed only {} replica(s) for 30s while it started",
+                        3 - stopped.len() - d.actions.len()
+                    )
+                );
+                stopped.push((t, id.to_string()));
+            }
+            fleet.retain(|r| stopped.iter().all(|(_, id)| *id != r.id));
+        }
+        let ids: Vec<&str> = stopped.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["spot-1", "spot-2"], "{stopped:?}");
+        assert!(
+            stopped.iter().all(|(t, _)| (33..45).contains(t)),
+            "{stopped:?}"
+        );
+
+        // Half the load stays: one start is still wanted.
+        let mut mem = Memory::default();
+        raised(&mut mem);
+        let half = load(6.0, 1);
+        let mut fleet = with_starting.to_vec();
+        for t in 3..60 {
+            let d = run(&mut mem, t, &pools, &fleet, half, &policy());
+            fleet.retain(|r| !stops(&d).contains(&r.id.as_str()));
+        }
+        assert_eq!(fleet.len(), 2, "{fleet:?}");
+
+        // Requests waiting keep every start.
+        let mut mem = Memory::default();
+        raised(&mut mem);
+        let waiting = Signals {
+            held: 3,
+            ..load(0.0, 1)
+        };
+        for t in 3..60 {
+            let d = run(&mut mem, t, &pools, &with_starting, waiting, &policy());
+            assert!(stops(&d).is_empty(), "t={t}: {d:?}");
+        }
+
+        // A start that replaces a lost replica is kept: with the minimum of one, the base's
+        // only start is never cancelled.
+        let mut mem = Memory::default();
+        let starting_base = [replica("lab-1", 0, Phase::Starting)];
+        for t in 0..60 {
+            let d = run(&mut mem, t, &pools, &starting_base, load(0.0, 0), &policy());
+            assert!(stops(&d).is_empty(), "t={t}: {d:?}");
         }
     }
 

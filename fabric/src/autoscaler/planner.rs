@@ -110,6 +110,19 @@ impl<'a> Planner<'a> {
             .count()
     }
 
+    /// Base replicas not draining or leaving, starting ones included.
+    pub(super) fn base_live(&self) -> usize {
+        self.obs
+            .replicas
+            .iter()
+            .filter(|r| {
+                r.phase != Phase::Draining
+                    && !self.leaving.contains(r.id.as_str())
+                    && r.pool.is_some_and(|p| !self.obs.pools[p].burst)
+            })
+            .count()
+    }
+
     pub(super) fn burst_live(&self) -> usize {
         let on_burst = self
             .obs
