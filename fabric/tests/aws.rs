@@ -299,6 +299,12 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
         },
     );
     let serving = in_service(&moto.group(GROUP));
+    // While the load runs, the group's owner raises its MinSize to what runs now: once idle,
+    // AWS would refuse a terminate with a decrement, so the drained replica's stop fails with
+    // the reason and its instance is kept, still protected. Once MinSize is back at 0, the stop
+    // goes through.
+    let held = serving.len().to_string();
+    moto.aws(&["set-min", "--group", GROUP, "--min", &held]);
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");
 
@@ -323,8 +329,32 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
         assert!(n >= 1.0, "{reason}: {metrics}");
     }
 
-    // Idle: the joined replica drains, its instance loses its protection and is terminated with
-    // the desired capacity lowered by one.
+    // The stops of a drain: refused at MinSize.
+    let at_min_size = format!("MinSize ({held})");
+    let min_size_refusal = || {
+        site.decisions().iter().any(|d| {
+            d["action"] == "stop"
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("failed, will retry") && r.contains(&at_min_size))
+        })
+    };
+    wait_until(
+        "the stop refused at MinSize",
+        Duration::from_secs(40),
+        &dirs,
+        min_size_refusal,
+    );
+    let g = moto.group(GROUP);
+    assert!(g["desired"].as_u64() >= held.parse().ok(), "{g}");
+    assert!(
+        in_service(&g).iter().all(|i| i["protected"] == true),
+        "the kept instance stays protected: {g}"
+    );
+    moto.aws(&["set-min", "--group", GROUP, "--min", "0"]);
+
+    // The joined replica's instance loses its protection and is terminated with the desired
+    // capacity lowered by one.
     wait_until(
         "the burst instance terminated",
         Duration::from_secs(60),
@@ -334,6 +364,25 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
             g["desired"] == 0 && in_service(&g).is_empty()
         },
     );
+
+    // With Launch suspended, a start fails with the reason and the group is left alone.
+    moto.aws(&["suspend", "--group", GROUP, "--processes", "Launch"]);
+    let report = bench(&base, 64, "4s");
+    assert_eq!(failed(&report), 0, "{report}");
+    wait_until(
+        "the start refused while Launch is suspended",
+        Duration::from_secs(20),
+        &dirs,
+        || {
+            site.decisions().iter().any(|d| {
+                d["action"] == "failed"
+                    && d["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("has its Launch process suspended"))
+            })
+        },
+    );
+    assert_eq!(moto.group(GROUP)["desired"], 0);
 
     // Deleting the endpoint leaves the group as gpucap found it.
     let (code, body) = d.api("DELETE", "/v1/endpoints/digits", None, &[]);

@@ -4,6 +4,8 @@ Auto Scaling and EC2 APIs).
     create  make a launch template (with the given user data) and an Auto Scaling group
     describe print a group as JSON: bounds, desired capacity, instances
     set-desired  set a group's desired capacity (as someone scaling it by hand)
+    set-min  set a group's MinSize (as its owner does)
+    suspend / resume  suspend or resume a group's scaling processes
     terminate  take an instance as AWS does (no decrement: the group replaces it)
     imds    a fake instance metadata service on loopback that can serve spot interruption notices
     play    play the instances: the emulator boots no machines, so for every instance a group
@@ -98,6 +100,22 @@ def set_desired(args):
     """Someone scales the group by hand (drift for the provider to show)."""
     asg, _ = clients(args)
     asg.set_desired_capacity(AutoScalingGroupName=args.group, DesiredCapacity=args.desired)
+
+
+def set_min(args):
+    """The group's owner changes its MinSize."""
+    asg, _ = clients(args)
+    asg.update_auto_scaling_group(AutoScalingGroupName=args.group, MinSize=args.min)
+
+
+def suspend(args):
+    asg, _ = clients(args)
+    asg.suspend_processes(AutoScalingGroupName=args.group, ScalingProcesses=args.processes.split(","))
+
+
+def resume(args):
+    asg, _ = clients(args)
+    asg.resume_processes(AutoScalingGroupName=args.group, ScalingProcesses=args.processes.split(","))
 
 
 def imds(args):
@@ -218,6 +236,13 @@ def main():
     s = sub.add_parser("set-desired")
     s.add_argument("--group", required=True)
     s.add_argument("--desired", type=int, required=True)
+    n = sub.add_parser("set-min")
+    n.add_argument("--group", required=True)
+    n.add_argument("--min", type=int, required=True)
+    for name in ("suspend", "resume"):
+        r = sub.add_parser(name)
+        r.add_argument("--group", required=True)
+        r.add_argument("--processes", required=True)
     m = sub.add_parser("imds")
     m.add_argument("--port", type=int, required=True)
     m.add_argument("--notices", required=True)
@@ -225,7 +250,18 @@ def main():
     p.add_argument("--groups", required=True)
     p.add_argument("--log-dir", required=True)
     args = ap.parse_args()
-    {"create": create, "describe": describe, "terminate": terminate, "set-desired": set_desired, "imds": imds, "play": play}[args.cmd](args)
+    commands = {
+        "create": create,
+        "describe": describe,
+        "terminate": terminate,
+        "set-desired": set_desired,
+        "set-min": set_min,
+        "suspend": suspend,
+        "resume": resume,
+        "imds": imds,
+        "play": play,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
