@@ -2,7 +2,8 @@
 //! (moto's emulator, started here): plan reads the group and refuses one that is missing or too
 //! small, warns when the capacity type contradicts the group's purchase options; read shows the
 //! group's drift; a pool imports by name; a join token exists before any endpoint and never
-//! shows in plan or apply output.
+//! shows in plan or apply output; an endpoint applied with a pool on a group serves from an
+//! instance that joined the daemon, and destroy gives the instance back.
 
 mod common;
 // The emulator's harness lives with the fabric's tests, which use it too.
@@ -10,6 +11,7 @@ mod common;
 #[path = "../../fabric/tests/common/moto.rs"]
 mod moto;
 
+use common::daemon::Daemon;
 use common::*;
 use moto::{AWS_ENV, Moto, REGION};
 
@@ -151,4 +153,172 @@ fn plan_reads_the_group_and_read_shows_its_drift() {
     let group = moto.group("gpu-eu");
     assert_eq!(group["desired"], 1, "{group}");
     assert_eq!(group["max"], 2, "{group}");
+}
+
+/// Stops the harness that plays the instances (and with it, every instance it booted).
+struct Player(std::process::Child);
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        signal(self.0.id() as i32, "TERM");
+        let _ = self.0.wait();
+    }
+}
+
+/// Apply, serve and destroy through the real CLI with a pool on the group: the endpoint's
+/// second replica is an instance of the group that joins the daemon over the connection it
+/// opens, and destroy leaves the group's desired capacity as gpucap found it. The token comes
+/// from a variable here (as from a secret store), so the launch template can carry it before
+/// the endpoint exists.
+#[test]
+fn apply_serves_from_a_joined_instance_and_destroy_gives_the_group_back() {
+    const TOKEN: &str = "gpj_4f0c9d1b7e2a5c8f3b6d9e0a1c4f7b2d5e8a0c3f6b9d2e5a8c1f4b7d0e3a6c9f";
+    let moto = Moto::start();
+    let mut daemon = Daemon::configured(REGION, "EU");
+    daemon.env = AWS_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    daemon.launch();
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("join-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let user_data = work.path().join("user-data.sh");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#!/bin/bash\nexec {runtime} serve --join {url}/v1/join/digits --token-file {token} \
+             --pool eu-cloud --machine \"$INSTANCE_ID\" --ca-cert {ca} --cache-dir {cache} \
+             --device cpu --threads 1\n",
+            runtime = runtime_bin().display(),
+            url = daemon.address.trim_end_matches('/'),
+            token = token_file.display(),
+            ca = daemon.ca().display(),
+            cache = work.path().join("model-cache").display(),
+        ),
+    )
+    .unwrap();
+    moto.aws(&[
+        "create",
+        "--group",
+        "gpu-eu-cloud",
+        "--max",
+        "2",
+        "--user-data",
+        user_data.to_str().unwrap(),
+    ]);
+    let _player = Player(moto.play("gpu-eu-cloud", &work.path().join("instances")));
+
+    let mut tf = Tf::new("");
+    tf.env = AWS_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tf.env.push(("TF_VAR_join_token".into(), TOKEN.into()));
+    tf.write_with(
+        &format!(
+            "  fabric {{\n    region       = \"{REGION}\"\n    address      = \"{}\"\n    token        = \"{}\"\n    ca_cert_file = \"{}\"\n  }}\n  aws {{\n    endpoint_url = \"{}\"\n  }}\n",
+            daemon.address,
+            daemon.token,
+            daemon.ca().display(),
+            moto.url
+        ),
+        &format!(
+            r#"
+variable "join_token" {{
+  type      = string
+  sensitive = true
+}}
+
+resource "gpucap_gpu_pool" "lab" {{
+  name         = "eu-lab"
+  region       = "{REGION}"
+  jurisdiction = "EU"
+  gpu {{ model = "cpu" }}
+  nodes {{ max = 1 }}
+  local {{ devices = "cpu" }}
+}}
+
+resource "gpucap_gpu_pool" "cloud" {{
+  name               = "eu-cloud"
+  region             = "{REGION}"
+  jurisdiction       = "EU"
+  capacity_type      = "on_demand"
+  price_per_gpu_hour = 1.1
+  gpu {{ model = "cpu" }}
+  nodes {{ max = 1 }}
+  join_token_sha256 = [sha256(var.join_token)]
+  aws_autoscaling_group {{
+    name = "gpu-eu-cloud"
+  }}
+}}
+
+resource "gpucap_inference_endpoint" "digits" {{
+  name  = "digits"
+  pools = [gpucap_gpu_pool.lab.name, gpucap_gpu_pool.cloud.name]
+  model {{ path = "{model}" }}
+  replicas {{
+    min = 2
+    max = 2
+  }}
+  data_residency {{
+    allowed_jurisdictions = ["EU"]
+  }}
+}}
+
+output "url" {{ value = gpucap_inference_endpoint.digits.url }}
+"#,
+            model = digits_model().display()
+        ),
+    );
+
+    // Apply converges once the instance the router asked the group for has joined.
+    let applied = tf.apply();
+    assert!(!applied.contains(TOKEN), "{applied}");
+    let group = moto.group("gpu-eu-cloud");
+    let instances = group["instances"].as_array().unwrap();
+    assert_eq!(group["desired"], 1, "{group}");
+    assert_eq!(instances.len(), 1, "{group}");
+    assert_eq!(instances[0]["protected"], true, "{group}");
+    let machine = instances[0]["id"].as_str().unwrap();
+    // The pool's replica is that instance's, reached over the connection it opened: no
+    // process of the daemon's own, and a joined replica runs for the machine.
+    let view = daemon.endpoint("digits");
+    let cloud: Vec<&serde_json::Value> = view["status"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["pool"] == "eu-cloud")
+        .collect();
+    assert_eq!(cloud.len(), 1, "{view}");
+    assert!(
+        cloud[0]["phase"] == "ready" && cloud[0]["pid"].is_null(),
+        "{view}"
+    );
+    assert!(moto::find_joined_replica(machine).is_some(), "{view}");
+    let url = tf.output("url");
+    for _ in 0..8 {
+        assert_eq!(predict(&url), first_digit().0);
+    }
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 0, "a plan right after apply changes nothing:\n{plan}");
+
+    // Destroy: the router drains the joined replica and terminates its instance with a
+    // decrement; the group is back to what gpucap found, its bounds untouched.
+    tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let group = moto.group("gpu-eu-cloud");
+        if group["desired"] == 0 && group["instances"].as_array().unwrap().is_empty() {
+            assert_eq!(group["min"], 0, "{group}");
+            assert_eq!(group["max"], 2, "{group}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance given back after destroy: {group}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
