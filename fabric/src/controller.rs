@@ -821,9 +821,55 @@ impl Controller {
             .fold(0.0, |a, b| a + b)
     }
 
-    /// One round at `at`: reap, scrape, measure, decide, act, publish.
+    /// Machines that joined a pool with no start asking for them (they outlived a restarted
+    /// router, or their group grew by hand) become replicas rather than sit idle and paid for;
+    /// the autoscaler then keeps or drains them like any other. Not while a start of that pool
+    /// is in flight: the machine may be the one it asked for.
+    fn adopt_joined(&mut self) {
+        let members = self.shared.fleet.members();
+        for i in 0..self.fabric.pools.len() {
+            let Some(driver) = self.pools[i].driver.clone() else {
+                continue;
+            };
+            let on_pool: Vec<&Member> = members.iter().filter(|m| m.pool == Some(i)).collect();
+            if on_pool.iter().any(|m| m.phase == Phase::Starting) {
+                continue;
+            }
+            let name = self.fabric.pools[i].name.clone();
+            let mut occupied = on_pool.len();
+            while occupied < driver.capacity().slots
+                && !self.shared.join.unclaimed(&name).is_empty()
+            {
+                let id = format!("{name}-{}", self.seq + 1);
+                let Some((machine, address)) = self.shared.join.claim(&name, &id) else {
+                    break;
+                };
+                self.seq += 1;
+                occupied += 1;
+                let p = &self.fabric.pools[i];
+                self.shared
+                    .fleet
+                    .add(Member::starting(id.clone(), i, name.clone(), p.burst));
+                let spec = self.spec(&id);
+                self.pending.insert(id.clone(), spec.digest.clone());
+                self.log(
+                    "adopt",
+                    &id,
+                    &format!("{machine} joined pool {name} with no start asking for it"),
+                );
+                let (driver, pool) = (driver.clone(), name.clone());
+                self.tasks.spawn(async move {
+                    let result = driver.adopt_joined(&spec, machine, address).await;
+                    Done::Started { id, pool, result }
+                });
+            }
+        }
+    }
+
+    /// One round at `at`: reap, adopt joined machines, scrape, measure, decide, act, publish.
     async fn tick(&mut self, at: Instant) {
         self.reap();
+        self.adopt_joined();
         self.scrape().await;
         let now = Instant::now();
         let members = self.shared.fleet.members();

@@ -529,6 +529,45 @@ fn reclaimed_and_interrupted_instances_leave_rotation_at_once_and_a_lost_api_sto
         },
     );
 
+    // The router dies and the daemon restarts it. The joined replica dials again and is
+    // adopted, the same process on the same instance: it serves again without a new instance,
+    // and nothing is left idle and paid for. (A start the restarted router raises before the
+    // machine is back may add an instance for a moment; it is drained once not needed.)
+    let machine = in_service(&site.moto.group(GROUP))
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .find(|m| find_joined_replica(m).is_some())
+        .expect("an instance with a joined replica");
+    let replica_pid = joined_replica_pid(&machine);
+    let router_pid = site.view["router"]["pid"].as_i64().unwrap() as i32;
+    signal(router_pid, "KILL");
+    let adopted = || {
+        let status: Value = serde_json::from_str(&site.router("/fabric/status")).ok()?;
+        let view = site.daemon.endpoint("digits");
+        (view["router"]["pid"].as_i64()? as i32 != router_pid).then_some(())?;
+        let g = site.moto.group(GROUP);
+        let serving = in_service(&g);
+        (ready_on(&status, "cloud") == 1
+            && serving.len() == 1
+            && serving[0]["id"] == machine.as_str()
+            && serving[0]["protected"] == true
+            && g["desired"] == 1)
+            .then_some(())
+    };
+    wait_until(
+        "the joined replica adopted by the restarted router, nothing else held",
+        Duration::from_secs(60),
+        &dirs,
+        || adopted().is_some(),
+    );
+    assert_eq!(
+        joined_replica_pid(&machine),
+        replica_pid,
+        "the same replica process serves on"
+    );
+    let (code, answer) = infer(&site.base());
+    assert_eq!(code, 200, "{answer}");
+
     // The API goes away: routing goes on, and what the driver cannot do shows in status and
     // metrics. (The joined replicas are lost too, so the driver must ask the API for another.)
     let machines: Vec<String> = in_service(&site.moto.group(GROUP))

@@ -13,8 +13,11 @@
 //!   `ShouldDecrementDesiredCapacity`: the group shrinks by exactly the instance chosen, never by
 //!   a lower desired capacity that lets AWS pick. A group at its `MinSize`, or with `Terminate`
 //!   suspended, would refuse; that is checked before anything is drained.
-//! - An instance that has not joined within the join timeout, or whose start is no longer
-//!   wanted, is terminated the same way and the start fails (the pool backs off).
+//! - An instance that has not joined within the join timeout is terminated the same way and
+//!   the start fails (the pool backs off); one whose start is no longer wanted likewise, without
+//!   the backoff.
+//! - A machine that joins with no start asking for it (it outlived a restarted router, or the
+//!   group grew by hand) is adopted and protected, then kept or drained like any replica.
 //!
 //! Two endpoints bursting into one group never undo each other: each only adds one to what the
 //! group reports, and only terminates instances it claimed, by id, with a decrement of one.
@@ -502,6 +505,15 @@ impl Driver for AwsGroupDriver {
         machine_of(replica)
             .and_then(|m| self.hub.address(m))
             .is_some_and(|a| a == replica.address)
+    }
+
+    async fn adopt_joined(
+        &self,
+        spec: &ReplicaSpec,
+        machine: String,
+        address: String,
+    ) -> Result<ReplicaRecord, DriverError> {
+        self.take(spec, machine, address).await
     }
 
     async fn admit(&self, machine: &str) -> Result<(), DriverError> {

@@ -101,4 +101,18 @@ pub trait Driver: Send + Sync {
             "{machine}: this pool's replicas are started by the router; none join it"
         )))
     }
+    /// Takes `machine`, which joined this pool (at `address`) and serves no replica, as the
+    /// replica `spec`: it outlived a restarted router, or its group grew by hand. Pools whose
+    /// replicas the router starts itself have no such machines.
+    async fn adopt_joined(
+        &self,
+        spec: &ReplicaSpec,
+        machine: String,
+        address: String,
+    ) -> Result<ReplicaRecord, DriverError> {
+        let _ = (spec, address);
+        Err(DriverError(format!(
+            "{machine}: this pool's replicas are started by the router; none join it"
+        )))
+    }
 }
