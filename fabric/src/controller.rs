@@ -122,6 +122,23 @@ pub struct Controller {
     last_saved: Instant,
 }
 
+/// A file's SHA-256 (hex) and length, read a MiB at a time: a model may be many gigabytes.
+fn file_sha256(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), len));
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
 /// How often what the router learned is written to its state directory.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 
@@ -194,13 +211,13 @@ impl Controller {
             })
             .collect();
         self.shared.join.set_gates(gates);
-        match std::fs::read(&self.fabric.model_path) {
-            Ok(bytes) => self.shared.join.set_offer(crate::join::Offer {
+        match file_sha256(&self.fabric.model_path) {
+            Ok((sha256, bytes)) => self.shared.join.set_offer(crate::join::Offer {
                 spec: gpucap_runtime::join::JoinSpec {
                     model_name: self.fabric.name.clone(),
                     model_version: self.fabric.model_version.clone(),
-                    model_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-                    model_bytes: bytes.len() as u64,
+                    model_sha256: sha256,
+                    model_bytes: bytes,
                     batching: self.fabric.batching,
                     max_body_bytes: self.fabric.max_body_bytes,
                 },

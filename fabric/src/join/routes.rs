@@ -81,10 +81,19 @@ async fn model(
     let Some(offer) = admitted_offer(&hub, peer, &headers).await else {
         return refused();
     };
-    match tokio::fs::read(&offer.model_path).await {
-        Ok(bytes) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            Body::from(bytes),
+    // Streamed from disk: instances joining at once must not each hold a model's bytes in the
+    // router's memory. The replica checks them against the digest in the spec.
+    let opened = match tokio::fs::File::open(&offer.model_path).await {
+        Ok(file) => file.metadata().await.map(|m| (file, m.len())),
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok((file, len)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_LENGTH, len.to_string()),
+            ],
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)),
         )
             .into_response(),
         Err(e) => {

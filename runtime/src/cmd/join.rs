@@ -242,34 +242,49 @@ fn claim(
         .context("building a join request")
 }
 
-/// The body of a `200`, or an error naming `what` and the status.
-async fn read_ok(
+/// The response when it is a success; otherwise an error with what the router said.
+async fn check_ok(
     resp: hyper::Response<hyper::body::Incoming>,
     what: &str,
-) -> anyhow::Result<Bytes> {
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .with_context(|| format!("reading the {what}"))?
-        .to_bytes();
+    if status.is_success() {
+        return Ok(resp);
+    }
     if status == StatusCode::FORBIDDEN {
         bail!(
             "the router refused the join (check the token, --pool and --machine; the router's log says why)"
         );
     }
-    if !status.is_success() {
-        bail!(
-            "the router answered {status} for the {what}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok(body)
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    bail!(
+        "the router answered {status} for the {what}: {}",
+        String::from_utf8_lossy(&body)
+    )
+}
+
+/// The whole body of a successful response.
+async fn read_ok(
+    resp: hyper::Response<hyper::body::Incoming>,
+    what: &str,
+) -> anyhow::Result<Bytes> {
+    Ok(check_ok(resp, what)
+        .await?
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading the {what}"))?
+        .to_bytes())
 }
 
 /// The model file for `spec`: from the cache when a file with its digest is there, else fetched
-/// over the join connection, checked against the digest and stored under it.
+/// over the join connection, checked against the digest and stored under it. The bytes go to
+/// disk as they arrive: a model may be many gigabytes.
 async fn cached_model(
     options: &JoinOptions,
     spec: &JoinSpec,
@@ -288,19 +303,57 @@ async fn cached_model(
         .send_request(claim(options, hyper::Method::GET, "model")?)
         .await
         .context("fetching the model")?;
-    let bytes = read_ok(resp, "model").await?;
-    let got = hex::encode(Sha256::digest(&bytes));
-    if got != digest {
-        bail!("the model received has SHA-256 {got}, not {digest} as announced; it is not used");
-    }
+    let resp = check_ok(resp, "model").await?;
     std::fs::create_dir_all(&options.cache_dir)
         .with_context(|| format!("cannot create the cache {}", options.cache_dir.display()))?;
     let tmp = path.with_extension("part");
-    std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tracing::info!(path = %path.display(), bytes = bytes.len(), "model fetched and verified");
+    let received = receive_model(resp.into_body(), &tmp, spec.model_bytes).await;
+    let (got, bytes) = match received {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if got != digest {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("the model received has SHA-256 {got}, not {digest} as announced; it is not used");
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), bytes, "model fetched and verified");
     Ok(path)
+}
+
+/// Writes a model's bytes to `tmp` as they arrive, refusing more than the `announced` length;
+/// their SHA-256 (hex) and length.
+async fn receive_model(
+    mut body: hyper::body::Incoming,
+    tmp: &Path,
+    announced: u64,
+) -> anyhow::Result<(String, u64)> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.context("receiving the model")?.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if received > announced {
+            bail!("the router sent more than the {announced} bytes its spec announced");
+        }
+        hasher.update(&data);
+        file.write_all(&data)
+            .await
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    file.flush()
+        .await
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    Ok((hex::encode(hasher.finalize()), received))
 }
 
 /// A byte stream to the router, TLS when the URL is `https`.
