@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, endpoint_json};
-use common::moto::{AWS_ENV, Moto, REGION, find_joined_replica, joined_replica_pid};
+use common::moto::{Moto, REGION, aws_env, find_joined_replica, joined_replica_pid};
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -161,10 +161,7 @@ impl Site {
     fn start(body: impl Fn(&Moto) -> String, unplayed: &[&str]) -> Site {
         let moto = Moto::start();
         let mut daemon = Daemon::configured(REGION, "EU");
-        daemon.env = AWS_ENV
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        daemon.env = aws_env();
         daemon.launch();
         let work = tempfile::tempdir().unwrap();
         let imds_port = std::net::TcpListener::bind("127.0.0.1:0")

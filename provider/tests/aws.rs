@@ -13,7 +13,7 @@ mod moto;
 
 use common::daemon::Daemon;
 use common::*;
-use moto::{AWS_ENV, Moto, REGION};
+use moto::{Moto, REGION, aws_env};
 
 fn site() -> (Moto, Tf) {
     let moto = Moto::start();
@@ -34,10 +34,7 @@ fn site() -> (Moto, Tf) {
         moto.aws(&args);
     }
     let mut tf = Tf::new("");
-    tf.env = AWS_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    tf.env = aws_env();
     (moto, tf)
 }
 
@@ -175,10 +172,7 @@ fn apply_serves_from_a_joined_instance_and_destroy_gives_the_group_back() {
     const TOKEN: &str = "gpj_4f0c9d1b7e2a5c8f3b6d9e0a1c4f7b2d5e8a0c3f6b9d2e5a8c1f4b7d0e3a6c9f";
     let moto = Moto::start();
     let mut daemon = Daemon::configured(REGION, "EU");
-    daemon.env = AWS_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    daemon.env = aws_env();
     daemon.launch();
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("join-token");
@@ -210,10 +204,7 @@ fn apply_serves_from_a_joined_instance_and_destroy_gives_the_group_back() {
     let _player = Player(moto.play("gpu-eu-cloud", &work.path().join("instances")));
 
     let mut tf = Tf::new("");
-    tf.env = AWS_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    tf.env = aws_env();
     tf.env.push(("TF_VAR_join_token".into(), TOKEN.into()));
     tf.write_with(
         &format!(

@@ -38,6 +38,14 @@ pub const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
 
+/// [`AWS_ENV`] as owned pairs, for a harness's `env`.
+pub fn aws_env() -> Vec<(String, String)> {
+    AWS_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// moto's server on a free loopback port.
 pub struct Moto {
     child: Child,
