@@ -473,4 +473,57 @@ fn a_new_token_takes_over_on_sighup_and_mtls_refuses_a_client_without_a_certific
     args.push(&url);
     let (code, body) = curl(&args);
     assert_eq!(code, 200, "{body}");
+
+    // A replica joining through that daemon presents its client certificate and gets past TLS
+    // to the join routes (which know no endpoint `nothing`); without one it gets no session.
+    let join = |client: &[String]| {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "gpj_test").unwrap();
+        let log = dir.path().join("join.log");
+        let mut child = std::process::Command::new(runtime_bin())
+            .args(["serve", "--join", &format!("{}/v1/join/nothing", m.address)])
+            .arg("--token-file")
+            .arg(&token)
+            .args(["--pool", "p", "--machine", "m", "--ca-cert", &ca])
+            .args(client)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("join failed") || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        text
+    };
+    let client: Vec<String> = certs
+        .chunks(2)
+        .flat_map(|pair| {
+            let flag = if pair[0] == "--cert" {
+                "--client-cert"
+            } else {
+                "--client-key"
+            };
+            [flag.to_string(), pair[1].clone()]
+        })
+        .collect();
+    let with = join(&client);
+    assert!(
+        with.contains("the router answered 404"),
+        "past TLS with a client certificate: {with}"
+    );
+    let without = join(&[]);
+    assert!(
+        without.contains("CertificateRequired") && !without.contains("the router answered"),
+        "no TLS session without one: {without}"
+    );
 }

@@ -161,6 +161,13 @@ struct ServeArgs {
     /// With --join: PEM certificate(s) of the router's listener or of the CA that signed it.
     #[arg(long, env = "GPUCAP_JOIN_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// With --join: a PEM client certificate (chain) to present, for a daemon that requires
+    /// client certificates (its `client_ca_file`).
+    #[arg(long, env = "GPUCAP_JOIN_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// With --join: the PEM private key of --client-cert.
+    #[arg(long, env = "GPUCAP_JOIN_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// With --join: where fetched models are kept, by SHA-256.
     #[arg(
         long,
@@ -193,6 +200,7 @@ impl ServeArgs {
             pool: self.pool.clone().ok_or("--join needs --pool")?,
             machine: self.machine.clone().ok_or("--join needs --machine")?,
             ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
             cache_dir: self.cache_dir.clone(),
             imds_url: self
                 .imds_url

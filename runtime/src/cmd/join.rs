@@ -47,6 +47,8 @@ pub struct JoinOptions {
     pub machine: String,
     /// PEM certificates that may sign (or be) the router's certificate.
     pub ca_cert: Option<PathBuf>,
+    /// A client certificate (chain) and its key, for a daemon that requires one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Where models are kept, by digest.
     pub cache_dir: PathBuf,
     /// The instance metadata service to watch for a spot interruption notice, if any.
@@ -90,7 +92,7 @@ fn is_loopback(url: &Url) -> bool {
 /// an interruption notice; then drains and returns.
 pub async fn join(options: JoinOptions, compute: RuntimeConfig) -> anyhow::Result<()> {
     check_url(&options.url)?;
-    let tls = tls_connector(options.ca_cert.as_deref())?;
+    let tls = tls_connector(options.ca_cert.as_deref(), options.client_cert.as_ref())?;
     let (stop, mut shutdown) = watch::channel(false);
     let stop = Arc::new(stop);
     let signalled = stop.clone();
@@ -393,11 +395,18 @@ async fn dial(
     Ok(TokioIo::new(stream))
 }
 
-/// A TLS client trusting the certificates in `ca_cert` (the router's own, pinned, or its CA).
-fn tls_connector(ca_cert: Option<&Path>) -> anyhow::Result<Option<tokio_rustls::TlsConnector>> {
-    use rustls::pki_types::CertificateDer;
+/// A TLS client trusting the certificates in `ca_cert` (the router's own, pinned, or its CA),
+/// presenting `client` (certificate chain, key) when given.
+fn tls_connector(
+    ca_cert: Option<&Path>,
+    client: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<Option<tokio_rustls::TlsConnector>> {
     use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let Some(path) = ca_cert else {
+        if client.is_some() {
+            bail!("--client-cert needs --ca-cert: a client certificate is for an https join URL");
+        }
         return Ok(None);
     };
     let mut roots = rustls::RootCertStore::empty();
@@ -416,8 +425,23 @@ fn tls_connector(ca_cert: Option<&Path>) -> anyhow::Result<Option<tokio_rustls::
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS setup")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("--client-cert {}", cert.display()))?;
+            if chain.is_empty() {
+                bail!("--client-cert {} holds no certificate", cert.display());
+            }
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("--client-key {}", key.display()))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .context("--client-cert and --client-key do not go together")?
+        }
+    };
     Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
 }
 
