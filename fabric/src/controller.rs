@@ -89,11 +89,8 @@ pub struct Controller {
     records: HashMap<String, ReplicaRecord>,
     /// Replicas being stopped: already out of the fleet's rotation.
     stopping: BTreeSet<String>,
-    /// Starts in flight: replica id → the digest it is started with.
-    pending: HashMap<String, String>,
-    /// Each start's own cancellation (a child of `cancel`): a start no longer wanted gives back
-    /// what it asked for instead of finishing.
-    start_cancels: HashMap<String, CancellationToken>,
+    /// Starts in flight, by replica id.
+    pending: HashMap<String, Pending>,
     /// Replicas asked to stop while still starting: their start is cancelled, and one that
     /// finishes anyway is stopped at once.
     stop_when_started: BTreeSet<String>,
@@ -120,6 +117,15 @@ pub struct Controller {
     recorder: Option<Recorder>,
     /// When what was learned was last kept.
     last_saved: Instant,
+}
+
+/// A start in flight.
+struct Pending {
+    /// The runtime digest it is started with.
+    digest: String,
+    /// Its own cancellation (a child of the controller's): a start no longer wanted gives back
+    /// what it asked for instead of finishing.
+    cancel: CancellationToken,
 }
 
 /// A file's SHA-256 (hex) and length, read a MiB at a time: a model may be many gigabytes.
@@ -158,7 +164,6 @@ impl Controller {
             records: HashMap::new(),
             stopping: BTreeSet::new(),
             pending: HashMap::new(),
-            start_cancels: HashMap::new(),
             stop_when_started: BTreeSet::new(),
             scrape_failures: HashMap::new(),
             memory: Memory::default(),
@@ -529,7 +534,7 @@ impl Controller {
             .records
             .values()
             .map(|r| (&r.id, &r.digest))
-            .chain(&self.pending)
+            .chain(self.pending.iter().map(|(id, p)| (id, &p.digest)))
             .filter(|(_, digest)| **digest != self.runtime_digest)
             .map(|(id, _)| id.clone())
             .collect();
@@ -547,7 +552,6 @@ impl Controller {
         match done {
             Done::Started { id, pool, result } => {
                 self.pending.remove(&id);
-                self.start_cancels.remove(&id);
                 let index = self.fabric.pools.iter().position(|p| p.name == pool);
                 match result {
                     Ok(record) => self.started(id, index, record),
@@ -868,7 +872,13 @@ impl Controller {
                     .fleet
                     .add(Member::starting(id.clone(), i, name.clone(), p.burst));
                 let spec = self.spec(&id);
-                self.pending.insert(id.clone(), spec.digest.clone());
+                self.pending.insert(
+                    id.clone(),
+                    Pending {
+                        digest: spec.digest.clone(),
+                        cancel: self.cancel.child_token(),
+                    },
+                );
                 self.log(
                     "adopt",
                     &id,
@@ -992,9 +1002,14 @@ impl Controller {
                     .fleet
                     .add(Member::starting(id.clone(), *pool, p.name.clone(), p.burst));
                 let spec = self.spec(&id);
-                self.pending.insert(id.clone(), spec.digest.clone());
                 let cancel = self.cancel.child_token();
-                self.start_cancels.insert(id.clone(), cancel.clone());
+                self.pending.insert(
+                    id.clone(),
+                    Pending {
+                        digest: spec.digest.clone(),
+                        cancel: cancel.clone(),
+                    },
+                );
                 self.log("start", &id, reason);
                 self.tasks.spawn(async move {
                     let result = driver.start(&spec, &cancel).await;
@@ -1015,14 +1030,12 @@ impl Controller {
                 }
                 if self.records.contains_key(replica) {
                     self.begin_stop(replica, reason);
-                } else if self.pending.contains_key(replica) {
-                    self.stop_when_started.insert(replica.clone());
+                } else if let Some(pending) = self.pending.get(replica) {
                     // Out of the planner's count at once; its start gives back what it asked
                     // for (an instance terminated, a process killed).
+                    pending.cancel.cancel();
+                    self.stop_when_started.insert(replica.clone());
                     self.shared.fleet.set_phase(replica, Phase::Draining);
-                    if let Some(cancel) = self.start_cancels.get(replica) {
-                        cancel.cancel();
-                    }
                     self.log(
                         "stop",
                         replica,
