@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, endpoint_json};
-use common::moto::{Moto, REGION, aws_env, find_joined_replica, joined_replica_pid};
+use common::moto::{Moto, REGION, Throttle, aws_env, find_joined_replica, joined_replica_pid};
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -50,7 +50,7 @@ fn user_data(dir: &Path, d: &Daemon, imds_port: u16) -> PathBuf {
 
 /// The endpoint: one CPU replica on this host (`lab`), then the group's pool `cloud` (`role`,
 /// `capacity_type`); `min` replicas at least.
-fn endpoint_body(moto: &Moto, min: usize, role: &str, capacity_type: &str) -> String {
+fn endpoint_body(api: &str, min: usize, role: &str, capacity_type: &str) -> String {
     let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
     format!(
         "[replicas]\nmin = {min}\nmax = 3\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
@@ -62,8 +62,7 @@ fn endpoint_body(moto: &Moto, min: usize, role: &str, capacity_type: &str) -> St
          [[pools]]\nname = \"cloud\"\nrole = \"{role}\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
          capacity_type = \"{capacity_type}\"\ngpus_max = 2\nprice_per_gpu_hour = 1.2\n\
          join_token_sha256 = [\"{hash}\"]\n\
-         [pools.aws_autoscaling_group]\nname = \"{GROUP}\"\nendpoint_url = \"{url}\"\njoin_timeout = \"60s\"\n",
-        url = moto.url,
+         [pools.aws_autoscaling_group]\nname = \"{GROUP}\"\nendpoint_url = \"{api}\"\njoin_timeout = \"60s\"\n",
     )
 }
 
@@ -150,6 +149,7 @@ fn wait_until(what: &str, limit: Duration, dirs: &[PathBuf], mut ok: impl FnMut(
 /// (`body`); the endpoint as created.
 struct Site {
     moto: Moto,
+    throttle: Option<Throttle>,
     daemon: Daemon,
     work: tempfile::TempDir,
     _player: Killed,
@@ -158,7 +158,18 @@ struct Site {
 }
 
 impl Site {
-    fn start(body: impl Fn(&Moto) -> String, unplayed: &[&str]) -> Site {
+    /// The emulator, the daemon and the endpoint whose config `body` writes for the driver's
+    /// API URL, with the instances of `GROUP` played (those of `unplayed` never boot).
+    fn start(body: impl Fn(&str) -> String, unplayed: &[&str]) -> Site {
+        Site::launch(body, unplayed, false)
+    }
+
+    /// As [`Site::start`], with the driver's API calls through a [`Throttle`].
+    fn throttled(body: impl Fn(&str) -> String) -> Site {
+        Site::launch(body, &[], true)
+    }
+
+    fn launch(body: impl Fn(&str) -> String, unplayed: &[&str], throttled: bool) -> Site {
         let moto = Moto::start();
         let mut daemon = Daemon::configured(REGION, "EU");
         daemon.env = aws_env();
@@ -196,7 +207,11 @@ impl Site {
             ]);
         }
         let player = Killed(moto.play(GROUP, &work.path().join("instances")));
-        let config = endpoint_json("digits", &body(&moto));
+        let throttle = throttled.then(|| Throttle::start(&moto, work.path()));
+        let api = throttle
+            .as_ref()
+            .map_or(moto.url.clone(), |t| t.url.clone());
+        let config = endpoint_json("digits", &body(&api));
         let (code, text) = daemon.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
         assert_eq!(
             code,
@@ -207,6 +222,7 @@ impl Site {
         Site {
             view: serde_json::from_str(&text).unwrap(),
             moto,
+            throttle,
             daemon,
             work,
             _player: player,
@@ -252,7 +268,7 @@ impl Site {
 #[test]
 fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
     let _one = serial();
-    let site = Site::start(|m| endpoint_body(m, 1, "burst", "on_demand"), &[]);
+    let site = Site::start(|api| endpoint_body(api, 1, "burst", "on_demand"), &[]);
     let (moto, d) = (&site.moto, &site.daemon);
     let base = site.base();
 
@@ -394,7 +410,7 @@ fn bursts_scale_an_auto_scaling_group_whose_instances_join_and_leave() {
 fn reclaimed_and_interrupted_instances_leave_rotation_at_once_and_a_lost_api_stops_no_routing() {
     let _one = serial();
     // Two replicas at least: one on this host, one on an instance of the group (a spot pool).
-    let mut site = Site::start(|m| endpoint_body(m, 2, "base", "spot"), &[]);
+    let mut site = Site::start(|api| endpoint_body(api, 2, "base", "spot"), &[]);
     let dirs = site.dirs();
     let ready_on_cloud = || {
         let status: Value = serde_json::from_str(&site.router("/fabric/status")).unwrap();
@@ -623,15 +639,14 @@ const SPOT_GROUP: &str = "gpu-spot";
 /// The endpoint: one CPU replica on this host (`lab`), then one burst replica at most, on the
 /// spot group `gpu-spot` (whose instances never join: spot capacity that cannot start) or, with
 /// `spot_fallback`, on the on-demand group.
-fn fallback_body(moto: &Moto) -> String {
+fn fallback_body(api: &str) -> String {
     let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
     let group = |name: &str, group: &str, capacity_type: &str, price: f64, timeout: &str| {
         format!(
             "[[pools]]\nname = \"{name}\"\nrole = \"burst\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
              capacity_type = \"{capacity_type}\"\ngpus_max = 1\nprice_per_gpu_hour = {price}\n\
              join_token_sha256 = [\"{hash}\"]\n\
-             [pools.aws_autoscaling_group]\nname = \"{group}\"\nendpoint_url = \"{url}\"\njoin_timeout = \"{timeout}\"\n\n",
-            url = moto.url,
+             [pools.aws_autoscaling_group]\nname = \"{group}\"\nendpoint_url = \"{api}\"\njoin_timeout = \"{timeout}\"\n\n",
         )
     };
     format!(
@@ -644,6 +659,135 @@ fn fallback_body(moto: &Moto) -> String {
         spot = group("spot", SPOT_GROUP, "spot", 0.4, "20s"),
         cloud = group("cloud", GROUP, "on_demand", 1.2, "60s"),
     )
+}
+
+/// The endpoint: one CPU replica on this host (`lab`); bursts go to the Auto Scaling group
+/// (`cloud`, the cheaper) and then to a second local pool (`overflow`).
+fn throttle_body(api: &str) -> String {
+    let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
+    format!(
+        "[replicas]\nmin = 1\nmax = 3\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+         [policy]\nname = \"burst\"\n\
+         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
+         [policy.scale_down]\nidle_for = \"30s\"\ndrain_timeout = \"5s\"\n\n\
+         [[pools]]\nname = \"lab\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
+         gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
+         [[pools]]\nname = \"cloud\"\nrole = \"burst\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
+         capacity_type = \"on_demand\"\ngpus_max = 1\nprice_per_gpu_hour = 1.2\n\
+         join_token_sha256 = [\"{hash}\"]\n\
+         [pools.aws_autoscaling_group]\nname = \"{GROUP}\"\nendpoint_url = \"{api}\"\njoin_timeout = \"60s\"\n\n\
+         [[pools]]\nname = \"overflow\"\nrole = \"burst\"\nregion = \"{REGION}\"\njurisdiction = \"EU\"\n\
+         capacity_type = \"on_demand\"\ngpus_max = 1\nprice_per_gpu_hour = 3.0\n[pools.local]\ndevices = \"cpu\"\n",
+    )
+}
+
+#[test]
+fn a_throttled_api_backs_off_shows_in_status_and_holds_up_no_other_pool() {
+    let _one = serial();
+    let site = Site::throttled(throttle_body);
+    let throttle = site.throttle.as_ref().unwrap();
+    let dirs = site.dirs();
+    let status = || -> Value { serde_json::from_str(&site.router("/fabric/status")).unwrap() };
+
+    // AWS throttles every Auto Scaling call. A burst under load cannot get the group's
+    // capacity: the start fails after the SDK's retries, the pool backs off, and the burst goes
+    // to the next pool at once. Every request is answered meanwhile.
+    throttle.on(true);
+    let throttled_from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let report = bench(&site.base(), 16, "15s");
+    assert_eq!(failed(&report), 0, "{report}");
+    wait_until(
+        "the burst placed on the next pool",
+        Duration::from_secs(30),
+        &dirs,
+        || ready_on(&status(), "overflow") == 1,
+    );
+    let pool = |name: &str| -> Value {
+        status()["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let cloud = pool("cloud");
+    assert!(
+        cloud["error"].as_str().is_some_and(|e| e.contains(
+            "DescribeAutoScalingGroups on Auto Scaling group gpu-burst: Throttling: Rate exceeded"
+        )),
+        "the throttling shows in status: {cloud}"
+    );
+    assert_eq!(ready_on(&status(), "cloud"), 0);
+    let errors = metric(
+        &site.router("/metrics"),
+        "gpucap_fabric_driver_api_errors_total",
+        &["name=\"cloud\""],
+    );
+    assert!(errors >= 1.0, "API errors counted: {errors}");
+    let decisions = site.decisions();
+    let failed_start = find_decision(&decisions, 0, "failed", "cloud").expect("a failed start");
+    // The other pool's start went ahead while the group's calls were still being retried.
+    let overflow = find_decision(&decisions, 0, "ready", "overflow").expect("overflow serving");
+    assert!(overflow < failed_start, "{decisions:?}");
+    // Backed off, not hammered: each call is tried a few times with jittered pauses (the failed
+    // start took that long), and the pool waits before its next start (at least a second after
+    // the first failure; the autoscaler's next round would come sooner).
+    let at =
+        |i: usize| humantime::parse_rfc3339(decisions[i]["timestamp"].as_str().unwrap()).unwrap();
+    let first_start = find_decision(&decisions, 0, "start", "cloud").unwrap();
+    let retried = at(failed_start).duration_since(at(first_start)).unwrap();
+    assert!(
+        retried >= Duration::from_millis(200),
+        "{retried:?}: {decisions:?}"
+    );
+    let next_start =
+        find_decision(&decisions, failed_start, "start", "cloud").expect("another start later");
+    let waited = at(next_start).duration_since(at(failed_start)).unwrap();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "{waited:?}: {decisions:?}"
+    );
+    let calls = throttle.throttled();
+    let until = calls.last().map_or(throttled_from, |(t, _)| *t);
+    let rate = calls.len() as f64 / (until - throttled_from).max(1.0);
+    assert!(
+        !calls.is_empty() && rate < 3.0,
+        "{} throttled calls in {:.1} s: {calls:?}",
+        calls.len(),
+        until - throttled_from
+    );
+    println!(
+        "{} throttled call(s) in {:.1} s",
+        calls.len(),
+        until - throttled_from
+    );
+    let gaps: Vec<f64> = calls.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    println!("pauses between them, s: {gaps:.2?}");
+    assert!(
+        gaps.iter().any(|g| *g > 0.3),
+        "retries pause between attempts: {gaps:?}"
+    );
+
+    // The throttling ends: the group serves the next burst (once the pool's backoff is over).
+    throttle.on(false);
+    let report = bench(&site.base(), 16, "2s");
+    assert_eq!(failed(&report), 0, "{report}");
+    let load = std::thread::spawn({
+        let base = site.base();
+        move || bench(&base, 16, "40s")
+    });
+    wait_until(
+        "a joined replica on the group once the throttling is over",
+        Duration::from_secs(60),
+        &dirs,
+        || ready_on(&status(), "cloud") == 1,
+    );
+    assert_eq!(failed(&load.join().unwrap()), 0);
+    assert_eq!(pool("cloud")["state"], "ok", "{}", pool("cloud"));
 }
 
 /// The first decision `action` on a replica of `pool`, after `from` in `decisions`: its index.
@@ -808,7 +952,7 @@ fn measure(url: &str, clients: usize, duration: &str) -> (f64, f64, u64) {
 #[ignore = "a benchmark: scripts/bench-aws.sh runs it"]
 fn bench_joined_replicas() {
     let _one = serial();
-    let site = Site::start(|m| endpoint_body(m, 2, "base", "on_demand"), &[]);
+    let site = Site::start(|api| endpoint_body(api, 2, "base", "on_demand"), &[]);
     let dirs = site.dirs();
     let status = || -> Value { serde_json::from_str(&site.router("/fabric/status")).unwrap() };
     wait_until(
@@ -854,7 +998,14 @@ fn bench_joined_replicas() {
         println!("  {line}");
     }
 
-    // The join channel against the same runtime reached by address.
+    // The join channel against the same runtime reached by address, once the burst has drained
+    // back (which joined replica stays is the autoscaler's choice).
+    wait_until(
+        "the fleet back to its minimum",
+        Duration::from_secs(60),
+        &dirs,
+        || status()["replicas"].as_array().unwrap().len() == 2 && ready_on(&status(), "cloud") == 1,
+    );
     let joined = status()["replicas"]
         .as_array()
         .unwrap()
@@ -863,11 +1014,18 @@ fn bench_joined_replicas() {
         .and_then(|r| r["address"].as_str())
         .unwrap()
         .to_string();
-    let direct_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // scripts/bench-aws.sh puts its peers (a reverse proxy, a reverse tunnel) in front of the
+    // direct runtime's port, which it chooses.
+    let direct_port = std::env::var("GPUCAP_BENCH_DIRECT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
     let direct = Killed(
         Command::new(runtime_bin())
             .args(["serve", "--model"])
@@ -883,13 +1041,28 @@ fn bench_joined_replicas() {
     wait_until("the direct runtime", Duration::from_secs(20), &dirs, || {
         http_get(&format!("{direct_url}/v2/health/ready")).0 == 200
     });
+    // Peers as `name=url,name=url`: each reaches the direct runtime through one extra hop.
+    let peers = std::env::var("GPUCAP_BENCH_PEERS").unwrap_or_default();
+    let mut paths = vec![
+        ("by address (direct)".to_string(), direct_url.clone()),
+        (
+            "joined (reverse channel)".to_string(),
+            format!("http://{joined}"),
+        ),
+    ];
+    for peer in peers.split(',').filter(|p| !p.is_empty()) {
+        let (name, url) = peer
+            .split_once('=')
+            .expect("GPUCAP_BENCH_PEERS: name=url,…");
+        wait_until(name, Duration::from_secs(20), &dirs, || {
+            http_get(&format!("{url}/v2/health/ready")).0 == 200
+        });
+        paths.push((name.to_string(), url.to_string()));
+    }
+    paths.push(("by address (direct), again".to_string(), direct_url.clone()));
     println!("one replica, 1 CPU thread, digits MLP, 8 clients, 10 s each:");
-    for (what, url) in [
-        ("by address (direct)", direct_url.clone()),
-        ("joined (reverse channel)", format!("http://{joined}")),
-        ("by address (direct), again", direct_url.clone()),
-    ] {
-        let (rps, p50, failed) = measure(&url, 8, "10s");
+    for (what, url) in &paths {
+        let (rps, p50, failed) = measure(url, 8, "10s");
         println!("  {what:28} {rps:8.0} req/s  p50 {p50:.3} ms  failed {failed}");
     }
     drop(direct);

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::config::{Region, timeout::TimeoutConfig};
+use aws_sdk_autoscaling::error::ProvideErrorMetadata;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::OnceCell;
@@ -105,14 +106,25 @@ pub async fn client(group: &GroupRef) -> Client {
     Client::new(&loader.load().await)
 }
 
-/// An SDK error as one line: its kind, code and message (never a credential).
-fn api_error<E: std::error::Error + 'static>(what: &str, group: &str, e: E) -> DriverError {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        msg = format!("{msg}: {inner}");
-        source = inner.source();
-    }
+/// An SDK error as one line (never a credential): the service's code and message where AWS
+/// answered (`Throttling: Rate exceeded`), else what kept the call from an answer (a timeout, a
+/// refused connection) with its causes.
+fn api_error<E>(what: &str, group: &str, e: E) -> DriverError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let msg = match e.code() {
+        Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
+        None => {
+            let mut msg = e.to_string();
+            let mut source = e.source();
+            while let Some(inner) = source {
+                msg = format!("{msg}: {inner}");
+                source = inner.source();
+            }
+            msg
+        }
+    };
     DriverError(format!("{what} on Auto Scaling group {group}: {msg}"))
 }
 

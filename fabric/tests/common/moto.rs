@@ -147,6 +147,82 @@ pub fn joined_replica_pid(machine: &str) -> i32 {
     find_joined_replica(machine).unwrap_or_else(|| panic!("no joined replica runs for {machine}"))
 }
 
+/// `aws_harness.py throttle`: a proxy in front of the emulator that answers every Auto Scaling
+/// call with AWS's `Throttling` error while [`Throttle::on`] holds.
+pub struct Throttle {
+    child: Child,
+    /// Its base URL (give it to the driver as the endpoint).
+    pub url: String,
+    flag: PathBuf,
+    log: PathBuf,
+}
+
+impl Throttle {
+    /// Starts it in front of `moto`, keeping its flag and log under `dir`; it passes calls on
+    /// until turned on.
+    pub fn start(moto: &Moto, dir: &Path) -> Throttle {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (flag, log) = (dir.join("throttle.on"), dir.join("throttled.log"));
+        let child = Command::new(python())
+            .arg(harness())
+            .args(["--endpoint", &moto.url, "--region", REGION, "throttle"])
+            .args(["--port", &port.to_string(), "--flag"])
+            .arg(&flag)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the throttling proxy did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Throttle {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            flag,
+            log,
+        }
+    }
+
+    /// Throttles every call from now on (`true`) or passes them on again (`false`).
+    pub fn on(&self, on: bool) {
+        if on {
+            std::fs::write(&self.flag, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&self.flag);
+        }
+    }
+
+    /// The calls it throttled so far: when (seconds since the epoch) and which action.
+    pub fn throttled(&self) -> Vec<(f64, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (at, action) = l.split_once(' ')?;
+                Some((at.parse().ok()?, action.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

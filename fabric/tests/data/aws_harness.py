@@ -8,6 +8,9 @@ Auto Scaling and EC2 APIs).
     suspend / resume  suspend or resume a group's scaling processes
     terminate  take an instance as AWS does (no decrement: the group replaces it)
     imds    a fake instance metadata service on loopback that can serve spot interruption notices
+    throttle  a proxy in front of the emulator that answers every Auto Scaling call with AWS's
+            `Throttling` error while a flag file exists (the emulator never throttles), and logs
+            the time and action of each call it throttled
     play    play the instances: the emulator boots no machines, so for every instance a group
             reports in service this runs its launch template's user data locally, with
             INSTANCE_ID set, and stops it once the group no longer has the instance.
@@ -154,6 +157,51 @@ def imds(args):
     http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
 
 
+def throttle(args):
+    import http.client
+    import http.server
+    import urllib.parse
+
+    upstream = urllib.parse.urlsplit(args.endpoint)
+    refusal = (
+        b'<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+        b"<Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>"
+        b"</Error><RequestId>throttled</RequestId></ErrorResponse>"
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_):
+            pass
+
+        def answer(self, code, headers, body):
+            self.send_response(code)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            form = urllib.parse.parse_qs(body.decode(errors="replace"))
+            action = form.get("Action", [""])[0]
+            if action and os.path.exists(args.flag):
+                with open(args.log, "a") as log:
+                    log.write(f"{time.time():.3f} {action}\n")
+                return self.answer(400, [("Content-Type", "text/xml")], refusal)
+            conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            conn.request("POST", self.path, body, headers)
+            resp = conn.getresponse()
+            self.answer(resp.status, resp.getheaders(), resp.read())
+            conn.close()
+
+    http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+
+
 def user_data(ec2, template):
     versions = ec2.describe_launch_template_versions(
         LaunchTemplateId=template["LaunchTemplateId"], Versions=[template.get("Version", "$Latest")]
@@ -246,6 +294,10 @@ def main():
     m = sub.add_parser("imds")
     m.add_argument("--port", type=int, required=True)
     m.add_argument("--notices", required=True)
+    th = sub.add_parser("throttle")
+    th.add_argument("--port", type=int, required=True)
+    th.add_argument("--flag", required=True)
+    th.add_argument("--log", required=True)
     p = sub.add_parser("play")
     p.add_argument("--groups", required=True)
     p.add_argument("--log-dir", required=True)
@@ -259,6 +311,7 @@ def main():
         "suspend": suspend,
         "resume": resume,
         "imds": imds,
+        "throttle": throttle,
         "play": play,
     }
     commands[args.cmd](args)
