@@ -270,9 +270,70 @@ pub struct PoolSection {
     /// The `aws_autoscaling_group` driver: replicas run on the group's instances, which join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_autoscaling_group: Option<AwsGroupSection>,
+    /// The `slurm` driver: each replica is a Slurm job that joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSection>,
     /// SHA-256 (hex) of each token a replica of this pool may join with (two while one rotates).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub join_token_sha256: Vec<String>,
+}
+
+/// `[pools.slurm]`: a partition of a Slurm cluster reached through `slurmrestd`. Each replica is a
+/// batch job whose script runs `gpucap-runtime serve --join` on the node Slurm picks. The REST
+/// token (a JWT) comes from `token_file` or `SLURM_JWT`, never from here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSection {
+    /// `slurmrestd`'s base URL (`http://host:6820`).
+    pub rest_url: String,
+    /// The REST API's version (default `v0.0.38`, Slurm 22.05's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// The Slurm user jobs are submitted as (default: this process's `USER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A file holding the JWT for `user` (default: the `SLURM_JWT` environment variable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The partition jobs go to.
+    pub partition: String,
+    /// The account jobs are charged to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The QOS jobs run under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// The generic resources each job asks for (`gpu:1`); none for CPU-only pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    /// Each job's time limit (`24h`); the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<String>,
+    /// The URL the jobs' replicas join (the daemon's `/v1/join/ENDPOINT`).
+    pub join_url: String,
+    /// A file holding the pool's join token, handed to the jobs (its hash is accepted).
+    pub join_token_file: PathBuf,
+    /// CA certificates the replicas verify the daemon with (a path on the nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// `gpucap-runtime` on the nodes (default: `[runtime] path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_path: Option<PathBuf>,
+    /// The replica's `--device` (default `auto`: the GPUs Slurm gave the job, else the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The replica's `--threads` for CPU compute (default: every core the job has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// The jobs' working directory on the nodes, where their output goes (default `/tmp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<PathBuf>,
+    /// How long a job may wait in the queue before the start gives up (default `2m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<String>,
+    /// How long a running job's replica may take to join (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_timeout: Option<String>,
 }
 
 /// `[pools.aws_autoscaling_group]`: an existing EC2 Auto Scaling group in the pool's region.
@@ -423,6 +484,49 @@ pub enum DriverConfig {
         /// How long an instance may take from launch to joining.
         join_timeout: Duration,
     },
+    /// A Slurm partition whose jobs join.
+    Slurm(Box<SlurmConfig>),
+}
+
+/// A Slurm pool's settings, validated ([`SlurmSection`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlurmConfig {
+    /// `slurmrestd`'s base URL, without a trailing slash.
+    pub rest_url: String,
+    /// The REST API's version.
+    pub api_version: String,
+    /// The user jobs are submitted as.
+    pub user: String,
+    /// The JWT's file, else `SLURM_JWT`.
+    pub token_file: Option<PathBuf>,
+    /// The partition.
+    pub partition: String,
+    /// The account.
+    pub account: Option<String>,
+    /// The QOS.
+    pub qos: Option<String>,
+    /// The generic resources per job.
+    pub gres: Option<String>,
+    /// The time limit, in whole minutes.
+    pub time_limit_minutes: Option<u64>,
+    /// What replicas join.
+    pub join_url: String,
+    /// The pool's join token's file.
+    pub join_token_file: PathBuf,
+    /// The daemon's CA on the nodes.
+    pub ca_cert: Option<PathBuf>,
+    /// The runtime on the nodes.
+    pub runtime_path: PathBuf,
+    /// The replica's device.
+    pub device: String,
+    /// The replica's CPU threads.
+    pub threads: Option<usize>,
+    /// The jobs' working directory.
+    pub work_dir: PathBuf,
+    /// Longest wait in the queue.
+    pub queue_timeout: Duration,
+    /// Longest wait from running to joined.
+    pub join_timeout: Duration,
 }
 
 /// A pool the router uses, validated.
@@ -668,13 +772,28 @@ impl FabricConfig {
                     ));
                 }
             }
+            let drivers = [
+                p.local.is_some().then_some("[pools.local]"),
+                p.aws_autoscaling_group
+                    .is_some()
+                    .then_some("[pools.aws_autoscaling_group]"),
+                p.slurm.is_some().then_some("[pools.slurm]"),
+            ];
+            let named: Vec<&str> = drivers.into_iter().flatten().collect();
+            if named.len() > 1 {
+                return Err(bad(
+                    format!("pools[{i}]"),
+                    format!("has {}; a pool has exactly one driver", named.join(" and ")),
+                ));
+            }
             let driver = match (&p.local, &p.aws_autoscaling_group) {
-                (Some(_), Some(_)) => {
-                    return Err(bad(
-                        format!("pools[{i}]"),
-                        "has both [pools.local] and [pools.aws_autoscaling_group]; a pool has exactly one driver",
-                    ));
+                _ if p.slurm.is_some() => {
+                    let slurm = p.slurm.as_ref().expect("checked above");
+                    Some(DriverConfig::Slurm(Box::new(
+                        self.slurm_config(slurm, &key)?,
+                    )))
                 }
+                (Some(_), Some(_)) => unreachable!("two drivers are refused above"),
                 (None, Some(group)) => {
                     if group.name.trim().is_empty() {
                         return Err(bad(key("aws_autoscaling_group.name"), "is empty"));
@@ -718,7 +837,7 @@ impl FabricConfig {
                 (None, None) => {
                     return Err(bad(
                         format!("pools[{i}]"),
-                        "no driver; add a [pools.local] table (replicas run on this host) or [pools.aws_autoscaling_group]",
+                        "no driver; add a [pools.local] table (replicas run on this host), [pools.aws_autoscaling_group] or [pools.slurm]",
                     ));
                 }
             };
@@ -739,6 +858,97 @@ impl FabricConfig {
             });
         }
         Ok(out)
+    }
+
+    fn slurm_config(
+        &self,
+        slurm: &SlurmSection,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<SlurmConfig, ConfigError> {
+        let required = |value: &str, field: &str| {
+            if value.trim().is_empty() {
+                Err(bad(key(&format!("slurm.{field}")), "is empty"))
+            } else {
+                Ok(())
+            }
+        };
+        required(&slurm.partition, "partition")?;
+        required(&slurm.join_url, "join_url")?;
+        let rest_url = slurm.rest_url.trim_end_matches('/').to_string();
+        if !(rest_url.starts_with("http://") || rest_url.starts_with("https://")) {
+            return Err(bad(
+                key("slurm.rest_url"),
+                format!("{rest_url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let duration = |value: &Option<String>, field: &str, default: Duration| match value {
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| bad(key(&format!("slurm.{field}")), format!("{t:?}: {e}"))),
+            None => Ok(default),
+        };
+        let time_limit_minutes = match &slurm.time_limit {
+            Some(_) => {
+                let limit = duration(&slurm.time_limit, "time_limit", Duration::ZERO)?;
+                if limit < Duration::from_secs(60) {
+                    return Err(bad(
+                        key("slurm.time_limit"),
+                        "is under a minute, Slurm's smallest time limit",
+                    ));
+                }
+                Some(limit.as_secs() / 60)
+            }
+            None => None,
+        };
+        let user = match &slurm.user {
+            Some(u) => u.clone(),
+            None => std::env::var("USER").map_err(|_| {
+                bad(
+                    key("slurm.user"),
+                    "is not set and neither is USER; name the Slurm user jobs are submitted as",
+                )
+            })?,
+        };
+        let device = slurm.device.clone().unwrap_or_else(|| "auto".into());
+        device
+            .parse::<gpucap_runtime::backend::DeviceSpec>()
+            .map_err(|e| bad(key("slurm.device"), e.to_string()))?;
+        Ok(SlurmConfig {
+            rest_url,
+            api_version: slurm
+                .api_version
+                .clone()
+                .unwrap_or_else(|| "v0.0.38".into()),
+            user,
+            token_file: slurm.token_file.clone(),
+            partition: slurm.partition.clone(),
+            account: slurm.account.clone(),
+            qos: slurm.qos.clone(),
+            gres: slurm.gres.clone(),
+            time_limit_minutes,
+            join_url: slurm.join_url.clone(),
+            join_token_file: slurm.join_token_file.clone(),
+            ca_cert: slurm.ca_cert.clone(),
+            runtime_path: slurm
+                .runtime_path
+                .clone()
+                .unwrap_or_else(|| self.runtime.path.clone()),
+            device,
+            threads: slurm.threads,
+            work_dir: slurm
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/tmp")),
+            queue_timeout: duration(
+                &slurm.queue_timeout,
+                "queue_timeout",
+                Duration::from_secs(120),
+            )?,
+            join_timeout: duration(
+                &slurm.join_timeout,
+                "join_timeout",
+                Duration::from_secs(300),
+            )?,
+        })
     }
 
     fn scaling(

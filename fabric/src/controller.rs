@@ -16,8 +16,10 @@ use crate::autoscaler::{
     self, Action, Memory, Observation, Phase, PoolState, ReplicaState, Signals,
 };
 use crate::config::{DriverConfig, Fabric};
-use crate::driver::aws::{ApiMetrics, AwsGroupDriver, GroupRef};
+use crate::driver::ApiMetrics;
+use crate::driver::aws::{AwsGroupDriver, GroupRef};
 use crate::driver::local::{self, LocalDriver, Seat};
+use crate::driver::slurm::SlurmDriver;
 use crate::driver::{Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::fleet::{Fleet, Member};
 use crate::learned::{self, Learned};
@@ -204,15 +206,19 @@ impl Controller {
             .pools
             .iter()
             .zip(&self.pools)
-            .filter(|(p, _)| !p.join_token_sha256.is_empty())
             .filter_map(|(p, slot)| {
-                Some((
-                    p.name.clone(),
-                    crate::join::Gate {
-                        token_sha256: p.join_token_sha256.clone(),
-                        driver: slot.driver.clone()?,
-                    },
-                ))
+                let driver = slot.driver.clone()?;
+                let mut token_sha256 = p.join_token_sha256.clone();
+                token_sha256.extend(driver.join_token_sha256());
+                (!token_sha256.is_empty()).then(|| {
+                    (
+                        p.name.clone(),
+                        crate::join::Gate {
+                            token_sha256,
+                            driver,
+                        },
+                    )
+                })
             })
             .collect();
         self.shared.join.set_gates(gates);
@@ -336,6 +342,20 @@ impl Controller {
                         );
                         (Some(Arc::new(driver) as Arc<dyn Driver>), None)
                     }
+                    Some(DriverConfig::Slurm(config)) => match SlurmDriver::new(
+                        &self.fabric.name,
+                        &p.name,
+                        (**config).clone(),
+                        p.slots,
+                        self.shared.join.clone(),
+                        ApiMetrics {
+                            calls: self.shared.metrics.driver_api_calls.clone(),
+                            errors: self.shared.metrics.driver_api_errors.clone(),
+                        },
+                    ) {
+                        Ok(d) => (Some(Arc::new(d) as Arc<dyn Driver>), None),
+                        Err(e) => (None, Some(e.0)),
+                    },
                     None => (None, Some("the pool has no driver".to_string())),
                 };
                 let kept = old.iter().find(|(name, _)| name == &p.name);

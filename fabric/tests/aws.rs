@@ -103,47 +103,6 @@ fn join_attempt(d: &Daemon, dir: &Path, token: &str, pool: &str, machine: &str) 
     std::fs::read_to_string(log).unwrap()
 }
 
-/// Every log under `dirs` (the daemon's, the routers', the replicas', the instances'), for a
-/// failure's message.
-fn logs(dirs: &[PathBuf]) -> String {
-    fn walk(dir: &Path, out: &mut String) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "log") {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let head = lines.len().min(10);
-                let tail = lines.len().saturating_sub(20).max(head);
-                out.push_str(&format!(
-                    "--- {}\n{}\n…\n{}\n",
-                    path.display(),
-                    lines[..head].join("\n"),
-                    lines[tail..].join("\n")
-                ));
-            }
-        }
-    }
-    let mut out = String::new();
-    for d in dirs {
-        walk(d, &mut out);
-    }
-    out
-}
-
-fn wait_until(what: &str, limit: Duration, dirs: &[PathBuf], mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {limit:?}\n{}",
-            logs(dirs)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The emulator, a daemon that reaches it, a group whose instances join the daemon (played by
 /// the harness), groups `unplayed` whose instances never boot, and the endpoint `digits` on them
 /// (`body`); the endpoint as created.

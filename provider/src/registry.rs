@@ -98,6 +98,7 @@ impl PoolInfo {
             gpus_max: usize::try_from(self.gpus_max).ok()?,
             local,
             aws_autoscaling_group,
+            slurm: None,
             join_token_sha256: self.join_token_sha256.clone(),
         })
     }

@@ -30,14 +30,14 @@ use async_trait::async_trait;
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::config::{Region, timeout::TimeoutConfig};
 use aws_sdk_autoscaling::error::ProvideErrorMetadata;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::{Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::join::JoinHub;
 use crate::metrics::{ApiCallLabels, NameLabels};
+
+use super::ApiMetrics;
 
 /// Where a group is and how to reach its API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,15 +188,6 @@ pub struct AwsGroupDriver {
     /// pool at once must not both set the same figure.
     scaling: tokio::sync::Mutex<()>,
     metrics: ApiMetrics,
-}
-
-/// What a driver counts of its API calls.
-#[derive(Clone)]
-pub struct ApiMetrics {
-    /// Calls made, by pool and action.
-    pub calls: Family<ApiCallLabels, Counter>,
-    /// Calls failed, by pool.
-    pub errors: Family<NameLabels, Counter>,
 }
 
 /// How old a read of the group may be to admit a joining machine.

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod local;
+pub mod slurm;
 
 use std::time::Duration;
 
@@ -12,7 +13,19 @@ use gpucap_runtime::config::BatchingSection;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{ApiCallLabels, NameLabels};
 use crate::process::ProcessRecord;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+/// What a remote driver counts of its API calls (Auto Scaling, slurmrestd).
+#[derive(Clone)]
+pub struct ApiMetrics {
+    /// Calls made, by pool and action.
+    pub calls: Family<ApiCallLabels, Counter>,
+    /// Calls failed, by pool.
+    pub errors: Family<NameLabels, Counter>,
+}
 
 /// What a pool can hold.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,6 +113,11 @@ pub trait Driver: Send + Sync {
         Err(DriverError(format!(
             "{machine}: this pool's replicas are started by the router; none join it"
         )))
+    }
+    /// SHA-256 (hex) of the join token the driver itself hands the replicas it starts (a Slurm
+    /// job carries it in its environment); accepted beside the pool's configured tokens.
+    fn join_token_sha256(&self) -> Option<String> {
+        None
     }
     /// Takes `machine`, which joined this pool (at `address`) and serves no replica, as the
     /// replica `spec`: it outlived a restarted router, or its group grew by hand. Pools whose

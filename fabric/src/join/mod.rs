@@ -283,6 +283,17 @@ impl JoinHub {
         Some((machine.clone(), j.address.clone()))
     }
 
+    /// Claims `machine`, if it joined `pool` and serves no replica yet, for `replica`: its
+    /// address. For drivers that know which machine a start produces (a Slurm job's).
+    pub fn claim_machine(&self, pool: &str, machine: &str, replica: &str) -> Option<String> {
+        let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+        let j = joined
+            .get_mut(machine)
+            .filter(|j| j.pool == pool && j.replica.is_none())?;
+        j.replica = Some(replica.to_string());
+        Some(j.address.clone())
+    }
+
     /// The machines of `pool` that joined and serve no replica.
     pub fn unclaimed(&self, pool: &str) -> Vec<String> {
         self.joined

@@ -152,6 +152,7 @@ fn endpoint_config(resources: &[(&str, &Value)], name: &str) -> Result<FabricCon
                 gpus_max: gpus_max as usize,
                 local: None,
                 aws_autoscaling_group: None,
+                slurm: None,
                 join_token_sha256: Vec::new(),
             })
         })

@@ -442,5 +442,48 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+/// Every log under `dirs` (the daemon's, the routers', the replicas', remote machines'), for a
+/// failure's message.
+pub fn logs(dirs: &[PathBuf]) -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let head = lines.len().min(10);
+                let tail = lines.len().saturating_sub(20).max(head);
+                out.push_str(&format!(
+                    "--- {}\n{}\n…\n{}\n",
+                    path.display(),
+                    lines[..head].join("\n"),
+                    lines[tail..].join("\n")
+                ));
+            }
+        }
+    }
+    let mut out = String::new();
+    for d in dirs {
+        walk(d, &mut out);
+    }
+    out
+}
+
+/// Waits until `ok`, at most `limit`; past it, fails with `what` and the logs under `dirs`.
+pub fn wait_until(what: &str, limit: Duration, dirs: &[PathBuf], mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {limit:?}\n{}",
+            logs(dirs)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub mod daemon;
 pub mod moto;
+pub mod slurm;

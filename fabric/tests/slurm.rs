@@ -1,0 +1,181 @@
+//! The `slurm` driver against a real one-node Slurm cluster (Debian's packages, four fake GPUs):
+//! jobs submitted through slurmrestd run `gpucap-runtime serve --join` as a job step on the
+//! node, the replica joins the daemon over its outbound channel and serves; stops cancel the
+//! jobs; a job an admin cancels leaves rotation and is replaced; a job that cannot get a GPU is
+//! reported with Slurm's reason instead of waited on forever. A missing Slurm fails, never skips.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::daemon::{Daemon, endpoint_json};
+use common::slurm::Cluster;
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "gpj_fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+/// The endpoint: one CPU replica on this host (`lab`), bursts as Slurm jobs (`hpc`, one GPU
+/// each, up to five on the node's four GPUs).
+fn endpoint_body(cluster: &Cluster, daemon: &Daemon, work: &std::path::Path) -> String {
+    let token_file = work.join("join-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    format!(
+        "[replicas]\nmin = 1\nmax = 6\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+         [policy]\nname = \"burst\"\n\
+         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
+         [policy.scale_down]\nidle_for = \"4s\"\ndrain_timeout = \"5s\"\n\n\
+         [[pools]]\nname = \"lab\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
+         gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
+         [[pools]]\nname = \"hpc\"\nrole = \"burst\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\n\
+         capacity_type = \"on_prem\"\ngpus_max = 5\n\
+         [pools.slurm]\nrest_url = \"{rest}\"\nuser = \"{user}\"\ntoken_file = \"{rest_token}\"\n\
+         partition = \"{partition}\"\ngres = \"gpu:1\"\ntime_limit = \"1h\"\n\
+         join_url = \"{join}/v1/join/digits\"\njoin_token_file = \"{token}\"\nca_cert = \"{ca}\"\n\
+         runtime_path = \"{runtime}\"\ndevice = \"cpu\"\nthreads = 1\nwork_dir = \"{work}\"\n\
+         queue_timeout = \"6s\"\njoin_timeout = \"60s\"\n",
+        rest = cluster.rest_url,
+        user = cluster.user,
+        rest_token = cluster.token_file.display(),
+        partition = cluster.partition,
+        join = daemon.address.trim_end_matches('/'),
+        token = token_file.display(),
+        ca = daemon.ca().display(),
+        runtime = runtime_bin().display(),
+        work = work.display(),
+    )
+}
+
+struct Site {
+    cluster: Cluster,
+    daemon: Daemon,
+    work: tempfile::TempDir,
+    view: Value,
+}
+
+impl Site {
+    fn start() -> Site {
+        let cluster = Cluster::start();
+        let mut daemon = Daemon::configured("eu-west-1", "EU");
+        daemon.launch();
+        let work = tempfile::tempdir().unwrap();
+        let config = endpoint_json("digits", &endpoint_body(&cluster, &daemon, work.path()));
+        let (code, text) = daemon.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
+        assert_eq!(code, 201, "{text}");
+        Site {
+            view: serde_json::from_str(&text).unwrap(),
+            cluster,
+            daemon,
+            work,
+        }
+    }
+
+    fn dirs(&self) -> [PathBuf; 3] {
+        [
+            self.daemon.dir.path().to_path_buf(),
+            self.work.path().to_path_buf(),
+            self.cluster.dir().to_path_buf(),
+        ]
+    }
+
+    fn base(&self) -> String {
+        let url = self.view["url"].as_str().unwrap();
+        url.split("/v2/").next().unwrap().to_string()
+    }
+
+    fn router(&self, path: &str) -> String {
+        let address = self.view["router"]["address"].as_str().unwrap();
+        http_get(&format!("http://{address}{path}")).1
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.router("/fabric/status")).unwrap()
+    }
+
+    /// The router's decisions so far: `action`, `subject`, `reason`.
+    fn decisions(&self) -> Vec<Value> {
+        let log = self.daemon.state_dir().join("endpoints/digits/router.log");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "decision")
+            .map(|v| v["fields"].clone())
+            .collect()
+    }
+}
+
+#[test]
+fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
+    let _one = serial();
+    let site = Site::start();
+    let dirs = site.dirs();
+    let prefix = "gpucap-digits-hpc-";
+
+    // Load beyond the lab's one replica: jobs are submitted, run on the node and their
+    // replicas join and serve. 64 clients want more replicas than the node's four GPUs: the
+    // fifth job stays pending (Resources) and is reported, then cancelled, not waited on.
+    let load = std::thread::spawn({
+        let base = site.base();
+        move || bench(&base, 64, "25s")
+    });
+    wait_until(
+        "replicas from Slurm jobs serving",
+        Duration::from_secs(40),
+        &dirs,
+        || ready_on(&site.status(), "hpc") >= 2,
+    );
+    let running = site.cluster.jobs_in("RUNNING", prefix);
+    assert!(running.len() >= 2, "{:?}", site.cluster.jobs());
+    wait_until(
+        "the fifth job reported pending with Slurm's reason",
+        Duration::from_secs(30),
+        &dirs,
+        || {
+            site.decisions().iter().any(|d| {
+                d["action"] == "failed"
+                    && d["reason"].as_str().is_some_and(|r| {
+                        r.contains("stayed PENDING in partition gpu")
+                            && r.contains("Slurm's reason: Resources")
+                    })
+            })
+        },
+    );
+
+    // An admin cancels a running job under load: its replica leaves rotation, no request
+    // fails, and the fabric submits another.
+    let victim = site.cluster.jobs_in("RUNNING", prefix)[0].clone();
+    let submitted_before = site.cluster.jobs().len();
+    site.cluster.scancel(&victim);
+    wait_until(
+        "a replacement job submitted",
+        Duration::from_secs(20),
+        &dirs,
+        || site.cluster.jobs().len() > submitted_before,
+    );
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
+    let (code, answer) = infer(&site.base());
+    assert_eq!(code, 200, "{answer}");
+
+    // The load gone, the bursts drain and their jobs are cancelled: none of gpucap's jobs is
+    // left running or pending, and the lab's replica serves on.
+    wait_until(
+        "every job of the pool cancelled",
+        Duration::from_secs(60),
+        &dirs,
+        || {
+            site.cluster.jobs_in("RUNNING", prefix).is_empty()
+                && site.cluster.jobs_in("PENDING", prefix).is_empty()
+                && ready_on(&site.status(), "hpc") == 0
+        },
+    );
+    assert_eq!(ready_on(&site.status(), "lab"), 1);
+    let calls = metric(
+        &site.router("/metrics"),
+        "gpucap_fabric_driver_api_calls_total",
+        &["pool=\"hpc\"", "call=\"SubmitJob\""],
+    );
+    assert!(calls >= 3.0, "jobs submitted: {calls}");
+}
