@@ -8,6 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The acceptance tests drive the real Terraform CLI; without it they must fail, not skip.
 command -v terraform >/dev/null || { echo "terraform is not on PATH; the acceptance tests need Terraform >= 1.5" >&2; exit 1; }
+# The Slurm driver's tests run a real one-node cluster from Debian's packages; without them the
+# tests fail, never skip.
+slurm_packages="slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin munge"
+if ! dpkg -s $slurm_packages >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o DPkg::Lock::Timeout=600 $slurm_packages >/dev/null
+  else
+    echo "Slurm is missing: install Debian's $slurm_packages (the slurm driver's tests need them)" >&2
+    exit 1
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -1396,4 +1396,81 @@ dir = "/tmp/state"
             assert!(err.contains(want), "{from} -> {to}: {err}");
         }
     }
+
+    /// The `od` pool on a Slurm partition instead.
+    const SLURM: &str = "[pools.slurm]\nrest_url = \"http://hpc:6820/\"\nuser = \"svc-gpucap\"\n\
+                         partition = \"gpu\"\ngres = \"gpu:1\"\ntime_limit = \"24h\"\n\
+                         join_url = \"https://router:7443/v1/join/digits\"\n\
+                         join_token_file = \"/etc/gpucap/hpc.token\"\n";
+
+    fn on_slurm(slurm: &str) -> String {
+        BASE.replacen(
+            "price_per_gpu_hour = 3.0\n[pools.local]\n",
+            &format!("price_per_gpu_hour = 3.0\n{slurm}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_slurm_pool_is_read_with_its_defaults() {
+        let f = load(&on_slurm(SLURM)).unwrap();
+        let Some(DriverConfig::Slurm(c)) = &f.pools[1].driver else {
+            panic!("{:?}", f.pools[1].driver);
+        };
+        assert_eq!(c.rest_url, "http://hpc:6820");
+        assert_eq!(c.api_version, "v0.0.38");
+        assert_eq!(c.time_limit_minutes, Some(24 * 60));
+        assert_eq!(c.runtime_path, PathBuf::from("/bin/gpucap-runtime"));
+        assert_eq!(c.device, "auto");
+        assert_eq!(c.queue_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_slurm_settings_name_their_key() {
+        let cases = [
+            (
+                "partition = \"gpu\"",
+                "partition = \" \"",
+                "pools[1].slurm.partition: is empty",
+            ),
+            (
+                "rest_url = \"http://hpc:6820/\"",
+                "rest_url = \"hpc:6820\"",
+                "pools[1].slurm.rest_url: \"hpc:6820\" is not an http:// or https:// URL",
+            ),
+            (
+                "time_limit = \"24h\"",
+                "time_limit = \"30s\"",
+                "pools[1].slurm.time_limit: is under a minute",
+            ),
+            (
+                "time_limit = \"24h\"",
+                "time_limit = \"a day\"",
+                "pools[1].slurm.time_limit: \"a day\"",
+            ),
+            (
+                "gres = \"gpu:1\"",
+                "gres = \"gpu:1\"\ndevice = \"tpu\"",
+                "pools[1].slurm.device: invalid device 'tpu'",
+            ),
+            (
+                "partition = \"gpu\"",
+                "partition = \"gpu\"\nnodes = 3",
+                "unknown field `nodes`",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(SLURM.contains(from), "{from}");
+            let err = load(&on_slurm(&SLURM.replace(from, to))).unwrap_err();
+            assert!(err.contains(want), "{from} -> {to}: {err}");
+        }
+        let two = on_slurm(&format!("{SLURM}[pools.local]\n"));
+        let err = load(&two).unwrap_err();
+        assert!(
+            err.contains(
+                "pools[1]: has [pools.local] and [pools.slurm]; a pool has exactly one driver"
+            ),
+            "{err}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, endpoint_json};
+use common::daemon::{Daemon, endpoint_json, join_attempt};
 use common::moto::{Moto, REGION, Throttle, aws_env, find_joined_replica, joined_replica_pid};
 use common::*;
 use serde_json::Value;
@@ -74,33 +74,6 @@ fn in_service(group: &Value) -> Vec<Value> {
         .filter(|i| i["state"] == "InService")
         .cloned()
         .collect()
-}
-
-/// Runs a replica that joins with a claim of its own for a few seconds; its log.
-fn join_attempt(d: &Daemon, dir: &Path, token: &str, pool: &str, machine: &str) -> String {
-    let token_file = dir.join(format!("token-{pool}-{machine}"));
-    std::fs::write(&token_file, token).unwrap();
-    let log = dir.join(format!("join-{pool}-{machine}.log"));
-    let child = Command::new(runtime_bin())
-        .args(["serve", "--join"])
-        .arg(format!(
-            "{}/v1/join/digits",
-            d.address.trim_end_matches('/')
-        ))
-        .arg("--token-file")
-        .arg(&token_file)
-        .args(["--pool", pool, "--machine", machine, "--ca-cert"])
-        .arg(d.ca())
-        .arg("--cache-dir")
-        .arg(dir.join("intruder-cache"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let child = Killed(child);
-    std::thread::sleep(Duration::from_secs(3));
-    drop(child);
-    std::fs::read_to_string(log).unwrap()
 }
 
 /// The emulator, a daemon that reaches it, a group whose instances join the daemon (played by

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::daemon::{Daemon, endpoint_json};
+use common::daemon::{Daemon, endpoint_json, join_attempt};
 use common::slurm::Cluster;
 use common::*;
 use serde_json::Value;
@@ -118,7 +118,7 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
     // fifth job stays pending (Resources) and is reported, then cancelled, not waited on.
     let load = std::thread::spawn({
         let base = site.base();
-        move || bench(&base, 64, "25s")
+        move || bench(&base, 64, "35s")
     });
     wait_until(
         "replicas from Slurm jobs serving",
@@ -141,6 +141,25 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
                     })
             })
         },
+    );
+
+    // Claims that are not a running job of the pool are refused, even with the pool's token:
+    // a job id Slurm does not know, one that is not a number, and the pending job.
+    let pending = site.cluster.jobs_in("PENDING", prefix);
+    let mut claims = vec!["4242".to_string(), "node-7".to_string()];
+    claims.extend(pending.first().cloned());
+    for machine in &claims {
+        let log = join_attempt(&site.daemon, site.work.path(), TOKEN, "hpc", machine);
+        assert!(log.contains("refused the join"), "{machine}: {log}");
+    }
+    let refusals = metric(
+        &site.router("/metrics"),
+        "gpucap_fabric_join_refusals_total",
+        &["name=\"not_in_pool\""],
+    );
+    assert!(
+        refusals >= claims.len() as f64,
+        "refusals counted: {refusals}"
     );
 
     // An admin cancels a running job under load: its replica leaves rotation, no request

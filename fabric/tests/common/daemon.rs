@@ -301,3 +301,31 @@ pub fn endpoint_json(name: &str, body: &str) -> String {
     let config: gpucap_fabric::config::FabricConfig = toml::from_str(&text).unwrap();
     serde_json::to_string(&config).unwrap()
 }
+
+/// Runs a replica that joins the endpoint `digits` of `d` with a claim of its own for a few
+/// seconds; its log.
+pub fn join_attempt(d: &Daemon, dir: &Path, token: &str, pool: &str, machine: &str) -> String {
+    let token_file = dir.join(format!("token-{pool}-{machine}"));
+    std::fs::write(&token_file, token).unwrap();
+    let log = dir.join(format!("join-{pool}-{machine}.log"));
+    let mut child = Command::new(runtime_bin())
+        .args(["serve", "--join"])
+        .arg(format!(
+            "{}/v1/join/digits",
+            d.address.trim_end_matches('/')
+        ))
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--pool", pool, "--machine", machine, "--ca-cert"])
+        .arg(d.ca())
+        .arg("--cache-dir")
+        .arg(dir.join("intruder-cache"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::read_to_string(log).unwrap()
+}
