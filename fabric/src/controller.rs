@@ -666,9 +666,14 @@ impl Controller {
     /// autoscaler places what it still wants elsewhere.
     fn pool_failed(&mut self, pool: usize, error: &str) {
         let slot = &mut self.pools[pool];
-        slot.failures += 1;
-        let backoff = Duration::from_secs(1 << (slot.failures - 1).min(6)).min(MAX_BACKOFF);
-        slot.backoff_until = Some(Instant::now() + backoff);
+        let now = Instant::now();
+        // Starts that were already in flight when the pool began backing off fail of the same
+        // cause (one outage fails every start at once): they do not lengthen the backoff.
+        if slot.backoff_until.is_none_or(|t| t <= now) {
+            slot.failures += 1;
+            let backoff = Duration::from_secs(1 << (slot.failures - 1).min(6)).min(MAX_BACKOFF);
+            slot.backoff_until = Some(now + backoff);
+        }
         slot.last_error = Some(error.to_string());
         FabricMetrics::named(
             &self.shared.metrics.replica_failures,

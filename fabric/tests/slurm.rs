@@ -197,4 +197,42 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
         &["pool=\"hpc\"", "call=\"SubmitJob\""],
     );
     assert!(calls >= 3.0, "jobs submitted: {calls}");
+
+    // slurmctld goes down: requests are still answered (by the lab), a start on the pool fails
+    // with what slurmrestd says and shows in status; once the controller is back, the pool
+    // serves bursts again.
+    site.cluster.controller_down(true);
+    let report = bench(&site.base(), 32, "8s");
+    assert_eq!(failed(&report), 0, "{report}");
+    wait_until(
+        "the controller's outage in the pool's status",
+        Duration::from_secs(30),
+        &dirs,
+        || {
+            site.status()["pools"].as_array().unwrap().iter().any(|p| {
+                p["name"] == "hpc"
+                    && p["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("SubmitJob on slurmrestd"))
+            })
+        },
+    );
+    let errors = metric(
+        &site.router("/metrics"),
+        "gpucap_fabric_driver_api_errors_total",
+        &["name=\"hpc\""],
+    );
+    assert!(errors >= 1.0, "errors counted: {errors}");
+    site.cluster.controller_down(false);
+    let load = std::thread::spawn({
+        let base = site.base();
+        move || bench(&base, 32, "40s")
+    });
+    wait_until(
+        "a job's replica serving once the controller is back",
+        Duration::from_secs(60),
+        &dirs,
+        || ready_on(&site.status(), "hpc") >= 1,
+    );
+    assert_eq!(failed(&load.join().unwrap()), 0);
 }
