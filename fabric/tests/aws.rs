@@ -843,28 +843,6 @@ fn an_unneeded_start_is_cancelled_and_spot_that_cannot_start_falls_back_to_on_de
     assert!(no_spot_instance(), "{}", moto.group(SPOT_GROUP));
 }
 
-/// Seconds from each `start` decision on `pool` to that replica's `ready`.
-fn start_to_ready(decisions: &[Value], pool: &str) -> Vec<f64> {
-    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
-    decisions
-        .iter()
-        .filter(|d| d["action"] == "start")
-        .filter_map(|start| {
-            let id = start["subject"].as_str()?;
-            id.starts_with(&format!("{pool}-")).then_some(())?;
-            let ready = decisions
-                .iter()
-                .find(|d| d["action"] == "ready" && d["subject"] == id)?;
-            Some(
-                at(&ready["timestamp"])
-                    .duration_since(at(&start["timestamp"]))
-                    .ok()?
-                    .as_secs_f64(),
-            )
-        })
-        .collect()
-}
-
 /// `bench` at `url` with `clients` for `duration`: (requests/s, p50 ms, failed).
 fn measure(url: &str, clients: usize, duration: &str) -> (f64, f64, u64) {
     let r = bench(url, clients, duration);

@@ -101,7 +101,11 @@ impl Site {
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["fields"]["message"] == "decision")
-            .map(|v| v["fields"].clone())
+            .map(|v| {
+                let mut d = v["fields"].clone();
+                d["timestamp"] = v["timestamp"].clone();
+                d
+            })
             .collect()
     }
 }
@@ -197,6 +201,19 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
         &["pool=\"hpc\"", "call=\"SubmitJob\""],
     );
     assert!(calls >= 3.0, "jobs submitted: {calls}");
+    // Figures for the record (`--nocapture`): from the decision to the joined replica serving
+    // (submit, queue, the job's step, the model fetched, the join), and the REST calls made.
+    let times = start_to_ready(&site.decisions(), "hpc");
+    println!("decision to a Slurm job's replica serving, s: {times:.2?}");
+    let metrics = site.router("/metrics");
+    for call in ["SubmitJob", "GetJob", "CancelJob"] {
+        let n = metric(
+            &metrics,
+            "gpucap_fabric_driver_api_calls_total",
+            &["pool=\"hpc\"", &format!("call=\"{call}\"")],
+        );
+        println!("slurmrestd {call}: {n} call(s)");
+    }
 
     // slurmctld goes down: requests are still answered (by the lab), a start on the pool fails
     // with what slurmrestd says and shows in status; once the controller is back, the pool

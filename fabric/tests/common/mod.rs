@@ -484,6 +484,28 @@ pub fn wait_until(what: &str, limit: Duration, dirs: &[PathBuf], mut ok: impl Fn
     }
 }
 
+/// Seconds from each `start` decision on `pool` to that replica's `ready`.
+pub fn start_to_ready(decisions: &[Value], pool: &str) -> Vec<f64> {
+    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    decisions
+        .iter()
+        .filter(|d| d["action"] == "start")
+        .filter_map(|start| {
+            let id = start["subject"].as_str()?;
+            id.starts_with(&format!("{pool}-")).then_some(())?;
+            let ready = decisions
+                .iter()
+                .find(|d| d["action"] == "ready" && d["subject"] == id)?;
+            Some(
+                at(&ready["timestamp"])
+                    .duration_since(at(&start["timestamp"]))
+                    .ok()?
+                    .as_secs_f64(),
+            )
+        })
+        .collect()
+}
+
 pub mod daemon;
 pub mod moto;
 pub mod slurm;
