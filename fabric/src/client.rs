@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 
 use crate::config::FabricConfig;
 use crate::daemon::wire::{EndpointList, EndpointView, Health, Problem};
+use crate::errors::chain;
 
 /// How long a `PUT` or `DELETE` may take: the daemon waits for the router to converge or drain.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -61,17 +62,6 @@ pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 impl Client {

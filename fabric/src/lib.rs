@@ -32,6 +32,7 @@ pub mod controller;
 pub mod daemon;
 pub mod deploy;
 pub mod driver;
+pub mod errors;
 pub mod fleet;
 pub mod join;
 pub mod learned;

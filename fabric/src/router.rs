@@ -441,15 +441,10 @@ async fn send(
         }
     }
     let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(inner) = source {
-            msg = format!("{msg}: {inner}");
-            source = inner.source();
-        }
-        msg
-    })?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| crate::errors::chain(&e))?;
     let (parts, incoming) = resp.into_parts();
     let body = incoming
         .collect()

@@ -93,20 +93,9 @@ impl Site {
         serde_json::from_str(&self.router("/fabric/status")).unwrap()
     }
 
-    /// The router's decisions so far: `action`, `subject`, `reason`.
+    /// The router's decisions so far, from its log: `timestamp`, `action`, `subject`, `reason`.
     fn decisions(&self) -> Vec<Value> {
-        let log = self.daemon.state_dir().join("endpoints/digits/router.log");
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["fields"]["message"] == "decision")
-            .map(|v| {
-                let mut d = v["fields"].clone();
-                d["timestamp"] = v["timestamp"].clone();
-                d
-            })
-            .collect()
+        self.daemon.decisions("digits")
     }
 }
 

@@ -22,7 +22,7 @@
 //! Two endpoints bursting into one group never undo each other: each only adds one to what the
 //! group reports, and only terminates instances it claimed, by id, with a decrement of one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use crate::join::JoinHub;
 use crate::metrics::{ApiCallLabels, NameLabels};
 
 use super::ApiMetrics;
+use super::joined::JoinedReplicas;
 
 /// Where a group is and how to reach its API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,15 +116,7 @@ where
 {
     let msg = match e.code() {
         Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
-        None => {
-            let mut msg = e.to_string();
-            let mut source = e.source();
-            while let Some(inner) = source {
-                msg = format!("{msg}: {inner}");
-                source = inner.source();
-            }
-            msg
-        }
+        None => crate::errors::chain(&e),
     };
     DriverError(format!("{what} on Auto Scaling group {group}: {msg}"))
 }
@@ -180,8 +173,8 @@ pub struct AwsGroupDriver {
     join_timeout: Duration,
     client: OnceCell<Client>,
     hub: Arc<JoinHub>,
-    /// Replica id → the instance it runs on.
-    held: Mutex<HashMap<String, ReplicaRecord>>,
+    /// Which replica runs on which instance.
+    replicas: JoinedReplicas,
     /// The group as last read, for admissions in quick succession (a join asks three times).
     recent: Mutex<Option<(Instant, GroupState)>>,
     /// Held across reading the desired capacity and setting it one higher: two starts of this
@@ -210,8 +203,8 @@ impl AwsGroupDriver {
             slots,
             join_timeout,
             client: OnceCell::new(),
+            replicas: JoinedReplicas::new(pool, "aws", hub.clone()),
             hub,
-            held: Mutex::default(),
             recent: Mutex::default(),
             scaling: tokio::sync::Mutex::new(()),
             metrics,
@@ -376,27 +369,8 @@ impl AwsGroupDriver {
             let _ = self.terminate(&machine).await;
             return Err(e);
         }
-        let record = ReplicaRecord {
-            id: spec.id.clone(),
-            pool: self.pool.clone(),
-            address,
-            slot: 0,
-            device: format!("aws:{machine}"),
-            process: None,
-            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            digest: spec.digest.clone(),
-        };
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.id.clone(), record.clone());
-        Ok(record)
+        Ok(self.replicas.record(spec, &machine, address))
     }
-}
-
-/// The instance a record's replica runs on.
-fn machine_of(record: &ReplicaRecord) -> Option<&str> {
-    record.device.strip_prefix("aws:")
 }
 
 #[async_trait]
@@ -417,17 +391,7 @@ impl Driver for AwsGroupDriver {
             return self.take(spec, machine, address).await;
         }
         // Replicas whose machine is gone no longer count, even while giving it back fails.
-        let held = {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.retain(|_, r| self.alive(r));
-            held.len()
-        };
-        if held >= self.slots {
-            return Err(DriverError(format!(
-                "pool {} holds {held} replicas, its most",
-                self.pool
-            )));
-        }
+        self.replicas.check_room(self.slots)?;
         let before = self.add_one().await?;
         let deadline = Instant::now() + self.join_timeout;
         loop {
@@ -455,7 +419,7 @@ impl Driver for AwsGroupDriver {
     }
 
     async fn stop(&self, replica: &ReplicaRecord, drain: Duration) -> Result<(), DriverError> {
-        let Some(machine) = machine_of(replica) else {
+        let Some(machine) = self.replicas.machine_of(replica) else {
             return Err(DriverError(format!(
                 "replica {} names no instance",
                 replica.id
@@ -465,10 +429,7 @@ impl Driver for AwsGroupDriver {
         if !g.instances.iter().any(|i| i.id == machine) {
             // AWS already took it (reclaimed, unhealthy): nothing to give back.
             self.hub.release(machine, Duration::ZERO).await;
-            self.held
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&replica.id);
+            self.replicas.forget(&replica.id);
             return Ok(());
         }
         if g.suspended.iter().any(|p| p == "Terminate") {
@@ -486,28 +447,17 @@ impl Driver for AwsGroupDriver {
         self.hub.release(machine, drain).await;
         self.protect(machine, false).await?;
         self.terminate(machine).await?;
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&replica.id);
+        self.replicas.forget(&replica.id);
         tracing::info!(pool = %self.pool, %machine, "instance terminated");
         Ok(())
     }
 
     fn list(&self) -> Result<Vec<ReplicaRecord>, DriverError> {
-        Ok(self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect())
+        Ok(self.replicas.list())
     }
 
     fn alive(&self, replica: &ReplicaRecord) -> bool {
-        machine_of(replica)
-            .and_then(|m| self.hub.address(m))
-            .is_some_and(|a| a == replica.address)
+        self.replicas.alive(replica)
     }
 
     async fn adopt_joined(

@@ -3,6 +3,7 @@
 //! host and a pool in a cloud are handled alike.
 
 pub mod aws;
+pub mod joined;
 pub mod local;
 pub mod slurm;
 

@@ -18,9 +18,8 @@
 //! The REST token (a JWT) is read from `token_file` or `SLURM_JWT` for each call, so a rotated
 //! token is picked up, and never logged.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -29,6 +28,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::joined::JoinedReplicas;
 use super::{ApiMetrics, Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::config::SlurmConfig;
 use crate::join::JoinHub;
@@ -72,19 +72,14 @@ pub struct SlurmDriver {
     join_token: String,
     http: reqwest::Client,
     hub: Arc<JoinHub>,
-    /// Replica id → its record (the job it runs in is its device, `slurm:JOB`).
-    held: Mutex<HashMap<String, ReplicaRecord>>,
+    /// Which replica runs in which job.
+    replicas: JoinedReplicas,
     metrics: ApiMetrics,
 }
 
 /// Quotes `s` for a POSIX shell.
 fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The job a record's replica runs in.
-fn job_of(record: &ReplicaRecord) -> Option<&str> {
-    record.device.strip_prefix("slurm:")
 }
 
 impl SlurmDriver {
@@ -125,8 +120,8 @@ impl SlurmDriver {
             slots,
             join_token,
             http,
+            replicas: JoinedReplicas::new(pool, "slurm", hub.clone()),
             hub,
-            held: Mutex::default(),
             metrics,
         })
     }
@@ -203,15 +198,7 @@ impl SlurmDriver {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(inner) = source {
-                msg = format!("{msg}: {inner}");
-                source = inner.source();
-            }
-            msg
-        })?;
+        let resp = req.send().await.map_err(|e| crate::errors::chain(&e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| e.to_string())?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -345,29 +332,6 @@ impl SlurmDriver {
         json!({ "script": script, "job": job })
     }
 
-    async fn take(
-        &self,
-        spec: &ReplicaSpec,
-        machine: String,
-        address: String,
-    ) -> Result<ReplicaRecord, DriverError> {
-        let record = ReplicaRecord {
-            id: spec.id.clone(),
-            pool: self.pool.clone(),
-            address,
-            slot: 0,
-            device: format!("slurm:{machine}"),
-            process: None,
-            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            digest: spec.digest.clone(),
-        };
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.id.clone(), record.clone());
-        Ok(record)
-    }
-
     /// Cancels a job whose start failed; logs what it cannot.
     async fn give_up(&self, job: &str) {
         self.hub.release(job, Duration::ZERO).await;
@@ -388,7 +352,7 @@ impl SlurmDriver {
         let mut next_poll = Instant::now();
         loop {
             if let Some(address) = self.hub.claim_machine(&self.pool, job, &spec.id) {
-                return self.take(spec, job.to_string(), address).await;
+                return Ok(self.replicas.record(spec, job, address));
             }
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + POLL;
@@ -479,19 +443,9 @@ impl Driver for SlurmDriver {
         cancel: &CancellationToken,
     ) -> Result<ReplicaRecord, DriverError> {
         if let Some((machine, address)) = self.hub.claim(&self.pool, &spec.id) {
-            return self.take(spec, machine, address).await;
+            return Ok(self.replicas.record(spec, &machine, address));
         }
-        let held = {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.retain(|_, r| self.alive(r));
-            held.len()
-        };
-        if held >= self.slots {
-            return Err(DriverError(format!(
-                "pool {} holds {held} replicas, its most",
-                self.pool
-            )));
-        }
+        self.replicas.check_room(self.slots)?;
         let job = self.submit(&spec.id).await?;
         tracing::info!(pool = %self.pool, %job, replica = %spec.id, "job submitted");
         let result = self.wait_for_join(spec, &job, cancel).await;
@@ -502,33 +456,22 @@ impl Driver for SlurmDriver {
     }
 
     async fn stop(&self, replica: &ReplicaRecord, drain: Duration) -> Result<(), DriverError> {
-        let Some(job) = job_of(replica) else {
+        let Some(job) = self.replicas.machine_of(replica) else {
             return Err(DriverError(format!("replica {} names no job", replica.id)));
         };
         self.hub.release(job, drain).await;
         self.cancel(job).await?;
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&replica.id);
+        self.replicas.forget(&replica.id);
         tracing::info!(pool = %self.pool, %job, "job cancelled");
         Ok(())
     }
 
     fn list(&self) -> Result<Vec<ReplicaRecord>, DriverError> {
-        Ok(self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect())
+        Ok(self.replicas.list())
     }
 
     fn alive(&self, replica: &ReplicaRecord) -> bool {
-        job_of(replica)
-            .and_then(|j| self.hub.address(j))
-            .is_some_and(|a| a == replica.address)
+        self.replicas.alive(replica)
     }
 
     fn join_token_sha256(&self) -> Option<String> {
@@ -541,7 +484,7 @@ impl Driver for SlurmDriver {
         machine: String,
         address: String,
     ) -> Result<ReplicaRecord, DriverError> {
-        self.take(spec, machine, address).await
+        Ok(self.replicas.record(spec, &machine, address))
     }
 
     async fn admit(&self, machine: &str) -> Result<(), DriverError> {

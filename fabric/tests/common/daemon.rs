@@ -119,6 +119,25 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// The decisions of endpoint `name`'s router so far, from its log: `timestamp`, `action`,
+    /// `subject`, `reason`.
+    pub fn decisions(&self, name: &str) -> Vec<Value> {
+        let log = self
+            .state_dir()
+            .join(format!("endpoints/{name}/router.log"));
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "decision")
+            .map(|v| {
+                let mut d = v["fields"].clone();
+                d["timestamp"] = v["timestamp"].clone();
+                d
+            })
+            .collect()
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
