@@ -139,13 +139,18 @@ async fn session(
     let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(io)
         .await
         .context("HTTP handshake with the router")?;
-    let conn = tokio::spawn(conn.with_upgrades());
+    let mut conn = tokio::spawn(conn.with_upgrades());
 
     let spec: JoinSpec = {
-        let resp = sender
+        let resp = match sender
             .send_request(claim(options, hyper::Method::GET, "spec")?)
             .await
-            .context("asking for the spec")?;
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                return Err(connection_error(e, &mut conn).await).context("asking for the spec");
+            }
+        };
         let body = read_ok(resp, "spec").await?;
         serde_json::from_slice(&body).context("the router's spec")?
     };
@@ -219,6 +224,19 @@ async fn session(
             }
             Ok(())
         }
+    }
+}
+
+/// Why a request failed. When the connection itself broke, its own error says why: a TLS alert
+/// from the daemon (`CertificateRequired` for a missing client certificate) ends the connection
+/// and reaches the request only as "connection was not ready".
+async fn connection_error(
+    request: hyper::Error,
+    conn: &mut tokio::task::JoinHandle<hyper::Result<()>>,
+) -> anyhow::Error {
+    match tokio::time::timeout(Duration::from_secs(1), conn).await {
+        Ok(Ok(Err(broken))) => anyhow::Error::new(broken).context(request.to_string()),
+        _ => anyhow::Error::new(request),
     }
 }
 
