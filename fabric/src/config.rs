@@ -786,15 +786,12 @@ impl FabricConfig {
                     format!("has {}; a pool has exactly one driver", named.join(" and ")),
                 ));
             }
-            let driver = match (&p.local, &p.aws_autoscaling_group) {
-                _ if p.slurm.is_some() => {
-                    let slurm = p.slurm.as_ref().expect("checked above");
-                    Some(DriverConfig::Slurm(Box::new(
-                        self.slurm_config(slurm, &key)?,
-                    )))
-                }
-                (Some(_), Some(_)) => unreachable!("two drivers are refused above"),
-                (None, Some(group)) => {
+            // At most one of the three is set (checked above): whichever it is decides.
+            let driver = match (&p.local, &p.aws_autoscaling_group, &p.slurm) {
+                (_, _, Some(slurm)) => Some(DriverConfig::Slurm(Box::new(
+                    self.slurm_config(slurm, &key)?,
+                ))),
+                (_, Some(group), None) => {
                     if group.name.trim().is_empty() {
                         return Err(bad(key("aws_autoscaling_group.name"), "is empty"));
                     }
@@ -820,7 +817,7 @@ impl FabricConfig {
                         join_timeout,
                     })
                 }
-                (Some(local), None) => {
+                (Some(local), None, None) => {
                     local
                         .devices
                         .parse::<gpucap_runtime::backend::DeviceSpec>()
@@ -833,8 +830,8 @@ impl FabricConfig {
                             .unwrap_or_else(|| self.runtime.path.clone()),
                     })
                 }
-                (None, None) if !need_drivers => None,
-                (None, None) => {
+                (None, None, None) if !need_drivers => None,
+                (None, None, None) => {
                     return Err(bad(
                         format!("pools[{i}]"),
                         "no driver; add a [pools.local] table (replicas run on this host), [pools.aws_autoscaling_group] or [pools.slurm]",

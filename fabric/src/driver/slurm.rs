@@ -518,7 +518,7 @@ impl Driver for SlurmDriver {
 }
 
 /// Where job `job` writes its output (on the node), for messages.
-pub fn output_file(config: &SlurmConfig, job: &str) -> PathBuf {
+fn output_file(config: &SlurmConfig, job: &str) -> PathBuf {
     config.work_dir.join(format!("gpucap-{job}.out"))
 }
 
