@@ -311,8 +311,11 @@ pub struct SlurmSection {
     pub time_limit: Option<String>,
     /// The URL the jobs' replicas join (the daemon's `/v1/join/ENDPOINT`).
     pub join_url: String,
-    /// A file holding the pool's join token, handed to the jobs (its hash is accepted).
-    pub join_token_file: PathBuf,
+    /// A file holding the pool's join token, handed to the jobs (its hash is accepted). Unset,
+    /// the router mints the pool's token itself and keeps it in its state directory: nothing
+    /// but the fabric submits these jobs, so nothing else needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token_file: Option<PathBuf>,
     /// CA certificates the replicas verify the daemon with (a path on the nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
@@ -334,6 +337,10 @@ pub struct SlurmSection {
     /// How long a running job's replica may take to join (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_timeout: Option<String>,
+    /// How long before a job's time limit its replica is replaced: its successor is submitted
+    /// then, and it drains once the successor serves (default `10m`; under `time_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_before: Option<String>,
 }
 
 /// `[pools.aws_autoscaling_group]`: an existing EC2 Auto Scaling group in the pool's region.
@@ -513,6 +520,8 @@ pub struct SlurmConfig {
     pub join_url: String,
     /// The pool's join token's file.
     pub join_token_file: PathBuf,
+    /// Whether the router made that file (and makes it again when it is missing).
+    pub join_token_minted: bool,
     /// The daemon's CA on the nodes.
     pub ca_cert: Option<PathBuf>,
     /// The runtime on the nodes.
@@ -527,6 +536,11 @@ pub struct SlurmConfig {
     pub queue_timeout: Duration,
     /// Longest wait from running to joined.
     pub join_timeout: Duration,
+    /// How long before its time limit a job's replica is replaced.
+    pub replace_before: Duration,
+    /// How long before its time limit a job's replica is sent `SIGTERM` to drain (half of
+    /// `replace_before`, at most two minutes: after its successor was started).
+    pub warning: Duration,
 }
 
 /// A pool the router uses, validated.
@@ -789,7 +803,7 @@ impl FabricConfig {
             // At most one of the three is set (checked above): whichever it is decides.
             let driver = match (&p.local, &p.aws_autoscaling_group, &p.slurm) {
                 (_, _, Some(slurm)) => Some(DriverConfig::Slurm(Box::new(
-                    self.slurm_config(slurm, &key)?,
+                    self.slurm_config(&p.name, slurm, &key)?,
                 ))),
                 (_, Some(group), None) => {
                     if group.name.trim().is_empty() {
@@ -859,6 +873,7 @@ impl FabricConfig {
 
     fn slurm_config(
         &self,
+        pool: &str,
         slurm: &SlurmSection,
         key: &dyn Fn(&str) -> String,
     ) -> Result<SlurmConfig, ConfigError> {
@@ -896,6 +911,24 @@ impl FabricConfig {
             }
             None => None,
         };
+        // Ten minutes ahead by default; half the job for limits under twenty minutes.
+        let default_ahead = time_limit_minutes
+            .map(|m| Duration::from_secs(m * 30))
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(600));
+        let replace_before = duration(&slurm.replace_before, "replace_before", default_ahead)?;
+        if let Some(minutes) = time_limit_minutes
+            && replace_before >= Duration::from_secs(minutes * 60)
+        {
+            return Err(bad(
+                key("slurm.replace_before"),
+                format!(
+                    "{} is not shorter than time_limit ({minutes}m): every job would be replaced as soon as it runs",
+                    humantime::format_duration(replace_before)
+                ),
+            ));
+        }
+        let warning = (replace_before / 2).clamp(Duration::from_secs(1), Duration::from_secs(120));
         let user = match &slurm.user {
             Some(u) => u.clone(),
             None => std::env::var("USER").map_err(|_| {
@@ -914,7 +947,7 @@ impl FabricConfig {
             api_version: slurm
                 .api_version
                 .clone()
-                .unwrap_or_else(|| "v0.0.38".into()),
+                .unwrap_or_else(|| crate::driver::slurm_api::DEFAULT_API_VERSION.into()),
             user,
             token_file: slurm.token_file.clone(),
             partition: slurm.partition.clone(),
@@ -923,7 +956,11 @@ impl FabricConfig {
             gres: slurm.gres.clone(),
             time_limit_minutes,
             join_url: slurm.join_url.clone(),
-            join_token_file: slurm.join_token_file.clone(),
+            join_token_file: slurm
+                .join_token_file
+                .clone()
+                .unwrap_or_else(|| self.state.dir.join(format!("slurm-{pool}.join-token"))),
+            join_token_minted: slurm.join_token_file.is_none(),
             ca_cert: slurm.ca_cert.clone(),
             runtime_path: slurm
                 .runtime_path
@@ -945,6 +982,8 @@ impl FabricConfig {
                 "join_timeout",
                 Duration::from_secs(300),
             )?,
+            replace_before,
+            warning: Duration::from_secs(warning.as_secs().max(1)),
         })
     }
 
@@ -1420,6 +1459,18 @@ dir = "/tmp/state"
         assert_eq!(c.runtime_path, PathBuf::from("/bin/gpucap-runtime"));
         assert_eq!(c.device, "auto");
         assert_eq!(c.queue_timeout, Duration::from_secs(120));
+        assert!(!c.join_token_minted, "the operator's token file is used");
+
+        // Without a token file the router mints the pool's token, in the endpoint's directory.
+        let f = load(&on_slurm(
+            &SLURM.replace("join_token_file = \"/etc/gpucap/hpc.token\"\n", ""),
+        ))
+        .unwrap();
+        let Some(DriverConfig::Slurm(c)) = &f.pools[1].driver else {
+            panic!("{:?}", f.pools[1].driver);
+        };
+        assert!(c.join_token_minted);
+        assert_eq!(c.join_token_file, f.state_dir.join("slurm-od.join-token"));
     }
 
     #[test]

@@ -919,9 +919,36 @@ impl Controller {
     }
 
     /// One round at `at`: reap, adopt joined machines, scrape, measure, decide, act, publish.
+    /// Marks the replicas whose capacity ends soon (their driver says when) for replacement.
+    fn mark_expiring(&mut self) {
+        let now = std::time::SystemTime::now();
+        let due: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, record)| {
+                self.fabric
+                    .pools
+                    .iter()
+                    .position(|p| p.name == record.pool)
+                    .and_then(|i| self.pools[i].driver.as_ref())
+                    .and_then(|d| d.replace_at(record))
+                    .is_some_and(|at| at <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in self.shared.fleet.mark_expiring(&due) {
+            self.log(
+                "expiring",
+                &id,
+                "its capacity ends soon (its job's time limit): a successor replaces it",
+            );
+        }
+    }
+
     async fn tick(&mut self, at: Instant) {
         self.reap();
         self.adopt_joined();
+        self.mark_expiring();
         self.scrape().await;
         let now = Instant::now();
         let members = self.shared.fleet.members();
@@ -968,6 +995,7 @@ impl Controller {
                 },
                 phase_for: now.saturating_duration_since(m.phase_since),
                 outdated: m.outdated,
+                expiring: m.expiring,
             })
             .collect();
         let lost: Vec<usize> = std::mem::take(&mut self.lost)
@@ -1203,6 +1231,7 @@ impl Controller {
                 served: m.served,
                 phase_s: now.saturating_duration_since(m.phase_since).as_secs_f64(),
                 outdated: m.outdated,
+                expiring: m.expiring,
             })
             .collect();
         let scaling = &self.fabric.scaling;

@@ -44,6 +44,8 @@ pub struct Member {
     pub served: u64,
     /// Started with an older runtime configuration.
     pub outdated: bool,
+    /// Near the end of its capacity (its driver says when): to be replaced.
+    pub expiring: bool,
     /// Requests waiting in its own queue, as last scraped.
     pub queue_depth: f64,
     /// Its devices' busy fraction over the last scrape interval.
@@ -68,6 +70,7 @@ impl Member {
             idle_since: now,
             served: 0,
             outdated: false,
+            expiring: false,
             queue_depth: 0.0,
             busy: 0.0,
             batches: BatchTotals::default(),
@@ -481,6 +484,18 @@ impl Fleet {
                 m.outdated = true;
             }
         }
+    }
+
+    /// Marks replicas near the end of their capacity as expiring; the ids newly marked.
+    pub fn mark_expiring(&self, ids: &[String]) -> Vec<String> {
+        let mut marked = Vec::new();
+        for m in self.lock().members.iter_mut() {
+            if !m.expiring && ids.contains(&m.id) {
+                m.expiring = true;
+                marked.push(m.id.clone());
+            }
+        }
+        marked
     }
 
     /// Re-indexes replicas after the pools changed: `index_of(pool name)` gives the new index and

@@ -109,6 +109,9 @@ pub struct ReplicaStatus {
     pub phase_s: f64,
     /// Started with an older configuration.
     pub outdated: bool,
+    /// Near the end of its capacity (a Slurm job's time limit): being replaced.
+    #[serde(default)]
+    pub expiring: bool,
 }
 
 /// The signals and their thresholds.
@@ -268,7 +271,15 @@ impl Status {
         ];
         for x in &self.replicas {
             replicas.push(vec![
-                format!("{}{}", x.id, if x.outdated { " (outdated)" } else { "" }),
+                format!(
+                    "{}{}",
+                    x.id,
+                    match (x.outdated, x.expiring) {
+                        (true, _) => " (outdated)",
+                        (false, true) => " (expiring)",
+                        _ => "",
+                    }
+                ),
                 x.pool.clone(),
                 x.phase.clone(),
                 x.address.clone().unwrap_or_else(|| "-".into()),
@@ -412,6 +423,7 @@ mod tests {
                     served: 1200,
                     phase_s: 61.0,
                     outdated: false,
+                    expiring: false,
                 },
                 ReplicaStatus {
                     id: "cloud-2".into(),

@@ -31,6 +31,20 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes a secret to `path` atomically, creating the directory; the file is readable by its
+/// owner only (a temporary file is created with mode 0600 and renamed, so the secret is never
+/// readable by others, even briefly).
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(content.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

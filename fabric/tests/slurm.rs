@@ -18,23 +18,39 @@ const TOKEN: &str = "gpj_fedcba9876543210fedcba9876543210fedcba9876543210fedcba9
 
 /// The endpoint: one CPU replica on this host (`lab`), bursts as Slurm jobs (`hpc`, one GPU
 /// each, up to five on the node's four GPUs).
-fn endpoint_body(cluster: &Cluster, daemon: &Daemon, work: &std::path::Path) -> String {
+const BURSTS: &str = "[replicas]\nmin = 1\nmax = 6\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+     [policy]\nname = \"burst\"\n\
+     [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
+     [policy.scale_down]\nidle_for = \"4s\"\ndrain_timeout = \"5s\"\n\n\
+     [[pools]]\nname = \"lab\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
+     gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
+     [[pools]]\nname = \"hpc\"\nrole = \"burst\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\n\
+     capacity_type = \"on_prem\"\ngpus_max = 5\n";
+
+/// The endpoint: its base as Slurm jobs (`hpc`, one GPU each) whose time limit is two minutes,
+/// replaced 100 s ahead of it.
+const TIME_LIMITED: &str = "[replicas]\nmin = 1\nmax = 2\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+     [policy]\nname = \"base\"\n[policy.scale_down]\ndrain_timeout = \"5s\"\n\n\
+     [[pools]]\nname = \"hpc\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\n\
+     capacity_type = \"on_prem\"\ngpus_max = 2\n";
+
+/// `pools` (the last of them the Slurm pool, without its `[pools.slurm]` table) with that
+/// table for `cluster`, joining `daemon`; `slurm_extra` ends the table.
+fn endpoint_body(
+    pools: &str,
+    slurm_extra: &str,
+    cluster: &Cluster,
+    daemon: &Daemon,
+    work: &std::path::Path,
+) -> String {
     let token_file = work.join("join-token");
     std::fs::write(&token_file, TOKEN).unwrap();
     format!(
-        "[replicas]\nmin = 1\nmax = 6\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
-         [policy]\nname = \"burst\"\n\
-         [policy.scale_up]\nqueue_depth = 2\nfor = \"1s\"\nstable_window = \"4s\"\npanic_window = \"1s\"\n\
-         [policy.scale_down]\nidle_for = \"4s\"\ndrain_timeout = \"5s\"\n\n\
-         [[pools]]\nname = \"lab\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\n\
-         gpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
-         [[pools]]\nname = \"hpc\"\nrole = \"burst\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\n\
-         capacity_type = \"on_prem\"\ngpus_max = 5\n\
-         [pools.slurm]\nrest_url = \"{rest}\"\nuser = \"{user}\"\ntoken_file = \"{rest_token}\"\n\
-         partition = \"{partition}\"\ngres = \"gpu:1\"\ntime_limit = \"1h\"\n\
+        "{pools}[pools.slurm]\nrest_url = \"{rest}\"\nuser = \"{user}\"\ntoken_file = \"{rest_token}\"\n\
+         partition = \"{partition}\"\ngres = \"gpu:1\"\n\
          join_url = \"{join}/v1/join/digits\"\njoin_token_file = \"{token}\"\nca_cert = \"{ca}\"\n\
          runtime_path = \"{runtime}\"\ndevice = \"cpu\"\nthreads = 1\nwork_dir = \"{work}\"\n\
-         queue_timeout = \"6s\"\njoin_timeout = \"60s\"\n",
+         join_timeout = \"60s\"\n{slurm_extra}",
         rest = cluster.rest_url,
         user = cluster.user,
         rest_token = cluster.token_file.display(),
@@ -55,12 +71,14 @@ struct Site {
 }
 
 impl Site {
-    fn start() -> Site {
+    /// A cluster, a daemon, and endpoint `digits` of `pools` on them (see [`endpoint_body`]).
+    fn start(pools: &str, slurm_extra: &str) -> Site {
         let cluster = Cluster::start();
         let mut daemon = Daemon::configured("eu-west-1", "EU");
         daemon.launch();
         let work = tempfile::tempdir().unwrap();
-        let config = endpoint_json("digits", &endpoint_body(&cluster, &daemon, work.path()));
+        let body = endpoint_body(pools, slurm_extra, &cluster, &daemon, work.path());
+        let config = endpoint_json("digits", &body);
         let (code, text) = daemon.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
         assert_eq!(code, 201, "{text}");
         Site {
@@ -102,7 +120,7 @@ impl Site {
 #[test]
 fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
     let _one = serial();
-    let site = Site::start();
+    let site = Site::start(BURSTS, "time_limit = \"1h\"\nqueue_timeout = \"6s\"\n");
     let dirs = site.dirs();
     let prefix = "gpucap-digits-hpc-";
 
@@ -241,4 +259,76 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
         || ready_on(&site.status(), "hpc") >= 1,
     );
     assert_eq!(failed(&load.join().unwrap()), 0);
+}
+
+#[test]
+fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
+    let _one = serial();
+    let site = Site::start(
+        TIME_LIMITED,
+        "time_limit = \"2m\"\nreplace_before = \"100s\"\n",
+    );
+    let dirs = site.dirs();
+    let prefix = "gpucap-digits-hpc-";
+    let first = site.cluster.jobs_in("RUNNING", prefix);
+    assert_eq!(first.len(), 1, "{:?}", site.cluster.jobs());
+    // The job carries the pool's time limit, in minutes.
+    let submitted = site.cluster.job(&first[0]).unwrap();
+    assert_eq!(submitted["time_limit"], 2, "{submitted}");
+
+    // Under load, 20 s into the job (100 s before its 2 min limit) its successor is submitted;
+    // once that serves, the old replica drains and its job is cancelled. No request fails.
+    let load = std::thread::spawn({
+        let base = site.base();
+        move || bench(&base, 8, "40s")
+    });
+    wait_until(
+        "the first job replaced ahead of its time limit",
+        Duration::from_secs(45),
+        &dirs,
+        || site.cluster.state_of(&first[0]).as_deref() == Some("CANCELLED"),
+    );
+    let decisions = site.decisions();
+    let replaced = decisions
+        .iter()
+        .find(|d| {
+            d["action"] == "start"
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("time limit: replacing hpc-1"))
+        })
+        .unwrap_or_else(|| panic!("{decisions:#?}"));
+    let drained = decisions
+        .iter()
+        .position(|d| d["action"] == "drain" && d["subject"] == "hpc-1")
+        .unwrap_or_else(|| panic!("{decisions:#?}"));
+    let started = decisions.iter().position(|d| d == replaced).unwrap();
+    assert!(started < drained, "the successor first: {decisions:#?}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["action"] == "expiring" && d["subject"] == "hpc-1"),
+        "{decisions:#?}"
+    );
+    let successor = site.cluster.jobs_in("RUNNING", prefix);
+    assert_eq!(successor.len(), 1, "{:?}", site.cluster.jobs());
+
+    // The warning signal (what Slurm sends before a time limit or a preemption) reaches the
+    // successor's replica: it drains what it accepted and exits, the job ends by itself, and
+    // the fabric replaces it. Still no request fails.
+    site.cluster.signal(&successor[0], "TERM");
+    wait_until(
+        "the warned job ended by itself",
+        Duration::from_secs(20),
+        &dirs,
+        || site.cluster.state_of(&successor[0]).as_deref() == Some("COMPLETED"),
+    );
+    wait_until(
+        "a replica serving again",
+        Duration::from_secs(30),
+        &dirs,
+        || ready_on(&site.status(), "hpc") >= 1,
+    );
+    let report = load.join().unwrap();
+    assert_eq!(failed(&report), 0, "{report}");
 }

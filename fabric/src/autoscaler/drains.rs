@@ -218,9 +218,9 @@ impl<'a> Planner<'a> {
         cancelled
     }
 
-    /// Rolling restart: one outdated replica at a time, its replacement started first when its
-    /// pool has a free slot, else drained first (the router holds requests meanwhile); returns 1
-    /// when a replica drained to be replaced.
+    /// Rolling restart: one outdated (or expiring) replica at a time, its replacement started
+    /// first when its pool has a free slot, else drained first (the router holds requests
+    /// meanwhile); returns 1 when a replica drained to be replaced.
     pub(super) fn roll(&mut self, memory: &mut Memory) -> usize {
         let starting =
             self.obs.replicas.iter().any(|r| r.phase == Phase::Starting) || self.starts() > 0;
@@ -231,32 +231,38 @@ impl<'a> Planner<'a> {
             return 0;
         }
         let Some(old) = self.obs.replicas.iter().find(|r| {
-            r.outdated && r.phase != Phase::Draining && !self.leaving.contains(r.id.as_str())
+            (r.outdated || r.expiring)
+                && r.phase != Phase::Draining
+                && !self.leaving.contains(r.id.as_str())
         }) else {
             return 0;
         };
         let Some(pool) = old.pool else { return 0 };
+        let (why, successor) = if old.outdated {
+            ("rolling restart", "with the new configuration")
+        } else {
+            (
+                "time limit",
+                "ahead of the end of its capacity (its job's time limit)",
+            )
+        };
         if memory.surged.remove(&old.id) {
             self.push(Action::Drain {
                 replica: old.id.clone(),
-                reason: "rolling restart: its replacement with the new configuration is ready"
-                    .into(),
+                reason: format!("{why}: its replacement {successor} is ready"),
             });
         } else if self.live() < self.policy.replicas_max && self.can_start(pool) {
             memory.surged.insert(old.id.clone());
             self.push(Action::Start {
                 pool,
-                reason: format!(
-                    "rolling restart: replacing {} with the new configuration",
-                    old.id
-                ),
+                reason: format!("{why}: replacing {} {successor}", old.id),
             });
         } else {
             memory.awaiting_slot = Some(pool);
             self.push(Action::Drain {
                 replica: old.id.clone(),
                 reason: format!(
-                    "rolling restart: pool {} has no free slot, so {} drains before its replacement starts",
+                    "{why}: pool {} has no free slot, so {} drains before its replacement starts",
                     self.obs.pools[pool].name, old.id
                 ),
             });

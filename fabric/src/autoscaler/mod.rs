@@ -145,6 +145,10 @@ pub struct ReplicaState {
     pub phase_for: Duration,
     /// Started with an older configuration: to be replaced in a rolling restart.
     pub outdated: bool,
+    /// Near the end its capacity has (a Slurm job's time limit): to be replaced the same way,
+    /// its successor started first. (Absent in traces recorded before it existed.)
+    #[serde(default)]
+    pub expiring: bool,
 }
 
 /// What was measured for this call, endpoint-wide.
@@ -244,6 +248,7 @@ impl Action {
     pub fn kind(&self) -> (&'static str, &'static str) {
         let reason = self.reason();
         let kind = [
+            ("time limit", "time_limit"),
             ("scale from zero", "scale_from_zero"),
             ("replicas.min", "min_replicas"),
             ("warm", "min_warm"),
@@ -639,6 +644,7 @@ pub(super) mod tests {
             idle_for: Duration::ZERO,
             phase_for: Duration::ZERO,
             outdated: false,
+            expiring: false,
         }
     }
 
@@ -1076,6 +1082,43 @@ pub(super) mod tests {
         ];
         let d = run(&mut mem, 5, &pools, &fleet, Signals::default(), &p);
         assert_eq!(drains(&d), ["big-1"]);
+    }
+
+    #[test]
+    fn a_replica_near_its_time_limit_is_replaced_successor_first() {
+        let mut mem = Memory::default();
+        let pools = vec![pool("hpc", CapacityType::OnPrem, false, 4, 0.9)];
+        let p = ScalingPolicy {
+            replicas_min: 2,
+            ..policy()
+        };
+        let expiring = ReplicaState {
+            expiring: true,
+            ..replica("hpc-1", 0, Phase::Ready)
+        };
+        let fleet = [expiring.clone(), replica("hpc-2", 0, Phase::Ready)];
+        let d = run(&mut mem, 0, &pools, &fleet, Signals::default(), &p);
+        assert_eq!(starts(&d), [0], "the successor first: {d:?}");
+        assert!(d.actions[0].reason().contains("time limit"), "{d:?}");
+        assert_eq!(d.actions[0].kind().1, "time_limit");
+        let fleet = [
+            expiring.clone(),
+            replica("hpc-2", 0, Phase::Ready),
+            replica("hpc-3", 0, Phase::Starting),
+        ];
+        assert!(
+            run(&mut mem, 1, &pools, &fleet, Signals::default(), &p)
+                .actions
+                .is_empty(),
+            "nothing drains while the successor starts"
+        );
+        let fleet = [
+            expiring,
+            replica("hpc-2", 0, Phase::Ready),
+            replica("hpc-3", 0, Phase::Ready),
+        ];
+        let d = run(&mut mem, 2, &pools, &fleet, Signals::default(), &p);
+        assert_eq!(drains(&d), ["hpc-1"], "then the old one drains");
     }
 
     #[test]

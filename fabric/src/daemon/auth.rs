@@ -48,24 +48,7 @@ pub fn new_token() -> Result<String, String> {
 
 /// Writes `token`'s hash to `path`, readable by its owner only.
 pub fn write_token_hash(path: &Path, token: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    writeln!(file, "{}", token_hash(token))
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path))
+    crate::store::write_private(path, &format!("{}\n", token_hash(token)))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod joined;
 pub mod local;
 pub mod slurm;
+pub mod slurm_api;
 
 use std::time::Duration;
 
@@ -118,6 +119,11 @@ pub trait Driver: Send + Sync {
     /// SHA-256 (hex) of the join token the driver itself hands the replicas it starts (a Slurm
     /// job carries it in its environment); accepted beside the pool's configured tokens.
     fn join_token_sha256(&self) -> Option<String> {
+        None
+    }
+    /// When `replica` should be replaced because the capacity under it ends (a Slurm job's
+    /// time limit, less the time a successor needs); `None` for capacity without an end.
+    fn replace_at(&self, _replica: &ReplicaRecord) -> Option<std::time::SystemTime> {
         None
     }
     /// Takes `machine`, which joined this pool (at `address`) and serves no replica, as the

@@ -3,7 +3,7 @@
 //! reaches it) on whichever node Slurm picks; the replica joins the router like any remote one
 //! ([`crate::join`]). Slurm stays the scheduler: jobs go through its queue, account, QOS and
 //! limits, and gpucap only submits and cancels its own jobs.
-//! - A start submits one job (named `gpucap-ENDPOINT-POOL-REPLICA`, so `squeue` tells an operator
+//! - A start submits one job (named `gpucap-ENDPOINT-POOL-N`, so `squeue` tells an operator
 //!   what it serves) and waits: while the job is pending the replica is starting; once it runs,
 //!   its replica must join within `join_timeout`. A job still pending after `queue_timeout`, or
 //!   one that ends before joining, is cancelled and the start fails with Slurm's reason (the
@@ -15,53 +15,26 @@
 //! - A joining replica is admitted only if Slurm reports its job RUNNING in this pool's
 //!   partition, under the fabric's user: a token alone adds no capacity.
 //!
-//! The REST token (a JWT) is read from `token_file` or `SLURM_JWT` for each call, so a rotated
-//! token is picked up, and never logged.
+//! The REST calls are [`super::slurm_api`]'s.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::joined::JoinedReplicas;
+use super::slurm_api::{SlurmApi, SlurmRef};
 use super::{ApiMetrics, Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::config::SlurmConfig;
 use crate::join::JoinHub;
-use crate::metrics::{ApiCallLabels, NameLabels};
 
 /// How often a starting job's state is read.
 const POLL: Duration = Duration::from_secs(1);
-/// How long before its time limit a job's replica is sent `SIGTERM` to drain.
-const WARNING: Duration = Duration::from_secs(120);
-
-/// A job as `slurmrestd` describes it (the fields the driver reads).
-#[derive(Debug, Clone, Deserialize)]
-pub struct JobInfo {
-    /// Its id.
-    pub job_id: u64,
-    /// `PENDING`, `RUNNING`, `COMPLETED`, `CANCELLED`, `TIMEOUT`, `FAILED`, …
-    pub job_state: String,
-    /// Why it is in that state (`Resources`, `Priority`, `None`, …).
-    #[serde(default)]
-    pub state_reason: String,
-    /// Its partition.
-    #[serde(default)]
-    pub partition: String,
-    /// Who submitted it.
-    #[serde(default)]
-    pub user_name: String,
-    /// Its name.
-    #[serde(default)]
-    pub name: String,
-    /// The nodes it runs on.
-    #[serde(default)]
-    pub nodes: String,
-}
 
 /// One pool on a Slurm partition.
 pub struct SlurmDriver {
@@ -70,16 +43,55 @@ pub struct SlurmDriver {
     config: SlurmConfig,
     slots: usize,
     join_token: String,
-    http: reqwest::Client,
+    api: SlurmApi,
     hub: Arc<JoinHub>,
     /// Which replica runs in which job.
     replicas: JoinedReplicas,
-    metrics: ApiMetrics,
+    /// When each replica's job reaches its time limit.
+    ends: std::sync::Mutex<HashMap<String, SystemTime>>,
 }
 
 /// Quotes `s` for a POSIX shell.
 fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The pool's join token from the file an operator gave.
+fn read_join_token(path: &Path) -> Result<String, DriverError> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| {
+            DriverError(format!(
+                "cannot read the join token file {}: {e}",
+                path.display()
+            ))
+        })?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(DriverError(format!(
+            "the join token file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
+/// The token the router minted for the pool: kept across restarts (running jobs hold it), made
+/// when it is missing, readable by the router's user only.
+fn minted_join_token(path: &Path) -> Result<String, DriverError> {
+    if path.exists() {
+        return read_join_token(path);
+    }
+    let token = crate::daemon::auth::new_token()
+        .map_err(DriverError)?
+        .replacen("gpf_", "gpj_", 1);
+    crate::store::write_private(path, &token).map_err(|e| {
+        DriverError(format!(
+            "cannot write the pool's join token to {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(token)
 }
 
 impl SlurmDriver {
@@ -93,183 +105,40 @@ impl SlurmDriver {
         hub: Arc<JoinHub>,
         metrics: ApiMetrics,
     ) -> Result<SlurmDriver, DriverError> {
-        let join_token = std::fs::read_to_string(&config.join_token_file)
-            .map_err(|e| {
-                DriverError(format!(
-                    "cannot read the join token file {}: {e}",
-                    config.join_token_file.display()
-                ))
-            })?
-            .trim()
-            .to_string();
-        if join_token.is_empty() {
-            return Err(DriverError(format!(
-                "the join token file {} is empty",
-                config.join_token_file.display()
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| DriverError(format!("an HTTP client for slurmrestd: {e}")))?;
+        let join_token = if config.join_token_minted {
+            minted_join_token(&config.join_token_file)?
+        } else {
+            read_join_token(&config.join_token_file)?
+        };
+        let api = SlurmApi::new(
+            SlurmRef {
+                rest_url: config.rest_url.clone(),
+                api_version: config.api_version.clone(),
+                user: config.user.clone(),
+                token_file: config.token_file.clone(),
+            },
+            pool,
+            Some(metrics),
+        )?;
         Ok(SlurmDriver {
             endpoint: endpoint.to_string(),
             pool: pool.to_string(),
             config,
             slots,
             join_token,
-            http,
+            api,
             replicas: JoinedReplicas::new(pool, "slurm", hub.clone()),
             hub,
-            metrics,
+            ends: std::sync::Mutex::default(),
         })
-    }
-
-    /// The REST token: `token_file`'s content, else `SLURM_JWT`.
-    fn rest_token(&self) -> Result<String, DriverError> {
-        match &self.config.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_string())
-                .map_err(|e| {
-                    DriverError(format!(
-                        "cannot read the Slurm token file {}: {e}",
-                        path.display()
-                    ))
-                }),
-            None => std::env::var("SLURM_JWT").map_err(|_| {
-                DriverError(
-                    "no Slurm token: set the pool's slurm.token_file or SLURM_JWT".to_string(),
-                )
-            }),
-        }
-    }
-
-    /// Calls `slurmrestd` (`method` on `/slurm/VERSION/PATH`), counting the call as `action`;
-    /// the answer's JSON, or an error with Slurm's own messages.
-    async fn call(
-        &self,
-        action: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, DriverError> {
-        self.metrics
-            .calls
-            .get_or_create(&ApiCallLabels {
-                pool: self.pool.clone(),
-                call: action.to_string(),
-            })
-            .inc();
-        let result = self.send(method, path, body).await;
-        if let Err(e) = &result {
-            self.metrics
-                .errors
-                .get_or_create(&NameLabels {
-                    name: self.pool.clone(),
-                })
-                .inc();
-            tracing::warn!(pool = %self.pool, error = %e, "slurmrestd call failed");
-        }
-        result.map_err(|e| {
-            DriverError(format!(
-                "{action} on slurmrestd {}: {e}",
-                self.config.rest_url
-            ))
-        })
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let url = format!(
-            "{}/slurm/{}/{path}",
-            self.config.rest_url, self.config.api_version
-        );
-        let token = self.rest_token().map_err(|e| e.0)?;
-        let mut req = self
-            .http
-            .request(method, &url)
-            .header("X-SLURM-USER-NAME", &self.config.user)
-            .header("X-SLURM-USER-TOKEN", token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.map_err(|e| crate::errors::chain(&e))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let errors = slurm_errors(&value);
-        if !status.is_success() || !errors.is_empty() {
-            let said = if errors.is_empty() {
-                text.chars().take(200).collect()
-            } else {
-                errors.join("; ")
-            };
-            // slurmrestd answers a bad or expired token with a bare 500.
-            let hint = if status.as_u16() == 500 && errors.is_empty() {
-                " (slurmrestd answers a rejected token this way: check the pool's token and user)"
-            } else {
-                ""
-            };
-            return Err(format!("HTTP {}: {said}{hint}", status.as_u16()));
-        }
-        Ok(value)
-    }
-
-    /// The job `id` as Slurm reports it; `None` when Slurm no longer knows it.
-    pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, DriverError> {
-        let v = match self
-            .call("GetJob", reqwest::Method::GET, &format!("job/{id}"), None)
-            .await
-        {
-            Ok(v) => v,
-            // An unknown (long finished) job is an error in the answer, not a missing job.
-            Err(e) if e.0.contains("Invalid job id") => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let job = v["jobs"]
-            .as_array()
-            .and_then(|jobs| jobs.first())
-            .cloned()
-            .map(serde_json::from_value::<JobInfo>)
-            .transpose()
-            .map_err(|e| DriverError(format!("slurmrestd's job {id}: {e}")))?;
-        Ok(job)
     }
 
     /// Submits the job of replica `replica`; its id.
     async fn submit(&self, replica: &str) -> Result<String, DriverError> {
-        let body = self.job_request(replica);
-        let v = self
-            .call("SubmitJob", reqwest::Method::POST, "job/submit", Some(body))
-            .await?;
-        match v["job_id"].as_u64() {
-            Some(id) => Ok(id.to_string()),
-            None => Err(DriverError(format!(
-                "slurmrestd accepted the job of {replica} but named no job id"
-            ))),
-        }
-    }
-
-    /// Cancels job `id`; one Slurm already ended is not an error.
-    async fn cancel(&self, id: &str) -> Result<(), DriverError> {
-        match self
-            .call(
-                "CancelJob",
-                reqwest::Method::DELETE,
-                &format!("job/{id}"),
-                None,
-            )
+        self.api
+            .submit(self.job_request(replica))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.0.contains("already completed") || e.0.contains("Invalid job id") => Ok(()),
-            Err(e) => Err(e),
-        }
+            .map_err(|e| DriverError(format!("{e} (replica {replica})")))
     }
 
     /// The batch job of replica `replica`: its script and description.
@@ -308,7 +177,8 @@ impl SlurmDriver {
             serve = serve.join(" "),
         );
         let mut job = json!({
-            "name": format!("gpucap-{}-{}-{replica}", self.endpoint, self.pool),
+            // Replica ids are `POOL-N`, so this reads `gpucap-ENDPOINT-POOL-N`.
+            "name": format!("gpucap-{}-{replica}", self.endpoint),
             "partition": c.partition,
             "current_working_directory": c.work_dir,
             "standard_output": c.work_dir.join("gpucap-%j.out"),
@@ -316,7 +186,7 @@ impl SlurmDriver {
                 "GPUCAP_JOIN_TOKEN": self.join_token,
                 "PATH": "/usr/local/bin:/usr/bin:/bin",
             },
-            "signal": format!("TERM@{}", WARNING.as_secs()),
+            "signal": format!("TERM@{}", c.warning.as_secs()),
         });
         let optional = [
             ("account", c.account.clone().map(Value::from)),
@@ -335,8 +205,30 @@ impl SlurmDriver {
     /// Cancels a job whose start failed; logs what it cannot.
     async fn give_up(&self, job: &str) {
         self.hub.release(job, Duration::ZERO).await;
-        if let Err(e) = self.cancel(job).await {
+        if let Err(e) = self.api.cancel(job).await {
             tracing::warn!(pool = %self.pool, %job, error = %e, "cannot cancel the job of a failed start");
+        }
+    }
+
+    /// Notes when replica `replica`'s job `job` ends (its time limit), read now when the polls
+    /// have not seen it: the replica is replaced `replace_before` ahead of it.
+    async fn note_end(&self, replica: &str, job: &str, seen: Option<u64>) {
+        let end = match seen {
+            Some(end) => Some(end),
+            None => match self.api.job(job).await {
+                Ok(state) => state.and_then(|s| s.end_time),
+                Err(e) => {
+                    tracing::warn!(pool = %self.pool, %job, error = %e, "cannot read the job's time limit; it is not replaced ahead of it");
+                    None
+                }
+            },
+        };
+        if let Some(end) = end.filter(|&e| e > 0) {
+            let end = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
+            self.ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(replica.to_string(), end);
         }
     }
 
@@ -350,13 +242,15 @@ impl SlurmDriver {
         let submitted = Instant::now();
         let mut running_since: Option<Instant> = None;
         let mut next_poll = Instant::now();
+        let mut end_time = None;
         loop {
             if let Some(address) = self.hub.claim_machine(&self.pool, job, &spec.id) {
+                self.note_end(&spec.id, job, end_time).await;
                 return Ok(self.replicas.record(spec, job, address));
             }
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + POLL;
-                let state = self.job(job).await?;
+                let state = self.api.job(job).await?;
                 let Some(state) = state else {
                     return Err(DriverError(format!(
                         "job {job} is no longer known to Slurm; it ended before its replica joined"
@@ -375,6 +269,7 @@ impl SlurmDriver {
                         }
                     }
                     "RUNNING" | "COMPLETING" => {
+                        end_time = state.end_time.or(end_time);
                         let since = *running_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > self.config.join_timeout {
                             return Err(DriverError(format!(
@@ -404,28 +299,6 @@ impl SlurmDriver {
             }
         }
     }
-}
-
-/// The messages in a `slurmrestd` answer's `errors`.
-fn slurm_errors(v: &Value) -> Vec<String> {
-    v["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| {
-                    let what = e["error"].as_str().unwrap_or_default();
-                    let description = e["description"].as_str().unwrap_or_default();
-                    match (what.is_empty(), description.is_empty()) {
-                        (true, true) => None,
-                        (false, true) => Some(what.to_string()),
-                        (true, false) => Some(description.to_string()),
-                        (false, false) => Some(format!("{what}: {description}")),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -460,8 +333,12 @@ impl Driver for SlurmDriver {
             return Err(DriverError(format!("replica {} names no job", replica.id)));
         };
         self.hub.release(job, drain).await;
-        self.cancel(job).await?;
+        self.api.cancel(job).await?;
         self.replicas.forget(&replica.id);
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&replica.id);
         tracing::info!(pool = %self.pool, %job, "job cancelled");
         Ok(())
     }
@@ -472,6 +349,15 @@ impl Driver for SlurmDriver {
 
     fn alive(&self, replica: &ReplicaRecord) -> bool {
         self.replicas.alive(replica)
+    }
+
+    fn replace_at(&self, replica: &ReplicaRecord) -> Option<SystemTime> {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        let end = *ends.get(&replica.id)?;
+        Some(
+            end.checked_sub(self.config.replace_before)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        )
     }
 
     fn join_token_sha256(&self) -> Option<String> {
@@ -492,6 +378,7 @@ impl Driver for SlurmDriver {
             return Err(DriverError(format!("{machine:?} is not a Slurm job id")));
         }
         let job = self
+            .api
             .job(machine)
             .await?
             .ok_or_else(|| DriverError(format!("job {machine} is not known to Slurm")))?;
@@ -533,18 +420,21 @@ mod tests {
     }
 
     #[test]
-    fn slurm_errors_are_read_from_either_form() {
-        let v = json!({"errors": [
-            {"error": "Invalid SIGNAL specification", "error_code": -1},
-            {"description": "Unable to process key \"signal\"", "error": "Unspecified error"},
-        ]});
+    fn a_minted_join_token_is_private_and_kept_across_restarts() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("endpoint/slurm-hpc.join-token");
+        let first = minted_join_token(&path).unwrap();
+        assert!(first.starts_with("gpj_") && first.len() == 68, "{first}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         assert_eq!(
-            slurm_errors(&v),
-            vec![
-                "Invalid SIGNAL specification".to_string(),
-                "Unspecified error: Unable to process key \"signal\"".to_string()
-            ]
+            minted_join_token(&path).unwrap(),
+            first,
+            "kept, not minted again"
         );
-        assert!(slurm_errors(&json!({"errors": []})).is_empty());
+        std::fs::write(&path, "\n").unwrap();
+        let err = minted_join_token(&path).unwrap_err().0;
+        assert!(err.contains("is empty"), "{err}");
     }
 }

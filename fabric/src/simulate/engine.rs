@@ -801,6 +801,7 @@ impl Sim<'_> {
                     },
                     phase_for: Duration::from_nanos(now - rep.phase_since),
                     outdated: false,
+                    expiring: false,
                 }
             })
             .collect();

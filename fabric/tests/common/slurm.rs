@@ -104,6 +104,54 @@ impl Cluster {
         assert!(status.success(), "scancel {id}");
     }
 
+    /// Submits a job that is not gpucap's (`sbatch`, as any user of the cluster would): its id.
+    pub fn sbatch(&self, name: &str, command: &str) -> String {
+        let out = Command::new("sbatch")
+            .args([
+                "--parsable",
+                "-J",
+                name,
+                "-p",
+                &self.partition,
+                "-o",
+                "/dev/null",
+            ])
+            .args(["--wrap", command])
+            .env("SLURM_CONF", &self.conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sbatch: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Job `id` as slurmrestd describes it, if Slurm still knows it.
+    pub fn job(&self, id: &str) -> Option<Value> {
+        self.jobs()
+            .into_iter()
+            .find(|j| j["job_id"].as_u64() == id.parse().ok())
+    }
+
+    /// Job `id`'s state (`PENDING`, `RUNNING`, `CANCELLED`, …), if Slurm still knows it.
+    pub fn state_of(&self, id: &str) -> Option<String> {
+        self.job(id)
+            .and_then(|j| j["job_state"].as_str().map(str::to_string))
+    }
+
+    /// `scancel --signal=SIGNAL ID`: the signal reaches the job's steps, as Slurm's warning
+    /// before a time limit or a preemption does.
+    pub fn signal(&self, id: &str, signal: &str) {
+        let status = Command::new("scancel")
+            .args([&format!("--signal={signal}"), id])
+            .env("SLURM_CONF", &self.conf)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scancel --signal={signal} {id}");
+    }
+
     /// Stops slurmctld (an outage) or starts it again.
     pub fn controller_down(&self, down: bool) {
         let flag = self.dir.path().join("ctld.stop");
