@@ -34,6 +34,7 @@ pub mod resources;
 pub mod rules;
 pub mod schema;
 pub mod schema_json;
+pub mod slurm;
 #[cfg(test)]
 mod testing;
 pub mod validate;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use gpucap_fabric::config::{
     AwsGroupSection, BudgetSection, LocalSection, PolicySection, PoolSection, ScaleDownSection,
-    ScaleUpSection,
+    ScaleUpSection, SlurmSection,
 };
 use gpucap_policy::gpucap::placement::{BurstOrder, PlacedPool, PolicyPools};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,11 @@ pub struct PoolInfo {
     /// fields are not serialized, so pools of earlier releases keep their placement digest.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_group: Option<String>,
+    /// The Slurm partition, when the pool uses the `slurm` driver: its table as the fabric takes
+    /// it, except that `join_url` holds the daemon's URL as the nodes reach it (empty for the
+    /// daemon's own address) until an endpoint's router config resolves it ([`Self::to_section`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSection>,
     /// SHA-256 of the tokens its machines join with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub join_token_sha256: Vec<String>,
@@ -66,28 +71,46 @@ impl PoolInfo {
         }
     }
 
-    /// The pool as the fabric's router config lists it, as a base or burst pool; `None` without
-    /// a driver the fabric has.
-    pub fn to_section(&self, burst: bool, aws: &crate::aws::AwsSettings) -> Option<PoolSection> {
-        let (local, aws_autoscaling_group) = match (&self.local_devices, &self.aws_group) {
-            (Some(devices), _) => (
-                Some(LocalSection {
-                    devices: devices.clone(),
-                    runtime_path: None,
-                }),
-                None,
-            ),
-            (None, Some(group)) => (
-                None,
-                Some(AwsGroupSection {
-                    name: group.clone(),
-                    profile: aws.profile.clone(),
-                    endpoint_url: aws.endpoint_url.clone(),
-                    join_timeout: None,
-                }),
-            ),
-            (None, None) => return None,
-        };
+    /// The pool as the fabric's router config lists it, as a base or burst pool of an endpoint
+    /// deployed to `site`; `None` without a driver the fabric has.
+    pub fn to_section(&self, burst: bool, site: &RouterSite) -> Option<PoolSection> {
+        let (local, aws_autoscaling_group, slurm) =
+            match (&self.local_devices, &self.aws_group, &self.slurm) {
+                (Some(devices), _, _) => (
+                    Some(LocalSection {
+                        devices: devices.clone(),
+                        runtime_path: None,
+                    }),
+                    None,
+                    None,
+                ),
+                (None, Some(group), _) => (
+                    None,
+                    Some(AwsGroupSection {
+                        name: group.clone(),
+                        profile: site.aws.profile.clone(),
+                        endpoint_url: site.aws.endpoint_url.clone(),
+                        join_timeout: None,
+                    }),
+                    None,
+                ),
+                (None, None, Some(slurm)) => {
+                    let base = match slurm.join_url.trim_end_matches('/') {
+                        "" => site.daemon_url.trim_end_matches('/'),
+                        url => url,
+                    };
+                    let join_url = format!("{base}/v1/join/{}", site.endpoint);
+                    (
+                        None,
+                        None,
+                        Some(SlurmSection {
+                            join_url,
+                            ..slurm.clone()
+                        }),
+                    )
+                }
+                (None, None, None) => return None,
+            };
         Some(PoolSection {
             name: self.name.clone(),
             role: if burst { "burst" } else { "base" }.to_string(),
@@ -98,7 +121,7 @@ impl PoolInfo {
             gpus_max: usize::try_from(self.gpus_max).ok()?,
             local,
             aws_autoscaling_group,
-            slurm: None,
+            slurm,
             join_token_sha256: self.join_token_sha256.clone(),
         })
     }
@@ -119,6 +142,10 @@ impl PoolInfo {
             price_per_gpu_hour: m.effective_price_per_gpu_hour.get(),
             local_devices: m.local.known().and_then(|l| text(&l.devices)),
             aws_group: m.aws_autoscaling_group.known().and_then(|g| text(&g.name)),
+            slurm: match &m.slurm {
+                Attr::Known(block) => Some(slurm_section(block)?),
+                _ => None,
+            },
             join_token_sha256: m
                 .join_token_sha256
                 .known()
@@ -127,6 +154,48 @@ impl PoolInfo {
             object: v.to_json_unknown_as_null(),
         })
     }
+}
+
+/// Where an endpoint's router runs, as its pools' sections need it.
+#[derive(Debug, Clone)]
+pub struct RouterSite<'a> {
+    /// The endpoint's name.
+    pub endpoint: &'a str,
+    /// How pools on AWS are reached.
+    pub aws: &'a crate::aws::AwsSettings,
+    /// The daemon hosting the router (its admin API, which also takes joins).
+    pub daemon_url: &'a str,
+}
+
+/// A `slurm` block as the fabric's table ([`PoolInfo::slurm`]); `None` while something is
+/// unknown.
+fn slurm_section(b: &pool::Slurm) -> Option<SlurmSection> {
+    let optional = |a: &Attr<String>| match a {
+        Attr::Unknown => None,
+        a => Some(a.as_str().map(str::to_string)),
+    };
+    let path = |a: &Attr<String>| optional(a).map(|v| v.map(std::path::PathBuf::from));
+    Some(SlurmSection {
+        rest_url: b.rest_url.known()?.clone(),
+        api_version: optional(&b.api_version)?,
+        user: optional(&b.user)?,
+        token_file: path(&b.token_file)?,
+        partition: b.partition.known()?.clone(),
+        account: optional(&b.account)?,
+        qos: optional(&b.qos)?,
+        gres: optional(&b.gres)?,
+        time_limit: optional(&b.time_limit)?,
+        join_url: optional(&b.join_url)?.unwrap_or_default(),
+        join_token_file: None,
+        ca_cert: path(&b.ca_cert)?,
+        runtime_path: path(&b.runtime_path)?,
+        device: None,
+        threads: None,
+        work_dir: None,
+        queue_timeout: None,
+        join_timeout: None,
+        replace_before: optional(&b.replace_before)?,
+    })
 }
 
 impl PlacedPool for PoolInfo {
@@ -333,6 +402,7 @@ mod tests {
             price_per_gpu_hour: None,
             local_devices: Some("cpu".into()),
             aws_group: None,
+            slurm: None,
             join_token_sha256: Vec::new(),
             object: serde_json::Value::Null,
         }

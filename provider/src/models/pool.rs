@@ -62,6 +62,8 @@ pub struct GpuPool {
     pub local: Attr<Local>,
     /// The `aws_autoscaling_group` driver.
     pub aws_autoscaling_group: Attr<AwsGroup>,
+    /// The `slurm` driver.
+    pub slurm: Attr<Slurm>,
     /// SHA-256 (hex) of the tokens the pool's machines join with.
     pub join_token_sha256: Names,
 }
@@ -110,6 +112,42 @@ pub struct AwsGroup {
     pub desired_capacity: Attr<i64>,
     /// Its instances in service (computed).
     pub in_service: Attr<i64>,
+}
+
+/// The `slurm` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Slurm {
+    /// `slurmrestd`'s base URL.
+    pub rest_url: Attr<String>,
+    /// The REST API's version.
+    pub api_version: Attr<String>,
+    /// The Slurm user jobs are submitted as.
+    pub user: Attr<String>,
+    /// A file holding that user's JWT.
+    pub token_file: Attr<String>,
+    /// The partition jobs go to.
+    pub partition: Attr<String>,
+    /// The account jobs are charged to.
+    pub account: Attr<String>,
+    /// The QOS jobs run under.
+    pub qos: Attr<String>,
+    /// Generic resources per job.
+    pub gres: Attr<String>,
+    /// Each job's time limit.
+    pub time_limit: Attr<String>,
+    /// How long before the time limit a replica is replaced.
+    pub replace_before: Attr<String>,
+    /// The daemon's URL as the nodes reach it.
+    pub join_url: Attr<String>,
+    /// `gpucap-runtime` on the nodes.
+    pub runtime_path: Attr<String>,
+    /// The daemon's CA on the nodes.
+    pub ca_cert: Attr<String>,
+    /// The pool's jobs running (computed).
+    pub running: Attr<i64>,
+    /// The pool's jobs pending (computed).
+    pub pending: Attr<i64>,
 }
 
 /// The schema, built once per process.
@@ -166,7 +204,7 @@ fn build_schema() -> Schema {
                     .attr("max", Type::Number, Mode::Required, "Most nodes.")
                     .check("max", Check::IntIn(1, 100_000)),
             )
-            .attr("join_token_sha256", list_of_strings(), Mode::Optional, "SHA-256 (hex) of each token the pool's machines join their router with (a `gpucap_join_token`'s `sha256`); two while one is rotated out. Required with `aws_autoscaling_group`.")
+            .attr("join_token_sha256", list_of_strings(), Mode::Optional, "SHA-256 (hex) of each token the pool's machines join their router with (a `gpucap_join_token`'s `sha256`); two while one is rotated out. Required with `aws_autoscaling_group`; a `slurm` pool's router mints its own.")
             .single(
                 "local",
                 false,
@@ -183,6 +221,27 @@ fn build_schema() -> Schema {
                     .attr("max_size", Type::Number, Mode::Computed, "The group's `MaxSize`, as last read.")
                     .attr("desired_capacity", Type::Number, Mode::Computed, "The group's `DesiredCapacity`, as last read.")
                     .attr("in_service", Type::Number, Mode::Computed, "The group's instances in service, as last read."),
+            )
+            .single(
+                "slurm",
+                false,
+                Block::new("The `slurm` driver: each replica is a batch job in a partition of a Slurm cluster, reached through `slurmrestd`; the job's replica joins the router (see the fabric-slurm guide). Slurm stays the scheduler: jobs go through the partition's queue, account, QOS and limits, and gpucap submits and cancels only its own jobs. The REST token (a JWT for `user`) comes from `token_file`, else `SLURM_JWT` in the environment of Terraform and of the fabric daemon; it never enters state.")
+                    .attr("rest_url", Type::String, Mode::Required, "`slurmrestd`'s base URL, e.g. `https://slurm.lab.example:6820`.")
+                    .attr("partition", Type::String, Mode::Required, "The partition the jobs go to. Plan reads it: a partition the cluster does not have, a `gres` none of its nodes can satisfy, or `nodes.max` beyond the jobs it can hold at once is an error.")
+                    .attr("account", Type::String, Mode::Optional, "The account the jobs are charged to (default: the user's default account).")
+                    .attr("qos", Type::String, Mode::Optional, "The QOS the jobs run under (default: the association's).")
+                    .attr("gres", Type::String, Mode::OptionalComputed, "The generic resources each job (one replica) asks for. Default: `gpu:<gpu.per_node>`, none for a CPU-only pool (`gpu.model = \"cpu\"`).")
+                    .attr("time_limit", Type::String, Mode::Optional, "Each job's time limit, e.g. `24h` (default: the partition's). Jobs ask for SIGTERM two minutes before it, on which their replicas drain.")
+                    .attr("replace_before", Type::String, Mode::Optional, "How long before `time_limit` a job's replica is replaced: its successor is submitted then, and it drains once the successor serves, so no request is refused. Default `10m` (half the job for limits under 20 minutes); shorter than `time_limit`.")
+                    .attr("user", Type::String, Mode::OptionalComputed, "The Slurm user the jobs are submitted as (default: `USER` of the process Terraform runs in).")
+                    .attr("token_file", Type::String, Mode::Optional, "A file holding the user's JWT (`scontrol token`), read by the provider at plan and by the fabric daemon for each call. Default: `SLURM_JWT`.")
+                    .attr("api_version", Type::String, Mode::OptionalComputed, "The REST API's version (default `v0.0.38`, Slurm 22.05's).")
+                    .default_value("api_version", json!("v0.0.38"))
+                    .attr("join_url", Type::String, Mode::Optional, "The fabric daemon's URL as the cluster's nodes reach it; the jobs' replicas join `JOIN_URL/v1/join/ENDPOINT`. Default: the daemon's address (the `fabric` block's, or this host's embedded daemon).")
+                    .attr("runtime_path", Type::String, Mode::Optional, "`gpucap-runtime` on the nodes (default: the daemon's own runtime path, for clusters that share it).")
+                    .attr("ca_cert", Type::String, Mode::Optional, "The CA the replicas verify the daemon with, as a path on the nodes (when the daemon's certificate is not publicly trusted).")
+                    .attr("running", Type::Number, Mode::Computed, "The pool's jobs Slurm reports running, as last read.")
+                    .attr("pending", Type::Number, Mode::Computed, "The pool's jobs Slurm reports pending (replicas waiting in the queue), as last read."),
             ),
     }
 }

@@ -22,7 +22,7 @@ use crate::fabrics::{self, FabricTarget};
 use crate::models::endpoint::{self as model, InferenceEndpoint as Model};
 use crate::models::{self, Attr, Names};
 use crate::plan;
-use crate::registry::{BurstPolicyInfo, PoolInfo};
+use crate::registry::{BurstPolicyInfo, PoolInfo, RouterSite};
 use crate::resources::burst_policy::unknown_pool;
 use crate::resources::hosted;
 use crate::schema::Schema;
@@ -100,8 +100,16 @@ impl Resource for InferenceEndpoint {
                             e,
                         ));
                     }
+                    // The daemon's address only fills in Slurm pools' join URLs: any well-formed
+                    // one validates the same.
+                    let daemon_url = m
+                        .router_region
+                        .as_str()
+                        .and_then(|r| fabrics::for_region(&ctx.config.fabrics, r).ok().flatten())
+                        .map_or("http://127.0.0.1", |t| t.address.as_str())
+                        .to_string();
                     if !d.has_errors()
-                        && let Ok(config) = fabric_config(ctx, &settings, &p)
+                        && let Ok(config) = fabric_config(ctx, &settings, &p, &daemon_url)
                         && let Err(e) = config.validate("")
                     {
                         // The router would refuse this config: say so now, not at apply.
@@ -220,7 +228,7 @@ impl Resource for InferenceEndpoint {
         let config = match resolve_placement(ctx, &planned)
             .filter(|p| p.missing.is_empty())
             .ok_or_else(|| "the endpoint's pools or burst policy are not known".to_string())
-            .and_then(|p| fabric_config(ctx, &settings, &p))
+            .and_then(|p| fabric_config(ctx, &settings, &p, &target.address))
         {
             Ok(c) => c,
             Err(e) => return failed(prior, "Cannot configure the endpoint's router", e),
@@ -517,15 +525,14 @@ fn check_capacity(ctx: &Ctx, settings: &Model, p: &Placement, d: &mut Diagnostic
 
 /// Every pool must be reachable by a driver the fabric has.
 fn check_drivers(p: &Placement, d: &mut Diagnostics) {
-    for pool in p
-        .all()
-        .filter(|pool| pool.local_devices.is_none() && pool.aws_group.is_none())
-    {
+    for pool in p.all().filter(|pool| {
+        pool.local_devices.is_none() && pool.aws_group.is_none() && pool.slurm.is_none()
+    }) {
         d.push(Diagnostic::attr_error(
             if p.policy.is_some() { "burst_policy" } else { "pools" },
             "No driver can deploy to this pool",
             format!(
-                "pool {:?} has no driver block the fabric can deploy with (local or aws_autoscaling_group)",
+                "pool {:?} has no driver block the fabric can deploy with (local, aws_autoscaling_group or slurm)",
                 pool.name
             ),
         ));
@@ -591,7 +598,13 @@ fn plan_placement(m: &mut Model, settings: &Model, p: &Placement) {
 
 /// The router config for an endpoint's settings ([`effective`]): what it serves, its batching,
 /// bounds, residency, policy and pools. An error names what is not known yet.
-fn fabric_config(ctx: &Ctx, settings: &Model, p: &Placement) -> Result<FabricConfig, String> {
+/// `daemon_url` is the daemon that will host the router.
+fn fabric_config(
+    ctx: &Ctx,
+    settings: &Model,
+    p: &Placement,
+    daemon_url: &str,
+) -> Result<FabricConfig, String> {
     let known = |what: &str| format!("{what} is not known");
     let model = settings.model.known().ok_or_else(|| known("model"))?;
     let path = model.path.as_str().ok_or_else(|| known("model.path"))?;
@@ -614,9 +627,14 @@ fn fabric_config(ctx: &Ctx, settings: &Model, p: &Placement) -> Result<FabricCon
         .iter()
         .map(|b| (b, false))
         .chain(p.burst.iter().map(|b| (b, true)));
+    let site = RouterSite {
+        endpoint: name,
+        aws: &ctx.config.aws,
+        daemon_url,
+    };
     let pools = roles
         .map(|(pool, burst)| {
-            pool.to_section(burst, &ctx.config.aws)
+            pool.to_section(burst, &site)
                 .ok_or_else(|| format!("pool {:?} has no driver the fabric can use", pool.name))
         })
         .collect::<Result<Vec<_>, _>>()?;

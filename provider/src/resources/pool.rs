@@ -13,10 +13,12 @@ use crate::regions;
 use crate::registry::PoolInfo;
 use crate::resources::records;
 use crate::schema::Schema;
+use crate::slurm;
 use crate::validate;
 use crate::value::Value;
 use gpucap_fabric::driver::aws::GroupState;
 use gpucap_fabric::driver::local;
+use gpucap_fabric::driver::slurm_api::SlurmRef;
 use gpucap_policy::cost::{Catalog, PoolCost};
 
 /// The resource type.
@@ -64,6 +66,15 @@ impl Resource for GpuPool {
                     e.to_string(),
                 ));
             }
+            if let Some(url) = m.slurm.known().and_then(|b| b.rest_url.as_str())
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                d.push(Diagnostic::attr_error(
+                    "slurm.rest_url",
+                    "Invalid slurmrestd URL",
+                    format!("{url:?} is not an http:// or https:// URL, e.g. \"https://slurm.lab.example:6820\""),
+                ));
+            }
             check_driver_blocks(m, d);
         });
         validate::min_le_max(&mut d, c, "nodes");
@@ -76,7 +87,9 @@ impl Resource for GpuPool {
             let mut d = Diagnostics::default();
             resolve_jurisdiction(m, &stated.jurisdiction, &mut d);
             derive_capacity(m, &ctx.config.catalog);
-            if m.aws_autoscaling_group.is_null() {
+            if !m.slurm.is_null() {
+                check_partition(m, stated.slurm.known(), &mut d);
+            } else if m.aws_autoscaling_group.is_null() {
                 match m
                     .local
                     .known()
@@ -118,6 +131,15 @@ impl Resource for GpuPool {
         {
             record_group(&mut m, &g);
         }
+        // The pool's jobs, as Slurm reports them now.
+        if let Some((target, partition)) = slurm_ref(&m)
+            && let Ok(jobs) =
+                slurm::pool_jobs(&target, &partition, m.name.as_str().unwrap_or_default())
+            && let Some(block) = m.slurm.known_mut()
+        {
+            block.running = Attr::Known(jobs.running);
+            block.pending = Attr::Known(jobs.pending);
+        }
         // What the host has now is reality; the next plan shows a change when it differs.
         if let Some(Ok(found)) = m
             .local
@@ -139,17 +161,28 @@ impl Resource for GpuPool {
 
 /// Exactly one driver block, and join tokens where machines join.
 fn check_driver_blocks(m: &Model, d: &mut Diagnostics) {
-    match (m.local.is_null(), m.aws_autoscaling_group.is_null()) {
-        (true, true) => d.push(Diagnostic::error(
+    let drivers: Vec<&str> = [
+        ("local", m.local.is_null()),
+        ("aws_autoscaling_group", m.aws_autoscaling_group.is_null()),
+        ("slurm", m.slurm.is_null()),
+    ]
+    .into_iter()
+    .filter_map(|(name, absent)| (!absent).then_some(name))
+    .collect();
+    match drivers.as_slice() {
+        [] => d.push(Diagnostic::error(
             "No driver for the pool",
-            "a gpucap_gpu_pool needs exactly one driver block: `local {}` for this host's devices, or `aws_autoscaling_group { name = \"…\" }`",
+            "a gpucap_gpu_pool needs exactly one driver block: `local {}` for this host's devices, `aws_autoscaling_group { name = \"…\" }`, or `slurm { rest_url = \"…\", partition = \"…\" }`",
         )),
-        (false, false) => d.push(Diagnostic::attr_error(
-            "aws_autoscaling_group",
+        [_] => {}
+        [_, second, ..] => d.push(Diagnostic::attr_error(
+            second,
             "Two drivers for one pool",
-            "a gpucap_gpu_pool has exactly one driver block; remove `local` or `aws_autoscaling_group`",
+            format!(
+                "a gpucap_gpu_pool has exactly one driver block, and this one has {}; keep one",
+                drivers.join(" and ")
+            ),
         )),
-        _ => {}
     }
     let hashes = m
         .join_token_sha256
@@ -264,6 +297,195 @@ fn check_group(ctx: &Ctx, m: &mut Model, d: &mut Diagnostics) {
             ),
         )),
         _ => {}
+    }
+}
+
+/// Where the pool's `slurmrestd` is and the partition, when those are known.
+fn slurm_ref(m: &Model) -> Option<(SlurmRef, String)> {
+    let b = m.slurm.known()?;
+    let target = SlurmRef {
+        rest_url: b.rest_url.as_str()?.trim_end_matches('/').to_string(),
+        api_version: b.api_version.as_str()?.to_string(),
+        user: b.user.as_str()?.to_string(),
+        token_file: b.token_file.as_str().map(std::path::PathBuf::from),
+    };
+    Some((target, b.partition.as_str()?.to_string()))
+}
+
+/// Plan fills the block's defaults and reads the partition: one the cluster does not have, a
+/// `gres` none of its nodes has, or `nodes.max` beyond the jobs it holds at once is an error.
+/// `stated` is the block as configured (what it leaves unset gets its default here).
+fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnostics) {
+    let unset = |a: fn(&model::Slurm) -> &Attr<String>| stated.is_none_or(|s| a(s).is_null());
+    let gpu_model = m
+        .gpu
+        .known()
+        .and_then(|g| g.model.as_str())
+        .map(str::to_string);
+    let per_node = m.gpu.known().and_then(|g| g.per_node.get());
+    let nodes_max = m.nodes.known().and_then(|n| n.max.get());
+    let pool = m.name.as_str().unwrap_or_default().to_string();
+    if let Some(partition) = m.slurm.known().and_then(|b| b.partition.as_str()) {
+        m.devices = names(vec![format!("slurm:{partition}")]);
+    }
+    let Some(block) = m.slurm.known_mut() else {
+        return;
+    };
+    if unset(|s| &s.user) {
+        match std::env::var("USER") {
+            Ok(user) => block.user = Attr::Known(user),
+            Err(_) => d.push(Diagnostic::attr_error(
+                "slurm.user",
+                "No Slurm user",
+                "USER is not set in Terraform's environment; name the Slurm user the jobs are submitted as",
+            )),
+        }
+    }
+    if unset(|s| &s.gres) {
+        block.gres = match (gpu_model.as_deref(), per_node) {
+            (Some("cpu"), _) => Attr::Null,
+            (Some(_), Some(n)) => Attr::Known(format!("gpu:{n}")),
+            _ => Attr::Unknown,
+        };
+    }
+    if let Some(t) = block.time_limit.as_str()
+        && humantime::parse_duration(t).map_or(true, |l| l.as_secs() < 60)
+    {
+        d.push(Diagnostic::attr_error(
+            "slurm.time_limit",
+            "Invalid time limit",
+            format!(
+                "{t:?} is not a duration of a minute or more; write it like \"24h\" or \"90m\""
+            ),
+        ));
+    }
+    let limit = block
+        .time_limit
+        .as_str()
+        .and_then(|t| humantime::parse_duration(t).ok());
+    if let Some(ahead) = block.replace_before.as_str() {
+        match humantime::parse_duration(ahead) {
+            Err(e) => d.push(Diagnostic::attr_error(
+                "slurm.replace_before",
+                "Invalid duration",
+                format!("{ahead:?}: {e}; write it like \"10m\""),
+            )),
+            Ok(ahead) if limit.is_some_and(|l| ahead >= l) => d.push(Diagnostic::attr_error(
+                "slurm.replace_before",
+                "Not shorter than the time limit",
+                format!(
+                    "replace_before ({}) must be shorter than time_limit ({}), or every job would be replaced as soon as it runs",
+                    humantime::format_duration(ahead),
+                    block.time_limit.as_str().unwrap_or_default()
+                ),
+            )),
+            Ok(_) => {}
+        }
+    }
+    let gres = match &block.gres {
+        Attr::Known(g) => match gpucap_fabric::driver::slurm_api::parse_gres_request(g) {
+            Some(request) => Some(request),
+            None => {
+                d.push(Diagnostic::attr_error(
+                    "slurm.gres",
+                    "Invalid gres",
+                    format!("{g:?} is not a generic resource request; write it like \"gpu:1\" or \"gpu:a100:2\""),
+                ));
+                return;
+            }
+        },
+        Attr::Null => None,
+        _ => return,
+    };
+    let Some((target, partition)) = slurm_ref(m) else {
+        return;
+    };
+    let found = match slurm::read_partition(&target, &partition) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let known = slurm::partition_names(&target)
+                .map(|names| format!(" (its partitions: {})", names.join(", ")))
+                .unwrap_or_default();
+            d.push(Diagnostic::attr_error(
+                "slurm.partition",
+                "Slurm partition not found",
+                format!(
+                    "the cluster at {} has no partition {partition:?}{known}; fix the name or ask the cluster's admins for one",
+                    target.rest_url
+                ),
+            ));
+            return;
+        }
+        Err(e) => {
+            d.push(Diagnostic::attr_error(
+                "slurm.rest_url",
+                "Cannot read the Slurm partition",
+                format!("{e}; check slurmrestd's URL, the user and the token (slurm.token_file or SLURM_JWT)"),
+            ));
+            return;
+        }
+    };
+    if found.info.state != "UP" {
+        d.push(Diagnostic::attr_warning(
+            "slurm.partition",
+            "The partition is not up",
+            format!(
+                "Slurm reports partition {partition:?} {}: jobs will wait in the queue until it is UP",
+                found.info.state
+            ),
+        ));
+    }
+    // How many of the pool's jobs (one replica each) the partition can run at once.
+    let holds = match &gres {
+        Some((name, count)) => {
+            let per_node: Vec<(String, u64)> = found
+                .nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.name.clone(),
+                        gpucap_fabric::driver::slurm_api::gres_count(&n.gres, name),
+                    )
+                })
+                .collect();
+            let most = per_node.iter().map(|(_, c)| *c).max().unwrap_or(0);
+            if most < *count {
+                d.push(Diagnostic::attr_error(
+                    "slurm.gres",
+                    "No node can run the job",
+                    format!(
+                        "each job asks for {count} {name} but no node of partition {partition:?} has that many (the most is {most}); lower slurm.gres (and gpu.per_node) or use another partition",
+                    ),
+                ));
+                return;
+            }
+            per_node.iter().map(|(_, c)| c / count).sum::<u64>()
+        }
+        None => found.info.total_cpus,
+    };
+    if let Some(max) = nodes_max
+        && u64::try_from(max).is_ok_and(|max| max > holds)
+    {
+        let per_job = gres.as_ref().map_or("1 CPU".to_string(), |(name, count)| {
+            format!("{count} {name}")
+        });
+        d.push(Diagnostic::attr_error(
+            "nodes.max",
+            "More nodes than the partition holds",
+            format!(
+                "nodes.max is {max}, but partition {partition:?} ({} node(s)) runs at most {holds} job(s) of {per_job} at once; lower nodes.max or use a larger partition",
+                found.nodes.len()
+            ),
+        ));
+    }
+    // A new pool's counts come from this read; an existing one keeps what refresh read, so
+    // that jobs coming and going do not show as a change to apply.
+    if let Some(block) = m.slurm.known_mut()
+        && block.running.known().is_none()
+        && let Ok(jobs) = slurm::pool_jobs(&target, &partition, &pool)
+    {
+        block.running = Attr::Known(jobs.running);
+        block.pending = Attr::Known(jobs.pending);
     }
 }
 
@@ -427,6 +649,27 @@ mod tests {
             )
             .expect("plan");
         assert!(planned.state.get("hourly_cost_max_usd").is_null());
+    }
+
+    #[test]
+    fn a_pool_has_one_driver_and_a_slurm_block_a_url() {
+        let h = Harness::new();
+        let d = h.validate(
+            POOL,
+            json!({"name": "hpc", "region": "eu-central-1", "gpu": {"model": "L4"},
+                   "nodes": {"max": 1}, "local": {},
+                   "slurm": {"rest_url": "slurm-head:6820", "partition": "gpu"}}),
+        );
+        let text = errors(&d);
+        assert!(text.contains("Two drivers"), "{text}");
+        assert!(text.contains("local and slurm"), "{text}");
+        assert!(text.contains("is not an http:// or https:// URL"), "{text}");
+        let d = h.validate(
+            POOL,
+            json!({"name": "hpc", "region": "eu-central-1", "gpu": {"model": "L4"},
+                   "nodes": {"max": 1}}),
+        );
+        assert!(errors(&d).contains("`slurm { rest_url"), "{}", errors(&d));
     }
 
     #[test]
