@@ -341,6 +341,10 @@ pub struct SlurmSection {
     /// then, and it drains once the successor serves (default `10m`; under `time_limit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace_before: Option<String>,
+    /// Whether the model's path is on a filesystem every node shares: the replicas read it
+    /// there (after checking its SHA-256) instead of fetching it over their connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_model: Option<bool>,
 }
 
 /// `[pools.aws_autoscaling_group]`: an existing EC2 Auto Scaling group in the pool's region.
@@ -541,6 +545,8 @@ pub struct SlurmConfig {
     /// How long before its time limit a job's replica is sent `SIGTERM` to drain (half of
     /// `replace_before`, at most two minutes: after its successor was started).
     pub warning: Duration,
+    /// Whether the replicas read the model from its path, shared by the nodes.
+    pub shared_model: bool,
 }
 
 /// A pool the router uses, validated.
@@ -984,6 +990,7 @@ impl FabricConfig {
             )?,
             replace_before,
             warning: Duration::from_secs(warning.as_secs().max(1)),
+            shared_model: slurm.shared_model.unwrap_or(false),
         })
     }
 

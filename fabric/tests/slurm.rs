@@ -27,6 +27,12 @@ const BURSTS: &str = "[replicas]\nmin = 1\nmax = 6\n\n[residency]\nallowed_juris
      [[pools]]\nname = \"hpc\"\nrole = \"burst\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\n\
      capacity_type = \"on_prem\"\ngpus_max = 5\n";
 
+/// A burst pool on this host after the Slurm one: where a replica goes when the cluster cannot
+/// run one more job.
+const CLOUD: &str = "\n[[pools]]\nname = \"cloud\"\nrole = \"burst\"\nregion = \"eu-west-1\"\n\
+     jurisdiction = \"EU\"\ncapacity_type = \"on_demand\"\nprice_per_gpu_hour = 3.0\ngpus_max = 1\n\
+     [pools.local]\ndevices = \"cpu\"\n";
+
 /// The endpoint: its base as Slurm jobs (`hpc`, one GPU each) whose time limit is two minutes,
 /// replaced 100 s ahead of it.
 const TIME_LIMITED: &str = "[replicas]\nmin = 1\nmax = 2\n\n[residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
@@ -35,7 +41,7 @@ const TIME_LIMITED: &str = "[replicas]\nmin = 1\nmax = 2\n\n[residency]\nallowed
      capacity_type = \"on_prem\"\ngpus_max = 2\n";
 
 /// `pools` (the last of them the Slurm pool, without its `[pools.slurm]` table) with that
-/// table for `cluster`, joining `daemon`; `slurm_extra` ends the table.
+/// table for `cluster`, joining `daemon`; `slurm_extra` ends the table (and may add pools).
 fn endpoint_body(
     pools: &str,
     slurm_extra: &str,
@@ -120,7 +126,10 @@ impl Site {
 #[test]
 fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
     let _one = serial();
-    let site = Site::start(BURSTS, "time_limit = \"1h\"\nqueue_timeout = \"6s\"\n");
+    let site = Site::start(
+        BURSTS,
+        &format!("time_limit = \"1h\"\nqueue_timeout = \"6s\"\n{CLOUD}"),
+    );
     let dirs = site.dirs();
     let prefix = "gpucap-digits-hpc-";
 
@@ -150,6 +159,28 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
                         r.contains("stayed PENDING in partition gpu")
                             && r.contains("Slurm's reason: Resources")
                     })
+            })
+        },
+    );
+
+    // The policy allows the next burst pool: the replica the cluster could not run starts there.
+    wait_until(
+        "a replica started on the next burst pool",
+        Duration::from_secs(30),
+        &dirs,
+        || {
+            let decisions = site.decisions();
+            let failed = decisions.iter().position(|d| {
+                d["action"] == "failed"
+                    && d["subject"].as_str().is_some_and(|s| s.starts_with("hpc-"))
+            });
+            failed.is_some_and(|f| {
+                decisions[f..].iter().any(|d| {
+                    d["action"] == "start"
+                        && d["subject"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("cloud-"))
+                })
             })
         },
     );
@@ -212,6 +243,8 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
     // (submit, queue, the job's step, the model fetched, the join), and the REST calls made.
     let times = start_to_ready(&site.decisions(), "hpc");
     println!("decision to a Slurm job's replica serving, s: {times:.2?}");
+    let local = start_to_ready(&site.decisions(), "cloud");
+    println!("decision to a local replica serving (same run), s: {local:.2?}");
     let metrics = site.router("/metrics");
     for call in ["SubmitJob", "GetJob", "CancelJob"] {
         let n = metric(
@@ -266,7 +299,7 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
     let _one = serial();
     let site = Site::start(
         TIME_LIMITED,
-        "time_limit = \"2m\"\nreplace_before = \"100s\"\n",
+        "time_limit = \"2m\"\nreplace_before = \"100s\"\nshared_model = true\n",
     );
     let dirs = site.dirs();
     let prefix = "gpucap-digits-hpc-";
@@ -312,6 +345,14 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
     );
     let successor = site.cluster.jobs_in("RUNNING", prefix);
     assert_eq!(successor.len(), 1, "{:?}", site.cluster.jobs());
+    // The model's path is shared with the node (it is this host): the replicas read it there
+    // instead of fetching it over their connection.
+    let output = std::fs::read_to_string(site.work.path().join(format!("gpucap-{}.out", first[0])))
+        .unwrap_or_default();
+    assert!(
+        output.contains("model read from the shared path"),
+        "{output}"
+    );
 
     // The warning signal (what Slurm sends before a time limit or a preemption) reaches the
     // successor's replica: it drains what it accepted and exits, the job ends by itself, and

@@ -195,6 +195,11 @@ fn slurm_section(b: &pool::Slurm) -> Option<SlurmSection> {
         queue_timeout: None,
         join_timeout: None,
         replace_before: optional(&b.replace_before)?,
+        shared_model: match b.shared_model {
+            Attr::Unknown => return None,
+            Attr::Known(v) => Some(v),
+            _ => None,
+        },
     })
 }
 

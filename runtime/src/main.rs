@@ -175,6 +175,10 @@ struct ServeArgs {
         default_value = "/var/cache/gpucap/models"
     )]
     cache_dir: PathBuf,
+    /// With --join: the model on a filesystem the cluster shares; used instead of fetching it
+    /// over the connection when its SHA-256 is the one the router announces.
+    #[arg(long, env = "GPUCAP_JOIN_SHARED_MODEL")]
+    shared_model: Option<PathBuf>,
     /// With --join: watch this instance metadata service (IMDSv2) for a spot interruption
     /// notice, e.g. http://169.254.169.254; on one the replica drains and leaves.
     #[arg(long, env = "GPUCAP_IMDS_URL")]
@@ -202,6 +206,7 @@ impl ServeArgs {
             ca_cert: self.ca_cert.clone(),
             client_cert: self.client_cert.clone().zip(self.client_key.clone()),
             cache_dir: self.cache_dir.clone(),
+            shared_model: self.shared_model.clone(),
             imds_url: self
                 .imds_url
                 .as_deref()

@@ -133,17 +133,18 @@ impl SlurmDriver {
         })
     }
 
-    /// Submits the job of replica `replica`; its id.
-    async fn submit(&self, replica: &str) -> Result<String, DriverError> {
+    /// Submits the job of replica `spec`; its id.
+    async fn submit(&self, spec: &ReplicaSpec) -> Result<String, DriverError> {
         self.api
-            .submit(self.job_request(replica))
+            .submit(self.job_request(spec))
             .await
-            .map_err(|e| DriverError(format!("{e} (replica {replica})")))
+            .map_err(|e| DriverError(format!("{e} (replica {})", spec.id)))
     }
 
-    /// The batch job of replica `replica`: its script and description.
-    fn job_request(&self, replica: &str) -> Value {
+    /// The batch job of replica `spec`: its script and description.
+    fn job_request(&self, spec: &ReplicaSpec) -> Value {
         let c = &self.config;
+        let replica = &spec.id;
         let mut serve = vec![
             quoted(&c.runtime_path.display().to_string()),
             "serve --join".into(),
@@ -157,6 +158,10 @@ impl SlurmDriver {
         ];
         if let Some(threads) = c.threads {
             serve.push(format!("--threads {threads}"));
+        }
+        if c.shared_model {
+            serve.push("--shared-model".into());
+            serve.push(quoted(&spec.model_path.display().to_string()));
         }
         if let Some(ca) = &c.ca_cert {
             serve.push("--ca-cert".into());
@@ -319,7 +324,7 @@ impl Driver for SlurmDriver {
             return Ok(self.replicas.record(spec, &machine, address));
         }
         self.replicas.check_room(self.slots)?;
-        let job = self.submit(&spec.id).await?;
+        let job = self.submit(spec).await?;
         tracing::info!(pool = %self.pool, %job, replica = %spec.id, "job submitted");
         let result = self.wait_for_join(spec, &job, cancel).await;
         if result.is_err() {

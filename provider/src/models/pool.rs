@@ -138,6 +138,8 @@ pub struct Slurm {
     pub time_limit: Attr<String>,
     /// How long before the time limit a replica is replaced.
     pub replace_before: Attr<String>,
+    /// Whether the nodes read the model from its path.
+    pub shared_model: Attr<bool>,
     /// The daemon's URL as the nodes reach it.
     pub join_url: Attr<String>,
     /// `gpucap-runtime` on the nodes.
@@ -233,6 +235,7 @@ fn build_schema() -> Schema {
                     .attr("gres", Type::String, Mode::OptionalComputed, "The generic resources each job (one replica) asks for. Default: `gpu:<gpu.per_node>`, none for a CPU-only pool (`gpu.model = \"cpu\"`).")
                     .attr("time_limit", Type::String, Mode::Optional, "Each job's time limit, e.g. `24h` (default: the partition's). Jobs ask for SIGTERM two minutes before it, on which their replicas drain.")
                     .attr("replace_before", Type::String, Mode::Optional, "How long before `time_limit` a job's replica is replaced: its successor is submitted then, and it drains once the successor serves, so no request is refused. Default `10m` (half the job for limits under 20 minutes); shorter than `time_limit`.")
+                    .attr("shared_model", Type::Bool, Mode::Optional, "Whether the endpoint's `model.path` is on a filesystem every node of the partition shares (NFS, Lustre, GPFS): the replicas then read it there, after checking its SHA-256 against the router's, instead of fetching it over their connection. Default: fetched (and cached on the node by digest).")
                     .attr("user", Type::String, Mode::OptionalComputed, "The Slurm user the jobs are submitted as (default: `USER` of the process Terraform runs in).")
                     .attr("token_file", Type::String, Mode::Optional, "A file holding the user's JWT (`scontrol token`), read by the provider at plan and by the fabric daemon for each call. Default: `SLURM_JWT`.")
                     .attr("api_version", Type::String, Mode::OptionalComputed, "The REST API's version (default `v0.0.38`, Slurm 22.05's).")

@@ -51,6 +51,9 @@ pub struct JoinOptions {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Where models are kept, by digest.
     pub cache_dir: PathBuf,
+    /// The model on a filesystem the cluster shares, used instead of fetching it when it is
+    /// the one the router announces.
+    pub shared_model: Option<PathBuf>,
     /// The instance metadata service to watch for a spot interruption notice, if any.
     pub imds_url: Option<Url>,
 }
@@ -314,6 +317,25 @@ async fn cached_model(
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("the router's spec names no SHA-256 digest ({digest:?})");
     }
+    if let Some(shared) = &options.shared_model {
+        match file_sha256(shared).await {
+            Ok(got) if got == digest => {
+                tracing::info!(path = %shared.display(), "model read from the shared path");
+                return Ok(shared.clone());
+            }
+            Ok(got) => tracing::warn!(
+                path = %shared.display(),
+                sha256 = %got,
+                announced = %digest,
+                "the shared model is not the one the router serves; fetching it"
+            ),
+            Err(e) => tracing::warn!(
+                path = %shared.display(),
+                error = %format!("{e:#}"),
+                "cannot read the shared model; fetching it"
+            ),
+        }
+    }
     let path = options.cache_dir.join(format!("{digest}.safetensors"));
     if path.exists() {
         tracing::info!(path = %path.display(), "model found in the cache");
@@ -342,6 +364,27 @@ async fn cached_model(
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!(path = %path.display(), bytes, "model fetched and verified");
     Ok(path)
+}
+
+/// The SHA-256 (hex) of the file at `path`, read in chunks (a model may be many gigabytes).
+async fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Writes a model's bytes to `tmp` as they arrive, refusing more than the `announced` length;
