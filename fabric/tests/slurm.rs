@@ -41,8 +41,9 @@ const TIME_LIMITED: &str = "[replicas]\nmin = 1\nmax = 2\n\n[residency]\nallowed
      capacity_type = \"on_prem\"\ngpus_max = 2\n";
 
 /// `pools` (the last of them the Slurm pool, without its `[pools.slurm]` table) with that
-/// table for `cluster`, joining `daemon`; `slurm_extra` ends the table (and may add pools).
+/// table for `cluster`, joining `daemon` as endpoint `endpoint`; `slurm_extra` ends the table (and may add pools).
 fn endpoint_body(
+    endpoint: &str,
     pools: &str,
     slurm_extra: &str,
     cluster: &Cluster,
@@ -54,7 +55,7 @@ fn endpoint_body(
     format!(
         "{pools}[pools.slurm]\nrest_url = \"{rest}\"\nuser = \"{user}\"\ntoken_file = \"{rest_token}\"\n\
          partition = \"{partition}\"\ngres = \"gpu:1\"\n\
-         join_url = \"{join}/v1/join/digits\"\njoin_token_file = \"{token}\"\nca_cert = \"{ca}\"\n\
+         join_url = \"{join}/v1/join/{endpoint}\"\njoin_token_file = \"{token}\"\nca_cert = \"{ca}\"\n\
          runtime_path = \"{runtime}\"\ndevice = \"cpu\"\nthreads = 1\nwork_dir = \"{work}\"\n\
          join_timeout = \"60s\"\n{slurm_extra}",
         rest = cluster.rest_url,
@@ -83,7 +84,7 @@ impl Site {
         let mut daemon = Daemon::configured("eu-west-1", "EU");
         daemon.launch();
         let work = tempfile::tempdir().unwrap();
-        let body = endpoint_body(pools, slurm_extra, &cluster, &daemon, work.path());
+        let body = endpoint_body("digits", pools, slurm_extra, &cluster, &daemon, work.path());
         let config = endpoint_json("digits", &body);
         let (code, text) = daemon.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
         assert_eq!(code, 201, "{text}");
@@ -372,4 +373,134 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
     );
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");
+}
+
+/// The spill benchmark of `scripts/bench-fabric.sh` with its burst pool as Slurm jobs and, on
+/// the same daemon in alternate rounds, as local processes: 64 clients on one base replica, a
+/// burst pool of two, `for = 2s`, `idle_for = 5s`. Prints each round's throughput, p99 and
+/// failures, the time from the signal going high to the first burst replica serving, and from
+/// the end of the load to the last burst replica gone. `scripts/bench-slurm.sh` runs it.
+#[test]
+#[ignore = "a benchmark: scripts/bench-slurm.sh runs it"]
+fn bench_spill_slurm_against_local() {
+    let _one = serial();
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (secs, rounds) = (
+        env("GPUCAP_BENCH_SECONDS", 15),
+        env("GPUCAP_BENCH_ROUNDS", 2),
+    );
+    let cluster = Cluster::start();
+    let mut daemon = Daemon::configured("eu-west-1", "EU");
+    daemon.launch();
+    let work = tempfile::tempdir().unwrap();
+    let spill = |base: &str, burst: &str| {
+        format!(
+            "[batching]\nmax_batch_size = 8\n[replicas]\nmin = 1\nmax = 3\n\n\
+             [residency]\nallowed_jurisdictions = [\"EU\"]\n\n\
+             [policy]\nname = \"spill\"\n[policy.scale_up]\nqueue_depth = 4\nfor = \"2s\"\nstable_window = \"4s\"\n\
+             [policy.scale_down]\nidle_for = \"5s\"\ndrain_timeout = \"5s\"\n\n\
+             [[pools]]\nname = \"{base}\"\nregion = \"eu-west-1\"\njurisdiction = \"EU\"\n\
+             capacity_type = \"on_prem\"\ngpus_max = 1\n[pools.local]\ndevices = \"cpu\"\n\n\
+             [[pools]]\nname = \"{burst}\"\nrole = \"burst\"\nregion = \"eu-west-1\"\n\
+             jurisdiction = \"EU\"\ncapacity_type = \"on_prem\"\ngpus_max = 2\n"
+        )
+    };
+    let endpoints = [
+        (
+            "local",
+            "spill-local",
+            "cloud",
+            spill("lab-a", "cloud") + "[pools.local]\ndevices = \"cpu\"\n",
+        ),
+        (
+            "slurm",
+            "spill-slurm",
+            "hpc",
+            endpoint_body(
+                "spill-slurm",
+                &spill("lab-b", "hpc"),
+                "time_limit = \"1h\"\n",
+                &cluster,
+                &daemon,
+                work.path(),
+            ),
+        ),
+    ];
+    let mut views = Vec::new();
+    for (_, name, _, body) in &endpoints {
+        let (code, text) = daemon.api(
+            "PUT",
+            &format!("/v1/endpoints/{name}"),
+            Some(&endpoint_json(name, body)),
+            &[],
+        );
+        assert_eq!(code, 201, "{text}");
+        views.push(serde_json::from_str::<Value>(&text).unwrap());
+    }
+    let dirs = [
+        daemon.dir.path().to_path_buf(),
+        work.path().to_path_buf(),
+        cluster.dir().to_path_buf(),
+    ];
+    let at = |d: &Value| humantime::parse_rfc3339(d["timestamp"].as_str().unwrap()).unwrap();
+    let mut rows: Vec<(&str, f64, f64, u64, f64, f64)> = Vec::new();
+    for round in 0..rounds {
+        for ((driver, name, burst, _), view) in endpoints.iter().zip(&views) {
+            let status = || -> Value {
+                let address = view["router"]["address"].as_str().unwrap();
+                serde_json::from_str(&http_get(&format!("http://{address}/fabric/status")).1)
+                    .unwrap()
+            };
+            let base = view["url"].as_str().unwrap().split("/v2/").next().unwrap();
+            let before = daemon.decisions(name).len();
+            let report = bench_model(base, name, 64, &format!("{secs}s"));
+            let load_end = std::time::SystemTime::now();
+            wait_until(
+                "the burst pool drained",
+                Duration::from_secs(60),
+                &dirs,
+                || replicas(&status()).iter().all(|(pool, _)| pool != burst),
+            );
+            let drained = load_end.elapsed().unwrap().as_secs_f64();
+            let decisions = daemon.decisions(name)[before..].to_vec();
+            let high = decisions.iter().find(|d| d["action"] == "signal");
+            let ready = decisions.iter().find(|d| {
+                d["action"] == "ready"
+                    && d["subject"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(&format!("{burst}-")))
+            });
+            let reaction = match (high, ready) {
+                (Some(h), Some(r)) => at(r).duration_since(at(h)).map_or(0.0, |d| d.as_secs_f64()),
+                _ => f64::NAN,
+            };
+            let rps = report["throughput_rps"].as_f64().unwrap();
+            let p99 = report["latency"]["p99_ms"].as_f64().unwrap();
+            println!(
+                "round {round} {driver:>5}: {rps:7.1} req/s, p99 {p99:6.1} ms, failed {}, signal -> burst serving {reaction:.2} s, load end -> burst gone {drained:.2} s",
+                failed(&report)
+            );
+            rows.push((driver, rps, p99, failed(&report), reaction, drained));
+        }
+    }
+    let median = |driver: &str, pick: fn(&(&str, f64, f64, u64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == driver).map(pick).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("medians over {rounds} round(s) of {secs} s:");
+    for driver in ["local", "slurm"] {
+        println!(
+            "  {driver:>5}: {:7.1} req/s, p99 {:6.1} ms, signal -> burst serving {:.2} s, load end -> burst gone {:.2} s",
+            median(driver, |r| r.1),
+            median(driver, |r| r.2),
+            median(driver, |r| r.4),
+            median(driver, |r| r.5)
+        );
+    }
 }

@@ -395,13 +395,18 @@ pub fn infer_headers(url: &str) -> (u16, String) {
 
 /// `gpucap-runtime bench` against `url`: its JSON report.
 pub fn bench(url: &str, clients: usize, duration: &str) -> Value {
+    bench_model(url, "digits", clients, duration)
+}
+
+/// `gpucap-runtime bench` of model `model` (an endpoint's name) against `url`.
+pub fn bench_model(url: &str, model: &str, clients: usize, duration: &str) -> Value {
     let out = Command::new(runtime_bin())
         .args([
             "bench",
             "--url",
             url,
             "--model",
-            "digits",
+            model,
             "--json",
             "--duration",
             duration,
