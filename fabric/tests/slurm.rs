@@ -448,7 +448,9 @@ fn bench_spill_slurm_against_local() {
         cluster.dir().to_path_buf(),
     ];
     let at = |d: &Value| humantime::parse_rfc3339(d["timestamp"].as_str().unwrap()).unwrap();
-    let mut rows: Vec<(&str, f64, f64, u64, f64, f64)> = Vec::new();
+    // Per driver, each round's figures: req/s, p99 ms, signal to burst serving, load end to
+    // burst gone.
+    let mut rows: Vec<(&str, [f64; 4])> = Vec::new();
     for round in 0..rounds {
         for ((driver, name, burst, _), view) in endpoints.iter().zip(&views) {
             let status = || -> Value {
@@ -485,11 +487,15 @@ fn bench_spill_slurm_against_local() {
                 "round {round} {driver:>5}: {rps:7.1} req/s, p99 {p99:6.1} ms, failed {}, signal -> burst serving {reaction:.2} s, load end -> burst gone {drained:.2} s",
                 failed(&report)
             );
-            rows.push((driver, rps, p99, failed(&report), reaction, drained));
+            rows.push((driver, [rps, p99, reaction, drained]));
         }
     }
-    let median = |driver: &str, pick: fn(&(&str, f64, f64, u64, f64, f64)) -> f64| {
-        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == driver).map(pick).collect();
+    let median = |driver: &str, figure: usize| {
+        let mut v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.0 == driver)
+            .map(|r| r.1[figure])
+            .collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
@@ -497,10 +503,10 @@ fn bench_spill_slurm_against_local() {
     for driver in ["local", "slurm"] {
         println!(
             "  {driver:>5}: {:7.1} req/s, p99 {:6.1} ms, signal -> burst serving {:.2} s, load end -> burst gone {:.2} s",
-            median(driver, |r| r.1),
-            median(driver, |r| r.2),
-            median(driver, |r| r.4),
-            median(driver, |r| r.5)
+            median(driver, 0),
+            median(driver, 1),
+            median(driver, 2),
+            median(driver, 3)
         );
     }
 }

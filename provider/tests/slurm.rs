@@ -83,6 +83,13 @@ fn plan_reads_the_partition_apply_serves_from_jobs_and_destroy_cancels_only_them
             ],
         ),
         (
+            pool(&cluster, &token, "", 1).replace("time_limit = \"2h\"", "time_limit = \"3d\""),
+            vec![
+                "Longer than the partition allows",
+                "time_limit is 3d but partition \"gpu\" allows jobs at most 2days",
+            ],
+        ),
+        (
             pool(&cluster, &token, "", 5),
             vec![
                 "More nodes than the partition holds",

@@ -73,6 +73,13 @@ pub struct PartitionInfo {
     /// Its CPUs.
     #[serde(default)]
     pub total_cpus: u64,
+    /// The longest time limit a job may have, in minutes; negative for none.
+    #[serde(default = "unlimited")]
+    pub max_time_limit: i64,
+}
+
+fn unlimited() -> i64 {
+    -1
 }
 
 /// A node as `slurmrestd` describes it.

@@ -84,7 +84,7 @@ GresTypes=gpu
 KillWait=5
 MinJobAge=300
 NodeName={host} NodeAddr=127.0.0.1 CPUs=8 RealMemory=1000 Gres=gpu:{gpus} State=UNKNOWN
-PartitionName=gpu Nodes={host} Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes={host} Default=YES MaxTime=2-00:00:00 State=UP
 """
         )
     with open(os.path.join(d, "gres.conf"), "w") as f:

@@ -363,6 +363,7 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
         .time_limit
         .as_str()
         .and_then(|t| humantime::parse_duration(t).ok());
+    let block_time_limit = block.time_limit.as_str().unwrap_or_default().to_string();
     if let Some(ahead) = block.replace_before.as_str() {
         match humantime::parse_duration(ahead) {
             Err(e) => d.push(Diagnostic::attr_error(
@@ -425,6 +426,19 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
             return;
         }
     };
+    if let (Some(limit), Ok(max)) = (limit, u64::try_from(found.info.max_time_limit))
+        && limit.as_secs() > max * 60
+    {
+        d.push(Diagnostic::attr_error(
+            "slurm.time_limit",
+            "Longer than the partition allows",
+            format!(
+                "time_limit is {} but partition {partition:?} allows jobs at most {}; Slurm would refuse every job: lower time_limit",
+                block_time_limit,
+                humantime::format_duration(std::time::Duration::from_secs(max * 60))
+            ),
+        ));
+    }
     if found.info.state != "UP" {
         d.push(Diagnostic::attr_warning(
             "slurm.partition",
