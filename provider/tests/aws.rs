@@ -121,13 +121,7 @@ fn plan_reads_the_group_and_read_shows_its_drift() {
 
     // Someone scales the group by hand: the next refresh shows it, the plan changes nothing.
     moto.aws(&["set-desired", "--group", "gpu-eu", "--desired", "1"]);
-    tf.ok(&[
-        "apply",
-        "-refresh-only",
-        "-auto-approve",
-        "-no-color",
-        "-input=false",
-    ]);
+    tf.refresh();
     assert_eq!(tf.output("desired"), "1");
     let (code, plan) = tf.plan();
     assert_eq!(code, 0, "{plan}");

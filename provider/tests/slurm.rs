@@ -152,13 +152,7 @@ fn plan_reads_the_partition_apply_serves_from_jobs_and_destroy_cancels_only_them
         assert_eq!(predict(&url), first_digit().0);
     }
     // Refresh reads the pool's jobs; the changed count is no change to apply.
-    tf.ok(&[
-        "apply",
-        "-refresh-only",
-        "-auto-approve",
-        "-no-color",
-        "-input=false",
-    ]);
+    tf.refresh();
     let jobs: serde_json::Value =
         serde_json::from_str(&tf.ok(&["output", "-json", "lab_jobs"])).unwrap();
     assert_eq!(jobs, serde_json::json!({"running": 1, "pending": 0}));

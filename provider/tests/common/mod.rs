@@ -153,6 +153,17 @@ impl Tf {
         self.ok(&["apply", "-auto-approve", "-no-color", "-input=false"])
     }
 
+    /// `apply -refresh-only`: state takes what the provider reads now.
+    pub fn refresh(&self) -> String {
+        self.ok(&[
+            "apply",
+            "-refresh-only",
+            "-auto-approve",
+            "-no-color",
+            "-input=false",
+        ])
+    }
+
     /// `plan -detailed-exitcode`: 0 no changes, 2 changes; returns (code, stdout).
     pub fn plan(&self) -> (i32, String) {
         let out = self.run(&["plan", "-detailed-exitcode", "-no-color", "-input=false"]);
