@@ -3,9 +3,11 @@
 # the scheduler: each replica is an ordinary batch job in the lab's partition (its queue,
 # account, QOS and limits apply), and gpucap submits and cancels only its own jobs.
 #
-# The jobs' replicas dial the router over an outbound connection, so the nodes need no inbound
-# port. Without a `fabric` block the router runs on this host (reachable from the nodes); with
-# one, on that daemon. See docs/guides/fabric-slurm.md.
+# The jobs' replicas dial the endpoint's router over an outbound connection, so the nodes need no
+# inbound port, but they must reach the router: give var.fabric_address, a fabric daemon in the
+# lab's network (docs/guides/fabric-daemon.md). Without it the router runs on this host's
+# embedded daemon, which listens on loopback: only jobs on this host could join (plan warns),
+# which is how the tests run it against a one-node cluster. See docs/guides/fabric-slurm.md.
 #
 # Plan reads the partition: a partition the cluster does not have, a `gres` none of its nodes
 # has, or `nodes.max` beyond the jobs the partition can run at once is an error.
@@ -39,6 +41,25 @@ variable "partition" {
   default     = "gpu"
 }
 
+variable "fabric_address" {
+  description = "The fabric daemon the cluster's nodes reach, e.g. https://gpucap.lab.example:7443."
+  type        = string
+  default     = null
+}
+
+variable "fabric_token" {
+  description = "The daemon's admin token (default: GPUCAP_FABRIC_TOKEN)."
+  type        = string
+  sensitive   = true
+  default     = null
+}
+
+variable "fabric_ca_cert_file" {
+  description = "The CA of the daemon's certificate, when it is not publicly trusted."
+  type        = string
+  default     = null
+}
+
 variable "model_path" {
   description = "The model to serve (default: the example digits classifier)."
   type        = string
@@ -47,6 +68,14 @@ variable "model_path" {
 
 provider "gpucap" {
   state_dir = "${path.module}/.gpucap-state"
+  dynamic "fabric" {
+    for_each = var.fabric_address == null ? [] : [var.fabric_address]
+    content {
+      address      = fabric.value
+      token        = var.fabric_token
+      ca_cert_file = var.fabric_ca_cert_file
+    }
+  }
 }
 
 # The lab's cluster: up to four jobs of one L4 each, charged to the inference account, each job

@@ -918,7 +918,6 @@ impl Controller {
         }
     }
 
-    /// One round at `at`: reap, adopt joined machines, scrape, measure, decide, act, publish.
     /// Marks the replicas whose capacity ends soon (their driver says when) for replacement.
     fn mark_expiring(&mut self) {
         let now = std::time::SystemTime::now();
@@ -945,6 +944,7 @@ impl Controller {
         }
     }
 
+    /// One round at `at`: reap, adopt joined machines, scrape, measure, decide, act, publish.
     async fn tick(&mut self, at: Instant) {
         self.reap();
         self.adopt_joined();

@@ -132,7 +132,7 @@ fn bursts_run_as_slurm_jobs_that_join_serve_and_are_cancelled() {
         &format!("time_limit = \"1h\"\nqueue_timeout = \"6s\"\n{CLOUD}"),
     );
     let dirs = site.dirs();
-    let prefix = "gpucap-digits-hpc-";
+    let prefix = "gpucap-digits.hpc-";
 
     // Load beyond the lab's one replica: jobs are submitted, run on the node and their
     // replicas join and serve. 64 clients want more replicas than the node's four GPUs: the
@@ -303,7 +303,7 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
         "time_limit = \"2m\"\nreplace_before = \"100s\"\nshared_model = true\n",
     );
     let dirs = site.dirs();
-    let prefix = "gpucap-digits-hpc-";
+    let prefix = "gpucap-digits.hpc-";
     let first = site.cluster.jobs_in("RUNNING", prefix);
     assert_eq!(first.len(), 1, "{:?}", site.cluster.jobs());
     // The job carries the pool's time limit, in minutes.
@@ -344,7 +344,11 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
             .any(|d| d["action"] == "expiring" && d["subject"] == "hpc-1"),
         "{decisions:#?}"
     );
-    let successor = site.cluster.jobs_in("RUNNING", prefix);
+    // The successor's job (by its replica's name) serves on.
+    let successor = site.cluster.jobs_in(
+        "RUNNING",
+        &format!("gpucap-digits.{}", replaced["subject"].as_str().unwrap()),
+    );
     assert_eq!(successor.len(), 1, "{:?}", site.cluster.jobs());
     // The model's path is shared with the node (it is this host): the replicas read it there
     // instead of fetching it over their connection.
@@ -358,6 +362,7 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
     // The warning signal (what Slurm sends before a time limit or a preemption) reaches the
     // successor's replica: it drains what it accepted and exits, the job ends by itself, and
     // the fabric replaces it. Still no request fails.
+    let before = site.decisions().len();
     site.cluster.signal(&successor[0], "TERM");
     wait_until(
         "the warned job ended by itself",
@@ -366,10 +371,18 @@ fn jobs_near_their_time_limit_are_replaced_ahead_and_a_warned_replica_drains() {
         || site.cluster.state_of(&successor[0]).as_deref() == Some("COMPLETED"),
     );
     wait_until(
-        "a replica serving again",
+        "the warned replica replaced and serving",
         Duration::from_secs(30),
         &dirs,
-        || ready_on(&site.status(), "hpc") >= 1,
+        || {
+            let decisions = site.decisions();
+            decisions[before..].iter().any(|d| {
+                d["action"] == "ready"
+                    && decisions[before..]
+                        .iter()
+                        .any(|s| s["action"] == "start" && s["subject"] == d["subject"])
+            })
+        },
     );
     let report = load.join().unwrap();
     assert_eq!(failed(&report), 0, "{report}");

@@ -79,15 +79,12 @@ pub fn partition_names(target: &SlurmRef) -> Result<Vec<String>, String> {
 }
 
 /// Whether job name `name` is one a router submitted for pool `pool`
-/// (`gpucap-ENDPOINT-POOL-N`).
+/// (`gpucap-ENDPOINT.POOL-N`; names have no dots).
 pub fn is_pool_job(name: &str, pool: &str) -> bool {
     name.strip_prefix("gpucap-")
-        .and_then(|rest| rest.rsplit_once('-'))
-        .is_some_and(|(head, replica)| {
-            !replica.is_empty()
-                && replica.bytes().all(|b| b.is_ascii_digit())
-                && head.ends_with(&format!("-{pool}"))
-        })
+        .and_then(|rest| rest.split_once('.'))
+        .and_then(|(_, replica)| replica.rsplit_once('-'))
+        .is_some_and(|(p, n)| p == pool && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The jobs of pool `pool` in `partition` under the target's user, by state.
@@ -117,14 +114,14 @@ mod tests {
     #[test]
     fn a_pools_jobs_are_told_apart_from_others() {
         use super::is_pool_job;
-        assert!(is_pool_job("gpucap-digits-hpc-3", "hpc"));
-        assert!(is_pool_job("gpucap-fraud-eu-lab-hpc-12", "lab-hpc"));
+        assert!(is_pool_job("gpucap-digits.hpc-3", "hpc"));
+        assert!(is_pool_job("gpucap-fraud-eu.lab-hpc-12", "lab-hpc"));
         assert!(
-            !is_pool_job("gpucap-digits-hpc-3", "pc"),
-            "whole names only"
+            !is_pool_job("gpucap-digits.lab-hpc-3", "hpc"),
+            "another pool whose name ends the same"
         );
-        assert!(!is_pool_job("gpucap-digits-hpc-x", "hpc"));
-        assert!(!is_pool_job("train-hpc-3", "hpc"));
-        assert!(!is_pool_job("gpucap-digits-hpc-", "hpc"));
+        assert!(!is_pool_job("gpucap-digits.hpc-x", "hpc"));
+        assert!(!is_pool_job("train.hpc-3", "hpc"));
+        assert!(!is_pool_job("gpucap-digits.hpc-", "hpc"));
     }
 }

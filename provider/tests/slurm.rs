@@ -139,8 +139,14 @@ fn plan_reads_the_partition_apply_serves_from_jobs_and_destroy_cancels_only_them
         ),
     ]);
     let applied = tf.apply();
+    // The one-node cluster is this host, so its jobs reach the embedded daemon on loopback; a
+    // real cluster's would not, and plan says so.
+    assert!(
+        one_line(&applied).contains("Slurm jobs join a router on this host's loopback"),
+        "{applied}"
+    );
     assert!(!applied.contains(&std::fs::read_to_string(&cluster.token_file).unwrap()));
-    let ours = cluster.jobs_in("RUNNING", "gpucap-claims-eu-lab-hpc-");
+    let ours = cluster.jobs_in("RUNNING", "gpucap-claims.eu-lab-hpc-");
     assert_eq!(
         ours.len(),
         1,

@@ -124,8 +124,9 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Live replicas in the order they are released: burst pools before base pools, later pools
-    /// (in placement order) before earlier ones, the least busy first.
+    /// Live replicas in the order they are released: those being replaced (outdated or
+    /// expiring) first, then burst pools before base pools, later pools (in placement order)
+    /// before earlier ones, the least busy first.
     pub(super) fn drain_order(&self) -> Vec<&'a ReplicaState> {
         let mut out: Vec<&ReplicaState> = self
             .obs
@@ -139,6 +140,8 @@ impl<'a> Planner<'a> {
         out.sort_by_key(|r| {
             let pool = r.pool.unwrap_or(usize::MAX);
             (
+                // Replicas being replaced first: never their fresh successor.
+                !(r.outdated || r.expiring),
                 std::cmp::Reverse(r.pool.is_some_and(|p| self.obs.pools[p].burst)),
                 std::cmp::Reverse(pool),
                 r.outstanding,
@@ -226,7 +229,7 @@ impl<'a> Planner<'a> {
             self.obs.replicas.iter().any(|r| r.phase == Phase::Starting) || self.starts() > 0;
         memory
             .surged
-            .retain(|id| self.obs.replicas.iter().any(|r| &r.id == id));
+            .retain(|id, _| self.obs.replicas.iter().any(|r| &r.id == id));
         if starting || memory.awaiting_slot.is_some() {
             return 0;
         }
@@ -238,6 +241,13 @@ impl<'a> Planner<'a> {
             return 0;
         };
         let Some(pool) = old.pool else { return 0 };
+        // The pool's other ready replicas.
+        let ready_beside = self
+            .obs
+            .replicas
+            .iter()
+            .filter(|r| r.pool == Some(pool) && r.phase == Phase::Ready && r.id != old.id)
+            .count();
         let (why, successor) = if old.outdated {
             ("rolling restart", "with the new configuration")
         } else {
@@ -246,13 +256,18 @@ impl<'a> Planner<'a> {
                 "ahead of the end of its capacity (its job's time limit)",
             )
         };
-        if memory.surged.remove(&old.id) {
+        if let Some(before) = memory.surged.remove(&old.id) {
+            if ready_beside <= before {
+                // Its replacement's start failed (nothing starts any more): the next round
+                // starts another instead of draining it with nothing to take over.
+                return 0;
+            }
             self.push(Action::Drain {
                 replica: old.id.clone(),
                 reason: format!("{why}: its replacement {successor} is ready"),
             });
         } else if self.live() < self.policy.replicas_max && self.can_start(pool) {
-            memory.surged.insert(old.id.clone());
+            memory.surged.insert(old.id.clone(), ready_beside);
             self.push(Action::Start {
                 pool,
                 reason: format!("{why}: replacing {} {successor}", old.id),

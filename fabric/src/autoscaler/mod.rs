@@ -23,7 +23,7 @@ mod drains;
 mod placement;
 mod planner;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -317,7 +317,9 @@ pub struct Memory {
     /// The replicas' pass time by batch size.
     curve: ServiceCurve,
     /// Outdated replicas whose replacement was started (they drain once no replica is starting).
-    surged: BTreeSet<String>,
+    /// Each with the ready replicas of its pool (besides itself) when its replacement was
+    /// started: only one more than that means the replacement serves.
+    surged: BTreeMap<String, usize>,
     /// A pool whose outdated replica drains to free its only slot for its replacement.
     awaiting_slot: Option<usize>,
     /// Replicas lost (or drained to be replaced) and not yet replaced.
@@ -1112,13 +1114,20 @@ pub(super) mod tests {
                 .is_empty(),
             "nothing drains while the successor starts"
         );
+        // The successor's start failed: the old replica serves on, and another is started.
+        let fleet = [expiring.clone(), replica("hpc-2", 0, Phase::Ready)];
+        let d = run(&mut mem, 2, &pools, &fleet, Signals::default(), &p);
+        assert!(drains(&d).is_empty(), "no drain without a successor: {d:?}");
+        let d = run(&mut mem, 3, &pools, &fleet, Signals::default(), &p);
+        assert_eq!(starts(&d), [0], "a successor again: {d:?}");
+        // Once it serves, the old one drains, not the fresh successor.
         let fleet = [
             expiring,
             replica("hpc-2", 0, Phase::Ready),
-            replica("hpc-3", 0, Phase::Ready),
+            replica("hpc-4", 0, Phase::Ready),
         ];
-        let d = run(&mut mem, 2, &pools, &fleet, Signals::default(), &p);
-        assert_eq!(drains(&d), ["hpc-1"], "then the old one drains");
+        let d = run(&mut mem, 4, &pools, &fleet, Signals::default(), &p);
+        assert_eq!(drains(&d), ["hpc-1"], "then the old one drains: {d:?}");
     }
 
     #[test]

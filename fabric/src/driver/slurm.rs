@@ -3,7 +3,7 @@
 //! reaches it) on whichever node Slurm picks; the replica joins the router like any remote one
 //! ([`crate::join`]). Slurm stays the scheduler: jobs go through its queue, account, QOS and
 //! limits, and gpucap only submits and cancels its own jobs.
-//! - A start submits one job (named `gpucap-ENDPOINT-POOL-N`, so `squeue` tells an operator
+//! - A start submits one job (named `gpucap-ENDPOINT.POOL-N`, so `squeue` tells an operator
 //!   what it serves) and waits: while the job is pending the replica is starting; once it runs,
 //!   its replica must join within `join_timeout`. A job still pending after `queue_timeout`, or
 //!   one that ends before joining, is cancelled and the start fails with Slurm's reason (the
@@ -182,8 +182,9 @@ impl SlurmDriver {
             serve = serve.join(" "),
         );
         let mut job = json!({
-            // Replica ids are `POOL-N`, so this reads `gpucap-ENDPOINT-POOL-N`.
-            "name": format!("gpucap-{}-{replica}", self.endpoint),
+            // Replica ids are `POOL-N`, so this reads `gpucap-ENDPOINT.POOL-N`; names have no
+            // dots, so the pool is read back from it unambiguously.
+            "name": format!("gpucap-{}.{replica}", self.endpoint),
             "partition": c.partition,
             "current_working_directory": c.work_dir,
             "standard_output": c.work_dir.join("gpucap-%j.out"),
@@ -230,6 +231,16 @@ impl SlurmDriver {
         };
         if let Some(end) = end.filter(|&e| e > 0) {
             let end = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
+            // A job shorter than replace_before (the partition's default limit, when the pool
+            // sets none) would be replaced as soon as it serves, and its successor too.
+            if end <= SystemTime::now() + self.config.replace_before {
+                tracing::warn!(
+                    pool = %self.pool,
+                    %job,
+                    "the job's time limit is within replace_before of its start; it is not replaced ahead of it (set the pool's time_limit, or a shorter replace_before)"
+                );
+                return;
+            }
             self.ends
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -321,6 +332,7 @@ impl Driver for SlurmDriver {
         cancel: &CancellationToken,
     ) -> Result<ReplicaRecord, DriverError> {
         if let Some((machine, address)) = self.hub.claim(&self.pool, &spec.id) {
+            self.note_end(&spec.id, &machine, None).await;
             return Ok(self.replicas.record(spec, &machine, address));
         }
         self.replicas.check_room(self.slots)?;
@@ -375,6 +387,8 @@ impl Driver for SlurmDriver {
         machine: String,
         address: String,
     ) -> Result<ReplicaRecord, DriverError> {
+        // A job that outlived a restarted router: its time limit is read again.
+        self.note_end(&spec.id, &machine, None).await;
         Ok(self.replicas.record(spec, &machine, address))
     }
 

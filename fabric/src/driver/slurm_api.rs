@@ -364,13 +364,22 @@ pub fn gres_count(gres: &str, name: &str) -> u64 {
         .sum()
 }
 
-/// A job's `gres` request (`gpu:1`, `gpu:a100:2`) as its resource name and count.
+/// A job's `gres` request (`gpu:1`, `gpu:a100:2`, `gpu:a100`, `gpu`) as its resource name and
+/// count (1 when only a type or nothing follows the name). The type is not checked against the
+/// nodes' types.
 pub fn parse_gres_request(gres: &str) -> Option<(String, u64)> {
-    let mut parts = gres.trim().split(':');
-    let name = parts.next().filter(|n| !n.is_empty())?.to_string();
-    let count = match parts.next_back() {
-        Some(c) => c.parse::<u64>().ok().filter(|&c| c > 0)?,
-        None => 1,
+    let parts: Vec<&str> = gres.trim().split(':').collect();
+    let name = parts.first().filter(|n| !n.is_empty())?.to_string();
+    let count = match parts.as_slice() {
+        [_] => 1,
+        [_, last] | [_, _, last] => match last.parse::<u64>() {
+            Ok(c) if c > 0 => c,
+            Ok(_) => return None,
+            // `gpu:a100`: a type, one of it.
+            Err(_) if parts.len() == 2 && !last.is_empty() => 1,
+            Err(_) => return None,
+        },
+        _ => return None,
     };
     Some((name, count))
 }
@@ -407,7 +416,9 @@ mod tests {
         assert_eq!(parse_gres_request("gpu:2"), Some(("gpu".into(), 2)));
         assert_eq!(parse_gres_request("gpu:a100:2"), Some(("gpu".into(), 2)));
         assert_eq!(parse_gres_request("gpu"), Some(("gpu".into(), 1)));
-        assert_eq!(parse_gres_request("gpu:zero"), None);
+        assert_eq!(parse_gres_request("gpu:a100"), Some(("gpu".into(), 1)));
+        assert_eq!(parse_gres_request("gpu:0"), None);
+        assert_eq!(parse_gres_request("gpu:a100:many"), None);
         assert_eq!(parse_gres_request(""), None);
     }
 }

@@ -100,12 +100,16 @@ impl Resource for InferenceEndpoint {
                             e,
                         ));
                     }
-                    // The daemon's address only fills in Slurm pools' join URLs: any well-formed
-                    // one validates the same.
-                    let daemon_url = m
+                    let daemon = m
                         .router_region
                         .as_str()
-                        .and_then(|r| fabrics::for_region(&ctx.config.fabrics, r).ok().flatten())
+                        .and_then(|r| fabrics::for_region(&ctx.config.fabrics, r).ok().flatten());
+                    if daemon.is_none() {
+                        warn_embedded_slurm(&p, &mut d);
+                    }
+                    // The daemon's address only fills in Slurm pools' join URLs: any well-formed
+                    // one validates the same.
+                    let daemon_url = daemon
                         .map_or("http://127.0.0.1", |t| t.address.as_str())
                         .to_string();
                     if !d.has_errors()
@@ -537,6 +541,27 @@ fn check_drivers(p: &Placement, d: &mut Diagnostics) {
             ),
         ));
     }
+}
+
+/// Slurm jobs run on the cluster's nodes and dial the router; without a `fabric` block the
+/// router is this host's embedded daemon, which listens on loopback only.
+fn warn_embedded_slurm(p: &Placement, d: &mut Diagnostics) {
+    let slurm: Vec<&str> = p
+        .all()
+        .filter(|pool| pool.slurm.is_some())
+        .map(|pool| pool.name.as_str())
+        .collect();
+    if slurm.is_empty() {
+        return;
+    }
+    d.push(Diagnostic::attr_warning(
+        if p.policy.is_some() { "burst_policy" } else { "pools" },
+        "Slurm jobs join a router on this host's loopback",
+        format!(
+            "pool(s) {} run replicas as Slurm jobs, which dial the endpoint's router; with no `fabric` block the router runs on this host's embedded daemon, which listens on 127.0.0.1, so only jobs that run on this host can join. Give the provider a `fabric` block for a daemon the cluster's nodes reach",
+            slurm.join(", ")
+        ),
+    ));
 }
 
 /// Burst pools that `replicas.max` leaves no room for are a configuration mistake worth a word.

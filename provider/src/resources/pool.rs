@@ -114,6 +114,7 @@ impl Resource for GpuPool {
     }
 
     async fn apply(&self, ctx: &Ctx, prior: Value, planned: Value) -> Applied {
+        let planned = count_jobs_if_unknown(planned, self.state_type());
         let applied = records::apply(ctx, "pools", "pool", prior, planned);
         remember(ctx, &applied.state);
         applied
@@ -300,6 +301,27 @@ fn check_group(ctx: &Ctx, m: &mut Model, d: &mut Diagnostics) {
     }
 }
 
+/// A new Slurm pool's job counts, read now (0 when the cluster cannot be read: refresh reads
+/// them again).
+fn count_jobs_if_unknown(planned: Value, ty: &crate::value::Type) -> Value {
+    let Ok(mut m) = models::decode::<Model>(&planned) else {
+        return planned;
+    };
+    if !m.slurm.known().is_some_and(|b| b.running.is_unknown()) {
+        return planned;
+    }
+    let jobs = slurm_ref(&m)
+        .and_then(|(target, partition)| {
+            slurm::pool_jobs(&target, &partition, m.name.as_str().unwrap_or_default()).ok()
+        })
+        .unwrap_or_default();
+    if let Some(block) = m.slurm.known_mut() {
+        block.running = Attr::Known(jobs.running);
+        block.pending = Attr::Known(jobs.pending);
+    }
+    models::encode(&m, ty).unwrap_or(planned)
+}
+
 /// Where the pool's `slurmrestd` is and the partition, when those are known.
 fn slurm_ref(m: &Model) -> Option<(SlurmRef, String)> {
     let b = m.slurm.known()?;
@@ -324,7 +346,6 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
         .map(str::to_string);
     let per_node = m.gpu.known().and_then(|g| g.per_node.get());
     let nodes_max = m.nodes.known().and_then(|n| n.max.get());
-    let pool = m.name.as_str().unwrap_or_default().to_string();
     if let Some(partition) = m.slurm.known().and_then(|b| b.partition.as_str()) {
         m.devices = names(vec![format!("slurm:{partition}")]);
     }
@@ -359,10 +380,12 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
             ),
         ));
     }
+    // In whole minutes, as Slurm takes it.
     let limit = block
         .time_limit
         .as_str()
-        .and_then(|t| humantime::parse_duration(t).ok());
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .map(|l| std::time::Duration::from_secs(l.as_secs() / 60 * 60));
     let block_time_limit = block.time_limit.as_str().unwrap_or_default().to_string();
     if let Some(ahead) = block.replace_before.as_str() {
         match humantime::parse_duration(ahead) {
@@ -427,7 +450,7 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
         }
     };
     if let (Some(limit), Ok(max)) = (limit, u64::try_from(found.info.max_time_limit))
-        && limit.as_secs() > max * 60
+        && limit.as_secs() > max.saturating_mul(60)
     {
         d.push(Diagnostic::attr_error(
             "slurm.time_limit",
@@ -435,7 +458,7 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
             format!(
                 "time_limit is {} but partition {partition:?} allows jobs at most {}; Slurm would refuse every job: lower time_limit",
                 block_time_limit,
-                humantime::format_duration(std::time::Duration::from_secs(max * 60))
+                humantime::format_duration(std::time::Duration::from_secs(max.saturating_mul(60)))
             ),
         ));
     }
@@ -492,15 +515,8 @@ fn check_partition(m: &mut Model, stated: Option<&model::Slurm>, d: &mut Diagnos
             ),
         ));
     }
-    // A new pool's counts come from this read; an existing one keeps what refresh read, so
-    // that jobs coming and going do not show as a change to apply.
-    if let Some(block) = m.slurm.known_mut()
-        && block.running.known().is_none()
-        && let Ok(jobs) = slurm::pool_jobs(&target, &partition, &pool)
-    {
-        block.running = Attr::Known(jobs.running);
-        block.pending = Attr::Known(jobs.pending);
-    }
+    // The job counts stay as refresh read them (unknown for a new pool, filled at apply), so
+    // that jobs coming and going neither show as a change nor make apply's plan differ.
 }
 
 /// Lets the policies and endpoints of this run resolve the pool by name.
