@@ -934,7 +934,7 @@ impl FabricConfig {
                 ),
             ));
         }
-        let warning = (replace_before / 2).clamp(Duration::from_secs(1), Duration::from_secs(120));
+        let warning = Duration::from_secs((replace_before.as_secs() / 2).clamp(1, 120));
         let user = match &slurm.user {
             Some(u) => u.clone(),
             None => std::env::var("USER").map_err(|_| {
@@ -989,7 +989,7 @@ impl FabricConfig {
                 Duration::from_secs(300),
             )?,
             replace_before,
-            warning: Duration::from_secs(warning.as_secs().max(1)),
+            warning,
             shared_model: slurm.shared_model.unwrap_or(false),
         })
     }

@@ -229,23 +229,31 @@ impl SlurmDriver {
                 }
             },
         };
-        if let Some(end) = end.filter(|&e| e > 0) {
-            let end = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
-            // A job shorter than replace_before (the partition's default limit, when the pool
-            // sets none) would be replaced as soon as it serves, and its successor too.
-            if end <= SystemTime::now() + self.config.replace_before {
-                tracing::warn!(
-                    pool = %self.pool,
-                    %job,
-                    "the job's time limit is within replace_before of its start; it is not replaced ahead of it (set the pool's time_limit, or a shorter replace_before)"
-                );
-                return;
-            }
-            self.ends
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(replica.to_string(), end);
+        // Checked: the end comes from Slurm and replace_before from the config, and a sum past
+        // what SystemTime holds must not panic the router.
+        let Some(end) = end
+            .filter(|&e| e > 0)
+            .and_then(|e| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(e)))
+        else {
+            return;
+        };
+        // A job shorter than replace_before (the partition's default limit, when the pool sets
+        // none) would be replaced as soon as it serves, and its successor too.
+        let too_short = SystemTime::now()
+            .checked_add(self.config.replace_before)
+            .is_none_or(|soon| end <= soon);
+        if too_short {
+            tracing::warn!(
+                pool = %self.pool,
+                %job,
+                "the job's time limit is within replace_before of its start; it is not replaced ahead of it (set the pool's time_limit, or a shorter replace_before)"
+            );
+            return;
         }
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(replica.to_string(), end);
     }
 
     /// Waits for job `job`'s replica to join, and claims it for `spec`.
