@@ -502,14 +502,8 @@ pub enum DriverConfig {
 /// A Slurm pool's settings, validated ([`SlurmSection`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlurmConfig {
-    /// `slurmrestd`'s base URL, without a trailing slash.
-    pub rest_url: String,
-    /// The REST API's version.
-    pub api_version: String,
-    /// The user jobs are submitted as.
-    pub user: String,
-    /// The JWT's file, else `SLURM_JWT`.
-    pub token_file: Option<PathBuf>,
+    /// `slurmrestd`, and the user jobs are submitted as.
+    pub rest: crate::driver::slurm_api::SlurmRef,
     /// The partition.
     pub partition: String,
     /// The account.
@@ -949,13 +943,15 @@ impl FabricConfig {
             .parse::<gpucap_runtime::backend::DeviceSpec>()
             .map_err(|e| bad(key("slurm.device"), e.to_string()))?;
         Ok(SlurmConfig {
-            rest_url,
-            api_version: slurm
-                .api_version
-                .clone()
-                .unwrap_or_else(|| crate::driver::slurm_api::DEFAULT_API_VERSION.into()),
-            user,
-            token_file: slurm.token_file.clone(),
+            rest: crate::driver::slurm_api::SlurmRef {
+                rest_url,
+                api_version: slurm
+                    .api_version
+                    .clone()
+                    .unwrap_or_else(|| crate::driver::slurm_api::DEFAULT_API_VERSION.into()),
+                user,
+                token_file: slurm.token_file.clone(),
+            },
             partition: slurm.partition.clone(),
             account: slurm.account.clone(),
             qos: slurm.qos.clone(),
@@ -1460,8 +1456,8 @@ dir = "/tmp/state"
         let Some(DriverConfig::Slurm(c)) = &f.pools[1].driver else {
             panic!("{:?}", f.pools[1].driver);
         };
-        assert_eq!(c.rest_url, "http://hpc:6820");
-        assert_eq!(c.api_version, "v0.0.38");
+        assert_eq!(c.rest.rest_url, "http://hpc:6820");
+        assert_eq!(c.rest.api_version, "v0.0.38");
         assert_eq!(c.time_limit_minutes, Some(24 * 60));
         assert_eq!(c.runtime_path, PathBuf::from("/bin/gpucap-runtime"));
         assert_eq!(c.device, "auto");

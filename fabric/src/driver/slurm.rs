@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::joined::JoinedReplicas;
-use super::slurm_api::{SlurmApi, SlurmRef};
+use super::slurm_api::SlurmApi;
 use super::{ApiMetrics, Capacity, Driver, DriverError, ReplicaRecord, ReplicaSpec};
 use crate::config::SlurmConfig;
 use crate::join::JoinHub;
@@ -110,16 +110,7 @@ impl SlurmDriver {
         } else {
             read_join_token(&config.join_token_file)?
         };
-        let api = SlurmApi::new(
-            SlurmRef {
-                rest_url: config.rest_url.clone(),
-                api_version: config.api_version.clone(),
-                user: config.user.clone(),
-                token_file: config.token_file.clone(),
-            },
-            pool,
-            Some(metrics),
-        )?;
+        let api = SlurmApi::new(config.rest.clone(), pool, Some(metrics))?;
         Ok(SlurmDriver {
             endpoint: endpoint.to_string(),
             pool: pool.to_string(),
@@ -421,10 +412,10 @@ impl Driver for SlurmDriver {
                 job.partition, self.config.partition
             )));
         }
-        if job.user_name != self.config.user {
+        if job.user_name != self.config.rest.user {
             return Err(DriverError(format!(
                 "job {machine} belongs to {}, not {}",
-                job.user_name, self.config.user
+                job.user_name, self.config.rest.user
             )));
         }
         Ok(())
