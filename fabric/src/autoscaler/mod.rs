@@ -1114,19 +1114,24 @@ pub(super) mod tests {
                 .is_empty(),
             "nothing drains while the successor starts"
         );
-        // The successor's start failed: the old replica serves on, and another is started.
+        // The successor's start failed (once what the load wanted meanwhile has aged out of
+        // idle_for, so nothing else starts): the old replica serves on, and another is started.
         let fleet = [expiring.clone(), replica("hpc-2", 0, Phase::Ready)];
-        let d = run(&mut mem, 2, &pools, &fleet, Signals::default(), &p);
+        let d = run(&mut mem, 40, &pools, &fleet, Signals::default(), &p);
         assert!(drains(&d).is_empty(), "no drain without a successor: {d:?}");
-        let d = run(&mut mem, 3, &pools, &fleet, Signals::default(), &p);
+        let d = run(&mut mem, 41, &pools, &fleet, Signals::default(), &p);
         assert_eq!(starts(&d), [0], "a successor again: {d:?}");
-        // Once it serves, the old one drains, not the fresh successor.
+        // Once it serves (and the load wants two), the old one drains, though busier than the
+        // fresh successor.
         let fleet = [
-            expiring,
+            ReplicaState {
+                outstanding: 3,
+                ..expiring
+            },
             replica("hpc-2", 0, Phase::Ready),
             replica("hpc-4", 0, Phase::Ready),
         ];
-        let d = run(&mut mem, 4, &pools, &fleet, Signals::default(), &p);
+        let d = run(&mut mem, 80, &pools, &fleet, Signals::default(), &p);
         assert_eq!(drains(&d), ["hpc-1"], "then the old one drains: {d:?}");
     }
 
