@@ -1168,9 +1168,21 @@ impl Windows {
     }
 }
 
-/// Checks that `bytes` are a model file the runtime serves; the error says what is wrong.
-pub fn check_model(bytes: &[u8]) -> Result<(), gpucap_runtime::model::ModelError> {
-    gpucap_runtime::model::parse_model(bytes).map(|_| ())
+/// The model-file reader the router uses, for the provider's plan to check a file the same way.
+pub use gpucap_runtime::model::{ModelFile, read_model_file};
+/// A model's inputs and outputs, as read from its file.
+pub use gpucap_runtime::protocol::{Signature, TensorSpec};
+
+/// Checks that `bytes`, read from `path`, are a model file the runtime serves in batches of up to
+/// `max_batch_size` rows, and returns it; the error says what is wrong.
+pub fn check_model(
+    path: &std::path::Path,
+    bytes: &[u8],
+    max_batch_size: usize,
+) -> Result<gpucap_runtime::model::ModelFile, String> {
+    let model = gpucap_runtime::model::read_model_file(path, bytes)?;
+    model.check_batch_size(max_batch_size)?;
+    Ok(model)
 }
 
 /// SHA-256 of a config file's text, hex.

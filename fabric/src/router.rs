@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use gpucap_runtime::protocol::{ModelMetadata, ModelPath, ModelSignature, ServerMetadata};
+use gpucap_runtime::protocol::{ModelMetadata, ModelPath, ServerMetadata, Signature};
 use gpucap_runtime::server::{ApiError, model_routes, protocol_fallbacks};
 
 use crate::controller::Shared;
@@ -36,7 +36,7 @@ pub struct Settings {
     /// Its version.
     pub version: String,
     /// Its input and output.
-    pub signature: ModelSignature,
+    pub signature: Signature,
     /// Largest body accepted.
     pub max_body_bytes: usize,
     /// How long a request may take, held time included.

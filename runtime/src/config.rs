@@ -30,7 +30,7 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// The `.safetensors` file.
+    /// The model file: `.safetensors` in gpucap's format, or `.onnx`.
     pub path: Option<PathBuf>,
     /// The name clients use in URLs; defaults to the file name without its extension.
     pub name: Option<String>,
@@ -75,6 +75,9 @@ pub struct ComputeSection {
     pub threads: usize,
     /// How CUDA backends store weights: `fp32`, `fp16` or `bf16` (products accumulate in FP32).
     pub precision: String,
+    /// ONNX Runtime's library (`libonnxruntime.so`) for `.onnx` models; found in `ORT_DYLIB_PATH`,
+    /// beside the binary or in the project's `.venv` when unset.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 /// `[log]`
@@ -134,6 +137,7 @@ impl Default for ComputeSection {
             device: "auto".into(),
             threads: 0,
             precision: "fp32".into(),
+            onnxruntime: None,
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct ValidConfig {
     pub threads: usize,
     /// CUDA weight precision.
     pub precision: Precision,
+    /// ONNX Runtime's library, when set.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 impl BatchingSection {
@@ -261,7 +267,7 @@ impl RuntimeConfig {
         let model_path = self.model.path.clone().ok_or_else(|| {
             invalid(
                 "model.path",
-                "no model given; pass --model FILE.safetensors".into(),
+                "no model given; pass --model FILE.safetensors or FILE.onnx".into(),
             )
         })?;
         let model_name = match &self.model.name {
@@ -308,6 +314,7 @@ impl RuntimeConfig {
             device,
             threads: self.compute.threads,
             precision,
+            onnxruntime: self.compute.onnxruntime.clone(),
         })
     }
 }

@@ -1,7 +1,8 @@
 //! `gpucap-runtime`: the inference server that gpucap deploys onto the capacity it manages.
 //!
 //! The crate is a pipeline of small parts, each in its own module:
-//! [`model`] loads and validates a feed-forward network from a `.safetensors` file;
+//! [`model`] loads and validates a feed-forward network from a `.safetensors` file, and [`onnx`]
+//! serves ONNX graphs through ONNX Runtime;
 //! [`backend`] runs batches of rows through it, on the CPU or on CUDA GPUs behind one trait;
 //! [`batcher`] queues requests and closes batches by size or delay;
 //! [`protocol`] decodes and encodes Open Inference Protocol v2 messages;
@@ -22,6 +23,7 @@ pub mod forward_bench;
 pub mod join;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

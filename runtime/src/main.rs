@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use gpucap_runtime::config::{LogFormat, RuntimeConfig};
+use gpucap_runtime::model::ModelFile;
 
 /// gpucap's inference runtime: serves a model over the Open Inference Protocol v2 with dynamic batching.
 #[derive(Parser)]
@@ -98,7 +99,7 @@ struct ServeArgs {
     /// A TOML config file (see docs/guides/runtime-serve.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The `.safetensors` model file.
+    /// The model file: `.safetensors` in gpucap's format, or `.onnx`.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The model's name in URLs [default: the file name without extension].
@@ -122,6 +123,10 @@ struct ServeArgs {
     /// CUDA weight precision: fp32, fp16 or bf16; products accumulate in FP32 [default: fp32].
     #[arg(long)]
     precision: Option<String>,
+    /// ONNX Runtime's library for .onnx models [default: ORT_DYLIB_PATH, beside the binary, or
+    /// the project's .venv].
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
     /// Rows per batch at most [default: 64].
     #[arg(long)]
     max_batch_size: Option<usize>,
@@ -234,6 +239,7 @@ impl ServeArgs {
         set(&mut c.compute.device, self.device);
         set(&mut c.compute.threads, self.threads);
         set(&mut c.compute.precision, self.precision);
+        set(&mut c.compute.onnxruntime, self.onnxruntime.map(Some));
         set(&mut c.batching.max_batch_size, self.max_batch_size);
         set(&mut c.batching.max_queue_delay_us, self.max_queue_delay_us);
         set(&mut c.batching.queue_capacity, self.queue_capacity);
@@ -394,8 +400,11 @@ fn run_async(server: impl std::future::Future<Output = anyhow::Result<()>>) -> E
 }
 
 fn inspect(model: &std::path::Path) -> ExitCode {
-    match gpucap_runtime::model::load_model(model) {
-        Ok(m) => {
+    let read = std::fs::read(model)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| gpucap_runtime::model::read_model_file(model, &bytes));
+    match read {
+        Ok(ModelFile::Native(m)) => {
             println!(
                 "{}: {} [-1, {}] -> {} [-1, {}], {} parameters",
                 model.display(),
@@ -413,9 +422,43 @@ fn inspect(model: &std::path::Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Ok(ModelFile::Onnx(graph)) => {
+            print!("{}", describe_onnx(model, &graph));
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {}: {e}", model.display());
             ExitCode::from(2)
         }
     }
+}
+
+fn describe_onnx(path: &std::path::Path, graph: &gpucap_runtime::onnx::OnnxGraph) -> String {
+    let opsets: Vec<String> = graph
+        .opsets
+        .iter()
+        .map(|(domain, version)| format!("{domain} {version}"))
+        .collect();
+    let mut out = format!(
+        "{}: ONNX, IR version {}, opsets {}{}\n",
+        path.display(),
+        graph.ir_version,
+        opsets.join(", "),
+        graph
+            .producer
+            .as_ref()
+            .map(|p| format!(", produced by {p}"))
+            .unwrap_or_default()
+    );
+    if let Some(d) = &graph.description {
+        out += &format!("  {d}\n");
+    }
+    for t in &graph.inputs {
+        out += &format!("  input  {t}\n");
+    }
+    for t in &graph.outputs {
+        out += &format!("  output {t}\n");
+    }
+    out += &format!("  {}\n", graph.batching_summary());
+    out
 }

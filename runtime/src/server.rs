@@ -12,12 +12,49 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::batcher::{Batcher, InferError};
+use crate::batcher::{Batcher, InferError, NativeEngine};
 use crate::metrics::Metrics;
-use crate::model::Model;
+use crate::onnx::OnnxEngine;
 use crate::protocol::{
-    self, HEADER_CONTENT_LENGTH, ModelMetadata, ModelPath, ModelSignature, ServerMetadata,
+    self, EncodedResponse, HEADER_CONTENT_LENGTH, ModelMetadata, ModelPath, ModelSignature,
+    ServerMetadata, Signature,
 };
+
+/// The model behind the routes and the batcher its requests go through.
+pub enum Served {
+    /// gpucap's own format: one FP32 input and one FP32 output, row by row.
+    Native {
+        /// The input and output widths the codec checks requests against.
+        codec: ModelSignature,
+        /// The batcher over the native backends.
+        batcher: Batcher<NativeEngine>,
+    },
+    /// An ONNX graph: named tensors of any datatype.
+    Onnx {
+        /// Whether requests are concatenated into batches (the graph has a dynamic first
+        /// dimension everywhere); otherwise each runs alone.
+        batched: bool,
+        /// The batcher over the ONNX Runtime sessions.
+        batcher: Batcher<OnnxEngine>,
+    },
+}
+
+impl Served {
+    /// Whether at least one backend can compute.
+    pub fn ready(&self) -> bool {
+        match self {
+            Served::Native { batcher, .. } => batcher.ready(),
+            Served::Onnx { batcher, .. } => batcher.ready(),
+        }
+    }
+
+    fn refuse_if_full(&self) -> Result<(), InferError> {
+        match self {
+            Served::Native { batcher, .. } => batcher.refuse_if_full(),
+            Served::Onnx { batcher, .. } => batcher.refuse_if_full(),
+        }
+    }
+}
 
 /// What every handler shares.
 pub struct AppState {
@@ -25,10 +62,10 @@ pub struct AppState {
     pub model_name: String,
     /// The model's version.
     pub model_version: String,
-    /// The model's input and output.
-    pub signature: ModelSignature,
-    /// The batcher requests go through.
-    pub batcher: Batcher,
+    /// The model's inputs and outputs, as its metadata reports them.
+    pub signature: Signature,
+    /// The model and its batcher.
+    pub served: Served,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// Largest body accepted.
@@ -38,20 +75,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Shared state for a model served through `batcher`.
+    /// Shared state for a model with `signature` served through `served`.
     pub fn new(
         model_name: String,
         model_version: String,
-        model: &Model,
-        batcher: Batcher,
+        signature: Signature,
+        served: Served,
         metrics: Arc<Metrics>,
         max_body_bytes: usize,
     ) -> Self {
         AppState {
             model_name,
             model_version,
-            signature: ModelSignature::of(model),
-            batcher,
+            signature,
+            served,
             metrics,
             max_body_bytes,
             draining: AtomicBool::new(false),
@@ -169,7 +206,7 @@ async fn server_metadata() -> axum::Json<ServerMetadata> {
 }
 
 async fn server_ready(State(s): Shared) -> StatusCode {
-    if s.draining.load(Ordering::Relaxed) || !s.batcher.ready() {
+    if s.draining.load(Ordering::Relaxed) || !s.served.ready() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -303,30 +340,26 @@ async fn run_infer(
     // Refuse before decoding when the queue is already full: decoding is the expensive part of a
     // request, and an overloaded server should spend its CPU on the requests it can serve. The body
     // is still read, so the client's write completes and it reliably sees the 429.
-    s.batcher.refuse_if_full()?;
-    let mut req = protocol::decode_infer_request(&bytes, json_len, &s.signature)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
-    let outputs = s
-        .batcher
-        .infer(std::mem::take(&mut req.input), req.rows)
-        .await?;
-    if let Some(i) = outputs.iter().position(|v| !v.is_finite()) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "the model's output for row {} overflowed to a non-finite value; the input is outside the range the model handles",
-                i / s.signature.output_width.max(1)
-            ),
-        ));
-    }
-    let encoded = protocol::encode_infer_response(
-        &s.model_name,
-        &s.model_version,
-        &s.signature.output_name,
-        s.signature.output_width,
-        &req,
-        &outputs,
-    );
+    s.served.refuse_if_full()?;
+    let encoded = match &s.served {
+        Served::Native { codec, batcher } => {
+            infer_native(s, codec, batcher, &bytes, json_len).await?
+        }
+        Served::Onnx { batched, batcher } => {
+            let mut req = protocol::decode_tensor_request(&bytes, json_len, &s.signature, *batched)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
+            let outputs = batcher
+                .infer(std::mem::take(&mut req.inputs), req.rows)
+                .await?;
+            protocol::encode_tensor_response(
+                &s.model_name,
+                &s.model_version,
+                &s.signature,
+                &req,
+                &outputs,
+            )
+        }
+    };
     let mut resp = Response::new(Body::from(encoded.body));
     let h = resp.headers_mut();
     match encoded.json_len {
@@ -345,4 +378,35 @@ async fn run_infer(
         }
     }
     Ok(resp)
+}
+
+async fn infer_native(
+    s: &AppState,
+    codec: &ModelSignature,
+    batcher: &Batcher<NativeEngine>,
+    bytes: &[u8],
+    json_len: Option<usize>,
+) -> Result<EncodedResponse, ApiError> {
+    let mut req = protocol::decode_infer_request(bytes, json_len, codec)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
+    let outputs = batcher
+        .infer(std::mem::take(&mut req.input), req.rows)
+        .await?;
+    if let Some(i) = outputs.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the model's output for row {} overflowed to a non-finite value; the input is outside the range the model handles",
+                i / codec.output_width.max(1)
+            ),
+        ));
+    }
+    Ok(protocol::encode_infer_response(
+        &s.model_name,
+        &s.model_version,
+        &codec.output_name,
+        codec.output_width,
+        &req,
+        &outputs,
+    ))
 }

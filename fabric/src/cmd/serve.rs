@@ -12,8 +12,6 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use gpucap_runtime::protocol::ModelSignature;
-
 use axum::serve::ListenerExt as _;
 use gpucap_fabric::config::{Fabric, FabricConfig};
 use gpucap_fabric::controller::{Controller, Shared};
@@ -41,8 +39,12 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
     let bytes = std::fs::read(&fabric.model_path)
         .map_err(|e| format!("model.path {}: {e}", fabric.model_path.display()))?;
-    let model = gpucap_runtime::model::parse_model(&bytes)
-        .map_err(|e| format!("model.path {}: {e}", fabric.model_path.display()))?;
+    let model = gpucap_fabric::config::check_model(
+        &fabric.model_path,
+        &bytes,
+        fabric.batching.max_batch_size,
+    )
+    .map_err(|e| format!("model.path {}: {e}", fabric.model_path.display()))?;
     let mut hash = Sha256::new();
     hash.update(Sha256::digest(&bytes));
     hash.update(fabric.model_version.as_bytes());
@@ -55,7 +57,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     let settings = Settings {
         name: fabric.name.clone(),
         version: fabric.model_version.clone(),
-        signature: ModelSignature::of(&model),
+        signature: model.signature(),
         max_body_bytes: fabric.max_body_bytes,
         request_timeout: fabric.request_timeout,
         scales_to_zero: fabric.scaling.replicas_min == 0,

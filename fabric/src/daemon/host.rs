@@ -315,12 +315,13 @@ impl Host {
                 ),
             )
         })?;
-        crate::config::check_model(&bytes).map_err(|e| {
-            invalid(
-                "model.path",
-                format!("{}: {e}", fabric.model_path.display()),
-            )
-        })?;
+        crate::config::check_model(&fabric.model_path, &bytes, fabric.batching.max_batch_size)
+            .map_err(|e| {
+                invalid(
+                    "model.path",
+                    format!("{}: {e}", fabric.model_path.display()),
+                )
+            })?;
         Ok(config)
     }
 

@@ -36,6 +36,8 @@ pub struct InferenceEndpoint {
     pub labels: Attr<BTreeMap<String, Attr<String>>>,
     /// SHA-256 of the model file (computed).
     pub model_sha256: Attr<String>,
+    /// The model's inputs and outputs (computed).
+    pub model_signature: Attr<String>,
     /// The model's base URL (computed).
     pub url: Attr<String>,
     /// Where the router runs (computed).
@@ -148,6 +150,7 @@ fn build_schema() -> Schema {
             .attr("spill_order", list_of_strings(), Mode::Computed, "The endpoint's pools in the order load goes to them: the base pools, then the burst pools in the burst policy's `placement` order. The router follows it, and `gpucap-fabric simulate --plan` reads it.")
             .attr("monthly_cost_min_usd", Type::Number, Mode::Computed, "Cost per month (730 h) of the minimum replicas on the cheapest base pool. Null while a pool has no price.")
             .attr("monthly_cost_max_usd", Type::Number, Mode::Computed, "Cost per month of the most the endpoint's pools can hold at their prices (at most `replicas.max` replicas, dearest slots first), with burst spend capped by the budget.")
+            .attr("model_signature", Type::String, Mode::Computed, "The model's inputs and outputs, read from the file at plan time: `name DATATYPE [shape]` each, `-1` for a dynamic dimension, e.g. `pixels FP32 [-1, 64] -> label INT64 [-1], probabilities FP32 [-1, 10]`.")
             .attr("placement_digest", Type::String, Mode::Computed, "Hash of the resolved pools and policy: a change to them shows as an in-place update of the endpoint.")
             .attr("replicas_status", Type::String, Mode::Computed, "Replicas ready by role, as the router reported when last read, e.g. `2 ready: base 1, burst 1`; `router not running (…)` when the router is down, which the next apply repairs.")
             .attr("fabric_etag", Type::String, Mode::Computed, "Digest of the router config in force, as the fabric reported it when last read. With a `fabric` daemon, the next apply sends it as `If-Match`, so a change another apply made in between is refused, not overwritten.")
@@ -155,7 +158,7 @@ fn build_schema() -> Schema {
                 "model",
                 true,
                 Block::new("The model to serve.")
-                    .attr("path", Type::String, Mode::Required, "A `.safetensors` file in gpucap's model format (see the runtime docs), relative to the working directory or absolute.")
+                    .attr("path", Type::String, Mode::Required, "The model file, relative to the working directory or absolute: an ONNX graph (`.onnx`, served through ONNX Runtime) or a `.safetensors` file in gpucap's own format (see the runtime docs).")
                     .attr("version", Type::String, Mode::OptionalComputed, "The version reported by the endpoint.")
                     .default_value("version", json!("1")),
             )

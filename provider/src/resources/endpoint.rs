@@ -370,6 +370,7 @@ fn plan_model(m: &mut Model, d: &mut Diagnostics) {
         .map(str::to_string)
     else {
         m.model_sha256 = Attr::Unknown;
+        m.model_signature = Attr::Unknown;
         return;
     };
     let bytes = match std::fs::read(&path) {
@@ -383,15 +384,51 @@ fn plan_model(m: &mut Model, d: &mut Diagnostics) {
             return;
         }
     };
-    if let Err(e) = gpucap_fabric::config::check_model(&bytes) {
+    let file = match gpucap_fabric::config::read_model_file(std::path::Path::new(&path), &bytes) {
+        Ok(file) => file,
+        Err(e) => {
+            d.push(Diagnostic::attr_error(
+                "model.path",
+                "Invalid model file",
+                format!("{path}: {e}"),
+            ));
+            return;
+        }
+    };
+    // The default when the batching block or its setting is left out.
+    let max_batch_size = match m.batching.known().map(|b| &b.max_batch_size) {
+        Some(Attr::Known(n)) => usize::try_from(*n).unwrap_or(0),
+        Some(Attr::Unknown) => 0,
+        _ => 64,
+    };
+    if max_batch_size > 0
+        && let Err(e) = file.check_batch_size(max_batch_size)
+    {
         d.push(Diagnostic::attr_error(
-            "model.path",
-            "Invalid model file",
+            "batching.max_batch_size",
+            "The model cannot batch",
             format!("{path}: {e}"),
         ));
         return;
     }
+    m.model_signature = Attr::Known(describe_signature(&file.signature()));
     m.model_sha256 = Attr::Known(hex::encode(Sha256::digest(&bytes)));
+}
+
+/// `inputs -> outputs`, each `name DATATYPE [shape]`, as plan shows it.
+fn describe_signature(signature: &gpucap_fabric::config::Signature) -> String {
+    let list = |specs: &[gpucap_fabric::config::TensorSpec]| {
+        specs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{} -> {}",
+        list(&signature.inputs),
+        list(&signature.outputs)
+    )
 }
 
 /// The endpoint's placement; `None` while its burst policy or pools are unknown.

@@ -86,12 +86,107 @@ pub enum InferError {
     Unavailable(String),
 }
 
-struct Job {
-    input: Vec<f32>,
+/// What a batch worker drives: something that computes a batch of requests at once. The native
+/// backends ([`NativeEngine`]) take rows of FP32 values; an ONNX session takes named tensors.
+pub trait Engine: Send + 'static {
+    /// One request's inputs.
+    type Input: Send + 'static;
+    /// One request's outputs.
+    type Output: Send + 'static;
+
+    /// A short human description for logs and metrics, e.g. `cpu (2 threads)`.
+    fn describe(&self) -> String;
+
+    /// Batches that may be started and not yet finished at once.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
+    /// Whether a request with inputs `next` may join a batch that began with `first` (tensors
+    /// whose trailing dimensions differ cannot be concatenated).
+    fn joins(&self, first: &Self::Input, next: &Self::Input) -> bool {
+        let _ = (first, next);
+        true
+    }
+
+    /// Starts a batch of `rows` rows made of `inputs`, in order.
+    fn start(&mut self, inputs: &[&Self::Input], rows: usize) -> Result<(), BackendError>;
+
+    /// Waits for the oldest started batch and returns its outputs, split into one per request of
+    /// `rows[i]` rows.
+    fn finish(&mut self, rows: &[usize]) -> Result<Vec<Self::Output>, BackendError>;
+
+    /// Called after a batch failed: brings the engine back to a usable state or says why it
+    /// cannot.
+    fn recover(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// A native [`Backend`] as an [`Engine`]: each request is `rows × input_width` FP32 values, and
+/// gets `rows × output_width` back.
+pub struct NativeEngine {
+    backend: Box<dyn Backend>,
+    output_width: usize,
+}
+
+impl NativeEngine {
+    /// Wraps `backend`, whose model's rows are `output_width` wide.
+    pub fn new(backend: Box<dyn Backend>, output_width: usize) -> NativeEngine {
+        NativeEngine {
+            backend,
+            output_width,
+        }
+    }
+}
+
+impl Engine for NativeEngine {
+    type Input = Vec<f32>;
+    type Output = Vec<f32>;
+
+    fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.backend.max_in_flight()
+    }
+
+    fn start(&mut self, inputs: &[&Vec<f32>], rows: usize) -> Result<(), BackendError> {
+        self.backend.start(rows, &mut |buffer| {
+            let mut offset = 0;
+            for input in inputs {
+                buffer[offset..offset + input.len()].copy_from_slice(input);
+                offset += input.len();
+            }
+        })
+    }
+
+    fn finish(&mut self, rows: &[usize]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let outputs = self.backend.finish()?;
+        let mut offset = 0;
+        Ok(rows
+            .iter()
+            .map(|n| {
+                let len = n * self.output_width;
+                let piece = outputs[offset..offset + len].to_vec();
+                offset += len;
+                piece
+            })
+            .collect())
+    }
+
+    fn recover(&mut self) -> Result<(), BackendError> {
+        self.backend.recover()
+    }
+}
+
+struct Job<E: Engine> {
+    input: E::Input,
     rows: usize,
     enqueued: Instant,
     deadline: Instant,
-    reply: oneshot::Sender<Result<Vec<f32>, InferError>>,
+    reply: oneshot::Sender<Result<E::Output, InferError>>,
 }
 
 /// How many workers can compute. The server is ready while at least one can.
@@ -115,12 +210,11 @@ impl Health {
 }
 
 /// The submitting side of the batcher, shared by all HTTP handlers.
-pub struct Batcher {
-    queue: Sender<Job>,
+pub struct Batcher<E: Engine> {
+    queue: Sender<Job<E>>,
     settings: BatchSettings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    input_width: usize,
 }
 
 /// The worker threads; join them after the last [`Batcher`] is dropped to wait for the queue to
@@ -138,15 +232,13 @@ impl BatchWorkers {
     }
 }
 
-impl Batcher {
-    /// Starts one worker thread per backend, all pulling from one queue.
+impl<E: Engine> Batcher<E> {
+    /// Starts one worker thread per engine, all pulling from one queue.
     pub fn start(
-        backends: Vec<Box<dyn Backend>>,
-        input_width: usize,
-        output_width: usize,
+        backends: Vec<E>,
         settings: BatchSettings,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Batcher, BatchWorkers)> {
+    ) -> std::io::Result<(Batcher<E>, BatchWorkers)> {
         let (queue, jobs) = crossbeam_channel::bounded(settings.queue_capacity);
         metrics.healthy_backends.set(backends.len() as i64);
         let health = Arc::new(Health {
@@ -163,7 +255,6 @@ impl Batcher {
                     settings,
                     metrics: metrics.clone(),
                     health: health.clone(),
-                    output_width,
                     last_finished: Instant::now(),
                     pace: Pace::default(),
                     epoch: Instant::now(),
@@ -179,7 +270,6 @@ impl Batcher {
                 settings,
                 metrics,
                 health,
-                input_width,
             },
             BatchWorkers(workers),
         ))
@@ -211,8 +301,8 @@ impl Batcher {
         }
     }
 
-    /// Queues `rows` rows (row-major in `input`) and waits for their outputs.
-    pub async fn infer(&self, input: Vec<f32>, rows: usize) -> Result<Vec<f32>, InferError> {
+    /// Queues a request of `rows` rows and waits for its outputs.
+    pub async fn infer(&self, input: E::Input, rows: usize) -> Result<E::Output, InferError> {
         let answer = self.enqueue(input, rows)?.answer().await;
         if let Err(InferError::Timeout { .. }) = answer {
             self.metrics.reject("timeout");
@@ -222,19 +312,12 @@ impl Batcher {
 
     /// Queues `rows` rows: the request is accepted (or refused) at once, and its answer comes
     /// whether or not this batcher is still there to wait for it.
-    fn enqueue(&self, input: Vec<f32>, rows: usize) -> Result<Pending, InferError> {
+    fn enqueue(&self, input: E::Input, rows: usize) -> Result<Pending<E::Output>, InferError> {
         if rows > self.settings.max_batch_size {
             return Err(InferError::TooManyRows {
                 rows,
                 max: self.settings.max_batch_size,
             });
-        }
-        if input.len() != rows * self.input_width {
-            return Err(InferError::Backend(format!(
-                "{} values given for {rows} rows of width {}",
-                input.len(),
-                self.input_width
-            )));
         }
         let enqueued = Instant::now();
         let deadline = enqueued + self.settings.request_timeout;
@@ -262,15 +345,15 @@ impl Batcher {
 }
 
 /// An accepted request's answer, to come.
-struct Pending {
-    answer: oneshot::Receiver<Result<Vec<f32>, InferError>>,
+struct Pending<O> {
+    answer: oneshot::Receiver<Result<O, InferError>>,
     deadline: Instant,
     timeout: Duration,
 }
 
-impl Pending {
+impl<O> Pending<O> {
     /// The outputs, or why there are none (a timeout once the deadline passes).
-    async fn answer(self) -> Result<Vec<f32>, InferError> {
+    async fn answer(self) -> Result<O, InferError> {
         match tokio::time::timeout_at(self.deadline.into(), self.answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(InferError::Backend("the batch worker stopped".into())),
@@ -281,13 +364,12 @@ impl Pending {
     }
 }
 
-struct Worker {
-    backend: Box<dyn Backend>,
-    jobs: Receiver<Job>,
+struct Worker<E: Engine> {
+    backend: E,
+    jobs: Receiver<Job<E>>,
     settings: BatchSettings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    output_width: usize,
     /// When the backend last handed back a batch: with batches overlapping, a batch's busy time
     /// starts here, not when it was started.
     last_finished: Instant,
@@ -298,26 +380,26 @@ struct Worker {
 }
 
 /// A batch handed to the backend and not yet collected.
-struct InFlight {
-    jobs: Vec<Job>,
+struct InFlight<E: Engine> {
+    jobs: Vec<Job<E>>,
     rows: usize,
     started: Instant,
 }
 
 /// What forming a batch produced.
-enum Next {
-    Batch(Vec<Job>, usize),
+enum Next<E: Engine> {
+    Batch(Vec<Job<E>>, usize),
     /// Nothing to run right now.
     Nothing,
     /// Every sender is gone and the queue is empty.
     Closed,
 }
 
-impl Worker {
+impl<E: Engine> Worker<E> {
     fn run(mut self) {
         let depth = self.backend.max_in_flight().max(1);
-        let mut carried: Option<Job> = None;
-        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
+        let mut carried: Option<Job<E>> = None;
+        let mut in_flight: VecDeque<InFlight<E>> = VecDeque::with_capacity(depth);
         let mut closed = false;
         loop {
             if !closed && in_flight.len() < depth {
@@ -354,7 +436,7 @@ impl Worker {
     /// Forms the next batch. With `wait` (the backend is idle) it blocks for a first request and
     /// then holds the batch open as long as [`Pace`] says more are worth waiting for, at most
     /// until the oldest has waited `max_queue_delay`; otherwise it takes only what is queued.
-    fn next_batch(&mut self, carried: &mut Option<Job>, wait: bool) -> Next {
+    fn next_batch(&mut self, carried: &mut Option<Job<E>>, wait: bool) -> Next<E> {
         let first = match carried.take() {
             Some(job) => job,
             None if wait => match self.jobs.recv() {
@@ -395,7 +477,9 @@ impl Worker {
             let Some(job) = self.admit(next) else {
                 continue;
             };
-            if rows + job.rows > self.settings.max_batch_size {
+            if rows + job.rows > self.settings.max_batch_size
+                || !self.backend.joins(&batch[0].input, &job.input)
+            {
                 *carried = Some(job);
                 break;
             }
@@ -406,7 +490,7 @@ impl Worker {
     }
 
     /// Bookkeeping for a job leaving the queue.
-    fn take(&mut self, job: Job) -> Job {
+    fn take(&mut self, job: Job<E>) -> Job<E> {
         self.metrics.queue_depth.dec();
         self.pace
             .arrived(job.enqueued.saturating_duration_since(self.epoch));
@@ -415,7 +499,7 @@ impl Worker {
 
     /// Drops jobs nobody waits for any more, so an overloaded server does not spend compute on
     /// answers that would arrive after their deadline.
-    fn admit(&self, job: Job) -> Option<Job> {
+    fn admit(&self, job: Job<E>) -> Option<Job<E>> {
         if job.reply.is_closed() {
             return None;
         }
@@ -430,20 +514,15 @@ impl Worker {
 
     /// Hands a batch to the backend, writing the requests' rows straight into its input buffer.
     /// `None` when the backend refused it (its requests have been answered with the error).
-    fn launch(&mut self, jobs: Vec<Job>, rows: usize) -> Option<InFlight> {
+    fn launch(&mut self, jobs: Vec<Job<E>>, rows: usize) -> Option<InFlight<E>> {
         let started = Instant::now();
         for job in &jobs {
             self.metrics
                 .queue_wait_seconds
                 .observe(started.duration_since(job.enqueued).as_secs_f64());
         }
-        let result = self.backend.start(rows, &mut |buffer| {
-            let mut offset = 0;
-            for job in &jobs {
-                buffer[offset..offset + job.input.len()].copy_from_slice(&job.input);
-                offset += job.input.len();
-            }
-        });
+        let inputs: Vec<&E::Input> = jobs.iter().map(|job| &job.input).collect();
+        let result = self.backend.start(&inputs, rows);
         match result {
             Ok(()) => Some(InFlight {
                 jobs,
@@ -458,8 +537,9 @@ impl Worker {
     }
 
     /// Collects a batch's outputs and answers its requests. `false` when the batch failed.
-    fn complete(&mut self, batch: InFlight) -> bool {
-        let result = self.backend.finish();
+    fn complete(&mut self, batch: InFlight<E>) -> bool {
+        let rows: Vec<usize> = batch.jobs.iter().map(|job| job.rows).collect();
+        let result = self.backend.finish(&rows);
         let now = Instant::now();
         let took = now.duration_since(batch.started);
         self.pace.computed(took);
@@ -472,11 +552,8 @@ impl Worker {
         self.metrics.batch_rows.observe(batch.rows as f64);
         match result {
             Ok(outputs) => {
-                let mut offset = 0;
-                for job in batch.jobs {
-                    let len = job.rows * self.output_width;
-                    let _ = job.reply.send(Ok(outputs[offset..offset + len].to_vec()));
-                    offset += len;
+                for (job, output) in batch.jobs.into_iter().zip(outputs) {
+                    let _ = job.reply.send(Ok(output));
                 }
                 true
             }
@@ -491,8 +568,8 @@ impl Worker {
     /// device), then asks the backend to recover. Returns whether this worker goes on serving.
     fn after_failure(
         &mut self,
-        in_flight: &mut VecDeque<InFlight>,
-        carried: &mut Option<Job>,
+        in_flight: &mut VecDeque<InFlight<E>>,
+        carried: &mut Option<Job<E>>,
     ) -> bool {
         while let Some(batch) = in_flight.pop_front() {
             self.complete(batch);
@@ -516,7 +593,7 @@ impl Worker {
     /// The last worker left without a usable device: answers every request at once with an error
     /// (rather than letting them time out) and retries recovery now and then. Returns `true` once
     /// the device is back, `false` when the queue has closed.
-    fn serve_degraded(&mut self, mut why: String, carried: &mut Option<Job>) -> bool {
+    fn serve_degraded(&mut self, mut why: String, carried: &mut Option<Job<E>>) -> bool {
         let mut next_attempt = Instant::now() + RECOVERY_RETRY;
         loop {
             if Instant::now() >= next_attempt {
@@ -544,7 +621,7 @@ impl Worker {
 }
 
 /// Answers every request of a failed batch with the backend's error.
-fn fail(jobs: Vec<Job>, rows: usize, error: &BackendError) {
+fn fail<E: Engine>(jobs: Vec<Job<E>>, rows: usize, error: &BackendError) {
     tracing::error!(%error, rows, "batch failed");
     for job in jobs {
         let _ = job.reply.send(Err(InferError::Backend(error.to_string())));
@@ -585,6 +662,8 @@ mod tests {
             }
         }
     }
+
+    type Doubling = Batcher<NativeEngine>;
 
     impl Backend for Doubler {
         fn describe(&self) -> String {
@@ -642,24 +721,27 @@ mod tests {
     fn start(
         settings: BatchSettings,
         delay: Duration,
-    ) -> (Arc<Batcher>, BatchWorkers, Arc<Mutex<Vec<usize>>>) {
+    ) -> (Arc<Doubling>, BatchWorkers, Arc<Mutex<Vec<usize>>>) {
         let backend = Doubler::new(delay);
         let batches = backend.batches.clone();
         let (b, w) = start_with(settings, vec![backend]);
         (b, w, batches)
     }
 
-    fn start_with(settings: BatchSettings, backends: Vec<Doubler>) -> (Arc<Batcher>, BatchWorkers) {
+    fn start_with(
+        settings: BatchSettings,
+        backends: Vec<Doubler>,
+    ) -> (Arc<Doubling>, BatchWorkers) {
         let metrics = Arc::new(Metrics::new("t", "doubler"));
         let backends = backends
             .into_iter()
-            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .map(|b| NativeEngine::new(Box::new(b), 2))
             .collect();
-        let (b, w) = Batcher::start(backends, 2, 2, settings, metrics).unwrap();
+        let (b, w) = Batcher::start(backends, settings, metrics).unwrap();
         (Arc::new(b), w)
     }
 
-    async fn send_all(b: &Arc<Batcher>, n: usize) -> Vec<Result<Vec<f32>, InferError>> {
+    async fn send_all(b: &Arc<Doubling>, n: usize) -> Vec<Result<Vec<f32>, InferError>> {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let b = b.clone();
@@ -886,7 +968,7 @@ mod tests {
         let (b, worker, batches) = start(settings(2, 1, 100), Duration::from_millis(5));
         // Accepted while the batcher lives, answered after the last handle to it is gone: the
         // queue closes with requests still in it, and the worker must answer them all.
-        let accepted: Vec<Pending> = (0..20)
+        let accepted: Vec<Pending<Vec<f32>>> = (0..20)
             .map(|i| b.enqueue(vec![i as f32, 2.0], 1).unwrap())
             .collect();
         let b = Arc::try_unwrap(b).unwrap_or_else(|_| panic!("another handle to the batcher"));

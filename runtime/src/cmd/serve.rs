@@ -10,11 +10,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use gpucap_runtime::backend::{BackendOptions, create_backends};
-use gpucap_runtime::batcher::{BatchWorkers, Batcher};
+use gpucap_runtime::batcher::{BatchWorkers, Batcher, Engine, NativeEngine};
 use gpucap_runtime::config::ValidConfig;
 use gpucap_runtime::metrics::Metrics;
-use gpucap_runtime::model::load_model;
-use gpucap_runtime::server::{AppState, router};
+use gpucap_runtime::model::{is_onnx, load_model};
+use gpucap_runtime::onnx::{self, Batching, read_graph};
+use gpucap_runtime::protocol::{ModelSignature, Signature};
+use gpucap_runtime::server::{AppState, Served, router};
 
 /// A loaded model behind its batcher, ready to be served.
 pub struct Prepared {
@@ -38,6 +40,14 @@ impl Prepared {
 
 /// Loads the model and starts the backends and the batcher.
 pub async fn prepare(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
+    if is_onnx(&cfg.model_path) {
+        prepare_onnx(cfg).await
+    } else {
+        prepare_native(cfg).await
+    }
+}
+
+async fn prepare_native(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
     let path = cfg.model_path.clone();
     let model = tokio::task::spawn_blocking(move || load_model(&path))
         .await?
@@ -62,30 +72,88 @@ pub async fn prepare(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
         tokio::task::spawn_blocking(move || create_backends(&device, backend_model, &options))
             .await?
             .map_err(anyhow::Error::msg)?;
-    let backend = backends
+    let output_width = model.output_width();
+    let engines: Vec<NativeEngine> = backends
+        .into_iter()
+        .map(|b| NativeEngine::new(b, output_width))
+        .collect();
+    let codec = ModelSignature::of(&model);
+    // The backends hold what they compute with (the CPU backend its packed copy); the row-major
+    // weights are freed here unless a GPU backend keeps them to rebuild its device state.
+    drop(model);
+    start(cfg, engines, codec.tensors(), |batcher| Served::Native {
+        codec,
+        batcher,
+    })
+}
+
+async fn prepare_onnx(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
+    let path = cfg.model_path.clone();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+        .await?
+        .with_context(|| format!("model {}", cfg.model_path.display()))?;
+    let graph =
+        read_graph(&bytes).with_context(|| format!("model {}", cfg.model_path.display()))?;
+    graph
+        .check_batch_size(cfg.batch.max_batch_size)
+        .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.model_path.display()))?;
+    let runtime = onnx::load(cfg.onnxruntime.as_deref())?;
+    let signature = graph.signature();
+    let batched = graph.batching == Batching::Dynamic;
+    tracing::info!(
+        model = %cfg.model_name,
+        path = %cfg.model_path.display(),
+        inputs = %list(&signature.inputs),
+        outputs = %list(&signature.outputs),
+        batching = %graph.batching_summary(),
+        onnxruntime = %runtime.path.display(),
+        onnxruntime_version = %runtime.version,
+        "ONNX model loaded"
+    );
+    let graph = Arc::new(graph);
+    let device = cfg.device.clone();
+    let threads = cfg.threads;
+    let engines = tokio::task::spawn_blocking(move || {
+        onnx::create_engines(runtime, &bytes, graph, &device, threads)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.model_path.display()))?;
+    start(cfg, engines, signature, |batcher| Served::Onnx {
+        batched,
+        batcher,
+    })
+}
+
+fn list(specs: &[gpucap_runtime::protocol::TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Starts the batcher over `engines` and the state the routes share.
+fn start<E: Engine>(
+    cfg: &ValidConfig,
+    engines: Vec<E>,
+    signature: Signature,
+    served: impl FnOnce(Batcher<E>) -> Served,
+) -> anyhow::Result<Prepared> {
+    let backend = engines
         .iter()
         .map(|b| b.describe())
         .collect::<Vec<_>>()
         .join(", ");
     let metrics = Arc::new(Metrics::new(&cfg.model_name, &backend));
-    let (batcher, workers) = Batcher::start(
-        backends,
-        model.input_width(),
-        model.output_width(),
-        cfg.batch,
-        metrics.clone(),
-    )?;
+    let (batcher, workers) = Batcher::start(engines, cfg.batch, metrics.clone())?;
     let state = Arc::new(AppState::new(
         cfg.model_name.clone(),
         cfg.model_version.clone(),
-        &model,
-        batcher,
+        signature,
+        served(batcher),
         metrics,
         cfg.max_body_bytes,
     ));
-    // The backends hold what they compute with (the CPU backend its packed copy); the row-major
-    // weights are freed here unless a GPU backend keeps them to rebuild its device state.
-    drop(model);
     Ok(Prepared {
         state,
         workers,

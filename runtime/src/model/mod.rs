@@ -1,10 +1,12 @@
 //! The model: a feed-forward network of dense layers, as described in
-//! `docs/guides/runtime-model-format.md`.
+//! `docs/guides/runtime-model-format.md`; [`ModelFile`] reads either that format or ONNX.
 
 mod activation;
+mod file;
 mod loader;
 
 pub use activation::{Activation, softmax_in_place};
+pub use file::{ModelFile, is_onnx, read_model_file};
 pub use loader::{FORMAT_NAME, ModelError, load_model, parse_model};
 
 /// One dense layer: `y = activation(x · weight + bias)`.

@@ -27,6 +27,12 @@ pub enum DataType {
 /// Integers up to 2^24 in magnitude are exactly representable in FP32; larger ones may not be.
 const F32_EXACT_INT: f64 = 16_777_216.0;
 
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl FromStr for DataType {
     type Err = String;
 
@@ -90,6 +96,27 @@ pub enum ConversionError {
 }
 
 impl DataType {
+    /// The protocol's name for the datatype, e.g. `FP32`.
+    pub fn name(self) -> &'static str {
+        use DataType::*;
+        match self {
+            Bool => "BOOL",
+            Uint8 => "UINT8",
+            Uint16 => "UINT16",
+            Uint32 => "UINT32",
+            Uint64 => "UINT64",
+            Int8 => "INT8",
+            Int16 => "INT16",
+            Int32 => "INT32",
+            Int64 => "INT64",
+            Fp16 => "FP16",
+            Bf16 => "BF16",
+            Fp32 => "FP32",
+            Fp64 => "FP64",
+            Bytes => "BYTES",
+        }
+    }
+
     /// Bytes per element in the binary extension, for numeric types.
     pub fn size(self) -> Option<usize> {
         use DataType::*;

@@ -22,35 +22,35 @@ pub struct DecodedRequest {
 }
 
 #[derive(Deserialize)]
-struct RequestJson {
+pub(super) struct RequestJson {
     #[serde(default)]
-    id: Option<String>,
+    pub(super) id: Option<String>,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    inputs: Vec<InputJson>,
+    pub(super) parameters: Option<Map<String, Value>>,
+    pub(super) inputs: Vec<InputJson>,
     #[serde(default)]
-    outputs: Option<Vec<OutputJson>>,
+    pub(super) outputs: Option<Vec<OutputJson>>,
 }
 
 #[derive(Deserialize)]
-struct InputJson {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
+pub(super) struct InputJson {
+    pub(super) name: String,
+    pub(super) shape: Vec<i64>,
+    pub(super) datatype: String,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    pub(super) parameters: Option<Map<String, Value>>,
     #[serde(default)]
-    data: Option<Value>,
+    pub(super) data: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct OutputJson {
-    name: String,
+pub(super) struct OutputJson {
+    pub(super) name: String,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    pub(super) parameters: Option<Map<String, Value>>,
 }
 
-fn err(msg: impl Into<String>) -> ProtocolError {
+pub(super) fn err(msg: impl Into<String>) -> ProtocolError {
     ProtocolError(msg.into())
 }
 
@@ -62,30 +62,7 @@ pub fn decode_infer_request(
     json_len: Option<usize>,
     sig: &ModelSignature,
 ) -> Result<DecodedRequest, ProtocolError> {
-    let (json, mut binary) = match json_len {
-        None => (body, &[][..]),
-        Some(n) if n <= body.len() => body.split_at(n),
-        Some(n) => {
-            return Err(err(format!(
-                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
-                body.len()
-            )));
-        }
-    };
-    if json.iter().all(u8::is_ascii_whitespace) {
-        return Err(err(
-            "the request body is empty; expected a JSON inference request",
-        ));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(json);
-    let req: RequestJson = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." || path == "?" {
-            err(format!("invalid JSON request: {}", e.inner()))
-        } else {
-            err(format!("{path}: {}", e.inner()))
-        }
-    })?;
+    let (req, mut binary) = parse_request(body, json_len)?;
 
     let [input] = req.inputs.as_slice() else {
         return Err(err(format!(
@@ -112,7 +89,7 @@ pub fn decode_infer_request(
         )));
     };
     let count = rows * sig.input_width;
-    let binary_size = binary_data_size(input.parameters.as_ref())?;
+    let binary_size = binary_data_size(0, input.parameters.as_ref())?;
     let values = match (binary_size, &input.data) {
         (Some(_), Some(_)) => {
             return Err(err(
@@ -150,6 +127,39 @@ pub fn decode_infer_request(
     })
 }
 
+/// Splits a body into its JSON request and the binary tensor data after it (`json_len` is the
+/// `Inference-Header-Content-Length` header), and parses the JSON, naming the field at fault.
+pub(super) fn parse_request(
+    body: &[u8],
+    json_len: Option<usize>,
+) -> Result<(RequestJson, &[u8]), ProtocolError> {
+    let (json, binary) = match json_len {
+        None => (body, &[][..]),
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(n) => {
+            return Err(err(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )));
+        }
+    };
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Err(err(
+            "the request body is empty; expected a JSON inference request",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let req: RequestJson = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path == "?" {
+            err(format!("invalid JSON request: {}", e.inner()))
+        } else {
+            err(format!("{path}: {}", e.inner()))
+        }
+    })?;
+    Ok((req, binary))
+}
+
 fn check_shape(shape: &[i64], sig: &ModelSignature) -> Result<usize, ProtocolError> {
     let expected = format!("[N, {}] with N ≥ 1 rows", sig.input_width);
     match shape {
@@ -164,7 +174,10 @@ fn check_shape(shape: &[i64], sig: &ModelSignature) -> Result<usize, ProtocolErr
     }
 }
 
-fn binary_data_size(params: Option<&Map<String, Value>>) -> Result<Option<usize>, ProtocolError> {
+pub(super) fn binary_data_size(
+    index: usize,
+    params: Option<&Map<String, Value>>,
+) -> Result<Option<usize>, ProtocolError> {
     match params.and_then(|p| p.get("binary_data_size")) {
         None => Ok(None),
         Some(v) => v
@@ -173,7 +186,7 @@ fn binary_data_size(params: Option<&Map<String, Value>>) -> Result<Option<usize>
             .map(Some)
             .ok_or_else(|| {
                 err(format!(
-                    "inputs[0].parameters.binary_data_size: {v} is not a byte count"
+                    "inputs[{index}].parameters.binary_data_size: {v} is not a byte count"
                 ))
             }),
     }
@@ -223,19 +236,8 @@ fn flatten(
         other => Err(err(format!(
             "inputs[0].data[{}]: expected a number, found {}",
             out.len(),
-            kind(other)
+            super::tensor::kind(other)
         ))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::String(_) => "a string",
-        Value::Object(_) => "an object",
-        Value::Array(_) => "an array",
-        Value::Number(_) => "a number",
     }
 }
 
@@ -300,7 +302,7 @@ fn select_outputs(req: &RequestJson, sig: &ModelSignature) -> Result<(bool, bool
     Ok((include || outputs.is_empty(), binary))
 }
 
-fn flag(params: Option<&Map<String, Value>>, key: &str) -> bool {
+pub(super) fn flag(params: Option<&Map<String, Value>>, key: &str) -> bool {
     params
         .and_then(|p| p.get(key))
         .and_then(Value::as_bool)

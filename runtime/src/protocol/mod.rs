@@ -5,12 +5,16 @@
 mod datatype;
 mod decode;
 mod encode;
+pub mod tensor;
+mod tensor_request;
 
 use serde::{Deserialize, Serialize};
 
 pub use datatype::DataType;
 pub use decode::{DecodedRequest, decode_infer_request};
 pub use encode::{EncodedResponse, encode_infer_response};
+pub use tensor::{Tensor, TensorData};
+pub use tensor_request::{TensorRequest, decode_tensor_request, encode_tensor_response};
 
 /// The header that splits a binary-extension body into its JSON part and its tensor bytes.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -81,9 +85,10 @@ impl ModelPath {
 pub struct TensorMetadata {
     /// The tensor's name.
     pub name: String,
-    /// Always `FP32` for this runtime's models.
+    /// The protocol datatype, e.g. `FP32`.
     pub datatype: &'static str,
-    /// Shape with `-1` for the batch dimension.
+    /// Shape with `-1` for a dynamic dimension (the batch dimension among them); empty when the
+    /// model does not declare the tensor's rank.
     pub shape: Vec<i64>,
 }
 
@@ -94,7 +99,7 @@ pub struct ModelMetadata {
     pub name: String,
     /// The versions served (one).
     pub versions: Vec<String>,
-    /// The model format.
+    /// The model format, e.g. `onnxruntime_onnx`.
     pub platform: &'static str,
     /// Input tensors.
     pub inputs: Vec<TensorMetadata>,
@@ -125,6 +130,37 @@ impl ServerMetadata {
     }
 }
 
+/// One input or output of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The tensor's name in requests and responses.
+    pub name: String,
+    /// Its datatype.
+    pub datatype: DataType,
+    /// Its shape, `-1` for a dynamic dimension; `None` when the model does not declare it.
+    pub shape: Option<Vec<i64>>,
+}
+
+impl std::fmt::Display for TensorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shape {
+            Some(shape) => write!(f, "{} {} {shape:?}", self.name, self.datatype),
+            None => write!(f, "{} {} (any shape)", self.name, self.datatype),
+        }
+    }
+}
+
+/// A model's inputs and outputs, whatever its format: what `GET /v2/models/{name}` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// The model format as the protocol's `platform`.
+    pub platform: &'static str,
+    /// Inputs, in the model's order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in the model's order.
+    pub outputs: Vec<TensorSpec>,
+}
+
 /// Where the model's single input and output live, as the codec needs them.
 #[derive(Debug, Clone)]
 pub struct ModelSignature {
@@ -141,21 +177,23 @@ pub struct ModelSignature {
 impl ModelMetadata {
     /// The metadata of a model served under `name` and `version` with `signature`: what the
     /// runtime answers, and what the fabric's router answers for it without asking a replica.
-    pub fn describe(name: &str, version: &str, signature: &ModelSignature) -> ModelMetadata {
+    pub fn describe(name: &str, version: &str, signature: &Signature) -> ModelMetadata {
+        let tensors = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|t| TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.datatype.name(),
+                    shape: t.shape.clone().unwrap_or_default(),
+                })
+                .collect()
+        };
         ModelMetadata {
             name: name.to_string(),
             versions: vec![version.to_string()],
-            platform: crate::model::FORMAT_NAME,
-            inputs: vec![TensorMetadata {
-                name: signature.input_name.clone(),
-                datatype: "FP32",
-                shape: vec![-1, signature.input_width as i64],
-            }],
-            outputs: vec![TensorMetadata {
-                name: signature.output_name.clone(),
-                datatype: "FP32",
-                shape: vec![-1, signature.output_width as i64],
-            }],
+            platform: signature.platform,
+            inputs: tensors(&signature.inputs),
+            outputs: tensors(&signature.outputs),
         }
     }
 }
@@ -168,6 +206,21 @@ impl ModelSignature {
             input_width: model.input_width(),
             output_name: model.output_name.clone(),
             output_width: model.output_width(),
+        }
+    }
+
+    /// The same signature as the protocol reports it: one FP32 input and one FP32 output, each
+    /// `[-1, width]`.
+    pub fn tensors(&self) -> Signature {
+        let tensor = |name: &str, width: usize| TensorSpec {
+            name: name.to_string(),
+            datatype: DataType::Fp32,
+            shape: Some(vec![-1, width as i64]),
+        };
+        Signature {
+            platform: crate::model::FORMAT_NAME,
+            inputs: vec![tensor(&self.input_name, self.input_width)],
+            outputs: vec![tensor(&self.output_name, self.output_width)],
         }
     }
 }

@@ -1,0 +1,420 @@
+//! Reads an ONNX file's signature — its inputs, outputs, opsets and whether it batches — straight
+//! from the protobuf, without ONNX Runtime: `inspect`, the fabric and the provider's plan check a
+//! file on machines that have no ONNX Runtime library.
+//!
+//! Only the messages and fields the signature needs are declared; prost skips every other field
+//! (nodes, weights) without copying it.
+
+use prost::Message;
+
+use crate::protocol::{DataType, TensorSpec};
+
+#[derive(Clone, PartialEq, Message)]
+struct ModelProto {
+    #[prost(int64, tag = "1")]
+    ir_version: i64,
+    #[prost(string, tag = "2")]
+    producer_name: String,
+    #[prost(string, tag = "3")]
+    producer_version: String,
+    #[prost(string, tag = "6")]
+    doc_string: String,
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphProto>,
+    #[prost(message, repeated, tag = "8")]
+    opset_import: Vec<OperatorSetIdProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct OperatorSetIdProto {
+    #[prost(string, tag = "1")]
+    domain: String,
+    #[prost(int64, tag = "2")]
+    version: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GraphProto {
+    #[prost(message, repeated, tag = "5")]
+    initializer: Vec<NamedProto>,
+    #[prost(message, repeated, tag = "11")]
+    input: Vec<ValueInfoProto>,
+    #[prost(message, repeated, tag = "12")]
+    output: Vec<ValueInfoProto>,
+}
+
+/// A `TensorProto` of which only the name is read (field 8); its data is skipped.
+#[derive(Clone, PartialEq, Message)]
+struct NamedProto {
+    #[prost(string, tag = "8")]
+    name: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ValueInfoProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    r#type: Option<TypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TypeProto {
+    #[prost(message, optional, tag = "1")]
+    tensor_type: Option<TensorTypeProto>,
+    #[prost(message, optional, boxed, tag = "4")]
+    sequence_type: Option<Box<SequenceTypeProto>>,
+    #[prost(message, optional, tag = "5")]
+    map_type: Option<MapTypeProto>,
+    #[prost(message, optional, tag = "8")]
+    sparse_tensor_type: Option<TensorTypeProto>,
+    #[prost(message, optional, boxed, tag = "9")]
+    optional_type: Option<Box<SequenceTypeProto>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TensorTypeProto {
+    #[prost(int32, tag = "1")]
+    elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    shape: Option<TensorShapeProto>,
+}
+
+/// `TypeProto.Sequence` and `TypeProto.Optional`: both wrap one element type in field 1.
+#[derive(Clone, PartialEq, Message)]
+struct SequenceTypeProto {
+    #[prost(message, optional, tag = "1")]
+    elem_type: Option<TypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct MapTypeProto {
+    #[prost(int32, tag = "1")]
+    key_type: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    dim: Vec<DimensionProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct DimensionProto {
+    #[prost(int64, optional, tag = "1")]
+    dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    dim_param: Option<String>,
+}
+
+/// Why a file is not an ONNX model gpucap can serve. Each message names what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GraphError {
+    /// Not protobuf, or cut short.
+    #[error(
+        "not a readable ONNX model ({0}); the file is truncated or not ONNX (export with torch.onnx.export, skl2onnx or tf2onnx)"
+    )]
+    Decode(String),
+    /// Protobuf, but not a model: no IR version or no graph.
+    #[error("not an ONNX model: {0}")]
+    NotAModel(&'static str),
+    /// An input or output of a type the protocol cannot carry.
+    #[error("{kind} '{name}': {why}")]
+    Unsupported {
+        /// `input` or `output`.
+        kind: &'static str,
+        /// The tensor's name in the graph.
+        name: String,
+        /// What is wrong and what to do.
+        why: String,
+    },
+}
+
+/// Whether requests to a graph can be concatenated into one batch, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batching {
+    /// Every input and output has a dynamic first dimension: requests are batched along it.
+    Dynamic,
+    /// Every input and output has the same fixed first dimension: the graph was exported for that
+    /// batch size only.
+    Fixed {
+        /// The fixed first dimension.
+        size: i64,
+        /// The first tensor that shows it, e.g. `input 'x' [1, 3, 28, 28]`.
+        witness: String,
+    },
+    /// No common batch dimension; requests run one at a time.
+    None {
+        /// Why, naming the tensor.
+        why: String,
+    },
+}
+
+/// An ONNX model's signature, as read from the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxGraph {
+    /// The IR version.
+    pub ir_version: i64,
+    /// Operator sets the graph imports, `(domain, version)`; the default domain is `ai.onnx`.
+    pub opsets: Vec<(String, i64)>,
+    /// `producer_name producer_version`, when the exporter recorded it.
+    pub producer: Option<String>,
+    /// The model's doc string, when set.
+    pub description: Option<String>,
+    /// Inputs a request must carry (inputs with an initializer are defaults and not listed).
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs the graph produces.
+    pub outputs: Vec<TensorSpec>,
+    /// Whether requests batch.
+    pub batching: Batching,
+}
+
+/// Reads the signature of the ONNX model in `bytes`. Never panics, whatever the bytes.
+pub fn read_graph(bytes: &[u8]) -> Result<OnnxGraph, GraphError> {
+    let model = ModelProto::decode(bytes).map_err(|e| GraphError::Decode(e.to_string()))?;
+    if model.ir_version <= 0 {
+        return Err(GraphError::NotAModel("it has no IR version"));
+    }
+    let graph = model
+        .graph
+        .ok_or(GraphError::NotAModel("it has no graph"))?;
+    let defaults: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|v| !defaults.contains(v.name.as_str()))
+        .map(|v| tensor_spec("input", v))
+        .collect::<Result<Vec<_>, _>>()?;
+    if inputs.is_empty() {
+        return Err(GraphError::NotAModel("the graph has no inputs"));
+    }
+    let outputs = graph
+        .output
+        .iter()
+        .map(|v| tensor_spec("output", v))
+        .collect::<Result<Vec<_>, _>>()?;
+    if outputs.is_empty() {
+        return Err(GraphError::NotAModel("the graph has no outputs"));
+    }
+    let mut opsets: Vec<(String, i64)> = model
+        .opset_import
+        .iter()
+        .map(|o| {
+            // The default domain is written as "" or "ai.onnx"; some exporters list both.
+            let domain = if o.domain.is_empty() {
+                "ai.onnx"
+            } else {
+                &o.domain
+            };
+            (domain.to_string(), o.version)
+        })
+        .collect();
+    opsets.sort();
+    opsets.dedup();
+    let producer = match (model.producer_name.trim(), model.producer_version.trim()) {
+        ("", _) => None,
+        (name, "") => Some(name.to_string()),
+        (name, version) => Some(format!("{name} {version}")),
+    };
+    Ok(OnnxGraph {
+        ir_version: model.ir_version,
+        opsets,
+        producer,
+        description: Some(model.doc_string.trim().to_string()).filter(|d| !d.is_empty()),
+        batching: batching(&inputs, &outputs),
+        inputs,
+        outputs,
+    })
+}
+
+fn tensor_spec(kind: &'static str, value: &ValueInfoProto) -> Result<TensorSpec, GraphError> {
+    let unsupported = |why: String| GraphError::Unsupported {
+        kind,
+        name: value.name.clone(),
+        why,
+    };
+    let Some(ty) = &value.r#type else {
+        return Err(unsupported(
+            "the graph declares no type for it; re-export with typed inputs and outputs".into(),
+        ));
+    };
+    let Some(tensor) = &ty.tensor_type else {
+        return Err(unsupported(non_tensor(ty)));
+    };
+    let datatype = datatype(tensor.elem_type).ok_or_else(|| {
+        unsupported(format!(
+            "its element type {} has no Open Inference Protocol datatype; supported: BOOL, UINT8-64, INT8-64, FLOAT16, BFLOAT16, FLOAT, DOUBLE, STRING",
+            elem_type_name(tensor.elem_type)
+        ))
+    })?;
+    // A tensor without a declared shape can have any rank: the metadata says so with an empty
+    // shape, and such a graph does not batch.
+    let shape = tensor.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match (d.dim_value, &d.dim_param) {
+                (Some(n), _) if n >= 0 => n,
+                _ => -1,
+            })
+            .collect()
+    });
+    Ok(TensorSpec {
+        name: value.name.clone(),
+        datatype,
+        shape,
+    })
+}
+
+fn non_tensor(ty: &TypeProto) -> String {
+    let map_in_sequence = ty
+        .sequence_type
+        .as_ref()
+        .and_then(|s| s.elem_type.as_ref())
+        .is_some_and(|e| e.map_type.is_some());
+    if map_in_sequence {
+        // skl2onnx's classifiers end in a ZipMap node by default: one {label: probability} map
+        // per row, which no inference protocol carries as a tensor.
+        return "it is a sequence of maps (a ZipMap output); export the classifier with options={'zipmap': False} (skl2onnx) to get the probabilities as a tensor".into();
+    }
+    let what = if ty.sequence_type.is_some() {
+        "a sequence"
+    } else if ty.map_type.is_some() {
+        "a map"
+    } else if ty.sparse_tensor_type.is_some() {
+        "a sparse tensor"
+    } else if ty.optional_type.is_some() {
+        "an optional"
+    } else {
+        "not a tensor"
+    };
+    format!("it is {what}; only dense tensors can be served")
+}
+
+/// The protocol datatype of an ONNX `TensorProto.DataType`.
+fn datatype(elem_type: i32) -> Option<DataType> {
+    use DataType::*;
+    Some(match elem_type {
+        1 => Fp32,
+        2 => Uint8,
+        3 => Int8,
+        4 => Uint16,
+        5 => Int16,
+        6 => Int32,
+        7 => Int64,
+        8 => Bytes,
+        9 => Bool,
+        10 => Fp16,
+        11 => Fp64,
+        12 => Uint32,
+        13 => Uint64,
+        16 => Bf16,
+        _ => return None,
+    })
+}
+
+fn elem_type_name(elem_type: i32) -> String {
+    match elem_type {
+        0 => "UNDEFINED".into(),
+        14 => "COMPLEX64".into(),
+        15 => "COMPLEX128".into(),
+        17..=20 | 24 => "FLOAT8".into(),
+        21 => "UINT4".into(),
+        22 => "INT4".into(),
+        23 => "FLOAT4E2M1".into(),
+        n => format!("#{n}"),
+    }
+}
+
+fn describe(kind: &str, t: &TensorSpec) -> String {
+    match &t.shape {
+        Some(shape) => format!("{kind} '{}' {shape:?}", t.name),
+        None => format!("{kind} '{}' (no declared shape)", t.name),
+    }
+}
+
+fn batching(inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Batching {
+    let mut tensors = Vec::with_capacity(inputs.len() + outputs.len());
+    for (kind, t) in inputs
+        .iter()
+        .map(|t| ("input", t))
+        .chain(outputs.iter().map(|t| ("output", t)))
+    {
+        match t.shape.as_deref() {
+            None => {
+                return Batching::None {
+                    why: format!("{} has no declared shape", describe(kind, t)),
+                };
+            }
+            Some([]) => {
+                return Batching::None {
+                    why: format!("{} is a scalar", describe(kind, t)),
+                };
+            }
+            Some(shape) => tensors.push((kind, t, shape)),
+        }
+    }
+    let (first_kind, first_tensor, first_shape) = tensors[0];
+    let batch = first_shape[0];
+    if let Some((kind, t, _)) = tensors.iter().find(|(_, _, shape)| shape[0] != batch) {
+        return Batching::None {
+            why: format!(
+                "{}'s first dimension differs from {}'s",
+                describe(kind, t),
+                describe(first_kind, first_tensor)
+            ),
+        };
+    }
+    if batch < 0 {
+        return Batching::Dynamic;
+    }
+    // A fixed first dimension is a batch axis exported at one size only when every tensor has
+    // dimensions beside it; a vector input of fixed length is the model's features, not a batch.
+    match tensors.iter().find(|(_, _, shape)| shape.len() < 2) {
+        Some((kind, t, _)) => Batching::None {
+            why: format!("{} has no batch dimension", describe(kind, t)),
+        },
+        None => Batching::Fixed {
+            size: batch,
+            witness: describe(first_kind, first_tensor),
+        },
+    }
+}
+
+impl OnnxGraph {
+    /// The signature as the protocol reports it.
+    pub fn signature(&self) -> crate::protocol::Signature {
+        crate::protocol::Signature {
+            platform: super::PLATFORM,
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+        }
+    }
+
+    /// Refuses a `max_batch_size` above 1 for a graph exported with a fixed batch size: such a
+    /// graph can only be served one request at a time, and a setting that promises batches would
+    /// mislead whoever sized the endpoint by it.
+    pub fn check_batch_size(&self, max_batch_size: usize) -> Result<(), String> {
+        match &self.batching {
+            Batching::Fixed { size, witness } if max_batch_size > 1 => Err(format!(
+                "the graph's batch dimension is fixed to {size} ({witness}), so it cannot batch requests, but max_batch_size is {max_batch_size}; re-export it with a dynamic first dimension (torch.onnx.export dynamic_axes or dynamic_shapes, skl2onnx initial_types [None, n]) or set max_batch_size = 1 to serve it one request at a time"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// One line on how requests are batched, for `inspect` and logs.
+    pub fn batching_summary(&self) -> String {
+        match &self.batching {
+            Batching::Dynamic => {
+                "batched: every input and output has a dynamic first dimension".into()
+            }
+            Batching::Fixed { size, witness } => format!(
+                "not batched: the batch dimension is fixed to {size} ({witness}); requests run one at a time"
+            ),
+            Batching::None { why } => {
+                format!("not batched: {why}; requests run one at a time")
+            }
+        }
+    }
+}
