@@ -54,63 +54,23 @@ if [ -z "${SKIP_FORWARD:-}" ]; then
   done
 fi
 
-wait_ready() { # wait_ready URL LOG: polls the server's readiness for up to 60 s
-  for _ in $(seq 600); do curl -sf "$1/v2/health/ready" >/dev/null && return 0; sleep 0.1; done
-  cat "$2" >&2; echo "server at $1 did not become ready" >&2; exit 1
-}
-load() { # load NAME URL: wrk at 1, 16 and 64 connections after a short warm-up
-  wrk -t1 -c4 -d2s -s scripts/peers/wrk_oip.lua "$2/v2/models/bench/infer" >/dev/null
-  for c in 1 16 64; do
-    GPUCAP_BODY=$work/body.json wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${secs}s" --latency \
-      -s scripts/peers/wrk_oip.lua "$2/v2/models/bench/infer" >"$work/$1-c$c.wrk"
-  done
-}
-stop_last() { # TERM the last server's process group; KILL what is left after 15 s (MLServer 1.7
-  # can hang in shutdown waiting for a worker it has not reaped)
-  local p=${pids[-1]}
-  kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p"
-  for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-  unset 'pids[-1]'
-}
+source scripts/peers/serve-lib.sh
 export GPUCAP_BODY=$work/body.json
 
 if [ -n "${SKIP_SERVED:-}" ]; then "$py" scripts/peers/report.py "$work"; exit 0; fi
 echo "== 2. served: gpucap-runtime (max_batch_size 64) vs MLServer (adaptive batching, max_batch_size 64)"
-"$bin" serve --model "$model" --name bench --listen 127.0.0.1:0 --address-file "$work/addr" \
-  --threads "$threads" --max-batch-size 64 --log-level warn 2>"$work/gpucap.log" &
-pids+=($!)
-for _ in $(seq 300); do [ -s "$work/addr" ] && break; sleep 0.1; done
-gpucap_url="http://$(cat "$work/addr")"
-wait_ready "$gpucap_url" "$work/gpucap.log"
+start_gpucap gpucap "$model" bench --threads "$threads" --max-batch-size 64
 
 for workers in ${MLSERVER_WORKERS:-0 1 2}; do
-  dir=$work/mlserver-w$workers
-  mkdir -p "$dir/bench"
-  cp scripts/peers/mlserver_runtime.py "$dir/"
-  cat >"$dir/settings.json" <<JSON
-{"parallel_workers": $workers, "http_port": 18480, "grpc_port": 18481, "metrics_port": 18482,
- "debug": false, "load_models_at_startup": true}
-JSON
-  cat >"$dir/bench/model-settings.json" <<JSON
-{"name": "bench", "implementation": "mlserver_runtime.OnnxRuntimeModel",
- "max_batch_size": 64, "max_batch_time": 0.002,
- "parameters": {"uri": "$work/model.onnx"}}
-JSON
-  per_worker=$(( workers > 0 ? (threads + workers - 1) / workers : threads ))
-  # Its own process group, so stopping it reaches its worker processes too.
-  (cd "$dir" && GPUCAP_PEER_THREADS=$per_worker exec setsid "$mlserver" start . >"$dir/log" 2>&1) &
-  pids+=($!)
-  wait_ready http://127.0.0.1:18480 "$dir/log"
+  start_mlserver "$work/mlserver-w$workers" bench "$work/model.onnx" "$workers" "$threads"
   if [ ! -f "$work/agreed" ]; then
     echo "outputs of the same 8 rows against a float64 NumPy forward pass:"
     "$py" scripts/peers/agree.py "$model" "$work/model.onnx" \
       --server "gpucap=$gpucap_url" --server "mlserver=http://127.0.0.1:18480"
     touch "$work/agreed"
   fi
-  load "mlserver-w$workers" http://127.0.0.1:18480
+  load "mlserver-w$workers" http://127.0.0.1:18480 bench "$work/body.json"
   stop_last
 done
-load gpucap "$gpucap_url"
+load gpucap "$gpucap_url" bench "$work/body.json"
 "$py" scripts/peers/report.py "$work"

@@ -790,7 +790,8 @@ impl Controller {
                         .await
                         .ok()?;
                     let text = r.error_for_status().ok()?.text().await.ok()?;
-                    ReplicaSample::parse(&text, Instant::now())
+                    let sample = ReplicaSample::parse(&text, Instant::now())?;
+                    Some((sample, signals::backend_label(&text)))
                 }
                 .await;
                 let healthy = if phase == Phase::Unhealthy {
@@ -805,7 +806,7 @@ impl Controller {
             });
         }
         while let Some(Ok((id, sample, healthy))) = probes.join_next().await {
-            if let Some(sample) = sample {
+            if let Some((sample, backend)) = sample {
                 let (busy, batches) = self
                     .samples
                     .get(&id)
@@ -814,7 +815,7 @@ impl Controller {
                     });
                 self.shared
                     .fleet
-                    .observe(&id, sample.queue_depth, busy, batches);
+                    .observe(&id, sample.queue_depth, busy, batches, backend);
                 self.samples.insert(id.clone(), sample);
             }
             if healthy {
@@ -1232,6 +1233,7 @@ impl Controller {
                 phase_s: now.saturating_duration_since(m.phase_since).as_secs_f64(),
                 outdated: m.outdated,
                 expiring: m.expiring,
+                backend: m.backend.clone(),
             })
             .collect();
         let scaling = &self.fabric.scaling;

@@ -52,6 +52,9 @@ pub struct Member {
     pub busy: f64,
     /// The batches it computed over the last scrape interval.
     pub batches: BatchTotals,
+    /// What it computes on, as its metrics label it (e.g. `onnxruntime cpu (2 threads,
+    /// CPUExecutionProvider)`), once scraped.
+    pub backend: Option<String>,
 }
 
 impl Member {
@@ -74,6 +77,7 @@ impl Member {
             queue_depth: 0.0,
             busy: 0.0,
             batches: BatchTotals::default(),
+            backend: None,
         }
     }
 }
@@ -469,11 +473,21 @@ impl Fleet {
     }
 
     /// Updates what a scrape of a replica found.
-    pub fn observe(&self, id: &str, queue_depth: f64, busy: f64, batches: BatchTotals) {
+    pub fn observe(
+        &self,
+        id: &str,
+        queue_depth: f64,
+        busy: f64,
+        batches: BatchTotals,
+        backend: Option<String>,
+    ) {
         if let Some(m) = self.lock().members.iter_mut().find(|m| m.id == id) {
             m.queue_depth = queue_depth;
             m.busy = busy;
             m.batches = batches;
+            if backend.is_some() {
+                m.backend = backend;
+            }
         }
     }
 

@@ -171,6 +171,17 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// The runtime's `backend` label (what it computes on: the device, and for ONNX models the
+/// execution provider really in use), from its `gpucap_queue_depth` line.
+pub fn backend_label(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("gpucap_queue_depth{"))?;
+    let (_, rest) = line.split_once("backend=\"")?;
+    let (label, _) = rest.split_once('"')?;
+    Some(label.to_string())
+}
+
 /// What one scrape of a replica's `/metrics` gives.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplicaSample {
@@ -267,6 +278,8 @@ mod tests {
         let t = Instant::now();
         let a = ReplicaSample::parse(text, t).unwrap();
         assert_eq!(a.queue_depth, 7.0);
+        assert_eq!(backend_label(text).as_deref(), Some("cpu"));
+        assert_eq!(backend_label("gpucap_queue_depth 1\n"), None);
         let b = ReplicaSample {
             busy_seconds: 2.0,
             at: t + Duration::from_secs(1),

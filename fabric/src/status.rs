@@ -112,6 +112,10 @@ pub struct ReplicaStatus {
     /// Near the end of its capacity (a Slurm job's time limit): being replaced.
     #[serde(default)]
     pub expiring: bool,
+    /// What it computes on, as it reports: the device and, for ONNX models, the execution
+    /// provider really in use.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 /// The signals and their thresholds.
@@ -265,6 +269,7 @@ impl Status {
                 "BUSY",
                 "SERVED",
                 "FOR",
+                "BACKEND",
             ]
             .map(String::from)
             .to_vec(),
@@ -288,6 +293,7 @@ impl Status {
                 format!("{:.0}%", x.busy * 100.0),
                 x.served.to_string(),
                 format!("{:.0}s", x.phase_s),
+                x.backend.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         if self.replicas.is_empty() {
@@ -424,6 +430,7 @@ mod tests {
                     phase_s: 61.0,
                     outdated: false,
                     expiring: false,
+                    backend: Some("onnxruntime cpu (2 threads, CPUExecutionProvider)".into()),
                 },
                 ReplicaStatus {
                     id: "cloud-2".into(),

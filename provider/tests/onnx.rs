@@ -67,6 +67,24 @@ fn an_onnx_endpoint_is_planned_with_its_signature_and_serves_predictions() {
     let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
     assert_eq!(metadata["platform"], "onnxruntime_onnx", "{metadata}");
     assert_eq!(metadata["outputs"][0]["datatype"], "INT64", "{metadata}");
+    // The fabric's status names the execution provider the replica really runs on, once the
+    // router has scraped it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = Command::new(common::fabric_bin())
+            .args(["status", &url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("onnxruntime cpu (") && text.contains("CPUExecutionProvider)") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ONNX backend in the status:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     assert_eq!(tf.plan().0, 0, "a second plan shows no changes");
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
 }

@@ -41,8 +41,9 @@ pub struct ForwardPoint {
     pub median_ms: f64,
     /// Rows per second at the median.
     pub rows_per_s: f64,
-    /// Achieved FLOP/s of the products (2 · rows · Σ in·out per pass) at the median, in GFLOP/s.
-    pub gflops: f64,
+    /// Achieved FLOP/s of the products (2 · rows · Σ in·out per pass) at the median, in GFLOP/s;
+    /// absent for ONNX graphs, whose operations are not counted.
+    pub gflops: Option<f64>,
     /// Median time of the same products alone in cuBLAS (GPU only), in milliseconds.
     pub cublas_ms: Option<f64>,
     /// `cublas_ms / median_ms`: the share of cuBLAS's own speed the whole pass reaches.
@@ -136,6 +137,105 @@ pub enum ForwardBenchError {
     Backend(#[from] crate::backend::BackendError),
 }
 
+/// Times an ONNX graph's forward pass through ONNX Runtime on each device in `options` (`cpu` or
+/// `cuda:N`), with random inputs shaped from its signature. A graph that does not batch is timed
+/// at its one shape only.
+pub fn run_onnx(
+    runtime: &crate::onnx::Runtime,
+    bytes: &[u8],
+    graph: Arc<crate::onnx::OnnxGraph>,
+    options: &ForwardOptions,
+) -> Result<ForwardReport, ForwardBenchError> {
+    use crate::batcher::Engine;
+    use crate::onnx::{Batching, OnnxEngine, SessionOptions};
+    use crate::protocol::{Tensor, TensorData};
+    let batches = if graph.batching == Batching::Dynamic {
+        options.batches.clone()
+    } else {
+        vec![1]
+    };
+    let mut points = Vec::new();
+    for device in &options.devices {
+        let cuda = match device.as_str() {
+            "cpu" => None,
+            other => Some(
+                other
+                    .strip_prefix("cuda:")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| ForwardBenchError::InvalidDevice(other.to_string()))?,
+            ),
+        };
+        let setup = |message: String| ForwardBenchError::Setup {
+            device: device.clone(),
+            message,
+        };
+        let gpu_memory_limit = match cuda {
+            None => 0,
+            Some(n) => crate::cuda::gpus()
+                .map_err(|e| setup(e.to_string()))?
+                .iter()
+                .find(|g| g.ordinal == n)
+                .map(|g| g.memory_bytes * 4 / 5)
+                .ok_or_else(|| setup(format!("there is no cuda:{n}")))?,
+        };
+        let session = SessionOptions {
+            threads: options.threads,
+            cuda,
+            gpu_memory_limit,
+        };
+        let mut engine = OnnxEngine::new(runtime, bytes, graph.clone(), session).map_err(setup)?;
+        for &rows in &batches {
+            let inputs: Vec<Tensor> = graph
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| {
+                    let shape: Vec<usize> = spec
+                        .shape
+                        .clone()
+                        .unwrap_or_default()
+                        .iter()
+                        .enumerate()
+                        .map(|(axis, &d)| match (axis, d) {
+                            (0, d) if d < 0 => rows,
+                            (_, d) if d < 0 => 1,
+                            (_, d) => d as usize,
+                        })
+                        .collect();
+                    let count = shape.iter().product();
+                    Tensor {
+                        shape,
+                        data: TensorData::random(spec.datatype, count, (rows + i) as u64),
+                    }
+                })
+                .collect();
+            let times = (0..=options.iterations)
+                .map(|_| {
+                    let t = Instant::now();
+                    engine.start(&[&inputs], rows)?;
+                    engine.finish(&[rows])?;
+                    Ok(t.elapsed())
+                })
+                .collect::<Result<Vec<_>, crate::backend::BackendError>>()?;
+            let seconds = median(&times[1..]).as_secs_f64();
+            points.push(ForwardPoint {
+                backend: engine.describe(),
+                precision: "graph".into(),
+                rows,
+                median_ms: seconds * 1e3,
+                rows_per_s: rows as f64 / seconds,
+                gflops: None,
+                cublas_ms: None,
+                of_cublas: None,
+            });
+        }
+    }
+    Ok(ForwardReport {
+        points,
+        accuracy: Vec::new(),
+    })
+}
+
 /// Runs every measurement in `options` on `model`.
 pub fn run(
     model: Arc<Model>,
@@ -183,7 +283,7 @@ pub fn run(
                     rows,
                     median_ms: seconds * 1e3,
                     rows_per_s: rows as f64 / seconds,
-                    gflops: flops_per_row * rows as f64 / seconds / 1e9,
+                    gflops: Some(flops_per_row * rows as f64 / seconds / 1e9),
                     cublas_ms: cublas.map(|c| c.as_secs_f64() * 1e3),
                     of_cublas: cublas.map(|c| c.as_secs_f64() / seconds),
                 });
@@ -326,18 +426,19 @@ impl fmt::Display for ForwardReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<42} {:>5} {:>6} {:>11} {:>12} {:>9} {:>11} {:>9}",
+            "{:<50} {:>5} {:>6} {:>11} {:>12} {:>9} {:>11} {:>9}",
             "backend", "prec", "batch", "forward ms", "rows/s", "GFLOP/s", "cuBLAS ms", "of cuBLAS"
         )?;
         for p in &self.points {
             let cublas = p.cublas_ms.map_or("-".into(), |c| format!("{c:.3}"));
+            let gflops = p.gflops.map_or("-".into(), |g| format!("{g:.1}"));
             let share = p
                 .of_cublas
                 .map_or("-".into(), |s| format!("{:.0}%", s * 100.0));
             writeln!(
                 f,
-                "{:<42} {:>5} {:>6} {:>11.3} {:>12.0} {:>9.1} {:>11} {:>9}",
-                p.backend, p.precision, p.rows, p.median_ms, p.rows_per_s, p.gflops, cublas, share
+                "{:<50} {:>5} {:>6} {:>11.3} {:>12.0} {:>9} {:>11} {:>9}",
+                p.backend, p.precision, p.rows, p.median_ms, p.rows_per_s, gflops, cublas, share
             )?;
         }
         writeln!(f)?;

@@ -35,9 +35,13 @@ enum Command {
 
 #[derive(Args)]
 struct ForwardBenchArgs {
-    /// The `.safetensors` model file.
+    /// The model file: `.safetensors` in gpucap's format, or `.onnx`.
     #[arg(long)]
     model: PathBuf,
+    /// ONNX Runtime's library for .onnx models [default: ORT_DYLIB_PATH, beside the binary, or
+    /// the project's .venv].
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
     /// Devices to compare, in order: cpu and/or cuda:N.
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     devices: Vec<String>,
@@ -275,8 +279,6 @@ fn main() -> ExitCode {
 
 fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
     let run = || -> Result<gpucap_runtime::forward_bench::ForwardReport, String> {
-        let model = gpucap_runtime::model::load_model(&args.model)
-            .map_err(|e| format!("model {}: {e}", args.model.display()))?;
         let precisions = args
             .precisions
             .iter()
@@ -292,8 +294,25 @@ fn forward_bench(args: ForwardBenchArgs) -> ExitCode {
             iterations: args.iterations,
             threads: args.threads,
         };
-        let report = gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)
-            .map_err(|e| e.to_string())?;
+        let in_file = |e: String| format!("model {}: {e}", args.model.display());
+        let report = if gpucap_runtime::model::is_onnx(&args.model) {
+            let bytes = std::fs::read(&args.model).map_err(|e| in_file(e.to_string()))?;
+            let graph =
+                gpucap_runtime::onnx::read_graph(&bytes).map_err(|e| in_file(e.to_string()))?;
+            let runtime = gpucap_runtime::onnx::load(args.onnxruntime.as_deref())
+                .map_err(|e| e.to_string())?;
+            gpucap_runtime::forward_bench::run_onnx(
+                runtime,
+                &bytes,
+                std::sync::Arc::new(graph),
+                &options,
+            )
+        } else {
+            let model = gpucap_runtime::model::load_model(&args.model)
+                .map_err(|e| in_file(e.to_string()))?;
+            gpucap_runtime::forward_bench::run(std::sync::Arc::new(model), &options)
+        }
+        .map_err(|e| e.to_string())?;
         if let Some(path) = &args.service_model {
             let source = format!("forward-bench of {}", args.model.display());
             let file = report

@@ -76,6 +76,11 @@ fn main() {
         &gpu,
         fault_and_recovery,
     ));
+    trials.push(gpu_trial(
+        "gpu::onnx_on_cuda_agrees_with_onnx_on_the_cpu".into(),
+        &gpu,
+        onnx_cuda_agrees,
+    ));
     let two = match &gpu {
         Ok(n) if *n >= 2 => Ok(*n),
         Ok(n) => Err(format!("this host has {n} GPU; the trial needs two")),
@@ -348,6 +353,54 @@ fn every_gpu_computes() -> Result<(), Failed> {
             1e-4,
             &format!("cuda:{ordinal}"),
         )?;
+    }
+    Ok(())
+}
+
+/// The CNN example through ONNX Runtime's CUDA execution provider against its CPU provider, on the
+/// same random images; the session must really run on CUDA (no silent CPU fallback). Needs the
+/// onnxruntime-gpu wheel's library (ORT_DYLIB_PATH or the project's .venv).
+fn onnx_cuda_agrees() -> Result<(), Failed> {
+    use gpucap_runtime::batcher::Engine;
+    use gpucap_runtime::onnx::{CUDA_PROVIDER, OnnxEngine, SessionOptions, load, read_graph};
+    use gpucap_runtime::protocol::{Tensor, TensorData};
+    let runtime = load(None)?;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/digits-cnn.onnx");
+    let bytes = std::fs::read(&path)?;
+    let graph = Arc::new(read_graph(&bytes)?);
+    let session = |cuda| SessionOptions {
+        threads: 0,
+        cuda,
+        gpu_memory_limit: 1 << 30,
+    };
+    let mut cpu = OnnxEngine::new(runtime, &bytes, graph.clone(), session(None))?;
+    let mut gpu = OnnxEngine::new(runtime, &bytes, graph, session(Some(0)))
+        .map_err(|e| format!("{e} (the GPU trial needs the onnxruntime-gpu wheel's library)"))?;
+    if gpu.provider() != CUDA_PROVIDER {
+        return Err(format!("the session runs on {}, not CUDA", gpu.provider()).into());
+    }
+    let rows = 129;
+    let images = vec![Tensor {
+        shape: vec![rows, 1, 8, 8],
+        data: TensorData::random(gpucap_runtime::protocol::DataType::Fp32, rows * 64, 3),
+    }];
+    let run = |engine: &mut OnnxEngine| -> Result<Vec<f32>, Failed> {
+        engine.start(&[&images], rows)?;
+        let out = engine.finish(&[rows])?.remove(0).remove(0);
+        match out.data {
+            TensorData::Fp32(v) => Ok(v),
+            other => Err(format!("expected FP32 probabilities, got {:?}", other.datatype()).into()),
+        }
+    };
+    let (want, got) = (run(&mut cpu)?, run(&mut gpu)?);
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if worst > 1e-4 {
+        return Err(format!("CUDA and CPU probabilities differ by up to {worst}").into());
     }
     Ok(())
 }

@@ -395,3 +395,69 @@ fn without_onnx_runtime_the_server_says_where_it_looked_and_does_not_start() {
     native.kill().unwrap();
     native.wait().unwrap();
 }
+
+#[test]
+fn forward_bench_and_bench_take_any_signature() {
+    let cnn = example("digits-cnn.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("service.json");
+    let out = runtime(&[
+        "forward-bench",
+        "--model",
+        cnn.to_str().unwrap(),
+        "--batches",
+        "1,16",
+        "--iterations",
+        "3",
+        "--json",
+        "--service-model",
+        service.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for (p, rows) in points.iter().zip([1, 16]) {
+        assert_eq!(p["rows"], rows);
+        assert!(p["rows_per_s"].as_f64().unwrap() > 0.0);
+        assert!(
+            p["backend"]
+                .as_str()
+                .unwrap()
+                .contains("CPUExecutionProvider"),
+            "{p}"
+        );
+    }
+    let service: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&service).unwrap()).unwrap();
+    assert_eq!(service["points"].as_array().unwrap().len(), 2);
+
+    // The load generator shapes random inputs from the metadata: three inputs, one of them strings.
+    let server = serve(&models().join("multi.onnx"), "multi", &[]);
+    let out = runtime(&[
+        "bench",
+        "--url",
+        &server.url,
+        "--model",
+        "multi",
+        "--concurrency",
+        "4",
+        "--requests",
+        "200",
+        "--rows",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], 200, "{report}");
+    assert_eq!(report["rows_per_request"], 3);
+}

@@ -23,14 +23,14 @@ class OnnxRuntimeModel(MLModel):
         opts.intra_op_num_threads = int(os.environ.get("GPUCAP_PEER_THREADS", "1"))
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-        self._output = self._session.get_outputs()[0].name
+        self._outputs = [o.name for o in self._session.get_outputs()]
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32, copy=False)
-        (y,) = self._session.run([self._output], {self._input: x})
+        # Every input by name and every output of the graph, as gpucap answers.
+        feed = {i.name: NumpyCodec.decode_input(i) for i in payload.inputs}
+        results = self._session.run(self._outputs, feed)
         return InferenceResponse(
             model_name=self.name,
-            outputs=[NumpyCodec.encode_output(self._output, y)],
+            outputs=[NumpyCodec.encode_output(n, y) for n, y in zip(self._outputs, results)],
         )

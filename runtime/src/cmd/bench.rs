@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use gpucap_runtime::protocol::{DataType, TensorData};
+
 /// What to send and for how long.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -102,34 +104,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         .with_context(|| format!("model '{}' metadata", opts.model))?
         .json()
         .await?;
-    let input = &meta["inputs"][0];
-    let name = input["name"]
-        .as_str()
-        .context("metadata has no input name")?;
-    let width = input["shape"]
-        .as_array()
-        .and_then(|s| s.last())
-        .and_then(serde_json::Value::as_u64)
-        .context("metadata has no input shape")? as usize;
+    let inputs = inputs_of(&meta).context("model metadata")?;
 
     // A few distinct bodies, built up front so the client spends its CPU on sending, not on JSON.
-    let mut rng = opts.seed | 1;
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..16)
-            .map(|_| {
-                let data: Vec<f32> = (0..opts.rows * width)
-                    .map(|_| {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        (rng >> 40) as f32 / (1u64 << 24) as f32
-                    })
-                    .collect();
-                serde_json::to_vec(&serde_json::json!({
-                    "inputs": [{"name": name, "shape": [opts.rows, width], "datatype": "FP32", "data": data}]
-                }))
-                .unwrap_or_default()
-            })
+        (0..16u64)
+            .map(|i| random_body(&inputs, opts.rows, opts.seed.wrapping_add(i)))
             .collect(),
     );
     let url = format!("{base}/v2/models/{}/infer", opts.model);
@@ -276,6 +256,69 @@ impl std::fmt::Display for BenchReport {
         }
         Ok(())
     }
+}
+
+/// One input as the model's metadata describes it.
+struct InputSpec {
+    name: String,
+    datatype: DataType,
+    shape: Vec<i64>,
+}
+
+fn inputs_of(meta: &serde_json::Value) -> anyhow::Result<Vec<InputSpec>> {
+    let inputs = meta["inputs"].as_array().context("no inputs")?;
+    inputs
+        .iter()
+        .map(|input| {
+            let name = input["name"].as_str().context("an input has no name")?;
+            let datatype = input["datatype"]
+                .as_str()
+                .context("an input has no datatype")?
+                .parse::<DataType>()
+                .map_err(anyhow::Error::msg)?;
+            let shape = input["shape"]
+                .as_array()
+                .context("an input has no shape")?
+                .iter()
+                .map(|d| d.as_i64().context("a dimension is not an integer"))
+                .collect::<anyhow::Result<Vec<i64>>>()?;
+            Ok(InputSpec {
+                name: name.to_string(),
+                datatype,
+                shape,
+            })
+        })
+        .collect()
+}
+
+/// A request with random values for every input: a dynamic first dimension is `rows`, any other
+/// dynamic dimension 1.
+fn random_body(inputs: &[InputSpec], rows: usize, seed: u64) -> Vec<u8> {
+    let tensors: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let shape: Vec<usize> = input
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(axis, &d)| match (axis, d) {
+                    (0, d) if d < 0 => rows,
+                    (_, d) if d < 0 => 1,
+                    (_, d) => d as usize,
+                })
+                .collect();
+            let count = shape.iter().product();
+            let data = TensorData::random(input.datatype, count, seed.wrapping_mul(31) + i as u64);
+            serde_json::json!({
+                "name": input.name,
+                "shape": shape,
+                "datatype": input.datatype.name(),
+                "data": data,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "inputs": tensors })).unwrap_or_default()
 }
 
 #[cfg(test)]

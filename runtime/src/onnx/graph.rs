@@ -418,3 +418,184 @@ impl OnnxGraph {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, elem_type: i32, shape: Option<&[i64]>) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto {
+                    elem_type,
+                    shape: shape.map(|dims| TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| DimensionProto {
+                                dim_value: (d >= 0).then_some(d),
+                                dim_param: (d < 0).then(|| "N".to_string()),
+                            })
+                            .collect(),
+                    }),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn file(
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+        defaults: &[&str],
+    ) -> Vec<u8> {
+        ModelProto {
+            ir_version: 8,
+            producer_name: "test".into(),
+            graph: Some(GraphProto {
+                initializer: defaults
+                    .iter()
+                    .map(|n| NamedProto {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+                input: inputs,
+                output: outputs,
+            }),
+            opset_import: vec![
+                OperatorSetIdProto {
+                    domain: String::new(),
+                    version: 17,
+                },
+                OperatorSetIdProto {
+                    domain: "ai.onnx".into(),
+                    version: 17,
+                },
+            ],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn batching_of(inputs: &[Option<&[i64]>], outputs: &[Option<&[i64]>]) -> Batching {
+        let named = |prefix: &str, shapes: &[Option<&[i64]>]| {
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| tensor(&format!("{prefix}{i}"), 1, *s))
+                .collect()
+        };
+        read_graph(&file(named("x", inputs), named("y", outputs), &[]))
+            .unwrap()
+            .batching
+    }
+
+    #[test]
+    fn a_graph_batches_only_when_every_first_dimension_is_dynamic() {
+        assert_eq!(
+            batching_of(&[Some(&[-1, 3]), Some(&[-1])], &[Some(&[-1, 2])]),
+            Batching::Dynamic
+        );
+        assert_eq!(
+            batching_of(&[Some(&[1, 4])], &[Some(&[1, 4])]),
+            Batching::Fixed {
+                size: 1,
+                witness: "input 'x0' [1, 4]".into()
+            }
+        );
+        assert_eq!(
+            batching_of(&[Some(&[3])], &[Some(&[3])]),
+            Batching::None {
+                why: "input 'x0' [3] has no batch dimension".into()
+            }
+        );
+        assert_eq!(
+            batching_of(&[Some(&[-1, 3])], &[Some(&[1, 2])]),
+            Batching::None {
+                why: "output 'y0' [1, 2]'s first dimension differs from input 'x0' [-1, 3]'s"
+                    .into()
+            }
+        );
+        assert_eq!(
+            batching_of(&[Some(&[-1, 3])], &[None]),
+            Batching::None {
+                why: "output 'y0' (no declared shape) has no declared shape".into()
+            }
+        );
+        assert_eq!(
+            batching_of(&[Some(&[])], &[Some(&[-1])]),
+            Batching::None {
+                why: "input 'x0' [] is a scalar".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_signature_lists_request_inputs_and_deduplicated_opsets() {
+        let bytes = file(
+            vec![
+                tensor("x", 1, Some(&[-1, 2])),
+                tensor("scale", 1, Some(&[1])),
+                tensor("ids", 7, Some(&[-1])),
+            ],
+            vec![tensor("y", 16, Some(&[-1, 2]))],
+            &["scale"],
+        );
+        let graph = read_graph(&bytes).unwrap();
+        let names: Vec<String> = graph.inputs.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["x FP32 [-1, 2]", "ids INT64 [-1]"]);
+        assert_eq!(graph.outputs[0].to_string(), "y BF16 [-1, 2]");
+        assert_eq!(graph.opsets, vec![("ai.onnx".to_string(), 17)]);
+        assert_eq!(graph.producer.as_deref(), Some("test"));
+        assert!(graph.check_batch_size(64).is_ok());
+    }
+
+    #[test]
+    fn what_cannot_be_served_is_refused_naming_the_tensor() {
+        let complex = file(
+            vec![tensor("z", 14, Some(&[-1]))],
+            vec![tensor("y", 1, None)],
+            &[],
+        );
+        assert!(read_graph(&complex).unwrap_err().to_string().starts_with(
+            "input 'z': its element type COMPLEX64 has no Open Inference Protocol datatype"
+        ));
+        let zipmap = ValueInfoProto {
+            name: "output_probability".into(),
+            r#type: Some(TypeProto {
+                sequence_type: Some(Box::new(SequenceTypeProto {
+                    elem_type: Some(TypeProto {
+                        map_type: Some(MapTypeProto { key_type: 7 }),
+                        ..Default::default()
+                    }),
+                })),
+                ..Default::default()
+            }),
+        };
+        let e = read_graph(&file(
+            vec![tensor("x", 1, Some(&[-1, 4]))],
+            vec![zipmap],
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("export the classifier with options={'zipmap': False}"),
+            "{e}"
+        );
+        assert_eq!(
+            read_graph(b"").unwrap_err(),
+            GraphError::NotAModel("it has no IR version")
+        );
+        let fixed = read_graph(&file(
+            vec![tensor("x", 1, Some(&[1, 4]))],
+            vec![tensor("y", 1, Some(&[1, 4]))],
+            &[],
+        ))
+        .unwrap();
+        assert!(fixed.check_batch_size(1).is_ok());
+        assert!(fixed.check_batch_size(8).unwrap_err().contains(
+            "fixed to 1 (input 'x' [1, 4]), so it cannot batch requests, but max_batch_size is 8"
+        ));
+    }
+}

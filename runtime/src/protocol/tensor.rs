@@ -306,6 +306,54 @@ impl TensorData {
         of_type!(datatype, make)
     }
 
+    /// `count` pseudo-random values of `datatype` from `seed`, for load generators and benchmarks:
+    /// floats in [0, 1), integers in 0..100, alternating-ish booleans, short ASCII strings.
+    pub fn random(datatype: DataType, count: usize, seed: u64) -> TensorData {
+        let mut state = seed | 1;
+        let mut next = move || {
+            // xorshift64: fast, and plenty for inputs whose only job is to vary.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state >> 40
+        };
+        let unit = |bits: u64| bits as f64 / (1u64 << 24) as f64;
+        macro_rules! make {
+            (bool) => {
+                (0..count).map(|_| next() & 1 == 1).collect::<Vec<bool>>()
+            };
+            (Vec<u8>) => {
+                (0..count)
+                    .map(|_| format!("s{}", next() % 1000).into_bytes())
+                    .collect::<Vec<Vec<u8>>>()
+            };
+            (f16) => {
+                (0..count)
+                    .map(|_| f16::from_f64(unit(next())))
+                    .collect::<Vec<f16>>()
+            };
+            (bf16) => {
+                (0..count)
+                    .map(|_| bf16::from_f64(unit(next())))
+                    .collect::<Vec<bf16>>()
+            };
+            (f32) => {
+                (0..count)
+                    .map(|_| unit(next()) as f32)
+                    .collect::<Vec<f32>>()
+            };
+            (f64) => {
+                (0..count).map(|_| unit(next())).collect::<Vec<f64>>()
+            };
+            ($t:ty) => {
+                (0..count)
+                    .map(|_| (next() % 100) as $t)
+                    .collect::<Vec<$t>>()
+            };
+        }
+        of_type!(datatype, make)
+    }
+
     /// `count` values of `datatype` from a request's JSON `data` (flat or nested).
     pub fn from_json(datatype: DataType, data: &Value, count: usize) -> Result<TensorData, String> {
         macro_rules! make {
