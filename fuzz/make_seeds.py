@@ -109,6 +109,23 @@ def main():
     put("oip_binary", "binary-fp32", struct.pack("<H", len(header)) + header + struct.pack("<8f", *range(8)))
     header = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP16", "parameters": {"binary_data_size": 8}}]}).encode()
     put("oip_binary", "binary-fp16", struct.pack("<H", len(header)) + header + struct.pack("<4e", 1, 2, 3, 4))
+    # onnx_model: the example ONNX graphs.
+    for name in ["digits-pipeline", "digits-cnn", "digits-mlp"]:
+        with open(os.path.join(ROOT, f"examples/models/{name}.onnx"), "rb") as f:
+            put("onnx_model", name, f.read())
+    # oip_tensors: requests to a model of several inputs (two length bytes: 0xFFFF for plain JSON).
+    tensors = {"id": "t", "inputs": [
+        {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6]]},
+        {"name": "ids", "shape": [2], "datatype": "INT64", "data": [7, -8]},
+        {"name": "tag", "shape": [2], "datatype": "BYTES", "data": ["a", "b\u00e9"]},
+        {"name": "flag", "shape": [2, 2], "datatype": "BOOL", "data": [True, False, False, True]}],
+        "outputs": [{"name": "upper", "parameters": {"binary_data": True}}, {"name": "y"}]}
+    put("oip_tensors", "json", struct.pack("<H", 0xFFFF) + json.dumps(tensors).encode())
+    tensors["inputs"][1] = {"name": "ids", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}
+    tensors["inputs"][2] = {"name": "tag", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 11}}
+    header = json.dumps(tensors).encode()
+    binary = struct.pack("<2q", 7, -8) + struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"bb"
+    put("oip_tensors", "binary", struct.pack("<H", len(header)) + header + binary)
     # safetensors_model: the example model.
     with open(os.path.join(ROOT, "examples/models/digits-mlp.safetensors"), "rb") as f:
         put("safetensors_model", "digits-mlp", f.read())
