@@ -14,24 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-8}
 threads=${THREADS:-$(nproc)}
-cargo build --release -q -p gpucap-runtime
-bin=$PWD/target/release/gpucap-runtime
-if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt -r scripts/requirements-peers.txt
-py=$PWD/.venv/bin/python
-mlserver=$PWD/.venv/bin/mlserver
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else
-    echo "wrk is missing: install Debian's package wrk" >&2; exit 1; fi
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null; rm -rf "$work"
-}
-trap cleanup EXIT
 source scripts/peers/serve-lib.sh
+setup_peers
+make_work
 models=$PWD/examples/models
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; onnxruntime $("$py" -c 'import onnxruntime; print(onnxruntime.__version__)')"
 

@@ -16,27 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 threads=${THREADS:-$(nproc)}
-cargo build --release -q -p gpucap-runtime
-bin=$PWD/target/release/gpucap-runtime
-if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt -r scripts/requirements-peers.txt
-py=$PWD/.venv/bin/python
-mlserver=$PWD/.venv/bin/mlserver
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else
-    echo "wrk is missing: install Debian's package wrk" >&2; exit 1; fi
-fi
+source scripts/peers/serve-lib.sh
+setup_peers
 model=${MODEL:-examples/bench/bench-ffn.safetensors}
 [ -f "$model" ] || "$py" examples/bench/make_bench_model.py "$model"
 model=$(realpath "$model")
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null; rm -rf "$work"
-}
-trap cleanup EXIT
+make_work
 "$py" scripts/peers/to_onnx.py "$model" "$work/model.onnx"
 "$py" scripts/peers/body.py "$model" 1 "$work/body.json"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads"
@@ -54,7 +40,6 @@ if [ -z "${SKIP_FORWARD:-}" ]; then
   done
 fi
 
-source scripts/peers/serve-lib.sh
 export GPUCAP_BODY=$work/body.json
 
 if [ -n "${SKIP_SERVED:-}" ]; then "$py" scripts/peers/report.py "$work"; exit 0; fi

@@ -147,12 +147,13 @@ pub fn run_onnx(
     options: &ForwardOptions,
 ) -> Result<ForwardReport, ForwardBenchError> {
     use crate::batcher::Engine;
-    use crate::onnx::{Batching, OnnxEngine, SessionOptions};
+    use crate::onnx::{Batching, OnnxEngine, SessionOptions, gpu_arena_limit};
     use crate::protocol::{Tensor, TensorData};
-    let batches = if graph.batching == Batching::Dynamic {
-        options.batches.clone()
-    } else {
-        vec![1]
+    // A graph that does not batch runs at the one size it was exported for.
+    let batches = match &graph.batching {
+        Batching::Dynamic => options.batches.clone(),
+        Batching::Fixed { size, .. } => vec![usize::try_from(*size).unwrap_or(1)],
+        Batching::None { .. } => vec![1],
     };
     let mut points = Vec::new();
     for device in &options.devices {
@@ -175,7 +176,7 @@ pub fn run_onnx(
                 .map_err(|e| setup(e.to_string()))?
                 .iter()
                 .find(|g| g.ordinal == n)
-                .map(|g| g.memory_bytes * 4 / 5)
+                .map(|g| gpu_arena_limit(g.memory_bytes))
                 .ok_or_else(|| setup(format!("there is no cuda:{n}")))?,
         };
         let session = SessionOptions {
@@ -190,18 +191,7 @@ pub fn run_onnx(
                 .iter()
                 .enumerate()
                 .map(|(i, spec)| {
-                    let shape: Vec<usize> = spec
-                        .shape
-                        .clone()
-                        .unwrap_or_default()
-                        .iter()
-                        .enumerate()
-                        .map(|(axis, &d)| match (axis, d) {
-                            (0, d) if d < 0 => rows,
-                            (_, d) if d < 0 => 1,
-                            (_, d) => d as usize,
-                        })
-                        .collect();
+                    let shape = spec.shape_for(rows);
                     let count = shape.iter().product();
                     Tensor {
                         shape,
@@ -209,14 +199,15 @@ pub fn run_onnx(
                     }
                 })
                 .collect();
-            let times = (0..=options.iterations)
-                .map(|_| {
-                    let t = Instant::now();
-                    engine.start(&[&inputs], rows)?;
-                    engine.finish(&[rows])?;
-                    Ok(t.elapsed())
-                })
-                .collect::<Result<Vec<_>, crate::backend::BackendError>>()?;
+            let mut times = Vec::with_capacity(options.iterations + 1);
+            for _ in 0..=options.iterations {
+                let t = Instant::now();
+                engine.start(&[&inputs], rows)?;
+                if let Some(Err(e)) = engine.finish(&[rows])?.pop() {
+                    return Err(setup(e.message));
+                }
+                times.push(t.elapsed());
+            }
             let seconds = median(&times[1..]).as_secs_f64();
             points.push(ForwardPoint {
                 backend: engine.describe(),

@@ -350,7 +350,15 @@ async fn run_infer(
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
             let outputs = batcher
                 .infer(std::mem::take(&mut req.inputs), req.rows)
-                .await?;
+                .await?
+                .map_err(|e| {
+                    let status = if e.invalid_input {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    };
+                    ApiError::new(status, e.message)
+                })?;
             protocol::encode_tensor_response(
                 &s.model_name,
                 &s.model_version,

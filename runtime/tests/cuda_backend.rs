@@ -387,7 +387,11 @@ fn onnx_cuda_agrees() -> Result<(), Failed> {
     }];
     let run = |engine: &mut OnnxEngine| -> Result<Vec<f32>, Failed> {
         engine.start(&[&images], rows)?;
-        let out = engine.finish(&[rows])?.remove(0).remove(0);
+        let out = engine
+            .finish(&[rows])?
+            .remove(0)
+            .map_err(|e| e.message)?
+            .remove(0);
         match out.data {
             TensorData::Fp32(v) => Ok(v),
             other => Err(format!("expected FP32 probabilities, got {:?}", other.datatype()).into()),

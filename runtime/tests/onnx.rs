@@ -461,3 +461,53 @@ fn forward_bench_and_bench_take_any_signature() {
     assert_eq!(report["ok"], 200, "{report}");
     assert_eq!(report["rows_per_request"], 3);
 }
+
+#[test]
+fn a_request_whose_data_the_graph_refuses_fails_alone_in_its_batch() {
+    let server = serve(&models().join("gather.onnx"), "gather", &[]);
+    let url = format!("{}/v2/models/gather/infer", server.url);
+    let body = |idx: i64| {
+        serde_json::json!({"inputs": [{"name": "idx", "shape": [2], "datatype": "INT64", "data": [idx, 1]}]})
+            .to_string()
+    };
+    let answers = block_on(async {
+        let client = reqwest::Client::new();
+        // 192 requests at once, every eighth with an index out of the table's range.
+        let tasks: Vec<_> = (0..192i64)
+            .map(|i| {
+                let (client, url) = (client.clone(), url.clone());
+                let idx = if i % 8 == 0 { 50 } else { i % 10 };
+                let body = body(idx);
+                tokio::spawn(async move {
+                    let r = client.post(url).body(body).send().await.unwrap();
+                    (idx, r.status().as_u16(), r.text().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
+    });
+    for (idx, status, text) in answers {
+        if idx == 50 {
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains("ONNX Runtime"), "{text}");
+        } else {
+            assert_eq!(status, 200, "index {idx}: {text}");
+            let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                answer["outputs"][0]["data"],
+                serde_json::json!([idx as f64 * 1.5, 1.5]),
+                "{text}"
+            );
+        }
+    }
+    let metrics = block_on(async { metrics(&reqwest::Client::new(), &server.url).await });
+    let (rows, batches) = histogram(&metrics, "gpucap_batch_rows");
+    assert!(
+        rows / batches > 2.0,
+        "the bad requests never shared a batch, so this test proves nothing: {rows} rows in {batches} batches"
+    );
+}

@@ -1,6 +1,30 @@
-# Shared by the served benchmarks (bench-peers.sh, bench-onnx.sh); source it after setting
-# $work (a scratch directory), $secs (seconds per point), $mlserver (the mlserver command) and
-# the array pids=() of server process groups to clean up.
+# Shared by the served benchmarks (bench-peers.sh, bench-onnx.sh), sourced from the repository
+# root. setup_peers sets $bin, $py and $mlserver; the other functions need $work (a scratch
+# directory), $secs (seconds per point) and the array pids=() of server process groups to clean up.
+
+make_work() { # a scratch directory $work and the server list pids=(), both cleaned up on exit
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup EXIT
+}
+
+cleanup() { # kills every server process group left, removes $work
+  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null; rm -rf "$work"
+}
+
+setup_peers() { # builds the runtime, installs the peers into .venv and wrk from Debian
+  cargo build --release -q -p gpucap-runtime
+  bin=$PWD/target/release/gpucap-runtime
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt -r scripts/requirements-peers.txt
+  py=$PWD/.venv/bin/python
+  mlserver=$PWD/.venv/bin/mlserver
+  if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else
+      echo "wrk is missing: install Debian's package wrk" >&2; exit 1; fi
+  fi
+}
 
 wait_ready() { # wait_ready URL LOG: polls the server's readiness for up to 60 s
   for _ in $(seq 600); do curl -sf "$1/v2/health/ready" >/dev/null && return 0; sleep 0.1; done

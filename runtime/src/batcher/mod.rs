@@ -153,6 +153,11 @@ impl Engine for NativeEngine {
     }
 
     fn start(&mut self, inputs: &[&Vec<f32>], rows: usize) -> Result<(), BackendError> {
+        debug_assert_eq!(
+            inputs.iter().map(|input| input.len()).sum::<usize>(),
+            rows * self.backend.input_width(),
+            "the codec checks each request's length against the model"
+        );
         self.backend.start(rows, &mut |buffer| {
             let mut offset = 0;
             for input in inputs {

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use gpucap_runtime::protocol::{DataType, TensorData};
+use gpucap_runtime::protocol::{DataType, TensorData, TensorSpec};
 
 /// What to send and for how long.
 #[derive(Debug, Clone)]
@@ -258,14 +258,8 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-/// One input as the model's metadata describes it.
-struct InputSpec {
-    name: String,
-    datatype: DataType,
-    shape: Vec<i64>,
-}
-
-fn inputs_of(meta: &serde_json::Value) -> anyhow::Result<Vec<InputSpec>> {
+/// The inputs the model's metadata lists.
+fn inputs_of(meta: &serde_json::Value) -> anyhow::Result<Vec<TensorSpec>> {
     let inputs = meta["inputs"].as_array().context("no inputs")?;
     inputs
         .iter()
@@ -282,32 +276,22 @@ fn inputs_of(meta: &serde_json::Value) -> anyhow::Result<Vec<InputSpec>> {
                 .iter()
                 .map(|d| d.as_i64().context("a dimension is not an integer"))
                 .collect::<anyhow::Result<Vec<i64>>>()?;
-            Ok(InputSpec {
+            Ok(TensorSpec {
                 name: name.to_string(),
                 datatype,
-                shape,
+                shape: Some(shape),
             })
         })
         .collect()
 }
 
-/// A request with random values for every input: a dynamic first dimension is `rows`, any other
-/// dynamic dimension 1.
-fn random_body(inputs: &[InputSpec], rows: usize, seed: u64) -> Vec<u8> {
+/// A request with random values for every input, shaped for `rows` rows.
+fn random_body(inputs: &[TensorSpec], rows: usize, seed: u64) -> Vec<u8> {
     let tensors: Vec<serde_json::Value> = inputs
         .iter()
         .enumerate()
         .map(|(i, input)| {
-            let shape: Vec<usize> = input
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(axis, &d)| match (axis, d) {
-                    (0, d) if d < 0 => rows,
-                    (_, d) if d < 0 => 1,
-                    (_, d) => d as usize,
-                })
-                .collect();
+            let shape = input.shape_for(rows);
             let count = shape.iter().product();
             let data = TensorData::random(input.datatype, count, seed.wrapping_mul(31) + i as u64);
             serde_json::json!({

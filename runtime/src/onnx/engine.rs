@@ -38,8 +38,8 @@ pub struct OnnxEngine {
     provider: &'static str,
     device: String,
     threads: usize,
-    /// The outputs of the batch started and not yet finished.
-    done: Option<Result<Vec<Tensor>, BackendError>>,
+    /// Each request's outputs of the batch started and not yet finished.
+    done: Option<Vec<Result<Vec<Tensor>, RunError>>>,
 }
 
 impl OnnxEngine {
@@ -78,7 +78,10 @@ impl OnnxEngine {
                 let cuda = ort::ep::CUDA::default()
                     .with_device_id(ordinal as i32)
                     .with_memory_limit(options.gpu_memory_limit)
-                    .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
+                    .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+                    // cuDNN's default exhaustive search re-benchmarks every convolution for each
+                    // new batch size: a latency spike whenever the batcher forms an unseen size.
+                    .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic);
                 // Registering directly (not through the builder's list, which skips a provider
                 // that fails) is what turns ONNX Runtime's silent CPU fallback into an error.
                 cuda.register(&mut builder).map_err(|e| {
@@ -111,48 +114,83 @@ impl OnnxEngine {
         self.graph.batching == Batching::Dynamic
     }
 
-    fn device_error(&self, message: String) -> BackendError {
-        BackendError::Device {
-            device: self.device.clone(),
-            message,
-        }
-    }
-
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    /// Runs one set of inputs (a request, or requests joined into a batch).
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for (spec, tensor) in self.graph.inputs.iter().zip(inputs) {
-            let value = to_value(tensor)
-                .map_err(|e| self.device_error(format!("input '{}': {e}", spec.name)))?;
+            let value = to_value(tensor).map_err(|e| RunError {
+                message: format!("input '{}': {e}", spec.name),
+                invalid_input: true,
+            })?;
             values.push((spec.name.clone(), value));
         }
         let graph = self.graph.clone();
-        let device = self.device.clone();
-        let outputs = self.session.run(values).map_err(|e| BackendError::Device {
-            device: device.clone(),
+        let outputs = self.session.run(values).map_err(|e| RunError {
+            // ONNX Runtime says InvalidArgument when the data is at fault (an index out of range,
+            // a shape the graph's operators refuse): the client's error, not the server's.
+            invalid_input: e.code() == ort::ErrorCode::InvalidArgument,
             message: format!("ONNX Runtime: {e}"),
         })?;
         graph
             .outputs
             .iter()
             .map(|spec| {
-                let value = outputs
-                    .get(&spec.name)
-                    .ok_or_else(|| BackendError::Device {
-                        device: device.clone(),
-                        message: format!("the session returned no output '{}'", spec.name),
-                    })?;
-                from_value(value, spec.datatype).map_err(|e| BackendError::Device {
-                    device: device.clone(),
+                let value = outputs.get(&spec.name).ok_or_else(|| RunError {
+                    message: format!("the session returned no output '{}'", spec.name),
+                    invalid_input: false,
+                })?;
+                from_value(value, spec.datatype).map_err(|e| RunError {
                     message: format!("output '{}': {e}", spec.name),
+                    invalid_input: false,
                 })
             })
             .collect()
     }
+
+    /// Runs a batch of several requests joined, split back per request. When the joined run
+    /// fails, or its outputs do not keep the batch dimension, each request runs alone: one
+    /// request's bad data must not fail the others it happened to share a batch with.
+    fn run_joined(
+        &mut self,
+        inputs: &[&Vec<Tensor>],
+        rows: usize,
+    ) -> Vec<Result<Vec<Tensor>, RunError>> {
+        let joined: Option<Vec<Tensor>> = (0..self.graph.inputs.len())
+            .map(|i| Tensor::concat(inputs.iter().map(|request| &request[i])))
+            .collect();
+        let outputs = joined.and_then(|joined| self.run(joined).ok());
+        match outputs {
+            Some(outputs) if outputs.iter().all(|t| t.rows() == rows) => {
+                let counts: Vec<usize> = inputs.iter().map(|r| r[0].rows()).collect();
+                let mut per_request: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::new()).collect();
+                for output in &outputs {
+                    for (request, piece) in per_request.iter_mut().zip(output.split(&counts)) {
+                        request.push(piece);
+                    }
+                }
+                per_request.into_iter().map(Ok).collect()
+            }
+            _ => inputs
+                .iter()
+                .map(|request| self.run((*request).clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Why one request got no outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError {
+    /// What ONNX Runtime, or the conversion around it, said.
+    pub message: String,
+    /// Whether the request's data is at fault (a 400), rather than the model or the server.
+    pub invalid_input: bool,
 }
 
 impl Engine for OnnxEngine {
     type Input = Vec<Tensor>;
-    type Output = Vec<Tensor>;
+    /// Each request's outputs, or why it has none: requests of one batch fail alone.
+    type Output = Result<Vec<Tensor>, RunError>;
 
     fn describe(&self) -> String {
         match self.provider {
@@ -173,48 +211,23 @@ impl Engine for OnnxEngine {
         if self.done.is_some() {
             return Err(BackendError::Protocol("a batch is already started"));
         }
-        let joined = match inputs {
-            [one] => (*one).clone(),
-            many => (0..self.graph.inputs.len())
-                .map(|i| {
-                    Tensor::concat(many.iter().map(|request| &request[i])).ok_or(
-                        BackendError::Protocol("requests of different shapes share a batch"),
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?,
+        let outputs = match inputs {
+            [one] => vec![self.run((*one).clone())],
+            many => self.run_joined(many, rows),
         };
-        let outputs = self.run(joined).and_then(|outputs| {
-            if !self.batched() {
-                return Ok(outputs);
-            }
-            match outputs.iter().zip(&self.graph.outputs).find(|(t, _)| t.rows() != rows) {
-                Some((t, spec)) => Err(self.device_error(format!(
-                    "output '{}' has {} rows for a batch of {rows}; the graph does not keep the batch dimension",
-                    spec.name,
-                    t.rows()
-                ))),
-                None => Ok(outputs),
-            }
-        });
         self.done = Some(outputs);
         Ok(())
     }
 
-    fn finish(&mut self, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+    fn finish(&mut self, rows: &[usize]) -> Result<Vec<Self::Output>, BackendError> {
         let outputs = self
             .done
             .take()
-            .ok_or(BackendError::Protocol("nothing started"))??;
-        if let [_] = rows {
-            return Ok(vec![outputs]);
+            .ok_or(BackendError::Protocol("nothing started"))?;
+        if outputs.len() != rows.len() {
+            return Err(BackendError::Protocol("finished a batch of another size"));
         }
-        let mut per_request: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::new()).collect();
-        for output in &outputs {
-            for (request, piece) in per_request.iter_mut().zip(output.split(rows)) {
-                request.push(piece);
-            }
-        }
-        Ok(per_request)
+        Ok(outputs)
     }
 }
 
@@ -274,9 +287,11 @@ fn from_value(value: &DynValue, datatype: DataType) -> Result<Tensor, String> {
     ))
 }
 
-/// Share of a GPU's memory ONNX Runtime's arena may grow to: the rest stays for CUDA's own
-/// context, cuDNN's workspaces and whatever else shares the device.
-const GPU_ARENA_SHARE: f64 = 0.8;
+/// The most of a GPU's `memory_bytes` ONNX Runtime's arena may grow to: 80 %, the rest left for
+/// CUDA's own context, cuDNN's workspaces and whatever else shares the device.
+pub fn gpu_arena_limit(memory_bytes: usize) -> usize {
+    memory_bytes / 5 * 4
+}
 
 /// Builds one session per device of `device`, as the native backends are built: `auto` serves on
 /// every GPU when ONNX Runtime's CUDA provider works there and on the CPU otherwise (with a
@@ -320,7 +335,7 @@ pub fn create_engines(
                     SessionOptions {
                         threads,
                         cuda: Some(ordinal),
-                        gpu_memory_limit: (gpu.memory_bytes as f64 * GPU_ARENA_SHARE) as usize,
+                        gpu_memory_limit: gpu_arena_limit(gpu.memory_bytes),
                     },
                 )
             })

@@ -180,10 +180,13 @@ pub fn read_graph(bytes: &[u8]) -> Result<OnnxGraph, GraphError> {
         .ok_or(GraphError::NotAModel("it has no graph"))?;
     let defaults: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = graph
+    let request_inputs: Vec<&ValueInfoProto> = graph
         .input
         .iter()
         .filter(|v| !defaults.contains(v.name.as_str()))
+        .collect();
+    let inputs = request_inputs
+        .iter()
         .map(|v| tensor_spec("input", v))
         .collect::<Result<Vec<_>, _>>()?;
     if inputs.is_empty() {
@@ -222,7 +225,12 @@ pub fn read_graph(bytes: &[u8]) -> Result<OnnxGraph, GraphError> {
         opsets,
         producer,
         description: Some(model.doc_string.trim().to_string()).filter(|d| !d.is_empty()),
-        batching: batching(&inputs, &outputs),
+        batching: batching(&inputs, &outputs).and_named(
+            request_inputs
+                .iter()
+                .map(|v| ("input", *v))
+                .chain(graph.output.iter().map(|v| ("output", v))),
+        ),
         inputs,
         outputs,
     })
@@ -323,6 +331,53 @@ fn elem_type_name(elem_type: i32) -> String {
         22 => "INT4".into(),
         23 => "FLOAT4E2M1".into(),
         n => format!("#{n}"),
+    }
+}
+
+/// The symbolic name of a tensor's first dimension, when the graph gives one.
+fn first_dim_name(v: &ValueInfoProto) -> Option<&str> {
+    let dim = v
+        .r#type
+        .as_ref()?
+        .tensor_type
+        .as_ref()?
+        .shape
+        .as_ref()?
+        .dim
+        .first()?;
+    dim.dim_param.as_deref().filter(|p| !p.is_empty())
+}
+
+impl Batching {
+    /// A dynamic first dimension is one batch axis only if the graph does not name it
+    /// differently on different tensors: `[batch, 4]` in and `[num_boxes, 6]` out (a detector's
+    /// boxes) are two axes, and concatenating requests along them would mix them up.
+    fn and_named<'a>(
+        self,
+        tensors: impl Iterator<Item = (&'static str, &'a ValueInfoProto)>,
+    ) -> Batching {
+        if self != Batching::Dynamic {
+            return self;
+        }
+        let mut first: Option<(&'static str, &str, &str)> = None;
+        for (kind, v) in tensors {
+            let Some(name) = first_dim_name(v) else {
+                continue;
+            };
+            match first {
+                None => first = Some((kind, v.name.as_str(), name)),
+                Some((first_kind, first_tensor, first_name)) if first_name != name => {
+                    return Batching::None {
+                        why: format!(
+                            "the first dimensions are named differently ('{first_name}' on {first_kind} '{first_tensor}', '{name}' on {kind} '{}'), so they are not one batch axis",
+                            v.name
+                        ),
+                    };
+                }
+                Some(_) => {}
+            }
+        }
+        Batching::Dynamic
     }
 }
 
@@ -526,6 +581,30 @@ mod tests {
             batching_of(&[Some(&[])], &[Some(&[-1])]),
             Batching::None {
                 why: "input 'x0' [] is a scalar".into()
+            }
+        );
+    }
+
+    #[test]
+    fn differently_named_dynamic_first_dimensions_are_not_one_batch_axis() {
+        let named = |name: &str, dim: &str| {
+            let mut v = tensor(name, 1, Some(&[-1, 4]));
+            if let Some(t) = v.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
+                t.shape.as_mut().unwrap().dim[0].dim_param = Some(dim.to_string());
+            }
+            v
+        };
+        let same = file(vec![named("x", "batch")], vec![named("y", "batch")], &[]);
+        assert_eq!(read_graph(&same).unwrap().batching, Batching::Dynamic);
+        let detector = file(
+            vec![named("x", "batch")],
+            vec![named("boxes", "num_boxes")],
+            &[],
+        );
+        assert_eq!(
+            read_graph(&detector).unwrap().batching,
+            Batching::None {
+                why: "the first dimensions are named differently ('batch' on input 'x', 'num_boxes' on output 'boxes'), so they are not one batch axis".into()
             }
         );
     }

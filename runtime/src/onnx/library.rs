@@ -83,16 +83,18 @@ pub fn load(setting: Option<&Path>) -> Result<&'static Runtime, LibraryError> {
 /// Where the library is: the first of `setting`, `ORT_DYLIB_PATH`, beside the binary, and a
 /// `.venv` in the working directory or above the binary.
 pub fn locate(setting: Option<&Path>) -> Result<PathBuf, LibraryError> {
-    let mut looked = Vec::new();
+    // An explicit setting is the operator's choice: when it is wrong, say so rather than quietly
+    // load another library from elsewhere.
     if let Some(path) = setting {
         if path.is_file() {
             return Ok(path.to_path_buf());
         }
-        looked.push(format!(
+        return Err(LibraryError::NotFound(vec![format!(
             "compute.onnxruntime {} (no such file)",
             path.display()
-        ));
+        )]));
     }
+    let mut looked = Vec::new();
     match std::env::var_os(DYLIB_ENV).filter(|v| !v.is_empty()) {
         Some(path) => {
             let path = PathBuf::from(path);
@@ -135,7 +137,7 @@ pub fn locate(setting: Option<&Path>) -> Result<PathBuf, LibraryError> {
     Err(LibraryError::NotFound(looked))
 }
 
-/// `libonnxruntime.so*` in `dir`, preferring the versioned file the wheel ships.
+/// `libonnxruntime.so*` in `dir`, the newest version first (the wheel ships a versioned file).
 fn library_in(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
@@ -146,18 +148,29 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
                 .is_some_and(|n| n.starts_with("libonnxruntime.so") && p.is_file())
         })
         .collect();
-    found.sort();
+    found.sort_by_key(|p| version_key(p));
     found.pop()
 }
 
 fn in_venv(venv: &Path) -> Option<PathBuf> {
     let lib = std::fs::read_dir(venv.join("lib")).ok()?;
     let mut pythons: Vec<PathBuf> = lib.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    pythons.sort();
+    pythons.sort_by_key(|p| version_key(p));
     pythons
         .iter()
         .rev()
         .find_map(|p| library_in(&p.join("site-packages/onnxruntime/capi")))
+}
+
+/// The numbers in a file name, in order, so that `python3.11` sorts after `python3.9` and
+/// `libonnxruntime.so.1.20.1` after `libonnxruntime.so.1.9.0`.
+fn version_key(path: &Path) -> Vec<u64> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -165,16 +178,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_setting_is_named_in_the_error() {
-        let Err(LibraryError::NotFound(looked)) =
-            locate(Some(Path::new("/nonexistent/libonnxruntime.so")))
-        else {
-            // A library elsewhere (ORT_DYLIB_PATH, a .venv) is found instead: that is correct too.
-            return;
-        };
+    fn a_missing_setting_is_an_error_not_a_search_elsewhere() {
         assert_eq!(
-            looked[0],
-            "compute.onnxruntime /nonexistent/libonnxruntime.so (no such file)"
+            locate(Some(Path::new("/nonexistent/libonnxruntime.so"))),
+            Err(LibraryError::NotFound(vec![
+                "compute.onnxruntime /nonexistent/libonnxruntime.so (no such file)".into()
+            ]))
         );
     }
 
@@ -188,6 +197,7 @@ mod tests {
         assert_eq!(in_venv(&dir.path().join(".venv")), None);
         std::fs::write(capi.join("libonnxruntime_providers_shared.so"), b"").unwrap();
         std::fs::write(capi.join("libonnxruntime.so.1.32.0"), b"").unwrap();
+        std::fs::write(capi.join("libonnxruntime.so.1.9.0"), b"").unwrap();
         assert_eq!(
             in_venv(&dir.path().join(".venv")),
             Some(capi.join("libonnxruntime.so.1.32.0"))

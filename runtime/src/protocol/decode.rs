@@ -89,7 +89,7 @@ pub fn decode_infer_request(
         )));
     };
     let count = rows * sig.input_width;
-    let binary_size = binary_data_size(0, input.parameters.as_ref())?;
+    let binary_size = binary_data_size("inputs[0]", input.parameters.as_ref())?;
     let values = match (binary_size, &input.data) {
         (Some(_), Some(_)) => {
             return Err(err(
@@ -174,8 +174,9 @@ fn check_shape(shape: &[i64], sig: &ModelSignature) -> Result<usize, ProtocolErr
     }
 }
 
+/// The input's `parameters.binary_data_size`, if any; `at` names the input in errors.
 pub(super) fn binary_data_size(
-    index: usize,
+    at: &str,
     params: Option<&Map<String, Value>>,
 ) -> Result<Option<usize>, ProtocolError> {
     match params.and_then(|p| p.get("binary_data_size")) {
@@ -186,7 +187,7 @@ pub(super) fn binary_data_size(
             .map(Some)
             .ok_or_else(|| {
                 err(format!(
-                    "inputs[{index}].parameters.binary_data_size: {v} is not a byte count"
+                    "{at}.parameters.binary_data_size: {v} is not a byte count"
                 ))
             }),
     }

@@ -76,23 +76,30 @@ pub fn encode_infer_response(
         id: req.id.as_deref(),
         outputs: tensors,
     };
-    // Serialising plain structs of strings and finite floats cannot fail.
-    let mut body = serde_json::to_vec(&header).unwrap_or_default();
-    if req.include_output && req.binary_output {
-        let json_len = body.len();
+    let binary = (req.include_output && req.binary_output).then_some(|body: &mut Vec<u8>| {
         body.reserve(outputs.len() * 4);
         for v in outputs {
             body.extend_from_slice(&v.to_le_bytes());
         }
-        EncodedResponse {
-            body,
-            json_len: Some(json_len),
-        }
-    } else {
-        EncodedResponse {
-            body,
-            json_len: None,
-        }
+    });
+    EncodedResponse::assemble(&header, binary)
+}
+
+impl EncodedResponse {
+    /// The JSON `header`, then the tensor bytes `binary` appends when given (the binary tensor
+    /// extension, with the header's length as `json_len`); a plain JSON body otherwise.
+    pub(super) fn assemble(
+        header: &impl Serialize,
+        binary: Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> EncodedResponse {
+        // Serialising plain structs of strings and numbers cannot fail.
+        let mut body = serde_json::to_vec(header).unwrap_or_default();
+        let json_len = binary.map(|append| {
+            let json_len = body.len();
+            append(&mut body);
+            json_len
+        });
+        EncodedResponse { body, json_len }
     }
 }
 

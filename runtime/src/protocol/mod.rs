@@ -150,6 +150,26 @@ impl std::fmt::Display for TensorSpec {
     }
 }
 
+impl TensorSpec {
+    /// A concrete shape for `rows` rows, as load generators and benchmarks shape random inputs:
+    /// a dynamic first dimension is `rows`, any other dynamic dimension 1; `[rows]` when the
+    /// model declares no shape.
+    pub fn shape_for(&self, rows: usize) -> Vec<usize> {
+        let Some(shape) = &self.shape else {
+            return vec![rows];
+        };
+        shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &d)| match (axis, usize::try_from(d)) {
+                (_, Ok(d)) => d,
+                (0, Err(_)) => rows,
+                (_, Err(_)) => 1,
+            })
+            .collect()
+    }
+}
+
 /// A model's inputs and outputs, whatever its format: what `GET /v2/models/{name}` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {

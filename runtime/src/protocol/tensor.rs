@@ -115,16 +115,21 @@ macro_rules! integer {
 integer!(u8, u16, u32, u64, i8, i16, i32, i64);
 
 macro_rules! float {
-    ($($t:ty => $from:expr);*) => {$(
+    ($($t:ty => $from:expr, $name:literal);*) => {$(
         impl Element for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
             fn from_json(v: &Value) -> Result<Self, String> {
-                match v {
-                    Value::Number(n) => n
-                        .as_f64()
-                        .map($from)
-                        .ok_or_else(|| format!("{n} is not a number")),
-                    other => Err(format!("expected a number, found {}", kind(other))),
+                let x = match v {
+                    Value::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is not a number"))?,
+                    other => return Err(format!("expected a number, found {}", kind(other))),
+                };
+                let converted: $t = $from(x);
+                // JSON numbers are finite; one that overflows the datatype is refused, not
+                // turned into an infinity the model was never meant to see.
+                if f64::from(converted).is_finite() {
+                    Ok(converted)
+                } else {
+                    Err(format!("{x} is outside the range of {}", $name))
                 }
             }
             fn from_le(bytes: &[u8]) -> Result<Self, String> {
@@ -138,10 +143,10 @@ macro_rules! float {
 }
 
 float!(
-    f32 => |x| x as f32;
-    f64 => |x| x;
-    f16 => f16::from_f64;
-    bf16 => bf16::from_f64
+    f32 => |x| x as f32, "FP32";
+    f64 => |x| x, "FP64";
+    f16 => f16::from_f64, "FP16";
+    bf16 => bf16::from_f64, "BF16"
 );
 
 impl Element for bool {
@@ -179,6 +184,14 @@ impl Element for Vec<u8> {
     }
 }
 
+/// Values at the leaves of a JSON (nested) array.
+fn leaves(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => items.iter().map(leaves).sum(),
+        _ => 1,
+    }
+}
+
 /// The JSON kind of `v`, for messages.
 pub(super) fn kind(v: &Value) -> &'static str {
     match v {
@@ -206,7 +219,8 @@ fn flatten<T: Element>(v: &Value, count: usize, out: &mut Vec<T>) -> Result<(), 
 }
 
 fn from_json<T: Element>(data: &Value, count: usize) -> Result<Vec<T>, String> {
-    let mut out = Vec::with_capacity(count.min(1 << 20));
+    // Never more room than values the JSON holds: a request may claim any shape.
+    let mut out = Vec::with_capacity(count.min(leaves(data)));
     flatten(data, count, &mut out)?;
     if out.len() != count {
         return Err(format!("has {} values; the shape needs {count}", out.len()));
@@ -215,12 +229,17 @@ fn from_json<T: Element>(data: &Value, count: usize) -> Result<Vec<T>, String> {
 }
 
 fn from_binary<T: Element>(bytes: &[u8], count: usize) -> Result<Vec<T>, String> {
-    if bytes.len() != count * T::SIZE {
+    let Some(needed) = count.checked_mul(T::SIZE) else {
         return Err(format!(
-            "{} bytes, but the shape needs {count} values of {} bytes = {}",
+            "the shape's {count} values of {} bytes are more than any body holds",
+            T::SIZE
+        ));
+    };
+    if bytes.len() != needed {
+        return Err(format!(
+            "{} bytes, but the shape needs {count} values of {} bytes = {needed}",
             bytes.len(),
-            T::SIZE,
-            count * T::SIZE
+            T::SIZE
         ));
     }
     bytes
@@ -231,7 +250,8 @@ fn from_binary<T: Element>(bytes: &[u8], count: usize) -> Result<Vec<T>, String>
 }
 
 fn bytes_from_binary(mut bytes: &[u8], count: usize) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::with_capacity(count.min(1 << 20));
+    // Each element takes at least its 4-byte length: never more room than that.
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
     while !bytes.is_empty() {
         if out.len() == count {
             return Err(format!(
@@ -294,16 +314,6 @@ impl TensorData {
     /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// An empty tensor of `datatype` with room for `capacity` elements.
-    pub fn with_capacity(datatype: DataType, capacity: usize) -> TensorData {
-        macro_rules! make {
-            ($t:ty) => {
-                Vec::<$t>::with_capacity(capacity)
-            };
-        }
-        of_type!(datatype, make)
     }
 
     /// `count` pseudo-random values of `datatype` from `seed`, for load generators and benchmarks:
@@ -475,10 +485,11 @@ impl Tensor {
         self.shape.iter().skip(1).product()
     }
 
-    /// Joins tensors of one datatype and the same trailing dimensions along the first.
+    /// Joins tensors of one datatype and the same trailing dimensions along the first; `None`
+    /// for scalars, which have no first dimension.
     pub fn concat<'a>(parts: impl IntoIterator<Item = &'a Tensor>) -> Option<Tensor> {
         let mut parts = parts.into_iter();
-        let first = parts.next()?;
+        let first = parts.next().filter(|t| !t.shape.is_empty())?;
         let mut joined = first.clone();
         for part in parts {
             if part.shape.get(1..) != first.shape.get(1..) || !joined.data.append(&part.data) {
@@ -565,6 +576,10 @@ mod tests {
             e,
             "[0]: 1.5 is not an integer in -9223372036854775808..=9223372036854775807"
         );
+        let e = TensorData::from_json(DataType::Fp16, &json!([1e6]), 1).unwrap_err();
+        assert_eq!(e, "[0]: 1000000 is outside the range of FP16");
+        let e = TensorData::from_binary(DataType::Int64, &[], usize::MAX / 4).unwrap_err();
+        assert!(e.contains("more than any body holds"), "{e}");
         let e = TensorData::from_json(DataType::Bytes, &json!([1]), 1).unwrap_err();
         assert_eq!(e, "[0]: expected a string, found a number");
         let e = TensorData::from_json(DataType::Fp32, &json!([1, 2, 3]), 2).unwrap_err();

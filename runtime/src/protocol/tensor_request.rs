@@ -116,7 +116,10 @@ fn decode_input(
         .iter()
         .try_fold(1usize, |n, d| n.checked_mul(*d))
         .ok_or_else(|| err(format!("{at}.shape: {:?} is too large", input.shape)))?;
-    let data = match (binary_data_size(i, input.parameters.as_ref())?, &input.data) {
+    let data = match (
+        binary_data_size(&at, input.parameters.as_ref())?,
+        &input.data,
+    ) {
         (Some(_), Some(_)) => {
             return Err(err(format!(
                 "{at}: has both 'data' and parameters.binary_data_size; send one"
@@ -138,7 +141,31 @@ fn decode_input(
                 .map_err(|e| err(format!("{at} binary data: {e}")))?
         }
     };
+    if let TensorData::Bytes(strings) = &data {
+        check_text(&at, strings)?;
+    }
     Ok(Tensor { shape, data })
+}
+
+/// ONNX string tensors hold UTF-8 text without NUL bytes; anything else is refused here, with the
+/// element, rather than failing the batch it would have joined.
+fn check_text(at: &str, strings: &[Vec<u8>]) -> Result<(), ProtocolError> {
+    for (i, s) in strings.iter().enumerate() {
+        match std::str::from_utf8(s) {
+            Err(_) => {
+                return Err(err(format!(
+                    "{at} element {i} is not UTF-8; string tensors hold UTF-8 text"
+                )));
+            }
+            Ok(text) if text.contains('\0') => {
+                return Err(err(format!(
+                    "{at} element {i} contains a NUL byte, which string tensors cannot hold"
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_shape(at: &str, shape: &[i64], spec: &TensorSpec) -> Result<Vec<usize>, ProtocolError> {
@@ -219,10 +246,15 @@ fn select_outputs(
                 "outputs[{i}].parameters.classification: the classification extension is not supported; request the raw output"
             )));
         }
-        let binary = params
-            .and_then(|p| p.get("binary_data"))
-            .and_then(Value::as_bool)
-            .unwrap_or(request_binary);
+        let binary = match params.and_then(|p| p.get("binary_data")) {
+            None => request_binary,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(err(format!(
+                    "outputs[{i}].parameters.binary_data: {other} is not true or false"
+                )));
+            }
+        };
         if !chosen.iter().any(|(c, _)| *c == index) {
             chosen.push((index, binary));
         }
@@ -265,7 +297,13 @@ pub fn encode_tensor_response(
     outputs: &[Tensor],
 ) -> EncodedResponse {
     let mut tensors = Vec::with_capacity(req.outputs.len());
-    let mut binary = Vec::new();
+    let mut binary = Vec::with_capacity(
+        req.outputs
+            .iter()
+            .filter(|(_, as_binary)| *as_binary)
+            .map(|(index, _)| outputs[*index].data.binary_len())
+            .sum(),
+    );
     for &(index, as_binary) in &req.outputs {
         let t = &outputs[index];
         let (parameters, data) = if as_binary {
@@ -290,21 +328,11 @@ pub fn encode_tensor_response(
         id: req.id.as_deref(),
         outputs: tensors,
     };
-    // Serialising strings, numbers and JSON values cannot fail.
-    let mut body = serde_json::to_vec(&header).unwrap_or_default();
-    if req.outputs.iter().any(|(_, b)| *b) {
-        let json_len = body.len();
-        body.extend_from_slice(&binary);
-        EncodedResponse {
-            body,
-            json_len: Some(json_len),
-        }
-    } else {
-        EncodedResponse {
-            body,
-            json_len: None,
-        }
-    }
+    let any_binary = req.outputs.iter().any(|(_, b)| *b);
+    EncodedResponse::assemble(
+        &header,
+        any_binary.then_some(|body: &mut Vec<u8>| body.extend_from_slice(&binary)),
+    )
 }
 
 #[cfg(test)]
@@ -382,6 +410,14 @@ mod tests {
             (
                 GOOD.replace("[7,8]", "[7,\"8\"]"),
                 "inputs[2] 'ids'.data: [1]: expected an integer, found a string",
+            ),
+            (
+                GOOD.replace("[\"a\",\"b\"]", "[\"a\",\"b\\u0000\"]"),
+                "inputs[0] 'tag' element 1 contains a NUL byte, which string tensors cannot hold",
+            ),
+            (
+                GOOD.replace("{\"name\":\"label\"}", "{\"name\":\"label\",\"parameters\":{\"binary_data\":1}}"),
+                "outputs[0].parameters.binary_data: 1 is not true or false",
             ),
         ];
         for (body, expected) in cases {

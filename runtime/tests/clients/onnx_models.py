@@ -8,6 +8,8 @@ packages (nothing is downloaded):
   nobatch.onnx   v FP32 [3] -> w = 2v FP32 [3]: no batch dimension
   fixed.onnx     x FP32 [1, 4] -> relu FP32 [1, 4]: a batch dimension fixed to 1
   zipmap.onnx    a scikit-learn classifier exported with its default ZipMap output
+  gather.onnx    idx INT64 [N] -> value = table[idx] FP32 [N] over a table of 10: an index out of
+                 range is the request's error, which ONNX Runtime reports as an invalid argument
   refused.onnx   a well-formed file whose graph uses an operator that does not exist
   truncated.onnx the first half of digits-pipeline.onnx
   not-onnx.onnx  a text file
@@ -109,6 +111,15 @@ def zipmap():
     return convert_sklearn(clf, "zipmap", initial_types=[("features", FloatTensorType([None, 4]))], target_opset=OPSET)
 
 
+def gather():
+    return model(
+        [helper.make_node("Gather", ["table", "idx"], ["value"], axis=0)],
+        [value("idx", TensorProto.INT64, ["N"])],
+        [value("value", TensorProto.FLOAT, ["N"])],
+        [numpy_helper.from_array(np.arange(10, dtype=np.float32) * 1.5, "table")],
+    )
+
+
 def refused():
     return model(
         [helper.make_node("NoSuchOperator", ["x"], ["y"])],
@@ -121,7 +132,7 @@ def refused():
 def main() -> None:
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    for name, build in [("multi", multi), ("types", types), ("nobatch", nobatch), ("fixed", fixed), ("zipmap", zipmap), ("refused", refused)]:
+    for name, build in [("multi", multi), ("types", types), ("nobatch", nobatch), ("fixed", fixed), ("zipmap", zipmap), ("gather", gather), ("refused", refused)]:
         onnx.save(build(), str(out / f"{name}.onnx"))
     pipeline = (ROOT / "examples/models/digits-pipeline.onnx").read_bytes()
     (out / "truncated.onnx").write_bytes(pipeline[: len(pipeline) // 2])
