@@ -472,6 +472,18 @@ impl Fleet {
         meter_in_flight(&mut inner);
     }
 
+    /// The distinct backends of the ready replicas, as they report them (sorted).
+    pub fn ready_backends(&self) -> Vec<String> {
+        let backends: std::collections::BTreeSet<String> = self
+            .lock()
+            .members
+            .iter()
+            .filter(|m| m.phase == Phase::Ready)
+            .filter_map(|m| m.backend.clone())
+            .collect();
+        backends.into_iter().collect()
+    }
+
     /// Updates what a scrape of a replica found.
     pub fn observe(
         &self,

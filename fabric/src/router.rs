@@ -140,11 +140,10 @@ fn check_model(settings: &Settings, path: &ModelPath) -> Result<(), String> {
 async fn model_metadata(State(s): AppState, Path(path): Path<ModelPath>) -> Response {
     let settings = s.settings();
     match check_model(&settings, &path) {
-        Ok(()) => axum::Json(ModelMetadata::describe(
-            &settings.name,
-            &settings.version,
-            &settings.signature,
-        ))
+        Ok(()) => axum::Json(
+            ModelMetadata::describe(&settings.name, &settings.version, &settings.signature)
+                .served_by(s.shared.fleet.ready_backends()),
+        )
         .into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }

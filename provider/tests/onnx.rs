@@ -61,12 +61,6 @@ fn an_onnx_endpoint_is_planned_with_its_signature_and_serves_predictions() {
         serde_json::json!([label]),
         "{answer}"
     );
-    // The router reports the ONNX signature itself.
-    let (status, metadata) = curl(&["-s", &url]);
-    assert_eq!(status, 200);
-    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
-    assert_eq!(metadata["platform"], "onnxruntime_onnx", "{metadata}");
-    assert_eq!(metadata["outputs"][0]["datatype"], "INT64", "{metadata}");
     // The fabric's status names the execution provider the replica really runs on, once the
     // router has scraped it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -85,6 +79,18 @@ fn an_onnx_endpoint_is_planned_with_its_signature_and_serves_predictions() {
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+    // The router reports the ONNX signature itself, and the backends its replicas run on.
+    let (status, metadata) = curl(&["-s", &url]);
+    assert_eq!(status, 200);
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["platform"], "onnxruntime_onnx", "{metadata}");
+    assert_eq!(metadata["outputs"][0]["datatype"], "INT64", "{metadata}");
+    assert!(
+        metadata["parameters"]["backends"][0]
+            .as_str()
+            .is_some_and(|b| b.ends_with("CPUExecutionProvider)")),
+        "{metadata}"
+    );
     assert_eq!(tf.plan().0, 0, "a second plan shows no changes");
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
 }

@@ -64,6 +64,8 @@ pub struct AppState {
     pub model_version: String,
     /// The model's inputs and outputs, as its metadata reports them.
     pub signature: Signature,
+    /// What computes, one description per backend (device, and the ONNX execution provider).
+    pub backends: Vec<String>,
     /// The model and its batcher.
     pub served: Served,
     /// The metrics registry.
@@ -75,11 +77,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Shared state for a model with `signature` served through `served`.
+    /// Shared state for a model with `signature` served through `served` on `backends`.
     pub fn new(
         model_name: String,
         model_version: String,
         signature: Signature,
+        backends: Vec<String>,
         served: Served,
         metrics: Arc<Metrics>,
         max_body_bytes: usize,
@@ -88,6 +91,7 @@ impl AppState {
             model_name,
             model_version,
             signature,
+            backends,
             served,
             metrics,
             max_body_bytes,
@@ -223,11 +227,10 @@ async fn model_metadata(
     Path(path): Path<ModelPath>,
 ) -> Result<axum::Json<ModelMetadata>, ApiError> {
     check_model(&s, &path)?;
-    Ok(axum::Json(ModelMetadata::describe(
-        &s.model_name,
-        &s.model_version,
-        &s.signature,
-    )))
+    Ok(axum::Json(
+        ModelMetadata::describe(&s.model_name, &s.model_version, &s.signature)
+            .served_by(s.backends.clone()),
+    ))
 }
 
 async fn model_ready(

@@ -438,6 +438,22 @@ fn forward_bench_and_bench_take_any_signature() {
 
     // The load generator shapes random inputs from the metadata: three inputs, one of them strings.
     let server = serve(&models().join("multi.onnx"), "multi", &[]);
+    // The metadata names the execution provider the session really runs on.
+    let metadata: serde_json::Value = block_on(async {
+        reqwest::get(format!("{}/v2/models/multi", server.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let backend = metadata["parameters"]["backends"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        backend.starts_with("onnxruntime cpu (") && backend.ends_with("CPUExecutionProvider)"),
+        "{metadata}"
+    );
     let out = runtime(&[
         "bench",
         "--url",

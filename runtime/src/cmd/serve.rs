@@ -139,17 +139,15 @@ fn start<E: Engine>(
     signature: Signature,
     served: impl FnOnce(Batcher<E>) -> Served,
 ) -> anyhow::Result<Prepared> {
-    let backend = engines
-        .iter()
-        .map(|b| b.describe())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let backends: Vec<String> = engines.iter().map(|b| b.describe()).collect();
+    let backend = backends.join(", ");
     let metrics = Arc::new(Metrics::new(&cfg.model_name, &backend));
     let (batcher, workers) = Batcher::start(engines, cfg.batch, metrics.clone())?;
     let state = Arc::new(AppState::new(
         cfg.model_name.clone(),
         cfg.model_version.clone(),
         signature,
+        backends,
         served(batcher),
         metrics,
         cfg.max_body_bytes,

@@ -105,6 +105,18 @@ pub struct ModelMetadata {
     pub inputs: Vec<TensorMetadata>,
     /// Output tensors.
     pub outputs: Vec<TensorMetadata>,
+    /// What serves the model, when known; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<MetadataParameters>,
+}
+
+/// The `parameters` of `GET /v2/models/{name}`: where the model computes.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetadataParameters {
+    /// The backends serving it, as `/metrics` labels them: the device and, for ONNX models, the
+    /// execution provider really in use, e.g. `onnxruntime cpu (2 threads,
+    /// CPUExecutionProvider)`. A router lists those of its ready replicas.
+    pub backends: Vec<String>,
 }
 
 /// The body of `GET /v2`.
@@ -214,7 +226,14 @@ impl ModelMetadata {
             platform: signature.platform,
             inputs: tensors(&signature.inputs),
             outputs: tensors(&signature.outputs),
+            parameters: None,
         }
+    }
+
+    /// The same, naming the `backends` that serve the model (none known: no parameters).
+    pub fn served_by(mut self, backends: Vec<String>) -> ModelMetadata {
+        self.parameters = (!backends.is_empty()).then_some(MetadataParameters { backends });
+        self
     }
 }
 
