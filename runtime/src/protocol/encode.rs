@@ -13,29 +13,31 @@ pub struct EncodedResponse {
     pub json_len: Option<usize>,
 }
 
+/// A response's JSON header, whatever its outputs' types.
 #[derive(Serialize)]
-struct ResponseJson<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
+pub(super) struct ResponseJson<'a, O> {
+    pub(super) model_name: &'a str,
+    pub(super) model_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    outputs: Vec<OutputJson<'a>>,
+    pub(super) id: Option<&'a str>,
+    pub(super) outputs: Vec<O>,
+}
+
+/// One output: its values as JSON `data`, or the size of its binary data after the header.
+#[derive(Serialize)]
+pub(super) struct OutputJson<'a, S, D> {
+    pub(super) name: &'a str,
+    pub(super) datatype: &'static str,
+    pub(super) shape: S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data: Option<D>,
 }
 
 #[derive(Serialize)]
-struct OutputJson<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: [usize; 2],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a [f32]>,
-}
-
-#[derive(Serialize)]
-struct BinaryParams {
-    binary_data_size: usize,
+pub(super) struct BinaryParams {
+    pub(super) binary_data_size: usize,
 }
 
 /// Encodes the outputs of `req` (`req.rows × output_width` values).

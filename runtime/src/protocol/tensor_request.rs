@@ -2,10 +2,10 @@
 //! graphs): each input checked against the model's signature by name, datatype and shape, and
 //! each requested output written as JSON or binary as the request asks.
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::decode::{InputJson, RequestJson, binary_data_size, err, flag, parse_request};
+use super::encode::{BinaryParams, OutputJson, ResponseJson};
 use super::tensor::{Tensor, TensorData};
 use super::{DataType, EncodedResponse, ProtocolError, Signature, TensorSpec};
 
@@ -260,31 +260,6 @@ fn select_outputs(
         }
     }
     Ok(chosen)
-}
-
-#[derive(Serialize)]
-struct ResponseJson<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    outputs: Vec<OutputJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutputJson<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a TensorData>,
-}
-
-#[derive(Serialize)]
-struct BinaryParams {
-    binary_data_size: usize,
 }
 
 /// Encodes the outputs `req` asked for; `outputs` holds every output of the model, in the
