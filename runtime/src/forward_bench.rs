@@ -147,7 +147,7 @@ pub fn run_onnx(
     options: &ForwardOptions,
 ) -> Result<ForwardReport, ForwardBenchError> {
     use crate::batcher::Engine;
-    use crate::onnx::{Batching, OnnxEngine, SessionOptions, gpu_arena_limit};
+    use crate::onnx::{Batching, OnnxEngine, SessionOptions};
     use crate::protocol::{Tensor, TensorData};
     // A graph that does not batch runs at the one size it was exported for.
     let batches = match &graph.batching {
@@ -170,19 +170,12 @@ pub fn run_onnx(
             device: device.clone(),
             message,
         };
-        let gpu_memory_limit = match cuda {
-            None => 0,
-            Some(n) => crate::cuda::gpus()
-                .map_err(|e| setup(e.to_string()))?
-                .iter()
-                .find(|g| g.ordinal == n)
-                .map(|g| gpu_arena_limit(g.memory_bytes))
-                .ok_or_else(|| setup(format!("there is no cuda:{n}")))?,
-        };
-        let session = SessionOptions {
-            threads: options.threads,
-            cuda,
-            gpu_memory_limit,
+        let session = match cuda {
+            None => SessionOptions::cpu(options.threads),
+            Some(n) => {
+                let gpus = crate::cuda::gpus().map_err(|e| setup(e.to_string()))?;
+                SessionOptions::gpu(n, options.threads, &gpus).map_err(setup)?
+            }
         };
         let mut engine = OnnxEngine::new(runtime, bytes, graph.clone(), session).map_err(setup)?;
         for &rows in &batches {

@@ -395,13 +395,13 @@ fn plan_model(m: &mut Model, d: &mut Diagnostics) {
             return;
         }
     };
-    // The default when the batching block or its setting is left out.
+    // Unknown until apply, when the runtime checks it; the schema's default when left out.
     let max_batch_size = match m.batching.known().map(|b| &b.max_batch_size) {
-        Some(Attr::Known(n)) => usize::try_from(*n).unwrap_or(0),
-        Some(Attr::Unknown) => 0,
-        _ => 64,
+        Some(Attr::Known(n)) => usize::try_from(*n).ok(),
+        Some(Attr::Unknown) => None,
+        _ => Some(64),
     };
-    if max_batch_size > 0
+    if let Some(max_batch_size) = max_batch_size
         && let Err(e) = file.check_batch_size(max_batch_size)
     {
         d.push(Diagnostic::attr_error(
@@ -411,24 +411,8 @@ fn plan_model(m: &mut Model, d: &mut Diagnostics) {
         ));
         return;
     }
-    m.model_signature = Attr::Known(describe_signature(&file.signature()));
+    m.model_signature = Attr::Known(file.signature().to_string());
     m.model_sha256 = Attr::Known(hex::encode(Sha256::digest(&bytes)));
-}
-
-/// `inputs -> outputs`, each `name DATATYPE [shape]`, as plan shows it.
-fn describe_signature(signature: &gpucap_fabric::config::Signature) -> String {
-    let list = |specs: &[gpucap_fabric::config::TensorSpec]| {
-        specs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "{} -> {}",
-        list(&signature.inputs),
-        list(&signature.outputs)
-    )
 }
 
 /// The endpoint's placement; `None` while its burst policy or pools are unknown.

@@ -103,8 +103,7 @@ async fn prepare_onnx(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
     tracing::info!(
         model = %cfg.model_name,
         path = %cfg.model_path.display(),
-        inputs = %list(&signature.inputs),
-        outputs = %list(&signature.outputs),
+        signature = %signature,
         batching = %graph.batching_summary(),
         onnxruntime = %runtime.path.display(),
         onnxruntime_version = %runtime.version,
@@ -122,14 +121,6 @@ async fn prepare_onnx(cfg: &ValidConfig) -> anyhow::Result<Prepared> {
         batched,
         batcher,
     })
-}
-
-fn list(specs: &[gpucap_runtime::protocol::TensorSpec]) -> String {
-    specs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Starts the batcher over `engines` and the state the routes share.

@@ -25,6 +25,37 @@ pub struct SessionOptions {
     pub gpu_memory_limit: usize,
 }
 
+impl SessionOptions {
+    /// A session on the CPU with `threads` (0 = every core).
+    pub fn cpu(threads: usize) -> SessionOptions {
+        SessionOptions {
+            threads,
+            cuda: None,
+            gpu_memory_limit: 0,
+        }
+    }
+
+    /// A session on `cuda:ordinal`, one of this host's `gpus`, its arena bounded by that GPU's
+    /// memory.
+    pub fn gpu(
+        ordinal: usize,
+        threads: usize,
+        gpus: &[crate::cuda::Gpu],
+    ) -> Result<SessionOptions, String> {
+        let gpu = gpus.iter().find(|g| g.ordinal == ordinal).ok_or_else(|| {
+            format!(
+                "there is no cuda:{ordinal}; this host has {} GPU(s)",
+                gpus.len()
+            )
+        })?;
+        Ok(SessionOptions {
+            threads,
+            cuda: Some(ordinal),
+            gpu_memory_limit: gpu_arena_limit(gpu.memory_bytes),
+        })
+    }
+}
+
 /// ONNX Runtime's names of the execution providers gpucap uses.
 pub const CPU_PROVIDER: &str = "CPUExecutionProvider";
 /// See [`CPU_PROVIDER`].
@@ -289,7 +320,7 @@ fn from_value(value: &DynValue, datatype: DataType) -> Result<Tensor, String> {
 
 /// The most of a GPU's `memory_bytes` ONNX Runtime's arena may grow to: 80 %, the rest left for
 /// CUDA's own context, cuDNN's workspaces and whatever else shares the device.
-pub fn gpu_arena_limit(memory_bytes: usize) -> usize {
+fn gpu_arena_limit(memory_bytes: usize) -> usize {
     memory_bytes / 5 * 4
 }
 
@@ -305,39 +336,16 @@ pub fn create_engines(
 ) -> Result<Vec<OnnxEngine>, String> {
     use crate::backend::DeviceSpec;
     let on_cpu = || {
-        OnnxEngine::new(
-            runtime,
-            bytes,
-            graph.clone(),
-            SessionOptions {
-                threads,
-                cuda: None,
-                gpu_memory_limit: 0,
-            },
-        )
-        .map(|e| vec![e])
+        OnnxEngine::new(runtime, bytes, graph.clone(), SessionOptions::cpu(threads))
+            .map(|e| vec![e])
     };
     let on_gpus = |ordinals: &[usize]| -> Result<Vec<OnnxEngine>, String> {
         let gpus = crate::cuda::gpus().map_err(|e| e.to_string())?;
         ordinals
             .iter()
             .map(|&ordinal| {
-                let gpu = gpus.iter().find(|g| g.ordinal == ordinal).ok_or_else(|| {
-                    format!(
-                        "there is no cuda:{ordinal}; this host has {} GPU(s)",
-                        gpus.len()
-                    )
-                })?;
-                OnnxEngine::new(
-                    runtime,
-                    bytes,
-                    graph.clone(),
-                    SessionOptions {
-                        threads,
-                        cuda: Some(ordinal),
-                        gpu_memory_limit: gpu_arena_limit(gpu.memory_bytes),
-                    },
-                )
+                let options = SessionOptions::gpu(ordinal, threads, &gpus)?;
+                OnnxEngine::new(runtime, bytes, graph.clone(), options)
             })
             .collect()
     };

@@ -7,7 +7,6 @@ pub mod library;
 
 pub use engine::{
     CPU_PROVIDER, CUDA_PROVIDER, OnnxEngine, RunError, SessionOptions, create_engines,
-    gpu_arena_limit,
 };
 pub use graph::{Batching, GraphError, OnnxGraph, read_graph};
 pub use library::{LibraryError, Runtime, load, locate};

@@ -193,6 +193,20 @@ pub struct Signature {
     pub outputs: Vec<TensorSpec>,
 }
 
+/// `inputs -> outputs`, each `name DATATYPE [shape]`, as logs and plans show a signature.
+impl std::fmt::Display for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        write!(f, "{} -> {}", list(&self.inputs), list(&self.outputs))
+    }
+}
+
 /// Where the model's single input and output live, as the codec needs them.
 #[derive(Debug, Clone)]
 pub struct ModelSignature {

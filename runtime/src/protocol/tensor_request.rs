@@ -192,11 +192,15 @@ fn check_shape(at: &str, shape: &[i64], spec: &TensorSpec) -> Result<Vec<usize>,
 }
 
 fn batch_rows(inputs: &[Tensor], signature: &Signature) -> Result<usize, ProtocolError> {
-    let rows = inputs[0].rows();
+    let (Some(first), Some(first_spec)) = (inputs.first(), signature.inputs.first()) else {
+        // A model without inputs: every request is one row.
+        return Ok(1);
+    };
+    let rows = first.rows();
     if rows == 0 {
         return Err(err(format!(
             "inputs '{}': an empty batch (first dimension 0); send at least one row",
-            signature.inputs[0].name
+            first_spec.name
         )));
     }
     if let Some((t, spec)) = inputs
@@ -208,7 +212,7 @@ fn batch_rows(inputs: &[Tensor], signature: &Signature) -> Result<usize, Protoco
             "inputs '{}': {} rows, but '{}' has {rows}; every input's first dimension is the batch and must agree",
             spec.name,
             t.rows(),
-            signature.inputs[0].name
+            first_spec.name
         )));
     }
     Ok(rows)
