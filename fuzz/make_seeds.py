@@ -157,6 +157,14 @@ def main():
         config = tomllib.load(f)
     put("admin_api_body", "simulate-example", json.dumps(config))
     put("admin_api_body", "unknown-key", json.dumps(dict(config, replicaz={"min": 1})))
+    # gateway_config: a keys file (first byte 0), an [auth] table (1) and a [tls] table (2).
+    keys = {"keys": [{"name": "team-a", "sha256": "ab" * 32, "expires_at": "2027-06-30T00:00:00Z",
+                      "rate_limit": {"requests_per_second": 50, "rows_per_second": 400, "burst": 10},
+                      "monthly_request_quota": 100000},
+                     {"name": "team-b", "sha256": "cd" * 32}]}
+    put("gateway_config", "keys", b"\x00" + json.dumps(keys).encode())
+    put("gateway_config", "auth", b"\x01" + b'mode = "api_key"\nkeys_file = "/var/lib/gpucap/keys.json"\n')
+    put("gateway_config", "tls", b"\x02" + b'cert_file = "c.pem"\nkey_file = "k.pem"\nclient_ca_file = "ca.pem"\n')
     # replica_metrics: two scrapes of a runtime's /metrics, a 0xFF byte and the gap between them in
     # tenths of a second (one byte) apart: busy, idle, and a restarted replica (its counter lower).
     def scrape(queue, cpu, gpu):

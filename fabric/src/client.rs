@@ -8,8 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::config::FabricConfig;
-use crate::daemon::wire::{EndpointList, EndpointView, Health, Problem};
+use crate::daemon::wire::{EndpointList, EndpointView, Health, KeyList, Problem};
 use crate::errors::chain;
+use crate::gateway::keys::KeySpec;
 
 /// How long a `PUT` or `DELETE` may take: the daemon waits for the router to converge or drain.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -210,5 +211,40 @@ impl Client {
             Err(e) if e.is_unknown_endpoint() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `PUT /v1/endpoints/NAME/keys/KEY`: adds or replaces an API key (its hash, limits and
+    /// expiry); returns once the router uses it.
+    pub async fn put_key(&self, endpoint: &str, key: &KeySpec) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .put(format!(
+                "{}/v1/endpoints/{endpoint}/keys/{}",
+                self.base, key.name
+            ))
+            .timeout(Duration::from_secs(60))
+            .json(key);
+        self.send(req).await.map(|_| ())
+    }
+
+    /// `DELETE /v1/endpoints/NAME/keys/KEY`: the key is refused once this returns.
+    pub async fn delete_key(&self, endpoint: &str, key: &str) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .delete(format!("{}/v1/endpoints/{endpoint}/keys/{key}", self.base))
+            .timeout(Duration::from_secs(60));
+        self.send(req).await.map(|_| ())
+    }
+
+    /// `GET /v1/endpoints/NAME/keys`: every key's usage.
+    pub async fn key_usage(&self, endpoint: &str) -> Result<KeyList, ClientError> {
+        let resp = self
+            .send(
+                self.http
+                    .get(format!("{}/v1/endpoints/{endpoint}/keys", self.base))
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        self.json(resp).await
     }
 }

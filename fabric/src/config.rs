@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::autoscaler::{Budget, ScalingPolicy};
 pub use crate::capacity::CapacityType;
+pub use crate::gateway::{AuthMode, AuthSection};
+pub use crate::tls::TlsSection;
 
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,6 +49,16 @@ pub struct FabricConfig {
     pub runtime: RuntimeSection,
     /// Where the router keeps its records.
     pub state: StateSection,
+    /// Who may call the endpoint (API keys); open to anyone who reaches it when absent.
+    #[serde(default, skip_serializing_if = "is_open")]
+    pub auth: AuthSection,
+    /// TLS (and optionally mTLS) on the router's listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+}
+
+fn is_open(auth: &AuthSection) -> bool {
+    *auth == AuthSection::default()
 }
 
 /// `[endpoint]`
@@ -76,6 +88,14 @@ pub struct EndpointSection {
     /// Once listening, the bound `host:port` is written here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_file: Option<PathBuf>,
+    /// `host:port` of the operator listener (`/fabric/status`, `/fabric/targets`, `/metrics`,
+    /// plain HTTP): default `127.0.0.1:0`. With `auth.mode = "api_key"` those routes are served
+    /// only here, never to API-key holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_listen: Option<String>,
+    /// Once listening, the operator listener's bound `host:port` is written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_address_file: Option<PathBuf>,
 }
 
 impl EndpointSection {
@@ -89,6 +109,8 @@ impl EndpointSection {
             hold_capacity: None,
             replica_concurrency: None,
             address_file: None,
+            operator_listen: None,
+            operator_address_file: None,
         }
     }
 }
@@ -577,6 +599,16 @@ pub struct Fabric {
     pub listen: String,
     /// Where to write the bound address.
     pub address_file: Option<PathBuf>,
+    /// Where the operator routes listen.
+    pub operator_listen: String,
+    /// Where to write the operator listener's bound address.
+    pub operator_address_file: Option<PathBuf>,
+    /// Whether metadata and inference need an API key.
+    pub auth_required: bool,
+    /// The API keys file.
+    pub keys_file: PathBuf,
+    /// TLS on the listener.
+    pub tls: Option<TlsSection>,
     /// The region the router runs in.
     pub router_region: String,
     /// Body limit.
@@ -708,6 +740,15 @@ impl FabricConfig {
             policy_name,
             listen: e.listen.clone(),
             address_file: e.address_file.clone(),
+            operator_listen: e.operator_listen.clone().unwrap_or_else(default_listen),
+            operator_address_file: e.operator_address_file.clone(),
+            auth_required: self.auth.mode == AuthMode::ApiKey,
+            keys_file: self
+                .auth
+                .keys_file
+                .clone()
+                .unwrap_or_else(|| self.state.dir.join("keys.json")),
+            tls: self.tls.clone(),
             router_region,
             max_body_bytes: e.max_body_bytes,
             hold_capacity,

@@ -54,6 +54,8 @@ pub struct Shared {
     pub status: Mutex<Status>,
     /// Replicas on other machines that joined.
     pub join: Arc<crate::join::JoinHub>,
+    /// Who may call: API keys, their limits and usage.
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 /// A pool's driver and how it has been doing.
@@ -859,10 +861,15 @@ impl Controller {
     }
 
     fn burst_rate(&self, members: &[Member]) -> f64 {
+        self.hourly_rate(members, true)
+    }
+
+    /// What the replicas in `members` cost per hour: those on burst pools only, or all.
+    fn hourly_rate(&self, members: &[Member], burst_only: bool) -> f64 {
         members
             .iter()
             .filter_map(|m| m.pool)
-            .filter(|&p| self.fabric.pools[p].burst)
+            .filter(|&p| !burst_only || self.fabric.pools[p].burst)
             .map(|p| self.fabric.pools[p].price_per_gpu_hour.unwrap_or(0.0))
             // Folded from +0.0: an empty float sum is -0.0, which prints as "-0.00".
             .fold(0.0, |a, b| a + b)
@@ -961,6 +968,14 @@ impl Controller {
             .inc_by(rate * now.duration_since(self.last_tick).as_secs_f64() / 3600.0);
         self.shared.metrics.burst_rate_usd_per_hour.set(rate);
         let seconds = now.duration_since(self.last_tick).as_secs_f64();
+        // Every replica's cost, shared among the API keys by the rows each sent this round.
+        let spent = self.hourly_rate(&members, false) * seconds / 3600.0;
+        self.shared.metrics.replica_spend_usd.inc_by(spent);
+        let unattributed = self.shared.gateway.attribute(spent);
+        self.shared
+            .metrics
+            .unattributed_spend_usd
+            .inc_by(unattributed);
         self.last_tick = now;
 
         let signals = self.signals(&members, seconds);
@@ -1250,6 +1265,13 @@ impl Controller {
                 rollout_pending: members.iter().filter(|m| m.outdated).count(),
                 held: signals.held,
                 draining: self.cancel.is_cancelled(),
+                auth: if self.fabric.auth_required {
+                    "api_key"
+                } else {
+                    "none"
+                }
+                .into(),
+                tls: self.fabric.tls.is_some(),
             },
             pools,
             replicas,
@@ -1275,6 +1297,7 @@ impl Controller {
                 }),
                 burst_rate_usd_per_hour: self.burst_rate(&members),
                 burst_spend_usd: self.shared.metrics.burst_spend_usd.get(),
+                replica_spend_usd: self.shared.metrics.replica_spend_usd.get(),
                 bound: self.budget_bound,
             },
             target,
@@ -1283,6 +1306,7 @@ impl Controller {
             blocked: self.blocked.clone(),
             decisions: self.decisions.iter().cloned().collect(),
             last_scale_from_zero_s: self.scale_from_zero,
+            keys: self.shared.gateway.usage(),
         };
         *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }

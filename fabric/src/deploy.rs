@@ -39,6 +39,13 @@ impl EndpointDir {
     fn address(&self) -> PathBuf {
         self.0.join("address")
     }
+    fn operator_address(&self) -> PathBuf {
+        self.0.join("operator.address")
+    }
+    /// The endpoint's API keys (see [`crate::gateway::keys`]).
+    pub fn keys(&self) -> PathBuf {
+        self.0.join("keys.json")
+    }
     fn record(&self) -> PathBuf {
         self.0.join("router.json")
     }
@@ -72,8 +79,24 @@ pub struct RouterRecord {
     pub process: ProcessRecord,
     /// `host:port` it listens on.
     pub address: String,
+    /// `host:port` of its operator listener (status, metrics, joins forwarded by a daemon);
+    /// empty in records of routers from before it had one.
+    #[serde(default)]
+    pub operator_address: String,
     /// When it started (RFC 3339).
     pub started_at: String,
+}
+
+impl RouterRecord {
+    /// Where its status is asked for: the operator listener (plain HTTP on loopback, open
+    /// whatever the endpoint's auth and TLS).
+    pub fn status_address(&self) -> &str {
+        if self.operator_address.is_empty() {
+            &self.address
+        } else {
+            &self.operator_address
+        }
+    }
 }
 
 /// How a recorded router is doing.
@@ -234,7 +257,7 @@ pub async fn health(record: &RouterRecord) -> RouterHealth {
     if record.address.is_empty() {
         return RouterHealth::NotAnswering;
     }
-    match fetch_status(&record.address).await {
+    match fetch_status(record.status_address()).await {
         Ok(s) => RouterHealth::Serving(Box::new(s)),
         Err(_) => RouterHealth::NotAnswering,
     }
@@ -252,6 +275,8 @@ pub fn complete_record(dir: &EndpointDir) -> Result<Option<RouterRecord>, StoreE
         && !address.is_empty()
     {
         record.address = address;
+        record.operator_address =
+            std::fs::read_to_string(dir.operator_address()).unwrap_or_default();
         if let Err(e) = store::write_json(&dir.record(), &record) {
             tracing::warn!(error = %e, "cannot complete a router's record");
         }
@@ -268,6 +293,7 @@ fn write_config(dir: &EndpointDir, mut config: FabricConfig) -> Result<String, D
         source,
     })?;
     config.endpoint.address_file = Some(dir.address());
+    config.endpoint.operator_address_file = Some(dir.operator_address());
     config.state.dir = dir.0.clone();
     let (text, digest) = config.to_file_text()?;
     process::write_atomically(&dir.config(), &text).map_err(|source| DeployError::Write {
@@ -289,6 +315,7 @@ pub async fn start(
 ) -> Result<RouterRecord, DeployError> {
     let digest = write_config(dir, config)?;
     let _ = std::fs::remove_file(dir.address());
+    let _ = std::fs::remove_file(dir.operator_address());
     let config_path = dir.config();
     let mut child = process::spawn(
         fabric_bin,
@@ -309,6 +336,7 @@ pub async fn start(
     let starting = RouterRecord {
         process: record.clone(),
         address: String::new(),
+        operator_address: String::new(),
         started_at: started_at.clone(),
     };
     if let Err(source) = store::write_json(&dir.record(), &starting) {
@@ -325,9 +353,10 @@ pub async fn start(
     })
     .await;
     let failure = match ready {
-        Ok(address) => {
+        Ok((address, operator_address)) => {
             let router = RouterRecord {
                 address,
+                operator_address,
                 ..starting
             };
             match store::write_json(&dir.record(), &router) {
@@ -361,7 +390,7 @@ pub async fn reload(
 ) -> Result<(), DeployError> {
     // Reloads the router counted before this one: a refusal must be this reload's, not an
     // earlier one still shown in status.
-    let before = fetch_status(&router.address).await?.router.reloads;
+    let before = fetch_status(router.status_address()).await?.router.reloads;
     let digest = write_config(dir, config)?;
     router
         .process
@@ -387,14 +416,38 @@ pub async fn reload(
     .map_err(|e| e.with_log(dir))
 }
 
+/// Makes the running router read its API keys again (SIGHUP; nothing else changes, no replica
+/// restarts) and waits until they are in force.
+pub async fn reload_keys(
+    dir: &EndpointDir,
+    router: &RouterRecord,
+    cancel: &CancellationToken,
+) -> Result<(), DeployError> {
+    let before = fetch_status(router.status_address()).await?.router.reloads;
+    router
+        .process
+        .signal(Signal::SIGHUP)
+        .map_err(DeployError::Signal)?;
+    converge(dir, &router.process, cancel, |status| {
+        let r = &status.router;
+        (r.reloads > before).then(|| match &r.reload_error {
+            Some(e) => Err(DeployError::Refused(e.clone())),
+            None => Ok(()),
+        })
+    })
+    .await
+    .map(|_| ())
+}
+
 /// Polls the router's status until `verdict` decides, the router exits, the operation is
-/// cancelled or [`CONVERGE_TIMEOUT`] passes; the router's address when the verdict is Ok.
+/// cancelled or [`CONVERGE_TIMEOUT`] passes; the router's address and its operator listener's
+/// when the verdict is Ok.
 async fn converge(
     dir: &EndpointDir,
     router: &ProcessRecord,
     cancel: &CancellationToken,
     mut verdict: impl FnMut(&Status) -> Option<Result<(), DeployError>>,
-) -> Result<String, DeployError> {
+) -> Result<(String, String), DeployError> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
         if !router.alive() {
@@ -406,11 +459,13 @@ async fn converge(
         if Instant::now() > deadline {
             return Err(DeployError::Timeout(CONVERGE_TIMEOUT));
         }
+        // The operator address is written first: once the public one is there, both are.
         if let Ok(address) = std::fs::read_to_string(dir.address())
-            && let Ok(status) = fetch_status(&address).await
+            && let Ok(operator) = std::fs::read_to_string(dir.operator_address())
+            && let Ok(status) = fetch_status(&operator).await
             && let Some(v) = verdict(&status)
         {
-            return v.map(|()| address);
+            return v.map(|()| (address, operator));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -43,8 +43,9 @@ enum Command {
     /// Print a router's pools, replicas, signals, budget and recent decisions; with --daemon,
     /// a daemon's endpoints (or the one named).
     Status {
-        /// The router's URL (or the endpoint's model URL), e.g. http://127.0.0.1:8000; with
-        /// --daemon, an endpoint's name (all of them when left out).
+        /// The router's operator URL (its `operator_listen`), e.g. http://127.0.0.1:9100, or,
+        /// for an endpoint without auth, its URL; with --daemon, an endpoint's name (all of
+        /// them when left out).
         target: Option<String>,
         /// A daemon's admin API, e.g. https://gw.example.com:7443.
         #[arg(long)]

@@ -56,6 +56,37 @@ pub struct ApiCallLabels {
     pub call: String,
 }
 
+/// Labels of an API key's usage: its name, never its secret.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    /// The key's name (`-` for requests with no known key).
+    pub key: String,
+}
+
+/// Labels of a refusal by the gateway.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The key's name (`-` for requests with no known key).
+    pub key: String,
+    /// `missing`, `unknown`, `expired`, `rate`, `rows_rate`, `quota`.
+    pub reason: String,
+}
+
+/// Usage per API key, for chargeback. Clones share the counters.
+#[derive(Default, Clone)]
+pub struct KeyMetrics {
+    /// Inference requests admitted.
+    pub requests: Family<KeyLabels, Counter>,
+    /// Rows in them.
+    pub rows: Family<KeyLabels, Counter>,
+    /// Requests refused, by reason.
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// The endpoint's replica spend attributed to the key, USD.
+    pub spend_usd: Family<KeyLabels, FloatCounter>,
+    /// Requests counted against the key's monthly quota.
+    pub quota_used: Family<KeyLabels, Gauge>,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -94,6 +125,12 @@ pub struct FabricMetrics {
     pub driver_api_errors: Family<NameLabels, Counter>,
     /// Cloud API calls made, by pool and action.
     pub driver_api_calls: Family<ApiCallLabels, Counter>,
+    /// What every replica (base and burst) cost so far, USD.
+    pub replica_spend_usd: FloatCounter,
+    /// Replica spend in rounds without a keyed request: attributed to no key.
+    pub unattributed_spend_usd: FloatCounter,
+    /// Usage per API key.
+    pub keys: KeyMetrics,
 }
 
 impl FabricMetrics {
@@ -120,6 +157,9 @@ impl FabricMetrics {
             join_refusals: Family::default(),
             driver_api_errors: Family::default(),
             driver_api_calls: Family::default(),
+            replica_spend_usd: FloatCounter::default(),
+            unattributed_spend_usd: FloatCounter::default(),
+            keys: KeyMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +237,41 @@ impl FabricMetrics {
             "replica_failures",
             "Replicas that exited unexpectedly or failed to start, by pool",
             m.replica_failures.clone(),
+        );
+        registry.register(
+            "replica_spend_usd",
+            "Spend so far on every replica (base and burst): replica-seconds times their pool's hourly price",
+            m.replica_spend_usd.clone(),
+        );
+        registry.register(
+            "unattributed_spend_usd",
+            "Replica spend in control rounds when no API key sent a request (idle capacity)",
+            m.unattributed_spend_usd.clone(),
+        );
+        registry.register(
+            "key_requests",
+            "Inference requests admitted, by API key name",
+            m.keys.requests.clone(),
+        );
+        registry.register(
+            "key_rows",
+            "Rows in admitted requests, by API key name",
+            m.keys.rows.clone(),
+        );
+        registry.register(
+            "key_refusals",
+            "Requests refused by the gateway, by API key name and reason (missing, unknown, expired, rate, rows_rate, quota)",
+            m.keys.refusals.clone(),
+        );
+        registry.register(
+            "key_spend_usd",
+            "Replica spend attributed to each API key by the rows it sent in each control round",
+            m.keys.spend_usd.clone(),
+        );
+        registry.register(
+            "key_quota_used",
+            "Requests counted against each API key's monthly quota (UTC months)",
+            m.keys.quota_used.clone(),
         );
         FabricMetrics { registry, ..m }
     }

@@ -5,6 +5,12 @@
 //! unchanged (JSON or the binary tensor extension). A replica that fails a request before
 //! answering — refused or reset connection, a 500/502/503 — is taken out of rotation and the
 //! request is retried once on another replica: inference is idempotent.
+//!
+//! With `auth.mode = "api_key"` the [gateway](crate::gateway) admits metadata and inference
+//! requests by key, and the operator routes (`/fabric/status`, `/fabric/targets`, `/metrics`,
+//! which show replica addresses, pids, spend and key names) are served only on the operator
+//! listener ([`operator_router`]), never on the public one. A key is never passed on to a
+//! replica.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -101,26 +107,66 @@ fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError::new(status, message).retry().into_response()
 }
 
-/// Every route.
+/// The operator's routes: status, service discovery, metrics.
+fn operator_routes() -> Router<Arc<RouterState>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/fabric/status", get(status))
+        .route("/fabric/targets", get(targets))
+}
+
+/// The public listener's routes: the protocol, joins, and the operator routes while no key is
+/// required.
 pub fn router(state: Arc<RouterState>) -> Router {
+    let operator = operator_routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        open_endpoints_only,
+    ));
     protocol_fallbacks(
         Router::new()
             .route("/v2", get(server_metadata))
             .route("/v2/health/live", get(|| async { StatusCode::OK }))
             .route("/v2/health/ready", get(server_ready))
             .merge(model_routes(model_metadata, model_ready, infer))
-            .route("/metrics", get(metrics))
-            .route("/fabric/status", get(status))
-            .route("/fabric/targets", get(targets)),
+            .merge(operator),
     )
     .merge(crate::join::routes::routes(state.shared.join.clone()))
     .with_state(state)
 }
 
+/// The operator listener's routes (plain HTTP, loopback by default): the operator routes,
+/// health, and joins (a daemon passes its replicas' joins on here).
+pub fn operator_router(state: Arc<RouterState>) -> Router {
+    operator_routes()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .merge(crate::join::routes::routes(state.shared.join.clone()))
+        .with_state(state)
+}
+
+/// On the public listener, operator routes answer only while the endpoint needs no key: to a
+/// key holder they do not exist.
+async fn open_endpoints_only(
+    State(s): AppState,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if s.shared.gateway.required() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not found; operator routes are served on the router's operator listener",
+        );
+    }
+    next.run(req).await
+}
+
 type AppState = State<Arc<RouterState>>;
 
-async fn server_metadata() -> axum::Json<ServerMetadata> {
-    axum::Json(ServerMetadata::gpucap("gpucap-fabric"))
+async fn server_metadata(State(s): AppState, headers: HeaderMap) -> Response {
+    if let Err(refusal) = s.shared.gateway.identify(&headers) {
+        return refusal.into_response();
+    }
+    axum::Json(ServerMetadata::gpucap("gpucap-fabric")).into_response()
 }
 
 async fn server_ready(State(s): AppState) -> StatusCode {
@@ -137,7 +183,14 @@ fn check_model(settings: &Settings, path: &ModelPath) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn model_metadata(State(s): AppState, Path(path): Path<ModelPath>) -> Response {
+async fn model_metadata(
+    State(s): AppState,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refusal) = s.shared.gateway.identify(&headers) {
+        return refusal.into_response();
+    }
     let settings = s.settings();
     match check_model(&settings, &path) {
         Ok(()) => axum::Json(
@@ -261,6 +314,10 @@ async fn route(
         headers,
         body,
     } = request;
+    let key = match s.shared.gateway.identify(&headers) {
+        Ok(key) => key,
+        Err(refusal) => return (refusal.into_response(), None),
+    };
     let settings = s.settings();
     if let Err(e) = check_model(&settings, &model) {
         return (error(StatusCode::NOT_FOUND, e), None);
@@ -289,6 +346,14 @@ async fn route(
             );
         }
     };
+    if let Some(key) = &key
+        && let Err(refusal) = s
+            .shared
+            .gateway
+            .admit(key, crate::gateway::rows::rows_of(&headers, &bytes))
+    {
+        return (refusal.into_response(), None);
+    }
     let deadline = started + settings.request_timeout;
     let path = uri
         .path_and_query()
@@ -404,11 +469,13 @@ async fn take_slot(
     }
 }
 
-/// Headers that belong to one connection, not to the request.
+/// Headers that belong to one connection, not to the request; and the client's key, which no
+/// replica needs or may see.
 fn hop_by_hop(name: &header::HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection"
+        "authorization"
+            | "connection"
             | "keep-alive"
             | "proxy-authenticate"
             | "proxy-authorization"

@@ -34,6 +34,9 @@ pub struct Status {
     pub decisions: Vec<DecisionRecord>,
     /// Seconds the last scale from zero took until the first replica was ready.
     pub last_scale_from_zero_s: Option<f64>,
+    /// Usage per API key (with `auth.mode = "api_key"`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<crate::gateway::KeyUsage>,
 }
 
 /// The router process.
@@ -57,6 +60,12 @@ pub struct RouterStatus {
     pub held: usize,
     /// Whether it is shutting down.
     pub draining: bool,
+    /// `api_key` when metadata and inference need a key, else `none`.
+    #[serde(default)]
+    pub auth: String,
+    /// Whether its listener speaks TLS.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// One pool.
@@ -150,6 +159,9 @@ pub struct BudgetStatus {
     pub burst_rate_usd_per_hour: f64,
     /// Spent on burst replicas since the router started.
     pub burst_spend_usd: f64,
+    /// Spent on every replica, base and burst, since the router started.
+    #[serde(default)]
+    pub replica_spend_usd: f64,
     /// Whether more replicas are wanted than the budget allows.
     pub bound: bool,
 }
@@ -331,6 +343,10 @@ impl Status {
                 .unwrap_or_default(),
             if b.bound { " — budget binds" } else { "" }
         );
+        if !self.keys.is_empty() {
+            out.push('\n');
+            table(&mut out, &self.key_rows());
+        }
         if let Some(blocked) = &self.blocked {
             let _ = writeln!(out, "blocked: {blocked}");
         }
@@ -348,6 +364,44 @@ impl Status {
             }
         }
         out
+    }
+}
+
+impl Status {
+    /// The API key table: usage, refusals, attributed spend and quota per key.
+    fn key_rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![
+            [
+                "KEY", "REQUESTS", "ROWS", "REFUSED", "SPEND", "QUOTA", "EXPIRES",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for k in &self.keys {
+            let refused: Vec<String> = k
+                .refusals
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            rows.push(vec![
+                k.name.clone(),
+                k.requests.to_string(),
+                k.rows.to_string(),
+                if refused.is_empty() {
+                    "0".into()
+                } else {
+                    refused.join(", ")
+                },
+                format!("${:.4}", k.spend_usd),
+                match k.monthly_request_quota {
+                    Some(q) => format!("{}/{q}", k.quota_used),
+                    None => format!("{}/-", k.quota_used),
+                },
+                k.expires_at.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        rows
     }
 }
 
@@ -459,6 +513,7 @@ mod tests {
                 on_exhausted: Some("reject".into()),
                 burst_rate_usd_per_hour: 2.4,
                 burst_spend_usd: 0.0123,
+                replica_spend_usd: 0.0456,
                 bound: true,
             },
             target: 3,
@@ -472,6 +527,26 @@ mod tests {
                 reason: "queue_depth 6.5 > 4 for 2s: 2 serving replica(s) need 3".into(),
             }],
             last_scale_from_zero_s: None,
+            keys: vec![
+                crate::gateway::KeyUsage {
+                    name: "team-a".into(),
+                    requests: 1200,
+                    rows: 9600,
+                    refusals: [("rate".to_string(), 14), ("quota".to_string(), 0)].into(),
+                    spend_usd: 0.0342,
+                    quota_used: 1200,
+                    monthly_request_quota: Some(100_000),
+                    expires_at: Some("2027-06-30T00:00:00Z".into()),
+                },
+                crate::gateway::KeyUsage {
+                    name: "team-b".into(),
+                    requests: 40,
+                    rows: 40,
+                    spend_usd: 0.0001,
+                    quota_used: 40,
+                    ..Default::default()
+                },
+            ],
         }
     }
 

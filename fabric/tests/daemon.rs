@@ -527,3 +527,123 @@ fn a_new_token_takes_over_on_sighup_and_mtls_refuses_a_client_without_a_certific
         "no TLS session without one: {without}"
     );
 }
+
+#[test]
+fn api_keys_are_managed_through_the_admin_api_and_rotate_with_nothing_refused() {
+    use gpucap_fabric::gateway::keys::{new_secret, secret_hash};
+    let _one = serial();
+    let d = Daemon::start(REGION, "EU");
+    let key = |name: &str, secret: &str| {
+        serde_json::json!({"name": name, "sha256": hex::encode(secret_hash(secret))}).to_string()
+    };
+    let (first, second) = (new_secret().unwrap(), new_secret().unwrap());
+    // Keys of an endpoint that does not exist are refused, naming it.
+    let (code, out) = d.api(
+        "PUT",
+        "/v1/endpoints/digits/keys/app-v1",
+        Some(&key("app-v1", &first)),
+        &[],
+    );
+    assert_eq!(code, 404, "{out}");
+    assert!(
+        out.contains("hosts no endpoint named \\\"digits\\\""),
+        "{out}"
+    );
+
+    let config = endpoint_json(
+        "digits",
+        &format!("[auth]\nmode = \"api_key\"\n\n{}", lab(1)),
+    );
+    let (code, out) = d.api("PUT", "/v1/endpoints/digits", Some(&config), &[]);
+    assert_eq!(code, 201, "{out}");
+    let url = serde_json::from_str::<Value>(&out).unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = url.trim_end_matches("/v2/models/digits").to_string();
+    assert_eq!(predict(&url).0, 401, "no key yet: refused");
+
+    let (code, out) = d.api(
+        "PUT",
+        "/v1/endpoints/digits/keys/app-v1",
+        Some(&key("app-v1", &first)),
+        &[],
+    );
+    assert_eq!(code, 201, "{out}");
+    // A bad key is refused naming the field; a rate of 0 too.
+    let zero = serde_json::json!({"name": "z", "sha256": hex::encode(secret_hash("x")), "rate_limit": {"requests_per_second": 0}});
+    let (code, out) = d.api(
+        "PUT",
+        "/v1/endpoints/digits/keys/z",
+        Some(&zero.to_string()),
+        &[],
+    );
+    assert_eq!(code, 422, "{out}");
+    assert!(
+        out.contains("key.rate_limit.requests_per_second is 0"),
+        "{out}"
+    );
+
+    let bench = |secret: &str, seconds: &str| {
+        let (base, secret, seconds) = (base.clone(), secret.to_string(), seconds.to_string());
+        std::thread::spawn(move || {
+            let out = std::process::Command::new(runtime_bin())
+                .args(["bench", "--url", &base, "--model", "digits", "--json"])
+                .args(["--duration", &seconds, "--concurrency", "32"])
+                .env("GPUCAP_API_KEY", &secret)
+                .output()
+                .unwrap();
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        })
+    };
+    let old_clients = bench(&first, "4s");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out) = d.api(
+        "PUT",
+        "/v1/endpoints/digits/keys/app-v2",
+        Some(&key("app-v2", &second)),
+        &[],
+    );
+    assert_eq!(code, 201, "{out}");
+    let new_clients = bench(&second, "4s");
+    let old = old_clients.join().unwrap();
+    let (code, out) = d.api("DELETE", "/v1/endpoints/digits/keys/app-v1", None, &[]);
+    assert_eq!(code, 204, "{out}");
+    let new = new_clients.join().unwrap();
+    for report in [&old, &new] {
+        assert_eq!(
+            report["errors_by_status"],
+            serde_json::json!({}),
+            "{report}"
+        );
+        assert!(report["ok"].as_u64().unwrap() > 100, "{report}");
+    }
+    assert_eq!(
+        curl(&[
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {first}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &digit_body(),
+            &format!("{url}/infer")
+        ])
+        .0,
+        401,
+        "the removed key is refused at once"
+    );
+    let usage: Value = {
+        let (code, out) = d.api("GET", "/v1/endpoints/digits/keys", None, &[]);
+        assert_eq!(code, 200, "{out}");
+        serde_json::from_str(&out).unwrap()
+    };
+    assert_eq!(usage["keys"][0]["name"], "app-v2", "{usage}");
+    // The daemon's records hold hashes, never secrets.
+    let keys_file =
+        std::fs::read_to_string(d.state_dir().join("endpoints/digits/keys.json")).unwrap();
+    assert!(
+        !keys_file.contains(&second[4..]) && keys_file.contains(&hex::encode(secret_hash(&second)))
+    );
+    assert_eq!(d.api("DELETE", "/v1/endpoints/digits", None, &[]).0, 204);
+}

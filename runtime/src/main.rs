@@ -92,6 +92,10 @@ struct BenchArgs {
     /// Seed for the random inputs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// API key sent as `Authorization: Bearer KEY`; set it in the environment, not on the
+    /// command line, where other users' `ps` can read it.
+    #[arg(long, env = "GPUCAP_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -337,6 +341,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         rows: args.rows,
         timeout: args.timeout,
         seed: args.seed,
+        api_key: args.api_key,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)

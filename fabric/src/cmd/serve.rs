@@ -1,7 +1,8 @@
 //! Wiring for `gpucap-fabric serve`: read and check the config, bind, adopt the replicas recorded
-//! in `state_dir`, run the router and the control loop. SIGHUP reloads the config file (a bad one
-//! is refused and the running config kept); SIGTERM or SIGINT drains: no new connections, every
-//! accepted request answered, then every replica drained and stopped.
+//! in `state_dir`, run the router and the control loop. SIGHUP reloads the config file, the API
+//! keys and the TLS certificates (a bad one is refused and the running one kept; connections
+//! stay up); SIGTERM or SIGINT drains: no new connections, every accepted request answered, then
+//! every replica drained and stopped.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -13,12 +14,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use axum::serve::ListenerExt as _;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsConfig;
 use gpucap_fabric::config::{Fabric, FabricConfig};
 use gpucap_fabric::controller::{Controller, Shared};
 use gpucap_fabric::fleet::Fleet;
+use gpucap_fabric::gateway::keys::{Key, KeysFile};
+use gpucap_fabric::gateway::{Gateway, Setting};
 use gpucap_fabric::join::JoinHub;
 use gpucap_fabric::metrics::FabricMetrics;
-use gpucap_fabric::router::{RouterState, Settings, router};
+use gpucap_fabric::router::{RouterState, Settings, operator_router, router};
 use gpucap_fabric::signals::LatencyWindow;
 
 /// A config file read, checked and ready to run.
@@ -29,6 +34,10 @@ pub struct Loaded {
     pub settings: Settings,
     /// Digest of everything replicas are started with.
     pub runtime_digest: String,
+    /// The API keys, read from `auth.keys_file`.
+    pub keys: Vec<Key>,
+    /// The listener's TLS, read from `[tls]`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Reads `path`, validates it, and reads the model's signature.
@@ -45,6 +54,16 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         fabric.batching.max_batch_size,
     )
     .map_err(|e| format!("model.path {}: {e}", fabric.model_path.display()))?;
+    let keys = if fabric.auth_required {
+        KeysFile::read(&fabric.keys_file)?
+    } else {
+        Vec::new()
+    };
+    let tls = fabric
+        .tls
+        .as_ref()
+        .map(gpucap_fabric::tls::server_config)
+        .transpose()?;
     let mut hash = Sha256::new();
     hash.update(Sha256::digest(&bytes));
     hash.update(fabric.model_version.as_bytes());
@@ -66,6 +85,8 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         fabric,
         settings,
         runtime_digest: hex::encode(hash.finalize()),
+        keys,
+        tls,
     })
 }
 
@@ -83,15 +104,34 @@ pub async fn serve(
         fabric,
         settings,
         runtime_digest,
+        keys,
+        tls,
     } = load(&path).map_err(anyhow::Error::msg)?;
     let replicas_dir = fabric.state_dir.join("replicas");
     std::fs::create_dir_all(&replicas_dir)
         .with_context(|| format!("cannot create {}", replicas_dir.display()))?;
-    let listener = TcpListener::bind(&fabric.listen)
-        .await
+    let listener = std::net::TcpListener::bind(&fabric.listen)
         .with_context(|| format!("cannot listen on {}", fabric.listen))?;
+    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?.to_string();
+    let operator_listener = TcpListener::bind(&fabric.operator_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "endpoint.operator_listen: cannot listen on {}",
+                fabric.operator_listen
+            )
+        })?;
+    let operator_address = operator_listener.local_addr()?.to_string();
     let metrics = FabricMetrics::new(&fabric.name);
+    let gateway = Arc::new(
+        Gateway::open(fabric.state_dir.join("quota.json"), &metrics.keys)
+            .map_err(anyhow::Error::msg)?,
+    );
+    gateway.set(Setting {
+        required: fabric.auth_required,
+        keys,
+    });
     let join = Arc::new(JoinHub::new(
         metrics.joins.clone(),
         metrics.join_refusals.clone(),
@@ -109,13 +149,19 @@ pub async fn serve(
         window: LatencyWindow::default(),
         status: Mutex::default(),
         join,
+        gateway: gateway.clone(),
     });
     let pool_names: Vec<String> = fabric.pools.iter().map(|p| p.name.clone()).collect();
     shared.metrics.initialize(&pool_names);
     let state = RouterState::new(shared.clone(), settings);
     let address_file = fabric.address_file.clone();
+    let operator_address_file = fabric.operator_address_file.clone();
+    let tls = tls.map(RustlsConfig::from_config);
     tracing::info!(
         %address,
+        operator = %operator_address,
+        tls = tls.is_some(),
+        auth = if fabric.auth_required { "api_key" } else { "none" },
         endpoint = %fabric.name,
         region = %fabric.router_region,
         pools = ?fabric.pools.iter().map(|p| &p.name).collect::<Vec<_>>(),
@@ -128,59 +174,113 @@ pub async fn serve(
     controller.adopt().await;
 
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    let reload_state = state.clone();
-    let reload_path = path.clone();
-    tokio::spawn(async move {
-        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; config reloads are off");
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            let next = load(&reload_path).map(|l| {
-                reload_state.set_settings(l.settings);
-                (l.fabric, l.runtime_digest)
-            });
-            if let Err(e) = &next {
-                tracing::error!(error = %e, "reload refused; keeping the running config");
-            }
-            if reload_tx.send(next).await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(reload_on_hangup(
+        path.clone(),
+        state.clone(),
+        tls.clone(),
+        reload_tx,
+    ));
     let stop = CancellationToken::new();
     let control = tokio::spawn(controller.run(stop.clone(), reload_rx));
-    // The address is published once the control loop runs, so whoever waits on it can ask for
-    // status at once.
-    if let Some(file) = &address_file {
-        gpucap_fabric::process::write_atomically(file, &address)
-            .with_context(|| format!("cannot write the address file {}", file.display()))?;
+    let operator = tokio::spawn({
+        let app = operator_router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stop = stop.clone();
+        // No Nagle: joins a daemon passes on carry replicas' HTTP/2 frames.
+        let listener = operator_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    // The addresses are published once the control loop runs, so whoever waits on them can ask
+    // for status at once; the operator's first, as the public one is what waiters poll.
+    for (file, value) in [
+        (&operator_address_file, &operator_address),
+        (&address_file, &address),
+    ] {
+        if let Some(file) = file {
+            gpucap_fabric::process::write_atomically(file, value)
+                .with_context(|| format!("cannot write the address file {}", file.display()))?;
+        }
     }
+    let handle = axum_server::Handle::<std::net::SocketAddr>::new();
     let draining = state.clone();
-    let on_shutdown = async move {
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
         shutdown.await;
         draining
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutdown requested: refusing new requests, answering accepted ones");
-    };
-    // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+        on_shutdown.graceful_shutdown(None);
     });
-    let served = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(on_shutdown)
-    .await;
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
+    let served = match tls {
+        Some(tls) => {
+            axum_server::from_tcp_rustls(listener, tls)?
+                .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    };
     // Every accepted request has been answered; now the replicas drain and stop.
+    gateway.flush();
     shared.fleet.close();
     stop.cancel();
     control.await?;
+    // Joined replicas' connections end as the control loop releases them; not waited on longer.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), operator).await;
     tracing::info!("every replica stopped; exiting");
     served.map_err(Into::into)
+}
+
+/// SIGHUP: the config file, the keys and the certificates are read again. What the routes use
+/// changes at once; the rest goes to the control loop. A bad file is refused whole.
+async fn reload_on_hangup(
+    path: PathBuf,
+    state: Arc<RouterState>,
+    tls: Option<RustlsConfig>,
+    to_control: tokio::sync::mpsc::Sender<Result<(Fabric, String), String>>,
+) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; config reloads are off");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let next = load(&path).and_then(|l| {
+            match (&tls, l.tls) {
+                (Some(running), Some(config)) => running.reload_from_config(config),
+                (None, None) => {}
+                _ => return Err("turning TLS on or off needs a restart of the router".to_string()),
+            }
+            state.set_settings(l.settings);
+            state.shared.gateway.set(Setting {
+                required: l.fabric.auth_required,
+                keys: l.keys,
+            });
+            Ok((l.fabric, l.runtime_digest))
+        });
+        if let Err(e) = &next {
+            tracing::error!(error = %e, "reload refused; keeping the running config");
+        }
+        if to_control.send(next).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

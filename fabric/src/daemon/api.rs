@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth;
 use super::host::{self, Host, Put};
-use super::wire::{EndpointList, Health, PoolList, PoolView, Problem};
+use super::keys::KeyPut;
+use super::wire::{EndpointList, Health, KeyList, PoolList, PoolView, Problem};
 use crate::config::FabricConfig;
+use crate::gateway::keys::KeySpec;
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -60,6 +62,11 @@ pub fn routes(api: Arc<Api>) -> Router {
     let guarded = Router::new()
         .route("/v1/endpoints", get(list))
         .route("/v1/endpoints/{name}", get(read).put(put).delete(delete))
+        .route("/v1/endpoints/{name}/keys", get(keys))
+        .route(
+            "/v1/endpoints/{name}/keys/{key}",
+            axum::routing::put(put_key).delete(delete_key),
+        )
         .route("/v1/pools", get(pools))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
@@ -125,7 +132,7 @@ async fn not_found() -> Problem {
         404,
         "not-found",
         "No such resource",
-        "the admin API serves /v1/health, /v1/openapi.json, /v1/endpoints[/NAME] and /v1/pools",
+        "the admin API serves /v1/health, /v1/openapi.json, /v1/endpoints[/NAME[/keys[/KEY]]] and /v1/pools",
     )
 }
 
@@ -293,5 +300,65 @@ async fn pools(State(api): State<Arc<Api>>) -> Response {
             e.to_string(),
         )
         .into_response(),
+    }
+}
+
+async fn keys(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    match api.host.key_usage(&name).await {
+        Ok(keys) => axum::Json(KeyList { keys }).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn put_key(
+    State(api): State<Arc<Api>>,
+    Path((name, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let spec: KeySpec = match serde_path_to_error::deserialize(&mut de) {
+        Ok(s) => s,
+        Err(e) => {
+            let path = e.path().to_string();
+            return Problem::new(
+                422,
+                "invalid-key",
+                "Invalid API key",
+                format!(
+                    "{}; the body is the key as keys.json holds it (name, sha256, expires_at, rate_limit, monthly_request_quota)",
+                    e.into_inner()
+                ),
+            )
+            .at(path)
+            .into_response();
+        }
+    };
+    // On its own task, as a deploy is: a client gone mid-call must not cut a reload in half.
+    let task_api = api.clone();
+    let task = tokio::spawn(async move {
+        task_api
+            .host
+            .put_key(&name, &key, spec, &task_api.stop)
+            .await
+    });
+    match task.await {
+        Ok(Ok(KeyPut::Created)) => StatusCode::CREATED.into_response(),
+        Ok(Ok(KeyPut::Replaced)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(p)) => p.into_response(),
+        Err(e) => Problem::new(500, "internal", "The daemon failed", e.to_string()).into_response(),
+    }
+}
+
+async fn delete_key(
+    State(api): State<Arc<Api>>,
+    Path((name, key)): Path<(String, String)>,
+) -> Response {
+    let task_api = api.clone();
+    let task =
+        tokio::spawn(async move { task_api.host.delete_key(&name, &key, &task_api.stop).await });
+    match task.await {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(p)) => p.into_response(),
+        Err(e) => Problem::new(500, "internal", "The daemon failed", e.to_string()).into_response(),
     }
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::tls::TlsSection;
+
 /// `daemon.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,19 +36,6 @@ pub struct DaemonConfig {
     /// runs until stopped. The embedded mode sets it, so nothing outlives the last endpoint.
     #[serde(default)]
     pub exit_when_idle: Option<String>,
-}
-
-/// `[tls]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// The server certificate chain (PEM).
-    pub cert_file: PathBuf,
-    /// Its private key (PEM).
-    pub key_file: PathBuf,
-    /// When set, clients must present a certificate signed by this CA (PEM).
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
 }
 
 /// A daemon config, checked.

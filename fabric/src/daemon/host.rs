@@ -39,8 +39,8 @@ pub struct HostedRecord {
 }
 
 /// One hosted endpoint.
-struct Hosted {
-    dir: EndpointDir,
+pub(super) struct Hosted {
+    pub(super) dir: EndpointDir,
     /// Held by whatever changes the endpoint (an API call, a restart), one at a time.
     busy: Arc<tokio::sync::Mutex<()>>,
     life: Mutex<Life>,
@@ -171,7 +171,7 @@ impl Host {
     /// The endpoint's entry, locked. After the wait for the lock the entry must still be the
     /// one in the map (a DELETE may have removed it meanwhile), or the wait starts again on the
     /// entry there now.
-    async fn lock_current(&self, name: &str) -> (Arc<Hosted>, OwnedMutexGuard<()>) {
+    pub(super) async fn lock_current(&self, name: &str) -> (Arc<Hosted>, OwnedMutexGuard<()>) {
         loop {
             let hosted = self.hosted(name);
             let guard = hosted.busy.clone().lock_owned().await;
@@ -220,19 +220,21 @@ impl Host {
         Ok(())
     }
 
-    fn existing(&self, name: &str) -> Option<Arc<Hosted>> {
+    pub(super) fn existing(&self, name: &str) -> Option<Arc<Hosted>> {
         let hosted = lock(&self.endpoints).get(name).cloned()?;
         let known = lock(&hosted.life).record.is_some();
         known.then_some(hosted)
     }
 
-    /// The address of an endpoint's running router, as soon as it listens: replicas join
-    /// while it converges (its minimum may be theirs to provide).
+    /// The address joins to an endpoint are passed to (its router's operator listener), as
+    /// soon as it listens: replicas join while it converges (its minimum may be theirs to
+    /// provide).
     pub fn router_address(&self, name: &str) -> Option<String> {
         // Not only endpoints already created: one being created may wait on joined replicas.
         let hosted = lock(&self.endpoints).get(name).cloned()?;
         let record = deploy::complete_record(&hosted.dir).ok().flatten()?;
-        (record.process.alive() && !record.address.is_empty()).then_some(record.address)
+        (record.process.alive() && !record.address.is_empty())
+            .then(|| record.status_address().to_string())
     }
 
     /// Names of the endpoints hosted.
@@ -523,10 +525,14 @@ impl Host {
             .map(|r| r.address.clone())
             .filter(|a| !a.is_empty())
             .or_else(|| record.as_ref().and_then(|r| r.address.clone()));
+        let scheme = match record.as_ref().is_some_and(|r| r.config.tls.is_some()) {
+            true => "https",
+            false => "http",
+        };
         EndpointView {
             name: name.to_string(),
             etag: record.map(|r| r.etag).unwrap_or_default(),
-            url: address.map(|a| format!("http://{a}/v2/models/{name}")),
+            url: address.map(|a| format!("{scheme}://{a}/v2/models/{name}")),
             state: state.to_string(),
             replicas_status,
             router: router.filter(|r| r.process.alive()).map(|r| RouterView {
@@ -658,7 +664,7 @@ fn stale(name: &str, asked: &str, current: Option<&str>) -> Problem {
     .at("If-Match")
 }
 
-fn failed(name: &str, what: &str, e: &DeployError) -> Problem {
+pub(super) fn failed(name: &str, what: &str, e: &DeployError) -> Problem {
     let (status, slug) = match e.root() {
         DeployError::Refused(_) => (422, "refused"),
         DeployError::Cancelled => (503, "cancelled"),
@@ -672,7 +678,7 @@ fn failed(name: &str, what: &str, e: &DeployError) -> Problem {
     )
 }
 
-fn internal(e: impl std::fmt::Display) -> Problem {
+pub(super) fn internal(e: impl std::fmt::Display) -> Problem {
     Problem::new(500, "internal", "The daemon failed", e.to_string())
 }
 

@@ -1,7 +1,7 @@
 //! `gpucap-fabric daemon`: the long-running fabric of one site or gateway host. It hosts any
 //! number of endpoints, each as its own router process ([`host`]), keeps one pool ledger for all
 //! of them ([`crate::ledger`]), and is driven through a versioned admin API ([`api`]) over HTTPS
-//! with a bearer token ([`auth`], [`tls`]); replicas on other machines join endpoints' routers through
+//! with a bearer token ([`auth`], [`crate::tls`]); replicas on other machines join endpoints' routers through
 //! the same listener ([`join`]). Serving never lives where `terraform apply` happens
 //! to run.
 //!
@@ -14,7 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod host;
 pub mod join;
-pub mod tls;
+pub mod keys;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::api::Api;
 use self::host::{Host, Site};
+use crate::tls;
 
 /// The file in the state directory that holds the admin API's base URL once it listens.
 pub const ADDRESS_FILE: &str = "daemon.address";

@@ -49,6 +49,13 @@ pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
 }
 
+/// `GET /v1/endpoints/NAME/keys`: each API key's usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyList {
+    /// Every key, by name.
+    pub keys: Vec<crate::gateway::KeyUsage>,
+}
+
 /// `GET /v1/pools`: each pool's slots and who holds them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolList {

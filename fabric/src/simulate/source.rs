@@ -192,6 +192,8 @@ fn endpoint_config(resources: &[(&str, &Value)], name: &str) -> Result<FabricCon
             dir: PathBuf::new(),
             ledger_dir: None,
         },
+        auth: Default::default(),
+        tls: None,
     })
 }
 

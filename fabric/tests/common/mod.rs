@@ -87,6 +87,8 @@ pub struct Router {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub address: String,
+    /// The operator listener (status, metrics): written before the public address.
+    pub operator: String,
 }
 
 impl Router {
@@ -99,9 +101,10 @@ impl Router {
     /// directory around `body` (replicas, residency, policy, pools…).
     pub fn write_config(dir: &Path, body: &str) {
         let text = format!(
-            "[endpoint]\nname = \"digits\"\naddress_file = \"{addr}\"\n\n[model]\npath = \"{model}\"\n\n\
+            "[endpoint]\nname = \"digits\"\naddress_file = \"{addr}\"\noperator_address_file = \"{operator}\"\n\n[model]\npath = \"{model}\"\n\n\
              [runtime]\npath = \"{runtime}\"\n\n[state]\ndir = \"{state}\"\n\n{body}",
             addr = dir.join("address").display(),
+            operator = dir.join("operator.address").display(),
             model = digits_model().display(),
             runtime = runtime_bin().display(),
             state = dir.join("state").display(),
@@ -136,6 +139,7 @@ impl Router {
         Router {
             child: None,
             address: String::new(),
+            operator: String::new(),
             dir,
         }
     }
@@ -182,6 +186,8 @@ impl Router {
         loop {
             if let Ok(a) = std::fs::read_to_string(self.dir.path().join("address")) {
                 self.address = a;
+                self.operator =
+                    std::fs::read_to_string(self.dir.path().join("operator.address")).unwrap();
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -205,12 +211,17 @@ impl Router {
         format!("http://{}", self.address)
     }
 
+    /// The operator listener's base URL.
+    pub fn operator_url(&self) -> String {
+        format!("http://{}", self.operator)
+    }
+
     pub fn status(&self) -> Value {
-        get_json(&format!("{}/fabric/status", self.url()))
+        get_json(&format!("{}/fabric/status", self.operator_url()))
     }
 
     pub fn metrics(&self) -> String {
-        http_get(&format!("{}/metrics", self.url())).1
+        http_get(&format!("{}/metrics", self.operator_url())).1
     }
 
     /// Polls status until `pred` holds; the last status, or a panic after `limit`.

@@ -726,6 +726,8 @@ fn fabric_config(
             // Every endpoint deployed from this state_dir shares its pools' slots.
             ledger_dir: Some(store::kind_dir(&ctx.config.state_dir, "ledger")),
         },
+        auth: Default::default(),
+        tls: None,
     })
 }
 

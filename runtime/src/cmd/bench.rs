@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Seed for the random inputs.
     pub seed: u64,
+    /// An API key sent as `Authorization: Bearer …` (for endpoints behind a gateway).
+    pub api_key: Option<String>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -90,7 +92,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     if opts.concurrency == 0 || opts.rows == 0 {
         bail!("--concurrency and --rows must be at least 1");
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &opts.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(opts.timeout)
         .pool_max_idle_per_host(opts.concurrency)
         .build()?;

@@ -5,9 +5,12 @@ usage: triton_client_check.py HOST:PORT TEST_CSV TRAINING_REPORT_JSON
 Each pass (binary tensors, then JSON) must classify exactly as many test images correctly as the
 training report's test_correct, and both passes must predict the same class for every image.
 Prints a line per pass and a summary; exits non-zero on any mismatch.
+With GPUCAP_API_KEY set, every call carries it as `Authorization: Bearer …` (an endpoint behind
+the fabric's gateway).
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -23,9 +26,16 @@ def main() -> None:
     data = np.loadtxt(csv, delimiter=",", dtype=np.float32)
     labels, pixels = data[:, 0].astype(int), data[:, 1:]
     client = httpclient.InferenceServerClient(url=url)
+    key = os.environ.get("GPUCAP_API_KEY")
+
+    def h() -> dict | None:
+        # A fresh dict per call: tritonclient adds its own headers (the binary header's
+        # length) to the one it is given.
+        return {"Authorization": f"Bearer {key}"} if key else None
+
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("digits")
-    meta = client.get_model_metadata("digits")
+    meta = client.get_model_metadata("digits", headers=h())
     assert meta["inputs"][0]["name"] == "pixels", meta
     assert meta["inputs"][0]["shape"] == [-1, 64], meta
 
@@ -37,7 +47,9 @@ def main() -> None:
             inp = httpclient.InferInput("pixels", list(batch.shape), "FP32")
             inp.set_data_from_numpy(batch, binary_data=binary)
             out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
-            result = client.infer("digits", [inp], outputs=[out], request_id=f"r{start}")
+            result = client.infer(
+                "digits", [inp], outputs=[out], request_id=f"r{start}", headers=h()
+            )
             probs = result.as_numpy("probabilities")
             assert probs.shape == (len(batch), 10), probs.shape
             assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -60,14 +72,14 @@ def main() -> None:
     # No outputs named: the server returns all outputs.
     inp = httpclient.InferInput("pixels", [1, 64], "FP64")
     inp.set_data_from_numpy(pixels[:1].astype(np.float64))
-    result = client.infer("digits", [inp])
+    result = client.infer("digits", [inp], headers=h())
     assert result.as_numpy("probabilities").shape == (1, 10)
 
     # An error reaches the client as an exception with the server's message.
     bad = httpclient.InferInput("pixels", [1, 63], "FP32")
     bad.set_data_from_numpy(pixels[:1, :63])
     try:
-        client.infer("digits", [bad])
+        client.infer("digits", [bad], headers=h())
     except Exception as e:  # tritonclient raises InferenceServerException
         assert "inputs[0].shape" in str(e), str(e)
     else:

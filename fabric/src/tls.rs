@@ -1,6 +1,8 @@
-//! The admin API's TLS: the server certificate and key, and optionally the CA whose client
-//! certificates are required (mTLS). Read at start and again on SIGHUP.
+//! TLS for the fabric's listeners (the daemon's admin API, an endpoint's router): the server
+//! certificate and key, and optionally the CA whose client certificates are required (mTLS).
+//! Read at start and again on SIGHUP; a bad file is refused and the running certificates kept.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
@@ -8,7 +10,20 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use super::config::TlsSection;
+use serde::{Deserialize, Serialize};
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
 
 /// The rustls server config for `[tls]`.
 pub fn server_config(tls: &TlsSection) -> Result<Arc<ServerConfig>, String> {
