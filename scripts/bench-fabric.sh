@@ -7,8 +7,12 @@
 #   2. scale from zero: time to the first answer when no replica runs (5 rounds);
 #   3. spill and drain: 64 clients against one base replica with a burst pool; time from the
 #      signal going high to the first burst replica ready (`for` is 2s), and from the end of the
-#      load to the last burst replica stopped (`idle_for` is 5s).
-# Usage: scripts/bench-fabric.sh [SECONDS_PER_RUN]   (default 10)
+#      load to the last burst replica stopped (`idle_for` is 5s);
+#   4. the router against nginx (proxy_pass with upstream keep-alive, 2 workers), one wrk for
+#      all at 1 and 64 connections: the replica direct, through nginx, through the router with
+#      the gateway off and on (API key, rate limit, quota), and through a second router with TLS;
+#      then the router's CPU per request for a good key against a wrong one.
+# Usage: scripts/bench-fabric.sh [SECONDS_PER_RUN]   (default 10; section 4 uses 8 s runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -19,7 +23,12 @@ model=$PWD/examples/models/digits-mlp.safetensors
 
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+others=()
+cleanup() {
+  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  for p in "${others[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 start() { # start NAME BODY: runs a router with the [endpoint] header and BODY; sets $pid and $url
@@ -29,6 +38,7 @@ start() { # start NAME BODY: runs a router with the [endpoint] header and BODY; 
 [endpoint]
 name = "digits"
 address_file = "$work/$name/address"
+operator_address_file = "$work/$name/operator.address"
 [model]
 path = "$model"
 [runtime]
@@ -42,9 +52,10 @@ EOF
   for _ in $(seq 300); do [ -s "$work/$name/address" ] && break; sleep 0.05; done
   [ -s "$work/$name/address" ] || { cat "$work/$name/router.log"; echo "the router did not start" >&2; exit 1; }
   url="http://$(cat "$work/$name/address")"
+  operator="http://$(cat "$work/$name/operator.address")"
 }
 stop() { kill -TERM "$pid"; wait "$pid" || true; pid=; }
-status() { curl -sf "$url/fabric/status"; }
+status() { curl -sf "$operator/fabric/status"; }
 wait_status() { # wait_status PYTHON_EXPR: polls status until the expression (on s) is true
   for _ in $(seq 600); do
     status | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($1) else 1)" && return 0
@@ -149,7 +160,7 @@ load_end=$(date +%s.%N)
 wait_status 'all(r["pool"] != "cloud" for r in s["replicas"])'
 drained=$(date +%s.%N)
 status >"$work/spill-status.json"
-curl -sf "$url/metrics" >"$work/spill-metrics.txt"
+curl -sf "$operator/metrics" >"$work/spill-metrics.txt"
 stop
 python3 - "$work" "$load_end" "$drained" <<'PY'
 import json, sys
@@ -170,4 +181,110 @@ for line in open(f"{w}/spill-metrics.txt"):
 print(f"load: {r['throughput_rps']:.1f} req/s, p99 {r['latency']['p99_ms']:.1f} ms, failed {bad}; served by pool: {by_pool}")
 print(f"signal high -> first burst replica ready: {t(ready) - t(high):.2f} s (for = 2s; target <= 4 s)  [{high['reason']}]")
 print(f"load stopped -> last burst replica stopped: {drained - load_end:.2f} s (idle_for = 5s)")
+PY
+
+echo
+echo "== 4. the router against nginx, the gateway on and off, TLS against plain: wrk, 8s runs"
+command -v wrk >/dev/null || { echo "wrk is missing: install Debian's package wrk" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is missing: install Debian's package nginx-light" >&2; exit 1; }
+printf '%s' "$body" >"$work/body.json"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+# The TLS router first, kept running beside the plain one: each has a replica of its own.
+start tls "[tls]
+cert_file = \"$work/cert.pem\"
+key_file = \"$work/key.pem\"
+$(pool lab base on_prem 1 0.4)"
+wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
+tls_url="https://${url#http://}"
+others+=("$pid")
+pid=
+start gateway "[policy]
+name = \"one\"
+$(pool lab base on_prem 1 0.4)"
+wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
+replica=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["replicas"][0]["address"])')
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  upstream replica { server $replica; keepalive 64; }
+  server {
+    listen 127.0.0.1:18490;
+    location / {
+      proxy_pass http://replica;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+others+=("$!")
+for _ in $(seq 100); do curl -sf http://127.0.0.1:18490/v2/health/ready >/dev/null && break; sleep 0.1; done
+run_wrk() { # run_wrk TAG URL CONNS [KEY]: one 8 s wrk run; its JSON line in $work/TAG.wrk
+  GPUCAP_BODY=$work/body.json GPUCAP_KEY=${4:-} wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d8s --latency \
+    -s scripts/peers/wrk_oip.lua "$2/v2/models/digits/infer" | grep '^WRK_JSON ' | cut -c10- >"$work/$1.wrk"
+}
+GPUCAP_BODY=$work/body.json wrk -t1 -c4 -d2s -s scripts/peers/wrk_oip.lua "$url/v2/models/digits/infer" >/dev/null
+for c in 1 64; do
+  run_wrk "direct-$c" "http://$replica" "$c"
+  run_wrk "nginx-$c" http://127.0.0.1:18490 "$c"
+  run_wrk "router-$c" "$url" "$c"
+  run_wrk "tls-$c" "$tls_url" "$c"
+done
+# The gateway on, in place (SIGHUP): a key with a rate limit and a quota far above what one
+# machine does, so every request pays for every check and none is refused.
+secret=gpk_$(openssl rand -hex 32)
+python3 - "$work/gateway/state/keys.json" "$secret" <<'PY'
+import hashlib, json, os, sys
+path, secret = sys.argv[1], sys.argv[2]
+key = {"name": "bench", "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+       "rate_limit": {"requests_per_second": 1000000, "rows_per_second": 1000000},
+       "monthly_request_quota": 1000000000}
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, json.dumps({"keys": [key]}).encode())
+os.close(fd)
+PY
+printf '[auth]\nmode = "api_key"\n' >>"$work/gateway/fabric.toml"
+kill -HUP "$pid"
+wait_status 's["router"]["auth"] == "api_key"'
+for c in 1 64; do run_wrk "gateway-$c" "$url" "$c" "$secret"; done
+for tag in good bad; do
+  key=$secret
+  [ "$tag" = bad ] && key=gpk_$(openssl rand -hex 32)
+  r0=$(cpu_ticks "$pid")
+  run_wrk "keys-$tag" "$url" 64 "$key"
+  echo $(( $(cpu_ticks "$pid") - r0 )) >"$work/keys-$tag.cpu"
+done
+python3 - "$work" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+w, hz = sys.argv[1], int(sys.argv[2])
+r = lambda tag: json.load(open(f"{w}/{tag}.wrk"))
+rps = lambda tag: r(tag)["requests"] / r(tag)["duration_us"] * 1e6
+print(f"{'conns':>5} {'path':>22} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+names = {"direct": "replica direct", "nginx": "nginx", "router": "router, gateway off",
+         "gateway": "router, gateway on", "tls": "router with TLS"}
+for c in (1, 64):
+    for tag, name in names.items():
+        x = r(f"{tag}-{c}")
+        print(f"{c:>5} {name:>22} | {rps(f'{tag}-{c}'):>9.0f} {x['p50_ms']:>8.3f} {x['p99_ms']:>8.3f} "
+              f"{x['non_2xx'] + x['socket_errors']:>8}")
+for c in (1, 64):
+    p50 = lambda tag: r(f"{tag}-{c}")["p50_ms"]
+    print(f"{c:>2} conn(s): router (gateway on) / nginx {rps(f'gateway-{c}') / rps(f'nginx-{c}'):.2f}x (target >= 1.0); "
+          f"added p50: router {p50('gateway') - p50('direct'):.3f} ms, nginx {p50('nginx') - p50('direct'):.3f} ms; "
+          f"gateway on / off {rps(f'gateway-{c}') / rps(f'router-{c}'):.3f} (target >= 0.95); "
+          f"TLS / plain {rps(f'tls-{c}') / rps(f'router-{c}'):.3f}")
+for tag in ("good", "bad"):
+    x = r(f"keys-{tag}")
+    ticks = int(open(f"{w}/keys-{tag}.cpu").read())
+    print(f"{tag} key: {x['requests']} requests at 64 connections ({x['non_2xx']} refused), "
+          f"router CPU {ticks / hz / x['requests'] * 1e6:.1f} us per request")
 PY

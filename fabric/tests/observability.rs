@@ -8,13 +8,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
+use gpucap_fabric::gateway::keys::{KeySpec, KeysFile, new_secret, secret_hash};
 
 /// Metric names in PromQL expressions, with the suffixes Prometheus adds to samples removed.
 fn queried_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut exprs = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
+        // Rows group panels and query nothing.
+        for target in panel["targets"].as_array().into_iter().flatten() {
             exprs.push(target["expr"].as_str().unwrap().to_string());
         }
     }
@@ -48,16 +50,49 @@ fn every_metric_the_dashboard_queries_exists_and_replicas_are_discovered() {
     let wanted = queried_metrics(&dashboard);
     assert!(wanted.len() >= 15, "{wanted:?}");
 
-    let r = Router::start(&format!(
-        "[policy]\nname = \"p\"\n\n{}",
-        pool("lab", "on_prem", "EU", 1, 0.4)
-    ));
+    // With API keys, so the per-key row has series to show: one keyed request, one refused.
+    let dir = tempfile::tempdir().unwrap();
+    Router::write_config(
+        dir.path(),
+        &format!(
+            "[auth]\nmode = \"api_key\"\n\n[policy]\nname = \"p\"\n\n{}",
+            pool("lab", "on_prem", "EU", 1, 0.4)
+        ),
+    );
+    let secret = new_secret().unwrap();
+    KeysFile {
+        keys: vec![KeySpec {
+            name: "team-a".into(),
+            sha256: hex::encode(secret_hash(&secret)),
+            expires_at: None,
+            rate_limit: None,
+            monthly_request_quota: Some(1000),
+        }],
+    }
+    .write(&dir.path().join("state/keys.json"))
+    .unwrap();
+    let mut r = Router {
+        dir,
+        child: None,
+        address: String::new(),
+        operator: String::new(),
+    };
+    r.launch(&[]);
     r.wait_for("a replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });
-    assert_eq!(infer(&r.url()).0, 200);
+    assert_eq!(infer(&r.url()).0, 401);
+    let (code, body) = curl(&[
+        "-s",
+        "-H",
+        &format!("Authorization: Bearer {secret}"),
+        "-d",
+        &digit_body(),
+        &format!("{}/v2/models/digits/infer", r.url()),
+    ]);
+    assert_eq!(code, 200, "{body}");
 
-    let targets = get_json(&format!("{}/fabric/targets", r.url()));
+    let targets = get_json(&format!("{}/fabric/targets", r.operator_url()));
     let group = &targets[0];
     assert_eq!(group["labels"]["pool"], "lab");
     assert_eq!(group["labels"]["endpoint"], "digits");

@@ -263,6 +263,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "gpucap_api_key",
                 "gpucap_burst_policy",
                 "gpucap_gpu_pool",
                 "gpucap_inference_endpoint",

@@ -1,5 +1,5 @@
-//! Data sources: the region table (`gpucap_regions`) and this host's devices
-//! (`gpucap_local_devices`).
+//! Data sources: the region table (`gpucap_regions`), this host's devices
+//! (`gpucap_local_devices`) and an endpoint's usage per API key (`gpucap_endpoint_usage`).
 
 use async_trait::async_trait;
 
@@ -96,6 +96,57 @@ impl DataSource for LocalDevices {
                     name: d.name,
                     memory_mib: d.memory_mib as i64,
                     cores: d.cores as i64,
+                })
+                .collect(),
+        );
+        models::encode(&m, self.state_type())
+    }
+}
+
+/// `gpucap_endpoint_usage`
+pub struct EndpointUsage;
+
+#[async_trait]
+impl DataSource for EndpointUsage {
+    fn type_name(&self) -> &'static str {
+        model::ENDPOINT_USAGE
+    }
+
+    fn schema(&self) -> &'static Schema {
+        model::endpoint_usage_schema()
+    }
+
+    async fn read(&self, ctx: &Ctx, config: Value) -> Result<Value, Diagnostics> {
+        let mut m: model::EndpointUsage = models::decode(&config)?;
+        let endpoint = m.endpoint.as_str().unwrap_or_default().to_string();
+        let target = crate::resources::hosted::hosting(ctx, &endpoint)
+            .await?
+            .ok_or_else(|| crate::resources::hosted::no_such_endpoint(&endpoint))?;
+        let list = target.client()?.key_usage(&endpoint).await.map_err(|e| {
+            crate::resources::hosted::daemon_error(
+                &format!(
+                    "Cannot read the endpoint's usage from the fabric daemon at {}",
+                    target.address
+                ),
+                &e,
+            )
+        })?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        m.id = Attr::Known(endpoint);
+        m.live = Attr::Known(list.live);
+        m.replica_spend_usd = Attr::Known(list.replica_spend_usd);
+        m.keys = Attr::Known(
+            list.keys
+                .into_iter()
+                .map(|k| model::KeyUsage {
+                    requests: count(k.requests),
+                    rows: count(k.rows),
+                    refusals: k.refusals.into_iter().map(|(r, n)| (r, count(n))).collect(),
+                    spend_usd: k.spend_usd,
+                    quota_used: count(k.quota_used),
+                    monthly_request_quota: k.monthly_request_quota.map(count),
+                    expires_at: k.expires_at,
+                    name: k.name,
                 })
                 .collect(),
         );

@@ -696,9 +696,11 @@ mod tests {
         assert_eq!(
             names,
             [
+                "docs/data-sources/endpoint_usage.md",
                 "docs/data-sources/local_devices.md",
                 "docs/data-sources/regions.md",
                 "docs/index.md",
+                "docs/resources/api_key.md",
                 "docs/resources/burst_policy.md",
                 "docs/resources/gpu_pool.md",
                 "docs/resources/inference_endpoint.md",

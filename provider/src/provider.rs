@@ -50,10 +50,12 @@ impl Provider {
             Arc::new(crate::resources::burst_policy::BurstPolicy),
             Arc::new(crate::resources::endpoint::InferenceEndpoint),
             Arc::new(crate::resources::join_token::JoinToken),
+            Arc::new(crate::resources::api_key::ApiKey),
         ];
         let data_sources: Vec<Arc<dyn DataSource>> = vec![
             Arc::new(crate::data_sources::Regions),
             Arc::new(crate::data_sources::LocalDevices),
+            Arc::new(crate::data_sources::EndpointUsage),
         ];
         Provider {
             resources: resources.into_iter().map(|r| (r.type_name(), r)).collect(),

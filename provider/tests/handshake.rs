@@ -293,6 +293,7 @@ async fn rpcs_work_sigint_is_ignored_and_shutdown_ends_the_process() {
     assert_eq!(
         types,
         [
+            "gpucap_api_key",
             "gpucap_burst_policy",
             "gpucap_gpu_pool",
             "gpucap_inference_endpoint",

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth;
 use super::host::{self, Host, Put};
 use super::keys::KeyPut;
-use super::wire::{EndpointList, Health, KeyList, PoolList, PoolView, Problem};
+use super::wire::{EndpointList, Health, PoolList, PoolView, Problem};
 use crate::config::FabricConfig;
 use crate::gateway::keys::KeySpec;
 
@@ -305,7 +305,7 @@ async fn pools(State(api): State<Arc<Api>>) -> Response {
 
 async fn keys(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     match api.host.key_usage(&name).await {
-        Ok(keys) => axum::Json(KeyList { keys }).into_response(),
+        Ok(list) => axum::Json(list).into_response(),
         Err(p) => p.into_response(),
     }
 }

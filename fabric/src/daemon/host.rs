@@ -373,9 +373,11 @@ impl Host {
             return Ok(Put::Unchanged(self.view(name, &hosted).await));
         }
         let min_ready = config.replicas.min;
-        let same_listen = prior
-            .as_ref()
-            .is_some_and(|p| p.config.endpoint.listen == config.endpoint.listen);
+        // A new address, or TLS turned on or off, needs a new listener: a restart.
+        let same_listen = prior.as_ref().is_some_and(|p| {
+            p.config.endpoint.listen == config.endpoint.listen
+                && p.config.tls.is_some() == config.tls.is_some()
+        });
         let outcome = match (&router, serving && same_listen) {
             (Some(r), true) => deploy::reload(&hosted.dir, r, config.clone(), min_ready, cancel)
                 .await

@@ -1,13 +1,13 @@
 //! An endpoint's API keys through the admin API: `PUT` and `DELETE /v1/endpoints/NAME/keys/KEY`
 //! keep the endpoint's `keys.json` (hashes only) and have its router read it again, waiting
-//! until the change is in force; `GET /v1/endpoints/NAME/keys` is every key's usage. A key's
+//! until the change is in force; `GET /v1/endpoints/NAME/keys` is every key with its usage. A key's
 //! changes (limits, expiry) are a reload: no connection or replica is touched, and a rotation
 //! (new key, then the old one removed) refuses no request.
 
 use tokio_util::sync::CancellationToken;
 
 use super::host::{Host, failed, internal};
-use super::wire::Problem;
+use super::wire::{KeyList, Problem};
 use crate::deploy;
 use crate::gateway::KeyUsage;
 use crate::gateway::keys::{KeySpec, KeysFile};
@@ -28,6 +28,17 @@ pub enum KeyPut {
     Created,
     /// It replaced one of the same name (or was already so).
     Replaced,
+}
+
+/// The keys file at `path`; empty when there is none yet.
+fn read_keys(path: &std::path::Path) -> Result<KeysFile, Problem> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            KeysFile::parse(&text).map_err(|e| internal(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeysFile::default()),
+        Err(e) => Err(internal(format!("{}: {e}", path.display()))),
+    }
 }
 
 impl Host {
@@ -85,16 +96,33 @@ impl Host {
         Ok(removed.is_some())
     }
 
-    /// Every key's usage, from the router's status.
-    pub async fn key_usage(&self, name: &str) -> Result<Vec<KeyUsage>, Problem> {
+    /// Every key of the endpoint (its keys file) with its usage from the router's status; the
+    /// figures are zero, and `live` false, while the router does not answer or needs no keys.
+    pub async fn key_usage(&self, name: &str) -> Result<KeyList, Problem> {
+        let hosted = self.existing(name).ok_or_else(|| unknown_endpoint(name))?;
+        let file = read_keys(&hosted.dir.keys())?;
         let view = self.get(name).await.ok_or_else(|| unknown_endpoint(name))?;
-        view.status.map(|s| s.keys).ok_or_else(|| {
-            Problem::new(
-                503,
-                "not-answering",
-                "The endpoint's router is not answering",
-                format!("endpoint {name}: {}; retry shortly", view.replicas_status),
-            )
+        let status = view.status;
+        let live: Vec<KeyUsage> = status.as_ref().map(|s| s.keys.clone()).unwrap_or_default();
+        let keys = file
+            .keys
+            .iter()
+            .map(|spec| {
+                live.iter()
+                    .find(|k| k.name == spec.name)
+                    .cloned()
+                    .unwrap_or_else(|| KeyUsage {
+                        name: spec.name.clone(),
+                        monthly_request_quota: spec.monthly_request_quota,
+                        expires_at: spec.expires_at.clone(),
+                        ..KeyUsage::default()
+                    })
+            })
+            .collect();
+        Ok(KeyList {
+            keys,
+            live: !live.is_empty(),
+            replica_spend_usd: status.map_or(0.0, |s| s.budget.replica_spend_usd),
         })
     }
 

@@ -49,11 +49,17 @@ pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
 }
 
-/// `GET /v1/endpoints/NAME/keys`: each API key's usage.
+/// `GET /v1/endpoints/NAME/keys`: each API key with its usage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyList {
-    /// Every key, by name.
+    /// Every key of the endpoint, by name.
     pub keys: Vec<crate::gateway::KeyUsage>,
+    /// Whether the figures are the router's (false: it does not answer, or needs no keys, and
+    /// they are zero).
+    pub live: bool,
+    /// What every replica of the endpoint cost since its router started, USD: the whole the
+    /// keys' `spend_usd` are shares of.
+    pub replica_spend_usd: f64,
 }
 
 /// `GET /v1/pools`: each pool's slots and who holds them.

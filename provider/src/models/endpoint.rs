@@ -66,13 +66,43 @@ pub struct InferenceEndpoint {
     pub data_residency: Attr<DataResidency>,
     /// Where its router listens.
     pub listen: Attr<Listen>,
+    /// Who may call it.
+    pub auth: Attr<Auth>,
+    /// TLS on its router's listener.
+    pub tls: Attr<Tls>,
 }
+
+/// The `auth` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// `none` or `api_key`.
+    pub mode: Attr<String>,
+}
+
+/// The `tls` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain (PEM).
+    pub cert_file: Attr<String>,
+    /// Its private key (PEM).
+    pub key_file: Attr<String>,
+    /// The CA clients' certificates must be signed by (mTLS).
+    pub client_ca_file: Attr<String>,
+}
+
+/// `auth.mode` values.
+pub const AUTH_MODES: &[(&str, &str)] = &[
+    ("none", "anyone who reaches the listener may call"),
+    ("api_key", "metadata and inference need a `gpucap_api_key`"),
+];
 
 /// The `model` block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Model {
-    /// The `.safetensors` file.
+    /// The model file.
     pub path: Attr<String>,
     /// The version the endpoint reports.
     pub version: Attr<String>,
@@ -210,6 +240,23 @@ fn build_schema() -> Schema {
                     .check("port", Check::IntIn(0, 65_535))
                     .default_value("port", json!(0)),
             )
+            .single(
+                "auth",
+                false,
+                Block::new("Who may call the endpoint. With `mode = \"api_key\"`, metadata and inference need `Authorization: Bearer gpk_…` with one of the endpoint's `gpucap_api_key`s; liveness and readiness stay open for load balancers, and the router's operator routes (`/fabric/status`, `/fabric/targets`, `/metrics`) are served only on its operator listener (loopback). See the fabric-gateway guide.")
+                    .attr("mode", Type::String, Mode::OptionalComputed, "`none` or `api_key`. `none` with a `listen.host` beyond loopback is a plan-time warning; an endpoint classified `pii` or `confidential` without a key is refused by the starter policy pack.")
+                    .check("mode", Check::OneOf(AUTH_MODES))
+                    .default_value("mode", json!("none")),
+            )
+            .single(
+                "tls",
+                false,
+                Block::new("TLS on the router's listener (rustls); with `client_ca_file`, mTLS. The files are read on the router's host when it starts and again on every change of the endpoint or its keys; renewing a certificate in place needs no restart.")
+                    .attr("cert_file", Type::String, Mode::Required, "The certificate chain (PEM), absolute.")
+                    .attr("key_file", Type::String, Mode::Required, "Its private key (PEM), absolute.")
+                    .attr("client_ca_file", Type::String, Mode::Optional, "Clients must present a certificate signed by this CA (PEM).")
+            )
+            .absent_means_defaults("auth")
             .absent_means_defaults("batching")
             .absent_means_defaults("replicas")
             .absent_means_defaults("data_residency")

@@ -8,6 +8,7 @@
 //! [`Attr`]: unknown, null or known. Values cross into serde as JSON in which an unknown is a
 //! marker object ([`crate::value::UNKNOWN_MARK`]); [`Attr`] reads and writes that marker.
 
+pub mod api_key;
 pub mod burst_policy;
 pub mod data_sources;
 pub mod endpoint;

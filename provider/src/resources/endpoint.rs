@@ -6,8 +6,8 @@
 
 use async_trait::async_trait;
 use gpucap_fabric::config::{
-    BatchingSection, EndpointSection, FabricConfig, ModelSection, ReplicasSection,
-    ResidencySection, RuntimeSection, StateSection,
+    AuthMode, AuthSection, BatchingSection, EndpointSection, FabricConfig, ModelSection,
+    ReplicasSection, ResidencySection, RuntimeSection, StateSection, TlsSection,
 };
 use gpucap_fabric::deploy::EndpointDir;
 use gpucap_fabric::store;
@@ -83,6 +83,7 @@ impl Resource for InferenceEndpoint {
         plan::typed(model::schema(), self.state_type(), req, |m: &mut Model| {
             let mut d = Diagnostics::default();
             plan_model(m, &mut d);
+            check_gateway(m, &mut d);
             let settings = effective(m)?;
             match resolve_placement(ctx, m) {
                 Some(p) => {
@@ -153,7 +154,11 @@ impl Resource for InferenceEndpoint {
                 && let Some(host) = listen.and_then(|l| l.host.as_str())
                 && let Some(name) = m.name.as_str()
             {
-                m.url = Attr::Known(model_url(&format!("{host}:{port}"), name));
+                m.url = Attr::Known(model_url(
+                    &format!("{host}:{port}"),
+                    name,
+                    m.tls.known().is_some(),
+                ));
             }
             Ok(d)
         })
@@ -336,8 +341,91 @@ fn replica_bounds(settings: &Model) -> (Option<i64>, Option<i64>) {
     }
 }
 
-fn model_url(address: &str, name: &str) -> String {
-    format!("http://{address}/v2/models/{name}")
+fn model_url(address: &str, name: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{address}/v2/models/{name}")
+}
+
+/// `[auth]` from the `auth` block.
+fn auth_section(settings: &Model) -> AuthSection {
+    let mode = settings
+        .auth
+        .known()
+        .and_then(|a| a.mode.as_str())
+        .unwrap_or("none");
+    AuthSection {
+        mode: if mode == "api_key" {
+            AuthMode::ApiKey
+        } else {
+            AuthMode::None
+        },
+        keys_file: None,
+    }
+}
+
+/// `[tls]` from the `tls` block: its files, made absolute.
+fn tls_section(settings: &Model) -> Result<Option<TlsSection>, String> {
+    let Some(tls) = settings.tls.known() else {
+        return Ok(None);
+    };
+    let file = |a: &Attr<String>, what: &str| -> Result<Option<std::path::PathBuf>, String> {
+        a.as_str()
+            .map(|p| std::path::absolute(p).map_err(|e| format!("tls.{what} {p}: {e}")))
+            .transpose()
+    };
+    Ok(Some(TlsSection {
+        cert_file: file(&tls.cert_file, "cert_file")?.ok_or("tls.cert_file is not known")?,
+        key_file: file(&tls.key_file, "key_file")?.ok_or("tls.key_file is not known")?,
+        client_ca_file: file(&tls.client_ca_file, "client_ca_file")?,
+    }))
+}
+
+/// Whether `host` is a loopback address (or `localhost`): only this machine can call.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Warns of an endpoint anyone on the network may call; checks the TLS files where the plan
+/// runs (where the embedded daemon runs the router too).
+fn check_gateway(m: &Model, d: &mut Diagnostics) {
+    let open = m
+        .auth
+        .known()
+        .and_then(|a| a.mode.as_str())
+        .is_none_or(|mode| mode == "none");
+    if open
+        && let Some(host) = m.listen.known().and_then(|l| l.host.as_str())
+        && !is_loopback(host)
+    {
+        d.push(Diagnostic::attr_warning(
+            "auth.mode",
+            "An open endpoint beyond loopback",
+            format!(
+                "the router listens on {host} with auth.mode = \"none\": anyone who reaches it may call the model. Set auth {{ mode = \"api_key\" }} and give callers gpucap_api_key secrets, or listen on 127.0.0.1."
+            ),
+        ));
+    }
+    let Some(tls) = m.tls.known() else {
+        return;
+    };
+    for (what, attr) in [
+        ("cert_file", &tls.cert_file),
+        ("key_file", &tls.key_file),
+        ("client_ca_file", &tls.client_ca_file),
+    ] {
+        if let Some(path) = attr.as_str()
+            && let Err(e) = std::fs::File::open(path)
+        {
+            d.push(Diagnostic::attr_error(
+                &format!("tls.{what}"),
+                "Cannot read a TLS file",
+                format!("{path}: {e}"),
+            ));
+        }
+    }
 }
 
 /// Whether applying the plan must touch the router: what it serves or how changed, or it is down.
@@ -348,6 +436,8 @@ fn needs_apply(prior: &Model, planned: &Model) -> bool {
         || prior.replicas != planned.replicas
         || prior.data_residency != planned.data_residency
         || prior.listen != planned.listen
+        || prior.auth != planned.auth
+        || prior.tls != planned.tls
         || prior.placement_digest != planned.placement_digest
         || router_restarts(prior, planned)
 }
@@ -355,6 +445,7 @@ fn needs_apply(prior: &Model, planned: &Model) -> bool {
 /// Whether the router must (re)start rather than reload: its address changed, or it is down.
 fn router_restarts(prior: &Model, planned: &Model) -> bool {
     prior.listen != planned.listen
+        || prior.tls.known().is_some() != planned.tls.known().is_some()
         || prior
             .replicas_status
             .as_str()
@@ -726,8 +817,8 @@ fn fabric_config(
             // Every endpoint deployed from this state_dir shares its pools' slots.
             ledger_dir: Some(store::kind_dir(&ctx.config.state_dir, "ledger")),
         },
-        auth: Default::default(),
-        tls: None,
+        auth: auth_section(settings),
+        tls: tls_section(settings)?,
     })
 }
 

@@ -140,3 +140,46 @@ pub async fn destroy(target: &FabricTarget, name: &str, prior: Value) -> Applied
         },
     }
 }
+
+/// The daemon that hosts endpoint `name`: the one of the `fabric` blocks that has it, or this
+/// host's embedded daemon when there are none; `None` when no daemon hosts it.
+pub async fn hosting(
+    ctx: &crate::api::Ctx,
+    name: &str,
+) -> Result<Option<FabricTarget>, Diagnostics> {
+    let targets = if ctx.config.fabrics.is_empty() {
+        vec![crate::embedded::target(&ctx.config).await?]
+    } else {
+        ctx.config.fabrics.clone()
+    };
+    for target in targets {
+        match target.client()?.get(name).await {
+            Ok(Some(_)) => return Ok(Some(target)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(client_error(
+                    &format!("Cannot ask the fabric daemon at {}", target.address),
+                    &e,
+                )
+                .into());
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The error for a key or usage of an endpoint no daemon hosts.
+pub fn no_such_endpoint(name: &str) -> Diagnostic {
+    Diagnostic::attr_error(
+        "endpoint",
+        "No such endpoint",
+        format!(
+            "no fabric daemon hosts an endpoint named {name:?}; refer to the endpoint (endpoint = gpucap_inference_endpoint.NAME.name) so that it is created first"
+        ),
+    )
+}
+
+/// A client error as a diagnostic, with a hint where one helps.
+pub fn daemon_error(summary: &str, e: &ClientError) -> Diagnostic {
+    client_error(summary, e)
+}

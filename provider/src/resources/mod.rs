@@ -1,5 +1,6 @@
 //! Managed resources, one module per type.
 
+pub mod api_key;
 pub mod burst_policy;
 pub mod endpoint;
 pub mod hosted;
