@@ -22,11 +22,21 @@ pub fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Writes `value` as JSON to `path` atomically, creating the directory.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    replace_json(path, value, true)
+}
+
+/// Writes `value` as JSON to `path` atomically (a temporary file renamed over it), synced to
+/// the disk first when `sync`. Unsynced, the new file survives the process being killed or
+/// crashing at any point (the kernel has it), though not necessarily the machine losing power:
+/// for records written on a hot path.
+pub fn replace_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     serde_json::to_writer_pretty(&mut tmp, value)?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

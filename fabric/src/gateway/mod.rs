@@ -31,11 +31,19 @@ use crate::metrics::{KeyLabels, KeyMetrics, RefusalLabels};
 /// The label of requests that carried no known key.
 const NO_KEY: &str = "-";
 
-/// A key in force, with its limiters.
+/// A key in force, with its limiters and its counters.
 pub struct Entry {
     /// The key.
     pub key: Key,
     limits: Arc<Limiters>,
+    counters: Counters,
+}
+
+/// A key's metric series, looked up once when the key is set: the request path only adds.
+struct Counters {
+    requests: prometheus_client::metrics::counter::Counter,
+    rows: prometheus_client::metrics::counter::Counter,
+    quota_used: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A key's limiters; kept across reloads while its `rate_limit` is unchanged, so a reload never
@@ -312,14 +320,23 @@ impl Gateway {
                 key: key.spec.name.clone(),
             };
             // Exported from the start, at zero, so dashboards list every key.
-            let _ = self.metrics.requests.get_or_create(&labels);
-            let _ = self.metrics.rows.get_or_create(&labels);
             let _ = self.metrics.spend_usd.get_or_create(&labels);
-            self.metrics
+            let counters = Counters {
+                requests: self.metrics.requests.get_or_create(&labels).clone(),
+                rows: self.metrics.rows.get_or_create(&labels).clone(),
+                quota_used: self.metrics.quota_used.get_or_create(&labels).clone(),
+            };
+            counters
                 .quota_used
-                .get_or_create(&labels)
                 .set(self.quota.used(&key.spec.name) as i64);
-            by_hash.insert(key.hash, Arc::new(Entry { key, limits }));
+            by_hash.insert(
+                key.hash,
+                Arc::new(Entry {
+                    key,
+                    limits,
+                    counters,
+                }),
+            );
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Table {
             required: setting.required,
@@ -405,10 +422,11 @@ impl Gateway {
                 }
             }
         }
-        let labels = KeyLabels { key: name.clone() };
         if let Some(quota) = entry.key.spec.monthly_request_quota {
             match self.quota.charge(name, quota, SystemTime::now()) {
-                Ok(()) => {}
+                Ok(used) => {
+                    entry.counters.quota_used.set(used as i64);
+                }
                 Err(ChargeError::Exceeded(exceeded)) => {
                     return Err(self.refuse(Refusal::Quota {
                         name: name.clone(),
@@ -417,13 +435,9 @@ impl Gateway {
                 }
                 Err(ChargeError::Unrecorded(e)) => return Err(self.refuse(Refusal::Unrecorded(e))),
             }
-            self.metrics
-                .quota_used
-                .get_or_create(&labels)
-                .set(self.quota.used(name) as i64);
         }
-        self.metrics.requests.get_or_create(&labels).inc();
-        self.metrics.rows.get_or_create(&labels).inc_by(rows);
+        entry.counters.requests.inc();
+        entry.counters.rows.inc_by(rows);
         Ok(())
     }
 

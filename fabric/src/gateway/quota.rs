@@ -1,8 +1,10 @@
 //! Monthly request quotas, counted across router restarts. The file (`quota.json` in the
 //! endpoint's state directory) never holds less than what was admitted: before a key's count
 //! passes what the file says, the file is advanced by a block (1 % of the quota, at most 1,000
-//! requests) and synced. A crash therefore loses nothing; it can only overcount by less than a
-//! block, and a clean stop writes the exact counts. Months are calendar months in UTC.
+//! requests), replaced atomically. A crash or a kill of the router therefore gives nothing back;
+//! it can only overcount by less than a block, and a clean stop writes the exact counts. The
+//! advance is not synced to the disk (it is on the request path): a host that loses power may
+//! lose the last advance. Months are calendar months in UTC.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,10 +97,10 @@ impl QuotaBook {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one request of key `name` against `quota` at `now`, or says the quota is used up.
-    /// Fails only when the file cannot be advanced: then the request is refused, never
-    /// admitted uncounted.
-    pub fn charge(&self, name: &str, quota: u64, now: SystemTime) -> Result<(), ChargeError> {
+    /// Counts one request of key `name` against `quota` at `now` and returns the month's count,
+    /// or says the quota is used up. Fails only when the file cannot be advanced: then the
+    /// request is refused, never admitted uncounted.
+    pub fn charge(&self, name: &str, quota: u64, now: SystemTime) -> Result<u64, ChargeError> {
         let mut book = self.lock();
         let month = month_of(now);
         if book.month != month {
@@ -122,7 +124,7 @@ impl QuotaBook {
                 month: book.month.clone(),
                 used: book.persisted.clone(),
             };
-            if let Err(e) = crate::store::write_json(&self.path, &file) {
+            if let Err(e) = crate::store::replace_json(&self.path, &file, false) {
                 book.persisted.insert(name.to_string(), used);
                 return Err(ChargeError::Unrecorded(format!(
                     "cannot record the quota in {}: {e}",
@@ -131,7 +133,7 @@ impl QuotaBook {
             }
         }
         book.used.insert(name.to_string(), used + 1);
-        Ok(())
+        Ok(used + 1)
     }
 
     /// Requests counted for `name` this month.
@@ -183,8 +185,8 @@ mod tests {
         let path = dir.path().join("quota.json");
         let now = SystemTime::now();
         let book = QuotaBook::open(&path).unwrap();
-        for _ in 0..7 {
-            book.charge("a", 500, now).unwrap();
+        for n in 1..=7 {
+            assert_eq!(book.charge("a", 500, now).unwrap(), n);
         }
         // No flush: as after a crash. Block is 5, so the file says at least 7.
         let reopened = QuotaBook::open(&path).unwrap();
