@@ -226,18 +226,27 @@ http {
 }
 NGINX
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-others+=("$!")
+nginx_pid=$!
+others+=("$nginx_pid")
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18490/v2/health/ready >/dev/null && break; sleep 0.1; done
-run_wrk() { # run_wrk TAG URL CONNS [KEY]: one 8 s wrk run; its JSON line in $work/TAG.wrk
-  GPUCAP_BODY=$work/body.json GPUCAP_KEY=${4:-} wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d8s --latency \
-    -s scripts/peers/wrk_oip.lua "$2/v2/models/digits/infer" | grep '^WRK_JSON ' | cut -c10- >"$work/$1.wrk"
+cpu_of() { local t=0 p; for p in "$@"; do t=$(( t + $(cpu_ticks "$p") )); done; echo "$t"; }
+run_wrk() { # run_wrk TAG URL CONNS KEY PID...: one 8 s wrk run; its JSON line in $work/TAG.wrk and
+  # the CPU ticks the processes PID... spent in $work/TAG.cpu
+  local tag=$1 target=$2 conns=$3 key=$4
+  shift 4
+  local t0
+  t0=$(cpu_of "$@")
+  GPUCAP_BODY=$work/body.json GPUCAP_KEY=$key wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d8s --latency \
+    -s scripts/peers/wrk_oip.lua "$target/v2/models/digits/infer" | grep '^WRK_JSON ' | cut -c10- >"$work/$tag.wrk"
+  echo $(( $(cpu_of "$@") - t0 )) >"$work/$tag.cpu"
 }
 GPUCAP_BODY=$work/body.json wrk -t1 -c4 -d2s -s scripts/peers/wrk_oip.lua "$url/v2/models/digits/infer" >/dev/null
+read -r -a nginx_pids <<<"$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
 for c in 1 64; do
-  run_wrk "direct-$c" "http://$replica" "$c"
-  run_wrk "nginx-$c" http://127.0.0.1:18490 "$c"
-  run_wrk "router-$c" "$url" "$c"
-  run_wrk "tls-$c" "$tls_url" "$c"
+  run_wrk "direct-$c" "http://$replica" "$c" ""
+  run_wrk "nginx-$c" http://127.0.0.1:18490 "$c" "" "${nginx_pids[@]}"
+  run_wrk "router-$c" "$url" "$c" "" "$pid"
+  run_wrk "tls-$c" "$tls_url" "$c" "" "${others[0]}"
 done
 # The gateway on, in place (SIGHUP): a key with a rate limit and a quota far above what one
 # machine does, so every request pays for every check and none is refused.
@@ -255,27 +264,24 @@ PY
 printf '[auth]\nmode = "api_key"\n' >>"$work/gateway/fabric.toml"
 kill -HUP "$pid"
 wait_status 's["router"]["auth"] == "api_key"'
-for c in 1 64; do run_wrk "gateway-$c" "$url" "$c" "$secret"; done
-for tag in good bad; do
-  key=$secret
-  [ "$tag" = bad ] && key=gpk_$(openssl rand -hex 32)
-  r0=$(cpu_ticks "$pid")
-  run_wrk "keys-$tag" "$url" 64 "$key"
-  echo $(( $(cpu_ticks "$pid") - r0 )) >"$work/keys-$tag.cpu"
-done
+for c in 1 64; do run_wrk "gateway-$c" "$url" "$c" "$secret" "$pid"; done
+run_wrk keys-good "$url" 64 "$secret" "$pid"
+run_wrk keys-bad "$url" 64 "gpk_$(openssl rand -hex 32)" "$pid"
 python3 - "$work" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 w, hz = sys.argv[1], int(sys.argv[2])
 r = lambda tag: json.load(open(f"{w}/{tag}.wrk"))
 rps = lambda tag: r(tag)["requests"] / r(tag)["duration_us"] * 1e6
-print(f"{'conns':>5} {'path':>22} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+cpu = lambda tag: int(open(f"{w}/{tag}.cpu").read()) / hz / r(tag)["requests"] * 1e6
+print(f"{'conns':>5} {'path':>22} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} | {'proxy CPU us/req':>16}")
 names = {"direct": "replica direct", "nginx": "nginx", "router": "router, gateway off",
          "gateway": "router, gateway on", "tls": "router with TLS"}
 for c in (1, 64):
     for tag, name in names.items():
         x = r(f"{tag}-{c}")
+        proxy = "-" if tag == "direct" else f"{cpu(f'{tag}-{c}'):.1f}"
         print(f"{c:>5} {name:>22} | {rps(f'{tag}-{c}'):>9.0f} {x['p50_ms']:>8.3f} {x['p99_ms']:>8.3f} "
-              f"{x['non_2xx'] + x['socket_errors']:>8}")
+              f"{x['non_2xx'] + x['socket_errors']:>8} | {proxy:>16}")
 for c in (1, 64):
     p50 = lambda tag: r(f"{tag}-{c}")["p50_ms"]
     print(f"{c:>2} conn(s): router (gateway on) / nginx {rps(f'gateway-{c}') / rps(f'nginx-{c}'):.2f}x (target >= 1.0); "
@@ -284,7 +290,6 @@ for c in (1, 64):
           f"TLS / plain {rps(f'tls-{c}') / rps(f'router-{c}'):.3f}")
 for tag in ("good", "bad"):
     x = r(f"keys-{tag}")
-    ticks = int(open(f"{w}/keys-{tag}.cpu").read())
     print(f"{tag} key: {x['requests']} requests at 64 connections ({x['non_2xx']} refused), "
-          f"router CPU {ticks / hz / x['requests'] * 1e6:.1f} us per request")
+          f"router CPU {cpu(f'keys-{tag}'):.1f} us per request")
 PY
