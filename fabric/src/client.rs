@@ -57,6 +57,26 @@ impl ClientError {
     }
 }
 
+/// An HTTP client for the fabric's own listeners (a daemon's admin API, a router over TLS)
+/// trusting the CA in `ca_cert_file`, else the system's roots.
+pub fn http_client(ca_cert_file: Option<&Path>) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if let Some(path) = ca_cert_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| ClientError::Setup(format!("ca_cert_file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientError::Setup(format!("ca_cert_file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ClientError::Setup(format!(
+                "ca_cert_file {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| ClientError::Setup(chain(&e)))
+}
+
 /// A daemon's admin API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -73,21 +93,7 @@ impl Client {
         token: &str,
         ca_cert_file: Option<&Path>,
     ) -> Result<Client, ClientError> {
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        if let Some(path) = ca_cert_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| ClientError::Setup(format!("ca_cert_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ClientError::Setup(format!("ca_cert_file {}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(ClientError::Setup(format!(
-                    "ca_cert_file {}: no PEM certificate in it",
-                    path.display()
-                )));
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder.build().map_err(|e| ClientError::Setup(chain(&e)))?;
+        let http = http_client(ca_cert_file)?;
         Ok(Client {
             base: address.trim_end_matches('/').to_string(),
             token: token.to_string(),

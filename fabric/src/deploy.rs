@@ -221,6 +221,11 @@ impl DeployError {
 
 /// The status document of the router at `url` (its base URL or any URL on it).
 pub async fn fetch_status(url: &str) -> Result<Status, DeployError> {
+    fetch_status_with(http(), url).await
+}
+
+/// [`fetch_status`] through `http` (a client trusting a router's CA, for one with TLS).
+pub async fn fetch_status_with(http: &reqwest::Client, url: &str) -> Result<Status, DeployError> {
     let base = match url.find("/v2") {
         Some(i) => &url[..i],
         None => url.trim_end_matches('/'),
@@ -230,8 +235,9 @@ pub async fn fetch_status(url: &str) -> Result<Status, DeployError> {
     } else {
         format!("http://{base}")
     };
-    let resp = http()
+    let resp = http
         .get(format!("{base}/fabric/status"))
+        .timeout(Duration::from_secs(3))
         .send()
         .await
         .map_err(|source| DeployError::Unreachable {

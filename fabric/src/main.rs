@@ -59,7 +59,8 @@ enum Command {
         /// The daemon's bearer token.
         #[arg(long, env = "GPUCAP_FABRIC_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// The CA that signed the daemon's certificate (PEM); the system's roots when left out.
+        /// The CA that signed the daemon's (or, for a router over TLS, the router's)
+        /// certificate (PEM); the system's roots when left out.
         #[arg(long, env = "GPUCAP_FABRIC_CA_CERT")]
         ca_cert: Option<PathBuf>,
         /// Print the JSON document instead of tables.
@@ -147,7 +148,9 @@ fn main() -> ExitCode {
                     json,
                 )),
                 None => match target {
-                    Some(url) => runtime.block_on(cmd::status::router(&url, json)),
+                    Some(url) => {
+                        runtime.block_on(cmd::status::router(&url, ca_cert.as_deref(), json))
+                    }
                     None => Err("name a router URL, or a daemon with --daemon".into()),
                 },
             };

@@ -5,11 +5,12 @@ use std::path::Path;
 
 use gpucap_fabric::client::Client;
 
-/// A router's status at `url`, as tables or JSON.
-pub async fn router(url: &str, json: bool) -> Result<String, String> {
-    let status = gpucap_fabric::deploy::fetch_status(url)
+/// A router's status at `url`, as tables or JSON; over TLS, trusting `ca_cert` when given.
+pub async fn router(url: &str, ca_cert: Option<&Path>, json: bool) -> Result<String, String> {
+    let http = gpucap_fabric::client::http_client(ca_cert).map_err(|e| e.to_string())?;
+    let status = gpucap_fabric::deploy::fetch_status_with(&http, url)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| gpucap_fabric::errors::chain(&e))?;
     Ok(if json {
         format!(
             "{}\n",

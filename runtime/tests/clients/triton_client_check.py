@@ -6,7 +6,8 @@ Each pass (binary tensors, then JSON) must classify exactly as many test images 
 training report's test_correct, and both passes must predict the same class for every image.
 Prints a line per pass and a summary; exits non-zero on any mismatch.
 With GPUCAP_API_KEY set, every call carries it as `Authorization: Bearer …` (an endpoint behind
-the fabric's gateway).
+the fabric's gateway); with GPUCAP_CA_CERT set, the client speaks HTTPS and verifies the server's
+certificate against that CA.
 """
 
 import json
@@ -25,7 +26,17 @@ def main() -> None:
         expected = int(json.load(f)["test_correct"])
     data = np.loadtxt(csv, delimiter=",", dtype=np.float32)
     labels, pixels = data[:, 0].astype(int), data[:, 1:]
-    client = httpclient.InferenceServerClient(url=url)
+    ca = os.environ.get("GPUCAP_CA_CERT")
+    tls = {}
+    if ca:
+        import gevent.ssl
+
+        tls = dict(
+            ssl=True,
+            ssl_options={"ca_certs": ca},
+            ssl_context_factory=gevent.ssl.create_default_context,
+        )
+    client = httpclient.InferenceServerClient(url=url, **tls)
     key = os.environ.get("GPUCAP_API_KEY")
 
     def h() -> dict | None:
