@@ -41,18 +41,7 @@ fn write_keys(r: &Router, keys: Vec<KeySpec>) {
 
 /// A router with `keys`, its first replica ready.
 fn keyed_router(keys: Vec<KeySpec>) -> Router {
-    let dir = tempfile::tempdir().unwrap();
-    Router::write_config(dir.path(), &keyed());
-    KeysFile { keys }
-        .write(&dir.path().join("state/keys.json"))
-        .unwrap();
-    let mut r = Router {
-        dir,
-        child: None,
-        address: String::new(),
-        operator: String::new(),
-    };
-    r.launch(&[]);
+    let r = Router::start_keyed(&keyed(), keys);
     r.wait_for("a replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });
@@ -74,28 +63,7 @@ fn infer_with(url: &str, secret: Option<&str>) -> (u16, String) {
 }
 
 fn bench_with(url: &str, secret: &str, clients: usize, duration: &str) -> Value {
-    let out = Command::new(runtime_bin())
-        .args(["bench", "--url", url, "--model", "digits", "--json"])
-        .args([
-            "--duration",
-            duration,
-            "--concurrency",
-            &clients.to_string(),
-        ])
-        .env("GPUCAP_API_KEY", secret)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn python() -> String {
-    std::env::var("GPUCAP_PYTHON")
-        .unwrap_or_else(|_| repo_root().join(".venv/bin/python").display().to_string())
+    bench_as(url, "digits", Some(secret), clients, duration)
 }
 
 #[test]
@@ -151,20 +119,7 @@ fn keys_admit_and_refuse_in_the_protocols_error_form() {
     }
 
     // A standard client with a key, binary tensors and JSON.
-    let out = Command::new(python())
-        .arg(repo_root().join("runtime/tests/clients/triton_client_check.py"))
-        .arg(&r.address)
-        .arg(repo_root().join("examples/models/digits-test.csv"))
-        .arg(repo_root().join("examples/models/digits-report.json"))
-        .env("GPUCAP_API_KEY", &good)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("correct with binary tensors and with JSON"),
-        "tritonclient with a key failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tritonclient_check(&r.address, &[("GPUCAP_API_KEY", &good)]);
 
     // Usage by key name: requests, rows, refusals.
     let metrics = r.metrics();
@@ -392,20 +347,7 @@ fn tls_then_mtls_on_the_router_with_certificates_renewed_in_place() {
     assert_eq!(code, 200, "an inference over TLS: {text}");
     let (code, _) = curl(&["-s", &format!("http://{}/v2/health/live", r.address)]);
     assert_ne!(code, 200, "plain HTTP is not served on a TLS listener");
-    let out = Command::new(python())
-        .arg(repo_root().join("runtime/tests/clients/triton_client_check.py"))
-        .arg(&r.address)
-        .arg(repo_root().join("examples/models/digits-test.csv"))
-        .arg(repo_root().join("examples/models/digits-report.json"))
-        .env("GPUCAP_CA_CERT", &ca)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("correct with binary tensors and with JSON"),
-        "tritonclient over TLS failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tritonclient_check(&r.address, &[("GPUCAP_CA_CERT", &ca)]);
     let out = Command::new(fabric_bin())
         .args(["status", &https, "--ca-cert", &ca])
         .output()
@@ -472,6 +414,17 @@ fn tls_then_mtls_on_the_router_with_certificates_renewed_in_place() {
     assert_eq!(curl(&args).0, 0, "the old certificate is no longer served");
 }
 
+/// The error of a router that must refuse to start with the config in `dir`.
+fn refused_start(dir: &Path) -> String {
+    let out = Command::new(fabric_bin())
+        .args(["serve", "--config"])
+        .arg(Router::config_path(dir))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the router started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn bad_auth_and_tls_settings_stop_the_router_naming_the_file() {
     let _one = serial();
@@ -484,13 +437,7 @@ fn bad_auth_and_tls_settings_stop_the_router_naming_the_file() {
     .write(&keys)
     .unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(fabric_bin())
-        .args(["serve", "--config"])
-        .arg(Router::config_path(dir.path()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused_start(dir.path());
     assert!(
         err.contains("auth.keys_file") && err.contains("open to group or others (mode 644)"),
         "{err}"
@@ -503,12 +450,7 @@ fn bad_auth_and_tls_settings_stop_the_router_naming_the_file() {
         burst: None,
     });
     KeysFile { keys: vec![zero] }.write(&keys).unwrap();
-    let out = Command::new(fabric_bin())
-        .args(["serve", "--config"])
-        .arg(Router::config_path(dir.path()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(dir.path());
     assert!(
         err.contains("keys[0].rate_limit.requests_per_second is 0"),
         "{err}"
@@ -524,12 +466,7 @@ fn bad_auth_and_tls_settings_stop_the_router_naming_the_file() {
             pool("lab", "on_prem", "EU", 1, 0.4)
         ),
     );
-    let out = Command::new(fabric_bin())
-        .args(["serve", "--config"])
-        .arg(Router::config_path(dir.path()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(dir.path());
     assert!(
         err.contains(&format!("tls.cert_file {}", missing.display())),
         "{err}"

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use gpucap_fabric::gateway::keys::{KeySpec, KeysFile, new_secret, secret_hash};
+use gpucap_fabric::gateway::keys::{KeySpec, new_secret, secret_hash};
 
 /// Metric names in PromQL expressions, with the suffixes Prometheus adds to samples removed.
 fn queried_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
@@ -51,33 +51,20 @@ fn every_metric_the_dashboard_queries_exists_and_replicas_are_discovered() {
     assert!(wanted.len() >= 15, "{wanted:?}");
 
     // With API keys, so the per-key row has series to show: one keyed request, one refused.
-    let dir = tempfile::tempdir().unwrap();
-    Router::write_config(
-        dir.path(),
+    let secret = new_secret().unwrap();
+    let r = Router::start_keyed(
         &format!(
             "[auth]\nmode = \"api_key\"\n\n[policy]\nname = \"p\"\n\n{}",
             pool("lab", "on_prem", "EU", 1, 0.4)
         ),
-    );
-    let secret = new_secret().unwrap();
-    KeysFile {
-        keys: vec![KeySpec {
+        vec![KeySpec {
             name: "team-a".into(),
             sha256: hex::encode(secret_hash(&secret)),
             expires_at: None,
             rate_limit: None,
             monthly_request_quota: Some(1000),
         }],
-    }
-    .write(&dir.path().join("state/keys.json"))
-    .unwrap();
-    let mut r = Router {
-        dir,
-        child: None,
-        address: String::new(),
-        operator: String::new(),
-    };
-    r.launch(&[]);
+    );
     r.wait_for("a replica", Duration::from_secs(30), |s| {
         ready_on(s, "lab") == 1
     });

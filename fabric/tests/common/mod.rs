@@ -132,6 +132,17 @@ impl Router {
         router
     }
 
+    /// Starts a router with `body` (which sets `[auth]`) and `keys` in its keys file; waits
+    /// until it listens.
+    pub fn start_keyed(body: &str, keys: Vec<gpucap_fabric::gateway::keys::KeySpec>) -> Router {
+        let mut router = Self::configured(body);
+        gpucap_fabric::gateway::keys::KeysFile { keys }
+            .write(&router.dir.path().join("state/keys.json"))
+            .unwrap();
+        router.launch(&[]);
+        router
+    }
+
     /// A router's directory with `body` as its config, not yet launched.
     fn configured(body: &str) -> Router {
         let dir = tempfile::tempdir().unwrap();
@@ -411,26 +422,58 @@ pub fn bench(url: &str, clients: usize, duration: &str) -> Value {
 
 /// `gpucap-runtime bench` of model `model` (an endpoint's name) against `url`.
 pub fn bench_model(url: &str, model: &str, clients: usize, duration: &str) -> Value {
-    let out = Command::new(runtime_bin())
+    bench_as(url, model, None, clients, duration)
+}
+
+/// `gpucap-runtime bench` of model `model` at `url`, with API key `key` when given.
+pub fn bench_as(
+    url: &str,
+    model: &str,
+    key: Option<&str>,
+    clients: usize,
+    duration: &str,
+) -> Value {
+    let mut cmd = Command::new(runtime_bin());
+    cmd.args(["bench", "--url", url, "--model", model, "--json"])
         .args([
-            "bench",
-            "--url",
-            url,
-            "--model",
-            model,
-            "--json",
             "--duration",
             duration,
-        ])
-        .args(["--concurrency", &clients.to_string()])
-        .output()
-        .unwrap();
+            "--concurrency",
+            &clients.to_string(),
+        ]);
+    if let Some(key) = key {
+        cmd.env("GPUCAP_API_KEY", key);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs tritonclient's check (runtime/tests/clients/triton_client_check.py) against the server
+/// at `address` with `env` (GPUCAP_API_KEY, GPUCAP_CA_CERT); its stdout, or a panic naming why
+/// it failed.
+pub fn tritonclient_check(address: &str, env: &[(&str, &str)]) -> String {
+    let python = std::env::var("GPUCAP_PYTHON")
+        .unwrap_or_else(|_| repo_root().join(".venv/bin/python").display().to_string());
+    let out = Command::new(python)
+        .arg(repo_root().join("runtime/tests/clients/triton_client_check.py"))
+        .arg(address)
+        .arg(repo_root().join("examples/models/digits-test.csv"))
+        .arg(repo_root().join("examples/models/digits-report.json"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && stdout.contains("correct with binary tensors and with JSON"),
+        "tritonclient failed ({env:?}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Requests that did not get a 200 in a bench report.
