@@ -1,6 +1,6 @@
 # An endpoint whose residency follows what its data is: confidential and personal data stay on
-# dedicated hardware in the jurisdictions named for it, checked before the plan is made; batching
-# and scaling follow a latency target.
+# dedicated hardware in the jurisdictions named for it, checked before the plan is made, and behind
+# API keys; batching and scaling follow a latency target.
 
 locals {
   sensitive = contains(["confidential", "pii"], var.classification)
@@ -52,6 +52,11 @@ resource "gpucap_inference_endpoint" "this" {
 
   listen {
     port = var.listen_port
+  }
+
+  # Sensitive data is reached only with a key, unless the caller says otherwise.
+  auth {
+    mode = coalesce(var.auth_mode, local.sensitive ? "api_key" : "none")
   }
 
   labels = local.labels

@@ -34,3 +34,8 @@ output "min_replicas" {
   description = "Replicas always kept: 0 (scale to zero) only for a latency target above 1 s."
   value       = gpucap_inference_endpoint.this.replicas.min
 }
+
+output "auth_mode" {
+  description = "Who may call the endpoint: `api_key` (callers need a `gpucap_api_key` of it) or `none`."
+  value       = gpucap_inference_endpoint.this.auth.mode
+}

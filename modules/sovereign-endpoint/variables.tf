@@ -102,3 +102,14 @@ variable "listen_port" {
     error_message = "listen_port must be a whole number from 0 to 65535."
   }
 }
+
+variable "auth_mode" {
+  description = "Who may call the endpoint: `api_key` (each caller needs a `gpucap_api_key` of the endpoint) or `none`. Default: `api_key` for `confidential` and `pii` data, which the starter policy pack requires, else `none`."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.auth_mode == null || contains(["none", "api_key"], coalesce(var.auth_mode, "none"))
+    error_message = "auth_mode must be \"none\" or \"api_key\"."
+  }
+}

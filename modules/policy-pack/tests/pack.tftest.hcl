@@ -9,7 +9,7 @@ run "hands_over_the_rule_directory" {
     error_message = "path ${output.path} is not the pack's absolute directory"
   }
   assert {
-    condition     = fileset(output.path, "*.hcl") == toset(["latency.hcl", "residency.hcl", "spend.hcl", "waivers.hcl"]) && length(fileset(output.tests_path, "*.hcl")) == 3
+    condition     = fileset(output.path, "*.hcl") == toset(["access.hcl", "latency.hcl", "residency.hcl", "spend.hcl", "waivers.hcl"]) && length(fileset(output.tests_path, "*.hcl")) == 4
     error_message = "the pack's rule files or tests are missing from ${output.path}"
   }
 }
@@ -23,6 +23,7 @@ run "reads_every_rule_and_its_enforcement" {
       warm_replicas_for_latency_slo        = "advisory"
       pii_stays_in_allowed_jurisdictions   = "hard"
       dedicated_tenancy_for_sensitive_data = "hard"
+      sensitive_endpoints_need_a_key       = "hard"
       burst_spend_capped                   = "soft"
     })
     error_message = "rules ${jsonencode(output.rules)}"

@@ -51,6 +51,10 @@ run "pii_stays_on_the_dedicated_eu_base" {
     error_message = "serving regions ${jsonencode(output.serving_regions)}"
   }
   assert {
+    condition     = output.auth_mode == "api_key"
+    error_message = "personal data is reachable without a key: auth mode ${output.auth_mode}"
+  }
+  assert {
     # One replica of one CPU "GPU" at $0.40 an hour, 730 hours a month.
     condition     = output.monthly_cost_usd.min == 292
     error_message = "monthly minimum ${output.monthly_cost_usd.min}, want 292"
@@ -108,6 +112,10 @@ run "internal_data_bursts_anywhere" {
   assert {
     condition     = output.serving_regions == tolist(["lab-1", "eu-central-1", "us-east-1"])
     error_message = "serving regions ${jsonencode(output.serving_regions)}"
+  }
+  assert {
+    condition     = output.auth_mode == "none"
+    error_message = "internal data needs a key only when asked: auth mode ${output.auth_mode}"
   }
 }
 
