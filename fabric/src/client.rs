@@ -52,7 +52,8 @@ pub enum ClientError {
 impl ClientError {
     /// Whether the daemon said it hosts no such endpoint (and not that the path is wrong: a
     /// proxy's or another server's 404 is not an endpoint that is gone).
-    fn is_unknown_endpoint(&self) -> bool {
+    /// Whether the daemon answered that it hosts no such endpoint.
+    pub fn is_unknown_endpoint(&self) -> bool {
         matches!(self, ClientError::Problem { problem, .. } if problem.kind == "urn:gpucap:problem:unknown-endpoint")
     }
 }

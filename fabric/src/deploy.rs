@@ -394,14 +394,8 @@ pub async fn reload(
     min_ready: usize,
     cancel: &CancellationToken,
 ) -> Result<(), DeployError> {
-    // Reloads the router counted before this one: a refusal must be this reload's, not an
-    // earlier one still shown in status.
-    let before = fetch_status(router.status_address()).await?.router.reloads;
     let digest = write_config(dir, config)?;
-    router
-        .process
-        .signal(Signal::SIGHUP)
-        .map_err(DeployError::Signal)?;
+    let before = hang_up(router).await?;
     converge(dir, &router.process, cancel, |status| {
         let r = &status.router;
         if r.reloads <= before {
@@ -429,11 +423,7 @@ pub async fn reload_keys(
     router: &RouterRecord,
     cancel: &CancellationToken,
 ) -> Result<(), DeployError> {
-    let before = fetch_status(router.status_address()).await?.router.reloads;
-    router
-        .process
-        .signal(Signal::SIGHUP)
-        .map_err(DeployError::Signal)?;
+    let before = hang_up(router).await?;
     converge(dir, &router.process, cancel, |status| {
         let r = &status.router;
         (r.reloads > before).then(|| match &r.reload_error {
@@ -443,6 +433,17 @@ pub async fn reload_keys(
     })
     .await
     .map(|_| ())
+}
+
+/// Sends the router SIGHUP; the reloads it had counted before, so that a verdict judges this
+/// reload (its refusal, not an earlier one still shown in status).
+async fn hang_up(router: &RouterRecord) -> Result<u64, DeployError> {
+    let before = fetch_status(router.status_address()).await?.router.reloads;
+    router
+        .process
+        .signal(Signal::SIGHUP)
+        .map_err(DeployError::Signal)?;
+    Ok(before)
 }
 
 /// Polls the router's status until `verdict` decides, the router exits, the operation is

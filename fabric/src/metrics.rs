@@ -87,7 +87,8 @@ pub struct KeyMetrics {
     pub quota_used: Family<KeyLabels, Gauge>,
 }
 
-type FloatCounter = Counter<f64, AtomicU64>;
+/// A counter of floating-point amounts (USD).
+pub type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every router metric.

@@ -119,18 +119,14 @@ impl DataSource for EndpointUsage {
     async fn read(&self, ctx: &Ctx, config: Value) -> Result<Value, Diagnostics> {
         let mut m: model::EndpointUsage = models::decode(&config)?;
         let endpoint = m.endpoint.as_str().unwrap_or_default().to_string();
-        let target = crate::resources::hosted::hosting(ctx, &endpoint)
-            .await?
-            .ok_or_else(|| crate::resources::hosted::no_such_endpoint(&endpoint))?;
-        let list = target.client()?.key_usage(&endpoint).await.map_err(|e| {
-            crate::resources::hosted::daemon_error(
-                &format!(
-                    "Cannot read the endpoint's usage from the fabric daemon at {}",
-                    target.address
-                ),
-                &e,
-            )
-        })?;
+        let name = endpoint.as_str();
+        let list = crate::resources::hosted::on_hosting_daemon(
+            ctx,
+            "did not report the endpoint's usage",
+            |c| async move { c.key_usage(name).await },
+        )
+        .await?
+        .ok_or_else(|| crate::resources::hosted::no_such_endpoint(&endpoint))?;
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         m.id = Attr::Known(endpoint);
         m.live = Attr::Known(list.live);

@@ -86,17 +86,22 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Whether `host` (a name, an IP address, or an IPv6 address in brackets) is this machine only:
+/// `localhost` or a loopback address.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Checks an admin API address: HTTPS, or HTTP to this host only.
 fn check_address(address: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(address).map_err(|e| {
         format!("{address:?} is not a URL ({e}); e.g. \"https://gw.example.com:7443\"")
     })?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = is_loopback(url.host_str().unwrap_or_default());
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),

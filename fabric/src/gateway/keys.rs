@@ -42,7 +42,7 @@ pub struct KeySpec {
 }
 
 /// `rate_limit`: requests and rows per second, with a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Requests per second (sustained).

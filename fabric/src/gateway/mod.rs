@@ -43,6 +43,7 @@ pub struct Entry {
 struct Counters {
     requests: prometheus_client::metrics::counter::Counter,
     rows: prometheus_client::metrics::counter::Counter,
+    spend_usd: crate::metrics::FloatCounter,
     quota_used: prometheus_client::metrics::gauge::Gauge,
 }
 
@@ -63,19 +64,12 @@ impl Limiters {
                 Quota::per_second(rate).allow_burst(burst),
             ))
         };
-        let s = spec.unwrap_or(RateLimit {
-            requests_per_second: None,
-            rows_per_second: None,
-            burst: None,
-        });
+        let s = spec.unwrap_or_default();
         Limiters {
             spec,
             requests: limiter(s.requests_per_second, s.burst),
             // A row burst below the rate would refuse requests the rate allows.
-            rows: limiter(
-                s.rows_per_second,
-                s.burst.max(s.rows_per_second).map(|b| b.max(1)),
-            ),
+            rows: limiter(s.rows_per_second, s.burst.max(s.rows_per_second)),
         }
     }
 }
@@ -167,11 +161,17 @@ fn with_header(mut resp: Response, name: header::HeaderName, value: String) -> R
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let unauthorized = |message: String, error: &str| {
+        // RFC 6750: a request with no credentials gets the challenge alone; a bad credential
+        // gets it with `error="invalid_token"`.
+        let unauthorized = |message: String, error: Option<&str>| {
+            let challenge = match error {
+                Some(e) => format!("Bearer realm=\"gpucap\", error=\"{e}\""),
+                None => "Bearer realm=\"gpucap\"".to_string(),
+            };
             with_header(
                 ApiError::new(StatusCode::UNAUTHORIZED, message).into_response(),
                 header::WWW_AUTHENTICATE,
-                format!("Bearer realm=\"gpucap\", error=\"{error}\""),
+                challenge,
             )
         };
         let too_many = |message: String, after: u64| {
@@ -182,25 +182,17 @@ impl IntoResponse for Refusal {
             )
         };
         match self {
-            Refusal::Missing => {
-                let mut resp = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "this endpoint needs an API key: send Authorization: Bearer gpk_…",
-                )
-                .into_response();
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"gpucap\""),
-                );
-                resp
-            }
+            Refusal::Missing => unauthorized(
+                "this endpoint needs an API key: send Authorization: Bearer gpk_…".into(),
+                None,
+            ),
             Refusal::Unknown => unauthorized(
                 "the API key is not one of this endpoint's".into(),
-                "invalid_token",
+                Some("invalid_token"),
             ),
             Refusal::Expired { name, at } => unauthorized(
                 format!("the API key {name:?} expired at {at}; ask for a new one"),
-                "invalid_token",
+                Some("invalid_token"),
             ),
             Refusal::Rate { name, retry_after } => too_many(
                 format!("the API key {name:?} is over its rate limit (requests per second); retry later"),
@@ -319,11 +311,12 @@ impl Gateway {
             let labels = KeyLabels {
                 key: key.spec.name.clone(),
             };
-            // Exported from the start, at zero, so dashboards list every key.
-            let _ = self.metrics.spend_usd.get_or_create(&labels);
+            // Created now, so they are exported from the start (at zero) and dashboards list
+            // every key.
             let counters = Counters {
                 requests: self.metrics.requests.get_or_create(&labels).clone(),
                 rows: self.metrics.rows.get_or_create(&labels).clone(),
+                spend_usd: self.metrics.spend_usd.get_or_create(&labels).clone(),
                 quota_used: self.metrics.quota_used.get_or_create(&labels).clone(),
             };
             counters
@@ -451,23 +444,18 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner());
         let mut sent = Vec::with_capacity(table.by_hash.len());
         for entry in table.by_hash.values() {
-            let name = &entry.key.spec.name;
-            let rows = self
-                .metrics
-                .rows
-                .get_or_create(&KeyLabels { key: name.clone() })
-                .get();
-            let before = last.insert(name.clone(), rows).unwrap_or(0);
-            sent.push((name.clone(), rows.saturating_sub(before)));
+            let rows = entry.counters.rows.get();
+            let before = last.insert(entry.key.spec.name.clone(), rows).unwrap_or(0);
+            sent.push((entry, rows.saturating_sub(before)));
         }
         let total: u64 = sent.iter().map(|(_, r)| r).sum();
         if total == 0 || usd <= 0.0 {
             return usd.max(0.0);
         }
-        for (name, rows) in sent.into_iter().filter(|(_, r)| *r > 0) {
-            self.metrics
+        for (entry, rows) in sent {
+            entry
+                .counters
                 .spend_usd
-                .get_or_create(&KeyLabels { key: name })
                 .inc_by(usd * rows as f64 / total as f64);
         }
         0.0
@@ -481,7 +469,6 @@ impl Gateway {
             .values()
             .map(|e| {
                 let name = e.key.spec.name.clone();
-                let labels = KeyLabels { key: name.clone() };
                 let refusals = ["expired", "rate", "rows_rate", "quota"]
                     .into_iter()
                     .filter_map(|reason| {
@@ -497,10 +484,10 @@ impl Gateway {
                     })
                     .collect();
                 KeyUsage {
-                    requests: self.metrics.requests.get_or_create(&labels).get(),
-                    rows: self.metrics.rows.get_or_create(&labels).get(),
+                    requests: e.counters.requests.get(),
+                    rows: e.counters.rows.get(),
                     refusals,
-                    spend_usd: self.metrics.spend_usd.get_or_create(&labels).get(),
+                    spend_usd: e.counters.spend_usd.get(),
                     quota_used: self.quota.used(&name),
                     monthly_request_quota: e.key.spec.monthly_request_quota,
                     expires_at: e.key.spec.expires_at.clone(),

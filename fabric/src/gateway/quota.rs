@@ -41,6 +41,9 @@ pub struct QuotaBook {
 
 struct Book {
     month: String,
+    /// The first instant of the next month, when the counts start again: derived from `month`
+    /// once, so a request compares two instants rather than formatting a date.
+    resets: SystemTime,
     /// Admitted so far.
     used: BTreeMap<String, u64>,
     /// What the file says (never below `used`).
@@ -86,6 +89,7 @@ impl QuotaBook {
         Ok(QuotaBook {
             path: path.to_path_buf(),
             book: Mutex::new(Book {
+                resets: next_month_start(&month),
                 month,
                 persisted: used.clone(),
                 used,
@@ -102,15 +106,15 @@ impl QuotaBook {
     /// request is refused, never admitted uncounted.
     pub fn charge(&self, name: &str, quota: u64, now: SystemTime) -> Result<u64, ChargeError> {
         let mut book = self.lock();
-        let month = month_of(now);
-        if book.month != month {
-            book.month = month;
+        if now >= book.resets {
+            book.month = month_of(now);
+            book.resets = next_month_start(&book.month);
             book.used.clear();
             book.persisted.clear();
         }
         let used = book.used.get(name).copied().unwrap_or(0);
         if used >= quota {
-            let resets = next_month_start(&book.month);
+            let resets = book.resets;
             return Err(ChargeError::Exceeded(QuotaExceeded {
                 quota,
                 resets_at: humantime::format_rfc3339_seconds(resets).to_string(),
@@ -132,7 +136,12 @@ impl QuotaBook {
                 )));
             }
         }
-        book.used.insert(name.to_string(), used + 1);
+        match book.used.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                book.used.insert(name.to_string(), 1);
+            }
+        }
         Ok(used + 1)
     }
 

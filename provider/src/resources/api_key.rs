@@ -59,7 +59,7 @@ fn spec(m: &Model) -> Result<KeySpec, String> {
     })
 }
 
-fn failed(state: Value, d: impl Into<Diagnostics>) -> Applied {
+fn applied(state: Value, d: impl Into<Diagnostics>) -> Applied {
     Applied {
         state,
         diagnostics: d.into(),
@@ -100,100 +100,66 @@ impl Resource for ApiKey {
             .and_then(|p| Ok((p, models::decode_object::<Model>(&planned)?)));
         let (prior_model, planned) = match decoded {
             Ok(m) => m,
-            Err(d) => return failed(prior, d),
-        };
-        let Some(current) = planned.as_ref().or(prior_model.as_ref()) else {
-            return failed(prior, Diagnostics::default());
-        };
-        let endpoint = current.endpoint.as_str().unwrap_or_default().to_string();
-        let target = match hosted::hosting(ctx, &endpoint).await {
-            Ok(t) => t,
-            Err(d) => return failed(prior, d),
+            Err(d) => return applied(prior, d),
         };
         let Some(mut m) = planned else {
-            // The endpoint is gone, and its keys with it.
-            let Some(target) = target else {
-                return failed(Value::Null, Diagnostics::default());
+            // Removed: the router refuses it once the daemon has it gone. An endpoint that is
+            // gone took its keys with it.
+            let Some(old) = prior_model else {
+                return applied(Value::Null, Diagnostics::default());
             };
-            let name = current.name.as_str().unwrap_or_default().to_string();
-            let deleted = match target.client() {
-                Ok(c) => c.delete_key(&endpoint, &name).await.map_err(|e| {
-                    hosted::daemon_error(
-                        &format!(
-                            "The fabric daemon at {} did not remove the key",
-                            target.address
-                        ),
-                        &e,
-                    )
-                }),
-                Err(d) => Err(d),
-            };
+            let endpoint = old.endpoint.as_str().unwrap_or_default();
+            let name = old.name.as_str().unwrap_or_default();
+            let deleted =
+                hosted::on_hosting_daemon(ctx, "did not remove the key", |c| async move {
+                    c.delete_key(endpoint, name).await
+                })
+                .await;
             return match deleted {
-                Ok(()) => failed(Value::Null, Diagnostics::default()),
-                Err(d) => failed(prior, d),
+                Ok(_) => applied(Value::Null, Diagnostics::default()),
+                Err(d) => applied(prior, d),
             };
-        };
-        let Some(target) = target else {
-            return failed(prior, hosted::no_such_endpoint(&endpoint));
         };
         if m.secret.is_unknown() {
             let secret = match keys::new_secret() {
                 Ok(s) => s,
-                Err(e) => return failed(prior, Diagnostic::error("Cannot make a key", e)),
+                Err(e) => return applied(prior, Diagnostic::error("Cannot make a key", e)),
             };
             m.sha256 = Attr::Known(hex::encode(keys::secret_hash(&secret)));
             m.secret = Attr::Known(secret);
         }
         let spec = match spec(&m) {
             Ok(s) => s,
-            Err(e) => return failed(prior, Diagnostic::error("Cannot describe the key", e)),
+            Err(e) => return applied(prior, Diagnostic::error("Cannot describe the key", e)),
         };
-        let put = match target.client() {
-            Ok(c) => c.put_key(&endpoint, &spec).await.map_err(|e| {
-                hosted::daemon_error(
-                    &format!(
-                        "The fabric daemon at {} did not take the key",
-                        target.address
-                    ),
-                    &e,
-                )
-            }),
-            Err(d) => Err(d),
-        };
-        if let Err(d) = put {
-            return failed(prior, d);
-        }
-        match models::encode(&m, self.state_type()) {
-            Ok(state) => Applied {
-                state,
-                diagnostics: Diagnostics::default(),
+        let endpoint = m.endpoint.as_str().unwrap_or_default().to_string();
+        let (name, spec) = (endpoint.as_str(), &spec);
+        let put = hosted::on_hosting_daemon(ctx, "did not take the key", |c| async move {
+            c.put_key(name, spec).await
+        })
+        .await;
+        match put {
+            Ok(Some(())) => match models::encode(&m, self.state_type()) {
+                Ok(state) => applied(state, Diagnostics::default()),
+                Err(d) => applied(prior, d),
             },
-            Err(d) => failed(prior, d),
+            Ok(None) => applied(prior, hosted::no_such_endpoint(&endpoint)),
+            Err(d) => applied(prior, d),
         }
     }
 
     async fn read(&self, ctx: &Ctx, state: Value) -> Result<Value, Diagnostics> {
         let m: Model = models::decode(&state)?;
-        let endpoint = m.endpoint.as_str().unwrap_or_default().to_string();
-        let name = m.name.as_str().unwrap_or_default().to_string();
-        let Some(target) = hosted::hosting(ctx, &endpoint).await? else {
-            // The endpoint is gone: so is the key; the next apply makes a new one.
-            return Ok(Value::Null);
-        };
-        let usage = target.client()?.key_usage(&endpoint).await.map_err(|e| {
-            hosted::daemon_error(
-                &format!(
-                    "Cannot read the endpoint's keys from the fabric daemon at {}",
-                    target.address
-                ),
-                &e,
-            )
-        })?;
-        if usage.keys.iter().any(|k| k.name == name) {
-            Ok(state)
-        } else {
-            Ok(Value::Null)
-        }
+        let endpoint = m.endpoint.as_str().unwrap_or_default();
+        let name = m.name.as_str().unwrap_or_default();
+        let usage =
+            hosted::on_hosting_daemon(ctx, "did not list the endpoint's keys", |c| async move {
+                c.key_usage(endpoint).await
+            })
+            .await?;
+        // Gone with its endpoint, or removed by hand: the next apply makes a new one.
+        let kept = usage.is_some_and(|u| u.keys.iter().any(|k| k.name == name));
+        Ok(if kept { state } else { Value::Null })
     }
 
     async fn import(&self, _ctx: &Ctx, _name: &str) -> Result<Value, Diagnostics> {

@@ -380,14 +380,6 @@ fn tls_section(settings: &Model) -> Result<Option<TlsSection>, String> {
     }))
 }
 
-/// Whether `host` is a loopback address (or `localhost`): only this machine can call.
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Warns of an endpoint anyone on the network may call; checks the TLS files where the plan
 /// runs (where the embedded daemon runs the router too).
 fn check_gateway(m: &Model, d: &mut Diagnostics) {
@@ -398,7 +390,7 @@ fn check_gateway(m: &Model, d: &mut Diagnostics) {
         .is_none_or(|mode| mode == "none");
     if open
         && let Some(host) = m.listen.known().and_then(|l| l.host.as_str())
-        && !is_loopback(host)
+        && !fabrics::is_loopback(host)
     {
         d.push(Diagnostic::attr_warning(
             "auth.mode",

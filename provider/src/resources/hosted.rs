@@ -141,24 +141,30 @@ pub async fn destroy(target: &FabricTarget, name: &str, prior: Value) -> Applied
     }
 }
 
-/// The daemon that hosts endpoint `name`: the one of the `fabric` blocks that has it, or this
-/// host's embedded daemon when there are none; `None` when no daemon hosts it.
-pub async fn hosting(
+/// Calls `call` (about one endpoint) on the daemon that hosts that endpoint: each daemon of the
+/// `fabric` blocks in turn (this host's embedded one when there are none) until one does not
+/// answer that it has no such endpoint. `None` when none hosts it; an error names the daemon and what it did not do
+/// (`what`, e.g. "did not take the key").
+pub async fn on_hosting_daemon<T, F>(
     ctx: &crate::api::Ctx,
-    name: &str,
-) -> Result<Option<FabricTarget>, Diagnostics> {
+    what: &str,
+    call: impl Fn(gpucap_fabric::client::Client) -> F,
+) -> Result<Option<T>, Diagnostics>
+where
+    F: std::future::Future<Output = Result<T, ClientError>>,
+{
     let targets = if ctx.config.fabrics.is_empty() {
         vec![crate::embedded::target(&ctx.config).await?]
     } else {
         ctx.config.fabrics.clone()
     };
     for target in targets {
-        match target.client()?.get(name).await {
-            Ok(Some(_)) => return Ok(Some(target)),
-            Ok(None) => {}
+        match call(target.client()?).await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if e.is_unknown_endpoint() => {}
             Err(e) => {
                 return Err(client_error(
-                    &format!("Cannot ask the fabric daemon at {}", target.address),
+                    &format!("The fabric daemon at {} {what}", target.address),
                     &e,
                 )
                 .into());
@@ -177,9 +183,4 @@ pub fn no_such_endpoint(name: &str) -> Diagnostic {
             "no fabric daemon hosts an endpoint named {name:?}; refer to the endpoint (endpoint = gpucap_inference_endpoint.NAME.name) so that it is created first"
         ),
     )
-}
-
-/// A client error as a diagnostic, with a hint where one helps.
-pub fn daemon_error(summary: &str, e: &ClientError) -> Diagnostic {
-    client_error(summary, e)
 }
