@@ -8,7 +8,8 @@
 //!   its replica must join within `join_timeout`. A job still pending after `queue_timeout`, or
 //!   one that ends before joining, is cancelled and the start fails with Slurm's reason (the
 //!   pool backs off; the autoscaler places the replica elsewhere if the policy allows).
-//! - A stop drains the replica over its connection, then cancels the job.
+//! - A stop drains the replica over its connection, then cancels the job. A job whose replica
+//!   already left (it drained on the warning and exited) is first given moments to end by itself.
 //! - A job Slurm ends (time limit, preemption, node failure, an admin's `scancel`) closes the
 //!   replica's connection: it leaves rotation at once and the fabric replaces it if still needed.
 //!   Jobs ask for `SIGTERM` before their time limit; a replica drains on it.
@@ -35,6 +36,13 @@ use crate::join::JoinHub;
 
 /// How often a starting job's state is read.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How long a job whose replica already left (it drained on Slurm's warning and exited) is
+/// given to end by itself before it is cancelled, and how often its state is read meanwhile:
+/// its batch script ends moments after its step, and a job that ends by itself is recorded
+/// as `COMPLETED`, not `CANCELLED`, which is what tells an operator the warning was honoured.
+const LEFT_GRACE: Duration = Duration::from_secs(10);
+const LEFT_POLL: Duration = Duration::from_millis(250);
 
 /// One pool on a Slurm partition.
 pub struct SlurmDriver {
@@ -247,6 +255,23 @@ impl SlurmDriver {
             .insert(replica.to_string(), end);
     }
 
+    /// Whether job `job` (whose replica's connection is gone) leaves `RUNNING` within
+    /// [`LEFT_GRACE`]. A job Slurm cannot be asked about is not waited for: it is cancelled.
+    async fn ended_by_itself(&self, job: &str) -> bool {
+        let deadline = Instant::now() + LEFT_GRACE;
+        loop {
+            match self.api.job(job).await {
+                Ok(Some(state)) if state.job_state == "RUNNING" => {}
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(LEFT_POLL).await;
+        }
+    }
+
     /// Waits for job `job`'s replica to join, and claims it for `spec`.
     async fn wait_for_join(
         &self,
@@ -348,14 +373,19 @@ impl Driver for SlurmDriver {
         let Some(job) = self.replicas.machine_of(replica) else {
             return Err(DriverError(format!("replica {} names no job", replica.id)));
         };
+        let left = !self.replicas.alive(replica);
         self.hub.release(job, drain).await;
-        self.api.cancel(job).await?;
+        if left && self.ended_by_itself(job).await {
+            tracing::info!(pool = %self.pool, %job, "job ended by itself after its replica left");
+        } else {
+            self.api.cancel(job).await?;
+            tracing::info!(pool = %self.pool, %job, "job cancelled");
+        }
         self.replicas.forget(&replica.id);
         self.ends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&replica.id);
-        tracing::info!(pool = %self.pool, %job, "job cancelled");
         Ok(())
     }
 
