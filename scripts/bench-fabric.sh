@@ -12,10 +12,13 @@
 #      all at 1 and 64 connections: the replica direct, through nginx, through the router with
 #      the gateway off and on (API key, rate limit, quota), and through a second router with TLS;
 #      then the router's CPU per request for a good key against a wrong one.
-# Usage: scripts/bench-fabric.sh [SECONDS_PER_RUN]   (default 10; section 4 uses 8 s runs)
+# Usage: scripts/bench-fabric.sh [SECONDS_PER_RUN] [SECTIONS]   (default 10 s, section 4 uses 8 s
+#        runs; SECTIONS is a comma-separated list such as 1,4, default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+sections=${2:-1,2,3,4}
+wanted() { [[ ",$sections," == *",$1,"* ]]; }
 cargo build --release -q -p gpucap-runtime -p gpucap-fabric
 runtime=$PWD/target/release/gpucap-runtime
 fabric=$PWD/target/release/gpucap-fabric
@@ -67,14 +70,18 @@ bench() { "$runtime" bench --model digits --json "$@"; }
 pool() { # pool NAME ROLE TYPE SLOTS PRICE
   printf '[[pools]]\nname = "%s"\nrole = "%s"\nregion = "%s-site"\njurisdiction = "EU"\ncapacity_type = "%s"\ngpus_max = %s\nprice_per_gpu_hour = %s\n[pools.local]\ndevices = "cpu"\n' "$1" "$2" "$1" "$3" "$4" "$5"
 }
+# One row of the test set, as the protocol's JSON.
+row=$(head -n 1 examples/models/digits-test.csv)
+body="{\"inputs\":[{\"name\":\"pixels\",\"shape\":[1,64],\"datatype\":\"FP32\",\"data\":[${row#*,}]}]}"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+if wanted 1; then
 echo "== 1. router overhead: digits model, 1 and 64 clients, ${secs}s per run, direct and routed alternated"
 start overhead "[policy]
 name = \"one\"
 $(pool lab base on_prem 1 0.4)"
 wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
 read -r replica replica_pid < <(status | python3 -c 'import json,sys; r=json.load(sys.stdin)["replicas"][0]; print(r["address"], r["pid"])')
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 bench --url "$url" -c 16 --duration 2s >/dev/null # warm-up: connections, caches
 for c in 1 64; do
   for round in 1 2; do
@@ -108,8 +115,10 @@ for c in (1, 64):
     print(f"{c:>2} client(s): throughput routed/direct {mean('routed', 0) / mean('direct', 0):.3f} (target >= 0.9), "
           f"added median latency {mean('routed', 1) - mean('direct', 1):.3f} ms (target < 0.3 ms)")
 PY
+fi
 
 echo
+if wanted 2; then
 echo "== 2. scale from zero: time to the first answer with no replica running (5 rounds)"
 start zero "[replicas]
 min = 0
@@ -119,8 +128,6 @@ name = \"zero\"
 [policy.scale_down]
 idle_for = \"1s\"
 $(pool lab base on_prem 1 0.4)"
-row=$(head -n 1 examples/models/digits-test.csv)
-body="{\"inputs\":[{\"name\":\"pixels\",\"shape\":[1,64],\"datatype\":\"FP32\",\"data\":[${row#*,}]}]}"
 for round in 1 2 3 4 5; do
   wait_status 'len(s["replicas"]) == 0'
   curl -sf -o /dev/null -w "%{time_total}\n" -H 'Content-Type: application/json' -d "$body" \
@@ -137,8 +144,10 @@ print("first answer (s):     " + "  ".join(f"{x:.3f}" for x in client))
 print("first replica (s):    " + "  ".join(f"{x:.3f}" for x in router))
 print(f"median first answer {statistics.median(client):.3f} s, worst {max(client):.3f} s (target < 1 s)")
 PY
+fi
 
 echo
+if wanted 3; then
 echo "== 3. spill reaction and drain: 64 clients for ${secs}s on 1 base replica, burst pool of 2"
 start spill "[batching]
 max_batch_size = 8
@@ -182,8 +191,10 @@ print(f"load: {r['throughput_rps']:.1f} req/s, p99 {r['latency']['p99_ms']:.1f} 
 print(f"signal high -> first burst replica ready: {t(ready) - t(high):.2f} s (for = 2s; target <= 4 s)  [{high['reason']}]")
 print(f"load stopped -> last burst replica stopped: {drained - load_end:.2f} s (idle_for = 5s)")
 PY
+fi
 
 echo
+if wanted 4; then
 echo "== 4. the router against nginx, the gateway on and off, TLS against plain: wrk, 8s runs"
 command -v wrk >/dev/null || { echo "wrk is missing: install Debian's package wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing: install Debian's package nginx-light" >&2; exit 1; }
@@ -293,3 +304,4 @@ for tag in ("good", "bad"):
     print(f"{tag} key: {x['requests']} requests at 64 connections ({x['non_2xx']} refused), "
           f"router CPU {cpu(f'keys-{tag}'):.1f} us per request")
 PY
+fi

@@ -56,6 +56,8 @@ pub struct Shared {
     pub join: Arc<crate::join::JoinHub>,
     /// Who may call: API keys, their limits and usage.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// How many threads serve the public listener.
+    pub serving_threads: usize,
 }
 
 /// A pool's driver and how it has been doing.
@@ -1272,6 +1274,7 @@ impl Controller {
                 }
                 .into(),
                 tls: self.fabric.tls.is_some(),
+                threads: self.shared.serving_threads,
             },
             pools,
             replicas,

@@ -93,12 +93,15 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Serve { threads, .. } if *threads > 0 => *threads,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // `serve` answers requests on threads of its own (cmd::workers); its runtime runs the
+    // control loop and the operator listener, for which one worker is plenty.
+    let (runtime_threads, serving_threads) = match &cli.command {
+        Command::Serve { threads, .. } => (1, if *threads > 0 { *threads } else { cores }),
+        _ => (cores, 0),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(runtime_threads)
         .enable_all()
         .build()
     {
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
             let result = runtime.block_on(cmd::serve::serve(
                 config,
                 record_decisions,
+                serving_threads,
                 cmd::serve::termination_signal(),
             ));
             match result {

@@ -59,23 +59,30 @@ pub struct RouterState {
     pub settings: RwLock<Arc<Settings>>,
     /// Set once shutdown starts.
     pub draining: AtomicBool,
-    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+thread_local! {
+    /// Each thread's connections to the replicas: a request goes upstream on a connection of
+    /// the thread that serves it, so that answering it wakes no other thread.
+    static UPSTREAM: Client<HttpConnector, Full<Bytes>> = upstream_client();
+}
+
+fn upstream_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 impl RouterState {
     /// State for a router over `shared`.
     pub fn new(shared: Arc<Shared>, settings: Settings) -> Arc<RouterState> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Arc::new(RouterState {
             shared,
             settings: RwLock::new(Arc::new(settings)),
             draining: AtomicBool::new(false),
-            client,
         })
     }
 
@@ -251,14 +258,14 @@ async fn targets(State(s): AppState) -> Response {
 async fn infer(
     State(s): AppState,
     Path(path): Path<ModelPath>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    // Taken apart rather than extracted piecewise: the headers and URI move, uncopied.
+    let (parts, body) = request.into_parts();
     let request = InferRequest {
         path,
-        uri,
-        headers,
+        uri: parts.uri,
+        headers: parts.headers,
         body,
     };
     forward(s, request).await
@@ -311,7 +318,7 @@ async fn route(
     let InferRequest {
         path: model,
         uri,
-        headers,
+        mut headers,
         body,
     } = request;
     let key = match s.shared.gateway.identify(&headers) {
@@ -354,6 +361,7 @@ async fn route(
     {
         return (refusal.into_response(), None);
     }
+    strip_hop_by_hop(&mut headers);
     let deadline = started + settings.request_timeout;
     let path = uri
         .path_and_query()
@@ -368,7 +376,7 @@ async fn route(
         let sent = Instant::now();
         let result = tokio::time::timeout_at(
             deadline.into(),
-            send(&s.client, &slot, &path, &headers, bytes.clone()),
+            send(&slot, &path, &headers, bytes.clone()),
         )
         .await;
         timing.upstream += sent.elapsed();
@@ -469,60 +477,49 @@ async fn take_slot(
     }
 }
 
-/// Headers that belong to one connection, not to the request; and the client's key, which no
-/// replica needs or may see.
-fn hop_by_hop(name: &header::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "authorization"
-            | "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
+/// Headers that belong to one connection, not to the request (the length is set again from
+/// the body); and the client's key, which no replica needs or may see.
+const HOP_BY_HOP: [header::HeaderName; 11] = [
+    header::AUTHORIZATION,
+    header::CONNECTION,
+    header::HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+];
+
+/// Removes [`HOP_BY_HOP`] headers, in place: copying the rest header by header cost more.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
 }
 
 /// Sends the request to the slot's replica and reads the whole answer, so that a replica that
 /// dies mid-answer fails the attempt (and the request is retried) instead of the client's
 /// response.
-async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    slot: &Slot,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Response, String> {
-    let mut req = hyper::Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{}{path}", slot.address));
-    for (k, v) in headers {
-        if !hop_by_hop(k) {
-            req = req.header(k, v);
-        }
-    }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = client
-        .request(req)
+async fn send(slot: &Slot, path: &str, headers: &HeaderMap, body: Bytes) -> Result<Response, String> {
+    let mut req = hyper::Request::new(Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = format!("http://{}{path}", slot.address)
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    *req.headers_mut() = headers.clone();
+    let resp = UPSTREAM
+        .with(|client| client.request(req))
         .await
         .map_err(|e| crate::errors::chain(&e))?;
-    let (parts, incoming) = resp.into_parts();
+    let (mut parts, incoming) = resp.into_parts();
     let body = incoming
         .collect()
         .await
         .map_err(|e| format!("the answer broke off: {e}"))?
         .to_bytes();
-    let mut out = Response::new(Body::from(body));
-    *out.status_mut() = parts.status;
-    for (k, v) in &parts.headers {
-        if !hop_by_hop(k) {
-            out.headers_mut().append(k, v.clone());
-        }
-    }
-    Ok(out)
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::from(body)))
 }

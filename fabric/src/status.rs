@@ -66,6 +66,9 @@ pub struct RouterStatus {
     /// Whether its listener speaks TLS.
     #[serde(default)]
     pub tls: bool,
+    /// How many threads serve its listener.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 /// One pool.

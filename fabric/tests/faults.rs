@@ -205,6 +205,44 @@ fn a_pool_whose_driver_cannot_work_is_reported_and_skipped() {
 }
 
 #[test]
+fn sigterm_answers_what_every_serving_thread_accepted() {
+    let _one = serial();
+    // The replica answers half a second late: the six requests are in flight at SIGTERM, on
+    // connections the kernel spread over three serving threads.
+    let slow = pool("lab", "on_prem", "EU", 1, 0.4).replace(
+        "devices = \"cpu\"",
+        &format!(
+            "devices = \"cpu\"\nruntime_path = \"{}\"",
+            broken_runtime().display()
+        ),
+    );
+    let mut r = Router::start_with_env(
+        &format!("{}\n{slow}", policy("")),
+        &[("GPUCAP_FABRIC_THREADS", "3"), ("GPUCAP_BROKEN", "slow")],
+    );
+    let s = r.wait_for("a replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    assert_eq!(s["router"]["threads"], 3, "{s}");
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = r.url();
+            std::thread::spawn(move || infer(&url))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let pids = r.replica_pids();
+    let asked = std::time::Instant::now();
+    assert_eq!(r.terminate().code(), Some(0));
+    assert!(asked.elapsed() >= Duration::from_millis(250), "it waited for nothing");
+    for client in clients {
+        let (code, body) = client.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    assert!(all_gone(&pids, Duration::from_secs(5)), "orphaned replicas");
+}
+
+#[test]
 fn a_killed_router_restarted_adopts_its_replicas_and_sigterm_stops_everything() {
     let _one = serial();
     let mut r = Router::start(&format!(

@@ -7,3 +7,4 @@
 pub mod serve;
 pub mod simulate;
 pub mod status;
+pub mod workers;

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::workers::Workers;
 use axum::serve::ListenerExt as _;
-use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use gpucap_fabric::config::{Fabric, FabricConfig};
 use gpucap_fabric::controller::{Controller, Shared};
@@ -90,11 +90,13 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     })
 }
 
-/// Serves the endpoint until `shutdown` completes, then drains and stops every replica. With
-/// `record`, every control round's observation and decision is written there (JSON lines).
+/// Serves the endpoint from `threads` serving threads until `shutdown` completes, then drains
+/// and stops every replica. With `record`, every control round's observation and decision is
+/// written there (JSON lines).
 pub async fn serve(
     path: PathBuf,
     record: Option<PathBuf>,
+    threads: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let recorder = record
@@ -110,10 +112,8 @@ pub async fn serve(
     let replicas_dir = fabric.state_dir.join("replicas");
     std::fs::create_dir_all(&replicas_dir)
         .with_context(|| format!("cannot create {}", replicas_dir.display()))?;
-    let listener = std::net::TcpListener::bind(&fabric.listen)
-        .with_context(|| format!("cannot listen on {}", fabric.listen))?;
-    listener.set_nonblocking(true)?;
-    let address = listener.local_addr()?.to_string();
+    let listeners = super::workers::bind(&fabric.listen, threads)?;
+    let address = listeners[0].local_addr()?.to_string();
     let operator_listener = TcpListener::bind(&fabric.operator_listen)
         .await
         .with_context(|| {
@@ -150,6 +150,7 @@ pub async fn serve(
         status: Mutex::default(),
         join,
         gateway: gateway.clone(),
+        serving_threads: listeners.len(),
     });
     let pool_names: Vec<String> = fabric.pools.iter().map(|p| p.name.clone()).collect();
     shared.metrics.initialize(&pool_names);
@@ -161,6 +162,7 @@ pub async fn serve(
         %address,
         operator = %operator_address,
         tls = tls.is_some(),
+        threads = listeners.len(),
         auth = if fabric.auth_required { "api_key" } else { "none" },
         endpoint = %fabric.name,
         region = %fabric.router_region,
@@ -207,35 +209,17 @@ pub async fn serve(
                 .with_context(|| format!("cannot write the address file {}", file.display()))?;
         }
     }
-    let handle = axum_server::Handle::<std::net::SocketAddr>::new();
-    let draining = state.clone();
-    let on_shutdown = handle.clone();
+    let mut workers = Workers::start(listeners, router(state.clone()), tls)?;
+    let on_shutdown = workers.shutdown_handle();
     tokio::spawn(async move {
         shutdown.await;
-        draining
+        state
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutdown requested: refusing new requests, answering accepted ones");
-        on_shutdown.graceful_shutdown(None);
+        on_shutdown.shut_down();
     });
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
-    let served = match tls {
-        Some(tls) => {
-            axum_server::from_tcp_rustls(listener, tls)?
-                .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-        None => {
-            axum_server::from_tcp(listener)?
-                .acceptor(NoDelayAcceptor::new())
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-    };
+    let served = workers.served().await;
     // Every accepted request has been answered; now the replicas drain and stop.
     gateway.flush();
     shared.fleet.close();
@@ -243,6 +227,7 @@ pub async fn serve(
     control.await?;
     // Joined replicas' connections end as the control loop releases them; not waited on longer.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), operator).await;
+    tokio::task::spawn_blocking(move || workers.finish()).await?;
     tracing::info!("every replica stopped; exiting");
     served.map_err(Into::into)
 }

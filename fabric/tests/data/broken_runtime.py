@@ -2,7 +2,8 @@
 """A replica that misbehaves, for the router's fault tests: it starts like gpucap-runtime
 (`serve --config FILE`, writes its address file, answers health and metrics) but fails every
 inference — with a 500 (`GPUCAP_BROKEN=500`, the default) or with bytes that are not HTTP
-(`GPUCAP_BROKEN=garbage`). `GPUCAP_BROKEN=hang` never becomes ready at all."""
+(`GPUCAP_BROKEN=garbage`). `GPUCAP_BROKEN=hang` never becomes ready at all;
+`GPUCAP_BROKEN=slow` answers every inference, half a second late."""
 import http.server
 import os
 import sys
@@ -37,7 +38,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if MODE == "garbage":
+        if MODE == "slow":
+            time.sleep(0.5)
+            self.reply(200, b'{"model_name": "digits", "outputs": []}')
+        elif MODE == "garbage":
             self.wfile.write(b"this is not HTTP\r\n\r\n")
             self.wfile.flush()
             self.close_connection = True

@@ -1,0 +1,227 @@
+//! The public listener's serving threads. Each thread runs a single-threaded runtime and accepts
+//! on a socket of its own, bound with `SO_REUSEPORT` to the same address, so the kernel spreads
+//! connections over the threads and a request is answered by the thread that accepted it, its
+//! connection to the replica included ([`gpucap_fabric::router`] keeps one client per thread).
+//! With one shared multi-threaded runtime, a request crossed threads twice (the client's
+//! connection task and the server's ran on different workers): two wake-ups per request through
+//! the kernel, which was most of what the router cost beyond nginx.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use axum::Router;
+use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsConfig;
+use socket2::{Domain, Socket, Type};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// How many connections wait to be accepted on each thread's socket.
+const BACKLOG: i32 = 1024;
+
+/// `count` listening sockets on `address` (`host:port`; port 0 picks one for all of them).
+pub fn bind(address: &str, count: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let wanted = address
+        .to_socket_addrs()
+        .with_context(|| format!("endpoint.listen: {address} is not a host:port"))?
+        .next()
+        .with_context(|| format!("endpoint.listen: {address} resolves to no address"))?;
+    // A port taken by anyone else is refused here, as a plain bind refuses it: with SO_REUSEPORT
+    // alone, a stale router of the same user on that port would silently share the traffic.
+    let probe = TcpListener::bind(wanted)
+        .with_context(|| format!("endpoint.listen: cannot listen on {address}"))?;
+    let at = if wanted.port() == 0 {
+        probe.local_addr()?
+    } else {
+        wanted
+    };
+    drop(probe);
+    (0..count.max(1))
+        .map(|_| {
+            reuse_port_listener(at)
+                .with_context(|| format!("endpoint.listen: cannot listen on {at}"))
+        })
+        .collect()
+}
+
+fn reuse_port_listener(at: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&at.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The serving threads.
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    handles: Vec<Handle<SocketAddr>>,
+    served: Vec<oneshot::Receiver<std::io::Result<()>>>,
+    release: CancellationToken,
+}
+
+impl Workers {
+    /// Serves `app` on each listener from a thread of its own, over TLS when `tls` is set (its
+    /// reloads reach every thread).
+    pub fn start(
+        listeners: Vec<TcpListener>,
+        app: Router,
+        tls: Option<RustlsConfig>,
+    ) -> anyhow::Result<Workers> {
+        let release = CancellationToken::new();
+        let mut workers = Workers {
+            threads: Vec::new(),
+            handles: Vec::new(),
+            served: Vec::new(),
+            release: release.clone(),
+        };
+        for (n, listener) in listeners.into_iter().enumerate() {
+            // Sockets and timers only: signals and child processes are the main runtime's.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .context("cannot start a serving thread's runtime")?;
+            let handle = Handle::new();
+            let (done, served) = oneshot::channel();
+            let (app, tls, release, on_shutdown) =
+                (app.clone(), tls.clone(), release.clone(), handle.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("gpucap-serve-{n}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let _ = done.send(serve(listener, app, tls, on_shutdown).await);
+                        // Joined replicas' connections (upgraded from requests this thread
+                        // accepted) live on this runtime: it runs until the replicas are gone.
+                        release.cancelled().await;
+                    });
+                })
+                .context("cannot start a serving thread")?;
+            workers.threads.push(thread);
+            workers.handles.push(handle);
+            workers.served.push(served);
+        }
+        Ok(workers)
+    }
+
+    /// A handle that starts the graceful shutdown of every thread's server: no new connections,
+    /// every accepted request answered.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.handles.clone())
+    }
+
+    /// Waits until every thread's server stopped (after the shutdown, once every accepted
+    /// request was answered); the first error, if any.
+    pub async fn served(&mut self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        for served in self.served.drain(..) {
+            let outcome = served.await.unwrap_or_else(|_| {
+                Err(std::io::Error::other("a serving thread ended unexpectedly"))
+            });
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+
+    /// Lets the threads end (their joined replicas' connections with them) and waits for them.
+    pub fn finish(self) {
+        self.release.cancel();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the graceful shutdown of every serving thread.
+#[derive(Clone)]
+pub struct ShutdownHandle(Vec<Handle<SocketAddr>>);
+
+impl ShutdownHandle {
+    /// No new connections; every accepted request is answered, then the servers stop.
+    pub fn shut_down(&self) {
+        for handle in &self.0 {
+            handle.graceful_shutdown(None);
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<RustlsConfig>,
+    handle: Handle<SocketAddr>,
+) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
+    match tls {
+        Some(tls) => {
+            axum_server::from_tcp_rustls(listener, tls)?
+                .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn every_thread_listens_on_the_one_port_picked() {
+        let listeners = bind("127.0.0.1:0", 3).unwrap();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert!(ports[0] != 0 && ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+        // A connection to the port lands on one of them.
+        let mut client = std::net::TcpStream::connect(listeners[0].local_addr().unwrap()).unwrap();
+        client.write_all(b"x").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let accepted = loop {
+            if let Some((mut conn, _)) = listeners.iter().find_map(|l| l.accept().ok()) {
+                break conn.read(&mut [0u8; 1]).unwrap_or(0);
+            }
+            assert!(std::time::Instant::now() < deadline, "no listener accepted");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(accepted, 1);
+    }
+
+    #[test]
+    fn a_port_someone_else_listens_on_is_refused_naming_the_setting() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        let e = bind(&address, 2).unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with(&format!("endpoint.listen: cannot listen on {address}")),
+            "{e:#}"
+        );
+        // Nor may a second router of the same user share it.
+        let first = bind("127.0.0.1:0", 1).unwrap();
+        let again = first[0].local_addr().unwrap().to_string();
+        assert!(bind(&again, 1).is_err());
+    }
+
+    #[test]
+    fn an_address_that_is_not_host_port_is_refused() {
+        let e = bind("localhost", 1).unwrap_err();
+        assert!(format!("{e:#}").contains("endpoint.listen: localhost is not a host:port"), "{e:#}");
+    }
+}
