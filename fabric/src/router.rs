@@ -374,11 +374,9 @@ async fn route(
             Err(r) => return (r, None),
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout_at(
-            deadline.into(),
-            send(&slot, &path, &headers, bytes.clone()),
-        )
-        .await;
+        let result =
+            tokio::time::timeout_at(deadline.into(), send(&slot, &path, &headers, bytes.clone()))
+                .await;
         timing.upstream += sent.elapsed();
         let labels = Some((slot.pool.clone(), slot.replica.clone()));
         let retry_reason = match result {
@@ -503,7 +501,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Sends the request to the slot's replica and reads the whole answer, so that a replica that
 /// dies mid-answer fails the attempt (and the request is retried) instead of the client's
 /// response.
-async fn send(slot: &Slot, path: &str, headers: &HeaderMap, body: Bytes) -> Result<Response, String> {
+async fn send(
+    slot: &Slot,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, String> {
     let mut req = hyper::Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = format!("http://{}{path}", slot.address)

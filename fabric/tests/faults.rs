@@ -234,7 +234,10 @@ fn sigterm_answers_what_every_serving_thread_accepted() {
     let pids = r.replica_pids();
     let asked = std::time::Instant::now();
     assert_eq!(r.terminate().code(), Some(0));
-    assert!(asked.elapsed() >= Duration::from_millis(250), "it waited for nothing");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(250),
+        "it waited for nothing"
+    );
     for client in clients {
         let (code, body) = client.join().unwrap();
         assert_eq!(code, 200, "{body}");

@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 /// How many connections wait to be accepted on each thread's socket.
 const BACKLOG: i32 = 1024;
 
+/// How often each serving thread's timer ticks (see [`keep_the_timer_near`]).
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// `count` listening sockets on `address` (`host:port`; port 0 picks one for all of them).
 pub fn bind(address: &str, count: usize) -> anyhow::Result<Vec<TcpListener>> {
     let wanted = address
@@ -94,6 +97,7 @@ impl Workers {
                 .name(format!("gpucap-serve-{n}"))
                 .spawn(move || {
                     runtime.block_on(async move {
+                        tokio::spawn(keep_the_timer_near());
                         let _ = done.send(serve(listener, app, tls, on_shutdown).await);
                         // Joined replicas' connections (upgraded from requests this thread
                         // accepted) live on this runtime: it runs until the replicas are gone.
@@ -151,6 +155,17 @@ impl ShutdownHandle {
     }
 }
 
+/// Keeps a timer due within [`TIMER_TICK`]. Tokio wakes its driver (a write to an eventfd, and
+/// one more turn of the loop) whenever a timer is set earlier than the driver's next wake-up:
+/// with no other timer, every request's timeout was one, two system calls per request.
+async fn keep_the_timer_near() {
+    let mut tick = tokio::time::interval(TIMER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 async fn serve(
     listener: TcpListener,
     app: Router,
@@ -189,7 +204,10 @@ mod tests {
             .iter()
             .map(|l| l.local_addr().unwrap().port())
             .collect();
-        assert!(ports[0] != 0 && ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+        assert!(
+            ports[0] != 0 && ports.iter().all(|p| *p == ports[0]),
+            "{ports:?}"
+        );
         // A connection to the port lands on one of them.
         let mut client = std::net::TcpStream::connect(listeners[0].local_addr().unwrap()).unwrap();
         client.write_all(b"x").unwrap();
@@ -222,6 +240,9 @@ mod tests {
     #[test]
     fn an_address_that_is_not_host_port_is_refused() {
         let e = bind("localhost", 1).unwrap_err();
-        assert!(format!("{e:#}").contains("endpoint.listen: localhost is not a host:port"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("endpoint.listen: localhost is not a host:port"),
+            "{e:#}"
+        );
     }
 }
