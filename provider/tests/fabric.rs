@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Tf, all_gone, digits_model, first_digit, predict, runtime_bin};
+use common::{Tf, all_gone, bench, digits_model, failed, first_digit, predict};
 
 fn config(max_batch: u32, budget: f64) -> String {
     format!(
@@ -66,37 +66,6 @@ output "max_cost" {{ value = gpucap_inference_endpoint.digits.monthly_cost_max_u
     )
 }
 
-fn bench(url: &str, clients: usize, duration: &str) -> serde_json::Value {
-    let base = url.split("/v2/").next().unwrap();
-    let out = Command::new(runtime_bin())
-        .args(["bench", "--url", base, "--model", "digits", "--json"])
-        .args([
-            "--concurrency",
-            &clients.to_string(),
-            "--duration",
-            duration,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn failed(report: &serde_json::Value) -> u64 {
-    report["errors_by_status"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum::<u64>()
-        + report["connect_errors"].as_u64().unwrap()
-        + report["transport_errors"].as_u64().unwrap()
-}
-
 #[test]
 fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_cleanly() {
     let tf = Tf::new(&config(8, 10.0));
@@ -113,7 +82,7 @@ fn an_endpoint_with_a_burst_policy_applies_updates_under_load_and_destroys_clean
     // Burst under load, and change batching and the budget while it runs.
     let load_url = url.clone();
     // Long enough to outlast the burst, a plan and an apply on a loaded machine: checked below.
-    let load = std::thread::spawn(move || bench(&load_url, 48, "25s"));
+    let load = std::thread::spawn(move || bench(&load_url, 48, "25s", None));
     // Under load the router starts a burst replica beside the base one: wait for it, while the
     // load still runs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -2,11 +2,12 @@
 //! `gpucap_api_key`, applied; the secret opens the endpoint and nothing else does; a limit
 //! changed in place; usage read back through `gpucap_endpoint_usage`; the secret nowhere on disk
 //! but Terraform's state; and what plan refuses or warns of: the starter policy pack's rule for a
-//! PII endpoint without keys, an expiry in the past, an open endpoint beyond loopback.
+//! PII endpoint without keys, an expiry in the past, an open endpoint beyond loopback; and a
+//! rotation (a new key, the clients moved, the old key removed) under load with nothing refused.
 
 mod common;
 
-use common::{Tf, curl, digits_model, first_digit, repo_root};
+use common::{Tf, bench, curl, digits_model, failed, first_digit, repo_root};
 
 fn pool() -> &'static str {
     r#"
@@ -165,6 +166,70 @@ fn a_key_opens_its_endpoint_changes_in_place_and_never_leaves_the_state() {
     ));
     tf.apply();
     assert_eq!(infer(&url, Some(&secret)).0, 401);
+    tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+}
+
+/// A `gpucap_api_key` per name in `names` (resource and key named alike), each secret an output.
+fn rotated_keys(names: &[&str]) -> String {
+    let mut out = String::from("output \"url\" { value = gpucap_inference_endpoint.claims.url }\n");
+    for name in names {
+        out.push_str(&format!(
+            r#"
+resource "gpucap_api_key" "{name}" {{
+  endpoint = gpucap_inference_endpoint.claims.name
+  name     = "{name}"
+}}
+output "{name}" {{
+  value     = gpucap_api_key.{name}.secret
+  sensitive = true
+}}
+"#
+        ));
+    }
+    out
+}
+
+/// Applies `config` while 32 clients send requests with `secret`; the load's report.
+fn apply_under_load(tf: &Tf, config: &str, url: &str, secret: &str) -> serde_json::Value {
+    let load = std::thread::spawn({
+        let (url, secret) = (url.to_string(), secret.to_string());
+        move || bench(&url, 32, "12s", Some(&secret))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    tf.write(config);
+    tf.apply();
+    assert!(!load.is_finished(), "the apply outlasted the load");
+    let report = load.join().unwrap();
+    assert!(report["ok"].as_u64().unwrap() > 0, "{report}");
+    report
+}
+
+#[test]
+fn a_rotation_under_load_refuses_nothing() {
+    let config = |keys: &[&str]| {
+        format!(
+            "{}{}{}",
+            pool(),
+            endpoint("pii", "auth { mode = \"api_key\" }", "127.0.0.1"),
+            rotated_keys(keys)
+        )
+    };
+    let tf = Tf::new(&config(&["blue"]));
+    tf.apply();
+    let url = tf.output("url");
+    let blue = tf.output("blue");
+
+    // The new key is added while the clients use the old one: none of theirs is refused.
+    let report = apply_under_load(&tf, &config(&["blue", "green"]), &url, &blue);
+    assert_eq!(failed(&report), 0, "{report}");
+    let green = tf.output("green");
+    assert_ne!(green, blue);
+
+    // The clients moved to the new key; the old one is removed under their load.
+    let report = apply_under_load(&tf, &config(&["green"]), &url, &green);
+    assert_eq!(failed(&report), 0, "{report}");
+    assert_eq!(infer(&url, Some(&blue)).0, 401);
+    assert_eq!(infer(&url, Some(&green)).0, 200);
     tf.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
 }
 

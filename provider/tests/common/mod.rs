@@ -364,3 +364,46 @@ pub fn signal(pid: i32, sig: &str) {
 /// The fabric's own daemon harness: a `gpucap-fabric daemon` process with a token and TLS.
 #[path = "../../../fabric/tests/common/daemon.rs"]
 pub mod daemon;
+
+/// `gpucap-runtime bench` against the model whose URL (`…/v2/models/NAME`) is `url`, with
+/// `clients` connections for `duration`, presenting `api_key` when set; its JSON report.
+pub fn bench(
+    url: &str,
+    clients: usize,
+    duration: &str,
+    api_key: Option<&str>,
+) -> serde_json::Value {
+    let (base, model) = url
+        .split_once("/v2/models/")
+        .unwrap_or_else(|| panic!("{url} is not a model's URL"));
+    let mut cmd = Command::new(runtime_bin());
+    cmd.args(["bench", "--url", base, "--model", model, "--json"])
+        .args([
+            "--concurrency",
+            &clients.to_string(),
+            "--duration",
+            duration,
+        ]);
+    if let Some(key) = api_key {
+        cmd.env("GPUCAP_API_KEY", key);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Requests a [`bench`] report counts as failed: any status but 200, or no answer.
+pub fn failed(report: &serde_json::Value) -> u64 {
+    report["errors_by_status"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum::<u64>()
+        + report["connect_errors"].as_u64().unwrap()
+        + report["transport_errors"].as_u64().unwrap()
+}
