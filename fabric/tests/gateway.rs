@@ -321,7 +321,7 @@ fn a_rotation_under_load_refuses_nothing() {
 }
 
 #[test]
-fn tls_then_mtls_on_the_router_with_certificates_renewed_in_place() {
+fn tls_then_mtls_on_the_router_with_certificates_renewed_in_place_keeping_connections() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let ca = common::daemon::make_tls(dir.path());
@@ -387,6 +387,21 @@ fn tls_then_mtls_on_the_router_with_certificates_renewed_in_place() {
     let (code, text) = curl(&args);
     assert_eq!(code, 200, "an inference over mTLS: {text}");
 
+    // A client holding a connection open across the renewal below.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut identity = std::fs::read(p("client.pem")).unwrap();
+    identity.extend(std::fs::read(p("client-key.pem")).unwrap());
+    let kept = reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca).unwrap()).unwrap(),
+        )
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    let live_on_kept =
+        || runtime.block_on(async { kept.get(&live).send().await.map(|r| r.status().as_u16()) });
+    assert_eq!(live_on_kept().unwrap(), 200);
+
     // New certificates from another CA, read on SIGHUP without a restart.
     let renewed = tempfile::tempdir().unwrap();
     let new_ca = common::daemon::make_tls(renewed.path());
@@ -412,6 +427,13 @@ fn tls_then_mtls_on_the_router_with_certificates_renewed_in_place() {
     let mut args = with_cert.to_vec();
     args.push(&live);
     assert_eq!(curl(&args).0, 0, "the old certificate is no longer served");
+    // The connection opened under the old certificate was not dropped: it still answers (a new
+    // one would have to verify the renewed certificate, which this client's CA did not sign).
+    assert_eq!(
+        live_on_kept().unwrap(),
+        200,
+        "a connection opened before the renewal is kept"
+    );
 }
 
 /// The error of a router that must refuse to start with the config in `dir`.
