@@ -15,7 +15,7 @@ use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use socket2::{Domain, Socket, Type};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How many connections wait to be accepted on each thread's socket.
@@ -63,7 +63,8 @@ fn reuse_port_listener(at: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Workers {
     threads: Vec<JoinHandle<()>>,
     handles: Vec<Handle<SocketAddr>>,
-    served: Vec<oneshot::Receiver<std::io::Result<()>>>,
+    /// Each thread's server's outcome, as it ends.
+    served: mpsc::UnboundedReceiver<std::io::Result<()>>,
     release: CancellationToken,
 }
 
@@ -76,10 +77,11 @@ impl Workers {
         tls: Option<RustlsConfig>,
     ) -> anyhow::Result<Workers> {
         let release = CancellationToken::new();
+        let (done, served) = mpsc::unbounded_channel();
         let mut workers = Workers {
             threads: Vec::new(),
             handles: Vec::new(),
-            served: Vec::new(),
+            served,
             release: release.clone(),
         };
         for (n, listener) in listeners.into_iter().enumerate() {
@@ -90,15 +92,21 @@ impl Workers {
                 .build()
                 .context("cannot start a serving thread's runtime")?;
             let handle = Handle::new();
-            let (done, served) = oneshot::channel();
-            let (app, tls, release, on_shutdown) =
-                (app.clone(), tls.clone(), release.clone(), handle.clone());
+            let (app, tls, release, on_shutdown, done) = (
+                app.clone(),
+                tls.clone(),
+                release.clone(),
+                handle.clone(),
+                done.clone(),
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("gpucap-serve-{n}"))
                 .spawn(move || {
                     runtime.block_on(async move {
                         tokio::spawn(keep_the_timer_near());
                         let _ = done.send(serve(listener, app, tls, on_shutdown).await);
+                        // Dropped now: once every thread sent or died, the receiver sees the end.
+                        drop(done);
                         // Joined replicas' connections (upgraded from requests this thread
                         // accepted) live on this runtime: it runs until the replicas are gone.
                         release.cancelled().await;
@@ -107,7 +115,6 @@ impl Workers {
                 .context("cannot start a serving thread")?;
             workers.threads.push(thread);
             workers.handles.push(handle);
-            workers.served.push(served);
         }
         Ok(workers)
     }
@@ -119,15 +126,20 @@ impl Workers {
     }
 
     /// Waits until every thread's server stopped (after the shutdown, once every accepted
-    /// request was answered); the first error, if any.
+    /// request was answered); the first error, if any. A server that fails shuts the others
+    /// down: the router stops whole rather than serve on with fewer threads, unnoticed.
     pub async fn served(&mut self) -> std::io::Result<()> {
         let mut result = Ok(());
-        for served in self.served.drain(..) {
-            let outcome = served.await.unwrap_or_else(|_| {
+        for _ in 0..self.threads.len() {
+            let outcome = self.served.recv().await.unwrap_or_else(|| {
                 Err(std::io::Error::other("a serving thread ended unexpectedly"))
             });
-            if result.is_ok() {
-                result = outcome;
+            if let Err(e) = outcome
+                && result.is_ok()
+            {
+                tracing::error!(error = %e, "a serving thread failed; stopping the others");
+                self.shutdown_handle().shut_down();
+                result = Err(e);
             }
         }
         result
