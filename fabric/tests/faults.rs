@@ -13,6 +13,18 @@ fn policy(extra: &str) -> String {
     format!("[policy]\nname = \"p\"\n{extra}\n")
 }
 
+/// An on-prem pool of one whose replicas run `broken_runtime.py` (how they misbehave is
+/// `GPUCAP_BROKEN`'s).
+fn misbehaving_pool(name: &str) -> String {
+    pool(name, "on_prem", "EU", 1, 0.4).replace(
+        "devices = \"cpu\"",
+        &format!(
+            "devices = \"cpu\"\nruntime_path = \"{}\"",
+            broken_runtime().display()
+        ),
+    )
+}
+
 #[test]
 fn a_replica_killed_under_load_fails_no_request_and_is_replaced() {
     let _one = serial();
@@ -129,13 +141,7 @@ fn a_reclaimed_spot_replica_is_replaced_on_spot_then_on_demand_when_spot_cannot_
 fn replicas_answering_500_or_garbage_leave_rotation_and_requests_are_retried() {
     let _one = serial();
     for (mode, reason) in [("500", "status_500"), ("garbage", "connection")] {
-        let broken = pool("bad", "on_prem", "EU", 1, 0.4).replace(
-            "devices = \"cpu\"",
-            &format!(
-                "devices = \"cpu\"\nruntime_path = \"{}\"",
-                broken_runtime().display()
-            ),
-        );
+        let broken = misbehaving_pool("bad");
         let r = Router::start_with_env(
             &format!(
                 "[replicas]\nmin = 2\nmax = 2\n\n{}\n{broken}\n{}",
@@ -209,13 +215,7 @@ fn sigterm_answers_what_every_serving_thread_accepted() {
     let _one = serial();
     // The replica answers half a second late: the six requests are in flight at SIGTERM, on
     // connections the kernel spread over three serving threads.
-    let slow = pool("lab", "on_prem", "EU", 1, 0.4).replace(
-        "devices = \"cpu\"",
-        &format!(
-            "devices = \"cpu\"\nruntime_path = \"{}\"",
-            broken_runtime().display()
-        ),
-    );
+    let slow = misbehaving_pool("lab");
     let mut r = Router::start_with_env(
         &format!("{}\n{slow}", policy("")),
         &[("GPUCAP_FABRIC_THREADS", "3"), ("GPUCAP_BROKEN", "slow")],
@@ -336,13 +336,7 @@ fn a_held_request_with_no_replica_in_time_gets_503_with_retry_after() {
 #[test]
 fn a_replica_whose_start_the_router_never_saw_finish_is_stopped_by_the_next_router() {
     let _one = serial();
-    let hanging = pool("lab", "on_prem", "EU", 1, 0.4).replace(
-        "devices = \"cpu\"",
-        &format!(
-            "devices = \"cpu\"\nruntime_path = \"{}\"",
-            broken_runtime().display()
-        ),
-    );
+    let hanging = misbehaving_pool("lab");
     let body = format!("{}\n{hanging}", policy(""));
     let mut r = Router::start_with_env(&body, &[("GPUCAP_BROKEN", "hang")]);
     // The start is recorded as soon as its process exists, before it is ready.
