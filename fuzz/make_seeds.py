@@ -109,6 +109,12 @@ def main():
     put("oip_binary", "binary-fp32", struct.pack("<H", len(header)) + header + struct.pack("<8f", *range(8)))
     header = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP16", "parameters": {"binary_data_size": 8}}]}).encode()
     put("oip_binary", "binary-fp16", struct.pack("<H", len(header)) + header + struct.pack("<4e", 1, 2, 3, 4))
+    # inference_rows: a u16 (0: no inference-header-content-length; n: it says n - 1) and a body,
+    # JSON or the binary extension's JSON header and tensor bytes.
+    put("inference_rows", "json", struct.pack("<H", 0) + json.dumps({"id": "1", "inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP32", "data": [row] * 3}]}).encode())
+    put("inference_rows", "shape-last", struct.pack("<H", 0) + json.dumps({"inputs": [{"data": [[1, 2]], "parameters": {"shape": [5]}, "shape": [1, 2]}]}).encode())
+    header = json.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}]}).encode()
+    put("inference_rows", "binary", struct.pack("<H", len(header) + 1) + header + struct.pack("<8f", *range(8)))
     # onnx_model: the example ONNX graphs.
     for name in ["digits-pipeline", "digits-cnn", "digits-mlp"]:
         with open(os.path.join(ROOT, f"examples/models/{name}.onnx"), "rb") as f:

@@ -9,8 +9,9 @@
 #      signal going high to the first burst replica ready (`for` is 2s), and from the end of the
 #      load to the last burst replica stopped (`idle_for` is 5s);
 #   4. the router against nginx (proxy_pass with upstream keep-alive, 2 workers), one wrk for
-#      all at 1 and 64 connections: the replica direct, through nginx, through the router with
-#      the gateway off and on (API key, rate limit, quota), and through a second router with TLS;
+#      all at 1 and 64 connections: the replica direct, through nginx, through a router with the
+#      gateway off, one with it on (API key, rate limit, quota) and one with TLS, in 3 rounds that
+#      interleave the paths (medians reported: this machine's figures drift by 10 % over minutes);
 #      then the router's CPU per request for a good key against a wrong one.
 # Usage: scripts/bench-fabric.sh [SECONDS_PER_RUN] [SECTIONS]   (default 10 s, section 4 uses 8 s
 #        runs; SECTIONS is a comma-separated list such as 1,4, default all)
@@ -195,26 +196,52 @@ fi
 
 echo
 if wanted 4; then
-echo "== 4. the router against nginx, the gateway on and off, TLS against plain: wrk, 8s runs"
+rounds=3
+echo "== 4. the router against nginx, the gateway on and off, TLS against plain: wrk, 8s runs, $rounds rounds interleaved"
 command -v wrk >/dev/null || { echo "wrk is missing: install Debian's package wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing: install Debian's package nginx-light" >&2; exit 1; }
 printf '%s' "$body" >"$work/body.json"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-# The TLS router first, kept running beside the plain one: each has a replica of its own.
+# Three routers side by side, each with a replica of its own, so that every path is measured in
+# every round: TLS, plain with the gateway off, and plain with the gateway on: a key with a rate
+# limit and a quota far above what one machine does, so every request pays for every check and
+# none is refused.
 start tls "[tls]
 cert_file = \"$work/cert.pem\"
 key_file = \"$work/key.pem\"
 $(pool lab base on_prem 1 0.4)"
 wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
 tls_url="https://${url#http://}"
+tls_pid=$pid
 others+=("$pid")
-pid=
-start gateway "[policy]
+start plain "[policy]
 name = \"one\"
 $(pool lab base on_prem 1 0.4)"
 wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
 replica=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["replicas"][0]["address"])')
+plain_url=$url
+plain_pid=$pid
+others+=("$pid")
+secret=gpk_$(openssl rand -hex 32)
+mkdir -p "$work/gateway/state"
+python3 - "$work/gateway/state/keys.json" "$secret" <<'PY'
+import hashlib, json, os, sys
+path, secret = sys.argv[1], sys.argv[2]
+key = {"name": "bench", "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+       "rate_limit": {"requests_per_second": 1000000, "rows_per_second": 1000000},
+       "monthly_request_quota": 1000000000}
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, json.dumps({"keys": [key]}).encode())
+os.close(fd)
+PY
+start gateway "[auth]
+mode = \"api_key\"
+[policy]
+name = \"one\"
+$(pool lab base on_prem 1 0.4)"
+wait_status 'len([r for r in s["replicas"] if r["phase"] == "ready"]) == 1'
+wait_status 's["router"]["auth"] == "api_key"'
 mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<NGINX
 worker_processes 2;
@@ -241,66 +268,59 @@ nginx_pid=$!
 others+=("$nginx_pid")
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18490/v2/health/ready >/dev/null && break; sleep 0.1; done
 cpu_of() { local t=0 p; for p in "$@"; do t=$(( t + $(cpu_ticks "$p") )); done; echo "$t"; }
-run_wrk() { # run_wrk TAG URL CONNS KEY PID...: one 8 s wrk run; its JSON line in $work/TAG.wrk and
-  # the CPU ticks the processes PID... spent in $work/TAG.cpu
+run_wrk() { # run_wrk TAG URL CONNS KEY PID...: one 8 s wrk run; its JSON line appended to
+  # $work/TAG.wrk and the CPU ticks the processes PID... spent to $work/TAG.cpu
   local tag=$1 target=$2 conns=$3 key=$4
   shift 4
   local t0
   t0=$(cpu_of "$@")
   GPUCAP_BODY=$work/body.json GPUCAP_KEY=$key wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d8s --latency \
-    -s scripts/peers/wrk_oip.lua "$target/v2/models/digits/infer" | grep '^WRK_JSON ' | cut -c10- >"$work/$tag.wrk"
-  echo $(( $(cpu_of "$@") - t0 )) >"$work/$tag.cpu"
+    -s scripts/peers/wrk_oip.lua "$target/v2/models/digits/infer" | grep '^WRK_JSON ' | cut -c10- >>"$work/$tag.wrk"
+  echo $(( $(cpu_of "$@") - t0 )) >>"$work/$tag.cpu"
 }
-GPUCAP_BODY=$work/body.json wrk -t1 -c4 -d2s -s scripts/peers/wrk_oip.lua "$url/v2/models/digits/infer" >/dev/null
-read -r -a nginx_pids <<<"$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
-for c in 1 64; do
-  run_wrk "direct-$c" "http://$replica" "$c" ""
-  run_wrk "nginx-$c" http://127.0.0.1:18490 "$c" "" "${nginx_pids[@]}"
-  run_wrk "router-$c" "$url" "$c" "" "$pid"
-  run_wrk "tls-$c" "$tls_url" "$c" "" "${others[0]}"
+for u in "$plain_url" "$url" "$tls_url" http://127.0.0.1:18490; do
+  GPUCAP_BODY=$work/body.json GPUCAP_KEY=$secret wrk -t1 -c4 -d2s -s scripts/peers/wrk_oip.lua "$u/v2/models/digits/infer" >/dev/null
 done
-# The gateway on, in place (SIGHUP): a key with a rate limit and a quota far above what one
-# machine does, so every request pays for every check and none is refused.
-secret=gpk_$(openssl rand -hex 32)
-python3 - "$work/gateway/state/keys.json" "$secret" <<'PY'
-import hashlib, json, os, sys
-path, secret = sys.argv[1], sys.argv[2]
-key = {"name": "bench", "sha256": hashlib.sha256(secret.encode()).hexdigest(),
-       "rate_limit": {"requests_per_second": 1000000, "rows_per_second": 1000000},
-       "monthly_request_quota": 1000000000}
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-os.write(fd, json.dumps({"keys": [key]}).encode())
-os.close(fd)
-PY
-printf '[auth]\nmode = "api_key"\n' >>"$work/gateway/fabric.toml"
-kill -HUP "$pid"
-wait_status 's["router"]["auth"] == "api_key"'
-for c in 1 64; do run_wrk "gateway-$c" "$url" "$c" "$secret" "$pid"; done
+read -r -a nginx_pids <<<"$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
+for _ in $(seq "$rounds"); do
+  for c in 1 64; do
+    run_wrk "direct-$c" "http://$replica" "$c" ""
+    run_wrk "nginx-$c" http://127.0.0.1:18490 "$c" "" "${nginx_pids[@]}"
+    run_wrk "router-$c" "$plain_url" "$c" "" "$plain_pid"
+    run_wrk "gateway-$c" "$url" "$c" "$secret" "$pid"
+    run_wrk "tls-$c" "$tls_url" "$c" "" "$tls_pid"
+  done
+done
 run_wrk keys-good "$url" 64 "$secret" "$pid"
 run_wrk keys-bad "$url" 64 "gpk_$(openssl rand -hex 32)" "$pid"
 python3 - "$work" "$(getconf CLK_TCK)" <<'PY'
-import json, sys
+import json, statistics, sys
 w, hz = sys.argv[1], int(sys.argv[2])
-r = lambda tag: json.load(open(f"{w}/{tag}.wrk"))
-rps = lambda tag: r(tag)["requests"] / r(tag)["duration_us"] * 1e6
-cpu = lambda tag: int(open(f"{w}/{tag}.cpu").read()) / hz / r(tag)["requests"] * 1e6
-print(f"{'conns':>5} {'path':>22} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} | {'proxy CPU us/req':>16}")
+runs = lambda tag: [json.loads(line) for line in open(f"{w}/{tag}.wrk")]
+# The median round for throughput and latency; CPU per request over every round.
+rps = lambda tag: statistics.median(x["requests"] / x["duration_us"] * 1e6 for x in runs(tag))
+p50 = lambda tag: statistics.median(x["p50_ms"] for x in runs(tag))
+p99 = lambda tag: statistics.median(x["p99_ms"] for x in runs(tag))
+failed = lambda tag: sum(x["non_2xx"] + x["socket_errors"] for x in runs(tag))
+cpu = lambda tag: sum(int(t) for t in open(f"{w}/{tag}.cpu")) / hz / sum(x["requests"] for x in runs(tag)) * 1e6
+print(f"{'conns':>5} {'path':>22} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} | {'proxy CPU us/req':>16}   (medians of the rounds)")
 names = {"direct": "replica direct", "nginx": "nginx", "router": "router, gateway off",
          "gateway": "router, gateway on", "tls": "router with TLS"}
 for c in (1, 64):
     for tag, name in names.items():
-        x = r(f"{tag}-{c}")
-        proxy = "-" if tag == "direct" else f"{cpu(f'{tag}-{c}'):.1f}"
-        print(f"{c:>5} {name:>22} | {rps(f'{tag}-{c}'):>9.0f} {x['p50_ms']:>8.3f} {x['p99_ms']:>8.3f} "
-              f"{x['non_2xx'] + x['socket_errors']:>8} | {proxy:>16}")
+        t = f"{tag}-{c}"
+        proxy = "-" if tag == "direct" else f"{cpu(t):.1f}"
+        print(f"{c:>5} {name:>22} | {rps(t):>9.0f} {p50(t):>8.3f} {p99(t):>8.3f} {failed(t):>8} | {proxy:>16}")
 for c in (1, 64):
-    p50 = lambda tag: r(f"{tag}-{c}")["p50_ms"]
-    print(f"{c:>2} conn(s): router (gateway on) / nginx {rps(f'gateway-{c}') / rps(f'nginx-{c}'):.2f}x (target >= 1.0); "
-          f"added p50: router {p50('gateway') - p50('direct'):.3f} ms, nginx {p50('nginx') - p50('direct'):.3f} ms; "
+    ratios = [g["requests"] / g["duration_us"] / (n["requests"] / n["duration_us"])
+              for g, n in zip(runs(f"gateway-{c}"), runs(f"nginx-{c}"))]
+    print(f"{c:>2} conn(s): router (gateway on) / nginx {rps(f'gateway-{c}') / rps(f'nginx-{c}'):.2f}x "
+          f"(target >= 1.0; by round {', '.join(f'{r:.2f}' for r in ratios)}); "
+          f"added p50: router {p50(f'gateway-{c}') - p50(f'direct-{c}'):.3f} ms, nginx {p50(f'nginx-{c}') - p50(f'direct-{c}'):.3f} ms; "
           f"gateway on / off {rps(f'gateway-{c}') / rps(f'router-{c}'):.3f} (target >= 0.95); "
           f"TLS / plain {rps(f'tls-{c}') / rps(f'router-{c}'):.3f}")
 for tag in ("good", "bad"):
-    x = r(f"keys-{tag}")
+    x = runs(f"keys-{tag}")[0]
     print(f"{tag} key: {x['requests']} requests at 64 connections ({x['non_2xx']} refused), "
           f"router CPU {cpu(f'keys-{tag}'):.1f} us per request")
 PY

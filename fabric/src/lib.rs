@@ -9,7 +9,9 @@
 //!   [`capacity`]: the kinds of capacity a pool offers;
 //! - [`ledger`]: the slots of each pool, shared by every router on a host;
 //! - [`fleet`]: the replica table the router takes request slots from;
-//! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding;
+//! - [`router`]: the HTTP front (Open Inference Protocol v2) and request forwarding; [`front`]:
+//!   the public listener's fast path to it for inference; [`upstream`]: the exchanges with
+//!   replicas;
 //! - [`controller`]: the control loop that measures, decides and acts through drivers;
 //! - [`driver`]: capacity drivers behind one trait (`local`: runtime processes on this host);
 //! - [`predict`]: the load's daily and weekly shape, for predictive pre-warming; [`learned`]:
@@ -34,6 +36,7 @@ pub mod deploy;
 pub mod driver;
 pub mod errors;
 pub mod fleet;
+pub mod front;
 pub mod gateway;
 pub mod join;
 pub mod learned;
@@ -49,3 +52,4 @@ pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod upstream;

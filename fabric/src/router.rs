@@ -19,20 +19,17 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use gpucap_runtime::protocol::{ModelMetadata, ModelPath, ServerMetadata, Signature};
 use gpucap_runtime::server::{ApiError, model_routes, protocol_fallbacks};
 
 use crate::controller::Shared;
 use crate::fleet::{Acquired, Refusal, Slot};
+use crate::upstream::Post;
 
 /// What the routes need to know about the endpoint; replaced on reload.
 #[derive(Debug, Clone)]
@@ -59,21 +56,6 @@ pub struct RouterState {
     pub settings: RwLock<Arc<Settings>>,
     /// Set once shutdown starts.
     pub draining: AtomicBool,
-}
-
-thread_local! {
-    /// Each thread's connections to the replicas: a request goes upstream on a connection of
-    /// the thread that serves it, so that answering it wakes no other thread.
-    static UPSTREAM: Client<HttpConnector, Full<Bytes>> = upstream_client();
-}
-
-fn upstream_client() -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
 }
 
 impl RouterState {
@@ -260,10 +242,21 @@ async fn infer(
     Path(path): Path<ModelPath>,
     request: axum::extract::Request,
 ) -> Response {
+    forward_inference(s, path, request).await
+}
+
+/// Answers an inference request for `model`: admitted by the gateway, forwarded to a replica.
+/// The public listener's [front door](crate::front) calls it directly; the routes call it for
+/// the paths the door leaves to them.
+pub async fn forward_inference(
+    s: Arc<RouterState>,
+    model: ModelPath,
+    request: axum::extract::Request,
+) -> Response {
     // Taken apart rather than extracted piecewise: the headers and URI move, uncopied.
     let (parts, body) = request.into_parts();
     let request = InferRequest {
-        path,
+        path: model,
         uri: parts.uri,
         headers: parts.headers,
         body,
@@ -318,7 +311,7 @@ async fn route(
     let InferRequest {
         path: model,
         uri,
-        mut headers,
+        headers,
         body,
     } = request;
     let key = match s.shared.gateway.identify(&headers) {
@@ -361,7 +354,6 @@ async fn route(
     {
         return (refusal.into_response(), None);
     }
-    strip_hop_by_hop(&mut headers);
     let deadline = started + settings.request_timeout;
     let path = uri
         .path_and_query()
@@ -375,8 +367,7 @@ async fn route(
         };
         let sent = Instant::now();
         let result =
-            tokio::time::timeout_at(deadline.into(), send(&slot, &path, &headers, bytes.clone()))
-                .await;
+            tokio::time::timeout_at(deadline.into(), send(&slot, &path, &headers, &bytes)).await;
         timing.upstream += sent.elapsed();
         let labels = Some((slot.pool.clone(), slot.replica.clone()));
         let retry_reason = match result {
@@ -491,11 +482,9 @@ const HOP_BY_HOP: [header::HeaderName; 11] = [
     header::CONTENT_LENGTH,
 ];
 
-/// Removes [`HOP_BY_HOP`] headers, in place: copying the rest header by header cost more.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+/// Whether `name` is one of [`HOP_BY_HOP`]: not sent to a replica, nor passed back.
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
 }
 
 /// Sends the request to the slot's replica and reads the whole answer, so that a replica that
@@ -505,24 +494,17 @@ async fn send(
     slot: &Slot,
     path: &str,
     headers: &HeaderMap,
-    body: Bytes,
+    body: &Bytes,
 ) -> Result<Response, String> {
-    let mut req = hyper::Request::new(Full::new(body));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = format!("http://{}{path}", slot.address)
-        .parse()
-        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
-    *req.headers_mut() = headers.clone();
-    let resp = UPSTREAM
-        .with(|client| client.request(req))
-        .await
-        .map_err(|e| crate::errors::chain(&e))?;
-    let (mut parts, incoming) = resp.into_parts();
-    let body = incoming
-        .collect()
-        .await
-        .map_err(|e| format!("the answer broke off: {e}"))?
-        .to_bytes();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::from(body)))
+    let post = Post {
+        path,
+        headers,
+        skip: is_hop_by_hop,
+        body,
+    };
+    let answer = crate::upstream::post(&slot.address, post).await?;
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    Ok(response)
 }

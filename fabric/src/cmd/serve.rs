@@ -19,11 +19,12 @@ use axum_server::tls_rustls::RustlsConfig;
 use gpucap_fabric::config::{Fabric, FabricConfig};
 use gpucap_fabric::controller::{Controller, Shared};
 use gpucap_fabric::fleet::Fleet;
+use gpucap_fabric::front::Front;
 use gpucap_fabric::gateway::keys::{Key, KeysFile};
 use gpucap_fabric::gateway::{Gateway, Setting};
 use gpucap_fabric::join::JoinHub;
 use gpucap_fabric::metrics::FabricMetrics;
-use gpucap_fabric::router::{RouterState, Settings, operator_router, router};
+use gpucap_fabric::router::{RouterState, Settings, operator_router};
 use gpucap_fabric::signals::LatencyWindow;
 
 /// A config file read, checked and ready to run.
@@ -209,7 +210,7 @@ pub async fn serve(
                 .with_context(|| format!("cannot write the address file {}", file.display()))?;
         }
     }
-    let mut workers = Workers::start(listeners, router(state.clone()), tls)?;
+    let mut workers = Workers::start(listeners, Front::new(state.clone()), tls)?;
     let on_shutdown = workers.shutdown_handle();
     tokio::spawn(async move {
         shutdown.await;

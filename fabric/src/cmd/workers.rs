@@ -10,10 +10,10 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use axum::Router;
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
+use gpucap_fabric::front::Front;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -69,11 +69,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Serves `app` on each listener from a thread of its own, over TLS when `tls` is set (its
+    /// Serves `front` on each listener from a thread of its own, over TLS when `tls` is set (its
     /// reloads reach every thread).
     pub fn start(
         listeners: Vec<TcpListener>,
-        app: Router,
+        front: Front,
         tls: Option<RustlsConfig>,
     ) -> anyhow::Result<Workers> {
         let release = CancellationToken::new();
@@ -92,8 +92,8 @@ impl Workers {
                 .build()
                 .context("cannot start a serving thread's runtime")?;
             let handle = Handle::new();
-            let (app, tls, release, on_shutdown, done) = (
-                app.clone(),
+            let (front, tls, release, on_shutdown, done) = (
+                front.clone(),
                 tls.clone(),
                 release.clone(),
                 handle.clone(),
@@ -104,7 +104,7 @@ impl Workers {
                 .spawn(move || {
                     runtime.block_on(async move {
                         tokio::spawn(keep_the_timer_near());
-                        let _ = done.send(serve(listener, app, tls, on_shutdown).await);
+                        let _ = done.send(serve(listener, front, tls, on_shutdown).await);
                         // Dropped now: once every thread sent or died, the receiver sees the end.
                         drop(done);
                         // Joined replicas' connections (upgraded from requests this thread
@@ -180,25 +180,24 @@ async fn keep_the_timer_near() {
 
 async fn serve(
     listener: TcpListener,
-    app: Router,
+    front: Front,
     tls: Option<RustlsConfig>,
     handle: Handle<SocketAddr>,
 ) -> std::io::Result<()> {
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
     match tls {
         Some(tls) => {
             axum_server::from_tcp_rustls(listener, tls)?
                 .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
                 .handle(handle)
-                .serve(app)
+                .serve(front)
                 .await
         }
         None => {
             axum_server::from_tcp(listener)?
                 .acceptor(NoDelayAcceptor::new())
                 .handle(handle)
-                .serve(app)
+                .serve(front)
                 .await
         }
     }
