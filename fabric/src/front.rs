@@ -9,7 +9,7 @@
 //! rest, joins and errors included, meet the routes unchanged.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,21 +44,14 @@ impl Front {
     }
 }
 
-impl Service<SocketAddr> for Front {
-    type Response = Door;
-    type Error = Infallible;
-    type Future = Ready<Result<Door, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, peer: SocketAddr) -> Self::Future {
-        ready(Ok(Door(Arc::new(Connection {
+impl Front {
+    /// The service of a connection from `peer`.
+    pub fn door(&self, peer: SocketAddr) -> Door {
+        Door(Arc::new(Connection {
             state: self.state.clone(),
             routes: self.routes.clone(),
             peer,
-        }))))
+        }))
     }
 }
 

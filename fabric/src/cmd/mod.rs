@@ -4,6 +4,7 @@
 //! own code, they report errors as text; the library keeps typed errors. `status` prints a
 //! router's or a daemon's status.
 
+pub mod connections;
 pub mod serve;
 pub mod simulate;
 pub mod status;

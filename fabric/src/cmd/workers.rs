@@ -1,7 +1,7 @@
 //! The public listener's serving threads. Each thread runs a single-threaded runtime and accepts
 //! on a socket of its own, bound with `SO_REUSEPORT` to the same address, so the kernel spreads
 //! connections over the threads and a request is answered by the thread that accepted it, its
-//! connection to the replica included ([`gpucap_fabric::router`] keeps one client per thread).
+//! connection to the replica included ([`gpucap_fabric::upstream`] keeps a pool per thread).
 //! With one shared multi-threaded runtime, a request crossed threads twice (the client's
 //! connection task and the server's ran on different workers): two wake-ups per request through
 //! the kernel, which was most of what the router cost beyond nginx.
@@ -10,19 +10,28 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use gpucap_fabric::front::Front;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::connections::Connections;
 
 /// How many connections wait to be accepted on each thread's socket.
 const BACKLOG: i32 = 1024;
 
 /// How often each serving thread's timer ticks (see [`keep_the_timer_near`]).
 const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long to wait before accepting again after a failed accept (out of file descriptors).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `count` listening sockets on `address` (`host:port`; port 0 picks one for all of them).
 pub fn bind(address: &str, count: usize) -> anyhow::Result<Vec<TcpListener>> {
@@ -62,7 +71,7 @@ fn reuse_port_listener(at: SocketAddr) -> std::io::Result<TcpListener> {
 /// The serving threads.
 pub struct Workers {
     threads: Vec<JoinHandle<()>>,
-    handles: Vec<Handle<SocketAddr>>,
+    stop: CancellationToken,
     /// Each thread's server's outcome, as it ends.
     served: mpsc::UnboundedReceiver<std::io::Result<()>>,
     release: CancellationToken,
@@ -80,7 +89,7 @@ impl Workers {
         let (done, served) = mpsc::unbounded_channel();
         let mut workers = Workers {
             threads: Vec::new(),
-            handles: Vec::new(),
+            stop: CancellationToken::new(),
             served,
             release: release.clone(),
         };
@@ -91,12 +100,11 @@ impl Workers {
                 .enable_time()
                 .build()
                 .context("cannot start a serving thread's runtime")?;
-            let handle = Handle::new();
-            let (front, tls, release, on_shutdown, done) = (
+            let (front, tls, release, stop, done) = (
                 front.clone(),
                 tls.clone(),
                 release.clone(),
-                handle.clone(),
+                workers.stop.clone(),
                 done.clone(),
             );
             let thread = std::thread::Builder::new()
@@ -104,7 +112,7 @@ impl Workers {
                 .spawn(move || {
                     runtime.block_on(async move {
                         tokio::spawn(keep_the_timer_near());
-                        let _ = done.send(serve(listener, front, tls, on_shutdown).await);
+                        let _ = done.send(serve(listener, front, tls, stop).await);
                         // Dropped now: once every thread sent or died, the receiver sees the end.
                         drop(done);
                         // Joined replicas' connections (upgraded from requests this thread
@@ -114,7 +122,6 @@ impl Workers {
                 })
                 .context("cannot start a serving thread")?;
             workers.threads.push(thread);
-            workers.handles.push(handle);
         }
         Ok(workers)
     }
@@ -122,7 +129,7 @@ impl Workers {
     /// A handle that starts the graceful shutdown of every thread's server: no new connections,
     /// every accepted request answered.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.handles.clone())
+        ShutdownHandle(self.stop.clone())
     }
 
     /// Waits until every thread's server stopped (after the shutdown, once every accepted
@@ -156,14 +163,12 @@ impl Workers {
 
 /// Starts the graceful shutdown of every serving thread.
 #[derive(Clone)]
-pub struct ShutdownHandle(Vec<Handle<SocketAddr>>);
+pub struct ShutdownHandle(CancellationToken);
 
 impl ShutdownHandle {
     /// No new connections; every accepted request is answered, then the servers stop.
     pub fn shut_down(&self) {
-        for handle in &self.0 {
-            handle.graceful_shutdown(None);
-        }
+        self.0.cancel();
     }
 }
 
@@ -178,29 +183,81 @@ async fn keep_the_timer_near() {
     }
 }
 
+/// Accepts on `listener` until `stop`, serving each connection (HTTP/1.1, or HTTP/2 where the
+/// client starts with it; over TLS when `tls` is set, with whatever certificate it holds at the
+/// time) from a task of this thread; then stops each connection once its request in progress is
+/// answered, and returns when every connection has closed. A joined replica's connection leaves
+/// the count when it is upgraded: it ends with the replica.
+///
+/// Served with hyper's own connection builder rather than through `axum-server`, whose
+/// per-request layers and shutdown watch cost a sixth of the router's user CPU per forwarded
+/// request.
 async fn serve(
     listener: TcpListener,
     front: Front,
     tls: Option<RustlsConfig>,
-    handle: Handle<SocketAddr>,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
-    // No Nagle: joined replicas' HTTP/2 frames arrive on these connections too.
-    match tls {
-        Some(tls) => {
-            axum_server::from_tcp_rustls(listener, tls)?
-                .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
-                .handle(handle)
-                .serve(front)
-                .await
-        }
-        None => {
-            axum_server::from_tcp(listener)?
-                .acceptor(NoDelayAcceptor::new())
-                .handle(handle)
-                .serve(front)
-                .await
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No limit on the wait for a request's head: an idle keep-alive connection is the client's
+    // to keep (hyper's default of 30 s would need a timer on every connection).
+    builder.http1().header_read_timeout(None);
+    let builder = std::sync::Arc::new(builder);
+    let connections = std::sync::Arc::new(Connections::default());
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // No Nagle: answers are written whole, and joined replicas' HTTP/2 frames arrive on
+        // these connections too.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(front.door(peer));
+        let (builder, open) = (builder.clone(), connections.open());
+        match &tls {
+            None => {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                tokio::spawn(open.watch(connection.into_owned()));
+            }
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = open.watch(connection.into_owned()).await;
+                });
+            }
         }
     }
+    drop(listener);
+    connections.close_all().await;
+    Ok(())
 }
 
 #[cfg(test)]
