@@ -508,3 +508,30 @@ async fn send(
     *response.headers_mut() = answer.headers;
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_and_the_connection_headers_are_never_forwarded_the_rest_are() {
+        for name in [
+            header::AUTHORIZATION,
+            header::CONNECTION,
+            header::HOST,
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::HeaderName::from_static("keep-alive"),
+        ] {
+            assert!(is_hop_by_hop(&name), "{name}");
+        }
+        for name in [
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("inference-header-content-length"),
+            header::HeaderName::from_static("x-request-id"),
+        ] {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
+    }
+}
