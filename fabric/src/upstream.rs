@@ -37,6 +37,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// What a connection's read buffer starts with: a whole answer of a small model.
 const READ_BUFFER: usize = 8 * 1024;
+/// The most a body's declared length reserves ahead of reading: the rest grows as bytes arrive,
+/// so a length no replica could send costs nothing before it fails.
+const RESERVE_AHEAD: usize = 1024 * 1024;
 
 /// A replica's answer, whole.
 #[derive(Debug)]
@@ -314,21 +317,18 @@ async fn read_head(c: &mut Connection, skip: fn(&HeaderName) -> bool) -> Result<
                 )));
             }
         }
-        let read = c.stream.read_buf(&mut c.buffer).await;
-        match read {
-            Ok(0) | Err(_) if !answered => {
-                let why = match read {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "connection closed".to_string(),
-                };
-                return Err(Failure::Unanswered(format!(
-                    "the replica closed the connection without answering: {why}"
-                )));
-            }
-            Ok(0) => return Err(broke_off("connection closed")),
-            Err(e) => return Err(broke_off(&e.to_string())),
-            Ok(_) => {}
-        }
+        let why = match c.stream.read_buf(&mut c.buffer).await {
+            Ok(0) => "connection closed".to_string(),
+            Ok(_) => continue,
+            Err(e) => e.to_string(),
+        };
+        return Err(if answered {
+            broke_off(&why)
+        } else {
+            Failure::Unanswered(format!(
+                "the replica closed the connection without answering: {why}"
+            ))
+        });
     }
 }
 
@@ -441,7 +441,7 @@ async fn read_more(c: &mut Connection) -> Result<usize, Failure> {
 /// Reads until the buffer holds at least `n` bytes.
 async fn fill(c: &mut Connection, n: usize) -> Result<(), Failure> {
     if c.buffer.len() < n {
-        c.buffer.reserve(n - c.buffer.len());
+        c.buffer.reserve((n - c.buffer.len()).min(RESERVE_AHEAD));
     }
     while c.buffer.len() < n {
         if read_more(c).await? == 0 {
@@ -466,14 +466,17 @@ async fn read_chunked(c: &mut Connection) -> Result<Bytes, Failure> {
             while !read_line(c).await?.is_empty() {}
             return Ok(body.freeze());
         }
-        fill(c, size + 2).await?;
+        let with_end = size.checked_add(2).ok_or_else(|| {
+            Failure::Broken("the replica sent a chunk size no body can have".to_string())
+        })?;
+        fill(c, with_end).await?;
         body.extend_from_slice(&c.buffer[..size]);
-        if &c.buffer[size..size + 2] != b"\r\n" {
+        if &c.buffer[size..with_end] != b"\r\n" {
             return Err(Failure::Broken(
                 "the replica sent a chunk without its line end".into(),
             ));
         }
-        c.buffer.advance(size + 2);
+        c.buffer.advance(with_end);
     }
 }
 
@@ -592,15 +595,16 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
                 "bad Content-Length",
             ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nab",
+                "chunk size no body can have",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\nab",
+                "broke off",
+            ),
         ] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap().to_string();
-            tokio::spawn(async move {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await.unwrap();
-                stream.write_all(answer).await.unwrap();
-            });
+            let address = replica(vec![answer]).await;
             let e = get(&address).await.unwrap_err();
             assert!(e.contains(expected), "{e}");
         }
