@@ -7,13 +7,20 @@
 //! allocated and freed per request), about a tenth of the router's CPU per request. The fast
 //! path is taken only for paths the routes would read the same way (no percent-encoding); the
 //! rest, joins and errors included, meet the routes unchanged.
+//!
+//! A connection starts in the door's own [HTTP/1.1 loop](http1), which serves inference
+//! requests; at the first request it leaves to hyper, hyper serves the connection from there.
+
+mod http1;
+mod prefixed;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,32 +28,62 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request};
 use axum::response::Response;
 use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tower_service::Service;
 
 use gpucap_runtime::protocol::ModelPath;
 
 use crate::router::{RouterState, forward_inference, router};
 
-/// Makes a [`Door`] for each accepted connection.
+use http1::Ended;
+use prefixed::Prefixed;
+
+/// Serves the public listener's connections.
 #[derive(Clone)]
 pub struct Front {
     state: Arc<RouterState>,
     routes: Router,
+    hyper: Arc<auto::Builder<TokioExecutor>>,
 }
 
 impl Front {
     /// The public listener's service over `state`.
     pub fn new(state: Arc<RouterState>) -> Front {
+        let mut hyper = auto::Builder::new(TokioExecutor::new());
+        // No limit on the wait for a request's head: an idle keep-alive connection is the
+        // client's to keep (hyper's default of 30 s would need a timer on every connection).
+        hyper.http1().header_read_timeout(None);
         Front {
             routes: router(state.clone()),
             state,
+            hyper: Arc::new(hyper),
         }
     }
-}
 
-impl Front {
-    /// The service of a connection from `peer`.
-    pub fn door(&self, peer: SocketAddr) -> Door {
+    /// Serves `stream`, a connection from `peer` (HTTP/1.1, or HTTP/2 where the client starts
+    /// with it): the returned future ends when the connection does, or when it is upgraded.
+    pub fn serve<S>(&self, stream: S, peer: SocketAddr) -> Served<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let asked = Arc::new(AtomicBool::new(false));
+        Served {
+            stage: Stage::Loop(Box::pin(http1::serve(
+                stream,
+                self.state.clone(),
+                asked.clone(),
+            ))),
+            asked,
+            front: self.clone(),
+            peer,
+        }
+    }
+
+    /// The service of a connection from `peer`, for hyper.
+    fn door(&self, peer: SocketAddr) -> Door {
         Door(Arc::new(Connection {
             state: self.state.clone(),
             routes: self.routes.clone(),
@@ -55,7 +92,87 @@ impl Front {
     }
 }
 
-/// One connection's service; cloned for every request it serves, so one reference count.
+/// A connection being served: by the [HTTP/1.1 loop](http1) until a request comes that is
+/// hyper's to serve, then by hyper.
+pub struct Served<S> {
+    stage: Stage<S>,
+    /// Set when the connection is asked to close once its request in progress is answered.
+    asked: Arc<AtomicBool>,
+    front: Front,
+    peer: SocketAddr,
+}
+
+type Loop<S> = Pin<Box<dyn Future<Output = std::io::Result<Ended<S>>> + Send>>;
+type HyperConnection<S> = auto::UpgradeableConnection<
+    'static,
+    TokioIo<Prefixed<S>>,
+    TowerToHyperService<Door>,
+    TokioExecutor,
+>;
+
+enum Stage<S> {
+    Loop(Loop<S>),
+    Hyper(Pin<Box<HyperConnection<S>>>),
+}
+
+impl<S> Served<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Asks the connection to close once the request it is answering (if any) is answered.
+    pub fn close_when_answered(&mut self) {
+        self.asked.store(true, Ordering::Relaxed);
+        if let Stage::Hyper(connection) = &mut self.stage {
+            connection.as_mut().graceful_shutdown();
+        }
+    }
+}
+
+impl<S> Future for Served<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.stage {
+                Stage::Loop(serving) => match ready!(serving.as_mut().poll(cx)) {
+                    Ok(Ended::Closed) => return Poll::Ready(()),
+                    Err(e) => {
+                        tracing::debug!(peer = %this.peer, error = %e, "a connection failed");
+                        return Poll::Ready(());
+                    }
+                    Ok(Ended::HandOver(stream, read)) => {
+                        let io = TokioIo::new(Prefixed::new(read, stream));
+                        let service = TowerToHyperService::new(this.front.door(this.peer));
+                        let mut connection = Box::pin(
+                            this.front
+                                .hyper
+                                .serve_connection_with_upgrades(io, service)
+                                .into_owned(),
+                        );
+                        if this.asked.load(Ordering::Relaxed) {
+                            connection.as_mut().graceful_shutdown();
+                        }
+                        this.stage = Stage::Hyper(connection);
+                    }
+                },
+                Stage::Hyper(connection) => {
+                    return connection.as_mut().poll(cx).map(|served| {
+                        if let Err(e) = served {
+                            tracing::debug!(peer = %this.peer, error = %e, "a connection failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One connection's service for hyper; cloned for every request it serves, so one reference
+/// count.
 #[derive(Clone)]
 pub struct Door(Arc<Connection>);
 
@@ -96,8 +213,10 @@ impl Service<Request<Incoming>> for Door {
 /// the routes would read it the same: no segment empty or percent-encoded.
 fn inference_target(path: &str) -> Option<ModelPath> {
     let rest = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
-    let (name, version) = match rest.split_once("/versions/") {
-        Some((name, version)) => (name, Some(version)),
+    // Split at the first '/' (a name has none): a search for "/versions/" cost more than the
+    // rest of the path's reading.
+    let (name, version) = match rest.split_once('/') {
+        Some((name, version)) => (name, Some(version.strip_prefix("versions/")?)),
         None => (rest, None),
     };
     let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
@@ -137,6 +256,8 @@ mod tests {
             "/v2/models/a/b/infer",
             "/v2/models/a/versions//infer",
             "/v2/models/a/versions/1/2/infer",
+            "/v2/models/a/b/versions/1/infer",
+            "/v2/models/a/version/1/infer",
             "/v2/models/digits/infer/",
         ] {
             assert_eq!(target(path), None, "{path}");

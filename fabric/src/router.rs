@@ -17,9 +17,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -68,7 +68,8 @@ impl RouterState {
         })
     }
 
-    fn settings(&self) -> Arc<Settings> {
+    /// The settings now.
+    pub fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -253,12 +254,35 @@ pub async fn forward_inference(
     model: ModelPath,
     request: axum::extract::Request,
 ) -> Response {
-    // Taken apart rather than extracted piecewise: the headers and URI move, uncopied.
+    // Taken apart rather than extracted piecewise: the headers move, uncopied.
     let (parts, body) = request.into_parts();
+    let uri = parts.uri;
     let request = InferRequest {
         path: model,
-        uri: parts.uri,
+        target: uri
+            .path_and_query()
+            .map_or(uri.path(), |p| p.as_str())
+            .to_string(),
         headers: parts.headers,
+        body: Payload::Unread(body),
+    };
+    forward(s, request).await
+}
+
+/// Answers an inference request whose body the caller read already, or left unread as longer
+/// than the endpoint's limit (the [front door's HTTP/1.1 loop](crate::front)): `target` is the
+/// request's path and query.
+pub async fn forward_read(
+    s: Arc<RouterState>,
+    model: ModelPath,
+    target: String,
+    headers: HeaderMap,
+    body: Payload,
+) -> Response {
+    let request = InferRequest {
+        path: model,
+        target,
+        headers,
         body,
     };
     forward(s, request).await
@@ -267,9 +291,20 @@ pub async fn forward_inference(
 /// An inference request as it arrived.
 struct InferRequest {
     path: ModelPath,
-    uri: Uri,
+    /// The path and query, passed on to the replica as they came.
+    target: String,
     headers: HeaderMap,
-    body: Body,
+    body: Payload,
+}
+
+/// An inference request's body.
+pub enum Payload {
+    /// Still to be read, once the key is checked, up to the endpoint's limit.
+    Unread(Body),
+    /// Read already.
+    Read(Bytes),
+    /// Declared longer than the endpoint's limit, and not read.
+    OverLimit,
 }
 
 /// Where a request's time went, for the overhead metric.
@@ -310,7 +345,7 @@ async fn route(
 ) -> (Response, Option<(String, String)>) {
     let InferRequest {
         path: model,
-        uri,
+        target,
         headers,
         body,
     } = request;
@@ -331,9 +366,23 @@ async fn route(
             None,
         );
     }
-    let bytes = match axum::body::to_bytes(body, settings.max_body_bytes).await {
+    let read = match body {
+        Payload::Read(bytes) if bytes.len() <= settings.max_body_bytes => Ok(bytes),
+        Payload::Read(_) | Payload::OverLimit => Err(()),
+        // Refused by its declared length, not after reading that much.
+        Payload::Unread(body)
+            if usize::try_from(body.size_hint().lower())
+                .map_or(true, |length| length > settings.max_body_bytes) =>
+        {
+            Err(())
+        }
+        Payload::Unread(body) => axum::body::to_bytes(body, settings.max_body_bytes)
+            .await
+            .map_err(drop),
+    };
+    let bytes = match read {
         Ok(b) => b,
-        Err(_) => {
+        Err(()) => {
             return (
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -355,10 +404,6 @@ async fn route(
         return (refusal.into_response(), None);
     }
     let deadline = started + settings.request_timeout;
-    let path = uri
-        .path_and_query()
-        .map_or(uri.path(), |p| p.as_str())
-        .to_string();
     let mut exclude: Option<String> = None;
     for attempt in 0..2 {
         let slot = match take_slot(s, exclude.as_deref(), deadline, timing).await {
@@ -367,7 +412,7 @@ async fn route(
         };
         let sent = Instant::now();
         let result =
-            tokio::time::timeout_at(deadline.into(), send(&slot, &path, &headers, &bytes)).await;
+            tokio::time::timeout_at(deadline.into(), send(&slot, &target, &headers, &bytes)).await;
         timing.upstream += sent.elapsed();
         let labels = Some((slot.pool.clone(), slot.replica.clone()));
         let retry_reason = match result {

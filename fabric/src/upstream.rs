@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long an idle connection is kept for reuse.
@@ -267,7 +267,11 @@ async fn exchange(
 }
 
 /// Writes the head and the body, in one system call where the socket takes them.
-async fn write_all(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
     let mut slices = [IoSlice::new(head), IoSlice::new(body)];
     let mut rest = &mut slices[..];
     IoSlice::advance_slices(&mut rest, 0);

@@ -146,6 +146,148 @@ fn bodies_over_the_limit_get_413_at_the_router() {
     assert_eq!(infer(&r.url()).0, 200);
 }
 
+/// One answer read off a raw connection: the status, the headers (names lowercased) and the
+/// body, framed by its length or by chunks.
+fn read_answer(from: &mut impl std::io::BufRead) -> (u16, Vec<(String, String)>, String) {
+    let mut line = String::new();
+    from.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        from.read_line(&mut line).unwrap();
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let mut body = Vec::new();
+    if let Some(length) = header("content-length") {
+        body.resize(length.parse().unwrap(), 0);
+        from.read_exact(&mut body).unwrap();
+    } else {
+        assert_eq!(
+            header("transfer-encoding").map(String::as_str),
+            Some("chunked")
+        );
+        loop {
+            line.clear();
+            from.read_line(&mut line).unwrap();
+            let size = usize::from_str_radix(line.trim_end(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            from.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    (status, headers, String::from_utf8(body).unwrap())
+}
+
+/// A digit's inference request, its head ending in `extra` header lines.
+fn inference_request(version: &str, extra: &str) -> String {
+    let body = digit_body();
+    format!(
+        "POST /v2/models/digits/infer HTTP/{version}\r\nhost: router\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+fn classified(answer: &(u16, Vec<(String, String)>, String)) -> bool {
+    answer.0 == 200
+        && serde_json::from_str::<serde_json::Value>(&answer.2)
+            .is_ok_and(|v| v["outputs"][0]["data"].is_array())
+}
+
+#[test]
+fn one_connection_carries_pipelined_split_and_chunked_requests_and_health_checks() {
+    use std::io::{BufReader, Read, Write};
+    let _one = serial();
+    let mut r = Router::start(&one_pool());
+    r.wait_for("a replica", Duration::from_secs(30), |s| {
+        ready_on(s, "lab") == 1
+    });
+    let address = r.address.clone();
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (stream.try_clone().unwrap(), BufReader::new(stream))
+    };
+    let (mut to, mut from) = connect();
+    // Two requests in one write: both answered, in order.
+    let two = inference_request("1.1", "").repeat(2);
+    to.write_all(two.as_bytes()).unwrap();
+    for n in 0..2 {
+        let answer = read_answer(&mut from);
+        assert!(classified(&answer), "pipelined request {n}: {answer:?}");
+        assert!(answer.1.iter().any(|(n, _)| n == "date"), "{answer:?}");
+    }
+    // A head and a body that arrive in pieces.
+    let request = inference_request("1.1", "x-request-id: split\r\n");
+    let (head, body) = request.split_at(request.find("\r\n\r\n").unwrap() + 10);
+    for part in [&head[..20], &head[20..], body] {
+        to.write_all(part.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(classified(&read_answer(&mut from)));
+    // A query string is passed on and answered.
+    let queried = inference_request("1.1", "").replacen("/infer ", "/infer?trace=1 ", 1);
+    to.write_all(queried.as_bytes()).unwrap();
+    assert!(classified(&read_answer(&mut from)));
+    // A chunked body, then a health check and another inference on the same connection.
+    let body = digit_body();
+    let chunked = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nhost: router\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    to.write_all(chunked.as_bytes()).unwrap();
+    assert!(classified(&read_answer(&mut from)));
+    to.write_all(b"GET /v2/health/ready HTTP/1.1\r\nhost: router\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut from).0, 200);
+    to.write_all(inference_request("1.1", "").as_bytes())
+        .unwrap();
+    assert!(classified(&read_answer(&mut from)));
+    // Over the body limit: refused whole, before its body is read.
+    let huge = "POST /v2/models/digits/infer HTTP/1.1\r\nhost: router\r\ncontent-length: 999999999999\r\n\r\n";
+    let (mut to, mut from) = connect();
+    to.write_all(huge.as_bytes()).unwrap();
+    let answer = read_answer(&mut from);
+    assert_eq!(answer.0, 413, "{answer:?}");
+    // HTTP/1.0, and a request that asks to close: answered, then the connection closes.
+    for (version, extra) in [("1.0", ""), ("1.1", "connection: close\r\n")] {
+        let (mut to, mut from) = connect();
+        to.write_all(inference_request(version, extra).as_bytes())
+            .unwrap();
+        let answer = read_answer(&mut from);
+        assert!(classified(&answer), "HTTP/{version}: {answer:?}");
+        let mut rest = Vec::new();
+        assert_eq!(
+            from.read_to_end(&mut rest).unwrap(),
+            0,
+            "HTTP/{version} {extra}"
+        );
+    }
+    // The stop closes a connection idle between requests at once (if it did not, the router
+    // would wait for it until the client gave up: the read below times out first).
+    let (mut to, mut from) = connect();
+    to.write_all(inference_request("1.1", "").as_bytes())
+        .unwrap();
+    assert!(classified(&read_answer(&mut from)));
+    drop(to);
+    let idle = std::thread::spawn(move || from.read_to_end(&mut Vec::new()).map_err(|e| e.kind()));
+    assert!(r.terminate().success());
+    assert_eq!(idle.join().unwrap(), Ok(0));
+}
+
 fn serve_fails(body: &str) -> (i32, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     Router::write_config(dir.path(), body);

@@ -5,7 +5,8 @@
 //! `Notify` every time a connection is polled, which takes a lock; with a connection polled two
 //! or three times per forwarded request, that was a tenth of the router's user CPU. Here a poll
 //! reads one atomic flag, and a connection's waker is stored only when it changes (for a tokio
-//! task, once).
+//! task, once). And the public listener's connections are not all hyper's to close: they start
+//! in the front door's own loop ([`Served`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,8 +15,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use hyper_util::server::graceful::GracefulConnection;
+use gpucap_fabric::front::Served;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+
+/// A connection that can be asked to close once it has answered the request in progress.
+pub trait Graceful: Future + Unpin {
+    /// Asks it to close once idle.
+    fn close_when_answered(&mut self);
+}
+
+impl<S> Graceful for Served<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn close_when_answered(&mut self) {
+        Served::close_when_answered(self);
+    }
+}
 
 /// The open connections of one serving thread.
 #[derive(Default)]
@@ -78,9 +95,9 @@ pub struct Open {
 
 impl Open {
     /// `connection`, closed gracefully when the thread stops.
-    pub fn watch<C: GracefulConnection>(self, connection: C) -> Watched<C> {
+    pub fn watch<C: Graceful>(self, connection: C) -> Watched<C> {
         Watched {
-            connection: Box::pin(connection),
+            connection,
             open: self,
             waker: None,
             asked: false,
@@ -99,7 +116,7 @@ impl Drop for Open {
 
 /// A connection that closes gracefully when its thread stops.
 pub struct Watched<C> {
-    connection: Pin<Box<C>>,
+    connection: C,
     open: Open,
     /// The waker last stored for the stop to wake.
     waker: Option<Waker>,
@@ -107,7 +124,7 @@ pub struct Watched<C> {
     asked: bool,
 }
 
-impl<C: GracefulConnection> Future for Watched<C> {
+impl<C: Graceful> Future for Watched<C> {
     type Output = C::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
@@ -122,10 +139,10 @@ impl<C: GracefulConnection> Future for Watched<C> {
             // comes after wakes the stored waker.
             if connections.stopping() {
                 this.asked = true;
-                this.connection.as_mut().graceful_shutdown();
+                this.connection.close_when_answered();
             }
         }
-        this.connection.as_mut().poll(cx)
+        Pin::new(&mut this.connection).poll(cx)
     }
 }
 
@@ -133,6 +150,23 @@ impl<C: GracefulConnection> Future for Watched<C> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A hyper connection, closed the way hyper closes it.
+    struct Hyper<C>(Pin<Box<C>>);
+
+    impl<C: hyper_util::server::graceful::GracefulConnection> Future for Hyper<C> {
+        type Output = C::Output;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+            self.0.as_mut().poll(cx)
+        }
+    }
+
+    impl<C: hyper_util::server::graceful::GracefulConnection> Graceful for Hyper<C> {
+        fn close_when_answered(&mut self) {
+            self.0.as_mut().graceful_shutdown();
+        }
+    }
 
     #[tokio::test]
     async fn the_stop_waits_for_every_open_connection_and_an_idle_one_closes_at_once() {
@@ -151,7 +185,7 @@ mod tests {
                 )
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .into_owned();
-                connections.open().watch(connection).await
+                connections.open().watch(Hyper(Box::pin(connection))).await
             })
         };
         // A handshake in progress is counted too.

@@ -12,9 +12,6 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
 use gpucap_fabric::front::Front;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -189,7 +186,7 @@ async fn keep_the_timer_near() {
 /// answered, and returns when every connection has closed. A joined replica's connection leaves
 /// the count when it is upgraded: it ends with the replica.
 ///
-/// Served with hyper's own connection builder rather than through `axum-server`, whose
+/// Served by the [front door](gpucap_fabric::front) rather than through `axum-server`, whose
 /// per-request layers and shutdown watch cost a sixth of the router's user CPU per forwarded
 /// request.
 async fn serve(
@@ -199,11 +196,6 @@ async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No limit on the wait for a request's head: an idle keep-alive connection is the client's
-    // to keep (hyper's default of 30 s would need a timer on every connection).
-    builder.http1().header_read_timeout(None);
-    let builder = std::sync::Arc::new(builder);
     let connections = std::sync::Arc::new(Connections::default());
     loop {
         let (stream, peer) = tokio::select! {
@@ -221,16 +213,14 @@ async fn serve(
         // No Nagle: answers are written whole, and joined replicas' HTTP/2 frames arrive on
         // these connections too.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(front.door(peer));
-        let (builder, open) = (builder.clone(), connections.open());
+        let open = connections.open();
         match &tls {
             None => {
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::spawn(open.watch(connection.into_owned()));
+                tokio::spawn(open.watch(front.serve(stream, peer)));
             }
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
+                let front = front.clone();
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
@@ -248,9 +238,7 @@ async fn serve(
                             return;
                         }
                     };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = open.watch(connection.into_owned()).await;
+                    open.watch(front.serve(stream, peer)).await;
                 });
             }
         }
