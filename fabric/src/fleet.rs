@@ -55,6 +55,17 @@ pub struct Member {
     /// What it computes on, as its metrics label it (e.g. `onnxruntime cpu (2 threads,
     /// CPUExecutionProvider)`), once scraped.
     pub backend: Option<String>,
+    /// Its id, address and pool's name as each slot on it carries them.
+    names: SlotNames,
+}
+
+/// A replica's id, address and pool's name, shared by its slots: a slot taken per request
+/// copies no string.
+#[derive(Debug, Clone)]
+struct SlotNames {
+    replica: Arc<str>,
+    address: Arc<str>,
+    pool: Arc<str>,
 }
 
 impl Member {
@@ -62,6 +73,11 @@ impl Member {
     pub fn starting(id: String, pool: usize, pool_name: String, burst: bool) -> Member {
         let now = Instant::now();
         Member {
+            names: SlotNames {
+                replica: Arc::from(id.as_str()),
+                address: Arc::from(""),
+                pool: Arc::from(pool_name.as_str()),
+            },
             id,
             pool: Some(pool),
             pool_name,
@@ -126,11 +142,11 @@ pub struct Slot {
     fleet: Arc<Fleet>,
     armed: bool,
     /// The replica.
-    pub replica: String,
+    pub replica: Arc<str>,
     /// Its address.
-    pub address: String,
+    pub address: Arc<str>,
     /// Its pool.
-    pub pool: String,
+    pub pool: Arc<str>,
     /// Whether its pool is a burst pool.
     pub burst: bool,
 }
@@ -361,9 +377,9 @@ impl Fleet {
         let slot = Slot {
             fleet,
             armed: true,
-            replica: chosen.id.clone(),
-            address: chosen.address.clone().unwrap_or_default(),
-            pool: chosen.pool_name.clone(),
+            replica: chosen.names.replica.clone(),
+            address: chosen.names.address.clone(),
+            pool: chosen.names.pool.clone(),
             burst: chosen.burst,
         };
         meter_in_flight(inner);
@@ -403,7 +419,11 @@ impl Fleet {
                 // It timed out between the check and the send: give the slot back by hand (its
                 // Drop would take the lock held here).
                 returned.armed = false;
-                if let Some(m) = inner.members.iter_mut().find(|m| m.id == returned.replica) {
+                if let Some(m) = inner
+                    .members
+                    .iter_mut()
+                    .find(|m| *m.id == *returned.replica)
+                {
                     m.outstanding = m.outstanding.saturating_sub(1);
                 }
                 meter_in_flight(inner);
@@ -426,6 +446,7 @@ impl Fleet {
         let mut inner = self.lock();
         if let Some(m) = inner.members.iter_mut().find(|m| m.id == id) {
             m.address = Some(address.to_string());
+            m.names.address = Arc::from(address);
             // A replica of a pool dropped meanwhile never enters rotation.
             if m.phase != Phase::Draining && m.pool.is_some() {
                 m.phase = Phase::Ready;
@@ -640,7 +661,7 @@ mod tests {
         let taken: Vec<String> = (0..6)
             .map(|_| now(fleet.acquire(None)))
             .map(|s| {
-                let id = s.replica.clone();
+                let id = s.replica.to_string();
                 std::mem::forget(s);
                 id
             })
@@ -658,15 +679,15 @@ mod tests {
         ready(&fleet, "x", 1, true);
         ready(&fleet, "y", 1, true);
         let slots: Vec<Slot> = (0..6).map(|_| now(fleet.acquire(None))).collect();
-        let on = |id: &str| slots.iter().filter(|s| s.replica == id).count();
+        let on = |id: &str| slots.iter().filter(|s| *s.replica == *id).count();
         assert_eq!((on("base"), on("x"), on("y")), (3, 3, 0));
         // One of x's requests ends: x takes the next, y stays idle (and can drain).
         let mut slots = slots;
-        let i = slots.iter().position(|s| s.replica == "x").unwrap();
+        let i = slots.iter().position(|s| &*s.replica == "x").unwrap();
         slots.remove(i);
         let next = now(fleet.acquire(None));
-        assert_eq!(next.replica, "x");
-        assert_eq!(now(fleet.acquire(None)).replica, "y");
+        assert_eq!(&*next.replica, "x");
+        assert_eq!(&*now(fleet.acquire(None)).replica, "y");
     }
 
     #[tokio::test]
@@ -680,7 +701,7 @@ mod tests {
         assert_eq!(fleet.held(), 1);
         drop(first);
         let second = rx.await.unwrap();
-        assert_eq!(second.replica, "a");
+        assert_eq!(&*second.replica, "a");
         assert_eq!(fleet.in_flight(), 1);
         drop(second);
         assert_eq!(fleet.in_flight(), 0);
@@ -710,9 +731,9 @@ mod tests {
         ready(&fleet, "a", 0, false);
         ready(&fleet, "b", 1, false);
         let s = now(fleet.acquire(Some("a")));
-        assert_eq!(s.replica, "b");
+        assert_eq!(&*s.replica, "b");
         fleet.remove("b");
-        assert_eq!(now(fleet.acquire(Some("a"))).replica, "a");
+        assert_eq!(&*now(fleet.acquire(Some("a"))).replica, "a");
     }
 
     #[test]
@@ -723,7 +744,7 @@ mod tests {
         fleet.reindex(|name| (name == "pool0").then_some((0, false)));
         let _a = now(fleet.acquire(None));
         for _ in 0..3 {
-            assert_eq!(now(fleet.acquire(None)).replica, "a");
+            assert_eq!(&*now(fleet.acquire(None)).replica, "a");
         }
         assert_eq!(fleet.members()[1].phase, Phase::Draining);
     }

@@ -2,6 +2,7 @@
 //! pool, replica and status; replicas by pool and state; burst spend; decisions by reason; time
 //! to the first replica after a scale from zero; the router's own added latency.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,11 +16,11 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The pool that answered (`router` for answers the router gave itself).
-    pub pool: String,
+    pub pool: Arc<str>,
     /// The replica that answered (empty for the router's own).
-    pub replica: String,
+    pub replica: Arc<str>,
     /// HTTP status code.
-    pub code: String,
+    pub code: u16,
 }
 
 /// Labels of a replica count.
@@ -288,15 +289,23 @@ impl FabricMetrics {
         }
     }
 
-    /// Counts a request.
-    pub fn request(&self, pool: &str, replica: &str, code: u16) {
+    /// Counts a request answered by `replica` of `pool` (shared names: counting copies none).
+    pub fn request(&self, pool: &Arc<str>, replica: &Arc<str>, code: u16) {
         self.requests
             .get_or_create(&RequestLabels {
-                pool: pool.to_string(),
-                replica: replica.to_string(),
-                code: code.to_string(),
+                pool: pool.clone(),
+                replica: replica.clone(),
+                code,
             })
             .inc();
+    }
+
+    /// Counts a request the router answered itself.
+    pub fn own_answer(&self, code: u16) {
+        thread_local! {
+            static ROUTER: (Arc<str>, Arc<str>) = (Arc::from("router"), Arc::from(""));
+        }
+        ROUTER.with(|(pool, replica)| self.request(pool, replica, code));
     }
 
     /// A gauge or counter family's member by name.

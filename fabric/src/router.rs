@@ -320,14 +320,16 @@ async fn forward(s: Arc<RouterState>, request: InferRequest) -> Response {
     let (response, slot_labels) = route(&s, request, &mut timing, started).await;
     let metrics = &s.shared.metrics;
     let code = response.status().as_u16();
+    // One clock read for the window and the histograms: each costs as much as a counter.
+    let ended = Instant::now();
+    let total = ended.duration_since(started);
     match &slot_labels {
         Some((pool, replica)) => {
             metrics.request(pool, replica, code);
-            s.shared.window.record(Instant::now(), started.elapsed());
+            s.shared.window.record(ended, total);
         }
-        None => metrics.request("router", "", code),
+        None => metrics.own_answer(code),
     }
-    let total = started.elapsed();
     metrics.request_seconds.observe(total.as_secs_f64());
     if slot_labels.is_some() {
         let own = total.saturating_sub(timing.held + timing.upstream);
@@ -342,7 +344,7 @@ async fn route(
     request: InferRequest,
     timing: &mut Timing,
     started: Instant,
-) -> (Response, Option<(String, String)>) {
+) -> (Response, Option<(Arc<str>, Arc<str>)>) {
     let InferRequest {
         path: model,
         target,
@@ -404,15 +406,18 @@ async fn route(
         return (refusal.into_response(), None);
     }
     let deadline = started + settings.request_timeout;
-    let mut exclude: Option<String> = None;
+    let mut exclude: Option<Arc<str>> = None;
     for attempt in 0..2 {
         let slot = match take_slot(s, exclude.as_deref(), deadline, timing).await {
             Ok(slot) => slot,
             Err(r) => return (r, None),
         };
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout_at(deadline.into(), send(&slot, &target, &headers, &bytes)).await;
+        let result = tokio::time::timeout_at(
+            deadline.into(),
+            send(&slot, &target, &headers, &bytes, sent),
+        )
+        .await;
         timing.upstream += sent.elapsed();
         let labels = Some((slot.pool.clone(), slot.replica.clone()));
         let retry_reason = match result {
@@ -540,6 +545,7 @@ async fn send(
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    sent: Instant,
 ) -> Result<Response, String> {
     let post = Post {
         path,
@@ -547,7 +553,7 @@ async fn send(
         skip: is_hop_by_hop,
         body,
     };
-    let answer = crate::upstream::post(&slot.address, post).await?;
+    let answer = crate::upstream::post(&slot.address, post, sent).await?;
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     *response.headers_mut() = answer.headers;

@@ -146,21 +146,23 @@ pub struct Post<'a> {
 }
 
 /// Sends `post` to the replica at `address` and reads its whole answer, less the headers
-/// `post.skip` names.
-pub async fn post(address: &str, post: Post<'_>) -> Result<Answer, String> {
+/// `post.skip` names. `now` is when the exchange starts: the pool's clock, read once by the
+/// caller (a connection reused counts as idle from then: early by the exchange, well within
+/// [`IDLE_FOR`]).
+pub async fn post(address: &str, post: Post<'_>, now: Instant) -> Result<Answer, String> {
     let head = request_head(address, &post);
     let (skip, body) = (post.skip, post.body);
-    let pooled = POOL.with_borrow_mut(|pool| pool.take(address, Instant::now()));
+    let pooled = POOL.with_borrow_mut(|pool| pool.take(address, now));
     if let Some(connection) = pooled {
         match exchange(connection, &head, body, skip).await {
-            Ok(answer) => return Ok(answer.keep(address)),
+            Ok(answer) => return Ok(answer.keep(address, now)),
             Err(Failure::Unanswered(_)) => POOL.with_borrow_mut(|pool| pool.forget(address)),
             Err(failure) => return Err(failure.message()),
         }
     }
     let connection = connect(address).await?;
     match exchange(connection, &head, body, skip).await {
-        Ok(answer) => Ok(answer.keep(address)),
+        Ok(answer) => Ok(answer.keep(address, now)),
         Err(failure) => Err(failure.message()),
     }
 }
@@ -172,10 +174,10 @@ struct Exchanged {
 }
 
 impl Exchanged {
-    /// The answer; its connection goes back to the pool.
-    fn keep(self, address: &str) -> Answer {
+    /// The answer; its connection goes back to the pool, idle since `now`.
+    fn keep(self, address: &str, now: Instant) -> Answer {
         if let Some(mut connection) = self.reusable {
-            connection.idle_since = Instant::now();
+            connection.idle_since = now;
             POOL.with_borrow_mut(|pool| pool.put(address, connection));
         }
         self.answer
@@ -541,7 +543,7 @@ mod tests {
             skip: nothing,
             body: &body,
         };
-        post(address, request).await
+        post(address, request, Instant::now()).await
     }
 
     #[tokio::test]
