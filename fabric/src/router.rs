@@ -12,8 +12,10 @@
 //! listener ([`operator_router`]), never on the public one. A key is never passed on to a
 //! replica.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -52,8 +54,9 @@ pub struct Settings {
 pub struct RouterState {
     /// Shared with the control loop.
     pub shared: Arc<Shared>,
-    /// The endpoint's settings.
-    pub settings: RwLock<Arc<Settings>>,
+    /// The endpoint's settings: read per request by every serving thread, replaced on reload
+    /// (an `ArcSwap`: a read writes no memory another thread reads).
+    pub settings: ArcSwap<Settings>,
     /// Set once shutdown starts.
     pub draining: AtomicBool,
 }
@@ -63,22 +66,19 @@ impl RouterState {
     pub fn new(shared: Arc<Shared>, settings: Settings) -> Arc<RouterState> {
         Arc::new(RouterState {
             shared,
-            settings: RwLock::new(Arc::new(settings)),
+            settings: ArcSwap::from_pointee(settings),
             draining: AtomicBool::new(false),
         })
     }
 
     /// The settings now.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.settings.load_full()
     }
 
     /// Replaces the settings (after a reload).
     pub fn set_settings(&self, settings: Settings) {
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.settings.store(Arc::new(settings));
     }
 
     fn ready(&self) -> bool {
@@ -355,10 +355,14 @@ async fn route(
         Ok(key) => key,
         Err(refusal) => return (refusal.into_response(), None),
     };
-    let settings = s.settings();
-    if let Err(e) = check_model(&settings, &model) {
-        return (error(StatusCode::NOT_FOUND, e), None);
-    }
+    // What the request needs of the settings, copied: the snapshot is not held across awaits.
+    let (max_body_bytes, request_timeout) = {
+        let settings = s.settings.load();
+        if let Err(e) = check_model(&settings, &model) {
+            return (error(StatusCode::NOT_FOUND, e), None);
+        }
+        (settings.max_body_bytes, settings.request_timeout)
+    };
     if s.draining.load(Ordering::Relaxed) {
         return (
             retry_later(
@@ -369,16 +373,16 @@ async fn route(
         );
     }
     let read = match body {
-        Payload::Read(bytes) if bytes.len() <= settings.max_body_bytes => Ok(bytes),
+        Payload::Read(bytes) if bytes.len() <= max_body_bytes => Ok(bytes),
         Payload::Read(_) | Payload::OverLimit => Err(()),
         // Refused by its declared length, not after reading that much.
         Payload::Unread(body)
             if usize::try_from(body.size_hint().lower())
-                .map_or(true, |length| length > settings.max_body_bytes) =>
+                .map_or(true, |length| length > max_body_bytes) =>
         {
             Err(())
         }
-        Payload::Unread(body) => axum::body::to_bytes(body, settings.max_body_bytes)
+        Payload::Unread(body) => axum::body::to_bytes(body, max_body_bytes)
             .await
             .map_err(drop),
     };
@@ -390,7 +394,7 @@ async fn route(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!(
                         "the request body exceeds the endpoint's limit of {} bytes; send fewer rows per request",
-                        settings.max_body_bytes
+                        max_body_bytes
                     ),
                 ),
                 None,
@@ -405,7 +409,7 @@ async fn route(
     {
         return (refusal.into_response(), None);
     }
-    let deadline = started + settings.request_timeout;
+    let deadline = started + request_timeout;
     let mut exclude: Option<Arc<str>> = None;
     for attempt in 0..2 {
         let slot = match take_slot(s, exclude.as_deref(), deadline, timing).await {
@@ -428,7 +432,7 @@ async fn route(
                         format!(
                             "replica {} did not answer within the request timeout ({} ms)",
                             slot.replica,
-                            settings.request_timeout.as_millis()
+                            request_timeout.as_millis()
                         ),
                     ),
                     labels,

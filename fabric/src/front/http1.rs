@@ -90,7 +90,7 @@ where
         if buffer.is_empty() && !wait_for_request(&mut stream, &mut buffer, &asked).await? {
             return Ok(Ended::Closed);
         }
-        let max_body_bytes = state.settings().max_body_bytes;
+        let max_body_bytes = state.settings.load().max_body_bytes;
         let (request, head_length) = loop {
             match read_head(&buffer, max_body_bytes) {
                 Head::Inference(request, length) => break (request, length),

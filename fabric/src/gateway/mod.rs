@@ -13,7 +13,9 @@ pub mod rows;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -260,7 +262,9 @@ pub struct KeyUsage {
 
 /// The gateway of one router.
 pub struct Gateway {
-    table: RwLock<Arc<Table>>,
+    /// Read per request by every serving thread, replaced on reload (an `ArcSwap`: a read
+    /// writes no memory another thread reads).
+    table: ArcSwap<Table>,
     quota: QuotaBook,
     metrics: KeyMetrics,
     /// Rows per key at the last spend attribution.
@@ -282,7 +286,7 @@ impl Gateway {
         let quota = QuotaBook::open(&quota_file)
             .map_err(|e| format!("the quota file {}: {e}", quota_file.display()))?;
         Ok(Gateway {
-            table: RwLock::default(),
+            table: ArcSwap::default(),
             quota,
             metrics: metrics.clone(),
             attributed_rows: Mutex::default(),
@@ -290,8 +294,8 @@ impl Gateway {
         })
     }
 
-    fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.table.load()
     }
 
     /// Puts `setting` in force at once; a key whose rate limit is unchanged keeps its limiter.
@@ -331,10 +335,10 @@ impl Gateway {
                 }),
             );
         }
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Table {
+        self.table.store(Arc::new(Table {
             required: setting.required,
             by_hash,
-        });
+        }));
     }
 
     /// Whether keys are required.
