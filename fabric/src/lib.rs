@@ -41,6 +41,7 @@ pub mod gateway;
 pub mod join;
 pub mod learned;
 pub mod ledger;
+pub mod lines;
 pub mod metrics;
 pub mod predict;
 pub mod process;

@@ -20,10 +20,12 @@ use std::collections::HashMap;
 use std::io::{IoSlice, Write as _};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::lines::Lines;
 
 /// How long an idle connection is kept for reuse.
 pub const IDLE_FOR: Duration = Duration::from_secs(30);
@@ -243,7 +245,7 @@ async fn exchange(
         .await
         .map_err(|e| Failure::Unanswered(format!("the request could not be sent: {e}")))?;
     c.buffer.clear();
-    let parsed = read_head(&mut c, skip).await?;
+    let (parsed, headers) = read_head(&mut c, skip).await?;
     let body = match parsed.framing {
         Framing::Empty => Bytes::new(),
         Framing::Length(n) => {
@@ -261,7 +263,7 @@ async fn exchange(
     Ok(Exchanged {
         answer: Answer {
             status: parsed.status,
-            headers: parsed.headers,
+            headers,
             body,
         },
         reusable,
@@ -298,24 +300,35 @@ enum Framing {
 /// An answer's head.
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
+    /// The headers not skipped, read in place.
+    headers: Lines,
     framing: Framing,
     keep_alive: bool,
 }
 
-/// Reads until the buffer holds a whole final (non-1xx) answer head, and consumes it.
-async fn read_head(c: &mut Connection, skip: fn(&HeaderName) -> bool) -> Result<Head, Failure> {
+/// Reads until the buffer holds a whole final (non-1xx) answer head, and consumes it: the
+/// head, and its headers (their values shared with the bytes they were read into).
+async fn read_head(
+    c: &mut Connection,
+    skip: fn(&HeaderName) -> bool,
+) -> Result<(Head, HeaderMap), Failure> {
     let mut answered = false;
     loop {
         if !c.buffer.is_empty() {
             answered = true;
             if let Some((head, length)) = parse_head(&c.buffer, skip)? {
-                c.buffer.advance(length);
-                match head {
-                    Some(head) => return Ok(head),
+                let Some(mut head) = head else {
                     // An interim answer (100 Continue and the like): the real one follows.
-                    None => continue,
-                }
+                    c.buffer.advance(length);
+                    continue;
+                };
+                let bytes = c.buffer.split_to(length).freeze();
+                let headers = std::mem::take(&mut head.headers)
+                    .into_headers(&bytes)
+                    .map_err(|name| {
+                        Failure::Broken(format!("the replica sent a bad value for header {name}"))
+                    })?;
+                return Ok((head, headers));
             }
             if c.buffer.len() > MAX_HEAD_BYTES {
                 return Err(Failure::Broken(format!(
@@ -348,9 +361,14 @@ fn parse_head(
     buffer: &[u8],
     skip: fn(&HeaderName) -> bool,
 ) -> Result<Option<(Option<Head>, usize)>, Failure> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut answer = httparse::Response::new(&mut lines);
-    let length = match answer.parse(buffer) {
+    let mut lines = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut answer = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut answer,
+        buffer,
+        &mut lines,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
@@ -370,7 +388,7 @@ fn parse_head(
     if status.is_informational() {
         return Ok(Some((None, length)));
     }
-    let mut headers = HeaderMap::with_capacity(answer.headers.len());
+    let mut headers = Lines::with_capacity(answer.headers.len());
     let mut content_length = None;
     let mut chunked = false;
     let mut keep_alive = answer.version == Some(1);
@@ -380,9 +398,6 @@ fn parse_head(
                 "the replica sent a bad header name {:?}",
                 line.name
             ))
-        })?;
-        let value = HeaderValue::from_bytes(line.value).map_err(|_| {
-            Failure::Broken(format!("the replica sent a bad value for header {name}"))
         })?;
         match name.as_str() {
             "content-length" => {
@@ -405,7 +420,7 @@ fn parse_head(
             _ => {}
         }
         if !skip(&name) {
-            headers.append(name, value);
+            headers.push(name, line.value, buffer);
         }
     }
     let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -508,6 +523,7 @@ async fn read_line(c: &mut Connection) -> Result<Bytes, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
     use tokio::net::TcpListener;
 
     /// A server that reads one request per accepted connection and writes `answers` in turn,

@@ -23,13 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::Response;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use gpucap_runtime::protocol::ModelPath;
 
+use crate::lines::Lines;
 use crate::router::{Payload, RouterState, forward_read};
 
 /// What a connection's buffer starts with: a whole request of a small model.
@@ -55,7 +56,8 @@ struct Inference {
     model: ModelPath,
     /// The path and query.
     target: String,
-    headers: HeaderMap,
+    /// The headers, read in place.
+    lines: Lines,
     /// The body's length.
     length: usize,
     /// Whether that is more than the endpoint takes: the body is not read.
@@ -104,13 +106,17 @@ where
                 }
             }
         };
-        buffer.advance(head_length);
+        let head = buffer.split_to(head_length).freeze();
+        // Checked as the head was read: every value is one a header may have.
+        let Ok(headers) = request.lines.into_headers(&head) else {
+            return Ok(Ended::Closed);
+        };
         if request.over_limit {
             let response = forward_read(
                 state.clone(),
                 request.model,
                 request.target,
-                request.headers,
+                headers,
                 Payload::OverLimit,
             )
             .await;
@@ -130,7 +136,7 @@ where
             state.clone(),
             request.model,
             request.target,
-            request.headers,
+            headers,
             Payload::Read(body),
         )
         .await;
@@ -192,21 +198,33 @@ fn read_head(buffer: &[u8], max_body_bytes: usize) -> Head {
         // Not a head the loop can read (or too many headers): hyper answers it.
         Err(_) => return Head::Other,
     };
-    match inference(&request, max_body_bytes) {
+    match inference(&request, buffer, max_body_bytes) {
         Some(inference) => Head::Inference(inference, length),
         None => Head::Other,
     }
 }
 
-/// The inference request `request` is, when the loop takes it.
-fn inference(request: &httparse::Request<'_, '_>, max_body_bytes: usize) -> Option<Inference> {
+/// Whether `value` is one an HTTP header may have (what [`HeaderValue`] checks): visible
+/// characters, spaces and tabs, and bytes beyond ASCII.
+fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t')
+}
+
+/// The inference request `request` (read from `buffer`) is, when the loop takes it.
+fn inference(
+    request: &httparse::Request<'_, '_>,
+    buffer: &[u8],
+    max_body_bytes: usize,
+) -> Option<Inference> {
     if request.method != Some("POST") || request.version != Some(1) {
         return None;
     }
     let target = request.path?;
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     let model = super::inference_target(path)?;
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    let mut lines = Lines::with_capacity(request.headers.len());
     let mut length = None;
     let mut close = false;
     for line in request.headers.iter() {
@@ -231,14 +249,17 @@ fn inference(request: &httparse::Request<'_, '_>, max_body_bytes: usize) -> Opti
                 close |= option.eq_ignore_ascii_case(b"close");
             }
         }
-        headers.append(name, HeaderValue::from_bytes(line.value).ok()?);
+        if !valid_value(line.value) {
+            return None;
+        }
+        lines.push(name, line.value, buffer);
     }
     // Neither a length nor chunks: a request without a body.
     let length = length.unwrap_or(0);
     Some(Inference {
         model,
         target: target.to_string(),
-        headers,
+        lines,
         length,
         over_limit: length > max_body_bytes,
         close,
@@ -355,6 +376,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     const LIMIT: usize = 1000;
 
@@ -374,8 +396,13 @@ mod tests {
         assert_eq!(request.target, "/v2/models/digits/versions/2/infer?trace=1");
         assert_eq!(request.length, 12);
         assert!(request.close && !request.over_limit);
-        assert_eq!(request.headers["authorization"], "Bearer k");
-        assert_eq!(request.headers.len(), 4);
+        let headers = request
+            .lines
+            .into_headers(&Bytes::copy_from_slice(text.as_bytes()))
+            .unwrap();
+        assert_eq!(headers["authorization"], "Bearer k");
+        assert_eq!(headers["connection"], "keep-alive, Close");
+        assert_eq!(headers.len(), 4);
     }
 
     #[test]
@@ -412,6 +439,8 @@ mod tests {
             "POST /v2/models/m/infer HTTP/1.1\r\ncontent-length: 99999999999999999999999\r\n\r\n",
             "POST /v2/models/m/infer HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n",
             "POST /v2/models/m/infer HTTP/1.1\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n",
+            // A value no header may have.
+            "POST /v2/models/m/infer HTTP/1.1\r\nx-a: b\x7fc\r\n\r\n",
             // Not HTTP.
             "\x16\x03\x01\x02\x00\x01\x00\x01\x7f\x03\x03\r\n\r\n",
         ] {
