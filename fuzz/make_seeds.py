@@ -115,6 +115,12 @@ def main():
     put("inference_rows", "shape-last", struct.pack("<H", 0) + json.dumps({"inputs": [{"data": [[1, 2]], "parameters": {"shape": [5]}, "shape": [1, 2]}]}).encode())
     header = json.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}]}).encode()
     put("inference_rows", "binary", struct.pack("<H", len(header) + 1) + header + struct.pack("<8f", *range(8)))
+    # front_head: request heads, as clients send them and as the loop leaves them to hyper.
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [row]}]}).encode()
+    put("front_head", "inference", b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: router\r\nAuthorization: Bearer gpk_0123\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    put("front_head", "versioned", b"POST /v2/models/digits/versions/1/infer?trace=1 HTTP/1.1\r\nhost: r\r\ninference-header-content-length: 9\r\nconnection: keep-alive, close\r\ncontent-length: 0\r\n\r\n")
+    put("front_head", "chunked", b"POST /v2/models/digits/infer HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    put("front_head", "health", b"GET /v2/health/ready HTTP/1.1\r\nhost: r\r\n\r\n")
     # onnx_model: the example ONNX graphs.
     for name in ["digits-pipeline", "digits-cnn", "digits-mlp"]:
         with open(os.path.join(ROOT, f"examples/models/{name}.onnx"), "rb") as f:

@@ -11,7 +11,7 @@
 //! A connection starts in the door's own [HTTP/1.1 loop](http1), which serves inference
 //! requests; at the first request it leaves to hyper, hyper serves the connection from there.
 
-mod http1;
+pub mod http1;
 mod prefixed;
 
 use std::convert::Infallible;

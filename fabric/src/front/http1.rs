@@ -148,6 +148,39 @@ where
     }
 }
 
+/// An inference request's head, as the loop takes it.
+#[derive(Debug)]
+pub struct InferenceHead {
+    /// The head's length in bytes.
+    pub length: usize,
+    /// The path and query.
+    pub target: String,
+    /// The headers, as the loop keeps them.
+    pub headers: HeaderMap,
+    /// The body's declared length.
+    pub body_length: usize,
+}
+
+/// The inference head at the start of `buffer`, read as the loop reads it, when the loop takes
+/// it (`Ok(None)`: part of a head, or a request left to hyper). `Err` names a header the loop
+/// took but could not keep, on which the loop would close the connection: never, as the fuzz
+/// target `front_head` claims.
+pub fn read_inference_head(
+    buffer: &[u8],
+    max_body_bytes: usize,
+) -> Result<Option<InferenceHead>, HeaderName> {
+    let Head::Inference(request, length) = read_head(buffer, max_body_bytes) else {
+        return Ok(None);
+    };
+    let head = Bytes::copy_from_slice(&buffer[..length]);
+    Ok(Some(InferenceHead {
+        length,
+        headers: request.lines.into_headers(&head)?,
+        target: request.target,
+        body_length: request.length,
+    }))
+}
+
 /// Closes a connection whose request's body was left unread, once its answer is written: the
 /// write side is shut, then what the client still sends is read and dropped for a while, so
 /// that the close does not reset the connection before the client has read the answer.
@@ -396,10 +429,10 @@ mod tests {
         assert_eq!(request.target, "/v2/models/digits/versions/2/infer?trace=1");
         assert_eq!(request.length, 12);
         assert!(request.close && !request.over_limit);
-        let headers = request
-            .lines
-            .into_headers(&Bytes::copy_from_slice(text.as_bytes()))
-            .unwrap();
+        let headers = read_inference_head(text.as_bytes(), LIMIT)
+            .unwrap()
+            .unwrap()
+            .headers;
         assert_eq!(headers["authorization"], "Bearer k");
         assert_eq!(headers["connection"], "keep-alive, Close");
         assert_eq!(headers.len(), 4);
