@@ -9,7 +9,7 @@
 //! in one `writev`.
 //!
 //! Only what the loop can answer exactly as hyper would is taken: an HTTP/1.1 `POST` to an
-//! inference path ([`inference_target`](super::inference_target)), framed by `Content-Length`
+//! inference path (as the door's `inference_target` reads one), framed by `Content-Length`
 //! within the endpoint's body limit, with no `Expect`, `Transfer-Encoding` or upgrade. At the
 //! first request that is anything else — HTTP/1.0, HTTP/2's preface, a join, a health check, a
 //! head too large or unreadable — the connection is handed to hyper with what was read of it,
