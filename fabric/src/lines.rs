@@ -1,8 +1,10 @@
-//! Header lines read in place: a head's values are not copied out of the buffer it was read
-//! into, but shared with it once the head is split off ([`Lines::into_headers`]).
+//! HTTP/1.1 header lines, as the router reads and writes them itself (its own loop on the
+//! public listener, its exchanges with replicas).
 //!
-//! Why: copying each value into a `HeaderMap` cost an allocation per header, twice per
-//! forwarded request (the client's head and the replica's answer).
+//! Read in place: a head's values are not copied out of the buffer it was read into, but shared
+//! with it once the head is split off ([`Lines::into_headers`]). Why: copying each value into a
+//! `HeaderMap` cost an allocation per header, twice per forwarded request (the client's head
+//! and the replica's answer).
 
 use std::ops::Range;
 
@@ -42,6 +44,34 @@ impl Lines {
         }
         Ok(headers)
     }
+}
+
+/// A buffer for a head: room for a start line of about `start` bytes, `headers`, and a few
+/// lines the writer adds (length, date, close).
+pub fn head_buffer(start: usize, headers: &HeaderMap) -> Vec<u8> {
+    let lines: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    Vec::with_capacity(start + lines + 128)
+}
+
+/// Writes `headers`, less those `skip` names, one `name: value` line each.
+pub fn put_headers(head: &mut Vec<u8>, headers: &HeaderMap, skip: impl Fn(&HeaderName) -> bool) {
+    for (name, value) in headers.iter().filter(|(name, _)| !skip(name)) {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Whether a comma-separated header value (`Connection`, `Transfer-Encoding`) lists `token`,
+/// in any case.
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 #[cfg(test)]

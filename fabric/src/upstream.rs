@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::lines::Lines;
+use crate::lines::{Lines, has_token, head_buffer, put_headers};
 
 /// How long an idle connection is kept for reuse.
 pub const IDLE_FOR: Duration = Duration::from_secs(30);
@@ -210,26 +210,13 @@ async fn connect(address: &str) -> Result<Connection, String> {
 
 /// The request line and headers.
 fn request_head(address: &str, post: &Post<'_>) -> Vec<u8> {
-    let size = 64
-        + address.len()
-        + post.path.len()
-        + post
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    let mut head = Vec::with_capacity(size);
+    let mut head = head_buffer(32 + address.len() + post.path.len(), post.headers);
     head.extend_from_slice(b"POST ");
     head.extend_from_slice(post.path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     head.extend_from_slice(address.as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in post.headers.iter().filter(|(n, _)| !(post.skip)(n)) {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    put_headers(&mut head, post.headers, post.skip);
     // Writing to a Vec cannot fail.
     let _ = write!(head, "content-length: {}\r\n\r\n", post.body.len());
     head
@@ -442,13 +429,6 @@ fn parse_head(
         }),
         length,
     )))
-}
-
-/// Whether a comma-separated header value has `token`, in any case.
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Reads more into the buffer; 0 at the connection's end.

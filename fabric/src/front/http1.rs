@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use gpucap_runtime::protocol::ModelPath;
 
-use crate::lines::Lines;
+use crate::lines::{Lines, has_token, head_buffer, put_headers};
 use crate::router::{Payload, RouterState, forward_read};
 
 /// What a connection's buffer starts with: a whole request of a small model.
@@ -107,7 +107,8 @@ where
             }
         };
         let head = buffer.split_to(head_length).freeze();
-        // Checked as the head was read: every value is one a header may have.
+        // httparse takes only the bytes a header value may have (those `HeaderValue` takes):
+        // this fails for no head the loop took, as the fuzz target `front_head` checks.
         let Ok(headers) = request.lines.into_headers(&head) else {
             return Ok(Ended::Closed);
         };
@@ -172,7 +173,10 @@ pub fn read_inference_head(
     let Head::Inference(request, length) = read_head(buffer, max_body_bytes) else {
         return Ok(None);
     };
-    let head = Bytes::copy_from_slice(&buffer[..length]);
+    let Some(head) = buffer.get(..length) else {
+        return Ok(None);
+    };
+    let head = Bytes::copy_from_slice(head);
     Ok(Some(InferenceHead {
         length,
         headers: request.lines.into_headers(&head)?,
@@ -237,14 +241,6 @@ fn read_head(buffer: &[u8], max_body_bytes: usize) -> Head {
     }
 }
 
-/// Whether `value` is one an HTTP header may have (what [`HeaderValue`] checks): visible
-/// characters, spaces and tabs, and bytes beyond ASCII.
-fn valid_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t')
-}
-
 /// The inference request `request` (read from `buffer`) is, when the loop takes it.
 fn inference(
     request: &httparse::Request<'_, '_>,
@@ -274,16 +270,10 @@ fn inference(
         {
             return None;
         } else if name == header::CONNECTION {
-            for option in line.value.split(|b| *b == b',') {
-                let option = option.trim_ascii();
-                if option.eq_ignore_ascii_case(b"upgrade") {
-                    return None;
-                }
-                close |= option.eq_ignore_ascii_case(b"close");
+            if has_token(line.value, "upgrade") {
+                return None;
             }
-        }
-        if !valid_value(line.value) {
-            return None;
+            close |= has_token(line.value, "close");
         }
         lines.push(name, line.value, buffer);
     }
@@ -343,30 +333,18 @@ fn response_head(
     length: Option<usize>,
     close: bool,
 ) -> Vec<u8> {
-    let size = 128
-        + headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    let mut head = Vec::with_capacity(size);
+    let mut head = head_buffer(64, headers);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        // Framing is the loop's to write.
-        if name == header::CONTENT_LENGTH
+    // Framing is the loop's to write.
+    put_headers(&mut head, headers, |name| {
+        name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
-        {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    });
     if !headers.contains_key(header::DATE) {
         head.extend_from_slice(b"date: ");
         DATE.with_borrow_mut(|date| head.extend_from_slice(date.now().as_bytes()));
