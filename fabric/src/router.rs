@@ -31,6 +31,7 @@ use gpucap_runtime::server::{ApiError, model_routes, protocol_fallbacks};
 
 use crate::controller::Shared;
 use crate::fleet::{Acquired, Refusal, Slot};
+use crate::gateway::KnownKey;
 use crate::upstream::Post;
 
 /// What the routes need to know about the endpoint; replaced on reload.
@@ -153,7 +154,7 @@ async fn open_endpoints_only(
 type AppState = State<Arc<RouterState>>;
 
 async fn server_metadata(State(s): AppState, headers: HeaderMap) -> Response {
-    if let Err(refusal) = s.shared.gateway.identify(&headers) {
+    if let Err(refusal) = s.shared.gateway.identify(&headers, None) {
         return refusal.into_response();
     }
     axum::Json(ServerMetadata::gpucap("gpucap-fabric")).into_response()
@@ -178,7 +179,7 @@ async fn model_metadata(
     Path(path): Path<ModelPath>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = s.shared.gateway.identify(&headers) {
+    if let Err(refusal) = s.shared.gateway.identify(&headers, None) {
         return refusal.into_response();
     }
     let settings = s.settings();
@@ -266,18 +267,19 @@ pub async fn forward_inference(
         headers: parts.headers,
         body: Payload::Unread(body),
     };
-    forward(s, request).await
+    forward(s, request, None).await
 }
 
 /// Answers an inference request whose body the caller read already, or left unread as longer
 /// than the endpoint's limit (the [front door's HTTP/1.1 loop](crate::front)): `target` is the
-/// request's path and query.
+/// request's path and query; `known` is the key the connection presented before.
 pub async fn forward_read(
     s: Arc<RouterState>,
     model: ModelPath,
     target: String,
     headers: HeaderMap,
     body: Payload,
+    known: &mut KnownKey,
 ) -> Response {
     let request = InferRequest {
         path: model,
@@ -285,7 +287,7 @@ pub async fn forward_read(
         headers,
         body,
     };
-    forward(s, request).await
+    forward(s, request, Some(known)).await
 }
 
 /// An inference request as it arrived.
@@ -314,10 +316,14 @@ struct Timing {
     upstream: Duration,
 }
 
-async fn forward(s: Arc<RouterState>, request: InferRequest) -> Response {
+async fn forward(
+    s: Arc<RouterState>,
+    request: InferRequest,
+    known: Option<&mut KnownKey>,
+) -> Response {
     let started = Instant::now();
     let mut timing = Timing::default();
-    let (response, slot_labels) = route(&s, request, &mut timing, started).await;
+    let (response, slot_labels) = route(&s, request, &mut timing, started, known).await;
     let metrics = &s.shared.metrics;
     let code = response.status().as_u16();
     // One clock read for the window and the histograms: each costs as much as a counter.
@@ -344,6 +350,7 @@ async fn route(
     request: InferRequest,
     timing: &mut Timing,
     started: Instant,
+    known: Option<&mut KnownKey>,
 ) -> (Response, Option<(Arc<str>, Arc<str>)>) {
     let InferRequest {
         path: model,
@@ -351,7 +358,7 @@ async fn route(
         headers,
         body,
     } = request;
-    let key = match s.shared.gateway.identify(&headers) {
+    let key = match s.shared.gateway.identify(&headers, known) {
         Ok(key) => key,
         Err(refusal) => return (refusal.into_response(), None),
     };
@@ -401,11 +408,12 @@ async fn route(
             );
         }
     };
-    if let Some(key) = &key
+    // The key is let go here (it lends the key table), not held while the replica answers.
+    if let Some(key) = key
         && let Err(refusal) = s
             .shared
             .gateway
-            .admit(key, crate::gateway::rows::rows_of(&headers, &bytes))
+            .admit(&key, crate::gateway::rows::rows_of(&headers, &bytes))
     {
         return (refusal.into_response(), None);
     }

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use gpucap_runtime::protocol::ModelPath;
 
+use crate::gateway::KnownKey;
 use crate::lines::{Lines, has_token, head_buffer, put_headers};
 use crate::router::{Payload, RouterState, forward_read};
 
@@ -88,6 +89,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buffer = BytesMut::with_capacity(READ_BUFFER);
+    let mut known = KnownKey::default();
     loop {
         if buffer.is_empty() && !wait_for_request(&mut stream, &mut buffer, &asked).await? {
             return Ok(Ended::Closed);
@@ -119,6 +121,7 @@ where
                 request.target,
                 headers,
                 Payload::OverLimit,
+                &mut known,
             )
             .await;
             write_response(&mut stream, response, true).await?;
@@ -139,6 +142,7 @@ where
             request.target,
             headers,
             Payload::Read(body),
+            &mut known,
         )
         .await;
         write_response(&mut stream, response, close).await?;

@@ -57,9 +57,9 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
-/// The SHA-256 of a secret.
-pub fn secret_hash(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
+/// The SHA-256 of a secret (as text, or as the bytes a request carried).
+pub fn secret_hash(secret: impl AsRef<[u8]>) -> [u8; 32] {
+    Sha256::digest(secret).into()
 }
 
 /// A new secret: the prefix and 256 random bits in hex.

@@ -11,24 +11,28 @@ pub mod quota;
 pub mod rows;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
+use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-
-use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 use gpucap_runtime::server::ApiError;
 
 use self::keys::{Key, RateLimit};
 use self::quota::{ChargeError, QuotaBook};
-use crate::metrics::{KeyLabels, KeyMetrics, RefusalLabels};
+use crate::metrics::{KeyLabels, KeyMetrics, KeyTally, RefusalLabels};
 
 /// The label of requests that carried no known key.
 const NO_KEY: &str = "-";
@@ -38,15 +42,9 @@ pub struct Entry {
     /// The key.
     pub key: Key,
     limits: Arc<Limiters>,
-    counters: Counters,
-}
-
-/// A key's metric series, looked up once when the key is set: the request path only adds.
-struct Counters {
-    requests: prometheus_client::metrics::counter::Counter,
-    rows: prometheus_client::metrics::counter::Counter,
+    /// Looked up once when the key is set: the request path only adds.
+    tally: Arc<KeyTally>,
     spend_usd: crate::metrics::FloatCounter,
-    quota_used: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A key's limiters; kept across reloads while its `rate_limit` is unchanged, so a reload never
@@ -80,7 +78,88 @@ impl Limiters {
 #[derive(Default)]
 struct Table {
     required: bool,
-    by_hash: HashMap<[u8; 32], Arc<Entry>>,
+    entries: Vec<Entry>,
+    /// Each key's place in `entries`, by the SHA-256 of its secret.
+    by_hash: HashMap<[u8; 32], usize, BuildHasherDefault<DigestHasher>>,
+}
+
+/// Hashes a SHA-256 digest by folding its bytes: a digest is already uniform, and no caller can
+/// choose which digest a secret has, so it needs no keyed hash (SipHash cost more than the
+/// lookup).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A request's key, in the table that was in force when the request came: a reload while the
+/// request is admitted changes nothing for it. It lends the table rather than counting a
+/// reference to the key, which every serving thread would write per request.
+pub struct Identified {
+    table: Guard<Arc<Table>>,
+    index: usize,
+}
+
+/// The key a connection presented last, as it was identified: clients send one key with every
+/// request of a connection, so it is hashed and looked up once per connection rather than per
+/// request. A later request's key is compared with it in constant time (a proxy may carry
+/// several clients' requests on one connection), and it counts only while the key table it was
+/// found in is in force.
+#[derive(Default)]
+pub struct KnownKey(Option<Known>);
+
+struct Known {
+    secret: Vec<u8>,
+    table: Arc<Table>,
+    index: usize,
+}
+
+impl KnownKey {
+    /// The key's place in `table` if `secret` is the key this connection presented last and
+    /// `table` the one it was found in.
+    fn index(&self, table: &Arc<Table>, secret: &[u8]) -> Option<usize> {
+        let known = self.0.as_ref()?;
+        (Arc::ptr_eq(&known.table, table) && same_secret(&known.secret, secret))
+            .then_some(known.index)
+    }
+}
+
+/// Whether `a` and `b` are the same bytes, in a time that depends on their length only: their
+/// differences are gathered eight bytes at a time and tested once (a test per byte, as
+/// `subtle`'s slice comparison makes, cost half of what the hash it saves does).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |chunk: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        u64::from_le_bytes(w)
+    };
+    let differences = a
+        .chunks(8)
+        .zip(b.chunks(8))
+        .fold(0u64, |d, (x, y)| d | (word(x) ^ word(y)));
+    differences.ct_eq(&0).into()
+}
+
+impl Deref for Identified {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        &self.table.entries[self.index]
+    }
 }
 
 /// Why the gateway refused a request.
@@ -301,42 +380,42 @@ impl Gateway {
     /// Puts `setting` in force at once; a key whose rate limit is unchanged keeps its limiter.
     pub fn set(&self, setting: Setting) {
         let old = self.table();
-        let by_name: HashMap<&str, &Arc<Entry>> = old
-            .by_hash
-            .values()
+        let by_name: HashMap<&str, &Entry> = old
+            .entries
+            .iter()
             .map(|e| (e.key.spec.name.as_str(), e))
             .collect();
-        let mut by_hash = HashMap::with_capacity(setting.keys.len());
+        let mut entries = Vec::with_capacity(setting.keys.len());
+        let mut by_hash = HashMap::default();
         for key in setting.keys {
             let limits = match by_name.get(key.spec.name.as_str()) {
                 Some(e) if e.limits.spec == key.spec.rate_limit => e.limits.clone(),
                 _ => Arc::new(Limiters::new(key.spec.rate_limit)),
             };
-            let labels = KeyLabels {
-                key: key.spec.name.clone(),
-            };
             // Created now, so they are exported from the start (at zero) and dashboards list
             // every key.
-            let counters = Counters {
-                requests: self.metrics.requests.get_or_create(&labels).clone(),
-                rows: self.metrics.rows.get_or_create(&labels).clone(),
-                spend_usd: self.metrics.spend_usd.get_or_create(&labels).clone(),
-                quota_used: self.metrics.quota_used.get_or_create(&labels).clone(),
-            };
-            counters
+            let tally = self.metrics.tallies.get_or_create(&key.spec.name);
+            tally
                 .quota_used
-                .set(self.quota.used(&key.spec.name) as i64);
-            by_hash.insert(
-                key.hash,
-                Arc::new(Entry {
-                    key,
-                    limits,
-                    counters,
-                }),
-            );
+                .store(self.quota.used(&key.spec.name), Ordering::Relaxed);
+            let spend_usd = self
+                .metrics
+                .spend_usd
+                .get_or_create(&KeyLabels {
+                    key: key.spec.name.clone(),
+                })
+                .clone();
+            by_hash.insert(key.hash, entries.len());
+            entries.push(Entry {
+                key,
+                limits,
+                tally,
+                spend_usd,
+            });
         }
         self.table.store(Arc::new(Table {
             required: setting.required,
+            entries,
             by_hash,
         }));
     }
@@ -358,22 +437,40 @@ impl Gateway {
     }
 
     /// The key the request carries: `Ok(None)` when no key is required, a refusal when one is
-    /// and the request has none that is valid now.
-    pub fn identify(&self, headers: &HeaderMap) -> Result<Option<Arc<Entry>>, Refusal> {
+    /// and the request has none that is valid now. `known` is what its connection presented
+    /// before, where the caller keeps it.
+    pub fn identify(
+        &self,
+        headers: &HeaderMap,
+        known: Option<&mut KnownKey>,
+    ) -> Result<Option<Identified>, Refusal> {
         let table = self.table();
         if !table.required {
             return Ok(None);
         }
         let Some(secret) = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         else {
             return Err(self.refuse(Refusal::Missing));
         };
-        let Some(entry) = table.by_hash.get(&keys::secret_hash(secret.trim())) else {
-            return Err(self.refuse(Refusal::Unknown));
+        let secret = secret.trim_ascii();
+        let index = match known {
+            Some(known) => match known.index(&table, secret) {
+                Some(index) => index,
+                None => {
+                    let index = self.look_up(&table, secret)?;
+                    known.0 = Some(Known {
+                        secret: secret.to_vec(),
+                        table: Arc::clone(&table),
+                        index,
+                    });
+                    index
+                }
+            },
+            None => self.look_up(&table, secret)?,
         };
+        let entry = Identified { table, index };
         if let Some(expires) = entry.key.expires
             && SystemTime::now() >= expires
         {
@@ -382,20 +479,28 @@ impl Gateway {
                 at: entry.key.spec.expires_at.clone().unwrap_or_default(),
             }));
         }
-        Ok(Some(entry.clone()))
+        Ok(Some(entry))
+    }
+
+    /// The place in `table` of the key whose secret is `secret`: found by its hash, so the
+    /// time taken says nothing of any key's secret.
+    fn look_up(&self, table: &Table, secret: &[u8]) -> Result<usize, Refusal> {
+        match table.by_hash.get(&keys::secret_hash(secret)) {
+            Some(&index) => Ok(index),
+            None => Err(self.refuse(Refusal::Unknown)),
+        }
     }
 
     /// Admits an inference request of `rows` rows from `entry`'s key: within its rates and
     /// quota, and counted.
     pub fn admit(&self, entry: &Entry, rows: u64) -> Result<(), Refusal> {
         let name = &entry.key.spec.name;
-        let now = self.clock.now();
         if let Some(limiter) = &entry.limits.requests
             && let Err(not_until) = limiter.check()
         {
             return Err(self.refuse(Refusal::Rate {
                 name: name.clone(),
-                retry_after: not_until.wait_time_from(now),
+                retry_after: not_until.wait_time_from(self.clock.now()),
             }));
         }
         if let Some(limiter) = &entry.limits.rows {
@@ -406,7 +511,7 @@ impl Gateway {
                 Ok(Err(not_until)) => {
                     return Err(self.refuse(Refusal::RowsRate {
                         name: name.clone(),
-                        retry_after: Some(not_until.wait_time_from(now)),
+                        retry_after: Some(not_until.wait_time_from(self.clock.now())),
                         rows,
                     }));
                 }
@@ -421,9 +526,7 @@ impl Gateway {
         }
         if let Some(quota) = entry.key.spec.monthly_request_quota {
             match self.quota.charge(name, quota, SystemTime::now()) {
-                Ok(used) => {
-                    entry.counters.quota_used.set(used as i64);
-                }
+                Ok(used) => entry.tally.quota_used.store(used, Ordering::Relaxed),
                 Err(ChargeError::Exceeded(exceeded)) => {
                     return Err(self.refuse(Refusal::Quota {
                         name: name.clone(),
@@ -433,8 +536,8 @@ impl Gateway {
                 Err(ChargeError::Unrecorded(e)) => return Err(self.refuse(Refusal::Unrecorded(e))),
             }
         }
-        entry.counters.requests.inc();
-        entry.counters.rows.inc_by(rows);
+        entry.tally.requests.fetch_add(1, Ordering::Relaxed);
+        entry.tally.rows.fetch_add(rows, Ordering::Relaxed);
         Ok(())
     }
 
@@ -446,9 +549,9 @@ impl Gateway {
             .attributed_rows
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut sent = Vec::with_capacity(table.by_hash.len());
-        for entry in table.by_hash.values() {
-            let rows = entry.counters.rows.get();
+        let mut sent = Vec::with_capacity(table.entries.len());
+        for entry in &table.entries {
+            let rows = entry.tally.rows.load(Ordering::Relaxed);
             let before = last.insert(entry.key.spec.name.clone(), rows).unwrap_or(0);
             sent.push((entry, rows.saturating_sub(before)));
         }
@@ -457,10 +560,7 @@ impl Gateway {
             return usd.max(0.0);
         }
         for (entry, rows) in sent {
-            entry
-                .counters
-                .spend_usd
-                .inc_by(usd * rows as f64 / total as f64);
+            entry.spend_usd.inc_by(usd * rows as f64 / total as f64);
         }
         0.0
     }
@@ -469,8 +569,8 @@ impl Gateway {
     pub fn usage(&self) -> Vec<KeyUsage> {
         let table = self.table();
         let mut out: Vec<KeyUsage> = table
-            .by_hash
-            .values()
+            .entries
+            .iter()
             .map(|e| {
                 let name = e.key.spec.name.clone();
                 let refusals = ["expired", "rate", "rows_rate", "quota"]
@@ -488,10 +588,10 @@ impl Gateway {
                     })
                     .collect();
                 KeyUsage {
-                    requests: e.counters.requests.get(),
-                    rows: e.counters.rows.get(),
+                    requests: e.tally.requests.load(Ordering::Relaxed),
+                    rows: e.tally.rows.load(Ordering::Relaxed),
                     refusals,
-                    spend_usd: e.counters.spend_usd.get(),
+                    spend_usd: e.spend_usd.get(),
                     quota_used: self.quota.used(&name),
                     monthly_request_quota: e.key.spec.monthly_request_quota,
                     expires_at: e.key.spec.expires_at.clone(),
@@ -568,15 +668,63 @@ mod tests {
     fn keys_are_required_only_when_set_so() {
         let dir = tempfile::tempdir().unwrap();
         let g = gateway(dir.path());
-        assert!(g.identify(&HeaderMap::new()).unwrap().is_none());
+        assert!(g.identify(&HeaderMap::new(), None).unwrap().is_none());
         g.set(Setting {
             required: true,
             keys: vec![key("a", "gpk_a", None, None)],
         });
-        assert_eq!(g.identify(&HeaderMap::new()).err(), Some(Refusal::Missing));
-        assert_eq!(g.identify(&bearer("gpk_b")).err(), Some(Refusal::Unknown));
-        let entry = g.identify(&bearer("gpk_a")).unwrap().unwrap();
+        assert_eq!(
+            g.identify(&HeaderMap::new(), None).err(),
+            Some(Refusal::Missing)
+        );
+        assert_eq!(
+            g.identify(&bearer("gpk_b"), None).err(),
+            Some(Refusal::Unknown)
+        );
+        let entry = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         assert_eq!(entry.key.spec.name, "a");
+    }
+
+    #[test]
+    fn secrets_are_the_same_only_byte_for_byte() {
+        let a = b"gpk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert!(same_secret(a, a));
+        for i in 0..a.len() {
+            let mut b = *a;
+            b[i] ^= 1;
+            assert!(!same_secret(a, &b), "byte {i}");
+        }
+        assert!(!same_secret(a, &a[..a.len() - 1]));
+        assert!(same_secret(b"", b""));
+    }
+
+    #[test]
+    fn a_connections_known_key_stands_only_for_the_same_secret_in_the_same_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gateway(dir.path());
+        g.set(Setting {
+            required: true,
+            keys: vec![key("a", "gpk_a", None, None), key("b", "gpk_b", None, None)],
+        });
+        let mut known = KnownKey::default();
+        let mut name = |secret: &str| {
+            g.identify(&bearer(secret), Some(&mut known))
+                .map(|e| e.map(|e| e.key.spec.name.clone()))
+        };
+        assert_eq!(name("gpk_a"), Ok(Some("a".into())));
+        assert_eq!(name("gpk_a"), Ok(Some("a".into())));
+        // Another client's key through the same connection (a proxy's) is that client's.
+        assert_eq!(name("gpk_b"), Ok(Some("b".into())));
+        assert_eq!(name("gpk_bb"), Err(Refusal::Unknown));
+        assert_eq!(name("gpk_"), Err(Refusal::Unknown));
+        assert_eq!(name("gpk_b"), Ok(Some("b".into())));
+        // A reload that removes the key the connection knew refuses it from then on.
+        g.set(Setting {
+            required: true,
+            keys: vec![key("a", "gpk_a", None, None)],
+        });
+        assert_eq!(name("gpk_b"), Err(Refusal::Unknown));
+        assert_eq!(name("gpk_a"), Ok(Some("a".into())));
     }
 
     #[test]
@@ -589,7 +737,7 @@ mod tests {
             required: true,
             keys: vec![spec.check("k").unwrap()],
         });
-        let refusal = g.identify(&bearer("gpk_o")).err().unwrap();
+        let refusal = g.identify(&bearer("gpk_o"), None).err().unwrap();
         assert_eq!(refusal.reason(), "expired");
         let resp = refusal.into_response();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -612,8 +760,8 @@ mod tests {
                 key("b", "gpk_b", Some(limit), None),
             ],
         });
-        let a = g.identify(&bearer("gpk_a")).unwrap().unwrap();
-        let b = g.identify(&bearer("gpk_b")).unwrap().unwrap();
+        let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
+        let b = g.identify(&bearer("gpk_b"), None).unwrap().unwrap();
         for _ in 0..5 {
             g.admit(&a, 1).unwrap();
         }
@@ -629,7 +777,7 @@ mod tests {
             required: true,
             keys: vec![key("a", "gpk_a", Some(limit), None)],
         });
-        let a = g.identify(&bearer("gpk_a")).unwrap().unwrap();
+        let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         assert!(g.admit(&a, 1).is_err());
     }
 
@@ -646,7 +794,7 @@ mod tests {
             required: true,
             keys: vec![key("a", "gpk_a", Some(limit), None)],
         });
-        let a = g.identify(&bearer("gpk_a")).unwrap().unwrap();
+        let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         g.admit(&a, 8).unwrap();
         assert!(matches!(
             g.admit(&a, 8),
@@ -676,8 +824,8 @@ mod tests {
             keys: vec![key("a", "gpk_a", None, None), key("b", "gpk_b", None, None)],
         });
         assert_eq!(g.attribute(1.0), 1.0, "no rows: nothing attributed");
-        let a = g.identify(&bearer("gpk_a")).unwrap().unwrap();
-        let b = g.identify(&bearer("gpk_b")).unwrap().unwrap();
+        let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
+        let b = g.identify(&bearer("gpk_b"), None).unwrap().unwrap();
         g.admit(&a, 3).unwrap();
         g.admit(&b, 1).unwrap();
         assert_eq!(g.attribute(2.0), 0.0);
@@ -694,7 +842,7 @@ mod tests {
             required: true,
             keys: vec![key("a", "gpk_a", None, Some(2))],
         });
-        let a = g.identify(&bearer("gpk_a")).unwrap().unwrap();
+        let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         g.admit(&a, 1).unwrap();
         g.admit(&a, 1).unwrap();
         let resp = g.admit(&a, 1).err().unwrap().into_response();

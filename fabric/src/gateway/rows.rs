@@ -4,11 +4,12 @@
 //! tensor data after it is not parsed (a full parse of a small request's JSON was a tenth of
 //! the router's CPU per request); the replica still checks the request in full.
 
-use axum::http::HeaderMap;
-use sonic_rs::{JsonValueTrait, pointer};
+use axum::http::{HeaderMap, HeaderName};
+use sonic_rs::pointer;
 
-/// The header of the binary tensor extension: the JSON part's length.
-const HEADER_LENGTH: &str = "inference-header-content-length";
+/// The header of the binary tensor extension: the JSON part's length. A name made once: looking
+/// a header up by a string checks and lowercases the string on every request.
+const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
 /// Rows in the request; 1 when the body says nothing usable (the replica will refuse it).
 pub fn rows_of(headers: &HeaderMap, body: &[u8]) -> u64 {
@@ -20,7 +21,9 @@ pub fn rows_of(headers: &HeaderMap, body: &[u8]) -> u64 {
         .unwrap_or(body);
     sonic_rs::get_from_slice(json, &pointer!["inputs", 0, "shape", 0])
         .ok()
-        .and_then(|first| first.as_i64())
+        // The number's digits, read as they are: the crate's own conversion parses the text
+        // again as a JSON document.
+        .and_then(|first| first.as_raw_str().parse::<i64>().ok())
         .map_or(1, |n| n.max(1) as u64)
 }
 
