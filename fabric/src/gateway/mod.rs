@@ -92,9 +92,7 @@ struct DigestHasher(u64);
 impl Hasher for DigestHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+            self.0 = self.0.rotate_left(17) ^ word(chunk);
         }
     }
 
@@ -109,6 +107,14 @@ impl Hasher for DigestHasher {
 pub struct Identified {
     table: Guard<Arc<Table>>,
     index: usize,
+}
+
+impl Deref for Identified {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        &self.table.entries[self.index]
+    }
 }
 
 /// The key a connection presented last, as it was identified: clients send one key with every
@@ -142,11 +148,6 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let word = |chunk: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        u64::from_le_bytes(w)
-    };
     let differences = a
         .chunks(8)
         .zip(b.chunks(8))
@@ -154,12 +155,11 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     differences.ct_eq(&0).into()
 }
 
-impl Deref for Identified {
-    type Target = Entry;
-
-    fn deref(&self) -> &Entry {
-        &self.table.entries[self.index]
-    }
+/// Up to eight bytes as one word, zero-padded.
+fn word(chunk: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..chunk.len()].copy_from_slice(chunk);
+    u64::from_le_bytes(w)
 }
 
 /// Why the gateway refused a request.
