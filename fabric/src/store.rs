@@ -1,6 +1,7 @@
 //! Records in `state_dir`: small JSON files written atomically (write to a temporary file in the
 //! same directory, then rename), so a crash mid-write never leaves a half-written record behind.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -32,8 +33,12 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
 pub fn replace_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    // Rendered whole first: serde_json writes each token as it goes, and the file is
+    // unbuffered, so rendering into it made a write call per token (the quota file is written
+    // on the request path).
+    let text = serde_json::to_vec_pretty(value)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
+    tmp.write_all(&text)?;
     if sync {
         tmp.as_file().sync_all()?;
     }
@@ -45,7 +50,6 @@ pub fn replace_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> std::io
 /// owner only (a temporary file is created with mode 0600 and renamed, so the secret is never
 /// readable by others, even briefly).
 pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

@@ -31,7 +31,7 @@ use subtle::ConstantTimeEq as _;
 use gpucap_runtime::server::ApiError;
 
 use self::keys::{Key, RateLimit};
-use self::quota::{ChargeError, QuotaBook};
+use self::quota::{ChargeError, QuotaBook, QuotaCount};
 use crate::metrics::{KeyLabels, KeyMetrics, KeyTally, RefusalLabels};
 
 /// The label of requests that carried no known key.
@@ -44,6 +44,8 @@ pub struct Entry {
     limits: Arc<Limiters>,
     /// Looked up once when the key is set: the request path only adds.
     tally: Arc<KeyTally>,
+    /// Its count against its monthly quota.
+    quota: Arc<QuotaCount>,
     spend_usd: crate::metrics::FloatCounter,
 }
 
@@ -395,9 +397,10 @@ impl Gateway {
             // Created now, so they are exported from the start (at zero) and dashboards list
             // every key.
             let tally = self.metrics.tallies.get_or_create(&key.spec.name);
+            let quota = self.quota.count(&key.spec.name);
             tally
                 .quota_used
-                .store(self.quota.used(&key.spec.name), Ordering::Relaxed);
+                .store(quota.used(SystemTime::now()), Ordering::Relaxed);
             let spend_usd = self
                 .metrics
                 .spend_usd
@@ -410,6 +413,7 @@ impl Gateway {
                 key,
                 limits,
                 tally,
+                quota,
                 spend_usd,
             });
         }
@@ -525,7 +529,7 @@ impl Gateway {
             }
         }
         if let Some(quota) = entry.key.spec.monthly_request_quota {
-            match self.quota.charge(name, quota, SystemTime::now()) {
+            match self.quota.charge(&entry.quota, quota, SystemTime::now()) {
                 Ok(used) => entry.tally.quota_used.store(used, Ordering::Relaxed),
                 Err(ChargeError::Exceeded(exceeded)) => {
                     return Err(self.refuse(Refusal::Quota {
@@ -592,7 +596,7 @@ impl Gateway {
                     rows: e.tally.rows.load(Ordering::Relaxed),
                     refusals,
                     spend_usd: e.spend_usd.get(),
-                    quota_used: self.quota.used(&name),
+                    quota_used: e.quota.used(SystemTime::now()),
                     monthly_request_quota: e.key.spec.monthly_request_quota,
                     expires_at: e.key.spec.expires_at.clone(),
                     name,
