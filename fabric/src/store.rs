@@ -31,14 +31,20 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
 /// crashing at any point (the kernel has it), though not necessarily the machine losing power:
 /// for records written on a hot path.
 pub fn replace_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> std::io::Result<()> {
+    // Rendered whole first: serde_json writes each token as it goes, and the file is
+    // unbuffered, so rendering into it made a write call per token (the quota file is replaced
+    // every few thousand requests of a busy key).
+    replace_bytes(path, &serde_json::to_vec_pretty(value)?, sync)
+}
+
+/// Writes `bytes` to `path` atomically, creating the directory: a temporary file in the same
+/// directory (created readable by its owner only), synced to the disk when `sync`, then renamed
+/// over `path`.
+fn replace_bytes(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    // Rendered whole first: serde_json writes each token as it goes, and the file is
-    // unbuffered, so rendering into it made a write call per token (the quota file is written
-    // on the request path).
-    let text = serde_json::to_vec_pretty(value)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&text)?;
+    tmp.write_all(bytes)?;
     if sync {
         tmp.as_file().sync_all()?;
     }
@@ -50,13 +56,7 @@ pub fn replace_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> std::io
 /// owner only (a temporary file is created with mode 0600 and renamed, so the secret is never
 /// readable by others, even briefly).
 pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(content.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    replace_bytes(path, content.as_bytes(), true)
 }
 
 /// Why a record could not be read.

@@ -668,15 +668,20 @@ mod tests {
         Gateway::open(dir.join("quota.json"), &KeyMetrics::default()).unwrap()
     }
 
+    /// Puts `keys` in force on `g`, and requires one.
+    fn require(g: &Gateway, keys: Vec<Key>) {
+        g.set(Setting {
+            required: true,
+            keys,
+        });
+    }
+
     #[test]
     fn keys_are_required_only_when_set_so() {
         let dir = tempfile::tempdir().unwrap();
         let g = gateway(dir.path());
         assert!(g.identify(&HeaderMap::new(), None).unwrap().is_none());
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", None, None)],
-        });
+        require(&g, vec![key("a", "gpk_a", None, None)]);
         assert_eq!(
             g.identify(&HeaderMap::new(), None).err(),
             Some(Refusal::Missing)
@@ -706,10 +711,10 @@ mod tests {
     fn a_connections_known_key_stands_only_for_the_same_secret_in_the_same_table() {
         let dir = tempfile::tempdir().unwrap();
         let g = gateway(dir.path());
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", None, None), key("b", "gpk_b", None, None)],
-        });
+        require(
+            &g,
+            vec![key("a", "gpk_a", None, None), key("b", "gpk_b", None, None)],
+        );
         let mut known = KnownKey::default();
         let mut name = |secret: &str| {
             g.identify(&bearer(secret), Some(&mut known))
@@ -723,10 +728,7 @@ mod tests {
         assert_eq!(name("gpk_"), Err(Refusal::Unknown));
         assert_eq!(name("gpk_b"), Ok(Some("b".into())));
         // A reload that removes the key the connection knew refuses it from then on.
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", None, None)],
-        });
+        require(&g, vec![key("a", "gpk_a", None, None)]);
         assert_eq!(name("gpk_b"), Err(Refusal::Unknown));
         assert_eq!(name("gpk_a"), Ok(Some("a".into())));
     }
@@ -737,10 +739,7 @@ mod tests {
         let g = gateway(dir.path());
         let mut spec = key("old", "gpk_o", None, None).spec;
         spec.expires_at = Some("2020-01-01T00:00:00Z".into());
-        g.set(Setting {
-            required: true,
-            keys: vec![spec.check("k").unwrap()],
-        });
+        require(&g, vec![spec.check("k").unwrap()]);
         let refusal = g.identify(&bearer("gpk_o"), None).err().unwrap();
         assert_eq!(refusal.reason(), "expired");
         let resp = refusal.into_response();
@@ -757,13 +756,13 @@ mod tests {
             rows_per_second: None,
             burst: Some(5),
         };
-        g.set(Setting {
-            required: true,
-            keys: vec![
+        require(
+            &g,
+            vec![
                 key("a", "gpk_a", Some(limit), None),
                 key("b", "gpk_b", Some(limit), None),
             ],
-        });
+        );
         let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         let b = g.identify(&bearer("gpk_b"), None).unwrap().unwrap();
         for _ in 0..5 {
@@ -777,10 +776,7 @@ mod tests {
             g.admit(&b, 1).unwrap();
         }
         // A reload with the same limit keeps the spent burst.
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", Some(limit), None)],
-        });
+        require(&g, vec![key("a", "gpk_a", Some(limit), None)]);
         let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         assert!(g.admit(&a, 1).is_err());
     }
@@ -794,10 +790,7 @@ mod tests {
             rows_per_second: Some(10),
             burst: None,
         };
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", Some(limit), None)],
-        });
+        require(&g, vec![key("a", "gpk_a", Some(limit), None)]);
         let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         g.admit(&a, 8).unwrap();
         assert!(matches!(
@@ -823,10 +816,10 @@ mod tests {
     fn spend_follows_the_rows_each_key_sent() {
         let dir = tempfile::tempdir().unwrap();
         let g = gateway(dir.path());
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", None, None), key("b", "gpk_b", None, None)],
-        });
+        require(
+            &g,
+            vec![key("a", "gpk_a", None, None), key("b", "gpk_b", None, None)],
+        );
         assert_eq!(g.attribute(1.0), 1.0, "no rows: nothing attributed");
         let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         let b = g.identify(&bearer("gpk_b"), None).unwrap().unwrap();
@@ -842,10 +835,7 @@ mod tests {
     fn a_quota_refusal_names_the_quota_and_its_reset() {
         let dir = tempfile::tempdir().unwrap();
         let g = gateway(dir.path());
-        g.set(Setting {
-            required: true,
-            keys: vec![key("a", "gpk_a", None, Some(2))],
-        });
+        require(&g, vec![key("a", "gpk_a", None, Some(2))]);
         let a = g.identify(&bearer("gpk_a"), None).unwrap().unwrap();
         g.admit(&a, 1).unwrap();
         g.admit(&a, 1).unwrap();

@@ -40,7 +40,9 @@ pub fn rows_of(headers: &HeaderMap, body: &[u8]) -> u64 {
 fn common_layout_rows(json: &[u8]) -> Option<u64> {
     let mut scan = Scan(json);
     scan.token(b'{')?;
-    (scan.string()? == b"inputs").then_some(())?;
+    if scan.string()? != b"inputs" {
+        return None;
+    }
     scan.token(b':')?;
     scan.token(b'[')?;
     scan.token(b'{')?;
@@ -62,12 +64,9 @@ struct Scan<'a>(&'a [u8]);
 impl<'a> Scan<'a> {
     /// Skips JSON's whitespace (and only that: not every ASCII space is JSON's).
     fn skip_space(&mut self) {
-        let at = self
-            .0
-            .iter()
-            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-            .unwrap_or(self.0.len());
-        self.0 = &self.0[at..];
+        while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = self.0 {
+            self.0 = rest;
+        }
     }
 
     /// The byte `byte`, after any whitespace.
@@ -80,15 +79,15 @@ impl<'a> Scan<'a> {
     /// A string of printable ASCII without escapes, after any whitespace: its content.
     fn string(&mut self) -> Option<&'a [u8]> {
         self.token(b'"')?;
-        let end = self.0.iter().position(|&b| b == b'"')?;
-        let (content, rest) = self.0.split_at(end);
+        let mut parts = self.0.splitn(2, |&b| b == b'"');
+        let (content, rest) = (parts.next()?, parts.next()?);
         if !content
             .iter()
             .all(|&b| (b' '..=b'~').contains(&b) && b != b'\\')
         {
             return None;
         }
-        self.0 = &rest[1..];
+        self.0 = rest;
         Some(content)
     }
 
@@ -98,7 +97,7 @@ impl<'a> Scan<'a> {
         self.skip_space();
         let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
         let (number, rest) = self.0.split_at(digits);
-        if !(1..=18).contains(&digits) || number[0] == b'0' {
+        if !(1..=18).contains(&digits) || number.starts_with(b"0") {
             return None;
         }
         let mut after = Scan(rest);
@@ -135,6 +134,8 @@ mod tests {
         assert_eq!(common_layout_rows(common), Some(12));
         for other in [
             &br#"{"inputs":[{"name":"a\"b","shape":[3]}]}"#[..],
+            // Not JSON (the name's string runs on past `"shape"`), so not 7.
+            br#"{"inputs":[{"name":"x\","shape":[7]}]}"#,
             br#"{"id":"1","inputs":[{"shape":[3]}]}"#,
             br#"{"inputs":[{"parameters":{"shape":[5]},"shape":[3]}]}"#,
             br#"{"inputs":[{"shape":[03]}]}"#,
